@@ -1,0 +1,72 @@
+"""Commands that pharmacists' and physicians' tools send over NATS request/reply, and their replies."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import Field
+
+from mtm.contracts.envelope import Frozen
+from mtm.contracts.events import Recommendation, ReferralDecision
+
+
+class Command(Frozen):
+    command_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Retries reuse the same id.")
+    schema_version: Literal[1] = 1
+
+
+class ClaimReviewTask(Command):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1)
+
+
+class CompleteReviewTask(Command):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1)
+    note: str | None = None
+    recommendations: tuple[Recommendation, ...] = ()
+
+
+class AnswerReferral(Command):
+    referral_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    decision: ReferralDecision
+    note: str | None = None
+
+
+CommandOutcome = Literal["accepted", "not_found", "conflict", "invalid", "error"]
+
+
+class CommandReply(Frozen):
+    """Reply to any command: `accepted`, or why not, with the resource's current status."""
+
+    outcome: CommandOutcome
+    message: str = ""
+    resource_id: str | None = None
+    status: str | None = None
+    data: dict | list | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "accepted"
+
+
+class Query(Frozen):
+    schema_version: Literal[1] = 1
+
+
+class ListReviewTasks(Query):
+    status: Literal["requested", "in-progress", "completed"] | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class ListReferrals(Query):
+    physician_id: str | None = None
+    status: Literal["requested", "accepted", "declined", "modified"] | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class GetMedicationList(Query):
+    patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    format: Literal["mtm", "fhir"] = "mtm"

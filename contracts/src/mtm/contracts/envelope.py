@@ -1,0 +1,81 @@
+"""CloudEvents 1.0 envelope shared by every mtm event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SPEC_VERSION = "1.0"
+SCHEMA_VERSION = 1
+
+
+class Frozen(BaseModel):
+    """Base of every contract value: immutable, and tolerant of fields added by newer producers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class EventEnvelope(Frozen):
+    """CloudEvents 1.0 attributes plus mtm's schema version and causal chain.
+
+    Subclasses fix `type` with a Literal and give `data` its model.
+    """
+
+    EVENT_NAME: ClassVar[str]
+    """Subject token of the event (snake_case, past tense), e.g. `medications_reconciled`."""
+
+    id: uuid.UUID = Field(description="Event id; also the Nats-Msg-Id used for deduplication.")
+    source: str = Field(min_length=1, description="URI reference of the producer, e.g. `mtm/reconciliation`.")
+    type: str
+    specversion: Literal["1.0"] = SPEC_VERSION
+    time: AwareDatetime = Field(description="When the fact happened (producer's clock, with time zone).")
+    subject: str = Field(
+        pattern=r"^Patient/[A-Za-z0-9\-.]{1,64}$", description="FHIR reference of the patient: `Patient/<id>`."
+    )
+    datacontenttype: Literal["application/json"] = "application/json"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    correlation_id: uuid.UUID = Field(description="Id shared by every event of one discharge's flow.")
+    causation_id: uuid.UUID | None = Field(default=None, description="Id of the event or command that caused this one.")
+    data: Any
+
+    @property
+    def patient_id(self) -> str:
+        return self.subject.removeprefix("Patient/")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        source: str,
+        patient_id: str,
+        data: Any,
+        correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
+        event_id: uuid.UUID | None = None,
+        time: datetime | None = None,
+    ) -> Self:
+        """Build an event with fresh id and time unless given (ids derived from inputs keep replays idempotent)."""
+        new_id = event_id or uuid.uuid4()
+        return cls(
+            id=new_id,
+            source=source,
+            time=time or datetime.now(UTC),
+            subject=f"Patient/{patient_id}",
+            correlation_id=correlation_id or new_id,
+            causation_id=causation_id,
+            data=data,
+        )
+
+    def caused(self, cls: type[EventEnvelope], *, source: str, data: Any, event_id: uuid.UUID) -> EventEnvelope:
+        """Build the next event of this flow: same patient and correlation, caused by this event."""
+        return cls.create(
+            source=source,
+            patient_id=self.patient_id,
+            data=data,
+            correlation_id=self.correlation_id,
+            causation_id=self.id,
+            event_id=event_id,
+        )

@@ -1,0 +1,309 @@
+"""Events of the patient medication event log, one class per fact, version 1."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+
+from mtm.contracts.clinical import (
+    Allergy,
+    CareTeam,
+    Condition,
+    MedicationEntry,
+    Observation,
+    PatientDemographics,
+)
+from mtm.contracts.envelope import EventEnvelope, Frozen
+
+ItemStatus = Literal["continued", "changed", "new", "stopped"]
+ChangeKind = Literal["dose", "frequency", "route", "formulation"]
+DiscrepancyType = Literal["omission", "dose", "frequency", "route", "formulation", "duplication", "commission"]
+AlertKind = Literal[
+    "interaction",
+    "duplication",
+    "dose",
+    "renal",
+    "condition",
+    "allergy",
+    "geriatric",
+    "pharmacogenomic",
+    "unresolved",
+]
+Severity = Literal["high", "moderate", "low"]
+Tier = Literal["interruptive", "passive"]
+TaskPriority = Literal["routine", "urgent", "asap", "stat"]
+ReviewReason = Literal["post-discharge-review", "comprehensive-medication-review", "targeted-medication-review"]
+RecommendationAction = Literal[
+    "start", "stop", "change-dose", "change-frequency", "substitute", "monitor", "educate", "other"
+]
+ReferralDecision = Literal["accepted", "declined", "modified"]
+NotificationChannel = Literal["webhook", "nats", "email"]
+
+
+def _event_type(name: str) -> str:
+    return f"mtm.{name}.v1"
+
+
+# --- transition of care ---------------------------------------------------------------------------------------
+
+
+class TransitionOfCare(Frozen):
+    """What the discharge system knows at discharge: both medication lists and the clinical context."""
+
+    patient: PatientDemographics
+    encounter_id: str | None = None
+    admitted_at: AwareDatetime | None = None
+    discharged_at: AwareDatetime | None = None
+    facility: str | None = None
+    care_team: CareTeam = CareTeam()
+    home_medications: tuple[MedicationEntry, ...] = ()
+    discharge_medications: tuple[MedicationEntry, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    allergies: tuple[Allergy, ...] = ()
+    observations: tuple[Observation, ...] = ()
+    source_format: Literal["mtm", "fhir-r4"] = "mtm"
+
+
+class _PatientMatchesSubject(EventEnvelope):
+    @model_validator(mode="after")
+    def _patient_matches_subject(self) -> _PatientMatchesSubject:
+        patient = getattr(self.data, "patient", None)
+        if patient is not None and patient.patient_id != self.patient_id:
+            raise ValueError(
+                f"data.patient.patient_id {patient.patient_id!r} does not match subject {self.subject!r}"
+            )
+        return self
+
+
+class TransitionOfCareRecorded(_PatientMatchesSubject):
+    """A hospital discharged the patient; both medication lists as the discharge system recorded them."""
+
+    EVENT_NAME: ClassVar[str] = "transition_of_care_recorded"
+    type: Literal["mtm.transition_of_care_recorded.v1"] = _event_type("transition_of_care_recorded")
+    data: TransitionOfCare
+
+
+# --- reconciliation -------------------------------------------------------------------------------------------
+
+
+class IngredientDose(Frozen):
+    """Amount of one ingredient per administration and per day, in a canonical unit (mg, mcg, unit, mL)."""
+
+    ingredient: str
+    amount: float | None = None
+    unit: str | None = None
+    daily_amount: float | None = None
+
+
+class ReconciledItem(Frozen):
+    """One medication after matching home and discharge lists by ingredient set."""
+
+    ingredients: tuple[str, ...] = Field(description="Lowercase generic ingredient names; empty when unresolved.")
+    status: ItemStatus
+    changes: tuple[ChangeKind, ...] = ()
+    documented: bool = False
+    home: MedicationEntry | None = None
+    discharge: MedicationEntry | None = None
+    resolved: bool = True
+    formulation: str | None = Field(default=None, description="E.g. `extended-release`, `metoprolol succinate`.")
+    route: str | None = Field(default=None, description="Normalized route of the current entry, e.g. `oral`.")
+    frequency_per_day: float | None = None
+    ingredient_doses: tuple[IngredientDose, ...] = ()
+
+    @property
+    def current(self) -> MedicationEntry | None:
+        return self.discharge or self.home
+
+
+class Discrepancy(Frozen):
+    """An undocumented difference between home and discharge lists (FHIR DetectedIssue-shaped)."""
+
+    type: DiscrepancyType
+    ingredients: tuple[str, ...]
+    documented: Literal[False] = False
+    home: MedicationEntry | None = None
+    discharge: MedicationEntry | None = None
+    message: str
+
+
+class Reconciliation(Frozen):
+    transition_event_id: uuid.UUID
+    patient: PatientDemographics
+    encounter_id: str | None = None
+    discharged_at: AwareDatetime | None = None
+    care_team: CareTeam = CareTeam()
+    items: tuple[ReconciledItem, ...] = ()
+    discrepancies: tuple[Discrepancy, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    allergies: tuple[Allergy, ...] = ()
+    observations: tuple[Observation, ...] = ()
+
+
+class MedicationsReconciled(_PatientMatchesSubject):
+    """Home and discharge lists matched; the current list with every change and every discrepancy."""
+
+    EVENT_NAME: ClassVar[str] = "medications_reconciled"
+    type: Literal["mtm.medications_reconciled.v1"] = _event_type("medications_reconciled")
+    data: Reconciliation
+
+
+# --- review ---------------------------------------------------------------------------------------------------
+
+
+class Alert(Frozen):
+    """A drug-utilization finding (FHIR DetectedIssue-shaped)."""
+
+    kind: AlertKind
+    severity: Severity
+    tier: Tier
+    ingredients: tuple[str, ...]
+    message: str
+    source: str = Field(description="Where the rule comes from: list, guideline, label or paper.")
+    rule_id: str | None = None
+
+
+class ReviewTask(Frozen):
+    """A pharmacist review (FHIR Task) opened from a reconciliation."""
+
+    task_id: uuid.UUID
+    reason: ReviewReason = "post-discharge-review"
+    priority: TaskPriority
+    focus_event_id: uuid.UUID = Field(description="The MedicationsReconciled event under review.")
+    encounter_id: str | None = None
+    care_team: CareTeam = CareTeam()
+    items: tuple[ReconciledItem, ...] = ()
+    discrepancies: tuple[Discrepancy, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    due: AwareDatetime | None = None
+
+
+class ReviewTaskCreated(EventEnvelope):
+    """A review task is open for pharmacists to claim."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_created"
+    type: Literal["mtm.review_task_created.v1"] = _event_type("review_task_created")
+    data: ReviewTask
+
+
+class TaskClaim(Frozen):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1)
+
+
+class ReviewTaskClaimed(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "review_task_claimed"
+    type: Literal["mtm.review_task_claimed.v1"] = _event_type("review_task_claimed")
+    data: TaskClaim
+
+
+class Recommendation(Frozen):
+    """A pharmacist's recommendation; those that need the prescriber become referrals."""
+
+    recommendation_id: uuid.UUID
+    text: str = Field(min_length=1)
+    action: RecommendationAction = "other"
+    ingredients: tuple[str, ...] = ()
+    needs_prescriber: bool = False
+    priority: TaskPriority = "routine"
+
+
+class TaskCompletion(Frozen):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1)
+    note: str | None = None
+    recommendations: tuple[Recommendation, ...] = ()
+    care_team: CareTeam = CareTeam()
+
+
+class ReviewTaskCompleted(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "review_task_completed"
+    type: Literal["mtm.review_task_completed.v1"] = _event_type("review_task_completed")
+    data: TaskCompletion
+
+
+# --- referral -------------------------------------------------------------------------------------------------
+
+
+class Referral(Frozen):
+    """A request to the prescriber (FHIR ServiceRequest) carrying one recommendation."""
+
+    referral_id: uuid.UUID
+    task_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    pharmacist_id: str = Field(min_length=1)
+    recommendation: Recommendation
+    priority: TaskPriority = "routine"
+
+
+class ReferralRequested(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_requested"
+    type: Literal["mtm.referral_requested.v1"] = _event_type("referral_requested")
+    data: Referral
+
+
+class ReferralAnswer(Frozen):
+    referral_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    decision: ReferralDecision
+    note: str | None = None
+
+
+class ReferralAnswered(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_answered"
+    type: Literal["mtm.referral_answered.v1"] = _event_type("referral_answered")
+    data: ReferralAnswer
+
+
+# --- notify ---------------------------------------------------------------------------------------------------
+
+
+class NotificationOutcome(Frozen):
+    """A delivery (FHIR Communication) of a referral to its physician over one channel."""
+
+    notification_id: uuid.UUID
+    referral_id: uuid.UUID
+    recipient_id: str = Field(min_length=1)
+    channel: NotificationChannel
+    attempts: int = Field(ge=1)
+    reason: str | None = Field(default=None, description="Why delivery failed; set on NotificationFailed.")
+
+
+class NotificationDelivered(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "notification_delivered"
+    type: Literal["mtm.notification_delivered.v1"] = _event_type("notification_delivered")
+    data: NotificationOutcome
+
+
+class NotificationFailed(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "notification_failed"
+    type: Literal["mtm.notification_failed.v1"] = _event_type("notification_failed")
+    data: NotificationOutcome
+
+
+EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
+    TransitionOfCareRecorded,
+    MedicationsReconciled,
+    ReviewTaskCreated,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReferralRequested,
+    ReferralAnswered,
+    NotificationDelivered,
+    NotificationFailed,
+)
+EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
+
+_ANY_EVENT: TypeAdapter[EventEnvelope] | None = None
+
+
+def parse_event(raw: bytes | str) -> EventEnvelope:
+    """Parse any v1 event by its `type` attribute; raises pydantic.ValidationError naming the field."""
+    global _ANY_EVENT
+    if _ANY_EVENT is None:
+        from typing import Annotated, Union
+
+        union = Annotated[Union[tuple(EVENT_CLASSES)], Field(discriminator="type")]  # noqa: UP007
+        _ANY_EVENT = TypeAdapter(union)
+    return _ANY_EVENT.validate_json(raw)

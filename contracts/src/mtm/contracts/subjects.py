@@ -1,0 +1,73 @@
+"""NATS subjects and JetStream stream names of mtm; services never spell a subject literally."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from mtm.contracts.envelope import EventEnvelope
+
+# --- the patient medication event log -------------------------------------------------------------------------
+PATIENT_EVENTS_STREAM: Final = "PATIENT_EVENTS"
+PATIENT_EVENTS_PREFIX: Final = "mtm.patient"
+PATIENT_EVENTS_SUBJECTS: Final = f"{PATIENT_EVENTS_PREFIX}.>"
+PATIENT_EVENTS_OWNER: Final = "reconciliation"
+
+# --- inbound discharges (native TransitionOfCareRecorded JSON or a FHIR R4 Bundle) ----------------------------
+DISCHARGE_INTAKE_STREAM: Final = "DISCHARGE_INTAKE"
+DISCHARGE_INTAKE_SUBJECT: Final = "mtm.intake.discharge.v1"
+DISCHARGE_INTAKE_OWNER: Final = "reconciliation"
+
+# --- per-physician inbox (notify owns the stream so physicians' tools can catch up after being offline) -------
+PHYSICIAN_INBOX_STREAM: Final = "PHYSICIAN_INBOX"
+PHYSICIAN_INBOX_PREFIX: Final = "mtm.inbox.physician"
+PHYSICIAN_INBOX_OWNER: Final = "notify"
+
+# --- dead letters: one stream per service, owned by that service ----------------------------------------------
+DEAD_LETTER_PREFIX: Final = "mtm.dlq"
+
+# --- request/reply (core NATS) ----------------------------------------------------------------------------------
+CLAIM_REVIEW_TASK: Final = "mtm.cmd.review.claim.v1"
+COMPLETE_REVIEW_TASK: Final = "mtm.cmd.review.complete.v1"
+LIST_REVIEW_TASKS: Final = "mtm.query.review.tasks.v1"
+ANSWER_REFERRAL: Final = "mtm.cmd.referral.answer.v1"
+LIST_REFERRALS: Final = "mtm.query.referral.list.v1"
+GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
+
+_UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
+
+
+def subject_token(value: str) -> str:
+    """Make an id safe as one subject token: `.`, `*`, `>`, `%` and whitespace are percent-encoded."""
+    return _UNSAFE_TOKEN.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def patient_subject(patient_id: str, event_name: str) -> str:
+    """`mtm.patient.<patient>.<event>.v1`: per-patient order and per-patient optimistic concurrency."""
+    return f"{PATIENT_EVENTS_PREFIX}.{subject_token(patient_id)}.{event_name}.v1"
+
+
+def event_subject(event: EventEnvelope) -> str:
+    return patient_subject(event.patient_id, event.EVENT_NAME)
+
+
+def event_filter(event_cls: type[EventEnvelope]) -> str:
+    """Subject filter that matches one event type for every patient."""
+    return f"{PATIENT_EVENTS_PREFIX}.*.{event_cls.EVENT_NAME}.v1"
+
+
+def patient_filter(patient_id: str) -> str:
+    """Subject filter of everything that happened to one patient."""
+    return f"{PATIENT_EVENTS_PREFIX}.{subject_token(patient_id)}.>"
+
+
+def physician_inbox_subject(physician_id: str) -> str:
+    return f"{PHYSICIAN_INBOX_PREFIX}.{subject_token(physician_id)}"
+
+
+def dead_letter_stream(service: str) -> str:
+    return f"DEAD_LETTERS_{service.upper()}"
+
+
+def dead_letter_subject(service: str, consumer: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}.{service}.{subject_token(consumer)}"

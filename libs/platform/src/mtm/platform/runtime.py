@@ -1,0 +1,251 @@
+"""Composition of one service process: broker, pool, streams, durable consumers, outbox relay, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.nats import NatsBroker, NatsMessage
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
+from nats.js import JetStreamContext
+from pydantic import BaseModel, ValidationError
+
+from mtm.contracts import CommandReply
+from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
+from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.logging import configure_logging, get_logger
+from mtm.platform.outbox import OutboxRelay
+from mtm.platform.settings import ServiceSettings
+from mtm.platform.streams import (
+    DurableSpec,
+    StreamSpec,
+    dead_letter_stream,
+    declare_stream,
+    ensure_durable,
+    wait_for_stream,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What handlers need at run time; filled in when the service starts, never at import."""
+
+    settings: ServiceSettings
+    broker: NatsBroker
+    pool: asyncpg.Pool | None = None
+    js: JetStreamContext | None = None
+    relay: OutboxRelay | None = None
+    processors: dict[str, BatchProcessor[Any]] = field(default_factory=dict)
+    pullers: list[asyncio.Task[None]] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None, "service not started"
+        return self.pool
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        assert self.js is not None, "service not started"
+        return self.js
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+
+CommandHandler = Callable[[asyncpg.Connection, Any], Awaitable[CommandReply]]
+BackgroundJob = Callable[[Runtime], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CommandRoute:
+    """A request/reply subject served by a queue group: validate, run in one transaction, reply."""
+
+    subject: str
+    model: type[BaseModel]
+    handle: CommandHandler
+    transactional: bool = True
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    migrations: Traversable
+    owned_streams: tuple[StreamSpec, ...] = ()
+    consumed_streams: tuple[str, ...] = ()
+    consumers: Callable[[Runtime], Sequence[BatchConsumer[Any]]] = lambda _: ()
+    commands: Callable[[Runtime], Sequence[CommandRoute]] = lambda _: ()
+    background_jobs: Sequence[BackgroundJob] = ()
+
+
+def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
+    """The one composition root of a service process."""
+    configure_logging(definition.name, settings.log_level, settings.log_format)
+    broker = NatsBroker(
+        settings.nats_url,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        name=f"mtm-{definition.name}",
+        graceful_timeout=10.0,
+        log_level=10,
+    )
+    runtime = Runtime(settings=settings, broker=broker)
+    consumers = list(definition.consumers(runtime))
+    for route in definition.commands(runtime):
+        _subscribe_command(runtime, definition.name, route)
+
+    async def start() -> None:
+        runtime.pool = await create_pool(
+            settings.service_database_url(), min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        await apply_migrations(
+            runtime.pool, [("platform", files("mtm.platform") / "migrations"), (definition.name, definition.migrations)]
+        )
+        await broker.connect()
+        runtime.js = broker.connection.jetstream(publish_async_max_pending=8000)
+        owned = (*definition.owned_streams, dead_letter_stream(definition.name))
+        for spec in owned:
+            await declare_stream(
+                runtime.js, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+            )
+        for name in definition.consumed_streams:
+            await wait_for_stream(runtime.js, name, timeout_s=settings.startup_timeout_s)
+        for consumer in consumers:
+            await ensure_durable(
+                runtime.js,
+                DurableSpec(
+                    stream=consumer.stream,
+                    durable=consumer.durable,
+                    filter_subjects=consumer.filter_subjects,
+                    max_deliver=settings.max_deliver,
+                    ack_wait_s=settings.ack_wait_s,
+                    max_ack_pending=settings.batch_size * 4,
+                ),
+            )
+        runtime.relay = OutboxRelay(runtime.pool, runtime.js, poll_s=settings.outbox_poll_s)
+        for consumer in consumers:
+            runtime.processors[consumer.durable] = BatchProcessor(
+                consumer,
+                service=definition.name,
+                pool=runtime.pool,
+                js=runtime.js,
+                max_deliver=settings.max_deliver,
+                after_commit=runtime.wake_relay,
+            )
+
+    stopping = asyncio.Event()
+
+    async def started() -> None:
+        assert runtime.relay is not None
+        runtime.relay.start()
+        for consumer in consumers:
+            runtime.pullers.append(
+                asyncio.create_task(_pull_loop(runtime, consumer, stopping), name=f"pull-{consumer.durable}")
+            )
+        for job in definition.background_jobs:
+            runtime.background.append(asyncio.create_task(job(runtime), name=job.__name__))
+        log.info("service started", database=settings.service_database_url().rsplit("/", 1)[-1])
+
+    async def stopping_started() -> None:
+        # Let the batch in hand finish (its transaction and acks) before the connection goes away.
+        stopping.set()
+        if runtime.pullers:
+            _, pending = await asyncio.wait(runtime.pullers, timeout=PULL_WAIT_S + 5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*runtime.pullers, return_exceptions=True)
+        for task in runtime.background:
+            task.cancel()
+        await asyncio.gather(*runtime.background, return_exceptions=True)
+        if runtime.relay is not None:
+            await runtime.relay.stop()
+
+    async def stopped() -> None:
+        if runtime.pool is not None:
+            await runtime.pool.close()
+        log.info("service stopped")
+
+    app = FastStream(
+        broker, on_startup=[start], after_startup=[started], on_shutdown=[stopping_started], after_shutdown=[stopped]
+    )
+    app.runtime = runtime  # type: ignore[attr-defined]
+    return app
+
+
+def _raw_body(message: Any) -> Any:
+    # Bodies are validated by our own contracts so that a bad one gets an answer naming the field.
+    return message.body
+
+
+# A long poll: fetch returns as soon as anything is there and gathers up to batch_size under load.
+PULL_WAIT_S = 1.0
+
+
+async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], stopping: asyncio.Event) -> None:
+    """Fetch batches from the durable and hand each to its processor, one batch at a time (per-patient order).
+
+    FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
+    `TimeoutError` from `fetch`, which drops a partially gathered batch until its ack wait expires; this loop
+    keeps the nats-py semantics as they are.
+    """
+    processor = runtime.processors[consumer.durable]
+    subscription = await runtime.jetstream.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
+    try:
+        while not stopping.is_set():
+            try:
+                messages = await subscription.fetch(batch=runtime.settings.batch_size, timeout=PULL_WAIT_S)
+            except TimeoutError:
+                continue
+            except (nats_errors.ConnectionClosedError, nats_errors.ConnectionReconnectingError, js_errors.ServiceUnavailableError):
+                await asyncio.sleep(0.5)
+                continue
+            except (nats_errors.Error, js_errors.Error) as exc:
+                log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await processor.handle(messages)
+            except Exception as exc:  # noqa: BLE001 - unacked messages come back after the ack wait
+                log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
+                await asyncio.sleep(0.5)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+def _subscribe_command(runtime: Runtime, service: str, route: CommandRoute) -> None:
+    async def on_command(msg: NatsMessage) -> dict[str, Any]:
+        try:
+            command = route.model.model_validate_json(msg.body)
+        except ValidationError as exc:
+            return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump(mode="json")
+        try:
+            async with runtime.db.acquire() as conn:
+                if route.transactional:
+                    async with conn.transaction():
+                        reply = await route.handle(conn, command)
+                else:
+                    reply = await route.handle(conn, command)
+        except Exception as exc:  # noqa: BLE001 - the caller gets an answer, the log gets the type
+            log.exception("command failed", subject=route.subject, error_type=type(exc).__name__)
+            return CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})").model_dump(
+                mode="json"
+            )
+        if reply.ok:
+            runtime.wake_relay()
+        return reply.model_dump(mode="json")
+
+    on_command.__name__ = "on_" + route.subject.replace(".", "_")
+    runtime.broker.subscriber(route.subject, queue=service, decoder=_raw_body)(on_command)

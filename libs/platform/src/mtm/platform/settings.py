@@ -1,0 +1,59 @@
+"""Settings every mtm service reads from the environment (prefix `MTM_`); no secret has a default."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class ServiceSettings(BaseSettings):
+    """Connection and tuning knobs shared by all services.
+
+    `MTM_DATABASE_URL` names a Postgres server; each service keeps its own database on it (`mtm_<service>`),
+    unless `MTM_<SERVICE>_DATABASE_URL` gives a full URL of its own.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MTM_", extra="ignore", frozen=True)
+
+    service: str = "mtm"
+    nats_url: str = DEFAULT_NATS_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    database_name: str | None = Field(default=None, description="Overrides the service's database name.")
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", description="`json` for machines, `console` for people.")
+
+    batch_size: int = Field(default=256, ge=1, le=10_000, description="Messages fetched and applied per transaction.")
+    fetch_timeout_s: float = Field(default=0.02, gt=0, description="How long a fetch waits to fill a batch.")
+    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a failing message is dead-lettered.")
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    outbox_poll_s: float = Field(default=0.5, gt=0, description="Relay poll interval when nothing wakes it.")
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams this service owns.")
+    duplicate_window_s: float = Field(default=600.0, gt=0, description="Nats-Msg-Id deduplication window.")
+    startup_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for streams owned elsewhere.")
+
+    def service_database_url(self, env: dict[str, str] | None = None) -> str:
+        import os
+
+        env = env if env is not None else dict(os.environ)
+        own = env.get(f"MTM_{self.service.upper()}_DATABASE_URL")
+        if own:
+            return own
+        name = self.database_name or f"mtm_{self.service}"
+        return with_database(self.database_url, name)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+class WebhookSecret(SecretStr):
+    """Marks a secret that must come from the environment."""

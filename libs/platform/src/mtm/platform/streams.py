@@ -1,0 +1,138 @@
+"""JetStream streams and durable consumers: owners declare, everyone else waits for the owner."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from mtm.contracts import subjects
+from mtm.platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream as its one owner declares it: file storage, limits retention, nothing deleted or purged."""
+
+    name: str
+    subjects: tuple[str, ...]
+    owner: str
+    description: str
+
+    def config(self, *, replicas: int, duplicate_window_s: float) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            max_msgs=-1,
+            max_bytes=-1,
+            max_age=0,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window_s,
+            deny_delete=True,
+            deny_purge=True,
+            allow_direct=True,
+        )
+
+
+PATIENT_EVENTS = StreamSpec(
+    name=subjects.PATIENT_EVENTS_STREAM,
+    subjects=(subjects.PATIENT_EVENTS_SUBJECTS,),
+    owner=subjects.PATIENT_EVENTS_OWNER,
+    description="Append-only patient medication event log; subjects carry the patient id.",
+)
+DISCHARGE_INTAKE = StreamSpec(
+    name=subjects.DISCHARGE_INTAKE_STREAM,
+    subjects=(subjects.DISCHARGE_INTAKE_SUBJECT,),
+    owner=subjects.DISCHARGE_INTAKE_OWNER,
+    description="Discharges as hospitals sent them (native contract or FHIR R4 Bundle), before validation.",
+)
+PHYSICIAN_INBOX = StreamSpec(
+    name=subjects.PHYSICIAN_INBOX_STREAM,
+    subjects=(f"{subjects.PHYSICIAN_INBOX_PREFIX}.>",),
+    owner=subjects.PHYSICIAN_INBOX_OWNER,
+    description="Per-physician inbox of referral notifications.",
+)
+
+
+def dead_letter_stream(service: str) -> StreamSpec:
+    return StreamSpec(
+        name=subjects.dead_letter_stream(service),
+        subjects=(f"{subjects.DEAD_LETTER_PREFIX}.{service}.>",),
+        owner=service,
+        description=f"Messages {service} could not process, kept with the reason.",
+    )
+
+
+async def declare_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float) -> None:
+    """Create the stream, or bring an existing one to the owner's configuration."""
+    config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s)
+    try:
+        await js.add_stream(config)
+        log.info("stream declared", stream=spec.name)
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # stream name already in use with a different configuration
+            raise
+        await js.update_stream(config)
+        log.info("stream updated", stream=spec.name)
+
+
+async def wait_for_stream(js: JetStreamContext, name: str, *, timeout_s: float) -> None:
+    """Bind to a stream owned by another service without redeclaring it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await js.stream_info(name)
+            return
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {name} was not declared by its owner within {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class DurableSpec:
+    """A durable pull consumer, created or updated at start so code changes reach the server."""
+
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    max_deliver: int
+    ack_wait_s: float
+    max_ack_pending: int
+
+    def config(self) -> ConsumerConfig:
+        filters = list(self.filter_subjects)
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            # The service dead-letters at `max_deliver`; the server bound is a backstop above it.
+            max_deliver=self.max_deliver + 3,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+        )
+
+
+async def ensure_durable(js: JetStreamContext, spec: DurableSpec) -> None:
+    await js.add_consumer(spec.stream, spec.config())

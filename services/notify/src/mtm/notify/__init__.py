@@ -1,0 +1,1 @@
+"""mtm notify service."""

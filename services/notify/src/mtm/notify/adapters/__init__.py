@@ -1,0 +1,1 @@
+"""Postgres and NATS adapters of notify."""

@@ -1,0 +1,44 @@
+"""The two delivery channels: signed HTTP webhook and the physician's JetStream inbox."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from nats.js import JetStreamContext
+
+from mtm.contracts.subjects import physician_inbox_subject
+from mtm.notify.domain.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, AttemptResult, classify_http, sign
+from mtm.platform.outbox import MSG_ID_HEADER
+
+
+class WebhookChannel:
+    def __init__(self, client: httpx.AsyncClient, secret: bytes) -> None:
+        self._client = client
+        self._secret = secret
+
+    async def deliver(self, url: str, body: bytes, notification_id: str) -> AttemptResult:
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
+            IDEMPOTENCY_HEADER: notification_id,
+        }
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return AttemptResult(ok=False, retryable=True, detail=f"{type(exc).__name__}")
+        return classify_http(response.status_code)
+
+
+class NatsInboxChannel:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def deliver(self, recipient_id: str, body: bytes, notification_id: str) -> AttemptResult:
+        try:
+            ack = await self._js.publish(
+                physician_inbox_subject(recipient_id), body, headers={MSG_ID_HEADER: notification_id}, timeout=5
+            )
+        except Exception as exc:  # noqa: BLE001 - any broker failure is retried
+            return AttemptResult(ok=False, retryable=True, detail=type(exc).__name__)
+        return AttemptResult(ok=True, retryable=False, detail="duplicate" if ack.duplicate else f"seq {ack.seq}")

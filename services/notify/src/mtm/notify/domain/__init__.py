@@ -1,0 +1,1 @@
+"""Pure notify domain: frozen values and decisions, no I/O."""

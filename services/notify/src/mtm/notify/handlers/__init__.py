@@ -1,0 +1,1 @@
+"""Inbound messages of the notify service: one module per message."""

@@ -1,0 +1,1 @@
+"""mtm reconciliation service."""

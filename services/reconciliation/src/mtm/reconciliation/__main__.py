@@ -1,0 +1,5 @@
+"""`python -m mtm.reconciliation` runs the reconciliation service."""
+
+from mtm.reconciliation.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Inbound messages of the reconciliation service: one module per message."""

@@ -1,0 +1,70 @@
+"""TransitionOfCareRecorded → reconciliation, the patient's medication list, MedicationsReconciled."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
+from mtm.platform.outbox import enqueue_events
+from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
+from mtm.reconciliation.domain import apply_to_medication_list, reconcile
+
+SOURCE = "mtm/reconciliation"
+DURABLE = "reconciliation-transition-of-care"
+_NAMESPACE = uuid.UUID("a1f0d7a2-2c4b-4e55-8b1e-6c0f3e9d2b77")
+
+
+def reconciled_event_id(transition_event_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"medications-reconciled:{transition_event_id}")
+
+
+async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[TransitionOfCareRecorded]]) -> None:
+    repo = ReconciliationRepository(conn)
+    now = datetime.now(UTC)
+    reconciled = []
+    new = []
+    for item in batch:
+        event = item.value
+        rec = reconcile(event.data, event.id)
+        out = MedicationsReconciled.create(
+            source=SOURCE,
+            patient_id=event.patient_id,
+            data=rec,
+            correlation_id=event.correlation_id,
+            causation_id=event.id,
+            event_id=reconciled_event_id(event.id),
+            time=now,
+        )
+        reconciled.append(out)
+        new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, rec))
+    await repo.add_all(new)
+
+    stored = await repo.lock_lists([n.patient_id for n in new])
+    lists = {p: (s.last_seq, None, s.medication_list) for p, s in stored.items()}
+    changed: dict = {}
+    for entry in new:
+        last_seq, _, current = lists.get(entry.patient_id, (0, None, None))
+        if entry.stream_seq <= last_seq:
+            continue  # an older discharge arriving late must not overwrite a newer list
+        updated = apply_to_medication_list(current, entry.reconciliation, event_id=entry.event_id, recorded_at=now)
+        lists[entry.patient_id] = (entry.stream_seq, entry.event_id, updated)
+        changed[entry.patient_id] = lists[entry.patient_id]
+    if changed:
+        await repo.save_lists(changed)
+    await enqueue_events(conn, reconciled)
+
+
+def consumer() -> BatchConsumer[TransitionOfCareRecorded]:
+    return BatchConsumer(
+        durable=DURABLE,
+        stream=PATIENT_EVENTS_STREAM,
+        filter_subjects=(event_filter(TransitionOfCareRecorded),),
+        decode=decode_json_model(TransitionOfCareRecorded),
+        apply=apply,
+    )

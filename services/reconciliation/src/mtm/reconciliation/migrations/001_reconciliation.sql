@@ -1,0 +1,22 @@
+-- Reconciliations of each transition of care, and each patient's current medication list with provenance.
+
+CREATE TABLE reconciliations (
+    event_id            uuid        PRIMARY KEY,
+    transition_event_id uuid        NOT NULL UNIQUE,
+    patient_id          text        NOT NULL,
+    stream_seq          bigint      NOT NULL,
+    item_count          integer     NOT NULL,
+    discrepancy_count   integer     NOT NULL,
+    reconciliation      jsonb       NOT NULL,
+    recorded_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX reconciliations_patient ON reconciliations (patient_id, stream_seq);
+
+CREATE TABLE medication_lists (
+    patient_id    text        PRIMARY KEY,
+    last_seq      bigint      NOT NULL,
+    last_event_id uuid        NOT NULL,
+    medication_list jsonb     NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);

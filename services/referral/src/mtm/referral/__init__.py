@@ -1,0 +1,1 @@
+"""mtm referral service."""

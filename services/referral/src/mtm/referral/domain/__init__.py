@@ -1,0 +1,1 @@
+"""Pure referral domain: frozen values and decisions, no I/O."""

@@ -1,0 +1,68 @@
+"""Referral decisions: which recommendations need the prescriber, and who may answer a referral."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from mtm.contracts.events import Referral, TaskCompletion
+
+ReferralStatus = Literal["requested", "accepted", "declined", "modified"]
+_NAMESPACE = uuid.UUID("0e0a3c55-4b0e-4d7e-9a55-2f3f7a0d6c11")
+
+
+class NoResponsiblePhysician(ValueError):
+    """A recommendation needs a prescriber but the care team names none."""
+
+
+def derived_id(kind: str, source_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{kind}:{source_id}")
+
+
+def referrals_for(completion: TaskCompletion) -> list[Referral]:
+    """One referral per recommendation that needs the prescriber, addressed to the responsible physician."""
+    needing = [r for r in completion.recommendations if r.needs_prescriber]
+    if not needing:
+        return []
+    physician = completion.care_team.responsible_physician_id
+    if physician is None:
+        raise NoResponsiblePhysician(
+            "data.care_team: no primary-care or attending physician to refer "
+            f"{len(needing)} recommendation(s) of task {completion.task_id} to"
+        )
+    return [
+        Referral(
+            referral_id=derived_id("referral", rec.recommendation_id),
+            task_id=completion.task_id,
+            physician_id=physician,
+            pharmacist_id=completion.pharmacist_id,
+            recommendation=rec,
+            priority=rec.priority,
+        )
+        for rec in needing
+    ]
+
+
+@dataclass(frozen=True)
+class ReferralState:
+    referral_id: uuid.UUID
+    physician_id: str
+    status: ReferralStatus
+    decision: str | None
+
+
+@dataclass(frozen=True)
+class AnswerDecision:
+    outcome: Literal["accepted", "already", "conflict"]
+    message: str
+
+
+def decide_answer(referral: ReferralState, physician_id: str, decision: str) -> AnswerDecision:
+    if referral.physician_id != physician_id:
+        return AnswerDecision("conflict", f"referral is addressed to physician {referral.physician_id}")
+    if referral.status != "requested":
+        if referral.decision == decision:
+            return AnswerDecision("already", f"referral was already answered: {decision}")
+        return AnswerDecision("conflict", f"referral was already answered: {referral.decision}")
+    return AnswerDecision("accepted", f"referral {decision}")

@@ -1,0 +1,1 @@
+"""Inbound messages of the referral service: one module per message."""

@@ -1,0 +1,19 @@
+-- Referrals (FHIR ServiceRequest) from pharmacists' recommendations to prescribers, and their answers.
+
+CREATE TABLE referrals (
+    referral_id     uuid        PRIMARY KEY,
+    task_id         uuid        NOT NULL,
+    patient_id      text        NOT NULL,
+    correlation_id  uuid        NOT NULL,
+    physician_id    text        NOT NULL,
+    pharmacist_id   text        NOT NULL,
+    status          text        NOT NULL CHECK (status IN ('requested', 'accepted', 'declined', 'modified')),
+    decision        text,
+    referral        jsonb       NOT NULL,
+    answer          jsonb,
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    answered_at     timestamptz
+);
+
+CREATE INDEX referrals_physician_open ON referrals (physician_id, status);
+CREATE INDEX referrals_task ON referrals (task_id);

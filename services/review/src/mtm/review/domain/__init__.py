@@ -1,0 +1,1 @@
+"""Pure review domain: frozen values and decisions, no I/O."""

@@ -1,0 +1,1 @@
+"""Inbound messages of the review service: one module per message."""

@@ -1,0 +1,21 @@
+-- Review tasks (FHIR Task) opened from reconciliations, with their alerts and the pharmacist's work.
+
+CREATE TABLE review_tasks (
+    task_id         uuid        PRIMARY KEY,
+    focus_event_id  uuid        NOT NULL UNIQUE,
+    patient_id      text        NOT NULL,
+    correlation_id  uuid        NOT NULL,
+    status          text        NOT NULL CHECK (status IN ('requested', 'in-progress', 'completed')),
+    priority        text        NOT NULL,
+    owner           text,
+    alert_count     integer     NOT NULL DEFAULT 0,
+    discrepancy_count integer   NOT NULL DEFAULT 0,
+    task            jsonb       NOT NULL,
+    completion      jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    claimed_at      timestamptz,
+    completed_at    timestamptz
+);
+
+CREATE INDEX review_tasks_open ON review_tasks (status, priority, created_at) WHERE status <> 'completed';
+CREATE INDEX review_tasks_patient ON review_tasks (patient_id);

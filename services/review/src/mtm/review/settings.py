@@ -1,0 +1,14 @@
+"""Settings of the review service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mtm.platform.settings import ServiceSettings
+
+
+class ReviewSettings(ServiceSettings):
+    service: str = "review"
+    review_kb_path: str | None = Field(
+        default=None, description="Directory of a site's knowledge base in the bundled format (MTM_REVIEW_KB_PATH)."
+    )

@@ -1,0 +1,92 @@
+"""Shared fixtures: real NATS JetStream and Postgres (environment → testcontainers → embedded) and services."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from mtm.platform.infra import Infrastructure, resolve_infrastructure
+from mtm.platform.settings import ServiceSettings
+from mtm.platform.streams import declare_stream, StreamSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
+    resolved = resolve_infrastructure(tmp_path_factory.mktemp("infra"))
+    yield resolved
+    resolved.stop()
+
+
+@pytest.fixture
+async def nc(infra: Infrastructure) -> AsyncIterator[Client]:
+    client = await nats.connect(infra.nats_url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def clean_jetstream(nc: Client) -> Client:
+    """Each test starts with no streams, so durable consumers and logs of earlier tests cannot interfere."""
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        await js.delete_stream(info.config.name)
+    return nc
+
+
+@pytest.fixture
+def settings_for(infra: Infrastructure) -> Callable[..., Any]:
+    """Settings of a service on the test infrastructure with a database of its own, tuned for quick tests."""
+    run = uuid.uuid4().hex[:8]
+
+    def make(cls: type[ServiceSettings], **overrides: Any) -> Any:
+        service = cls.model_fields["service"].default
+        values: dict[str, Any] = {
+            "nats_url": infra.nats_url,
+            "database_url": infra.database_url,
+            "database_name": f"t_{service}_{run}",
+            "fetch_timeout_s": 0.01,
+            "outbox_poll_s": 0.1,
+            "max_deliver": 3,
+            "ack_wait_s": 5.0,
+            "startup_timeout_s": 10.0,
+            "log_format": "console",
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any) -> AsyncIterator[Any]:
+    """Start a FastStream service app in this event loop and stop it cleanly afterwards."""
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+def run_service() -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
+    return running
+
+
+async def declare_as_owner(nc: Client, *specs: StreamSpec) -> None:
+    """Declare streams the way their owning service does, for tests that run only a consumer."""
+    js = nc.jetstream()
+    for spec in specs:
+        await declare_stream(js, spec, replicas=1, duplicate_window_s=120)
+
+
+os.environ.setdefault("MTM_LOG_FORMAT", "console")

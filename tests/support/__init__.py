@@ -1,0 +1,1 @@
+"""Helpers shared by mtm's integration and end-to-end tests."""
