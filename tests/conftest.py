@@ -15,7 +15,7 @@ from nats.aio.client import Client
 
 from mtm.platform.infra import Infrastructure, resolve_infrastructure
 from mtm.platform.settings import ServiceSettings
-from mtm.platform.streams import declare_stream, StreamSpec
+from mtm.platform.streams import StreamSpec, declare_stream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

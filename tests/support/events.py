@@ -7,8 +7,19 @@ import uuid
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
-from mtm.contracts import CareTeam, EventEnvelope, Recommendation, ReviewTaskCompleted
-from mtm.contracts.events import TaskCompletion
+from mtm.contracts import (
+    CareTeam,
+    Discrepancy,
+    EventEnvelope,
+    MedicationEntry,
+    MedicationsReconciled,
+    PatientDemographics,
+    Recommendation,
+    ReconciledItem,
+    ReferralRequested,
+    ReviewTaskCompleted,
+)
+from mtm.contracts.events import Reconciliation, TaskCompletion
 from mtm.contracts.subjects import event_subject
 
 
@@ -19,7 +30,7 @@ def new_patient_id() -> str:
 def review_task_completed(
     patient_id: str, *, physician: str | None = "dr-house", recommendations: int = 1, pharmacist: str = "rph-1"
 ) -> ReviewTaskCompleted:
-    recs = tuple(
+    for_prescriber = [
         Recommendation(
             recommendation_id=uuid.uuid4(),
             text=f"Restart home medication #{i}",
@@ -28,11 +39,11 @@ def review_task_completed(
             needs_prescriber=True,
         )
         for i in range(recommendations)
-    ) + (
-        Recommendation(
-            recommendation_id=uuid.uuid4(), text="Counsel on adherence", action="educate", needs_prescriber=False
-        ),
+    ]
+    counselling = Recommendation(
+        recommendation_id=uuid.uuid4(), text="Counsel on adherence", action="educate", needs_prescriber=False
     )
+    recs = (*for_prescriber, counselling)
     return ReviewTaskCompleted.create(
         source="test",
         patient_id=patient_id,
@@ -48,4 +59,48 @@ def review_task_completed(
 async def publish_event(nc: Client, event: EventEnvelope) -> PubAck:
     return await nc.jetstream().publish(
         event_subject(event), event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
+    )
+
+
+def referral_requested(patient_id: str, *, physician: str = "dr-house") -> ReferralRequested:
+    from mtm.contracts.events import Referral
+
+    return ReferralRequested.create(
+        source="test",
+        patient_id=patient_id,
+        data=Referral(
+            referral_id=uuid.uuid4(),
+            task_id=uuid.uuid4(),
+            physician_id=physician,
+            pharmacist_id="rph-1",
+            recommendation=Recommendation(
+                recommendation_id=uuid.uuid4(),
+                text="Restart atorvastatin 40 mg daily",
+                action="start",
+                ingredients=("atorvastatin",),
+                needs_prescriber=True,
+            ),
+        ),
+    )
+
+
+def medications_reconciled(patient_id: str, *, omitted: str = "atorvastatin") -> MedicationsReconciled:
+    home = MedicationEntry(text=f"{omitted.title()} 40 MG Oral Tablet", dose_value=40, dose_unit="mg", frequency="QD")
+    return MedicationsReconciled.create(
+        source="test",
+        patient_id=patient_id,
+        data=Reconciliation(
+            transition_event_id=uuid.uuid4(),
+            patient=PatientDemographics(patient_id=patient_id),
+            care_team=CareTeam(primary_care_physician_id="dr-house", attending_physician_id="dr-ward"),
+            items=(ReconciledItem(ingredients=(omitted,), status="stopped", home=home),),
+            discrepancies=(
+                Discrepancy(
+                    type="omission",
+                    ingredients=(omitted,),
+                    home=home,
+                    message=f"{omitted} taken at home is missing at discharge with no documented stop",
+                ),
+            ),
+        ),
     )

@@ -12,7 +12,9 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 
-async def wait_for(condition: Callable[[], Awaitable[Any] | Any], *, timeout_s: float = 20.0, every_s: float = 0.05) -> Any:
+async def wait_for(
+    condition: Callable[[], Awaitable[Any] | Any], *, timeout_s: float = 20.0, every_s: float = 0.05
+) -> Any:
     """Poll until `condition` returns something truthy; fail with what it last returned."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -43,7 +45,7 @@ async def stream_messages(nc: Client, stream: str, subject: str = ">") -> list[M
         while True:
             try:
                 msg = await sub.next_msg(timeout=0.5)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 break
             found.append(msg)
             if msg.metadata.num_pending == 0:

@@ -11,7 +11,13 @@ from support.events import new_patient_id, publish_event, review_task_completed
 from support.jetstream import stream_messages, wait_for
 
 from mtm.contracts import AnswerReferral, CommandReply, DeadLetter, ReferralRequested
-from mtm.contracts.subjects import ANSWER_REFERRAL, PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter, patient_subject
+from mtm.contracts.subjects import (
+    ANSWER_REFERRAL,
+    PATIENT_EVENTS_STREAM,
+    dead_letter_stream,
+    event_filter,
+    patient_subject,
+)
 from mtm.platform.consumer import BatchProcessor
 from mtm.platform.streams import PATIENT_EVENTS
 from mtm.referral.bootstrap import ReferralSettings, create_app
@@ -134,7 +140,9 @@ async def test_answers_go_to_the_addressed_physician_once(clean_jetstream, setti
         rid = referral.data.referral_id
 
         async def answer(**kwargs) -> CommandReply:
-            command = AnswerReferral(**{"referral_id": rid, "physician_id": "dr-house", "decision": "accepted", **kwargs})
+            command = AnswerReferral(
+                **{"referral_id": rid, "physician_id": "dr-house", "decision": "accepted", **kwargs}
+            )
             reply = await nc.request(ANSWER_REFERRAL, command.model_dump_json().encode(), timeout=5)
             return CommandReply.model_validate_json(reply.data)
 

@@ -71,9 +71,7 @@ class _PatientMatchesSubject(EventEnvelope):
     def _patient_matches_subject(self) -> _PatientMatchesSubject:
         patient = getattr(self.data, "patient", None)
         if patient is not None and patient.patient_id != self.patient_id:
-            raise ValueError(
-                f"data.patient.patient_id {patient.patient_id!r} does not match subject {self.subject!r}"
-            )
+            raise ValueError(f"data.patient.patient_id {patient.patient_id!r} does not match subject {self.subject!r}")
         return self
 
 

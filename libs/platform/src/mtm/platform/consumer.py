@@ -148,13 +148,15 @@ class BatchProcessor(Generic[T]):
 
         try:
             await self._park(invalid)
-        except Exception as exc:  # noqa: BLE001 - the broker or stream is unreachable; retry later
-            log.warning("dead-lettering failed; will retry", consumer=self.consumer.durable, error_type=type(exc).__name__)
+        except Exception as exc:
+            log.warning(
+                "dead-lettering failed; will retry", consumer=self.consumer.durable, error_type=type(exc).__name__
+            )
             await self._nak_all([d for d, _ in invalid])
             invalid = []
         try:
             await self._apply_in_one_transaction(accepted)
-        except Exception as exc:  # noqa: BLE001 - isolate the failing message below
+        except Exception as exc:
             log.warning(
                 "batch failed; retrying one by one",
                 consumer=self.consumer.durable,
@@ -180,7 +182,9 @@ class BatchProcessor(Generic[T]):
             if self.consumer.after_commit is not None:
                 self.consumer.after_commit()
         if len(todo) < len(accepted):
-            log.info("redelivered messages skipped", consumer=self.consumer.durable, duplicates=len(accepted) - len(todo))
+            log.info(
+                "redelivered messages skipped", consumer=self.consumer.durable, duplicates=len(accepted) - len(todo)
+            )
 
     async def _apply_one_by_one(self, accepted: Sequence[Accepted[T]]) -> None:
         blocked: set[str] = set()
@@ -191,12 +195,12 @@ class BatchProcessor(Generic[T]):
                 continue
             try:
                 await self._apply_in_one_transaction([item])
-            except Exception as exc:  # noqa: BLE001 - decide between retry and dead letter
+            except Exception as exc:
                 if delivery.deliveries >= self._max_deliver:
                     reason = f"failed {delivery.deliveries} deliveries: {type(exc).__name__}: {exc}"
                     try:
                         await self._park([(delivery, reason)])
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         blocked.add(delivery.order_key)
                         await self._nak(delivery)
                         continue

@@ -66,7 +66,7 @@ class EmbeddedNats:
     def start(self, *, timeout_s: float = 20.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        log_file = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child process
+        log_file = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
@@ -202,7 +202,9 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             self.pgdata.mkdir(parents=True, exist_ok=True)
             self._chown(self.data_dir)
-            self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "-A", "trust")
+            self._pg(
+                "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "-A", "trust"
+            )
         self._chown(self.data_dir)
         self.port = self.port or free_port()
         socket_dir = self.data_dir / "sock"
@@ -210,7 +212,15 @@ class EmbeddedPostgres:
         self._chown(socket_dir)
         options = f"-h {LOOPBACK} -p {self.port} -k {socket_dir} -c max_connections=200 -c shared_buffers=128MB"
         self._pg(
-            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.data_dir / "postgres.log"), "-o", options, "-w", "start",
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.data_dir / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
             timeout_s=timeout_s,
         )
         _wait_for_port(self.port, timeout_s=timeout_s)

@@ -87,12 +87,12 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         async with self._pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):
+            while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):  # noqa: ASYNC110 - polls Postgres
                 await asyncio.sleep(self._poll_s * 4)
             while not self._stopping:
                 try:
                     sent = await self.relay_once()
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     log.warning("outbox relay failed; will retry", error_type=type(exc).__name__)
                     await asyncio.sleep(self._poll_s)
                     continue
@@ -115,7 +115,9 @@ class OutboxRelay:
             confirmed: list[int] = []
             for row, result in zip(rows, results, strict=True):
                 if isinstance(result, BaseException):
-                    log.warning("outbox publish not confirmed", subject=row["subject"], error_type=type(result).__name__)
+                    log.warning(
+                        "outbox publish not confirmed", subject=row["subject"], error_type=type(result).__name__
+                    )
                     break
                 confirmed.append(row["id"])
             await conn.execute(DELETE_SENT, confirmed)

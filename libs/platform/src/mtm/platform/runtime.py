@@ -14,8 +14,8 @@ import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.nats import NatsBroker, NatsMessage
 from nats import errors as nats_errors
-from nats.js import errors as js_errors
 from nats.js import JetStreamContext
+from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
 from mtm.contracts import CommandReply
@@ -208,7 +208,11 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], stopping: a
                 messages = await subscription.fetch(batch=runtime.settings.batch_size, timeout=PULL_WAIT_S)
             except TimeoutError:
                 continue
-            except (nats_errors.ConnectionClosedError, nats_errors.ConnectionReconnectingError, js_errors.ServiceUnavailableError):
+            except (
+                nats_errors.ConnectionClosedError,
+                nats_errors.ConnectionReconnectingError,
+                js_errors.ServiceUnavailableError,
+            ):
                 await asyncio.sleep(0.5)
                 continue
             except (nats_errors.Error, js_errors.Error) as exc:
@@ -217,7 +221,7 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], stopping: a
                 continue
             try:
                 await processor.handle(messages)
-            except Exception as exc:  # noqa: BLE001 - unacked messages come back after the ack wait
+            except Exception as exc:
                 log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
     finally:
@@ -238,7 +242,7 @@ def _subscribe_command(runtime: Runtime, service: str, route: CommandRoute) -> N
                         reply = await route.handle(conn, command)
                 else:
                     reply = await route.handle(conn, command)
-        except Exception as exc:  # noqa: BLE001 - the caller gets an answer, the log gets the type
+        except Exception as exc:
             log.exception("command failed", subject=route.subject, error_type=type(exc).__name__)
             return CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})").model_dump(
                 mode="json"

@@ -15,7 +15,8 @@ from mtm.notify.domain.delivery import RetryPolicy
 from mtm.notify.handlers import on_referral_requested
 from mtm.notify.settings import NotifySettings
 from mtm.platform.logging import get_logger
-from mtm.platform.runtime import Runtime, ServiceDefinition, create_app as create_service_app
+from mtm.platform.runtime import Runtime, ServiceDefinition
+from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.streams import PHYSICIAN_INBOX
 
 log = get_logger(__name__)

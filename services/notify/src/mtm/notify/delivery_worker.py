@@ -13,7 +13,13 @@ from mtm.contracts import NotificationDelivered, NotificationFailed
 from mtm.contracts.events import NotificationOutcome
 from mtm.notify.adapters.channels import NatsInboxChannel, WebhookChannel
 from mtm.notify.adapters.notifications import NotificationRepository, PendingNotification
-from mtm.notify.domain.delivery import AttemptResult, RetryPolicy, derived_event_id, next_attempt_at, next_step
+from mtm.notify.domain.delivery import (
+    AttemptResult,
+    RetryPolicy,
+    derived_event_id,
+    next_attempt_at,
+    next_step,
+)
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import enqueue_events
 

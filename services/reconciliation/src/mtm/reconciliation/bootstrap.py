@@ -6,7 +6,8 @@ from importlib.resources import files
 
 from faststream import FastStream
 
-from mtm.platform.runtime import ServiceDefinition, create_app as create_service_app
+from mtm.platform.runtime import ServiceDefinition
+from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.handlers import (

@@ -7,7 +7,8 @@ from importlib.resources import files
 from faststream import FastStream
 
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
-from mtm.platform.runtime import ServiceDefinition, create_app as create_service_app
+from mtm.platform.runtime import ServiceDefinition
+from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.settings import ServiceSettings
 from mtm.referral.handlers import on_answer_referral, on_list_referrals, on_review_task_completed
 

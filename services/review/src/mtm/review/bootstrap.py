@@ -7,7 +7,8 @@ from importlib.resources import files
 from faststream import FastStream
 
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
-from mtm.platform.runtime import ServiceDefinition, create_app as create_service_app
+from mtm.platform.runtime import ServiceDefinition
+from mtm.platform.runtime import create_app as create_service_app
 from mtm.review.drug_checks import DrugChecker, build_drug_checker
 from mtm.review.handlers import (
     on_claim_review_task,

@@ -8,7 +8,13 @@ import httpx
 from nats.js import JetStreamContext
 
 from mtm.contracts.subjects import physician_inbox_subject
-from mtm.notify.domain.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, AttemptResult, classify_http, sign
+from mtm.notify.domain.delivery import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    AttemptResult,
+    classify_http,
+    sign,
+)
 from mtm.platform.outbox import MSG_ID_HEADER
 
 
@@ -39,6 +45,6 @@ class NatsInboxChannel:
             ack = await self._js.publish(
                 physician_inbox_subject(recipient_id), body, headers={MSG_ID_HEADER: notification_id}, timeout=5
             )
-        except Exception as exc:  # noqa: BLE001 - any broker failure is retried
+        except Exception as exc:
             return AttemptResult(ok=False, retryable=True, detail=type(exc).__name__)
         return AttemptResult(ok=True, retryable=False, detail="duplicate" if ack.duplicate else f"seq {ack.seq}")

@@ -16,7 +16,9 @@ from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
 DURABLE = "notify-referral-requested"
 
 
-def consumer(*, webhook_template: str | None, webhooks_enabled: bool, wake: asyncio.Event) -> BatchConsumer[ReferralRequested]:
+def consumer(
+    *, webhook_template: str | None, webhooks_enabled: bool, wake: asyncio.Event
+) -> BatchConsumer[ReferralRequested]:
     async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[ReferralRequested]]) -> None:
         repo = NotificationRepository(conn)
         events = [item.value for item in batch]

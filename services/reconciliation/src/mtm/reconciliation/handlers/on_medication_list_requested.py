@@ -14,7 +14,9 @@ from mtm.reconciliation.domain import to_fhir_list
 async def handle(conn: asyncpg.Connection, query: GetMedicationList) -> CommandReply:
     found = await ReconciliationRepository(conn).medication_list(query.patient_id)
     if found is None:
-        return CommandReply(outcome="not_found", message="no medication list for this patient", resource_id=query.patient_id)
+        return CommandReply(
+            outcome="not_found", message="no medication list for this patient", resource_id=query.patient_id
+        )
     data = to_fhir_list(found) if query.format == "fhir" else found.model_dump(mode="json")
     return CommandReply(outcome="accepted", resource_id=query.patient_id, data=data)
 

@@ -15,7 +15,8 @@ from mtm.referral.domain.referrals import ReferralState
 
 INSERT_REFERRALS = """
 INSERT INTO referrals (referral_id, task_id, patient_id, correlation_id, physician_id, pharmacist_id, status, referral)
-SELECT r.referral_id, r.task_id, r.patient_id, r.correlation_id, r.physician_id, r.pharmacist_id, 'requested', r.referral
+SELECT r.referral_id, r.task_id, r.patient_id, r.correlation_id, r.physician_id, r.pharmacist_id, 'requested',
+       r.referral
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[])
     AS r(referral_id, task_id, patient_id, correlation_id, physician_id, pharmacist_id, referral)
 ON CONFLICT (referral_id) DO NOTHING
@@ -49,7 +50,10 @@ class LockedReferral:
 
     def __init__(self, row: asyncpg.Record) -> None:
         self.state = ReferralState(
-            referral_id=row["referral_id"], physician_id=row["physician_id"], status=row["status"], decision=row["decision"]
+            referral_id=row["referral_id"],
+            physician_id=row["physician_id"],
+            status=row["status"],
+            decision=row["decision"],
         )
         self.patient_id: str = row["patient_id"]
         self.correlation_id: uuid.UUID = row["correlation_id"]

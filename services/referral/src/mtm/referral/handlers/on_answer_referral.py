@@ -25,12 +25,18 @@ async def handle(conn: asyncpg.Connection, command: AnswerReferral) -> CommandRe
     decision = decide_answer(referral.state, command.physician_id, command.decision)
     if decision.outcome == "conflict":
         return CommandReply(
-            outcome="conflict", message=decision.message, resource_id=str(command.referral_id), status=referral.state.status
+            outcome="conflict",
+            message=decision.message,
+            resource_id=str(command.referral_id),
+            status=referral.state.status,
         )
     if decision.outcome == "accepted":
         now = datetime.now(UTC)
         answer = ReferralAnswer(
-            referral_id=command.referral_id, physician_id=command.physician_id, decision=command.decision, note=command.note
+            referral_id=command.referral_id,
+            physician_id=command.physician_id,
+            decision=command.decision,
+            note=command.note,
         )
         await referrals.mark_answered(answer, now)
         answered = ReferralAnswered.create(

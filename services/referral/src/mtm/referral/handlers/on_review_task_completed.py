@@ -26,7 +26,9 @@ def decode(delivery: Delivery) -> tuple[ReviewTaskCompleted, list[NewReferral]]:
     return event, [NewReferral(r, event.patient_id, event.correlation_id) for r in referrals]
 
 
-async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[ReviewTaskCompleted, list[NewReferral]]]]) -> None:
+async def apply(
+    conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[ReviewTaskCompleted, list[NewReferral]]]]
+) -> None:
     new = [referral for item in batch for referral in item.value[1]]
     causes = {referral.referral.referral_id: item.value[0].id for item in batch for referral in item.value[1]}
     created = await ReferralRepository(conn).add_all(new)

@@ -12,7 +12,8 @@ from mtm.contracts import Alert, MedicationsReconciled
 from mtm.contracts.events import ReviewTask, TaskPriority
 
 TaskStatus = Literal["requested", "in-progress", "completed"]
-# Post-discharge medication review is due within 72 hours (CMS TCM interactive contact: 2 business days; CMR soon after).
+# Post-discharge review is due within 72 hours: CMS transitional care management asks for contact
+# within 2 business days of discharge.
 POST_DISCHARGE_REVIEW_WINDOW = timedelta(hours=72)
 _NAMESPACE = uuid.UUID("6b1d6f0e-39a4-4a57-9d6f-3c8d9a0e7f21")
 

@@ -46,7 +46,9 @@ async def handle(conn: asyncpg.Connection, command: CompleteReviewTask) -> Comma
         time=now,
     )
     await enqueue_events(conn, [completed])
-    return CommandReply(outcome="accepted", message=decision.message, resource_id=str(command.task_id), status="completed")
+    return CommandReply(
+        outcome="accepted", message=decision.message, resource_id=str(command.task_id), status="completed"
+    )
 
 
 ROUTE = CommandRoute(subject=COMPLETE_REVIEW_TASK, model=CompleteReviewTask, handle=handle)

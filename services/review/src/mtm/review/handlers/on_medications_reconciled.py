@@ -26,7 +26,9 @@ def consumer(checker: DrugChecker) -> BatchConsumer[MedicationsReconciled]:
         for item in batch:
             event = item.value
             alerts, priority = checker(event.data)
-            new_tasks.append(NewTask(open_task(event, alerts, priority, now=now), event.patient_id, event.correlation_id))
+            new_tasks.append(
+                NewTask(open_task(event, alerts, priority, now=now), event.patient_id, event.correlation_id)
+            )
         opened = await TaskRepository(conn).add_all(new_tasks)
         created = [
             ReviewTaskCreated.create(

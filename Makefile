@@ -1,0 +1,50 @@
+# mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test.
+# Both set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies.
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv/.synced
+
+.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas clean
+
+$(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --locked --all-packages --python $(PYTHON)
+	@touch $(VENV)
+
+run: $(VENV)
+	$(UV) run --no-sync mtm up --demo
+
+up: $(VENV)
+	$(UV) run --no-sync mtm up
+
+test: $(VENV)
+	$(UV) run --no-sync pytest
+
+test-unit: $(VENV)
+	$(UV) run --no-sync pytest -m unit
+
+test-integration: $(VENV)
+	$(UV) run --no-sync pytest -m integration
+
+test-e2e: $(VENV)
+	$(UV) run --no-sync pytest -m e2e
+
+bench: $(VENV)
+	$(UV) sync --locked --all-packages --group bench --python $(PYTHON)
+	$(UV) run --no-sync python -m bench
+
+lint: $(VENV)
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+
+format: $(VENV)
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+schemas: $(VENV)
+	$(UV) run --no-sync python -m mtm.contracts.schema contracts/schemas
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The mtm command line."""

@@ -1,0 +1,130 @@
+"""`make run`: one discharge flowing to a physician's notification, narrated step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+import nats
+
+from mtm.cli.tool import request
+from mtm.contracts import (
+    AnswerReferral,
+    ClaimReviewTask,
+    CompleteReviewTask,
+    Recommendation,
+    ReviewTaskCreated,
+)
+from mtm.contracts.subjects import (
+    ANSWER_REFERRAL,
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
+    DISCHARGE_INTAKE_SUBJECT,
+    PHYSICIAN_INBOX_PREFIX,
+    event_filter,
+)
+
+PHARMACIST = "rph-demo"
+STEP_TIMEOUT_S = 60.0
+
+
+def _demo_file(name: str) -> str:
+    return (files("mtm.cli") / "demo_data" / name).read_text()
+
+
+def native_discharge() -> tuple[bytes, str, str]:
+    """The bundled native sample with fresh ids, so every run is a new patient and a new flow."""
+    body = json.loads(_demo_file("native-discharge.json"))
+    patient = str(uuid.uuid4())
+    event_id = str(uuid.uuid4())
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient}")
+    body["data"]["patient"]["patient_id"] = patient
+    return json.dumps(body).encode(), event_id, patient
+
+
+def fhir_discharge() -> tuple[bytes, str, str]:
+    """The bundled FHIR R4 discharge bundle (every kind of discrepancy) for a new patient."""
+    bundle = json.loads(_demo_file("fhir-discharge.json"))
+    patient = str(uuid.uuid4())
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["id"] = patient
+    payload = json.dumps(bundle).replace('"Patient/p1"', f'"Patient/{patient}"').encode()
+    return payload, f"demo-bundle:{uuid.uuid4()}", patient
+
+
+async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.Queue[dict[str, Any]]) -> None:
+    nc = await nats.connect(url)
+    tasks: asyncio.Queue[ReviewTaskCreated] = asyncio.Queue()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_task(msg: Any) -> None:
+        await tasks.put(ReviewTaskCreated.model_validate_json(msg.data))
+
+    async def on_inbox(msg: Any) -> None:
+        await inbox.put(json.loads(msg.data))
+
+    await nc.subscribe(event_filter(ReviewTaskCreated), cb=on_task)
+    await nc.subscribe(f"{PHYSICIAN_INBOX_PREFIX}.>", cb=on_inbox)
+    try:
+        js = nc.jetstream()
+        payload, msg_id, patient = fhir_discharge()
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+        say(f"1. hospital published a FHIR R4 discharge bundle for Patient/{patient}")
+        payload, msg_id, other = native_discharge()
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+        say(f"   ... and a native TransitionOfCareRecorded for Patient/{other}")
+
+        while True:
+            task = await asyncio.wait_for(tasks.get(), STEP_TIMEOUT_S)
+            if task.patient_id == patient:
+                break
+        data = task.data
+        say(
+            f"2. pharmacist tool received review task {data.task_id}: priority {data.priority}, "
+            f"{len(data.discrepancies)} discrepancies, {len(data.alerts)} drug alerts"
+        )
+        for d in data.discrepancies:
+            say(f"     discrepancy {d.type}: {d.message}")
+        for a in data.alerts[:5]:
+            say(f"     alert {a.severity}/{a.kind}: {a.message}")
+
+        claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id, pharmacist_id=PHARMACIST))
+        say(f"3. {PHARMACIST} claimed it: {claim.outcome}")
+        first = data.discrepancies[0] if data.discrepancies else None
+        recommendation = Recommendation(
+            recommendation_id=uuid.uuid4(),
+            text=f"Please review: {first.message}" if first else "Please review the discharge medication list.",
+            action="start" if first and first.type == "omission" else "other",
+            ingredients=first.ingredients if first else (),
+            needs_prescriber=True,
+            priority="urgent",
+        )
+        done = await request(
+            url,
+            COMPLETE_REVIEW_TASK,
+            CompleteReviewTask(
+                task_id=data.task_id, pharmacist_id=PHARMACIST, note="Demo review", recommendations=(recommendation,)
+            ),
+        )
+        say(f"4. {PHARMACIST} completed it with a recommendation for the prescriber: {done.outcome}")
+
+        post = await asyncio.wait_for(webhook_posts.get(), STEP_TIMEOUT_S)
+        say(f"5. physician {post['physician_id']} received a signed webhook: referral {post['referral_id']}")
+        message = await asyncio.wait_for(inbox.get(), STEP_TIMEOUT_S)
+        say(f"6. ... and the same referral in the NATS inbox {PHYSICIAN_INBOX_PREFIX}.{message['physician_id']}")
+
+        answer = await request(
+            url,
+            ANSWER_REFERRAL,
+            AnswerReferral(
+                referral_id=uuid.UUID(post["referral_id"]), physician_id=post["physician_id"], decision="accepted"
+            ),
+        )
+        say(f"7. physician answered the referral: {answer.outcome} ({answer.message})")
+    finally:
+        await nc.drain()

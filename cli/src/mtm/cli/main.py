@@ -1,0 +1,246 @@
+"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, check FHIR bundles."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mtm.cli import tool
+from mtm.cli.stack import nats_url, start_stack, wait_until_ready
+from mtm.contracts import (
+    AnswerReferral,
+    ClaimReviewTask,
+    CommandReply,
+    CompleteReviewTask,
+    GetMedicationList,
+    ListReferrals,
+    ListReviewTasks,
+    Recommendation,
+)
+from mtm.contracts.subjects import (
+    ANSWER_REFERRAL,
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
+    GET_MEDICATION_LIST,
+    LIST_REFERRALS,
+    LIST_REVIEW_TASKS,
+)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def print_reply(reply: CommandReply) -> int:
+    print(json.dumps(reply.model_dump(mode="json"), indent=2))
+    return 0 if reply.ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    extra_env: dict[str, str] = {}
+    receiver = None
+    posts: asyncio.Queue[dict[str, Any]] | None = None
+    loop = asyncio.new_event_loop()
+    if args.demo:
+        from mtm.cli.receiver import DemoReceiver
+
+        secret = secrets.token_hex(16)
+        posts = asyncio.Queue()
+
+        def on_post(body: bytes, signed: bool, key: str) -> None:
+            loop.call_soon_threadsafe(posts.put_nowait, json.loads(body))
+
+        receiver = DemoReceiver(secret.encode(), on_post).start()
+        extra_env = {"MTM_NOTIFY_WEBHOOK_URL": receiver.url, "MTM_NOTIFY_WEBHOOK_SECRET": secret}
+    say("starting NATS and Postgres ...")
+    stack = start_stack(extra_env)
+    say(stack.describe())
+    try:
+        loop.run_until_complete(wait_until_ready(stack.infra.nats_url))
+    except TimeoutError as exc:
+        say(f"{exc}; see the service logs above")
+        stack.stop()
+        return 1
+    say("all four services are up.")
+    stop = {"now": False}
+
+    def request_stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    status = 0
+    try:
+        if args.demo and posts is not None:
+            from mtm.cli.demo import run_demo
+
+            say("running the demo flow (discharge → review task → referral → physician) ...")
+            try:
+                loop.run_until_complete(run_demo(stack.infra.nats_url, say, posts))
+                say("demo finished: one discharge reached the physician.")
+            except (TimeoutError, tool.ToolError) as exc:
+                say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
+                status = 1
+            if args.exit_after_demo:
+                return status
+        say("stack is up; Ctrl-C stops everything.")
+        while not stop["now"]:
+            stack.supervise_once(say)
+            time.sleep(0.5)
+    finally:
+        say("stopping ...")
+        stack.stop()
+        if receiver is not None:
+            receiver.stop()
+        loop.close()
+        say("stopped.")
+    return status
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    for line in asyncio.run(tool.publish_discharges(nats_url(), [Path(p) for p in args.files])):
+        print(json.dumps(line))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
+    if args.json or not reply.ok:
+        return print_reply(reply)
+    for task in reply.data or []:
+        print(
+            f"{task['task_id']}  {task['priority']:<7} {task['status']:<12} {task['patient']}  "
+            f"discrepancies {task['discrepancies']}  alerts {task['alerts']}  owner {task['owner'] or '-'}"
+        )
+    return 0
+
+
+def cmd_claim(args: argparse.Namespace) -> int:
+    command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"), pharmacist_id=args.pharmacist)
+    return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    recommendations = tuple(
+        Recommendation(recommendation_id=uuid.uuid4(), text=text, needs_prescriber=refer)
+        for texts, refer in ((args.recommend, False), (args.refer, True))
+        for text in texts
+    )
+    command = CompleteReviewTask(
+        task_id=tool.parse_uuid(args.task, "task"),
+        pharmacist_id=args.pharmacist,
+        note=args.note,
+        recommendations=recommendations,
+    )
+    return print_reply(asyncio.run(tool.request(nats_url(), COMPLETE_REVIEW_TASK, command)))
+
+
+def cmd_referrals(args: argparse.Namespace) -> int:
+    query = ListReferrals(physician_id=args.physician, status=args.status)
+    return print_reply(asyncio.run(tool.request(nats_url(), LIST_REFERRALS, query)))
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    command = AnswerReferral(
+        referral_id=tool.parse_uuid(args.referral, "referral"),
+        physician_id=args.physician,
+        decision=args.decision,
+        note=args.note,
+    )
+    return print_reply(asyncio.run(tool.request(nats_url(), ANSWER_REFERRAL, command)))
+
+
+def cmd_medlist(args: argparse.Namespace) -> int:
+    query = GetMedicationList(patient_id=args.patient, format="fhir" if args.fhir else "mtm")
+    return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mtm.cli.files import check_files
+
+    return check_files(args.files)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from mtm.cli.files import reconcile_files
+
+    return reconcile_files(args.files)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start NATS, Postgres and the four services; Ctrl-C stops everything")
+    up.add_argument("--demo", action="store_true", help="also run one discharge through to a physician")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
+    up.set_defaults(run=cmd_up)
+
+    publish = sub.add_parser("publish-discharge", help="publish discharges (native JSON or FHIR R4 Bundle)")
+    publish.add_argument("files", nargs="+")
+    publish.set_defaults(run=cmd_publish)
+
+    tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
+    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
+    tasks.add_argument("--json", action="store_true")
+    tasks.set_defaults(run=cmd_tasks)
+
+    claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
+    claim.add_argument("task")
+    claim.add_argument("--pharmacist", required=True)
+    claim.set_defaults(run=cmd_claim)
+
+    complete = sub.add_parser("complete", help="complete a claimed review task")
+    complete.add_argument("task")
+    complete.add_argument("--pharmacist", required=True)
+    complete.add_argument("--note")
+    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
+    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
+    complete.set_defaults(run=cmd_complete)
+
+    referrals = sub.add_parser("referrals", help="referrals, optionally for one physician")
+    referrals.add_argument("--physician")
+    referrals.add_argument("--status", choices=["requested", "accepted", "declined", "modified"])
+    referrals.set_defaults(run=cmd_referrals)
+
+    answer = sub.add_parser("answer", help="answer a referral as the physician")
+    answer.add_argument("referral")
+    answer.add_argument("--physician", required=True)
+    answer.add_argument("--decision", required=True, choices=["accepted", "declined", "modified"])
+    answer.add_argument("--note")
+    answer.set_defaults(run=cmd_answer)
+
+    medlist = sub.add_parser("medlist", help="a patient's current medication list")
+    medlist.add_argument("patient")
+    medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
+    medlist.set_defaults(run=cmd_medlist)
+
+    check = sub.add_parser("check", help="drug-utilization review of FHIR R4 bundles, one JSON line per file")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(run=cmd_check)
+
+    reconcile = sub.add_parser("reconcile", help="reconcile FHIR R4 discharge bundles, one JSON line per file")
+    reconcile.add_argument("files", nargs="+")
+    reconcile.set_defaults(run=cmd_reconcile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except tool.ToolError as exc:
+        print(f"mtm: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""A pharmacist's and a physician's tool over NATS: publish discharges, list, claim, complete, answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+from pydantic import BaseModel, ValidationError
+
+from mtm.contracts import CommandReply, TransitionOfCareRecorded
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+class ToolError(Exception):
+    """Something the person at the terminal must fix; printed without a traceback."""
+
+
+def discharge_message(path: Path) -> tuple[bytes, str]:
+    """The bytes to publish and their Nats-Msg-Id; a native event is validated here so mistakes show at once."""
+    raw = path.read_bytes()
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ToolError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        return raw, "fhir-bundle:" + hashlib.sha256(raw).hexdigest()
+    try:
+        event = TransitionOfCareRecorded.model_validate(body)
+    except ValidationError as exc:
+        from mtm.platform.consumer import describe_invalid
+
+        raise ToolError(f"{path}: {describe_invalid(exc)}") from exc
+    return raw, str(event.id)
+
+
+async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        published = []
+        for path in paths:
+            payload, msg_id = discharge_message(path)
+            ack = await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+            published.append({"file": str(path), "stream": ack.stream, "seq": ack.seq, "duplicate": ack.duplicate})
+        return published
+    finally:
+        await nc.drain()
+
+
+async def request(url: str, subject: str, command: BaseModel) -> CommandReply:
+    nc = await nats.connect(url)
+    try:
+        reply = await nc.request(subject, command.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S)
+    except nats.errors.NoRespondersError as exc:
+        raise ToolError(f"no service answers on {subject}: is the stack up (mtm up)?") from exc
+    except nats.errors.TimeoutError as exc:
+        raise ToolError(f"no answer on {subject} within {REQUEST_TIMEOUT_S:.0f} s") from exc
+    finally:
+        await nc.drain()
+    return CommandReply.model_validate_json(reply.data)
+
+
+def parse_uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise ToolError(f"{what}: {value!r} is not a UUID") from exc

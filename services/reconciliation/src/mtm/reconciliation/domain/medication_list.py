@@ -1,0 +1,210 @@
+"""The personal medication list (PML): current medications with the provenance of every entry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field
+
+from mtm.contracts.clinical import MedicationEntry
+from mtm.contracts.envelope import Frozen
+from mtm.contracts.events import ChangeKind, IngredientDose, ItemStatus, ReconciledItem, Reconciliation
+from mtm.fhir import codes
+from mtm.reconciliation.domain.medications import normalized_name
+from mtm.reconciliation.domain.reconcile import describe
+
+SourceList = Literal["home", "discharge"]
+
+_FLAG_OF_STATUS: dict[ItemStatus, tuple[str, str]] = {
+    "continued": ("01", "Unchanged"),
+    "changed": ("02", "Changed"),
+    "new": ("04", "Prescribed"),
+}
+
+
+class Provenance(Frozen):
+    """One event that put or kept the entry on the list, and what it changed."""
+
+    event_id: UUID = Field(description="The MedicationsReconciled event applied.")
+    transition_event_id: UUID
+    encounter_id: str | None = None
+    source: SourceList = Field(description="The list the entry was taken from.")
+    recorded_at: AwareDatetime
+    status: ItemStatus
+    changes: tuple[ChangeKind, ...] = ()
+    documented: bool = False
+
+
+class MedicationListEntry(Frozen):
+    ingredients: tuple[str, ...]
+    medication: MedicationEntry
+    resolved: bool = True
+    formulation: str | None = None
+    route: str | None = None
+    frequency_per_day: float | None = None
+    ingredient_doses: tuple[IngredientDose, ...] = ()
+    unresolved_omission: bool = Field(
+        default=False,
+        description="Kept from the home list: missing at discharge with no documented stop; a pharmacist decides.",
+    )
+    provenance: tuple[Provenance, ...] = Field(description="Oldest first; the last one is the current state.")
+
+    @property
+    def last_change(self) -> Provenance:
+        return self.provenance[-1]
+
+    @property
+    def match_key(self) -> tuple[str, ...]:
+        return self.ingredients or ("?" + normalized_name(self.medication.text),)
+
+
+class MedicationList(Frozen):
+    """What the patient takes now, as the reconciled transitions of care say."""
+
+    patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    entries: tuple[MedicationListEntry, ...] = ()
+    applied_event_ids: tuple[UUID, ...] = Field(default=(), description="Events already applied (replays are no-ops).")
+    updated_at: AwareDatetime | None = None
+
+
+def apply_to_medication_list(
+    current: MedicationList | None, rec: Reconciliation, *, event_id: UUID, recorded_at: datetime
+) -> MedicationList:
+    """The list after a reconciliation: the reconciled discharge list, with history carried over per medication.
+
+    A reconciled transition yields a complete list, so earlier entries it does not mention are dropped.
+    A home medication missing at discharge without a documented stop stays on the list, marked, because
+    silently dropping it is the very error reconciliation exists to catch.
+    """
+    patient_id = rec.patient.patient_id
+    if current is not None:
+        if current.patient_id != patient_id:
+            raise ValueError(f"medication list of {current.patient_id} cannot take a reconciliation of {patient_id}")
+        if event_id in current.applied_event_ids:
+            return current
+    history: dict[tuple[str, ...], list[MedicationListEntry]] = {}
+    for previous in current.entries if current else ():
+        history.setdefault(previous.match_key, []).append(previous)
+
+    entries = []
+    for item in rec.items:
+        kept = _kept_entry(item)
+        if kept is None:
+            continue
+        medication, source = kept
+        omission = item.discharge is None
+        step = Provenance(
+            event_id=event_id,
+            transition_event_id=rec.transition_event_id,
+            encounter_id=rec.encounter_id,
+            source=source,
+            recorded_at=recorded_at,
+            status=item.status,
+            changes=item.changes,
+            documented=item.documented,
+        )
+        entry = MedicationListEntry(
+            ingredients=item.ingredients,
+            medication=medication,
+            resolved=item.resolved,
+            formulation=item.formulation,
+            route=item.route,
+            frequency_per_day=item.frequency_per_day,
+            ingredient_doses=item.ingredient_doses,
+            unresolved_omission=omission,
+            provenance=(step,),
+        )
+        earlier = history.get(entry.match_key)
+        if earlier:
+            entry = entry.model_copy(update={"provenance": (*earlier.pop(0).provenance, step)})
+        entries.append(entry)
+    entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
+    applied = (*current.applied_event_ids, event_id) if current else (event_id,)
+    return MedicationList(
+        patient_id=patient_id, entries=tuple(entries), applied_event_ids=applied, updated_at=recorded_at
+    )
+
+
+def _kept_entry(item: ReconciledItem) -> tuple[MedicationEntry, SourceList] | None:
+    if item.status != "stopped" and item.discharge is not None:
+        return item.discharge, "discharge"
+    if item.status == "stopped" and item.discharge is None and not item.documented and item.home is not None:
+        return item.home, "home"
+    return None
+
+
+def to_fhir_list(ml: MedicationList) -> dict[str, Any]:
+    """The list as a FHIR R4 `List` (working, current) with contained MedicationStatements."""
+    subject = {"reference": f"Patient/{ml.patient_id}"}
+    contained: list[dict[str, Any]] = []
+    list_entries: list[dict[str, Any]] = []
+    for number, entry in enumerate(ml.entries, start=1):
+        statement_id = f"med{number}"
+        contained.append(_medication_statement(statement_id, entry, subject))
+        list_entry: dict[str, Any] = {
+            "item": {"reference": f"#{statement_id}"},
+            "date": entry.last_change.recorded_at.isoformat(),
+        }
+        flag = None if entry.unresolved_omission else _FLAG_OF_STATUS.get(entry.last_change.status)
+        if flag is not None:
+            list_entry["flag"] = {"coding": [{"system": codes.LIST_ITEM_FLAG, "code": flag[0], "display": flag[1]}]}
+        list_entries.append(list_entry)
+    resource: dict[str, Any] = {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "title": "Personal medication list",
+        "code": {
+            "coding": [
+                {
+                    "system": codes.LOINC,
+                    "code": codes.HOME_MEDICATIONS_LIST,
+                    "display": "History of Medication use Narrative",
+                }
+            ]
+        },
+        "subject": subject,
+    }
+    if ml.updated_at is not None:
+        resource["date"] = ml.updated_at.isoformat()
+    if contained:
+        resource["contained"] = contained
+        resource["entry"] = list_entries
+    else:
+        resource["emptyReason"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "nilknown"}]
+        }
+    return resource
+
+
+def _medication_statement(statement_id: str, entry: MedicationListEntry, subject: dict[str, str]) -> dict[str, Any]:
+    medication = entry.medication
+    concept: dict[str, Any] = {"text": medication.text}
+    if medication.rxnorm_code:
+        concept["coding"] = [{"system": codes.RXNORM, "code": medication.rxnorm_code}]
+    dosage: dict[str, Any] = {"text": describe(medication), "asNeededBoolean": medication.as_needed}
+    if medication.frequency:
+        dosage["timing"] = {"code": {"text": medication.frequency}}
+    if medication.route:
+        dosage["route"] = {"text": medication.route}
+    if medication.dose_value is not None:
+        quantity: dict[str, Any] = {"value": medication.dose_value}
+        if medication.dose_unit:
+            quantity["unit"] = medication.dose_unit
+        dosage["doseAndRate"] = [{"doseQuantity": quantity}]
+    statement: dict[str, Any] = {
+        "resourceType": "MedicationStatement",
+        "id": statement_id,
+        "status": "active",
+        "medicationCodeableConcept": concept,
+        "subject": subject,
+        "dateAsserted": entry.last_change.recorded_at.isoformat(),
+        "dosage": [dosage],
+    }
+    if entry.unresolved_omission:
+        statement["note"] = [
+            {"text": "On the home list but not on the discharge list, with no documented stop; to be reviewed."}
+        ]
+    return statement

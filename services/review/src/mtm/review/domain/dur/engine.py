@@ -1,0 +1,94 @@
+"""Drug-utilization review: run every check over the current medication list and rank the alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from mtm.contracts import Alert
+from mtm.review.domain.dur import checks
+from mtm.review.domain.dur.checks import Medication, Review
+from mtm.review.domain.dur.knowledge_base import KnowledgeBase
+from mtm.review.domain.dur.model import CheckedMedication, PatientContext
+from mtm.review.domain.dur.rules import SEVERITY_RANK
+
+ALL_CHECKS = "interaction, duplication, dose, renal, condition, allergy, geriatric and pharmacogenomic checks"
+
+
+def check(context: PatientContext, medications: Sequence[CheckedMedication], kb: KnowledgeBase) -> list[Alert]:
+    """Every alert for this patient and list, one per finding, highest severity first.
+
+    Order: severity, kind, ingredients, rule id, message. A medication that is not resolved to ingredients,
+    and any check that lacked the data it needs, gives an `unresolved` low passive alert naming the checks
+    that did not run.
+    """
+    review = Review()
+    resolved: list[Medication] = []
+    for index, medication in enumerate(medications):
+        ingredients = tuple(dict.fromkeys(kb.canonical(name) for name in medication.ingredients if name.strip()))
+        if not medication.resolved or not ingredients:
+            review.alerts.append(
+                Alert(
+                    kind="unresolved",
+                    severity="low",
+                    tier="passive",
+                    ingredients=ingredients,
+                    message=(
+                        f"'{medication.text}' could not be matched to ingredients: the {ALL_CHECKS} did not run "
+                        "for it. Review it by hand."
+                    ),
+                    source="mtm drug-utilization review (ingredient resolution)",
+                    rule_id="unresolved.medication",
+                )
+            )
+            continue
+        resolved.append(Medication(index, medication, ingredients))
+
+    checks.interactions(resolved, kb, review)
+    checks.duplications(resolved, kb, review)
+    checks.doses(resolved, kb, review)
+    checks.renal(context, resolved, kb, review)
+    checks.conditions(context, resolved, kb, review)
+    checks.allergies(context, resolved, kb, review)
+    checks.geriatric(context, resolved, kb, review)
+    checks.pharmacogenomics(context, resolved, kb, review)
+    review.alerts.extend(_not_run_alerts(resolved, review))
+    return sorted(review.alerts, key=_order)
+
+
+def _not_run_alerts(medications: Iterable[Medication], review: Review) -> Iterable[Alert]:
+    for medication in medications:
+        missing = review.not_run.get(medication.index)
+        if not missing:
+            continue
+        reasons = "; ".join(f"{name} check could not run ({reason})" for name, reason in missing.items())
+        yield Alert(
+            kind="unresolved",
+            severity="low",
+            tier="passive",
+            ingredients=tuple(sorted(medication.ingredients)),
+            message=f"'{medication.source.text}': {reasons}.",
+            source="mtm drug-utilization review (missing dose, frequency, age or kidney-function data)",
+            rule_id="unresolved.data",
+        )
+
+
+def _order(alert: Alert) -> tuple[int, str, tuple[str, ...], str, str]:
+    return (SEVERITY_RANK[alert.severity], alert.kind, alert.ingredients, alert.rule_id or "", alert.message)
+
+
+def priority_from(alerts: Iterable[Alert], discrepancy_count: int) -> Literal["routine", "urgent", "asap", "stat"]:
+    """Priority of the pharmacist review task opened for these alerts and reconciliation discrepancies.
+
+    * `asap`: at least one high-severity interruptive alert (a contraindicated or dangerous finding).
+    * `urgent`: any other high or moderate alert, or at least one undocumented discrepancy.
+    * `routine`: only low alerts (or none) and no discrepancy.
+
+    `stat` is never derived from DUR alone: it is reserved for a clinician escalating a task by hand.
+    """
+    alerts = list(alerts)
+    if any(alert.severity == "high" and alert.tier == "interruptive" for alert in alerts):
+        return "asap"
+    if discrepancy_count > 0 or any(alert.severity in ("high", "moderate") for alert in alerts):
+        return "urgent"
+    return "routine"

@@ -1,0 +1,108 @@
+"""What drug-utilization review looks at: the patient's clinical context and each medication checked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from mtm.contracts import Allergy, Condition
+
+Sex = Literal["male", "female", "other", "unknown"]
+
+_POSITIVE = frozenset({"positive", "detected", "present", "carrier"})
+_NEGATIVE = frozenset({"negative", "not detected", "absent", "non-carrier", "noncarrier"})
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_phenotype(value: str) -> str:
+    """Lowercase, single-spaced, US spelling: `Poor Metaboliser` and `poor  metabolizer` compare equal."""
+    text = _SPACES.sub(" ", value.strip().lower())
+    return text.replace("metaboliser", "metabolizer")
+
+
+def normalize_hla_result(value: str) -> str:
+    text = normalize_phenotype(value)
+    if text in _POSITIVE:
+        return "positive"
+    if text in _NEGATIVE:
+        return "negative"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class KidneyFunction:
+    """The value renal rules compare against, and how it was obtained (stated in every renal message)."""
+
+    value: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientContext:
+    """Patient facts the checks use; pgx/hla keys are upper-cased and values normalized on creation.
+
+    pgx maps a gene to its phenotype (`{"CYP2C19": "poor metabolizer"}`); hla maps an allele to
+    `positive`/`negative` (`{"HLA-B*57:01": "positive"}`).
+    """
+
+    age_years: int | None = None
+    sex: Sex = "unknown"
+    weight_kg: float | None = None
+    egfr: float | None = None
+    serum_creatinine_mg_dl: float | None = None
+    conditions: tuple[Condition, ...] = ()
+    allergies: tuple[Allergy, ...] = ()
+    pgx: Mapping[str, str] = field(default_factory=dict)
+    hla: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        pgx = {gene.strip().upper(): normalize_phenotype(value) for gene, value in self.pgx.items()}
+        hla = {allele.strip().upper(): normalize_hla_result(value) for allele, value in self.hla.items()}
+        object.__setattr__(self, "pgx", MappingProxyType(pgx))
+        object.__setattr__(self, "hla", MappingProxyType(hla))
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        object.__setattr__(self, "allergies", tuple(self.allergies))
+
+    def kidney_function(self) -> KidneyFunction | None:
+        """eGFR when measured, else Cockcroft-Gault creatinine clearance; None when neither can be had.
+
+        Labels state thresholds in CrCl or eGFR; using whichever is available is the usual pragmatic
+        approximation, and the alert says which one was used. With sex unknown the female factor (0.85)
+        is applied, which errs towards flagging.
+        """
+        if self.egfr is not None:
+            return KidneyFunction(self.egfr, f"eGFR {self.egfr:.0f} mL/min/1.73m²")
+        if (
+            self.age_years is None
+            or self.weight_kg is None
+            or self.serum_creatinine_mg_dl is None
+            or self.serum_creatinine_mg_dl <= 0
+        ):
+            return None
+        clearance = (140 - self.age_years) * self.weight_kg / (72 * self.serum_creatinine_mg_dl)
+        if self.sex != "male":
+            clearance *= 0.85
+        return KidneyFunction(clearance, f"CrCl {clearance:.0f} mL/min (Cockcroft-Gault)")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedMedication:
+    """One medication on the current list.
+
+    ingredients are lowercase US generic names without salts; daily_amounts maps an ingredient to its
+    total amount per day in a canonical unit (`mg`, `mcg`, `g`, `unit`, `meq`, `ml`).
+    """
+
+    ingredients: tuple[str, ...]
+    text: str
+    daily_amounts: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    frequency_per_day: float | None = None
+    route: str | None = None
+    resolved: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ingredients", tuple(self.ingredients))
+        object.__setattr__(self, "daily_amounts", MappingProxyType(dict(self.daily_amounts)))

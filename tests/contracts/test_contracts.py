@@ -1,0 +1,88 @@
+"""Contracts v1: golden samples round-trip, match the exported JSON Schemas, and bad events name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from mtm.contracts import EVENT_TYPES, TransitionOfCareRecorded, parse_event
+from mtm.contracts.events import EVENT_CLASSES
+from mtm.contracts.schema import schemas
+from mtm.contracts.subjects import event_subject, patient_subject, subject_token
+
+pytestmark = pytest.mark.unit
+
+CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
+SAMPLES = sorted((CONTRACTS / "samples").glob("*.v1.json"))
+
+
+def test_every_event_has_a_golden_sample() -> None:
+    assert {p.name.removesuffix(".v1.json") for p in SAMPLES} == {cls.EVENT_NAME for cls in EVENT_CLASSES}
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_golden_sample_round_trips_and_matches_its_schema(sample: Path) -> None:
+    raw = json.loads(sample.read_text())
+    event = parse_event(sample.read_bytes())
+    assert type(event) is EVENT_TYPES[raw["type"]]
+    assert event.model_dump(mode="json") == raw
+    assert type(event).model_validate_json(event.model_dump_json()) == event
+    schema = json.loads((CONTRACTS / "schemas" / f"{type(event).EVENT_NAME}.v1.schema.json").read_text())
+    jsonschema.validate(raw, schema)
+    assert event_subject(event) == f"mtm.patient.{event.patient_id}.{type(event).EVENT_NAME}.v1"
+
+
+def test_exported_schemas_are_up_to_date() -> None:
+    """Regenerate with `uv run python -m mtm.contracts.schema contracts/schemas` after changing a contract."""
+    for name, schema in schemas().items():
+        committed = json.loads((CONTRACTS / "schemas" / f"{name}.schema.json").read_text())
+        assert committed == json.loads(json.dumps(schema)), f"{name} schema is stale"
+
+
+def _sample(name: str) -> dict:
+    return json.loads((CONTRACTS / "samples" / f"{name}.v1.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("data", "patient", "birth_date"), "1948-02-30", "data.patient.birth_date"),
+        (("data", "home_medications", 0, "dose_value"), -5, "data.home_medications.0.dose_value"),
+        (("data", "discharge_medications", 1, "list_flag"), "07", "data.discharge_medications.1.list_flag"),
+        (("time",), "2026-11-20T14:30:00", "time"),
+        (("subject",), "Patient/has space", "subject"),
+    ],
+)
+def test_an_invalid_event_is_rejected_naming_the_field(path: tuple, value: object, field: str) -> None:
+    raw = _sample("transition_of_care_recorded")
+    target = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValidationError) as caught:
+        TransitionOfCareRecorded.model_validate(raw)
+    assert field in {".".join(str(p) for p in e["loc"]) for e in caught.value.errors()}
+
+
+def test_the_patient_in_the_data_must_be_the_subject() -> None:
+    raw = _sample("transition_of_care_recorded")
+    raw["data"]["patient"]["patient_id"] = "someone-else"
+    with pytest.raises(ValidationError, match="does not match subject"):
+        TransitionOfCareRecorded.model_validate(raw)
+
+
+def test_unknown_fields_from_newer_producers_are_ignored() -> None:
+    raw = _sample("review_task_claimed")
+    raw["data"]["shift"] = "night"
+    raw["extension"] = "x"
+    assert parse_event(json.dumps(raw)).data.pharmacist_id == "rph-ana"
+
+
+def test_patient_ids_become_safe_subject_tokens() -> None:
+    assert subject_token("abc-123") == "abc-123"
+    assert patient_subject("a.b", "x") == "mtm.patient.a%2Eb.x.v1"
+    assert "*" not in subject_token("a*>b c") and ">" not in subject_token("a*>b c")

@@ -1,0 +1,138 @@
+"""Building DUR inputs from a reconciliation, kidney function, and review-task priority."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+
+from mtm.contracts import Alert, Allergy, Condition, MedicationEntry, Observation, PatientDemographics
+from mtm.contracts.events import IngredientDose, ReconciledItem, Reconciliation
+from mtm.review.domain.dur import PatientContext, check, context_from_reconciliation, priority_from
+from mtm.review.knowledge import load_bundled
+
+pytestmark = pytest.mark.unit
+
+DISCHARGED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def _obs(code: str, text: str, value: float | None = None, unit: str | None = None, **extra: object) -> Observation:
+    return Observation(code=code, text=text, value=value, unit=unit, **extra)  # type: ignore[arg-type]
+
+
+def _reconciliation(items: tuple[ReconciledItem, ...], observations: tuple[Observation, ...] = ()) -> Reconciliation:
+    return Reconciliation(
+        transition_event_id=uuid.uuid4(),
+        patient=PatientDemographics(patient_id="p-1", birth_date=date(1950, 6, 1), sex="female"),
+        discharged_at=DISCHARGED,
+        items=items,
+        conditions=(Condition(text="Heart failure"),),
+        allergies=(Allergy(text="Penicillin"),),
+        observations=observations,
+    )
+
+
+def _item(name: str, status: str, *, home: bool = True, discharge: bool = True, **extra: object) -> ReconciledItem:
+    entry = MedicationEntry(text=f"{name} tablet")
+    return ReconciledItem(
+        ingredients=(name,),
+        status=status,  # type: ignore[arg-type]
+        home=entry if home else None,
+        discharge=entry if discharge else None,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_context_from_reconciliation_reads_labs_genomics_and_current_items() -> None:
+    observations = (
+        _obs("2160-0", "Creatinine", 1.2, "mg/dL", effective=datetime(2026, 3, 1, tzinfo=UTC)),
+        _obs("2160-0", "Creatinine", 150, "umol/L", effective=datetime(2026, 3, 9, tzinfo=UTC)),
+        _obs("29463-7", "Body weight", 154, "[lb_av]"),
+        _obs("LA-PGX", "CYP2C19 phenotype", value_text="Poor metabolizer"),
+        _obs("LA-HLA", "HLA-B*57:01", value_text="Positive"),
+    )
+    items = (
+        _item("warfarin", "continued"),
+        _item("ibuprofen", "stopped", discharge=False),
+        _item(
+            "methotrexate",
+            "new",
+            home=False,
+            frequency_per_day=1,
+            route="oral",
+            ingredient_doses=(IngredientDose(ingredient="methotrexate", amount=2.5, unit="mg", daily_amount=2.5),),
+        ),
+    )
+    context, medications = context_from_reconciliation(_reconciliation(items, observations))
+    assert context.age_years == 75
+    assert context.sex == "female"
+    assert context.egfr is None
+    assert context.serum_creatinine_mg_dl == pytest.approx(150 / 88.4)
+    assert context.weight_kg == pytest.approx(154 * 0.4536)
+    assert dict(context.pgx) == {"CYP2C19": "poor metabolizer"}
+    assert dict(context.hla) == {"HLA-B*57:01": "positive"}
+    assert [m.ingredients for m in medications] == [("warfarin",), ("methotrexate",)]
+    methotrexate = medications[1]
+    assert dict(methotrexate.daily_amounts) == {"methotrexate": (2.5, "mg")}
+    assert methotrexate.frequency_per_day == 1 and methotrexate.route == "oral"
+    assert context.kidney_function() is not None
+
+
+def test_latest_egfr_wins_over_creatinine() -> None:
+    observations = (
+        _obs("62238-1", "eGFR", 70, effective=datetime(2025, 1, 1, tzinfo=UTC)),
+        _obs("33914-3", "eGFR", 28, effective=datetime(2026, 3, 9, tzinfo=UTC)),
+        _obs("2160-0", "Creatinine", 0.8, "mg/dL"),
+    )
+    context, _ = context_from_reconciliation(_reconciliation((), observations))
+    assert context.egfr == 28
+    kidney = context.kidney_function()
+    assert kidney is not None and kidney.value == 28 and "eGFR" in kidney.label
+
+
+def test_without_a_discharge_list_home_items_are_the_current_list() -> None:
+    items = (_item("warfarin", "stopped", discharge=False), _item("digoxin", "stopped", discharge=False))
+    _, medications = context_from_reconciliation(_reconciliation(items))
+    assert [m.ingredients for m in medications] == [("warfarin",), ("digoxin",)]
+
+
+def test_unresolved_item_stays_unresolved() -> None:
+    item = ReconciledItem(ingredients=(), status="new", discharge=MedicationEntry(text="mystery"), resolved=False)
+    context, medications = context_from_reconciliation(_reconciliation((item,)))
+    alerts = check(context, medications, load_bundled())
+    assert [alert.kind for alert in alerts] == ["unresolved"]
+
+
+def test_cockcroft_gault() -> None:
+    male = PatientContext(age_years=80, sex="male", weight_kg=70, serum_creatinine_mg_dl=1.0)
+    female = PatientContext(age_years=80, sex="female", weight_kg=70, serum_creatinine_mg_dl=1.0)
+    assert male.kidney_function().value == pytest.approx(60 * 70 / 72)  # type: ignore[union-attr]
+    assert female.kidney_function().value == pytest.approx(60 * 70 / 72 * 0.85)  # type: ignore[union-attr]
+    assert PatientContext(age_years=80, serum_creatinine_mg_dl=1.0).kidney_function() is None
+
+
+def _alert(severity: str, tier: str) -> Alert:
+    return Alert(
+        kind="interaction",
+        severity=severity,  # type: ignore[arg-type]
+        tier=tier,  # type: ignore[arg-type]
+        ingredients=("a", "b"),
+        message="m",
+        source="s",
+    )
+
+
+@pytest.mark.parametrize(
+    ("alerts", "discrepancies", "expected"),
+    [
+        ([], 0, "routine"),
+        ([_alert("low", "passive")], 0, "routine"),
+        ([_alert("low", "passive")], 1, "urgent"),
+        ([_alert("moderate", "passive")], 0, "urgent"),
+        ([_alert("high", "passive")], 0, "urgent"),
+        ([_alert("high", "interruptive"), _alert("low", "passive")], 0, "asap"),
+    ],
+)
+def test_priority_from(alerts: list[Alert], discrepancies: int, expected: str) -> None:
+    assert priority_from(alerts, discrepancies) == expected

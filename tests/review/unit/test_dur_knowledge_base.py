@@ -1,0 +1,96 @@
+"""Loading the knowledge base: bundled files, a site's directory, and rules that every row must satisfy."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from review.unit.dur_support import med
+
+from mtm.review.domain.dur import KnowledgeBaseError, PatientContext, check
+from mtm.review.knowledge import BUNDLED_DIRECTORY, KB_PATH_SETTING, load_bundled, load_configured
+
+pytestmark = pytest.mark.unit
+
+RULE_FILES = sorted(
+    path
+    for path in BUNDLED_DIRECTORY.glob("*.csv")
+    if path.name not in {"aliases.csv", "classes.csv", "allergy_keywords.csv", "onc_noninterruptive_added_members.csv"}
+    and "members" not in path.name
+    and "onc_" not in path.name
+    and "ndfrt" not in path.name
+)
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda path: path.name)
+def test_every_rule_row_has_id_source_severity_and_tier(path: Path) -> None:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    ids = [row["rule_id"] for row in rows]
+    assert len(ids) == len(set(ids)), f"duplicate rule ids in {path.name}"
+    for row in rows:
+        assert row["source"].strip(), row["rule_id"]
+        assert row["message"].strip(), row["rule_id"]
+        assert row["severity"] in ("high", "moderate", "low"), row["rule_id"]
+        assert row["tier"] in ("interruptive", "passive"), row["rule_id"]
+
+
+@pytest.mark.parametrize("name", ["classes.csv", "aliases.csv", "allergy_keywords.csv"])
+def test_every_supporting_row_has_a_source(name: str) -> None:
+    with (BUNDLED_DIRECTORY / name).open(newline="", encoding="utf-8") as handle:
+        assert all(row["source"].strip() for row in csv.DictReader(handle))
+
+
+def test_bundled_kb_has_a_version_and_counts() -> None:
+    kb = load_bundled()
+    assert kb.version == (BUNDLED_DIRECTORY / "VERSION").read_text(encoding="utf-8").strip()
+    assert kb.rule_counts["interaction.onc_high"] > 0
+    assert kb.rule_counts["interaction.va_ndfrt"] > 2000
+    assert "qt_prolonging" in kb.class_members
+
+
+def test_source_mentions_other_lists_covering_the_pair() -> None:
+    alert = next(a for a in check(PatientContext(), [med("simvastatin"), med("clarithromycin")], load_bundled()))
+    assert alert.severity == "high" and "also listed by" in alert.source
+
+
+def test_load_configured_uses_the_setting(tmp_path: Path) -> None:
+    site = tmp_path / "kb"
+    site.mkdir()
+    (site / "VERSION").write_text("site-1\n", encoding="utf-8")
+    shutil.copy(BUNDLED_DIRECTORY / "classes.csv", site / "classes.csv")
+    (site / "interactions_curated.csv").write_text(
+        "rule_id,a,b,severity,tier,message,source\n"
+        "site.1,amlodipine,levothyroxine,moderate,passive,Site rule.,Site formulary 2026\n",
+        encoding="utf-8",
+    )
+    kb = load_configured({KB_PATH_SETTING: str(site)})
+    assert kb.version == "site-1"
+    alerts = check(PatientContext(), [med("amlodipine"), med("levothyroxine")], kb)
+    assert [(alert.rule_id, alert.source) for alert in alerts] == [("site.1", "Site formulary 2026")]
+    assert load_configured({}) is load_bundled()
+
+
+def test_directory_without_version_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeBaseError, match="VERSION"):
+        load_configured({KB_PATH_SETTING: str(tmp_path)})
+
+
+def test_unknown_class_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "VERSION").write_text("x", encoding="utf-8")
+    (tmp_path / "interactions_curated.csv").write_text(
+        "rule_id,a,b,severity,tier,message,source\nbad.1,class:nope,warfarin,high,interruptive,m,s\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(KnowledgeBaseError, match="nope"):
+        load_configured({KB_PATH_SETTING: str(tmp_path)})
+
+
+def test_bundled_load_is_reasonably_fast() -> None:
+    started = time.perf_counter()
+    load_configured({KB_PATH_SETTING: str(BUNDLED_DIRECTORY)})
+    assert time.perf_counter() - started < 10  # a sanity bound only; bench/dur_check.py measures

@@ -1,0 +1,195 @@
+"""A table of every service's inbound event consumer, so delivery guarantees are tested for each of them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtm.contracts import (
+    EventEnvelope,
+    MedicationsReconciled,
+    NotificationDelivered,
+    ReferralRequested,
+    ReviewTaskCompleted,
+    ReviewTaskCreated,
+    TransitionOfCareRecorded,
+)
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_subject
+from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, StreamSpec
+from support.events import medications_reconciled, new_patient_id, referral_requested, review_task_completed
+
+SAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "samples"
+
+
+def native_discharge(patient_id: str) -> TransitionOfCareRecorded:
+    body = json.loads((SAMPLES / "transition_of_care_recorded.v1.json").read_text())
+    event_id = str(uuid.uuid4())
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
+    body["data"]["patient"]["patient_id"] = patient_id
+    return TransitionOfCareRecorded.model_validate(body)
+
+
+@dataclass(frozen=True)
+class InboundCase:
+    """One consumer: what it reads, what it publishes, and how to build its service."""
+
+    service: str
+    durable: str
+    stream: str
+    apply_module: str
+    streams: tuple[StreamSpec, ...]
+    good: Callable[[str], tuple[str, bytes, str]]
+    bad_subject: Callable[[str], str]
+    output: type[EventEnvelope]
+    outputs_per_input: int
+    create_app: Callable[..., Any]
+    settings: Callable[[], type]
+    extra_settings: dict[str, Any]
+
+    def __str__(self) -> str:
+        return self.durable
+
+
+def _event_message(build: Callable[[str], EventEnvelope]) -> Callable[[str], tuple[str, bytes, str]]:
+    def make(patient_id: str) -> tuple[str, bytes, str]:
+        event = build(patient_id)
+        return event_subject(event), event.model_dump_json().encode(), str(event.id)
+
+    return make
+
+
+def _intake(patient_id: str) -> tuple[str, bytes, str]:
+    event = native_discharge(patient_id)
+    return DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), str(event.id)
+
+
+def _patient_subject(event_cls: type[EventEnvelope]) -> Callable[[str], str]:
+    return lambda patient_id: f"mtm.patient.{patient_id}.{event_cls.EVENT_NAME}.v1"
+
+
+def _reconciliation_app(settings: Any) -> Any:
+    from mtm.reconciliation.bootstrap import create_app
+
+    return create_app(settings)
+
+
+def _reconciliation_settings() -> type:
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+
+    return ReconciliationSettings
+
+
+def _review_app(settings: Any) -> Any:
+    from mtm.review.bootstrap import create_app
+
+    return create_app(settings)
+
+
+def _review_settings() -> type:
+    from mtm.review.settings import ReviewSettings
+
+    return ReviewSettings
+
+
+def _referral_app(settings: Any) -> Any:
+    from mtm.referral.bootstrap import create_app
+
+    return create_app(settings)
+
+
+def _referral_settings() -> type:
+    from mtm.referral.bootstrap import ReferralSettings
+
+    return ReferralSettings
+
+
+def _notify_app(settings: Any) -> Any:
+    from mtm.notify.bootstrap import create_app
+
+    return create_app(settings)
+
+
+def _notify_settings() -> type:
+    from mtm.notify.settings import NotifySettings
+
+    return NotifySettings
+
+
+INBOUND_CASES = (
+    InboundCase(
+        service="reconciliation",
+        durable="reconciliation-discharge-intake",
+        stream="DISCHARGE_INTAKE",
+        apply_module="mtm.reconciliation.handlers.on_discharge_received",
+        streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
+        good=_intake,
+        bad_subject=lambda _: DISCHARGE_INTAKE_SUBJECT,
+        output=TransitionOfCareRecorded,
+        outputs_per_input=1,
+        create_app=_reconciliation_app,
+        settings=_reconciliation_settings,
+        extra_settings={},
+    ),
+    InboundCase(
+        service="reconciliation",
+        durable="reconciliation-transition-of-care",
+        stream="PATIENT_EVENTS",
+        apply_module="mtm.reconciliation.handlers.on_transition_of_care_recorded",
+        streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
+        good=_event_message(native_discharge),
+        bad_subject=_patient_subject(TransitionOfCareRecorded),
+        output=MedicationsReconciled,
+        outputs_per_input=1,
+        create_app=_reconciliation_app,
+        settings=_reconciliation_settings,
+        extra_settings={},
+    ),
+    InboundCase(
+        service="review",
+        durable="review-medications-reconciled",
+        stream="PATIENT_EVENTS",
+        apply_module="mtm.review.handlers.on_medications_reconciled",
+        streams=(PATIENT_EVENTS,),
+        good=_event_message(medications_reconciled),
+        bad_subject=_patient_subject(MedicationsReconciled),
+        output=ReviewTaskCreated,
+        outputs_per_input=1,
+        create_app=_review_app,
+        settings=_review_settings,
+        extra_settings={},
+    ),
+    InboundCase(
+        service="referral",
+        durable="referral-review-task-completed",
+        stream="PATIENT_EVENTS",
+        apply_module="mtm.referral.handlers.on_review_task_completed",
+        streams=(PATIENT_EVENTS,),
+        good=_event_message(review_task_completed),
+        bad_subject=_patient_subject(ReviewTaskCompleted),
+        output=ReferralRequested,
+        outputs_per_input=1,
+        create_app=_referral_app,
+        settings=_referral_settings,
+        extra_settings={},
+    ),
+    InboundCase(
+        service="notify",
+        durable="notify-referral-requested",
+        stream="PATIENT_EVENTS",
+        apply_module="mtm.notify.handlers.on_referral_requested",
+        streams=(PATIENT_EVENTS,),
+        good=_event_message(referral_requested),
+        bad_subject=_patient_subject(ReferralRequested),
+        output=NotificationDelivered,
+        outputs_per_input=1,
+        create_app=_notify_app,
+        settings=_notify_settings,
+        extra_settings={"notify_poll_s": 0.05},
+    ),
+)
+
+__all__ = ["INBOUND_CASES", "InboundCase", "native_discharge", "new_patient_id"]
