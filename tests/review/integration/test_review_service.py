@@ -97,3 +97,48 @@ async def test_a_task_reaches_a_subscribed_tool_and_one_of_two_racing_pharmacist
     assert event.data.recommendations == (recommendation,)
     assert len(completed) == 1
     assert seen_after < 5
+
+
+async def test_review_tasks_carry_the_drug_alerts_and_their_priority(clean_jetstream, settings_for, run_service):
+    from mtm.contracts import MedicationEntry, MedicationsReconciled, ReconciledItem
+    from mtm.contracts.events import IngredientDose, Reconciliation
+
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    patient = new_patient_id()
+
+    def current(ingredient: str, text: str, mg: float) -> ReconciledItem:
+        entry = MedicationEntry(text=text, dose_value=mg, dose_unit="mg", frequency="daily", frequency_per_day=1)
+        return ReconciledItem(
+            ingredients=(ingredient,),
+            status="continued",
+            home=entry,
+            discharge=entry,
+            route="oral",
+            frequency_per_day=1,
+            ingredient_doses=(IngredientDose(ingredient=ingredient, amount=mg, unit="mg", daily_amount=mg),),
+        )
+
+    reconciled = medications_reconciled(patient)
+    reconciled = MedicationsReconciled.model_validate(
+        reconciled.model_dump()
+        | {
+            "data": Reconciliation(
+                transition_event_id=uuid.uuid4(),
+                patient=reconciled.data.patient,
+                items=(
+                    current("sildenafil", "Sildenafil 50 MG Oral Tablet", 50),
+                    current("isosorbide mononitrate", "Isosorbide mononitrate 30 MG Extended Release Tablet", 30),
+                ),
+            )
+        }
+    )
+    async with run_service(create_app(settings_for(ReviewSettings))):
+        await publish_event(nc, reconciled)
+        (message,) = await wait_for(lambda: stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated)))
+    task = ReviewTaskCreated.model_validate_json(message.data).data
+    interaction = next(a for a in task.alerts if a.kind == "interaction")
+    assert interaction.severity == "high" and interaction.tier == "interruptive"
+    assert set(interaction.ingredients) == {"sildenafil", "isosorbide mononitrate"}
+    assert interaction.source
+    assert task.priority == "asap"

@@ -1,0 +1,70 @@
+"""`mtm check` and `mtm reconcile`: one JSON line per file, errors on their own line, exit code 1 on any error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+DATA = Path(__file__).resolve().parents[1] / "reconciliation" / "data"
+SYNTHEA = sorted((Path(__file__).resolve().parents[2] / "data" / "synthea" / "bundles").glob("*.json"))
+
+
+def mtm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mtm.cli.main", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> list[str]:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"resourceType": "Bundle", "type": "collection", "entry": [')
+    not_bundle = tmp_path / "patient.json"
+    not_bundle.write_text('{"resourceType": "Patient", "id": "x"}')
+    return [str(broken), str(not_bundle), str(tmp_path / "missing.json")]
+
+
+def test_check_prints_alerts_per_file_and_keeps_going_after_errors(bad_files: list[str]) -> None:
+    good = str(DATA / "discharge_mixed.json")
+    result = mtm("check", bad_files[0], good, *bad_files[1:])
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1
+    assert [line["source"] for line in lines] == [bad_files[0], good, *bad_files[1:]]
+    assert set(lines[0]) == {"source", "error"} and "JSON" in lines[0]["error"]
+    assert "Bundle" in lines[2]["error"] or "resourceType" in lines[2]["error"]
+    assert "read" in lines[3]["error"]
+    checked = lines[1]
+    assert checked["patient"] == "p1"
+    kinds = {a["kind"] for a in checked["alerts"]}
+    assert "duplication" in kinds  # atorvastatin twice on the discharge list
+    for alert in checked["alerts"]:
+        assert set(alert) == {"kind", "severity", "tier", "ingredients", "message", "source"}
+        assert alert["severity"] in {"high", "moderate", "low"} and alert["tier"] in {"interruptive", "passive"}
+        assert all(i == i.lower() for i in alert["ingredients"])
+
+
+def test_check_exits_zero_when_every_file_is_valid() -> None:
+    result = mtm("check", *map(str, SYNTHEA[:20]))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 20
+
+
+def test_reconcile_prints_items_and_discrepancies(bad_files: list[str]) -> None:
+    result = mtm("reconcile", str(DATA / "discharge_mixed.json"), bad_files[0])
+    good, bad = (json.loads(line) for line in result.stdout.splitlines())
+    assert result.returncode == 1
+    expected = json.loads((DATA / "discharge_mixed.report.json").read_text())
+    assert good == {"source": str(DATA / "discharge_mixed.json"), **expected}
+    assert {d["type"] for d in good["discrepancies"]} == {
+        "omission",
+        "dose",
+        "frequency",
+        "route",
+        "formulation",
+        "duplication",
+        "commission",
+    }
+    assert set(bad) == {"source", "error"}
