@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from collections.abc import Callable
@@ -71,52 +72,14 @@ def _patient_subject(event_cls: type[EventEnvelope]) -> Callable[[str], str]:
     return lambda patient_id: f"mtm.patient.{patient_id}.{event_cls.EVENT_NAME}.v1"
 
 
-def _reconciliation_app(settings: Any) -> Any:
-    from mtm.reconciliation.bootstrap import create_app
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """Import a service only when its case runs, so one broken service does not hide the others' results."""
 
-    return create_app(settings)
+    def call(*args: Any) -> Any:
+        target = getattr(importlib.import_module(module), name)
+        return target(*args) if args else target
 
-
-def _reconciliation_settings() -> type:
-    from mtm.reconciliation.bootstrap import ReconciliationSettings
-
-    return ReconciliationSettings
-
-
-def _review_app(settings: Any) -> Any:
-    from mtm.review.bootstrap import create_app
-
-    return create_app(settings)
-
-
-def _review_settings() -> type:
-    from mtm.review.settings import ReviewSettings
-
-    return ReviewSettings
-
-
-def _referral_app(settings: Any) -> Any:
-    from mtm.referral.bootstrap import create_app
-
-    return create_app(settings)
-
-
-def _referral_settings() -> type:
-    from mtm.referral.bootstrap import ReferralSettings
-
-    return ReferralSettings
-
-
-def _notify_app(settings: Any) -> Any:
-    from mtm.notify.bootstrap import create_app
-
-    return create_app(settings)
-
-
-def _notify_settings() -> type:
-    from mtm.notify.settings import NotifySettings
-
-    return NotifySettings
+    return call
 
 
 INBOUND_CASES = (
@@ -130,8 +93,8 @@ INBOUND_CASES = (
         bad_subject=lambda _: DISCHARGE_INTAKE_SUBJECT,
         output=TransitionOfCareRecorded,
         outputs_per_input=1,
-        create_app=_reconciliation_app,
-        settings=_reconciliation_settings,
+        create_app=_lazy("mtm.reconciliation.bootstrap", "create_app"),
+        settings=_lazy("mtm.reconciliation.bootstrap", "ReconciliationSettings"),
         extra_settings={},
     ),
     InboundCase(
@@ -144,8 +107,8 @@ INBOUND_CASES = (
         bad_subject=_patient_subject(TransitionOfCareRecorded),
         output=MedicationsReconciled,
         outputs_per_input=1,
-        create_app=_reconciliation_app,
-        settings=_reconciliation_settings,
+        create_app=_lazy("mtm.reconciliation.bootstrap", "create_app"),
+        settings=_lazy("mtm.reconciliation.bootstrap", "ReconciliationSettings"),
         extra_settings={},
     ),
     InboundCase(
@@ -158,8 +121,8 @@ INBOUND_CASES = (
         bad_subject=_patient_subject(MedicationsReconciled),
         output=ReviewTaskCreated,
         outputs_per_input=1,
-        create_app=_review_app,
-        settings=_review_settings,
+        create_app=_lazy("mtm.review.bootstrap", "create_app"),
+        settings=_lazy("mtm.review.settings", "ReviewSettings"),
         extra_settings={},
     ),
     InboundCase(
@@ -172,8 +135,8 @@ INBOUND_CASES = (
         bad_subject=_patient_subject(ReviewTaskCompleted),
         output=ReferralRequested,
         outputs_per_input=1,
-        create_app=_referral_app,
-        settings=_referral_settings,
+        create_app=_lazy("mtm.referral.bootstrap", "create_app"),
+        settings=_lazy("mtm.referral.bootstrap", "ReferralSettings"),
         extra_settings={},
     ),
     InboundCase(
@@ -186,8 +149,8 @@ INBOUND_CASES = (
         bad_subject=_patient_subject(ReferralRequested),
         output=NotificationDelivered,
         outputs_per_input=1,
-        create_app=_notify_app,
-        settings=_notify_settings,
+        create_app=_lazy("mtm.notify.bootstrap", "create_app"),
+        settings=_lazy("mtm.notify.settings", "NotifySettings"),
         extra_settings={"notify_poll_s": 0.05},
     ),
 )
