@@ -125,6 +125,7 @@ READY_CONSUMERS = {
     "DISCHARGE_INTAKE": {"reconciliation-discharge-intake"},
     "PATIENT_EVENTS": {
         "reconciliation-transition-of-care",
+        "reconciliation-medication-list",
         "review-medications-reconciled",
         "referral-review-task-completed",
         "notify-referral-requested",

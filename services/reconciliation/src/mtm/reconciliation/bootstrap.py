@@ -13,6 +13,7 @@ from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.handlers import (
     on_discharge_received,
     on_medication_list_requested,
+    on_medications_reconciled,
     on_transition_of_care_recorded,
 )
 
@@ -26,7 +27,11 @@ def create_app(settings: ReconciliationSettings | None = None) -> FastStream:
         name="reconciliation",
         migrations=files("mtm.reconciliation") / "migrations",
         owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
-        consumers=lambda _: [on_discharge_received.consumer(), on_transition_of_care_recorded.consumer()],
+        consumers=lambda _: [
+            on_discharge_received.consumer(),
+            on_transition_of_care_recorded.consumer(),
+            on_medications_reconciled.consumer(),
+        ],
         commands=lambda _: [on_medication_list_requested.ROUTE],
     )
     return create_service_app(definition, settings or ReconciliationSettings())

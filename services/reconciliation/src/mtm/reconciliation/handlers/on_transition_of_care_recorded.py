@@ -1,4 +1,4 @@
-"""TransitionOfCareRecorded → reconciliation, the patient's medication list, MedicationsReconciled."""
+"""TransitionOfCareRecorded → reconciliation → MedicationsReconciled (the medication list follows from that event)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
 from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
 from mtm.platform.outbox import enqueue_events
 from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
-from mtm.reconciliation.domain import apply_to_medication_list, reconcile
+from mtm.reconciliation.domain import reconcile
 
 SOURCE = "mtm/reconciliation"
 DURABLE = "reconciliation-transition-of-care"
@@ -44,19 +44,6 @@ async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[TransitionOfC
         reconciled.append(out)
         new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, rec))
     await repo.add_all(new)
-
-    stored = await repo.lock_lists([n.patient_id for n in new])
-    lists = {p: (s.last_seq, None, s.medication_list) for p, s in stored.items()}
-    changed: dict = {}
-    for entry in new:
-        last_seq, _, current = lists.get(entry.patient_id, (0, None, None))
-        if entry.stream_seq <= last_seq:
-            continue  # an older discharge arriving late must not overwrite a newer list
-        updated = apply_to_medication_list(current, entry.reconciliation, event_id=entry.event_id, recorded_at=now)
-        lists[entry.patient_id] = (entry.stream_seq, entry.event_id, updated)
-        changed[entry.patient_id] = lists[entry.patient_id]
-    if changed:
-        await repo.save_lists(changed)
     await enqueue_events(conn, reconciled)
 
 
