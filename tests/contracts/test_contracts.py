@@ -12,7 +12,15 @@ from pydantic import ValidationError
 from mtm.contracts import EVENT_TYPES, TransitionOfCareRecorded, parse_event
 from mtm.contracts.events import EVENT_CLASSES
 from mtm.contracts.schema import schemas
-from mtm.contracts.subjects import event_subject, patient_subject, subject_token
+from mtm.contracts.subjects import (
+    PATIENT_PARTITIONS,
+    event_filter,
+    event_subject,
+    partition_filters,
+    patient_partition,
+    patient_subject,
+    subject_token,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +41,8 @@ def test_golden_sample_round_trips_and_matches_its_schema(sample: Path) -> None:
     assert type(event).model_validate_json(event.model_dump_json()) == event
     schema = json.loads((CONTRACTS / "schemas" / f"{type(event).EVENT_NAME}.v1.schema.json").read_text())
     jsonschema.validate(raw, schema)
-    assert event_subject(event) == f"mtm.patient.{event.patient_id}.{type(event).EVENT_NAME}.v1"
+    partition = patient_partition(event.patient_id)
+    assert event_subject(event) == f"mtm.patient.{partition}.{event.patient_id}.{type(event).EVENT_NAME}.v1"
 
 
 def test_exported_schemas_are_up_to_date() -> None:
@@ -84,5 +93,23 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
 
 def test_patient_ids_become_safe_subject_tokens() -> None:
     assert subject_token("abc-123") == "abc-123"
-    assert patient_subject("a.b", "x") == "mtm.patient.a%2Eb.x.v1"
+    assert patient_subject("a.b", "x") == f"mtm.patient.{patient_partition('a.b')}.a%2Eb.x.v1"
     assert "*" not in subject_token("a*>b c") and ">" not in subject_token("a*>b c")
+
+
+def test_patients_spread_over_a_fixed_number_of_partitions_computable_anywhere() -> None:
+    import zlib
+
+    patient = "8f3c2a10-5b1e-4c6d-9a7e-2b4f6d8e0a13"
+    assert patient_partition(patient) == zlib.crc32(patient.encode()) % 16
+    counts = [0] * PATIENT_PARTITIONS
+    for n in range(16_000):
+        counts[patient_partition(f"patient-{n}")] += 1
+    assert min(counts) > 800  # roughly even: no partition is starved or hot
+    from mtm.contracts import ReviewTaskClaimed
+
+    assert event_filter(ReviewTaskClaimed) == "mtm.patient.*.*.review_task_claimed.v1"
+    assert partition_filters(ReviewTaskClaimed, [3, 1]) == (
+        "mtm.patient.1.*.review_task_claimed.v1",
+        "mtm.patient.3.*.review_task_claimed.v1",
+    )

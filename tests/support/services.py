@@ -19,7 +19,7 @@ from mtm.contracts import (
     ReviewTaskCreated,
     TransitionOfCareRecorded,
 )
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_subject
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_subject, patient_subject
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, StreamSpec
 from support.events import medications_reconciled, new_patient_id, referral_requested, review_task_completed
 
@@ -69,7 +69,7 @@ def _intake(patient_id: str) -> tuple[str, bytes, str]:
 
 
 def _patient_subject(event_cls: type[EventEnvelope]) -> Callable[[str], str]:
-    return lambda patient_id: f"mtm.patient.{patient_id}.{event_cls.EVENT_NAME}.v1"
+    return lambda patient_id: patient_subject(patient_id, event_cls.EVENT_NAME)
 
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:

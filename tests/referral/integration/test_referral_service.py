@@ -10,7 +10,7 @@ from conftest import declare_as_owner
 from support.events import new_patient_id, publish_event, review_task_completed
 from support.jetstream import stream_messages, wait_for
 
-from mtm.contracts import AnswerReferral, CommandReply, DeadLetter, ReferralRequested
+from mtm.contracts import AnswerReferral, CommandReply, DeadLetter, ReferralAnswered, ReferralRequested
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     PATIENT_EVENTS_STREAM,
@@ -159,4 +159,4 @@ async def test_answers_go_to_the_addressed_physician_once(clean_jetstream, setti
 
 
 async def _answered(nc):
-    return await stream_messages(nc, PATIENT_EVENTS_STREAM, "mtm.patient.*.referral_answered.v1")
+    return await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReferralAnswered))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import zlib
+from collections.abc import Iterable
 from typing import Final
 
 from mtm.contracts.envelope import EventEnvelope
@@ -12,6 +14,8 @@ PATIENT_EVENTS_STREAM: Final = "PATIENT_EVENTS"
 PATIENT_EVENTS_PREFIX: Final = "mtm.patient"
 PATIENT_EVENTS_SUBJECTS: Final = f"{PATIENT_EVENTS_PREFIX}.>"
 PATIENT_EVENTS_OWNER: Final = "reconciliation"
+# Fixed for the life of the log: changing it moves patients between partitions (a rebuild, not a setting).
+PATIENT_PARTITIONS: Final = 16
 
 # --- inbound discharges (native TransitionOfCareRecorded JSON or a FHIR R4 Bundle) ----------------------------
 DISCHARGE_INTAKE_STREAM: Final = "DISCHARGE_INTAKE"
@@ -42,9 +46,14 @@ def subject_token(value: str) -> str:
     return _UNSAFE_TOKEN.sub(lambda m: f"%{ord(m.group()):02X}", value)
 
 
+def patient_partition(patient_id: str) -> int:
+    """CRC-32 (IEEE) of the UTF-8 patient id modulo 16: the same in every language, so any producer can compute it."""
+    return zlib.crc32(patient_id.encode("utf-8")) % PATIENT_PARTITIONS
+
+
 def patient_subject(patient_id: str, event_name: str) -> str:
-    """`mtm.patient.<patient>.<event>.v1`: per-patient order and per-patient optimistic concurrency."""
-    return f"{PATIENT_EVENTS_PREFIX}.{subject_token(patient_id)}.{event_name}.v1"
+    """`mtm.patient.<partition>.<patient>.<event>.v1`: per-patient order, and partitions for scaling out."""
+    return f"{PATIENT_EVENTS_PREFIX}.{patient_partition(patient_id)}.{subject_token(patient_id)}.{event_name}.v1"
 
 
 def event_subject(event: EventEnvelope) -> str:
@@ -53,12 +62,17 @@ def event_subject(event: EventEnvelope) -> str:
 
 def event_filter(event_cls: type[EventEnvelope]) -> str:
     """Subject filter that matches one event type for every patient."""
-    return f"{PATIENT_EVENTS_PREFIX}.*.{event_cls.EVENT_NAME}.v1"
+    return f"{PATIENT_EVENTS_PREFIX}.*.*.{event_cls.EVENT_NAME}.v1"
+
+
+def partition_filters(event_cls: type[EventEnvelope], partitions: Iterable[int]) -> tuple[str, ...]:
+    """Subject filters that match one event type for the patients of the given partitions."""
+    return tuple(f"{PATIENT_EVENTS_PREFIX}.{p}.*.{event_cls.EVENT_NAME}.v1" for p in sorted(set(partitions)))
 
 
 def patient_filter(patient_id: str) -> str:
     """Subject filter of everything that happened to one patient."""
-    return f"{PATIENT_EVENTS_PREFIX}.{subject_token(patient_id)}.>"
+    return f"{PATIENT_EVENTS_PREFIX}.{patient_partition(patient_id)}.{subject_token(patient_id)}.>"
 
 
 def physician_inbox_subject(physician_id: str) -> str:

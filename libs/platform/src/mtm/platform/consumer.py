@@ -14,8 +14,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from mtm.contracts import DeadLetter
-from mtm.contracts.subjects import dead_letter_subject
+from mtm.contracts import DeadLetter, EventEnvelope
+from mtm.contracts.subjects import PATIENT_PARTITIONS, dead_letter_subject, partition_filters
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import MSG_ID_HEADER
 
@@ -63,8 +63,8 @@ class Delivery:
 
     @property
     def order_key(self) -> str:
-        """Messages with the same key keep their order: the patient (first three subject tokens)."""
-        return ".".join(self.subject.split(".")[:3])
+        """Messages with the same key keep their order: the patient (`mtm.patient.<partition>.<patient>`)."""
+        return ".".join(self.subject.split(".")[:4])
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,13 @@ class BatchConsumer(Generic[T]):
     decode: Callable[[Delivery], T]
     apply: Apply[T]
     after_commit: Callable[[], None] | None = None
+    partitioned_by: type[EventEnvelope] | None = None
+    """The patient event it reads; set, the consumer can be split into groups of patient partitions."""
+
+    def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
+        if self.partitioned_by is None or groups == 1:
+            return self.filter_subjects
+        return partition_filters(self.partitioned_by, range(group, PATIENT_PARTITIONS, groups))
 
 
 def describe_invalid(exc: Exception) -> str:

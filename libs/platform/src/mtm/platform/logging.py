@@ -26,6 +26,8 @@ ALLOWED_KEYS = frozenset(
         "notification_id",
         "command_id",
         "consumer",
+        "group",
+        "groups",
         "stream",
         "subject",
         "stream_seq",

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from mtm.contracts import CommandReply
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.logging import configure_logging, get_logger
 from mtm.platform.outbox import OutboxRelay
 from mtm.platform.settings import ServiceSettings
@@ -46,7 +47,7 @@ class Runtime:
     js: JetStreamContext | None = None
     relay: OutboxRelay | None = None
     processors: dict[str, BatchProcessor[Any]] = field(default_factory=dict)
-    pullers: list[asyncio.Task[None]] = field(default_factory=list)
+    leases: GroupLeases | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -123,17 +124,19 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
         for name in definition.consumed_streams:
             await wait_for_stream(runtime.js, name, timeout_s=settings.startup_timeout_s)
         for consumer in consumers:
-            await ensure_durable(
-                runtime.js,
-                DurableSpec(
-                    stream=consumer.stream,
-                    durable=consumer.durable,
-                    filter_subjects=consumer.filter_subjects,
-                    max_deliver=settings.max_deliver,
-                    ack_wait_s=settings.ack_wait_s,
-                    max_ack_pending=settings.batch_size * 4,
-                ),
-            )
+            groups = _groups_of(consumer, settings)
+            for group in range(groups):
+                await ensure_durable(
+                    runtime.js,
+                    DurableSpec(
+                        stream=consumer.stream,
+                        durable=group_durable(consumer, group, groups),
+                        filter_subjects=consumer.group_filters(group, groups),
+                        max_deliver=settings.max_deliver,
+                        ack_wait_s=settings.ack_wait_s,
+                        max_ack_pending=settings.batch_size * 4,
+                    ),
+                )
         runtime.relay = OutboxRelay(runtime.pool, runtime.js, poll_s=settings.outbox_poll_s)
         for consumer in consumers:
             runtime.processors[consumer.durable] = BatchProcessor(
@@ -145,27 +148,53 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
                 after_commit=runtime.wake_relay,
             )
 
-    stopping = asyncio.Event()
+    by_name = {consumer.durable: consumer for consumer in consumers}
+    loops: dict[GroupKey, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+    async def start_group(key: GroupKey) -> None:
+        consumer = by_name[key.consumer]
+        stop = asyncio.Event()
+        durable = group_durable(consumer, key.group, key.groups)
+        loops[key] = (asyncio.create_task(_pull_loop(runtime, consumer, durable, stop), name=f"pull-{durable}"), stop)
+
+    async def stop_group(key: GroupKey) -> None:
+        task, stop = loops.pop(key)
+        # Let the batch in hand finish (its transaction and acks) before the lease goes.
+        stop.set()
+        _, pending = await asyncio.wait([task], timeout=PULL_WAIT_S + 5)
+        for late in pending:
+            late.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def lease_connection() -> asyncpg.Connection:
+        return await asyncpg.connect(settings.service_database_url(), timeout=10)
 
     async def started() -> None:
         assert runtime.relay is not None
         runtime.relay.start()
-        for consumer in consumers:
-            runtime.pullers.append(
-                asyncio.create_task(_pull_loop(runtime, consumer, stopping), name=f"pull-{consumer.durable}")
-            )
+        keys = [
+            GroupKey(consumer.durable, group, _groups_of(consumer, settings))
+            for consumer in consumers
+            for group in range(_groups_of(consumer, settings))
+        ]
+        runtime.leases = GroupLeases(
+            lease_connection,
+            keys,
+            replicas=settings.replicas,
+            replica_index=settings.replica_index,
+            takeover_after_s=settings.takeover_after_s,
+            start=start_group,
+            stop=stop_group,
+        )
+        runtime.leases.start()
+        await runtime.leases.wait_first_round()
         for job in definition.background_jobs:
             runtime.background.append(asyncio.create_task(job(runtime), name=job.__name__))
         log.info("service started", database=settings.service_database_url().rsplit("/", 1)[-1])
 
     async def stopping_started() -> None:
-        # Let the batch in hand finish (its transaction and acks) before the connection goes away.
-        stopping.set()
-        if runtime.pullers:
-            _, pending = await asyncio.wait(runtime.pullers, timeout=PULL_WAIT_S + 5)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*runtime.pullers, return_exceptions=True)
+        if runtime.leases is not None:
+            await runtime.leases.stop()
         for task in runtime.background:
             task.cancel()
         await asyncio.gather(*runtime.background, return_exceptions=True)
@@ -193,7 +222,16 @@ def _raw_body(message: Any) -> Any:
 PULL_WAIT_S = 1.0
 
 
-async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], stopping: asyncio.Event) -> None:
+def _groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
+    return settings.consumer_groups if consumer.partitioned_by is not None else 1
+
+
+def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
+    """The server-side durable of one group; a single group keeps the consumer's own name."""
+    return consumer.durable if groups == 1 else f"{consumer.durable}-g{group}of{groups}"
+
+
+async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], durable: str, stopping: asyncio.Event) -> None:
     """Fetch batches from the durable and hand each to its processor, one batch at a time (per-patient order).
 
     FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
@@ -201,7 +239,7 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], stopping: a
     keeps the nats-py semantics as they are.
     """
     processor = runtime.processors[consumer.durable]
-    subscription = await runtime.jetstream.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
+    subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
     try:
         while not stopping.is_set():
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -37,6 +37,25 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams this service owns.")
     duplicate_window_s: float = Field(default=600.0, gt=0, description="Nats-Msg-Id deduplication window.")
     startup_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for streams owned elsewhere.")
+    consumer_groups: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Groups of patient partitions per consumer (1, 2, 4, 8 or 16); each is consumed by one replica.",
+    )
+    replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
+    replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    takeover_after_s: float = Field(
+        default=10.0, gt=0, description="How long a group must be left unowned before another replica takes it."
+    )
+
+    @model_validator(mode="after")
+    def _groups_divide_partitions(self) -> ServiceSettings:
+        if 16 % self.consumer_groups:
+            raise ValueError("consumer_groups must divide the 16 patient partitions: 1, 2, 4, 8 or 16")
+        if self.replica_index >= self.replicas:
+            raise ValueError("replica_index must be below replicas")
+        return self
 
     def service_database_url(self, env: dict[str, str] | None = None) -> str:
         import os
@@ -53,7 +72,3 @@ def with_database(url: str, database: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-class WebhookSecret(SecretStr):
-    """Marks a secret that must come from the environment."""

@@ -48,6 +48,7 @@ def consumer(
         durable=DURABLE,
         stream=PATIENT_EVENTS_STREAM,
         filter_subjects=(event_filter(ReferralRequested),),
+        partitioned_by=ReferralRequested,
         decode=decode_json_model(ReferralRequested),
         apply=apply,
         after_commit=wake.set,

@@ -42,6 +42,7 @@ def consumer() -> BatchConsumer[MedicationsReconciled]:
         durable=DURABLE,
         stream=PATIENT_EVENTS_STREAM,
         filter_subjects=(event_filter(MedicationsReconciled),),
+        partitioned_by=MedicationsReconciled,
         decode=decode_json_model(MedicationsReconciled),
         apply=apply,
     )

@@ -52,6 +52,7 @@ def consumer() -> BatchConsumer[TransitionOfCareRecorded]:
         durable=DURABLE,
         stream=PATIENT_EVENTS_STREAM,
         filter_subjects=(event_filter(TransitionOfCareRecorded),),
+        partitioned_by=TransitionOfCareRecorded,
         decode=decode_json_model(TransitionOfCareRecorded),
         apply=apply,
     )

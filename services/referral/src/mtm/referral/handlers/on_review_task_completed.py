@@ -54,6 +54,7 @@ def consumer() -> BatchConsumer[tuple[ReviewTaskCompleted, list[NewReferral]]]:
         durable=DURABLE,
         stream=PATIENT_EVENTS_STREAM,
         filter_subjects=(event_filter(ReviewTaskCompleted),),
+        partitioned_by=ReviewTaskCompleted,
         decode=decode,
         apply=apply,
     )

@@ -48,6 +48,7 @@ def consumer(checker: DrugChecker) -> BatchConsumer[MedicationsReconciled]:
         durable=DURABLE,
         stream=PATIENT_EVENTS_STREAM,
         filter_subjects=(event_filter(MedicationsReconciled),),
+        partitioned_by=MedicationsReconciled,
         decode=decode_json_model(MedicationsReconciled),
         apply=apply,
     )
