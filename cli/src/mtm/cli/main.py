@@ -111,6 +111,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    files = sorted(Path(args.directory).glob("*.json"))
+    if not files:
+        raise tool.ToolError(f"{args.directory}: no Synthea bundles (*.json) found")
+    result = asyncio.run(tool.replay_synthea(nats_url(), files, args.limit))
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
     if args.json or not reply.ok:
@@ -187,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish-discharge", help="publish discharges (native JSON or FHIR R4 Bundle)")
     publish.add_argument("files", nargs="+")
     publish.set_defaults(run=cmd_publish)
+
+    replay = sub.add_parser("replay-synthea", help="publish the Synthea population's discharges (FHIR bundles)")
+    replay.add_argument("directory", nargs="?", default="data/synthea/bundles")
+    replay.add_argument("--limit", type=int, help="at most this many discharges")
+    replay.set_defaults(run=cmd_replay)
 
     tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
     tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])

@@ -71,3 +71,25 @@ def parse_uuid(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError as exc:
         raise ToolError(f"{what}: {value!r} is not a UUID") from exc
+
+
+async def replay_synthea(url: str, files: list[Path], limit: int | None) -> dict[str, int]:
+    """Publish the Synthea population's transitions of care as FHIR bundles on the discharge intake."""
+    from mtm.fhir.synthea import transitions_from_patient_bundle
+
+    nc = await nats.connect(url)
+    published = duplicates = 0
+    try:
+        js = nc.jetstream()
+        for path in files:
+            for bundle in transitions_from_patient_bundle(json.loads(path.read_bytes())):
+                if limit is not None and published + duplicates >= limit:
+                    return {"published": published, "duplicates": duplicates}
+                payload = json.dumps(bundle).encode()
+                msg_id = "fhir-bundle:" + hashlib.sha256(payload).hexdigest()
+                ack = await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+                duplicates += bool(ack.duplicate)
+                published += not ack.duplicate
+    finally:
+        await nc.drain()
+    return {"published": published, "duplicates": duplicates}

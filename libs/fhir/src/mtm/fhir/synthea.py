@@ -19,6 +19,8 @@ Rules (Synthea 2019 MedicationRequests carry only `authoredOn` and `status`):
 * Context as of discharge: Conditions with onset before and no abatement before discharge (clinicalStatus set
   to active), AllergyIntolerances recorded before discharge, the latest eGFR, creatinine and body weight
   Observations before discharge.
+* Care team: the stay's clinician becomes the attending (participant ATND); the clinician of the last ambulatory
+  visit before admission stands in for the primary-care physician (Patient.generalPractitioner).
 * Ids are uuid5 of the patient and encounter ids, so a replay produces the same bundles and events.
 """
 
@@ -37,6 +39,7 @@ from mtm.fhir import codes
 
 REPLAY_NAMESPACE = uuid.UUID("6f1d3c2e-8b7a-5e4f-9a10-3c5b7d9e1f20")
 REPLAY_TAG_SYSTEM = "urn:mtm:synthea-replay"
+_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 KEPT_RESOURCE_TYPES = frozenset({"Patient", "Encounter", "Condition", "MedicationRequest", "AllergyIntolerance"})
 KEPT_OBSERVATION_CODES = codes.EGFR_CODES | codes.CREATININE_CODES | {codes.BODY_WEIGHT}
 _PATIENT_FIELDS = ("resourceType", "id", "gender", "birthDate", "deceasedDateTime", "generalPractitioner")
@@ -200,8 +203,8 @@ def _transition(
         *_latest_observations(by_type["Observation"], discharged),
     ]
     resources = [
-        {k: patient[k] for k in _PATIENT_FIELDS if k in patient},
-        {k: v for k, v in encounter.items() if k not in ("meta", "text")},
+        _with_primary_care(patient, by_type["Encounter"], admitted),
+        _attended(encounter),
         home_list,
         discharge_list,
         *statements,
@@ -216,6 +219,37 @@ def _transition(
         "timestamp": _iso(discharged),
         "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
     }
+
+
+def _clinician(encounter: dict[str, Any]) -> dict[str, str] | None:
+    for participant in encounter.get("participant", []):
+        if participant.get("individual", {}).get("reference"):
+            return participant["individual"]
+    return None
+
+
+def _attended(encounter: dict[str, Any]) -> dict[str, Any]:
+    """The stay's clinician as its attending (Synthea lists one participant without a type)."""
+    stay = {k: v for k, v in encounter.items() if k not in ("meta", "text", "participant")}
+    clinician = _clinician(encounter)
+    if clinician is not None:
+        stay["participant"] = [
+            {"type": [{"coding": [{"system": _PARTICIPATION, "code": "ATND"}]}], "individual": clinician}
+        ]
+    return stay
+
+
+def _with_primary_care(patient: dict[str, Any], encounters: list[dict[str, Any]], before: datetime) -> dict[str, Any]:
+    """The clinician of the last ambulatory visit before admission stands in for the primary-care physician."""
+    person = {k: patient[k] for k in _PATIENT_FIELDS if k in patient}
+    visits = [
+        e
+        for e in encounters
+        if e.get("class", {}).get("code") == "AMB" and (_start(e) or before) < before and _clinician(e) is not None
+    ]
+    if visits:
+        person["generalPractitioner"] = [_clinician(max(visits, key=lambda e: _start(e) or before))]
+    return person
 
 
 def _home_statement(order: _Order, statement_id: str, subject: dict[str, str], admitted: datetime) -> dict[str, Any]:

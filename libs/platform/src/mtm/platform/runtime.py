@@ -291,3 +291,13 @@ def _subscribe_command(runtime: Runtime, service: str, route: CommandRoute) -> N
 
     on_command.__name__ = "on_" + route.subject.replace(".", "_")
     runtime.broker.subscriber(route.subject, queue=service, decoder=_raw_body)(on_command)
+
+
+def serve(factory: Callable[[], FastStream]) -> None:
+    """Run a service process until SIGTERM/SIGINT, on uvloop where available (asyncpg and nats-py run faster on it)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(factory().run())
+        return
+    uvloop.run(factory().run())

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 
 def main() -> None:
     from mtm.notify.bootstrap import create_app
+    from mtm.platform.runtime import serve
 
-    asyncio.run(create_app().run())
+    serve(create_app)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 
 def main() -> None:
+    from mtm.platform.runtime import serve
     from mtm.review.bootstrap import create_app
 
-    asyncio.run(create_app().run())
+    serve(create_app)
