@@ -219,8 +219,28 @@ def _raw_body(message: Any) -> Any:
     return message.body
 
 
-# A long poll: fetch returns as soon as anything is there and gathers up to batch_size under load.
+# How long an idle consumer waits for its next message before looping (and noticing a stop).
 PULL_WAIT_S = 1.0
+# A pull request that finds nothing waits this long for more before returning what it has.
+TOP_UP_WAIT_S = 0.002
+
+
+async def next_batch(subscription: Any, size: int) -> list[Any]:
+    """What is there now, up to `size`; when nothing is, the first message to arrive and whatever came with it.
+
+    nats-py's `fetch(batch=n)` returns at once when messages are waiting, but once it has to wait it keeps the
+    request open until all `n` arrived or the timeout passed, which would hold a lone message back for up to
+    the whole timeout. Waiting for one and then topping up keeps both big batches under load and low latency.
+    """
+    try:
+        return await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
+    except TimeoutError:
+        pass
+    batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
+    if size > 1:
+        with contextlib.suppress(TimeoutError):
+            batch += await subscription.fetch(batch=size - 1, timeout=TOP_UP_WAIT_S)
+    return batch
 
 
 def _groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
@@ -244,7 +264,7 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], durable: st
     try:
         while not stopping.is_set():
             try:
-                messages = await subscription.fetch(batch=runtime.settings.batch_size, timeout=PULL_WAIT_S)
+                messages = await next_batch(subscription, runtime.settings.batch_size)
             except TimeoutError:
                 continue
             except (

@@ -14,7 +14,7 @@ from mtm.reconciliation.domain import MedicationList
 INSERT_RECONCILIATIONS = """
 INSERT INTO reconciliations
     (event_id, transition_event_id, patient_id, stream_seq, item_count, discrepancy_count, reconciliation)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::jsonb[])
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::json[])
 ON CONFLICT (transition_event_id) DO NOTHING
 """
 LOCK_LISTS = """
@@ -22,7 +22,7 @@ SELECT patient_id, last_seq, medication_list FROM medication_lists WHERE patient
 """
 UPSERT_LISTS = """
 INSERT INTO medication_lists (patient_id, last_seq, last_event_id, medication_list, updated_at)
-SELECT p, s, e, l, now() FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::jsonb[]) AS t(p, s, e, l)
+SELECT p, s, e, l, now() FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::json[]) AS t(p, s, e, l)
 ON CONFLICT (patient_id) DO UPDATE
 SET last_seq = EXCLUDED.last_seq, last_event_id = EXCLUDED.last_event_id,
     medication_list = EXCLUDED.medication_list, updated_at = now()

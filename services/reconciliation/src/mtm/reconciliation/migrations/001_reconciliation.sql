@@ -1,4 +1,5 @@
 -- Reconciliations of each transition of care, and each patient's current medication list with provenance.
+-- Documents are `json`, not `jsonb`: they are written on the hot path and read whole, never queried inside.
 
 CREATE TABLE reconciliations (
     event_id            uuid        PRIMARY KEY,
@@ -7,7 +8,7 @@ CREATE TABLE reconciliations (
     stream_seq          bigint      NOT NULL,
     item_count          integer     NOT NULL,
     discrepancy_count   integer     NOT NULL,
-    reconciliation      jsonb       NOT NULL,
+    reconciliation      json        NOT NULL,
     recorded_at         timestamptz NOT NULL DEFAULT now()
 );
 
@@ -17,6 +18,6 @@ CREATE TABLE medication_lists (
     patient_id    text        PRIMARY KEY,
     last_seq      bigint      NOT NULL,
     last_event_id uuid        NOT NULL,
-    medication_list jsonb     NOT NULL,
+    medication_list json      NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now()
 );

@@ -17,7 +17,7 @@ INSERT_REFERRALS = """
 INSERT INTO referrals (referral_id, task_id, patient_id, correlation_id, physician_id, pharmacist_id, status, referral)
 SELECT r.referral_id, r.task_id, r.patient_id, r.correlation_id, r.physician_id, r.pharmacist_id, 'requested',
        r.referral
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[])
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::json[])
     AS r(referral_id, task_id, patient_id, correlation_id, physician_id, pharmacist_id, referral)
 ON CONFLICT (referral_id) DO NOTHING
 RETURNING referral_id

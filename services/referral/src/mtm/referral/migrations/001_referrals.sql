@@ -9,8 +9,8 @@ CREATE TABLE referrals (
     pharmacist_id   text        NOT NULL,
     status          text        NOT NULL CHECK (status IN ('requested', 'accepted', 'declined', 'modified')),
     decision        text,
-    referral        jsonb       NOT NULL,
-    answer          jsonb,
+    referral        json        NOT NULL,
+    answer          json,
     requested_at    timestamptz NOT NULL DEFAULT now(),
     answered_at     timestamptz
 );

@@ -18,7 +18,7 @@ INSERT INTO review_tasks
     (task_id, focus_event_id, patient_id, correlation_id, status, priority, alert_count, discrepancy_count, task)
 SELECT t.task_id, t.focus_event_id, t.patient_id, t.correlation_id, 'requested', t.priority, t.alert_count,
        t.discrepancy_count, t.task
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int[], $7::int[], $8::jsonb[])
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int[], $7::int[], $8::json[])
     AS t(task_id, focus_event_id, patient_id, correlation_id, priority, alert_count, discrepancy_count, task)
 ON CONFLICT (focus_event_id) DO NOTHING
 RETURNING task_id

@@ -10,8 +10,8 @@ CREATE TABLE review_tasks (
     owner           text,
     alert_count     integer     NOT NULL DEFAULT 0,
     discrepancy_count integer   NOT NULL DEFAULT 0,
-    task            jsonb       NOT NULL,
-    completion      jsonb,
+    task            json        NOT NULL,
+    completion      json,
     created_at      timestamptz NOT NULL DEFAULT now(),
     claimed_at      timestamptz,
     completed_at    timestamptz

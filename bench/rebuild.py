@@ -1,0 +1,277 @@
+"""Replay a cached log of 1,000,000 MedicationsReconciled events into a fresh reconciliation service; events/s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import nats.aio.client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from bench.naive import create_database, delete_stream, drop_database, publish_all, start_service, stop_service
+from bench.workload import synthea_transitions
+from mtm.contracts import MedicationsReconciled
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient_subject
+from mtm.platform.embedded import EmbeddedNats
+from mtm.platform.streams import PATIENT_EVENTS, declare_stream
+from mtm.reconciliation.domain import reconcile
+from mtm.reconciliation.handlers.on_transition_of_care_recorded import SOURCE
+
+Progress = Callable[[str, float], None]
+
+LOG_EVENTS = 1_000_000
+PATIENTS = 100_000  # ten reconciliations per patient, so the projection folds each list over its history
+FORMAT_VERSION = 1
+MARKER = "rebuild-log.json"
+DURABLE = "reconciliation-medication-list"
+SAMPLE_S = 0.5
+BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
+CONFIRM_EVERY = 100
+# Deduplicating a million Nats-Msg-Ids over the service's 10 minutes would hold them all in server memory.
+BUILD_DUPLICATE_WINDOW_S = 1.0
+
+# Placeholders serialized into each template and replaced per message; none can occur in real content.
+_PATIENT = "zzbenchpatientzz"
+_EVENT_ID = uuid.UUID("00000000-0000-4000-8000-00000000e0e1")
+_TRANSITION_ID = uuid.UUID("00000000-0000-4000-8000-00000000e0e2")
+_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _patient_id(p: int) -> str:
+    return f"rb-{p}"
+
+
+@functools.cache
+def _templates() -> list[bytes]:
+    """One MedicationsReconciled body per Synthea transition, with placeholder ids, patient and time."""
+    templates = []
+    for transition in synthea_transitions():
+        toc = transition.model_copy(update={"patient": transition.patient.model_copy(update={"patient_id": _PATIENT})})
+        event = MedicationsReconciled.create(
+            source=SOURCE,
+            patient_id=_PATIENT,
+            data=reconcile(toc, _TRANSITION_ID),
+            correlation_id=_TRANSITION_ID,
+            causation_id=_TRANSITION_ID,
+            event_id=_EVENT_ID,
+            time=_TIME,
+        )
+        templates.append(event.model_dump_json().encode())
+    return templates
+
+
+def _split(template: bytes, placeholders: tuple[bytes, ...]) -> list[bytes | int]:
+    """The template as literal pieces and placeholder indexes, so a message is one join."""
+    pieces: list[bytes | int] = [template]
+    for index, placeholder in enumerate(placeholders):
+        split: list[bytes | int] = []
+        for piece in pieces:
+            if isinstance(piece, int):
+                split.append(piece)
+                continue
+            for n, part in enumerate(piece.split(placeholder)):
+                if n:
+                    split.append(index)
+                split.append(part)
+        pieces = split
+    return pieces
+
+
+def _messages(count: int) -> Iterator[tuple[str, bytes, dict[str, str]]]:
+    placeholders = (_PATIENT.encode(), str(_EVENT_ID).encode(), str(_TRANSITION_ID).encode(), b"2000-01-01T00:00:00Z")
+    templates = [_split(t, placeholders) for t in _templates()]
+    subjects = [patient_subject(_patient_id(p), MedicationsReconciled.EVENT_NAME) for p in range(PATIENTS)]
+    patients = [_patient_id(p).encode() for p in range(PATIENTS)]
+    times = [
+        (_TIME + timedelta(days=30 * k)).isoformat().replace("+00:00", "Z").encode()
+        for k in range(count // PATIENTS + 1)
+    ]
+    # Ids share a per-build prefix and end in the message number: unique, and far cheaper than uuid4() per message.
+    event_prefix, transition_prefix = str(uuid.uuid4())[:24].encode(), str(uuid.uuid4())[:24].encode()
+    values: list[bytes] = [b""] * len(placeholders)
+    for i in range(count):
+        p = i % PATIENTS
+        suffix = b"%012x" % i
+        values[0] = patients[p]
+        values[1] = event_prefix + suffix
+        values[2] = transition_prefix + suffix
+        values[3] = times[i // PATIENTS]
+        body = b"".join([values[piece] if isinstance(piece, int) else piece for piece in templates[i % len(templates)]])
+        yield subjects[p], body, {"Nats-Msg-Id": values[1].decode()}
+
+
+def _sample_subject() -> str:
+    """Subject of the log's first event under the current contracts; a cache built under others is rebuilt."""
+    return patient_subject(_patient_id(0), MedicationsReconciled.EVENT_NAME)
+
+
+def _check_template() -> None:
+    """The first message must parse to the event its subject names, so the templating cannot drift from contracts."""
+    subject, body, _ = next(_messages(1))
+    event = MedicationsReconciled.model_validate_json(body)
+    if event_subject(event) != subject or subject != _sample_subject():
+        raise AssertionError(f"template yields {event_subject(event)}, published as {subject}")
+
+
+def _read_marker(cache_dir: Path) -> dict[str, object]:
+    try:
+        return dict(json.loads((cache_dir / MARKER).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+async def _cached_log_is_current(js: JetStreamContext, cache_dir: Path, sample_subject: str) -> bool:
+    marker = _read_marker(cache_dir)
+    if marker.get("format") != FORMAT_VERSION or marker.get("sample_subject") != sample_subject:
+        return False
+    try:
+        info = await js.stream_info(PATIENT_EVENTS_STREAM)
+        first = await js.get_msg(PATIENT_EVENTS_STREAM, seq=1)
+    except NotFoundError:
+        return False
+    return info.state.messages >= LOG_EVENTS and first.subject == sample_subject
+
+
+async def ensure_log(nc: nats.aio.client.Client, js: JetStreamContext, cache_dir: Path, progress: Progress) -> float:
+    """Reuse the cached log when it matches the current contracts, else build it; returns the build time or 0."""
+    sample_subject = _sample_subject()
+    if await _cached_log_is_current(js, cache_dir, sample_subject):
+        progress("rebuild: log (cached)", 1.0)
+        return 0.0
+    (cache_dir / MARKER).unlink(missing_ok=True)
+    started = time.monotonic()
+    _check_template()
+    await delete_stream(js, PATIENT_EVENTS_STREAM)
+    await declare_stream(js, PATIENT_EVENTS, replicas=1, duplicate_window_s=BUILD_DUPLICATE_WINDOW_S)
+    await publish_all(
+        nc,
+        js,
+        _messages(LOG_EVENTS),
+        LOG_EVENTS,
+        progress,
+        "rebuild: build log",
+        chunk=20_000,
+        confirm_every=CONFIRM_EVERY,
+    )
+    stored = (await js.stream_info(PATIENT_EVENTS_STREAM)).state.messages
+    if stored != LOG_EVENTS:
+        raise RuntimeError(f"the log holds {stored} of {LOG_EVENTS} events after the build")
+    elapsed = time.monotonic() - started
+    marker = {"format": FORMAT_VERSION, "sample_subject": sample_subject, "events": LOG_EVENTS, "build_s": elapsed}
+    (cache_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return elapsed
+
+
+async def delete_all_consumers(js: JetStreamContext) -> None:
+    """Every durable on every stream of the cache server, so a new projection starts from sequence 1."""
+    for stream in await js.streams_info():
+        for consumer in await js.consumers_info(stream.config.name):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream.config.name, consumer.name)
+
+
+async def _replay(
+    js: JetStreamContext, process: subprocess.Popen[bytes], total: int, progress: Progress, *, budget_s: float
+) -> dict[str, float]:
+    deadline = time.monotonic() + budget_s
+    first: tuple[float, int] | None = None
+    last: tuple[float, int] = (time.monotonic(), 0)
+    completed = False
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the reconciliation service exited with code {process.returncode} during the replay")
+        # With MTM_CONSUMER_GROUPS > 1 the projection is split into durables named `<durable>-g<i>of<n>`.
+        infos = [c for c in await js.consumers_info(PATIENT_EVENTS_STREAM) if c.name.startswith(DURABLE)]
+        if not infos:
+            await asyncio.sleep(SAMPLE_S)
+            continue
+        now = time.monotonic()
+        processed = total - sum(c.num_pending + c.num_ack_pending for c in infos)
+        delivered = sum(c.delivered.stream_seq for c in infos)
+        if first is None and delivered > 0:
+            first = (now, processed)
+        last = (now, processed)
+        progress("rebuild: replay", processed / total)
+        if first is not None and processed >= total:
+            completed = True
+            break
+        await asyncio.sleep(SAMPLE_S)
+    if first is None or last[0] <= first[0]:
+        raise RuntimeError(f"{DURABLE} delivered nothing within {budget_s:.0f} s")
+    return {
+        "rebuild_events_per_s": (last[1] - first[1]) / (last[0] - first[0]),
+        "rebuild_events": float(last[1]),
+        "rebuild_completed": 1.0 if completed else 0.0,
+    }
+
+
+async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
+    """Replay the cached patient log into a fresh reconciliation service until it caught up or `budget_s` ran out."""
+    # Starting the server creates the cache directory; it blocks until the port answers.
+    server = await asyncio.to_thread(EmbeddedNats(cache_dir / "rebuild-nats").start)
+    db_name = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream(publish_async_max_pending=BUILD_WINDOW)
+            build_s = await ensure_log(nc, js, cache_dir, progress)
+            await delete_all_consumers(js)
+            state = (await js.stream_info(PATIENT_EVENTS_STREAM)).state
+            url = await create_database(database_url, db_name)
+            process = start_service(server.url, url, cache_dir / "rebuild-service.log")
+            try:
+                result = await _replay(js, process, state.messages, progress, budget_s=budget_s)
+            finally:
+                await asyncio.to_thread(stop_service, process)
+                await delete_all_consumers(js)
+        finally:
+            await nc.drain()
+    finally:
+        await asyncio.to_thread(server.stop)
+        await drop_database(database_url, db_name)
+    return result | {
+        "rebuild_log_events": float(state.messages),
+        "rebuild_log_bytes": float(state.bytes),
+        "rebuild_log_build_s": build_s,
+    }
+
+
+async def _main(budget_s: float, cache_dir: Path) -> None:
+    import tempfile
+
+    from mtm.platform.embedded import EmbeddedPostgres
+
+    def show(label: str, fraction: float) -> None:
+        print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="mtm-bench-rebuild-") as tmp:
+        postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
+        try:
+            result = await run(cache_dir, postgres.url, show, budget_s=budget_s)
+        finally:
+            postgres.stop()
+    print(file=sys.stderr)
+    for key, value in result.items():
+        print(f"{key}: {value:,.1f}")
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    asyncio.run(
+        _main(
+            float(sys.argv[1]) if len(sys.argv) > 1 else 120.0,
+            Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.gettempdir()) / "mtm-bench-cache",
+        )
+    )

@@ -1,0 +1,237 @@
+"""The results table (figure, value, raw limit, ratio, goal) and the JSON file with the same figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GOAL_E2E_PER_S = 5_000.0
+GOAL_TIMES_NAIVE = 5.0
+GOAL_P99_MS = 100.0
+GOAL_REBUILD_PER_S = 30_000.0
+GOAL_DUR_MS = 1.0
+GOAL_RSS_MB = 200.0
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    met: Callable[[float], bool]
+
+
+def at_least(bound: float, text: str) -> Goal:
+    return Goal(text, lambda value: operator.ge(value, bound))
+
+
+def at_most(bound: float, text: str) -> Goal:
+    return Goal(text, lambda value: operator.le(value, bound))
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    key: str
+    unit: str
+    raw_key: str | None = None
+    raw_label: str = ""
+    goal: Goal | None = None
+
+
+RAW_ROWS = (
+    Row("JetStream publish, awaited one by one", "raw_publish_sync_per_s", "msg/s"),
+    Row("JetStream publish_async, windowed", "raw_publish_per_s", "msg/s"),
+    Row("JetStream pull fetch + ack", "raw_consume_ack_per_s", "msg/s"),
+    Row("JetStream hop p50 at 500/s (publish → fetch)", "raw_hop_p50_ms_at_500", "ms"),
+    Row("JetStream hop p99 at 500/s (publish → fetch)", "raw_hop_p99_ms_at_500", "ms"),
+    Row("Postgres one transaction per row", "raw_tx_per_row_per_s", "rows/s"),
+    Row("Postgres executemany, batch per transaction", "raw_executemany_rows_per_s", "rows/s"),
+    Row("Postgres unnest insert, batch per transaction", "raw_unnest_rows_per_s", "rows/s"),
+    Row("Postgres COPY, batch per transaction", "raw_copy_rows_per_s", "rows/s"),
+)
+
+RAW_UNITS = {row.key: row.unit for row in RAW_ROWS} | {"raw_batch_insert_rows_per_s": "rows/s"}
+
+MTM_ROWS = (
+    Row(
+        "End to end, discharge → review task",
+        "e2e_events_per_s",
+        "events/s",
+        "raw_publish_per_s",
+        "publish_async",
+        at_least(GOAL_E2E_PER_S, "≥ 5,000/s"),
+    ),
+    Row(
+        "Reconciliation projection (service)",
+        "recon_projection_events_per_s",
+        "events/s",
+        "raw_batch_insert_rows_per_s",
+        "batch insert",
+    ),
+    Row("Naive FastStream projection", "naive_events_per_s", "events/s", "raw_tx_per_row_per_s", "tx per row"),
+    Row(
+        "Peer (eventsourcing) projection",
+        "peer_events_per_s",
+        "events/s",
+        "raw_batch_insert_rows_per_s",
+        "batch insert",
+    ),
+    Row(
+        "Projection ÷ naive",
+        "projection_vs_naive",
+        "x",
+        goal=at_least(GOAL_TIMES_NAIVE, "≥ 5x"),
+    ),
+    Row("Projection ÷ peer", "projection_vs_peer", "x", goal=Goal("> 1x (ahead)", lambda value: value > 1.0)),
+    Row("Latency p50 at 500/s", "p50_latency_ms_at_500", "ms", "raw_hop_p50_ms_at_500", "JetStream hop p50"),
+    Row("Latency p95 at 500/s", "p95_latency_ms_at_500", "ms"),
+    Row(
+        "Latency p99 at 500/s",
+        "p99_latency_ms_at_500",
+        "ms",
+        "raw_hop_p99_ms_at_500",
+        "JetStream hop p99",
+        at_most(GOAL_P99_MS, "≤ 100 ms"),
+    ),
+    Row(
+        "Rebuild of the reconciliation projection",
+        "rebuild_events_per_s",
+        "events/s",
+        "raw_consume_ack_per_s",
+        "fetch + ack",
+        at_least(GOAL_REBUILD_PER_S, "≥ 30,000/s"),
+    ),
+    Row("Drug check, 20 medications (median)", "dur_check_ms_median", "ms", goal=at_most(GOAL_DUR_MS, "≤ 1 ms")),
+    Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
+)
+
+
+def derive(results: dict[str, Any]) -> None:
+    """Figures computed from others: the comparisons the goals are stated on."""
+    projection = results.get("recon_projection_events_per_s")
+    for other in ("naive", "peer"):
+        baseline = results.get(f"{other}_events_per_s")
+        if isinstance(projection, int | float) and isinstance(baseline, int | float) and baseline > 0:
+            results[f"projection_vs_{other}"] = round(projection / baseline, 2)
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "∞ (missing)"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit in ("ms", "MB"):
+        return f"{value:,.3f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
+    return f"{value:,.0f} {unit}"
+
+
+def ratio_text(value: float | None, raw: float | None, unit: str) -> str:
+    if value is None or raw is None or raw == 0 or math.isinf(value):
+        return ""
+    ratio = value / raw
+    return f"{ratio:.2f}x of raw" if unit != "ms" else f"{ratio:.0f}x the raw hop"
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(figure, value, raw limit, ratio, goal, met) for every row."""
+    rows = []
+    for row in RAW_ROWS:
+        rows.append((row.label, format_value(number(results.get(row.key)), row.unit), "", "", "", ""))
+    for row in (*MTM_ROWS, *rss_rows(results)):
+        value = number(results.get(row.key))
+        raw = number(results.get(row.raw_key)) if row.raw_key else None
+        raw_unit = RAW_UNITS.get(row.raw_key or "", row.unit)
+        raw_text = f"{format_value(raw, raw_unit)} ({row.raw_label})" if raw is not None else ""
+        met = ""
+        if row.goal is not None and value is not None:
+            met = "met" if row.goal.met(value) else "NOT MET"
+        rows.append(
+            (
+                row.label,
+                format_value(value, row.unit),
+                raw_text,
+                ratio_text(value, raw, row.unit),
+                row.goal.text if row.goal else "",
+                met,
+            )
+        )
+    return rows
+
+
+def rss_rows(results: dict[str, Any]) -> list[Row]:
+    return [
+        Row(f"  RSS {name}", f"rss_mb_{name}", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB"))
+        for name in sorted(results.get("service_rss_mb") or {})
+    ]
+
+
+def goals(results: dict[str, Any]) -> dict[str, bool | None]:
+    """Each goal: met, not met, or None when its figure is missing."""
+    verdicts: dict[str, bool | None] = {}
+    for row in (*MTM_ROWS, *rss_rows(results)):
+        if row.goal is None:
+            continue
+        value = number(results.get(row.key))
+        verdicts[row.key] = None if value is None else row.goal.met(value)
+    return verdicts
+
+
+def render(results: dict[str, Any], notes: list[str]) -> None:
+    """Print the table with rich when it works (the bench group), else as aligned text."""
+    header = ("Figure", "Value", "Raw limit", "Ratio", "Goal", "Met")
+    rows = table_rows(results)
+    try:
+        render_rich(header, rows, notes)
+    except Exception:
+        # rich is missing, or was uninstalled under the running bench by a `uv sync` without the bench group.
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        for line in (header, *rows):
+            print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        for note in notes:
+            print(re.sub(r"\[/?[a-z]+\]", "", note))
+
+
+def render_rich(header: tuple[str, ...], rows: list[tuple[str, ...]], notes: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mtm benchmark")
+    for name in header:
+        table.add_column(name, justify="right" if name in ("Value", "Raw limit", "Ratio") else "left")
+    for index, row in enumerate(rows):
+        style = "red" if row[5] == "NOT MET" else ("green" if row[5] == "met" else None)
+        table.add_row(*row, style=style, end_section=index == len(RAW_ROWS) - 1)
+    console = Console(width=max(160, Console().width))
+    with console.capture() as captured:
+        console.print(table)
+        for note in notes:
+            console.print(note, highlight=False)
+    print(captured.get(), end="")
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(results), indent=2, sort_keys=True) + "\n")
