@@ -54,6 +54,8 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         while True:
+            # Cleared before looking, so a notification committed during this round wakes the next one.
+            self._wake.clear()
             try:
                 worked = await self.deliver_due()
             except (OSError, asyncpg.PostgresError) as exc:
@@ -61,7 +63,6 @@ class DeliveryWorker:
                 worked = 0
             if worked:
                 continue
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
 

@@ -13,7 +13,7 @@ from mtm.reconciliation.domain import MedicationList
 
 INSERT_RECONCILIATIONS = """
 INSERT INTO reconciliations
-    (event_id, transition_event_id, patient_id, stream_seq, item_count, discrepancy_count, reconciliation)
+    (event_id, transition_event_id, patient_id, stream_seq, item_count, discrepancy_count, medications_reconciled)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::json[])
 ON CONFLICT (transition_event_id) DO NOTHING
 """
@@ -44,6 +44,8 @@ class NewReconciliation:
     patient_id: str
     stream_seq: int
     reconciliation: Reconciliation
+    event_json: str
+    """The MedicationsReconciled event, serialized once for both this table and the outbox."""
 
 
 class ReconciliationRepository:
@@ -59,7 +61,7 @@ class ReconciliationRepository:
             [i.stream_seq for i in items],
             [len(i.reconciliation.items) for i in items],
             [len(i.reconciliation.discrepancies) for i in items],
-            [i.reconciliation.model_dump_json() for i in items],
+            [i.event_json for i in items],
         )
 
     async def lock_lists(self, patient_ids: Sequence[str]) -> dict[str, StoredList]:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter, event_subject
 from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
-from mtm.platform.outbox import enqueue_events
+from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
 from mtm.reconciliation.domain import reconcile
 
@@ -41,10 +41,11 @@ async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[TransitionOfC
             event_id=reconciled_event_id(event.id),
             time=now,
         )
-        reconciled.append(out)
-        new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, rec))
+        body = out.model_dump_json()
+        reconciled.append(OutgoingMessage(subject=event_subject(out), msg_id=str(out.id), payload=body.encode()))
+        new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, rec, body))
     await repo.add_all(new)
-    await enqueue_events(conn, reconciled)
+    await enqueue(conn, reconciled)
 
 
 def consumer() -> BatchConsumer[TransitionOfCareRecorded]:

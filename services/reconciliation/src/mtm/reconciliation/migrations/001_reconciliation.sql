@@ -8,7 +8,7 @@ CREATE TABLE reconciliations (
     stream_seq          bigint      NOT NULL,
     item_count          integer     NOT NULL,
     discrepancy_count   integer     NOT NULL,
-    reconciliation      json        NOT NULL,
+    medications_reconciled json     NOT NULL, -- the event as published (its data is the reconciliation)
     recorded_at         timestamptz NOT NULL DEFAULT now()
 );
 

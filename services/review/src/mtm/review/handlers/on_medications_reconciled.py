@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from mtm.contracts import MedicationsReconciled, ReviewTaskCreated
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter, event_subject
 from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
-from mtm.platform.outbox import enqueue_events
+from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.review.adapters.tasks import NewTask, TaskRepository
 from mtm.review.domain.tasks import derived_event_id, open_task
 from mtm.review.drug_checks import DrugChecker
@@ -26,23 +26,29 @@ def consumer(checker: DrugChecker) -> BatchConsumer[MedicationsReconciled]:
         for item in batch:
             event = item.value
             alerts, priority = checker(event.data)
-            new_tasks.append(
-                NewTask(open_task(event, alerts, priority, now=now), event.patient_id, event.correlation_id)
-            )
-        opened = await TaskRepository(conn).add_all(new_tasks)
-        created = [
-            ReviewTaskCreated.create(
+            task = open_task(event, alerts, priority, now=now)
+            created = ReviewTaskCreated.create(
                 source=SOURCE,
-                patient_id=t.patient_id,
-                data=t.task,
-                correlation_id=t.correlation_id,
-                causation_id=t.task.focus_event_id,
-                event_id=derived_event_id("review-task-created", t.task.task_id),
+                patient_id=event.patient_id,
+                data=task,
+                correlation_id=event.correlation_id,
+                causation_id=event.id,
+                event_id=derived_event_id("review-task-created", task.task_id),
             )
-            for t in new_tasks
-            if t.task.task_id in opened
-        ]
-        await enqueue_events(conn, created)
+            new_tasks.append(
+                (NewTask(task, event.patient_id, event.correlation_id, created.model_dump_json()), created)
+            )
+        opened = await TaskRepository(conn).add_all([new for new, _ in new_tasks])
+        await enqueue(
+            conn,
+            [
+                OutgoingMessage(
+                    subject=event_subject(created), msg_id=str(created.id), payload=new.created_event.encode()
+                )
+                for new, created in new_tasks
+                if new.task.task_id in opened
+            ],
+        )
 
     return BatchConsumer(
         durable=DURABLE,

@@ -10,7 +10,7 @@ CREATE TABLE review_tasks (
     owner           text,
     alert_count     integer     NOT NULL DEFAULT 0,
     discrepancy_count integer   NOT NULL DEFAULT 0,
-    task            json        NOT NULL,
+    created_event   json        NOT NULL, -- ReviewTaskCreated as published (its data is the task)
     completion      json,
     created_at      timestamptz NOT NULL DEFAULT now(),
     claimed_at      timestamptz,
