@@ -30,9 +30,9 @@ from nats.js.errors import NotFoundError
 
 from bench.workload import encoded
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter, event_subject
 from mtm.platform.db import apply_migrations
-from mtm.platform.outbox import enqueue_events
+from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.platform.settings import with_database
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
@@ -210,15 +210,17 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
             event_id=reconciled_event_id(event.id),
             time=now,
         )
+        body = out.model_dump_json()
         async with pool.acquire() as conn, conn.transaction():
             repo = ReconciliationRepository(conn)
-            await repo.add_all([NewReconciliation(out.id, event.id, event.patient_id, stream_seq, rec)])
+            await repo.add_all([NewReconciliation(out.id, event.id, event.patient_id, stream_seq, rec, body)])
             stored = (await repo.lock_lists([event.patient_id])).get(event.patient_id)
             if stored is None or stored.last_seq < stream_seq:
                 current = stored.medication_list if stored else None
                 updated = apply_to_medication_list(current, rec, event_id=out.id, recorded_at=now)
                 await repo.save_lists({event.patient_id: (stream_seq, out.id, updated)})
-            await enqueue_events(conn, [out])
+            outgoing = OutgoingMessage(subject=event_subject(out), msg_id=str(out.id), payload=body.encode())
+            await enqueue(conn, [outgoing])
 
     return broker
 
