@@ -29,15 +29,16 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bench.workload import encoded
-from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter, event_subject
+from mtm.contracts import TransitionOfCareRecorded
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
 from mtm.platform.db import apply_migrations
 from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.platform.settings import with_database
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
-from mtm.reconciliation.domain import apply_to_medication_list, reconcile
-from mtm.reconciliation.handlers.on_transition_of_care_recorded import SOURCE, reconciled_event_id
+from mtm.reconciliation.domain import apply_to_medication_list
+from mtm.reconciliation.handlers import on_medications_reconciled, on_transition_of_care_recorded
+from mtm.reconciliation.handlers.on_transition_of_care_recorded import medications_reconciled
 
 Progress = Callable[[str, float], None]
 
@@ -50,7 +51,7 @@ MIGRATIONS = [
     ("platform", files("mtm.platform") / "migrations"),
     ("reconciliation", files("mtm.reconciliation") / "migrations"),
 ]
-SERVICE_DURABLES = ("reconciliation-transition-of-care", "reconciliation-medication-list")
+SERVICE_DURABLES = (on_transition_of_care_recorded.DURABLE, on_medications_reconciled.DURABLE)
 
 
 # --- helpers the other bench modules share --------------------------------------------------------------------
@@ -200,16 +201,8 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
     async def on_transition_of_care_recorded(event: TransitionOfCareRecorded, message: NatsMessage) -> None:
         stream_seq = message.raw_message.metadata.sequence.stream
         now = datetime.now(UTC)
-        rec = reconcile(event.data, event.id)
-        out = MedicationsReconciled.create(
-            source=SOURCE,
-            patient_id=event.patient_id,
-            data=rec,
-            correlation_id=event.correlation_id,
-            causation_id=event.id,
-            event_id=reconciled_event_id(event.id),
-            time=now,
-        )
+        out = medications_reconciled(event, now)
+        rec = out.data
         body = out.model_dump_json()
         async with pool.acquire() as conn, conn.transaction():
             repo = ReconciliationRepository(conn)
@@ -219,8 +212,7 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
                 current = stored.medication_list if stored else None
                 updated = apply_to_medication_list(current, rec, event_id=out.id, recorded_at=now)
                 await repo.save_lists({event.patient_id: (stream_seq, out.id, updated)})
-            outgoing = OutgoingMessage(subject=event_subject(out), msg_id=str(out.id), payload=body.encode())
-            await enqueue(conn, [outgoing])
+            await enqueue(conn, [OutgoingMessage.of_event(out, body)])
 
     return broker
 

@@ -20,8 +20,8 @@ from eventsourcing.utils import get_topic
 
 from bench.naive import create_database, drop_database
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.reconciliation.domain import MedicationList, apply_to_medication_list, reconcile
-from mtm.reconciliation.handlers.on_transition_of_care_recorded import SOURCE, reconciled_event_id
+from mtm.reconciliation.domain import MedicationList, apply_to_medication_list
+from mtm.reconciliation.handlers.on_transition_of_care_recorded import medications_reconciled
 
 Progress = Callable[[str, float], None]
 
@@ -88,16 +88,7 @@ class ReconciliationProjection(EventSourcedProjection[uuid.UUID]):
     @singledispatchmethod
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[uuid.UUID]) -> None:
         toc = TransitionOfCareRecorded.model_validate_json(domain_event.event_json)
-        rec = reconcile(toc.data, toc.id)
-        out = MedicationsReconciled.create(
-            source=SOURCE,
-            patient_id=toc.patient_id,
-            data=rec,
-            correlation_id=toc.correlation_id,
-            causation_id=toc.id,
-            event_id=reconciled_event_id(toc.id),
-            time=datetime.now(UTC),
-        )
+        out = medications_reconciled(toc, datetime.now(UTC))
         try:
             medications: PatientMedications = self.repository.get(PatientMedications.create_id(toc.patient_id))
         except AggregateNotFoundError:

@@ -26,6 +26,7 @@ from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient
 from mtm.platform.embedded import EmbeddedNats
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.domain import reconcile
+from mtm.reconciliation.handlers import on_medications_reconciled
 from mtm.reconciliation.handlers.on_transition_of_care_recorded import SOURCE
 
 Progress = Callable[[str, float], None]
@@ -34,7 +35,7 @@ LOG_EVENTS = 1_000_000
 PATIENTS = 100_000  # ten reconciliations per patient, so the projection folds each list over its history
 FORMAT_VERSION = 1
 MARKER = "rebuild-log.json"
-DURABLE = "reconciliation-medication-list"
+DURABLE = on_medications_reconciled.DURABLE
 SAMPLE_S = 0.5
 BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
 CONFIRM_EVERY = 100

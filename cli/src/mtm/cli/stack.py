@@ -120,17 +120,33 @@ def start_stack(extra_env: dict[str, str] | None = None, *, log_dir: Path | None
     return stack
 
 
-# Durable consumers that exist once every service has started (one per inbound event type).
-READY_CONSUMERS = {
-    "DISCHARGE_INTAKE": {"reconciliation-discharge-intake"},
-    "PATIENT_EVENTS": {
-        "reconciliation-transition-of-care",
-        "reconciliation-medication-list",
-        "review-medications-reconciled",
-        "referral-review-task-completed",
-        "notify-referral-requested",
-    },
-}
+def ready_consumers() -> dict[str, set[str]]:
+    """Durable consumers that exist once every service has started, by stream (the handlers' own names)."""
+    from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM
+    from mtm.notify.handlers import on_referral_requested
+    from mtm.reconciliation.handlers import (
+        on_discharge_received,
+        on_medications_reconciled,
+        on_transition_of_care_recorded,
+    )
+    from mtm.referral.handlers import on_review_task_completed
+    from mtm.review.handlers import on_medications_reconciled as review_on_medications_reconciled
+
+    return {
+        DISCHARGE_INTAKE_STREAM: {on_discharge_received.DURABLE},
+        PATIENT_EVENTS_STREAM: {
+            on_transition_of_care_recorded.DURABLE,
+            on_medications_reconciled.DURABLE,
+            review_on_medications_reconciled.DURABLE,
+            on_review_task_completed.DURABLE,
+            on_referral_requested.DURABLE,
+        },
+    }
+
+
+def _declared(durable: str, present: set[str]) -> bool:
+    """The consumer's durable, or its group durables when the service splits it (`<durable>-g<k>of<n>`)."""
+    return durable in present or any(name.startswith(f"{durable}-g") for name in present)
 
 
 async def wait_until_ready(url: str, *, timeout_s: float = 120.0) -> None:
@@ -140,18 +156,19 @@ async def wait_until_ready(url: str, *, timeout_s: float = 120.0) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
+    expected = ready_consumers()
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout_s
         while True:
             missing = []
-            for stream, durables in READY_CONSUMERS.items():
+            for stream, durables in expected.items():
                 try:
                     present = {c.name for c in await js.consumers_info(stream)}
                 except NotFoundError:
                     present = set()
-                missing.extend(sorted(durables - present))
+                missing.extend(sorted(d for d in durables if not _declared(d, present)))
             if not missing:
                 return
             if time.monotonic() > deadline:

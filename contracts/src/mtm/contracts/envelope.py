@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SPEC_VERSION = "1.0"
+E = TypeVar("E", bound="EventEnvelope")
 SCHEMA_VERSION = 1
 
 
@@ -69,7 +70,7 @@ class EventEnvelope(Frozen):
             data=data,
         )
 
-    def caused(self, cls: type[EventEnvelope], *, source: str, data: Any, event_id: uuid.UUID) -> EventEnvelope:
+    def caused(self, cls: type[E], *, source: str, data: Any, event_id: uuid.UUID, time: datetime | None = None) -> E:
         """Build the next event of this flow: same patient and correlation, caused by this event."""
         return cls.create(
             source=source,
@@ -78,4 +79,5 @@ class EventEnvelope(Frozen):
             correlation_id=self.correlation_id,
             causation_id=self.id,
             event_id=event_id,
+            time=time,
         )

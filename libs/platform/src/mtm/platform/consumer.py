@@ -15,13 +15,20 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from mtm.contracts import DeadLetter, EventEnvelope
-from mtm.contracts.subjects import PATIENT_PARTITIONS, dead_letter_subject, partition_filters
+from mtm.contracts.subjects import (
+    PATIENT_EVENTS_STREAM,
+    PATIENT_PARTITIONS,
+    dead_letter_subject,
+    event_filter,
+    partition_filters,
+)
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import MSG_ID_HEADER
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=EventEnvelope)
 
 CLAIM_MESSAGES = """
 INSERT INTO processed_messages (consumer, stream_seq)
@@ -276,6 +283,26 @@ class BatchProcessor(Generic[T]):
     async def _ack_all(deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             await delivery.raw.ack()
+
+
+def patient_event_consumer(
+    durable: str,
+    event_cls: type[E],
+    apply: Apply[Any],
+    *,
+    decode: Callable[[Delivery], Any] | None = None,
+    after_commit: Callable[[], None] | None = None,
+) -> BatchConsumer[Any]:
+    """A consumer of one event type on the patient log, splittable into groups of patient partitions."""
+    return BatchConsumer(
+        durable=durable,
+        stream=PATIENT_EVENTS_STREAM,
+        filter_subjects=(event_filter(event_cls),),
+        decode=decode or decode_json_model(event_cls),
+        apply=apply,
+        after_commit=after_commit,
+        partitioned_by=event_cls,
+    )
 
 
 def decode_json_model(model: Any) -> Callable[[Delivery], Any]:

@@ -16,7 +16,6 @@ from mtm.platform.logging import get_logger
 log = get_logger(__name__)
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1::int, $2::int)"
-UNLOCK = "SELECT pg_advisory_unlock($1::int, $2::int)"
 # Two-key advisory locks show up in pg_locks with objsubid = 2.
 HELD_GROUPS = """
 SELECT objid::int AS grp FROM pg_locks

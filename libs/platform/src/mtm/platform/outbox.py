@@ -34,8 +34,13 @@ class OutgoingMessage:
     payload: bytes
 
     @classmethod
-    def of_event(cls, event: EventEnvelope) -> OutgoingMessage:
-        return cls(subject=event_subject(event), msg_id=str(event.id), payload=event.model_dump_json().encode())
+    def of_event(cls, event: EventEnvelope, body: str | None = None) -> OutgoingMessage:
+        """The event on its patient subject; pass `body` when the event was serialized already (e.g. to store it)."""
+        return cls(
+            subject=event_subject(event),
+            msg_id=str(event.id),
+            payload=(body if body is not None else event.model_dump_json()).encode(),
+        )
 
 
 async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutgoingMessage]) -> None:

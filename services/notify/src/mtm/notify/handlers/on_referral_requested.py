@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import asyncpg
 
 from mtm.contracts import ReferralRequested
-from mtm.contracts.subjects import ANSWER_REFERRAL, PATIENT_EVENTS_STREAM, event_filter
+from mtm.contracts.subjects import ANSWER_REFERRAL
 from mtm.notify.adapters.notifications import NotificationRepository, PendingNotification
 from mtm.notify.domain.delivery import notification_id, referral_message
-from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
+from mtm.platform.consumer import Accepted, BatchConsumer, patient_event_consumer
 
 DURABLE = "notify-referral-requested"
 
@@ -44,12 +44,4 @@ def consumer(
                 )
         await repo.add_all(pending)
 
-    return BatchConsumer(
-        durable=DURABLE,
-        stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(ReferralRequested),),
-        partitioned_by=ReferralRequested,
-        decode=decode_json_model(ReferralRequested),
-        apply=apply,
-        after_commit=wake.set,
-    )
+    return patient_event_consumer(DURABLE, ReferralRequested, apply, after_commit=wake.set)

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from mtm.contracts import MedicationsReconciled
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
-from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
+from mtm.platform.consumer import Accepted, BatchConsumer, patient_event_consumer
 from mtm.reconciliation.adapters.reconciliations import ReconciliationRepository
 from mtm.reconciliation.domain import MedicationList, apply_to_medication_list
 
@@ -38,11 +37,4 @@ async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[MedicationsRe
 
 
 def consumer() -> BatchConsumer[MedicationsReconciled]:
-    return BatchConsumer(
-        durable=DURABLE,
-        stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(MedicationsReconciled),),
-        partitioned_by=MedicationsReconciled,
-        decode=decode_json_model(MedicationsReconciled),
-        apply=apply,
-    )
+    return patient_event_consumer(DURABLE, MedicationsReconciled, apply)

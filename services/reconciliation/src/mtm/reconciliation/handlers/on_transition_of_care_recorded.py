@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter, event_subject
-from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
+from mtm.platform.consumer import Accepted, BatchConsumer, patient_event_consumer
 from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
 from mtm.reconciliation.domain import reconcile
@@ -24,6 +23,17 @@ def reconciled_event_id(transition_event_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"medications-reconciled:{transition_event_id}")
 
 
+def medications_reconciled(event: TransitionOfCareRecorded, now: datetime) -> MedicationsReconciled:
+    """The reconciliation of one discharge, as the event this service publishes."""
+    return event.caused(
+        MedicationsReconciled,
+        source=SOURCE,
+        data=reconcile(event.data, event.id),
+        event_id=reconciled_event_id(event.id),
+        time=now,
+    )
+
+
 async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[TransitionOfCareRecorded]]) -> None:
     repo = ReconciliationRepository(conn)
     now = datetime.now(UTC)
@@ -31,29 +41,13 @@ async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[TransitionOfC
     new = []
     for item in batch:
         event = item.value
-        rec = reconcile(event.data, event.id)
-        out = MedicationsReconciled.create(
-            source=SOURCE,
-            patient_id=event.patient_id,
-            data=rec,
-            correlation_id=event.correlation_id,
-            causation_id=event.id,
-            event_id=reconciled_event_id(event.id),
-            time=now,
-        )
+        out = medications_reconciled(event, now)
         body = out.model_dump_json()
-        reconciled.append(OutgoingMessage(subject=event_subject(out), msg_id=str(out.id), payload=body.encode()))
-        new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, rec, body))
+        reconciled.append(OutgoingMessage.of_event(out, body))
+        new.append(NewReconciliation(out.id, event.id, event.patient_id, item.delivery.stream_seq, out.data, body))
     await repo.add_all(new)
     await enqueue(conn, reconciled)
 
 
 def consumer() -> BatchConsumer[TransitionOfCareRecorded]:
-    return BatchConsumer(
-        durable=DURABLE,
-        stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(TransitionOfCareRecorded),),
-        partitioned_by=TransitionOfCareRecorded,
-        decode=decode_json_model(TransitionOfCareRecorded),
-        apply=apply,
-    )
+    return patient_event_consumer(DURABLE, TransitionOfCareRecorded, apply)

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from mtm.contracts import ReferralRequested, ReviewTaskCompleted
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
-from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage
+from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage, patient_event_consumer
 from mtm.platform.outbox import enqueue_events
 from mtm.referral.adapters.referrals import NewReferral, ReferralRepository
 from mtm.referral.domain.referrals import NoResponsiblePhysician, derived_id, referrals_for
@@ -50,11 +49,4 @@ async def apply(
 
 
 def consumer() -> BatchConsumer[tuple[ReviewTaskCompleted, list[NewReferral]]]:
-    return BatchConsumer(
-        durable=DURABLE,
-        stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(ReviewTaskCompleted),),
-        partitioned_by=ReviewTaskCompleted,
-        decode=decode,
-        apply=apply,
-    )
+    return patient_event_consumer(DURABLE, ReviewTaskCompleted, apply, decode=decode)

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from mtm.contracts import MedicationsReconciled, ReviewTaskCreated
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter, event_subject
-from mtm.platform.consumer import Accepted, BatchConsumer, decode_json_model
+from mtm.platform.consumer import Accepted, BatchConsumer, patient_event_consumer
 from mtm.platform.outbox import OutgoingMessage, enqueue
 from mtm.review.adapters.tasks import NewTask, TaskRepository
 from mtm.review.domain.tasks import derived_event_id, open_task
@@ -27,12 +26,10 @@ def consumer(checker: DrugChecker) -> BatchConsumer[MedicationsReconciled]:
             event = item.value
             alerts, priority = checker(event.data)
             task = open_task(event, alerts, priority, now=now)
-            created = ReviewTaskCreated.create(
+            created = event.caused(
+                ReviewTaskCreated,
                 source=SOURCE,
-                patient_id=event.patient_id,
                 data=task,
-                correlation_id=event.correlation_id,
-                causation_id=event.id,
                 event_id=derived_event_id("review-task-created", task.task_id),
             )
             new_tasks.append(
@@ -42,19 +39,10 @@ def consumer(checker: DrugChecker) -> BatchConsumer[MedicationsReconciled]:
         await enqueue(
             conn,
             [
-                OutgoingMessage(
-                    subject=event_subject(created), msg_id=str(created.id), payload=new.created_event.encode()
-                )
+                OutgoingMessage.of_event(created, new.created_event)
                 for new, created in new_tasks
                 if new.task.task_id in opened
             ],
         )
 
-    return BatchConsumer(
-        durable=DURABLE,
-        stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(MedicationsReconciled),),
-        partitioned_by=MedicationsReconciled,
-        decode=decode_json_model(MedicationsReconciled),
-        apply=apply,
-    )
+    return patient_event_consumer(DURABLE, MedicationsReconciled, apply)
