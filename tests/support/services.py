@@ -41,7 +41,6 @@ class InboundCase:
     service: str
     durable: str
     stream: str
-    apply_module: str
     streams: tuple[StreamSpec, ...]
     good: Callable[[str], tuple[str, bytes, str]]
     bad_subject: Callable[[str], str]
@@ -87,7 +86,6 @@ INBOUND_CASES = (
         service="reconciliation",
         durable="reconciliation-discharge-intake",
         stream="DISCHARGE_INTAKE",
-        apply_module="mtm.reconciliation.handlers.on_discharge_received",
         streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
         good=_intake,
         bad_subject=lambda _: DISCHARGE_INTAKE_SUBJECT,
@@ -101,7 +99,6 @@ INBOUND_CASES = (
         service="reconciliation",
         durable="reconciliation-transition-of-care",
         stream="PATIENT_EVENTS",
-        apply_module="mtm.reconciliation.handlers.on_transition_of_care_recorded",
         streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
         good=_event_message(native_discharge),
         bad_subject=_patient_subject(TransitionOfCareRecorded),
@@ -115,7 +112,6 @@ INBOUND_CASES = (
         service="review",
         durable="review-medications-reconciled",
         stream="PATIENT_EVENTS",
-        apply_module="mtm.review.handlers.on_medications_reconciled",
         streams=(PATIENT_EVENTS,),
         good=_event_message(medications_reconciled),
         bad_subject=_patient_subject(MedicationsReconciled),
@@ -129,7 +125,6 @@ INBOUND_CASES = (
         service="referral",
         durable="referral-review-task-completed",
         stream="PATIENT_EVENTS",
-        apply_module="mtm.referral.handlers.on_review_task_completed",
         streams=(PATIENT_EVENTS,),
         good=_event_message(review_task_completed),
         bad_subject=_patient_subject(ReviewTaskCompleted),
@@ -143,7 +138,6 @@ INBOUND_CASES = (
         service="notify",
         durable="notify-referral-requested",
         stream="PATIENT_EVENTS",
-        apply_module="mtm.notify.handlers.on_referral_requested",
         streams=(PATIENT_EVENTS,),
         good=_event_message(referral_requested),
         bad_subject=_patient_subject(ReferralRequested),

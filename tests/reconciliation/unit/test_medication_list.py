@@ -73,14 +73,7 @@ def test_next_reconciliation_carries_history_and_drops_what_it_stopped() -> None
     [lisinopril] = second.entries
     assert [p.status for p in lisinopril.provenance] == ["changed", "continued"]
     assert [p.event_id for p in lisinopril.provenance] == [FIRST_EVENT, SECOND_EVENT]
-    assert second.applied_event_ids == (FIRST_EVENT, SECOND_EVENT)
     assert second.updated_at == SECOND_AT
-
-
-def test_applying_the_same_event_twice_changes_nothing() -> None:
-    once = apply_to_medication_list(None, FIRST, event_id=FIRST_EVENT, recorded_at=FIRST_AT)
-
-    assert apply_to_medication_list(once, FIRST, event_id=FIRST_EVENT, recorded_at=SECOND_AT) is once
 
 
 def test_another_patients_reconciliation_is_refused() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import uuid
 
@@ -82,19 +84,19 @@ async def _redelivered(nc):
 async def test_a_failing_handler_leads_to_redelivery_not_loss(clean_jetstream, settings_for, run_service, monkeypatch):
     nc = clean_jetstream
     await declare_as_owner(nc, PATIENT_EVENTS)
-    from mtm.referral.handlers import on_review_task_completed
-
-    real_apply = on_review_task_completed.apply
     failures = []
+    app = create_app(settings_for(ReferralSettings))
+    async with run_service(app):
+        processor = app.runtime.processors["referral-review-task-completed"]
+        real_apply = processor.consumer.apply
 
-    async def flaky_apply(conn, batch):
-        if len(failures) < 2:
-            failures.append(len(batch))
-            raise ConnectionError("database went away")
-        await real_apply(conn, batch)
+        async def flaky_apply(conn, batch):
+            if len(failures) < 2:
+                failures.append(len(batch))
+                raise ConnectionError("database went away")
+            return await real_apply(conn, batch)
 
-    monkeypatch.setattr(on_review_task_completed, "apply", flaky_apply)
-    async with run_service(create_app(settings_for(ReferralSettings))):
+        processor.consumer = dataclasses.replace(processor.consumer, apply=flaky_apply)
         await publish_event(nc, review_task_completed(new_patient_id()))
         found = await wait_for(lambda: _count_at_least(nc, 1), timeout_s=20)
     assert len(failures) == 2

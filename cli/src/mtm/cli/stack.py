@@ -121,25 +121,18 @@ def start_stack(extra_env: dict[str, str] | None = None, *, log_dir: Path | None
 
 
 def ready_consumers() -> dict[str, set[str]]:
-    """Durable consumers that exist once every service has started, by stream (the handlers' own names)."""
+    """Durable consumers that exist once every service has started, by stream."""
     from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM
-    from mtm.notify.handlers import on_referral_requested
-    from mtm.reconciliation.handlers import (
-        on_discharge_received,
-        on_medications_reconciled,
-        on_transition_of_care_recorded,
-    )
-    from mtm.referral.handlers import on_review_task_completed
-    from mtm.review.handlers import on_medications_reconciled as review_on_medications_reconciled
 
     return {
-        DISCHARGE_INTAKE_STREAM: {on_discharge_received.DURABLE},
+        DISCHARGE_INTAKE_STREAM: {"reconciliation-discharge-intake"},
         PATIENT_EVENTS_STREAM: {
-            on_transition_of_care_recorded.DURABLE,
-            on_medications_reconciled.DURABLE,
-            review_on_medications_reconciled.DURABLE,
-            on_review_task_completed.DURABLE,
-            on_referral_requested.DURABLE,
+            "reconciliation-transition-of-care",
+            "review-medications-reconciled",
+            "review-projection",
+            "referral-review-task-completed",
+            "referral-projection",
+            "notify-referral-requested",
         },
     }
 

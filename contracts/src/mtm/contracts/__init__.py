@@ -24,11 +24,14 @@ from mtm.contracts.dead_letter import DeadLetter
 from mtm.contracts.envelope import SCHEMA_VERSION, SPEC_VERSION, EventEnvelope
 from mtm.contracts.events import (
     EVENT_TYPES,
+    EVENTS,
     Alert,
     Discrepancy,
     MedicationsReconciled,
     NotificationDelivered,
     NotificationFailed,
+    NotificationRequested,
+    NotificationRetryScheduled,
     Recommendation,
     ReconciledItem,
     ReferralAnswered,
@@ -39,8 +42,10 @@ from mtm.contracts.events import (
     TransitionOfCareRecorded,
     parse_event,
 )
+from mtm.contracts.registry import EventRegistry, UnknownEvent
 
 __all__ = [
+    "EVENTS",
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "SPEC_VERSION",
@@ -56,6 +61,7 @@ __all__ = [
     "DeadLetter",
     "Discrepancy",
     "EventEnvelope",
+    "EventRegistry",
     "GetMedicationList",
     "ListItemFlag",
     "ListReferrals",
@@ -65,6 +71,8 @@ __all__ = [
     "MedicationsReconciled",
     "NotificationDelivered",
     "NotificationFailed",
+    "NotificationRequested",
+    "NotificationRetryScheduled",
     "Observation",
     "PatientDemographics",
     "Recommendation",
@@ -75,5 +83,6 @@ __all__ = [
     "ReviewTaskCompleted",
     "ReviewTaskCreated",
     "TransitionOfCareRecorded",
+    "UnknownEvent",
     "parse_event",
 ]

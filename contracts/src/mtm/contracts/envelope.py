@@ -42,6 +42,11 @@ class EventEnvelope(Frozen):
     causation_id: uuid.UUID | None = Field(default=None, description="Id of the event or command that caused this one.")
     data: Any
 
+    @classmethod
+    def version(cls) -> int:
+        """The schema version this class writes (the default of its `schema_version` literal)."""
+        return int(cls.model_fields["schema_version"].default)
+
     @property
     def patient_id(self) -> str:
         return self.subject.removeprefix("Patient/")

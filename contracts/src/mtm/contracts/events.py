@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from mtm.contracts.clinical import (
     Allergy,
@@ -16,6 +16,7 @@ from mtm.contracts.clinical import (
     PatientDemographics,
 )
 from mtm.contracts.envelope import EventEnvelope, Frozen
+from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
 ChangeKind = Literal["dose", "frequency", "route", "formulation"]
@@ -257,8 +258,47 @@ class ReferralAnswered(EventEnvelope):
 # --- notify ---------------------------------------------------------------------------------------------------
 
 
+class NotificationRequest(Frozen):
+    """A referral to deliver to its physician over one channel (FHIR CommunicationRequest)."""
+
+    notification_id: uuid.UUID
+    referral_id: uuid.UUID
+    recipient_id: str = Field(min_length=1)
+    channel: NotificationChannel
+
+
+class NotificationRequested(EventEnvelope):
+    """notify will deliver a referral over this channel, retrying until delivered or failed."""
+
+    EVENT_NAME: ClassVar[str] = "notification_requested"
+    type: Literal["mtm.notification_requested.v1"] = _event_type("notification_requested")
+    data: NotificationRequest
+
+
+class NotificationAttempt(Frozen):
+    """One delivery attempt that did not succeed but will be retried."""
+
+    notification_id: uuid.UUID
+    referral_id: uuid.UUID
+    recipient_id: str = Field(min_length=1)
+    channel: NotificationChannel
+    attempt: int = Field(ge=1)
+    started_at: AwareDatetime
+    status_code: int | None = None
+    detail: str = Field(description="What the channel answered, e.g. `HTTP 503` or `ConnectError`; never PHI.")
+    next_attempt_at: AwareDatetime
+
+
+class NotificationRetryScheduled(EventEnvelope):
+    """An attempt failed for a reason worth retrying; the next attempt is due at `next_attempt_at`."""
+
+    EVENT_NAME: ClassVar[str] = "notification_retry_scheduled"
+    type: Literal["mtm.notification_retry_scheduled.v1"] = _event_type("notification_retry_scheduled")
+    data: NotificationAttempt
+
+
 class NotificationOutcome(Frozen):
-    """A delivery (FHIR Communication) of a referral to its physician over one channel."""
+    """A delivery (FHIR Communication) of a referral to its physician over one channel, and its last attempt."""
 
     notification_id: uuid.UUID
     referral_id: uuid.UUID
@@ -266,6 +306,9 @@ class NotificationOutcome(Frozen):
     channel: NotificationChannel
     attempts: int = Field(ge=1)
     reason: str | None = Field(default=None, description="Why delivery failed; set on NotificationFailed.")
+    started_at: AwareDatetime | None = Field(default=None, description="When the last attempt started.")
+    status_code: int | None = None
+    detail: str | None = Field(default=None, description="What the channel answered on the last attempt.")
 
 
 class NotificationDelivered(EventEnvelope):
@@ -288,20 +331,16 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     ReviewTaskCompleted,
     ReferralRequested,
     ReferralAnswered,
+    NotificationRequested,
+    NotificationRetryScheduled,
     NotificationDelivered,
     NotificationFailed,
 )
 EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
-
-_ANY_EVENT: TypeAdapter[EventEnvelope] | None = None
+EVENTS = EventRegistry(EVENT_CLASSES)
+"""The registry every service reads the log with: current models and upcasters of every event."""
 
 
 def parse_event(raw: bytes | str) -> EventEnvelope:
-    """Parse any v1 event by its `type` attribute; raises pydantic.ValidationError naming the field."""
-    global _ANY_EVENT
-    if _ANY_EVENT is None:
-        from typing import Annotated, Union
-
-        union = Annotated[Union[tuple(EVENT_CLASSES)], Field(discriminator="type")]  # noqa: UP007
-        _ANY_EVENT = TypeAdapter(union)
-    return _ANY_EVENT.validate_json(raw)
+    """Parse any event by its `type`, upcast to the current version; raises ValidationError naming the field."""
+    return EVENTS.parse_any(raw)

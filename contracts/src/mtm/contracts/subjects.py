@@ -51,23 +51,29 @@ def patient_partition(patient_id: str) -> int:
     return zlib.crc32(patient_id.encode("utf-8")) % PATIENT_PARTITIONS
 
 
-def patient_subject(patient_id: str, event_name: str) -> str:
-    """`mtm.patient.<partition>.<patient>.<event>.v1`: per-patient order, and partitions for scaling out."""
-    return f"{PATIENT_EVENTS_PREFIX}.{patient_partition(patient_id)}.{subject_token(patient_id)}.{event_name}.v1"
+def patient_subject(patient_id: str, event_name: str, version: int = 1) -> str:
+    """`mtm.patient.<partition>.<patient>.<event>.v<version>`: per-patient order, partitions for scaling out."""
+    partition = patient_partition(patient_id)
+    return f"{PATIENT_EVENTS_PREFIX}.{partition}.{subject_token(patient_id)}.{event_name}.v{version}"
 
 
 def event_subject(event: EventEnvelope) -> str:
-    return patient_subject(event.patient_id, event.EVENT_NAME)
+    return patient_subject(event.patient_id, event.EVENT_NAME, event.schema_version)
 
 
 def event_filter(event_cls: type[EventEnvelope]) -> str:
-    """Subject filter that matches one event type for every patient."""
-    return f"{PATIENT_EVENTS_PREFIX}.*.*.{event_cls.EVENT_NAME}.v1"
+    """Subject filter that matches one event, every stored version of it, for every patient."""
+    return f"{PATIENT_EVENTS_PREFIX}.*.*.{event_cls.EVENT_NAME}.*"
 
 
 def partition_filters(event_cls: type[EventEnvelope], partitions: Iterable[int]) -> tuple[str, ...]:
-    """Subject filters that match one event type for the patients of the given partitions."""
-    return tuple(f"{PATIENT_EVENTS_PREFIX}.{p}.*.{event_cls.EVENT_NAME}.v1" for p in sorted(set(partitions)))
+    """Subject filters that match one event (any version) for the patients of the given partitions."""
+    return tuple(f"{PATIENT_EVENTS_PREFIX}.{p}.*.{event_cls.EVENT_NAME}.*" for p in sorted(set(partitions)))
+
+
+def event_name_of_subject(subject: str) -> str:
+    """The event token of a patient-log subject: `mtm.patient.3.p1.review_task_claimed.v1` → `review_task_claimed`."""
+    return subject.rsplit(".", 2)[-2]
 
 
 def patient_filter(patient_id: str) -> str:

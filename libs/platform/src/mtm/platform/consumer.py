@@ -1,8 +1,9 @@
-"""Batch projection consumers: fetch a batch, apply it in one transaction, park what cannot be processed."""
+"""Batch consumers: fetch a batch, apply it in one transaction, park what cannot be processed."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 E = TypeVar("E", bound=EventEnvelope)
 
-CLAIM_MESSAGES = """
-INSERT INTO processed_messages (consumer, stream_seq)
-SELECT $1, unnest($2::bigint[])
-ON CONFLICT DO NOTHING
-RETURNING stream_seq
-"""
 # Redelivery back-off for naks (JetStream's consumer `backoff` only applies to ack timeouts).
 NAK_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
 MAX_REASON_CHARS = 2000
@@ -80,26 +75,35 @@ class Accepted(Generic[T]):
     value: T
 
 
-Apply = Callable[[asyncpg.Connection, Sequence[Accepted[T]]], Awaitable[None]]
+Apply = Callable[[asyncpg.Connection, Sequence[Accepted[T]]], Awaitable[int | None]]
+Decode = Callable[[Delivery], "T | Awaitable[T]"]
 
 
 @dataclass(frozen=True)
 class BatchConsumer(Generic[T]):
-    """What a service declares per inbound message type; the processor does the rest."""
+    """What a service declares per inbound subject; the processor does the rest.
+
+    `decode` turns one message into what `apply` needs (it may be async, and may do the message's own work,
+    such as deciding the events it causes); it raises `InvalidMessage`, `ValidationError` or `ValueError`
+    for a message that can never be processed. `apply` writes a whole batch in one transaction and must be
+    idempotent: a batch can be delivered again after a crash between commit and acknowledgement. It returns
+    how many messages had an effect (the rest were seen before), or None to count them all.
+    """
 
     durable: str
     stream: str
     filter_subjects: tuple[str, ...]
-    decode: Callable[[Delivery], T]
+    decode: Decode[T]
     apply: Apply[T]
     after_commit: Callable[[], None] | None = None
-    partitioned_by: type[EventEnvelope] | None = None
-    """The patient event it reads; set, the consumer can be split into groups of patient partitions."""
+    partitioned_by: tuple[type[EventEnvelope], ...] = ()
+    """The patient events it reads; set, the consumer can be split into groups of patient partitions."""
 
     def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
-        if self.partitioned_by is None or groups == 1:
+        if not self.partitioned_by or groups == 1:
             return self.filter_subjects
-        return partition_filters(self.partitioned_by, range(group, PATIENT_PARTITIONS, groups))
+        partitions = range(group, PATIENT_PARTITIONS, groups)
+        return tuple(f for cls in self.partitioned_by for f in partition_filters(cls, partitions))
 
 
 def describe_invalid(exc: Exception) -> str:
@@ -124,10 +128,10 @@ def describe_invalid(exc: Exception) -> str:
 class BatchProcessor(Generic[T]):
     """Applies fetched batches exactly once in effect.
 
-    The batch is applied in one transaction together with the claim of its stream sequences, so a redelivered
-    message is a no-op. When the batch fails, messages are retried one by one: a failing message is nak'd with
-    back-off (and everything after it for the same patient, to keep per-patient order) and dead-lettered with
-    its reason once it reached `max_deliver`. Invalid messages are dead-lettered at once; good ones still flow.
+    The batch is applied in one transaction (whose writes are idempotent by event id), then acknowledged.
+    When the batch fails, messages are retried one by one: a failing message is nak'd with back-off (and
+    everything after it for the same patient, to keep per-patient order) and dead-lettered with its reason
+    once it reached `max_deliver`. Invalid messages are dead-lettered at once; good ones still flow.
     """
 
     def __init__(
@@ -156,7 +160,10 @@ class BatchProcessor(Generic[T]):
         invalid: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
             try:
-                accepted.append(Accepted(delivery, self.consumer.decode(delivery)))
+                value = self.consumer.decode(delivery)
+                if inspect.isawaitable(value):
+                    value = await value
+                accepted.append(Accepted(delivery, value))  # type: ignore[arg-type]
             except (InvalidMessage, ValidationError, ValueError) as exc:
                 invalid.append((delivery, describe_invalid(exc)))
 
@@ -186,19 +193,15 @@ class BatchProcessor(Generic[T]):
         if not accepted:
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await self._claim(conn, [a.delivery for a in accepted])
-            todo = [a for a in accepted if a.delivery.stream_seq in fresh]
-            if todo:
-                await self.consumer.apply(conn, todo)
-        self.applied += len(todo)
-        if todo:
-            self._after_commit()
-            if self.consumer.after_commit is not None:
-                self.consumer.after_commit()
-        if len(todo) < len(accepted):
+            effective = await self.consumer.apply(conn, accepted)
+        self.applied += len(accepted) if effective is None else effective
+        if effective is not None and effective < len(accepted):
             log.info(
-                "redelivered messages skipped", consumer=self.consumer.durable, duplicates=len(accepted) - len(todo)
+                "redelivered messages skipped", consumer=self.consumer.durable, duplicates=len(accepted) - effective
             )
+        self._after_commit()
+        if self.consumer.after_commit is not None:
+            self.consumer.after_commit()
 
     async def _apply_one_by_one(self, accepted: Sequence[Accepted[T]]) -> None:
         blocked: set[str] = set()
@@ -231,10 +234,6 @@ class BatchProcessor(Generic[T]):
                     await self._nak(delivery)
             else:
                 await delivery.raw.ack()
-
-    async def _claim(self, conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> set[int]:
-        rows = await conn.fetch(CLAIM_MESSAGES, self.consumer.durable, [d.stream_seq for d in deliveries])
-        return {row["stream_seq"] for row in rows}
 
     async def _park(self, items: Sequence[tuple[Delivery, str]]) -> None:
         """Publish each message with its reason to this service's dead-letter stream (deduplicated by sequence)."""
@@ -287,28 +286,19 @@ class BatchProcessor(Generic[T]):
 
 def patient_event_consumer(
     durable: str,
-    event_cls: type[E],
+    event_types: Sequence[type[EventEnvelope]],
     apply: Apply[Any],
     *,
-    decode: Callable[[Delivery], Any] | None = None,
+    decode: Decode[Any],
     after_commit: Callable[[], None] | None = None,
 ) -> BatchConsumer[Any]:
-    """A consumer of one event type on the patient log, splittable into groups of patient partitions."""
+    """A consumer of some event types on the patient log, splittable into groups of patient partitions."""
     return BatchConsumer(
         durable=durable,
         stream=PATIENT_EVENTS_STREAM,
-        filter_subjects=(event_filter(event_cls),),
-        decode=decode or decode_json_model(event_cls),
+        filter_subjects=tuple(event_filter(cls) for cls in event_types),
+        decode=decode,
         apply=apply,
         after_commit=after_commit,
-        partitioned_by=event_cls,
+        partitioned_by=tuple(event_types),
     )
-
-
-def decode_json_model(model: Any) -> Callable[[Delivery], Any]:
-    """Decoder for a pydantic contract class; invalid bodies raise ValidationError naming the field."""
-
-    def decode(delivery: Delivery) -> Any:
-        return model.model_validate_json(delivery.data)
-
-    return decode

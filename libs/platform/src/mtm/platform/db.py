@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib.resources.abc import Traversable
 from urllib.parse import urlsplit
 
@@ -20,15 +20,15 @@ _SAFE_DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MIGRATIONS_LOCK_KEY = 7_320_001
 
 CREATE_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
+CREATE TABLE IF NOT EXISTS public.schema_migrations (
     scope      text        NOT NULL,
     version    text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scope, version)
 )
 """
-SELECT_APPLIED = "SELECT version FROM schema_migrations WHERE scope = $1"
-INSERT_APPLIED = "INSERT INTO schema_migrations (scope, version) VALUES ($1, $2)"
+SELECT_APPLIED = "SELECT version FROM public.schema_migrations WHERE scope = $1"
+INSERT_APPLIED = "INSERT INTO public.schema_migrations (scope, version) VALUES ($1, $2)"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
 
@@ -61,9 +61,15 @@ async def _connect_with_retry(url: str, *, attempts: int) -> asyncpg.Connection:
     raise AssertionError("unreachable")
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 4, search_path: str | None = None
+) -> asyncpg.Pool:
+    """A pool on the service's database; `search_path` puts the live projection schema before `public`."""
     await ensure_database(url)
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+    settings = {"search_path": search_path} if search_path else None
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, command_timeout=60, server_settings=settings
+    )
     assert pool is not None
     return pool
 
@@ -78,8 +84,53 @@ def migration_files(folder: Traversable) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: int(_MIGRATION_NAME.match(item[0] + ".sql").group(1)))  # type: ignore[union-attr]
 
 
-async def apply_migrations(pool: asyncpg.Pool, scopes: Iterable[tuple[str, Traversable]]) -> list[str]:
-    """Apply unapplied migrations scope by scope, each in its own transaction, under an advisory lock."""
+CREATE_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS projection_migrations (
+    scope   text NOT NULL,
+    version text NOT NULL,
+    PRIMARY KEY (scope, version)
+)
+"""
+SELECT_SCHEMA_APPLIED = "SELECT version FROM projection_migrations WHERE scope = $1"
+INSERT_SCHEMA_APPLIED = "INSERT INTO projection_migrations (scope, version) VALUES ($1, $2)"
+
+
+async def apply_schema_migrations(
+    conn: asyncpg.Connection, schema: str, scopes: Iterable[tuple[str, Traversable]]
+) -> list[str]:
+    """Create `schema` if needed and apply numbered SQL files inside it, in the caller's transaction.
+
+    The files name tables without a schema; `search_path` points them at `schema`, so the same files build
+    the live projection and a rebuild's fresh one. What was applied is recorded inside the schema itself,
+    so it travels with the tables when a rebuilt schema is swapped in.
+    """
+    if not _SAFE_DB_NAME.match(schema):
+        raise ValueError(f"schema name {schema!r} must match {_SAFE_DB_NAME.pattern}")
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+    await conn.execute(CREATE_SCHEMA_MIGRATIONS)
+    applied_now: list[str] = []
+    for scope, folder in scopes:
+        done = {row["version"] for row in await conn.fetch(SELECT_SCHEMA_APPLIED, scope)}
+        for version, sql in migration_files(folder):
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(INSERT_SCHEMA_APPLIED, scope, version)
+            applied_now.append(f"{schema}:{scope}/{version}")
+    return applied_now
+
+
+async def apply_migrations(
+    pool: asyncpg.Pool,
+    scopes: Iterable[tuple[str, Traversable]],
+    schemas: Iterable[tuple[str, Sequence[tuple[str, Traversable]]]] = (),
+) -> list[str]:
+    """Apply unapplied migrations, each in its own transaction, under an advisory lock.
+
+    `scopes` go to `public` (the service's own bookkeeping: outbox, leases); `schemas` are (schema, scopes)
+    pairs for tables that live in a schema of their own, such as the live projection.
+    """
     applied_now: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK_KEY)
@@ -91,10 +142,16 @@ async def apply_migrations(pool: asyncpg.Pool, scopes: Iterable[tuple[str, Trave
                     if version in done:
                         continue
                     async with conn.transaction():
+                        await conn.execute("SET LOCAL search_path TO public")
                         await conn.execute(sql)
                         await conn.execute(INSERT_APPLIED, scope, version)
                     applied_now.append(f"{scope}/{version}")
                     log.info("migration applied", migration=f"{scope}/{version}")
+            for schema, schema_scopes in schemas:
+                async with conn.transaction():
+                    for name in await apply_schema_migrations(conn, schema, schema_scopes):
+                        applied_now.append(name)
+                        log.info("migration applied", migration=name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK_KEY)
     return applied_now

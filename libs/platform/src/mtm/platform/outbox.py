@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -20,7 +21,11 @@ ENQUEUE = """
 INSERT INTO outbox (subject, msg_id, payload)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
 """
-SELECT_PENDING = "SELECT id, subject, msg_id, payload FROM outbox ORDER BY id LIMIT $1"
+SELECT_PENDING = """
+SELECT id, subject, msg_id, payload, attempted_at < now() - make_interval(secs => $2) AS unsure
+FROM outbox ORDER BY id LIMIT $1
+"""
+MARK_ATTEMPTED = "UPDATE outbox SET attempted_at = now() WHERE id = ANY($1::bigint[]) AND attempted_at IS NULL"
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 TRY_RELAY_LOCK = "SELECT pg_try_advisory_lock($1)"
 RELAY_LOCK_KEY = 7_320_002
@@ -66,9 +71,20 @@ class OutboxRelay:
     per-patient order is kept. Re-sends after a crash are dropped by the server's Nats-Msg-Id dedup window.
     """
 
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, *, poll_s: float, batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        *,
+        poll_s: float,
+        batch_size: int = 1000,
+        stored: Callable[[str, str], Awaitable[bool]] | None = None,
+        trust_dedup_s: float = 300.0,
+    ) -> None:
         self._pool = pool
         self._js = js
+        self._stored = stored
+        self._trust_dedup_s = trust_dedup_s
         self._poll_s = poll_s
         self._batch_size = batch_size
         self._wake = asyncio.Event()
@@ -109,13 +125,13 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(SELECT_PENDING, self._batch_size)
+            rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
             if not rows:
                 return 0
-            futures = [
-                await self._js.publish_async(row["subject"], row["payload"], headers={MSG_ID_HEADER: row["msg_id"]})
-                for row in rows
-            ]
+            # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
+            # the log before it is sent again once the server's deduplication window may have forgotten it.
+            await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
+            futures = [await self._send(row) for row in rows]
             results = await asyncio.gather(*futures, return_exceptions=True)
             confirmed: list[int] = []
             for row, result in zip(rows, results, strict=True):
@@ -128,3 +144,11 @@ class OutboxRelay:
             await conn.execute(DELETE_SENT, confirmed)
         self.published += len(confirmed)
         return len(confirmed)
+
+    async def _send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
+        if row["unsure"] and self._stored is not None and await self._stored(row["subject"], row["msg_id"]):
+            log.info("outbox row already on the log; not sent again", subject=row["subject"])
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return await self._js.publish_async(row["subject"], row["payload"], headers={MSG_ID_HEADER: row["msg_id"]})

@@ -1,12 +1,15 @@
-"""Composition of one service process: broker, pool, streams, durable consumers, outbox relay, clean shutdown."""
+"""Composition of one service process from its handler table: pool, streams, consumers, commands, outbox, admin."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -19,12 +22,36 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
-from mtm.contracts import CommandReply
+from mtm.contracts import EVENTS, CommandReply, EventRegistry
+from mtm.contracts.admin import (
+    RebuildProgress,
+    RebuildProjection,
+    ServiceStatus,
+    rebuild_progress_subject,
+    rebuild_subject,
+    status_subject,
+)
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.leases import GroupKey, GroupLeases
+from mtm.platform.log import ConcurrencyConflict, PatientLog
 from mtm.platform.logging import configure_logging, get_logger
 from mtm.platform.outbox import OutboxRelay
+from mtm.platform.projection import (
+    LIVE_SCHEMA,
+    SEARCH_PATH,
+    is_applied,
+    platform_projection_migrations,
+)
+from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
+from mtm.platform.service import (
+    Command,
+    Query,
+    ServiceHandlers,
+    projection_consumer,
+    reaction_consumer,
+)
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import (
     DurableSpec,
@@ -37,19 +64,64 @@ from mtm.platform.streams import (
 
 log = get_logger(__name__)
 
+BackgroundJob = Callable[["ServiceRuntime"], Awaitable[None]]
+# A command whose appends keep conflicting with other writers of the same patient gives up after this many tries.
+OCC_ATTEMPTS = 8
+# Poll interval while a command waits for its events to show in the projection (read-your-writes).
+APPLIED_POLL_S = 0.005
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A service as the runtime needs it: its name, its handler table, the streams it owns and reads."""
+
+    name: str
+    handlers: ServiceHandlers
+    migrations: Traversable | None = None
+    """Numbered SQL for the service's own bookkeeping in `public` (not the projection), if it has any."""
+    owned_streams: tuple[StreamSpec, ...] = ()
+    consumed_streams: tuple[str, ...] = ()
+    background_jobs: Sequence[BackgroundJob] = ()
+    registry: EventRegistry = EVENTS
+
+    @property
+    def projection_scopes(self) -> list[tuple[str, Traversable]]:
+        return [("platform", platform_projection_migrations()), (self.name, self.handlers.projection.migrations)]
+
+    def consumers(self) -> list[BatchConsumer[Any]]:
+        """Every durable consumer of the service: one per reaction, and the projection's own when commands append."""
+        projection = self.handlers.projection
+        found: list[BatchConsumer[Any]] = [reaction_consumer(r, projection) for r in self.handlers.reactions]
+        appended = self.handlers.appended_directly()
+        if appended:
+            durable = self.handlers.projection_durable(self.name)
+            found.append(projection_consumer(durable, appended, projection, self.registry))
+        return found
+
 
 @dataclass
-class Runtime:
-    """What handlers need at run time; filled in when the service starts, never at import."""
+class ServiceRuntime:
+    """What a running service holds; filled in when it starts, never at import."""
 
+    definition: ServiceDefinition
     settings: ServiceSettings
     broker: NatsBroker
+    consumers: list[BatchConsumer[Any]]
     pool: asyncpg.Pool | None = None
     js: JetStreamContext | None = None
     relay: OutboxRelay | None = None
-    processors: dict[str, BatchProcessor[Any]] = field(default_factory=dict)
+    patient_log: PatientLog | None = None
     leases: GroupLeases | None = None
+    processors: dict[str, BatchProcessor[Any]] = field(default_factory=dict)
+    pull_loops: dict[GroupKey, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    rebuild: asyncio.Task[RebuildResult] | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    serving: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -61,105 +133,133 @@ class Runtime:
         assert self.js is not None, "service not started"
         return self.js
 
+    @property
+    def database_url(self) -> str:
+        return self.settings.service_database_url()
+
     def wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
 
+    # --- start-up, in the order FastStream calls the hooks ------------------------------------------------
 
-CommandHandler = Callable[[asyncpg.Connection, Any], Awaitable[CommandReply]]
-BackgroundJob = Callable[[Runtime], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class CommandRoute:
-    """A request/reply subject served by a queue group: validate, run in one transaction, reply."""
-
-    subject: str
-    model: type[BaseModel]
-    handle: CommandHandler
-    transactional: bool = True
-
-
-@dataclass(frozen=True)
-class ServiceDefinition:
-    name: str
-    migrations: Traversable
-    owned_streams: tuple[StreamSpec, ...] = ()
-    consumed_streams: tuple[str, ...] = ()
-    consumers: Callable[[Runtime], Sequence[BatchConsumer[Any]]] = lambda _: ()
-    commands: Callable[[Runtime], Sequence[CommandRoute]] = lambda _: ()
-    background_jobs: Sequence[BackgroundJob] = ()
-
-
-def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
-    """The one composition root of a service process."""
-    configure_logging(definition.name, settings.log_level, settings.log_format)
-    broker = NatsBroker(
-        settings.nats_url,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        name=f"mtm-{definition.name}",
-        graceful_timeout=10.0,
-        log_level=10,
-    )
-    runtime = Runtime(settings=settings, broker=broker)
-    consumers = list(definition.consumers(runtime))
-    for route in definition.commands(runtime):
-        _subscribe_command(runtime, definition.name, route)
-
-    async def start() -> None:
-        runtime.pool = await create_pool(
-            settings.service_database_url(), min_size=settings.pool_min_size, max_size=settings.pool_max_size
+    async def connect(self) -> None:
+        """Database (migrated), JetStream, the streams this service owns or waits for, its durable consumers."""
+        self.pool = await create_pool(
+            self.database_url,
+            min_size=self.settings.pool_min_size,
+            max_size=self.settings.pool_max_size,
+            search_path=SEARCH_PATH,
         )
-        await apply_migrations(
-            runtime.pool, [("platform", files("mtm.platform") / "migrations"), (definition.name, definition.migrations)]
+        public = [("platform", files("mtm.platform") / "migrations")]
+        if self.definition.migrations is not None:
+            public.append((self.name, self.definition.migrations))
+        applied = await apply_migrations(self.pool, public, [(LIVE_SCHEMA, self.definition.projection_scopes)])
+        await self.broker.connect()
+        self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
+        self.patient_log = PatientLog(self.broker.connection, self.js, self.definition.registry)
+        await self._declare_streams()
+        await self._declare_durables()
+        self.relay = OutboxRelay(
+            self.pool,
+            self.js,
+            poll_s=self.settings.outbox_poll_s,
+            stored=self.patient_log.holds,
+            # Past half the server's deduplication window, a row sent before is looked up before it is resent.
+            trust_dedup_s=self.settings.duplicate_window_s / 2,
         )
-        await broker.connect()
-        runtime.js = broker.connection.jetstream(publish_async_max_pending=8000)
-        owned = (*definition.owned_streams, dead_letter_stream(definition.name))
-        for spec in owned:
-            await declare_stream(
-                runtime.js, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+        for consumer in self.consumers:
+            self.processors[consumer.durable] = BatchProcessor(
+                consumer,
+                service=self.name,
+                pool=self.pool,
+                js=self.js,
+                max_deliver=self.settings.max_deliver,
+                after_commit=self.wake_relay,
             )
-        for name in definition.consumed_streams:
-            await wait_for_stream(runtime.js, name, timeout_s=settings.startup_timeout_s)
-        for consumer in consumers:
-            groups = _groups_of(consumer, settings)
+        if f"{LIVE_SCHEMA}:platform/001_applied_events" in applied:
+            await self._build_new_projection()
+
+    async def _declare_streams(self) -> None:
+        settings = self.settings
+        for spec in (*self.definition.owned_streams, dead_letter_stream(self.name)):
+            await declare_stream(
+                self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+            )
+        for name in self.definition.consumed_streams:
+            await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
+
+    async def _declare_durables(self) -> None:
+        for consumer in self.consumers:
+            groups = groups_of(consumer, self.settings)
             for group in range(groups):
                 await ensure_durable(
-                    runtime.js,
+                    self.jetstream,
                     DurableSpec(
                         stream=consumer.stream,
                         durable=group_durable(consumer, group, groups),
                         filter_subjects=consumer.group_filters(group, groups),
-                        max_deliver=settings.max_deliver,
-                        ack_wait_s=settings.ack_wait_s,
-                        max_ack_pending=settings.batch_size * 4,
+                        max_deliver=self.settings.max_deliver,
+                        ack_wait_s=self.settings.ack_wait_s,
+                        max_ack_pending=self.settings.batch_size * 4,
                     ),
                 )
-        runtime.relay = OutboxRelay(runtime.pool, runtime.js, poll_s=settings.outbox_poll_s)
-        for consumer in consumers:
-            runtime.processors[consumer.durable] = BatchProcessor(
-                consumer,
-                service=definition.name,
-                pool=runtime.pool,
-                js=runtime.js,
-                max_deliver=settings.max_deliver,
-                after_commit=runtime.wake_relay,
-            )
 
-    by_name = {consumer.durable: consumer for consumer in consumers}
-    loops: dict[GroupKey, tuple[asyncio.Task[None], asyncio.Event]] = {}
+    async def _build_new_projection(self) -> None:
+        """A projection created just now (new database, new service) is built from the log before consuming."""
+        if (await self.jetstream.stream_info(PATIENT_EVENTS_STREAM)).state.messages == 0:
+            return
+        log.info("building the new projection from the log")
+        await self.rebuilder().run()
 
-    async def start_group(key: GroupKey) -> None:
-        consumer = by_name[key.consumer]
+    def rebuilder(self, progress: Any = None) -> Rebuilder:
+        kwargs = {"progress": progress} if progress is not None else {}
+        return Rebuilder(
+            database_url=self.database_url,
+            js=self.jetstream,
+            projection=self.definition.handlers.projection,
+            scopes=self.definition.projection_scopes,
+            registry=self.definition.registry,
+            **kwargs,
+        )
+
+    async def start_consuming(self) -> None:
+        """Relay, consumer-group leases (each held group gets a pull loop), background jobs."""
+        assert self.relay is not None
+        self.relay.start()
+        keys = [
+            GroupKey(consumer.durable, group, groups_of(consumer, self.settings))
+            for consumer in self.consumers
+            for group in range(groups_of(consumer, self.settings))
+        ]
+        self.leases = GroupLeases(
+            self._lease_connection,
+            keys,
+            replicas=self.settings.replicas,
+            replica_index=self.settings.replica_index,
+            takeover_after_s=self.settings.takeover_after_s,
+            start=self._start_group,
+            stop=self._stop_group,
+        )
+        self.leases.start()
+        await self.leases.wait_first_round()
+        for job in self.definition.background_jobs:
+            self.background.append(asyncio.create_task(job(self), name=job.__name__))
+        self.serving = True
+        log.info("service started", database=self.database_url.rsplit("/", 1)[-1])
+
+    async def _lease_connection(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url, timeout=10)
+
+    async def _start_group(self, key: GroupKey) -> None:
+        consumer = next(c for c in self.consumers if c.durable == key.consumer)
         stop = asyncio.Event()
         durable = group_durable(consumer, key.group, key.groups)
-        loops[key] = (asyncio.create_task(_pull_loop(runtime, consumer, durable, stop), name=f"pull-{durable}"), stop)
+        task = asyncio.create_task(pull_loop(self, consumer, durable, stop), name=f"pull-{durable}")
+        self.pull_loops[key] = (task, stop)
 
-    async def stop_group(key: GroupKey) -> None:
-        task, stop = loops.pop(key)
+    async def _stop_group(self, key: GroupKey) -> None:
+        task, stop = self.pull_loops.pop(key)
         # Let the batch in hand finish (its transaction and acks) before the lease goes.
         stop.set()
         _, pending = await asyncio.wait([task], timeout=PULL_WAIT_S + 5)
@@ -167,59 +267,102 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
             late.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def lease_connection() -> asyncpg.Connection:
-        return await asyncpg.connect(settings.service_database_url(), timeout=10)
-
-    async def started() -> None:
-        assert runtime.relay is not None
-        runtime.relay.start()
-        keys = [
-            GroupKey(consumer.durable, group, _groups_of(consumer, settings))
-            for consumer in consumers
-            for group in range(_groups_of(consumer, settings))
-        ]
-        runtime.leases = GroupLeases(
-            lease_connection,
-            keys,
-            replicas=settings.replicas,
-            replica_index=settings.replica_index,
-            takeover_after_s=settings.takeover_after_s,
-            start=start_group,
-            stop=stop_group,
-        )
-        runtime.leases.start()
-        await runtime.leases.wait_first_round()
-        for job in definition.background_jobs:
-            runtime.background.append(asyncio.create_task(job(runtime), name=job.__name__))
-        log.info("service started", database=settings.service_database_url().rsplit("/", 1)[-1])
-
-    async def stopping_started() -> None:
-        if runtime.leases is not None:
-            await runtime.leases.stop()
-        for task in runtime.background:
+    async def stop_consuming(self) -> None:
+        self.serving = False
+        if self.leases is not None:
+            await self.leases.stop()
+        for task in (*self.background, *([self.rebuild] if self.rebuild else [])):
             task.cancel()
-        await asyncio.gather(*runtime.background, return_exceptions=True)
-        if runtime.relay is not None:
-            await runtime.relay.stop()
+        await asyncio.gather(*self.background, *([self.rebuild] if self.rebuild else []), return_exceptions=True)
+        if self.relay is not None:
+            await self.relay.stop()
 
-    async def stopped() -> None:
-        if runtime.pool is not None:
-            await runtime.pool.close()
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         log.info("service stopped")
 
-    app = FastStream(
-        broker, on_startup=[start], after_startup=[started], on_shutdown=[stopping_started], after_shutdown=[stopped]
-    )
-    app.runtime = runtime  # type: ignore[attr-defined]
-    return app
+    # --- what the service answers --------------------------------------------------------------------------
+
+    def status(self) -> ServiceStatus:
+        reasons = []
+        if not self.serving:
+            reasons.append("starting" if self.leases is None else "stopping")
+        dead = [key.consumer for key, (task, _) in self.pull_loops.items() if task.done()]
+        if dead:
+            reasons.append("consumer stopped: " + ", ".join(sorted(dead)))
+        return ServiceStatus(
+            service=self.name,
+            instance=f"{socket.gethostname()}:{os.getpid()}",
+            ready=not reasons,
+            reasons=tuple(reasons),
+            consumers=tuple(sorted({key.consumer for key in self.pull_loops})),
+            started_at=self.started_at,
+        )
+
+    async def execute(self, command: Command[Any], body: Any) -> CommandReply:
+        """Decide on the patient's history from the log, append with OCC, reply once the projection shows it."""
+        async with self.db.acquire() as conn:
+            patient_id = await command.locate(conn, body)
+        if patient_id is None:
+            return CommandReply(outcome="not_found", message=command.not_found)
+        assert self.patient_log is not None
+        for _ in range(OCC_ATTEMPTS):
+            history = await self.patient_log.read(patient_id, command.reads)
+            decision = command.decide(history, body, datetime.now(UTC))
+            if not decision.events:
+                return decision.reply
+            try:
+                await self.patient_log.append(decision.events, expected_last_seq=history.last_seq)
+            except ConcurrencyConflict:
+                continue
+            await self._wait_applied(decision.events[-1].id)
+            return decision.reply
+        return CommandReply(outcome="conflict", message="the patient's record kept changing; try again")
+
+    async def _wait_applied(self, event_id: Any) -> None:
+        """Until the projection applied the event, so a query right after the reply sees it (bounded)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.command_apply_wait_s
+        async with self.db.acquire() as conn:
+            while not await is_applied(conn, event_id):
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning("command reply sent before its event was applied", event_id=str(event_id))
+                    return
+                await asyncio.sleep(APPLIED_POLL_S)
+
+    async def start_rebuild(self, request: RebuildProjection) -> CommandReply:
+        if self.rebuild is not None and not self.rebuild.done():
+            return CommandReply(outcome="conflict", message="a rebuild is already running in this instance")
+        subject = rebuild_progress_subject(self.name, request.rebuild_id)
+
+        async def progress(phase: str, applied: int, total: int, rate: float, message: str) -> None:
+            report = RebuildProgress(
+                rebuild_id=request.rebuild_id,
+                service=self.name,
+                phase=phase,  # type: ignore[arg-type]
+                applied=applied,
+                total=total,
+                events_per_s=rate,
+                message=message,
+            )
+            with contextlib.suppress(Exception):
+                await self.broker.connection.publish(subject, report.model_dump_json().encode())
+
+        async def run() -> RebuildResult:
+            try:
+                return await self.rebuilder(progress).run()
+            except RebuildBusy as exc:
+                await progress("failed", 0, 0, 0.0, str(exc))
+                raise
+            except Exception as exc:
+                log.exception("rebuild failed", error_type=type(exc).__name__)
+                await progress("failed", 0, 0, 0.0, f"rebuild failed ({type(exc).__name__}); see the service log")
+                raise
+
+        self.rebuild = asyncio.create_task(run(), name="rebuild")
+        return CommandReply(outcome="accepted", message="rebuild started", resource_id=str(request.rebuild_id))
 
 
-def _raw_body(message: Any) -> Any:
-    # Bodies are validated by our own contracts so that a bad one gets an answer naming the field.
-    return message.body
-
-
-# How long an idle consumer waits for its next message before looping (and noticing a stop).
 PULL_WAIT_S = 1.0
 # A pull request that finds nothing waits this long for more before returning what it has.
 TOP_UP_WAIT_S = 0.002
@@ -243,8 +386,8 @@ async def next_batch(subscription: Any, size: int) -> list[Any]:
     return batch
 
 
-def _groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
-    return settings.consumer_groups if consumer.partitioned_by is not None else 1
+def groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
+    return settings.consumer_groups if consumer.partitioned_by else 1
 
 
 def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
@@ -252,7 +395,7 @@ def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
     return consumer.durable if groups == 1 else f"{consumer.durable}-g{group}of{groups}"
 
 
-async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], durable: str, stopping: asyncio.Event) -> None:
+async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
     """Fetch batches from the durable and hand each to its processor, one batch at a time (per-patient order).
 
     FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
@@ -262,7 +405,7 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], durable: st
     processor = runtime.processors[consumer.durable]
     subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
     try:
-        while not stopping.is_set():
+        while not stop.is_set():
             try:
                 messages = await next_batch(subscription, runtime.settings.batch_size)
             except TimeoutError:
@@ -288,30 +431,89 @@ async def _pull_loop(runtime: Runtime, consumer: BatchConsumer[Any], durable: st
             await subscription.unsubscribe()
 
 
-def _subscribe_command(runtime: Runtime, service: str, route: CommandRoute) -> None:
-    async def on_command(msg: NatsMessage) -> dict[str, Any]:
+def _raw_body(message: Any) -> Any:
+    # Bodies are validated by our own contracts so that a bad one gets an answer naming the field.
+    return message.body
+
+
+Answer = Callable[[Any], Awaitable[CommandReply]]
+
+
+def _reply_subscription(
+    runtime: ServiceRuntime, subject: str, model: type[BaseModel], answer: Answer, **kw: Any
+) -> None:
+    """Validate the request against its contract, answer it, and never let an exception escape as a non-reply."""
+
+    async def on_request(msg: NatsMessage) -> dict[str, Any]:
         try:
-            command = route.model.model_validate_json(msg.body)
+            request = model.model_validate_json(msg.body)
         except ValidationError as exc:
             return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump(mode="json")
         try:
-            async with runtime.db.acquire() as conn:
-                if route.transactional:
-                    async with conn.transaction():
-                        reply = await route.handle(conn, command)
-                else:
-                    reply = await route.handle(conn, command)
+            reply = await answer(request)
         except Exception as exc:
-            log.exception("command failed", subject=route.subject, error_type=type(exc).__name__)
-            return CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})").model_dump(
-                mode="json"
-            )
-        if reply.ok:
-            runtime.wake_relay()
+            log.exception("request failed", subject=subject, error_type=type(exc).__name__)
+            reply = CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})")
         return reply.model_dump(mode="json")
 
-    on_command.__name__ = "on_" + route.subject.replace(".", "_")
-    runtime.broker.subscriber(route.subject, queue=service, decoder=_raw_body)(on_command)
+    on_request.__name__ = "on_" + subject.replace(".", "_")
+    runtime.broker.subscriber(subject, decoder=_raw_body, **kw)(on_request)
+
+
+def _subscribe_command(runtime: ServiceRuntime, command: Command[Any]) -> None:
+    async def answer(body: Any) -> CommandReply:
+        return await runtime.execute(command, body)
+
+    _reply_subscription(runtime, command.subject, command.model, answer, queue=runtime.name)
+
+
+def _subscribe_query(runtime: ServiceRuntime, query: Query[Any]) -> None:
+    async def answer(body: Any) -> CommandReply:
+        async with runtime.db.acquire() as conn:
+            return await query.run(conn, body)
+
+    _reply_subscription(runtime, query.subject, query.model, answer, queue=runtime.name)
+
+
+def _subscribe_admin(runtime: ServiceRuntime) -> None:
+    async def on_status(msg: NatsMessage) -> dict[str, Any]:
+        return runtime.status().model_dump(mode="json")
+
+    on_status.__name__ = f"on_{runtime.name}_status"
+    # No queue group: every instance answers for itself; a caller that wants them all gathers the replies.
+    runtime.broker.subscriber(status_subject(runtime.name), decoder=_raw_body)(on_status)
+    _reply_subscription(
+        runtime, rebuild_subject(runtime.name), RebuildProjection, runtime.start_rebuild, queue=f"{runtime.name}-admin"
+    )
+
+
+def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
+    """The one composition root of a service process."""
+    configure_logging(definition.name, settings.log_level, settings.log_format)
+    broker = NatsBroker(
+        settings.nats_url,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        name=f"mtm-{definition.name}",
+        graceful_timeout=10.0,
+        log_level=10,
+    )
+    runtime = ServiceRuntime(definition=definition, settings=settings, broker=broker, consumers=definition.consumers())
+    for command in definition.handlers.commands:
+        _subscribe_command(runtime, command)
+    for query in definition.handlers.queries:
+        _subscribe_query(runtime, query)
+    _subscribe_admin(runtime)
+    app = FastStream(
+        broker,
+        on_startup=[runtime.connect],
+        after_startup=[runtime.start_consuming],
+        on_shutdown=[runtime.stop_consuming],
+        after_shutdown=[runtime.close],
+    )
+    app.runtime = runtime  # type: ignore[attr-defined]
+    return app
 
 
 # Python's cyclic GC rescans every live object on full collections: the drug vocabulary and knowledge base are

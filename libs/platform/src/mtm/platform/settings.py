@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     )
     replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
     replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    command_apply_wait_s: float = Field(
+        default=5.0, gt=0, description="How long a command waits for its events to show in queries before replying."
+    )
     takeover_after_s: float = Field(
         default=10.0, gt=0, description="How long a group must be left unowned before another replica takes it."
     )

@@ -1,21 +1,24 @@
-"""The one place that wires the notify service: settings, channels, broker, pool, handlers, delivery worker."""
+"""The one place that wires the notify service: settings, channels, handler table, delivery worker, runtime."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from importlib.resources import files
 
 import httpx
 from faststream import FastStream
 
+from mtm.contracts.events import NotificationChannel
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
+from mtm.notify.adapters import notifications
 from mtm.notify.adapters.channels import NatsInboxChannel, WebhookChannel
 from mtm.notify.delivery_worker import DeliveryWorker
 from mtm.notify.domain.delivery import RetryPolicy
-from mtm.notify.handlers import on_referral_requested
+from mtm.notify.handlers import handlers
 from mtm.notify.settings import NotifySettings
 from mtm.platform.logging import get_logger
-from mtm.platform.runtime import Runtime, ServiceDefinition
+from mtm.platform.runtime import ServiceDefinition, ServiceRuntime
 from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.streams import PHYSICIAN_INBOX
 
@@ -27,8 +30,19 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     secret = settings.notify_webhook_secret
     webhooks_enabled = secret is not None
     wake = asyncio.Event()
+    runtime_ref: list[ServiceRuntime] = []
 
-    async def deliver_notifications(runtime: Runtime) -> None:
+    async def channels_for(physician_id: str) -> Sequence[NotificationChannel]:
+        """The physician's NATS inbox always; a signed webhook when it is configured for them."""
+        if not webhooks_enabled:
+            return ("nats",)
+        if settings.notify_webhook_url:
+            return ("webhook", "nats")
+        async with runtime_ref[0].db.acquire() as conn:
+            known = await notifications.webhook_urls(conn, [physician_id])
+        return ("webhook", "nats") if physician_id in known else ("nats",)
+
+    async def deliver_notifications(runtime: ServiceRuntime) -> None:
         if not webhooks_enabled:
             log.warning("webhook channel disabled: MTM_NOTIFY_WEBHOOK_SECRET is not set")
         async with httpx.AsyncClient(timeout=settings.notify_http_timeout_s) as client:
@@ -51,14 +65,12 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
 
     definition = ServiceDefinition(
         name="notify",
-        migrations=files("mtm.notify") / "migrations",
+        handlers=handlers(channels_for, wake_worker=wake.set),
+        migrations=files("mtm.notify") / "migrations" / "operational",
         owned_streams=(PHYSICIAN_INBOX,),
         consumed_streams=(PATIENT_EVENTS_STREAM,),
-        consumers=lambda _: [
-            on_referral_requested.consumer(
-                webhook_template=settings.notify_webhook_url, webhooks_enabled=webhooks_enabled, wake=wake
-            )
-        ],
         background_jobs=(deliver_notifications,),
     )
-    return create_service_app(definition, settings)
+    app = create_service_app(definition, settings)
+    runtime_ref.append(app.runtime)  # type: ignore[attr-defined]
+    return app

@@ -1,130 +1,181 @@
-"""Notifications and their attempts in Postgres, in domain terms."""
+"""Notifications in Postgres: how events change them, which are due, and who is attempting which."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
 
 import asyncpg
 
+from mtm.contracts import (
+    EventEnvelope,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationRetryScheduled,
+    ReferralRequested,
+)
+from mtm.contracts.events import NotificationRequest
+from mtm.notify.domain.delivery import Attempted
+from mtm.platform.projection import Projection, Tx, runs
+
+INSERT_REFERRAL_REQUESTS = """
+INSERT INTO referral_requests (referral_id, event) SELECT * FROM unnest($1::uuid[], $2::json[])
+ON CONFLICT (referral_id) DO NOTHING
+"""
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications
-    (notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, status, payload)
-SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.cause_event_id, n.recipient_id, n.channel,
-       'pending', n.payload
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::bytea[])
-    AS n(notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, payload)
+    (notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, status,
+     next_attempt_at, requested_at)
+SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.cause_event_id, n.recipient_id,
+       n.channel, 'pending', n.requested_at, n.requested_at
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[])
+    AS n(notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel,
+         requested_at)
 ON CONFLICT (notification_id) DO NOTHING
+"""
+SCHEDULE_RETRY = """
+UPDATE notifications SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE notification_id = $1
+"""
+FINISH = """
+UPDATE notifications SET status = $2, attempts = $3, finished_at = $4, last_error = $5 WHERE notification_id = $1
+"""
+INSERT_ATTEMPT = """
+INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT DO NOTHING
 """
 SELECT_WEBHOOKS = "SELECT recipient_id, webhook_url FROM recipient_endpoints WHERE recipient_id = ANY($1::text[])"
 UPSERT_ENDPOINT = """
 INSERT INTO recipient_endpoints (recipient_id, webhook_url, email) VALUES ($1, $2, $3)
 ON CONFLICT (recipient_id) DO UPDATE SET webhook_url = EXCLUDED.webhook_url, email = EXCLUDED.email
 """
-# Leasing moves next_attempt_at forward first, so an attempt cut short by a crash is retried after the lease.
+# A worker leases due notifications before attempting them, so two workers never attempt the same one; a lease
+# left by a crashed worker expires and the notification is attempted again.
 LEASE_DUE = """
 WITH due AS (
-    SELECT notification_id FROM notifications
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
+    SELECT n.notification_id FROM notifications n
+    LEFT JOIN public.notification_leases l USING (notification_id)
+    WHERE n.status = 'pending' AND n.next_attempt_at <= $2 AND (l.leased_until IS NULL OR l.leased_until < $2)
+    ORDER BY n.next_attempt_at
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF n SKIP LOCKED
 )
-UPDATE notifications n
-SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
-FROM due
-WHERE n.notification_id = due.notification_id
-RETURNING n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.cause_event_id, n.recipient_id,
-          n.channel, n.attempts, n.payload
+INSERT INTO public.notification_leases (notification_id, leased_until)
+SELECT notification_id, $2 + make_interval(secs => $3) FROM due
+ON CONFLICT (notification_id) DO UPDATE SET leased_until = EXCLUDED.leased_until
+RETURNING notification_id
 """
-INSERT_ATTEMPTS = """
-INSERT INTO notification_attempts (notification_id, attempt, started_at)
-SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[])
+LEASED = """
+SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.attempts, n.cause_event_id,
+       n.recipient_id, n.channel, r.event AS referral_event
+FROM notifications n JOIN referral_requests r USING (referral_id)
+WHERE n.notification_id = ANY($1::uuid[])
 """
-FINISH_ATTEMPT = """
-UPDATE notification_attempts SET finished_at = $3, outcome = $4, status_code = $5, detail = $6
-WHERE notification_id = $1 AND attempt = $2
-"""
-MARK_DELIVERED = """
-UPDATE notifications SET status = 'delivered', finished_at = $2, last_error = NULL WHERE notification_id = $1
-"""
-MARK_FAILED = "UPDATE notifications SET status = 'failed', finished_at = $2, last_error = $3 WHERE notification_id = $1"
-SCHEDULE_RETRY = "UPDATE notifications SET next_attempt_at = $2, last_error = $3 WHERE notification_id = $1"
+RELEASE = "DELETE FROM public.notification_leases WHERE notification_id = ANY($1::uuid[])"
+SELECT_REQUESTED = "SELECT cause_event_id FROM notifications WHERE notification_id = $1"
+
+
+async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
+    for run in runs(events):
+        first = run[0]
+        if isinstance(first, ReferralRequested):
+            await tx.conn.execute(
+                INSERT_REFERRAL_REQUESTS, [e.data.referral_id for e in run], [tx.body(e) for e in run]
+            )
+        elif isinstance(first, NotificationRequested):
+            await _insert_notifications(tx, run)  # type: ignore[arg-type]
+        elif isinstance(first, NotificationRetryScheduled):
+            for e in run:
+                a = e.data
+                await tx.conn.execute(SCHEDULE_RETRY, a.notification_id, a.attempt, a.next_attempt_at, a.detail)
+                await tx.conn.execute(
+                    INSERT_ATTEMPT, a.notification_id, a.attempt, a.started_at, e.time, "retry", a.status_code, a.detail
+                )
+        elif isinstance(first, NotificationDelivered | NotificationFailed):
+            for e in run:
+                o = e.data
+                status = "delivered" if isinstance(e, NotificationDelivered) else "failed"
+                await tx.conn.execute(FINISH, o.notification_id, status, o.attempts, e.time, o.reason)
+                await tx.conn.execute(
+                    INSERT_ATTEMPT, o.notification_id, o.attempts, o.started_at, e.time, status, o.status_code, o.detail
+                )
+
+
+async def _insert_notifications(tx: Tx, requested: Sequence[NotificationRequested]) -> None:
+    await tx.conn.execute(
+        INSERT_NOTIFICATIONS,
+        [e.data.notification_id for e in requested],
+        [e.data.referral_id for e in requested],
+        [e.patient_id for e in requested],
+        [e.correlation_id for e in requested],
+        [e.id for e in requested],
+        [e.data.recipient_id for e in requested],
+        [e.data.channel for e in requested],
+        [e.time for e in requested],
+    )
+
+
+NOTIFICATIONS = Projection(
+    migrations=files("mtm.notify") / "migrations" / "projection",
+    tables=("referral_requests", "notifications", "notification_attempts"),
+    handles=(
+        ReferralRequested,
+        NotificationRequested,
+        NotificationRetryScheduled,
+        NotificationDelivered,
+        NotificationFailed,
+    ),
+    apply=apply,
+)
 
 
 @dataclass(frozen=True)
-class PendingNotification:
-    notification_id: uuid.UUID
-    referral_id: uuid.UUID
-    patient_id: str
-    correlation_id: uuid.UUID
-    cause_event_id: uuid.UUID
-    recipient_id: str
-    channel: str
-    payload: bytes
-    attempt: int = 0
+class Leased:
+    """A due notification this worker holds the lease on: its next attempt, and the referral to send."""
+
+    attempted: Attempted
+    referral_event: str
 
 
-class NotificationRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def add_all(self, notifications: Sequence[PendingNotification]) -> None:
-        if not notifications:
-            return
-        await self._conn.execute(
-            INSERT_NOTIFICATIONS,
-            [n.notification_id for n in notifications],
-            [n.referral_id for n in notifications],
-            [n.patient_id for n in notifications],
-            [n.correlation_id for n in notifications],
-            [n.cause_event_id for n in notifications],
-            [n.recipient_id for n in notifications],
-            [n.channel for n in notifications],
-            [n.payload for n in notifications],
-        )
-
-    async def webhook_urls(self, recipient_ids: Sequence[str]) -> dict[str, str]:
-        rows = await self._conn.fetch(SELECT_WEBHOOKS, list(recipient_ids))
-        return {row["recipient_id"]: row["webhook_url"] for row in rows if row["webhook_url"]}
-
-    async def set_endpoint(self, recipient_id: str, webhook_url: str | None, email: str | None = None) -> None:
-        await self._conn.execute(UPSERT_ENDPOINT, recipient_id, webhook_url, email)
-
-    async def lease_due(self, limit: int, lease_s: float, now: datetime) -> list[PendingNotification]:
-        rows = await self._conn.fetch(LEASE_DUE, limit, lease_s)
-        leased = [
-            PendingNotification(
-                notification_id=r["notification_id"],
-                referral_id=r["referral_id"],
+async def lease_due(conn: asyncpg.Connection, limit: int, lease_s: float, now: datetime) -> list[Leased]:
+    ids = [row["notification_id"] for row in await conn.fetch(LEASE_DUE, limit, now, lease_s)]
+    if not ids:
+        return []
+    rows = await conn.fetch(LEASED, ids)
+    return [
+        Leased(
+            Attempted(
+                request=NotificationRequest(
+                    notification_id=r["notification_id"],
+                    referral_id=r["referral_id"],
+                    recipient_id=r["recipient_id"],
+                    channel=r["channel"],
+                ),
                 patient_id=r["patient_id"],
                 correlation_id=r["correlation_id"],
-                cause_event_id=r["cause_event_id"],
-                recipient_id=r["recipient_id"],
-                channel=r["channel"],
-                payload=bytes(r["payload"]),
-                attempt=r["attempts"],
-            )
-            for r in rows
-        ]
-        if leased:
-            await self._conn.execute(
-                INSERT_ATTEMPTS, [n.notification_id for n in leased], [n.attempt for n in leased], [now] * len(leased)
-            )
-        return leased
+                requested_event_id=r["cause_event_id"],
+                attempt=r["attempts"] + 1,
+                started_at=now,
+            ),
+            referral_event=r["referral_event"],
+        )
+        for r in rows
+    ]
 
-    async def finish_attempt(
-        self, n: PendingNotification, now: datetime, outcome: str, status_code: int | None, detail: str
-    ) -> None:
-        await self._conn.execute(FINISH_ATTEMPT, n.notification_id, n.attempt, now, outcome, status_code, detail)
 
-    async def mark_delivered(self, n: PendingNotification, now: datetime) -> None:
-        await self._conn.execute(MARK_DELIVERED, n.notification_id, now)
+async def release(conn: asyncpg.Connection, notification_ids: Sequence[object]) -> None:
+    await conn.execute(RELEASE, list(notification_ids))
 
-    async def mark_failed(self, n: PendingNotification, now: datetime, reason: str) -> None:
-        await self._conn.execute(MARK_FAILED, n.notification_id, now, reason)
 
-    async def schedule_retry(self, n: PendingNotification, at: datetime, reason: str) -> None:
-        await self._conn.execute(SCHEDULE_RETRY, n.notification_id, at, reason)
+async def webhook_urls(conn: asyncpg.Connection, recipient_ids: Sequence[str]) -> dict[str, str]:
+    rows = await conn.fetch(SELECT_WEBHOOKS, list(recipient_ids))
+    return {row["recipient_id"]: row["webhook_url"] for row in rows if row["webhook_url"]}
+
+
+async def set_endpoint(
+    conn: asyncpg.Connection, recipient_id: str, webhook_url: str | None, email: str | None = None
+) -> None:
+    await conn.execute(UPSERT_ENDPOINT, recipient_id, webhook_url, email)

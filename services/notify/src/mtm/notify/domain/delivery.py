@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mtm.contracts import ReferralRequested
-from mtm.contracts.events import NotificationChannel
+from mtm.contracts.events import NotificationChannel, NotificationRequest
 
 _NAMESPACE = uuid.UUID("9c7e2a64-5f1b-4a8e-bb0e-3a8a0f6c5d42")
 SIGNATURE_HEADER = "X-MTM-Signature"
@@ -74,6 +74,18 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> timedelta:
         return timedelta(seconds=min(self.base_delay_s * 2 ** (attempt - 1), self.max_delay_s))
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """A notification as a worker attempts it: which one, for whom, the how-many-th attempt, when it started."""
+
+    request: NotificationRequest
+    patient_id: str
+    correlation_id: uuid.UUID
+    requested_event_id: uuid.UUID
+    attempt: int
+    started_at: datetime
 
 
 @dataclass(frozen=True)

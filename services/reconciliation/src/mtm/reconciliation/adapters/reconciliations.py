@@ -1,86 +1,94 @@
-"""Reconciliations and personal medication lists in Postgres, in domain terms."""
+"""Reconciliations and personal medication lists in Postgres: how events change them, what tools read."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from importlib.resources import files
 
 import asyncpg
 
-from mtm.contracts.events import Reconciliation
-from mtm.reconciliation.domain import MedicationList
+from mtm.contracts import (
+    CommandReply,
+    EventEnvelope,
+    GetMedicationList,
+    MedicationsReconciled,
+    TransitionOfCareRecorded,
+)
+from mtm.platform.projection import Projection, Tx
+from mtm.reconciliation.domain import MedicationList, apply_to_medication_list, to_fhir_list
 
 INSERT_RECONCILIATIONS = """
 INSERT INTO reconciliations
-    (event_id, transition_event_id, patient_id, stream_seq, item_count, discrepancy_count, medications_reconciled)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::json[])
+    (event_id, transition_event_id, patient_id, item_count, discrepancy_count, medications_reconciled, reconciled_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::json[], $7::timestamptz[])
 ON CONFLICT (transition_event_id) DO NOTHING
 """
-LOCK_LISTS = """
-SELECT patient_id, last_seq, medication_list FROM medication_lists WHERE patient_id = ANY($1::text[]) FOR UPDATE
-"""
+LOCK_LISTS = "SELECT patient_id, medication_list FROM medication_lists WHERE patient_id = ANY($1::text[]) FOR UPDATE"
 UPSERT_LISTS = """
-INSERT INTO medication_lists (patient_id, last_seq, last_event_id, medication_list, updated_at)
-SELECT p, s, e, l, now() FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::json[]) AS t(p, s, e, l)
+INSERT INTO medication_lists (patient_id, last_event_id, medication_list, updated_at)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::json[], $4::timestamptz[])
 ON CONFLICT (patient_id) DO UPDATE
-SET last_seq = EXCLUDED.last_seq, last_event_id = EXCLUDED.last_event_id,
-    medication_list = EXCLUDED.medication_list, updated_at = now()
-WHERE medication_lists.last_seq < EXCLUDED.last_seq
+SET last_event_id = EXCLUDED.last_event_id, medication_list = EXCLUDED.medication_list,
+    updated_at = EXCLUDED.updated_at
 """
 SELECT_LIST = "SELECT medication_list FROM medication_lists WHERE patient_id = $1"
 
 
-@dataclass(frozen=True)
-class StoredList:
-    last_seq: int
-    medication_list: MedicationList
+async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
+    reconciled = [e for e in events if isinstance(e, MedicationsReconciled)]
+    if not reconciled:
+        return
+    await tx.conn.execute(
+        INSERT_RECONCILIATIONS,
+        [e.id for e in reconciled],
+        [e.data.transition_event_id for e in reconciled],
+        [e.patient_id for e in reconciled],
+        [len(e.data.items) for e in reconciled],
+        [len(e.data.discrepancies) for e in reconciled],
+        [tx.body(e) for e in reconciled],
+        [e.time for e in reconciled],
+    )
+    await _update_medication_lists(tx.conn, reconciled)
 
 
-@dataclass(frozen=True)
-class NewReconciliation:
-    event_id: uuid.UUID
-    transition_event_id: uuid.UUID
-    patient_id: str
-    stream_seq: int
-    reconciliation: Reconciliation
-    event_json: str
-    """The MedicationsReconciled event, serialized once for both this table and the outbox."""
-
-
-class ReconciliationRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def add_all(self, items: Sequence[NewReconciliation]) -> None:
-        await self._conn.execute(
-            INSERT_RECONCILIATIONS,
-            [i.event_id for i in items],
-            [i.transition_event_id for i in items],
-            [i.patient_id for i in items],
-            [i.stream_seq for i in items],
-            [len(i.reconciliation.items) for i in items],
-            [len(i.reconciliation.discrepancies) for i in items],
-            [i.event_json for i in items],
+async def _update_medication_lists(conn: asyncpg.Connection, reconciled: Sequence[MedicationsReconciled]) -> None:
+    """Each patient's list after the batch's reconciliations, in order; one read and one write per batch."""
+    rows = await conn.fetch(LOCK_LISTS, sorted({e.patient_id for e in reconciled}))
+    lists: dict[str, MedicationList] = {
+        r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows
+    }
+    last_event = {}
+    for event in reconciled:
+        current = lists.get(event.patient_id)
+        lists[event.patient_id] = apply_to_medication_list(
+            current, event.data, event_id=event.id, recorded_at=event.time
         )
+        last_event[event.patient_id] = event.id
+    patients = sorted(last_event)
+    await conn.execute(
+        UPSERT_LISTS,
+        patients,
+        [last_event[p] for p in patients],
+        [lists[p].model_dump_json() for p in patients],
+        [lists[p].updated_at for p in patients],
+    )
 
-    async def lock_lists(self, patient_ids: Sequence[str]) -> dict[str, StoredList]:
-        rows = await self._conn.fetch(LOCK_LISTS, sorted(set(patient_ids)))
-        return {
-            r["patient_id"]: StoredList(r["last_seq"], MedicationList.model_validate_json(r["medication_list"]))
-            for r in rows
-        }
 
-    async def save_lists(self, lists: dict[str, tuple[int, uuid.UUID, MedicationList]]) -> None:
-        patients = sorted(lists)
-        await self._conn.execute(
-            UPSERT_LISTS,
-            patients,
-            [lists[p][0] for p in patients],
-            [lists[p][1] for p in patients],
-            [lists[p][2].model_dump_json() for p in patients],
+RECONCILIATIONS = Projection(
+    migrations=files("mtm.reconciliation") / "migrations" / "projection",
+    tables=("reconciliations", "medication_lists"),
+    handles=(MedicationsReconciled,),
+    apply=apply,
+    records=(TransitionOfCareRecorded,),
+)
+
+
+async def medication_list(conn: asyncpg.Connection, query: GetMedicationList) -> CommandReply:
+    raw = await conn.fetchval(SELECT_LIST, query.patient_id)
+    if raw is None:
+        return CommandReply(
+            outcome="not_found", message="no medication list for this patient", resource_id=query.patient_id
         )
-
-    async def medication_list(self, patient_id: str) -> MedicationList | None:
-        raw = await self._conn.fetchval(SELECT_LIST, patient_id)
-        return MedicationList.model_validate_json(raw) if raw else None
+    found = MedicationList.model_validate_json(raw)
+    data = to_fhir_list(found) if query.format == "fhir" else found.model_dump(mode="json")
+    return CommandReply(outcome="accepted", resource_id=query.patient_id, data=data)

@@ -65,7 +65,6 @@ class MedicationList(Frozen):
 
     patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
     entries: tuple[MedicationListEntry, ...] = ()
-    applied_event_ids: tuple[UUID, ...] = Field(default=(), description="Events already applied (replays are no-ops).")
     updated_at: AwareDatetime | None = None
 
 
@@ -76,14 +75,12 @@ def apply_to_medication_list(
 
     A reconciled transition yields a complete list, so earlier entries it does not mention are dropped.
     A home medication missing at discharge without a documented stop stays on the list, marked, because
-    silently dropping it is the very error reconciliation exists to catch.
+    silently dropping it is the very error reconciliation exists to catch. (Each reconciliation is applied
+    once: the projection claims its event id in the same transaction.)
     """
     patient_id = rec.patient.patient_id
-    if current is not None:
-        if current.patient_id != patient_id:
-            raise ValueError(f"medication list of {current.patient_id} cannot take a reconciliation of {patient_id}")
-        if event_id in current.applied_event_ids:
-            return current
+    if current is not None and current.patient_id != patient_id:
+        raise ValueError(f"medication list of {current.patient_id} cannot take a reconciliation of {patient_id}")
     history: dict[tuple[str, ...], list[MedicationListEntry]] = {}
     for previous in current.entries if current else ():
         history.setdefault(previous.match_key, []).append(previous)
@@ -121,10 +118,7 @@ def apply_to_medication_list(
             entry = entry.model_copy(update={"provenance": (*earlier.pop(0).provenance, step)})
         entries.append(entry)
     entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
-    applied = (*current.applied_event_ids, event_id) if current else (event_id,)
-    return MedicationList(
-        patient_id=patient_id, entries=tuple(entries), applied_event_ids=applied, updated_at=recorded_at
-    )
+    return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=recorded_at)
 
 
 def _kept_entry(item: ReconciledItem) -> tuple[MedicationEntry, SourceList] | None:

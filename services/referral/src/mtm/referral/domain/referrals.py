@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from mtm.contracts import EventEnvelope, ReferralAnswered, ReferralRequested
 from mtm.contracts.events import Referral, TaskCompletion
 
 ReferralStatus = Literal["requested", "accepted", "declined", "modified"]
@@ -50,6 +52,30 @@ class ReferralState:
     physician_id: str
     status: ReferralStatus
     decision: str | None
+
+
+REFERRAL_EVENTS: tuple[type[EventEnvelope], ...] = (ReferralRequested, ReferralAnswered)
+"""The events a referral's state is folded from."""
+
+
+@dataclass(frozen=True)
+class ReferralRecord:
+    state: ReferralState
+    patient_id: str
+    correlation_id: uuid.UUID
+
+
+def fold_referral(events: Iterable[EventEnvelope], referral_id: uuid.UUID) -> ReferralRecord | None:
+    """The referral after its events, in log order; None when it was never requested."""
+    record: ReferralRecord | None = None
+    for event in events:
+        if isinstance(event, ReferralRequested) and event.data.referral_id == referral_id:
+            state = ReferralState(referral_id, event.data.physician_id, "requested", None)
+            record = ReferralRecord(state, event.patient_id, event.correlation_id)
+        elif record is not None and isinstance(event, ReferralAnswered) and event.data.referral_id == referral_id:
+            answer = event.data.decision
+            record = replace(record, state=replace(record.state, status=answer, decision=answer))
+    return record
 
 
 @dataclass(frozen=True)

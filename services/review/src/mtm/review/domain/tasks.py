@@ -1,14 +1,15 @@
-"""Review task decisions: open a task from a reconciliation, and who may claim or complete it."""
+"""Review task decisions: open a task from a reconciliation, fold a task's history, who may claim or complete it."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Literal
 
-from mtm.contracts import Alert, MedicationsReconciled
+from mtm.contracts import Alert, EventEnvelope, MedicationsReconciled, ReviewTaskClaimed, ReviewTaskCompleted
+from mtm.contracts import ReviewTaskCreated as Created
 from mtm.contracts.events import ReviewTask, TaskPriority
 
 TaskStatus = Literal["requested", "in-progress", "completed"]
@@ -16,6 +17,8 @@ TaskStatus = Literal["requested", "in-progress", "completed"]
 # within 2 business days of discharge.
 POST_DISCHARGE_REVIEW_WINDOW = timedelta(hours=72)
 _NAMESPACE = uuid.UUID("6b1d6f0e-39a4-4a57-9d6f-3c8d9a0e7f21")
+TASK_EVENTS: tuple[type[EventEnvelope], ...] = (Created, ReviewTaskClaimed, ReviewTaskCompleted)
+"""The events a task's state is folded from."""
 
 
 def task_id_for(reconciled_event_id: uuid.UUID) -> uuid.UUID:
@@ -27,11 +30,10 @@ def derived_event_id(kind: str, source_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{kind}:{source_id}")
 
 
-def open_task(
-    event: MedicationsReconciled, alerts: Sequence[Alert], priority: TaskPriority, *, now: datetime
-) -> ReviewTask:
+def open_task(event: MedicationsReconciled, alerts: Sequence[Alert], priority: TaskPriority) -> ReviewTask:
+    """The task a reconciliation opens, due a fixed time after discharge (or after the reconciliation)."""
     rec = event.data
-    start = rec.discharged_at or now
+    start = rec.discharged_at or event.time
     return ReviewTask(
         task_id=task_id_for(event.id),
         priority=priority,
@@ -50,6 +52,36 @@ class TaskState:
     task_id: uuid.UUID
     status: TaskStatus
     owner: str | None
+    claims: int = 0
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as its events tell it: what was opened, and where it stands."""
+
+    task: ReviewTask
+    state: TaskState
+    patient_id: str
+    correlation_id: uuid.UUID
+
+
+def fold_task(events: Iterable[EventEnvelope], task_id: uuid.UUID) -> TaskRecord | None:
+    """The task's record after its events, in log order; None when it was never opened."""
+    record: TaskRecord | None = None
+    for event in events:
+        if isinstance(event, Created) and event.data.task_id == task_id:
+            state = TaskState(task_id=task_id, status="requested", owner=None)
+            record = TaskRecord(event.data, state, event.patient_id, event.correlation_id)
+        elif record is None or getattr(event.data, "task_id", None) != task_id:
+            continue
+        elif isinstance(event, ReviewTaskClaimed):
+            state = replace(
+                record.state, status="in-progress", owner=event.data.pharmacist_id, claims=record.state.claims + 1
+            )
+            record = replace(record, state=state)
+        elif isinstance(event, ReviewTaskCompleted):
+            record = replace(record, state=replace(record.state, status="completed"))
+    return record
 
 
 @dataclass(frozen=True)

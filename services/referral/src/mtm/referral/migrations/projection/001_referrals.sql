@@ -1,4 +1,5 @@
--- Referrals (FHIR ServiceRequest) from pharmacists' recommendations to prescribers, and their answers.
+-- Referrals (FHIR ServiceRequest): a projection of ReferralRequested and ReferralAnswered.
+-- Every column comes from an event (times are the events' times), so a rebuild from the log gives these rows.
 
 CREATE TABLE referrals (
     referral_id     uuid        PRIMARY KEY,
@@ -11,7 +12,7 @@ CREATE TABLE referrals (
     decision        text,
     referral        json        NOT NULL,
     answer          json,
-    requested_at    timestamptz NOT NULL DEFAULT now(),
+    requested_at    timestamptz NOT NULL,
     answered_at     timestamptz
 );
 

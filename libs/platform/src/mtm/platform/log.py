@@ -1,0 +1,116 @@
+"""The patient log as an aggregate store: read one patient's history, append with optimistic concurrency."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError
+
+from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_name_of_subject, event_subject, patient_filter
+from mtm.platform.decisions import PatientHistory, StoredEvent
+from mtm.platform.outbox import MSG_ID_HEADER
+
+EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+WRONG_LAST_SEQUENCE = 10071
+# Messages per direct-get batch; a patient's history is read in as many batches as it takes.
+HISTORY_BATCH = 1000
+READ_TIMEOUT_S = 5.0
+
+
+class ConcurrencyConflict(Exception):
+    """Something was appended to the patient's log after the history the decision was based on."""
+
+
+class PatientLog:
+    """Reads and appends one patient's events on the `PATIENT_EVENTS` stream.
+
+    A history is read with batched direct gets on the patient's subject filter (one round trip for up to
+    `HISTORY_BATCH` events). Appends carry `Nats-Expected-Last-Subject-Sequence` for the same filter, so a
+    decision made on a history is stored only if nothing was appended to that patient since it was read.
+    """
+
+    def __init__(self, nc: Client, js: JetStreamContext, registry: EventRegistry) -> None:
+        self._nc = nc
+        self._js = js
+        self._registry = registry
+
+    async def read(self, patient_id: str, types: Sequence[type[EventEnvelope]]) -> PatientHistory:
+        wanted = {cls.EVENT_NAME for cls in types}
+        events: list[StoredEvent] = []
+        last_seq = 0
+        start = 1
+        while True:
+            batch, done = await self._direct_batch(patient_filter(patient_id), start)
+            for seq, subject, data in batch:
+                last_seq = seq
+                if event_name_of_subject(subject) in wanted:
+                    events.append(StoredEvent(seq, self._registry.parse_stored(subject, data)))
+            if done or not batch:
+                return PatientHistory(patient_id, tuple(events), last_seq)
+            start = last_seq + 1
+
+    async def holds(self, subject: str, msg_id: str) -> bool:
+        """Whether the log already stores a message with this Nats-Msg-Id on this exact subject."""
+        start = 1
+        while True:
+            batch, done = await self._direct_batch(subject, start, with_ids=True)
+            if any(found_id == msg_id for _, _, found_id in batch):
+                return True
+            if done or not batch:
+                return False
+            start = batch[-1][0] + 1
+
+    async def _direct_batch(
+        self, subject_filter: str, start: int, *, with_ids: bool = False
+    ) -> tuple[list[tuple[int, str, Any]], bool]:
+        """Messages from `start` on the filter, and whether none are left after them."""
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        try:
+            request = {"seq": start, "next_by_subj": subject_filter, "batch": HISTORY_BATCH}
+            await self._nc.publish(
+                f"$JS.API.DIRECT.GET.{PATIENT_EVENTS_STREAM}", json.dumps(request).encode(), reply=inbox
+            )
+            found: list[tuple[int, str, Any]] = []
+            pending = 0
+            while True:
+                msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status is not None and not msg.data:
+                    if status in ("404", "204"):  # nothing (more) on the filter / end of batch
+                        return found, pending == 0
+                    raise RuntimeError(f"direct get failed: {status} {headers.get('Description', '')}")
+                third = headers.get(MSG_ID_HEADER) if with_ids else msg.data
+                found.append((int(headers["Nats-Sequence"]), headers["Nats-Subject"], third))
+                pending = int(headers.get("Nats-Num-Pending", "0"))
+        finally:
+            await sub.unsubscribe()
+
+    async def append(self, events: Sequence[EventEnvelope], *, expected_last_seq: int) -> int:
+        """Append the events in order, the first only if the patient's log still ends at `expected_last_seq`.
+
+        Each following event expects the one before it, so a decision's events land together or, after a
+        crash in between, as a prefix that the retried decision completes. Returns the last sequence.
+        """
+        expected = expected_last_seq
+        for event in events:
+            headers = {
+                MSG_ID_HEADER: str(event.id),
+                EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
+                EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: patient_filter(event.patient_id),
+            }
+            try:
+                ack = await self._js.publish(event_subject(event), event.model_dump_json().encode(), headers=headers)
+            except BadRequestError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict(str(exc.description)) from exc
+                raise
+            expected = ack.seq
+        return expected

@@ -1,0 +1,176 @@
+"""A service's projection of the patient log: tables that are a pure function of the events applied to them.
+
+Every event a projection applies is claimed in its `applied_events` table in the same transaction, so applying
+the same event twice (a redelivery, a re-send after the deduplication window, a caused event seen again on the
+log) changes nothing. Live, events reach a projection in two ways that give the same tables as a rebuild:
+
+* events a service decides while reacting to another event are applied in the transaction that enqueues them
+  in the outbox (`UnitOfWork.record`), before they reach the log, so the service never reads back its own
+  events;
+* events appended straight to the log (commands decided with optimistic concurrency) are applied by the
+  projection's own consumer, in log order.
+
+A rebuild applies every event the projection handles, in log order, into a fresh schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+from mtm.contracts import EventEnvelope
+from mtm.platform.outbox import OutgoingMessage, enqueue
+
+LIVE_SCHEMA = "projection"
+REBUILD_SCHEMA = "projection_rebuild"
+SEARCH_PATH = f"{LIVE_SCHEMA}, public"
+# Writers of a projection hold this advisory lock shared for their transaction; the swap at the end of a
+# rebuild takes it exclusively, so no write can land in the tables being retired.
+WRITER_LOCK_KEY = 7_320_003
+LOCK_AS_WRITER = "SELECT pg_advisory_xact_lock_shared($1)"
+LOCK_AS_SWAPPER = "SELECT pg_advisory_xact_lock($1)"
+CLAIM_EVENTS = """
+INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
+IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM applied_events WHERE event_id = $1)"
+
+
+class Tx:
+    """A projection's view of one transaction: the connection, and each event's JSON serialized at most once.
+
+    Tables that keep an event's JSON and the outbox that publishes it share the same serialization.
+    """
+
+    __slots__ = ("_bodies", "conn")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._bodies: dict[uuid.UUID, str] = {}
+
+    def body(self, event: EventEnvelope) -> str:
+        found = self._bodies.get(event.id)
+        if found is None:
+            found = self._bodies[event.id] = event.model_dump_json()
+        return found
+
+
+Apply = Callable[[Tx, Sequence[EventEnvelope]], Awaitable[None]]
+
+
+def platform_projection_migrations() -> Traversable:
+    """Tables every projection has (`applied_events`), created in the projection's schema."""
+    return files("mtm.platform") / "migrations" / "projection"
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a service keeps of the log: its tables, the SQL that creates them, and how events change them.
+
+    `apply` receives events in log order (live in the order they were decided) and must use only the events:
+    no wall clock, no stream sequence, no other table, so that a rebuild gives the same rows.
+    """
+
+    migrations: Traversable
+    tables: tuple[str, ...]
+    handles: tuple[type[EventEnvelope], ...]
+    apply: Apply
+    records: tuple[type[EventEnvelope], ...] = field(default=())
+    """Events the service publishes that the tables ignore; their ids are still claimed, so a re-sent cause
+    can never publish them twice, also after a rebuild."""
+
+    @property
+    def replayed(self) -> tuple[type[EventEnvelope], ...]:
+        """Every event a rebuild reads from the log."""
+        return tuple(dict.fromkeys((*self.handles, *self.records)))
+
+    def applies(self, event: EventEnvelope) -> bool:
+        return isinstance(event, self.handles)
+
+
+def runs(events: Sequence[EventEnvelope]) -> list[list[EventEnvelope]]:
+    """Consecutive events of the same type, in order: each run can be written with one batched statement."""
+    grouped: list[list[EventEnvelope]] = []
+    for event in events:
+        if grouped and type(grouped[-1][0]) is type(event):
+            grouped[-1].append(event)
+        else:
+            grouped.append([event])
+    return grouped
+
+
+async def lock_as_writer(conn: asyncpg.Connection) -> None:
+    await conn.execute(LOCK_AS_WRITER, WRITER_LOCK_KEY)
+
+
+async def claim(conn: asyncpg.Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+    """The events not applied before, in their order; the others are already in the tables."""
+    if not events:
+        return []
+    fresh = {row["event_id"] for row in await conn.fetch(CLAIM_EVENTS, [e.id for e in events])}
+    seen: set[uuid.UUID] = set()
+    out = []
+    for event in events:
+        if event.id in fresh and event.id not in seen:
+            seen.add(event.id)
+            out.append(event)
+    return out
+
+
+async def apply_events(tx: Tx, projection: Projection, events: Sequence[EventEnvelope]) -> int:
+    """Claim and apply events the projection has not seen; returns how many were new."""
+    fresh = await claim(tx.conn, events)
+    handled = [e for e in fresh if projection.applies(e)]
+    if handled:
+        await projection.apply(tx, handled)
+    return len(fresh)
+
+
+async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval(IS_APPLIED, event_id))
+
+
+class UnitOfWork:
+    """One transaction of a service: the events it decided are applied to its projection and put in the outbox.
+
+    Events caused by an input are recorded once, whatever the number of deliveries of that input: their ids
+    are derived from the cause, so a second recording finds them claimed and enqueues nothing.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, projection: Projection) -> None:
+        self.tx = Tx(conn)
+        self._projection = projection
+        self.recorded = 0
+
+    async def begin(self) -> None:
+        await lock_as_writer(self.tx.conn)
+
+    async def fold(self, events: Sequence[EventEnvelope]) -> set[uuid.UUID]:
+        """Apply events that happened elsewhere (an input the projection keeps) without publishing them.
+
+        Returns the ids that were new to the projection."""
+        fresh = await claim(self.tx.conn, events)
+        handled = [e for e in fresh if self._projection.applies(e)]
+        if handled:
+            await self._projection.apply(self.tx, handled)
+        return {e.id for e in fresh}
+
+    async def record(self, events: Sequence[EventEnvelope]) -> set[uuid.UUID]:
+        """Apply the service's own new events and enqueue them for the log, skipping any recorded before.
+
+        Returns the ids that were new (recorded now)."""
+        fresh = await claim(self.tx.conn, events)
+        if not fresh:
+            return set()
+        handled = [e for e in fresh if self._projection.applies(e)]
+        if handled:
+            await self._projection.apply(self.tx, handled)
+        await enqueue(self.tx.conn, [OutgoingMessage.of_event(e, self.tx.body(e)) for e in fresh])
+        self.recorded += len(fresh)
+        return {e.id for e in fresh}

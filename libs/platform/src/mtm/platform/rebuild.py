@@ -1,0 +1,246 @@
+"""Rebuild a projection from the log into a fresh schema while the service runs, then swap it in atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts.admin import RebuildPhase
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform.db import apply_schema_migrations
+from mtm.platform.logging import get_logger
+from mtm.platform.projection import (
+    LIVE_SCHEMA,
+    LOCK_AS_SWAPPER,
+    REBUILD_SCHEMA,
+    WRITER_LOCK_KEY,
+    Projection,
+    Tx,
+    apply_events,
+)
+
+log = get_logger(__name__)
+
+REBUILD_LOCK_KEY = 7_320_004
+RETIRED_SCHEMA = "projection_retired"
+APPLY_BATCH = 2000
+PROGRESS_EVERY_S = 0.5
+# How long the swap waits, holding every writer off, for the outbox to reach the log.
+OUTBOX_DRAIN_TIMEOUT_S = 30.0
+SWAP_ATTEMPTS = 5
+OUTBOX_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM public.outbox)"
+
+Progress = Callable[[RebuildPhase, int, int, float, str], Awaitable[None]]
+
+
+class RebuildBusy(RuntimeError):
+    """Another rebuild of this service's projection is running."""
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    applied: int
+    read: int
+    seconds: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _no_progress(*_: object) -> None:
+    return None
+
+
+class _OrderedReader:
+    """Every stored event of the given types in log order, from an ordered (ephemeral, unacknowledged) consumer."""
+
+    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]]) -> None:
+        self._js = js
+        self._filters = sorted({event_filter(cls) for cls in types})
+        self._queue: deque[Msg] = deque()
+        self._arrived = asyncio.Event()
+        self._sub = None
+        self.delivered = 0
+
+    async def start(self) -> int:
+        """Start reading; returns how many matching events the log holds now."""
+
+        async def on_msg(msg: Msg) -> None:
+            self._queue.append(msg)
+            self._arrived.set()
+
+        self._sub = await self._js.subscribe(
+            "",
+            stream=PATIENT_EVENTS_STREAM,
+            cb=on_msg,
+            ordered_consumer=True,
+            config=ConsumerConfig(filter_subjects=self._filters, deliver_policy=DeliverPolicy.ALL),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+        return await self.pending_on_server()
+
+    async def pending_on_server(self) -> int:
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        return int(info.num_pending or 0)
+
+    async def take(self, limit: int, wait_s: float) -> list[Msg]:
+        if not self._queue:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait_s)
+        taken = []
+        while self._queue and len(taken) < limit:
+            taken.append(self._queue.popleft())
+        self.delivered += len(taken)
+        return taken
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+
+class Rebuilder:
+    """Replays the log into `projection_rebuild`, catches up with the live tail, and swaps it in.
+
+    The live tables keep answering queries and taking writes until the swap. The swap holds the projection's
+    writer lock exclusively (every live writer holds it shared), waits until the outbox reached the log (so
+    every event the service decided is on the log), applies the last events, and renames the schemas in one
+    transaction. Nothing is published: the rebuild only reads the log.
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        js: JetStreamContext,
+        projection: Projection,
+        scopes: Sequence[tuple[str, Traversable]],
+        registry: EventRegistry,
+        progress: Progress = _no_progress,
+    ) -> None:
+        self._url = database_url
+        self._js = js
+        self._projection = projection
+        self._scopes = scopes
+        self._registry = registry
+        self._progress = progress
+
+    async def run(self) -> RebuildResult:
+        started = time.monotonic()
+        conn = await asyncpg.connect(self._url, timeout=10)
+        reader = _OrderedReader(self._js, self._projection.replayed)
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
+                raise RebuildBusy("a rebuild of this projection is already running")
+            await conn.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+            async with conn.transaction():
+                await apply_schema_migrations(conn, REBUILD_SCHEMA, self._scopes)
+            total = await reader.start()
+            await self._progress("started", 0, total, 0.0, "")
+            applied = await self._replay(conn, reader, total, started)
+            applied += await self._swap(conn, reader, started)
+            await self._drop_retired()
+            seconds = time.monotonic() - started
+            result = RebuildResult(applied=applied, read=reader.delivered, seconds=seconds)
+            await self._progress("swapped", reader.delivered, reader.delivered, result.events_per_s, "")
+            log.info("projection rebuilt", count=reader.delivered, applied=applied, elapsed_ms=int(seconds * 1000))
+            return result
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+            raise
+        finally:
+            await reader.stop()
+            await conn.close()
+
+    async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
+        events = [self._registry.parse_stored(m.subject, m.data) for m in messages]
+        return await apply_events(Tx(conn), self._projection, events)
+
+    async def _replay(self, conn: asyncpg.Connection, reader: _OrderedReader, total: int, started: float) -> int:
+        """Apply batches until the reader has everything the server held when asked last."""
+        applied = 0
+        last_report = 0.0
+        while True:
+            batch = await reader.take(APPLY_BATCH, wait_s=0.2)
+            if batch:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL search_path TO {REBUILD_SCHEMA}, public")
+                    applied += await self._apply(conn, batch)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                rate = reader.delivered / (now - started) if now > started else 0.0
+                total = max(total, reader.delivered + await reader.pending_on_server())
+                await self._progress("replaying", reader.delivered, total, rate, "")
+            if not batch and await reader.pending_on_server() == 0:
+                return applied
+
+    async def _swap(self, conn: asyncpg.Connection, reader: _OrderedReader, started: float) -> int:
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
+            try:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '30s'")
+                    await conn.execute(LOCK_AS_SWAPPER, WRITER_LOCK_KEY)
+                    if not await self._outbox_drained(conn):
+                        raise TimeoutError("the outbox did not reach the log")
+                    applied = await self._apply_tail(conn, reader)
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+                    await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {RETIRED_SCHEMA}")
+                    await conn.execute(f"ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {LIVE_SCHEMA}")
+                return applied
+            except (TimeoutError, asyncpg.LockNotAvailableError) as exc:
+                log.warning("rebuild swap postponed", attempt=attempt, error_type=type(exc).__name__)
+                await self._replay(conn, reader, reader.delivered, started)
+        raise TimeoutError(f"could not swap the rebuilt projection in after {SWAP_ATTEMPTS} attempts")
+
+    async def _outbox_drained(self, conn: asyncpg.Connection) -> bool:
+        deadline = time.monotonic() + OUTBOX_DRAIN_TIMEOUT_S
+        while not await conn.fetchval(OUTBOX_EMPTY):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _apply_tail(self, conn: asyncpg.Connection, reader: _OrderedReader) -> int:
+        """With writers held off: everything the log holds now goes into the new tables."""
+        await conn.execute(f"SET LOCAL search_path TO {REBUILD_SCHEMA}, public")
+        applied = 0
+        while True:
+            batch = await reader.take(APPLY_BATCH, wait_s=0.05)
+            if batch:
+                applied += await self._apply(conn, batch)
+                continue
+            if await reader.pending_on_server() == 0:
+                # Delivered by the server but maybe still on its way to our callback: one more short look.
+                batch = await reader.take(APPLY_BATCH, wait_s=0.05)
+                if not batch:
+                    return applied
+                applied += await self._apply(conn, batch)
+
+    async def _drop_retired(self) -> None:
+        """Drop the retired tables; a query still reading them only delays this."""
+        conn = await asyncpg.connect(self._url, timeout=10)
+        try:
+            await conn.execute("SET lock_timeout = '10s'")
+            await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+        except asyncpg.PostgresError as exc:
+            log.warning("retired projection left for the next rebuild", error_type=type(exc).__name__)
+        finally:
+            await conn.close()

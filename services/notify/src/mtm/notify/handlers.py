@@ -1,0 +1,29 @@
+"""Everything the notify service consumes, in one table (its delivery worker is wired in bootstrap)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from mtm.contracts import EVENTS, EventRegistry, ReferralRequested
+from mtm.notify import application
+from mtm.notify.adapters import notifications
+from mtm.platform.service import ServiceHandlers, on_event
+
+
+def handlers(
+    channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None], registry: EventRegistry = EVENTS
+) -> ServiceHandlers:
+    return ServiceHandlers(
+        projection=notifications.NOTIFICATIONS,
+        reactions=(
+            on_event(
+                ReferralRequested,
+                partial(application.request_notifications, channels_for=channels_for),
+                durable="notify-referral-requested",
+                registry=registry,
+                keeps_input=True,
+                after_commit=wake_worker,
+            ),
+        ),
+    )

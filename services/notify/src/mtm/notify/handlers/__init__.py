@@ -1,1 +1,0 @@
-"""Inbound messages of the notify service: one module per message."""

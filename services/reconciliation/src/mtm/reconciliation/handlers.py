@@ -1,0 +1,31 @@
+"""Everything the reconciliation service consumes and answers, in one table."""
+
+from __future__ import annotations
+
+from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
+from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
+from mtm.platform.service import Query, Reaction, ServiceHandlers, on_event
+from mtm.reconciliation import application
+from mtm.reconciliation.adapters import intake, reconciliations
+
+
+def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
+    return ServiceHandlers(
+        projection=reconciliations.RECONCILIATIONS,
+        reactions=(
+            Reaction(
+                durable="reconciliation-discharge-intake",
+                stream=DISCHARGE_INTAKE_STREAM,
+                filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
+                parse=intake.discharge_parser(registry),
+                react=application.record_discharge,
+            ),
+            on_event(
+                TransitionOfCareRecorded,
+                application.reconcile_discharge,
+                durable="reconciliation-transition-of-care",
+                registry=registry,
+            ),
+        ),
+        queries=(Query(GET_MEDICATION_LIST, GetMedicationList, reconciliations.medication_list),),
+    )

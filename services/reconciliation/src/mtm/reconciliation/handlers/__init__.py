@@ -1,1 +1,0 @@
-"""Inbound messages of the reconciliation service: one module per message."""

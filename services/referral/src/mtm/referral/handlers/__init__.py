@@ -1,1 +1,0 @@
-"""Inbound messages of the referral service: one module per message."""

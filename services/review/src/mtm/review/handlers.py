@@ -1,0 +1,57 @@
+"""Everything the review service consumes and answers, in one table."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from mtm.contracts import (
+    EVENTS,
+    ClaimReviewTask,
+    CompleteReviewTask,
+    EventRegistry,
+    ListReviewTasks,
+    MedicationsReconciled,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+)
+from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, LIST_REVIEW_TASKS
+from mtm.platform.service import Command, Query, ServiceHandlers, on_event
+from mtm.review import application
+from mtm.review.adapters import tasks
+from mtm.review.domain.tasks import TASK_EVENTS
+from mtm.review.drug_checks import DrugChecker
+
+
+def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHandlers:
+    return ServiceHandlers(
+        projection=tasks.TASKS,
+        reactions=(
+            on_event(
+                MedicationsReconciled,
+                partial(application.open_review_task, check=check),
+                durable="review-medications-reconciled",
+                registry=registry,
+            ),
+        ),
+        commands=(
+            Command(
+                CLAIM_REVIEW_TASK,
+                ClaimReviewTask,
+                locate=tasks.patient_of_task,
+                decide=application.claim_task,
+                reads=TASK_EVENTS,
+                emits=(ReviewTaskClaimed,),
+                not_found="no such review task",
+            ),
+            Command(
+                COMPLETE_REVIEW_TASK,
+                CompleteReviewTask,
+                locate=tasks.patient_of_task,
+                decide=application.complete_task,
+                reads=TASK_EVENTS,
+                emits=(ReviewTaskCompleted,),
+                not_found="no such review task",
+            ),
+        ),
+        queries=(Query(LIST_REVIEW_TASKS, ListReviewTasks, tasks.list_tasks),),
+    )

@@ -1,1 +1,0 @@
-"""Inbound messages of the review service: one module per message."""
