@@ -73,6 +73,8 @@ class _OrderedReader:
         self._arrived = asyncio.Event()
         self._sub = None
         self.delivered = 0
+        self.last_seq = 0
+        """Stream sequence of the last message taken: everything matching up to it has been taken."""
 
     async def start(self) -> int:
         """Start reading; returns how many matching events the log holds now."""
@@ -106,7 +108,16 @@ class _OrderedReader:
         while self._queue and len(taken) < limit:
             taken.append(self._queue.popleft())
         self.delivered += len(taken)
+        if taken:
+            self.last_seq = taken[-1].metadata.sequence.stream
         return taken
+
+    async def caught_up_to(self, seq: int) -> bool:
+        """Whether every matching message up to stream sequence `seq` has been taken (in order, so one past it
+        proves it; with none past it, the server must have none left to deliver)."""
+        if self.last_seq >= seq:
+            return True
+        return not self._queue and await self.pending_on_server() == 0
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -173,7 +184,8 @@ class Rebuilder:
         return await apply_events(Tx(conn), self._projection, events)
 
     async def _replay(self, conn: asyncpg.Connection, reader: _OrderedReader, total: int, started: float) -> int:
-        """Apply batches until the reader has everything the server held when asked last."""
+        """Apply batches until the reader has everything the log held when this phase began (more may arrive)."""
+        target = await self._log_end()
         applied = 0
         last_report = 0.0
         while True:
@@ -182,13 +194,15 @@ class Rebuilder:
                 async with conn.transaction():
                     await conn.execute(f"SET LOCAL search_path TO {REBUILD_SCHEMA}, public")
                     applied += await self._apply(conn, batch)
+                if reader.last_seq >= target:
+                    return applied
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
                 rate = reader.delivered / (now - started) if now > started else 0.0
                 total = max(total, reader.delivered + await reader.pending_on_server())
                 await self._progress("replaying", reader.delivered, total, rate, "")
-            if not batch and await reader.pending_on_server() == 0:
+            if not batch and await reader.caught_up_to(target):
                 return applied
 
     async def _swap(self, conn: asyncpg.Connection, reader: _OrderedReader, started: float) -> int:
@@ -219,20 +233,23 @@ class Rebuilder:
         return True
 
     async def _apply_tail(self, conn: asyncpg.Connection, reader: _OrderedReader) -> int:
-        """With writers held off: everything the log holds now goes into the new tables."""
+        """With writers held off and the outbox on the log: everything the log holds now goes into the new tables.
+
+        Commands may still append meanwhile (they do not write tables); what lands after `end` is applied by the
+        projection's own consumer after the swap, and skipped there if it made it in here too.
+        """
         await conn.execute(f"SET LOCAL search_path TO {REBUILD_SCHEMA}, public")
+        end = await self._log_end()
         applied = 0
         while True:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
-                continue
-            if await reader.pending_on_server() == 0:
-                # Delivered by the server but maybe still on its way to our callback: one more short look.
-                batch = await reader.take(APPLY_BATCH, wait_s=0.05)
-                if not batch:
-                    return applied
-                applied += await self._apply(conn, batch)
+            elif await reader.caught_up_to(end):
+                return applied
+
+    async def _log_end(self) -> int:
+        return int((await self._js.stream_info(PATIENT_EVENTS_STREAM)).state.last_seq)
 
     async def _drop_retired(self) -> None:
         """Drop the retired tables; a query still reading them only delays this."""
