@@ -121,7 +121,7 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         referral_id=uuid.UUID(first["referral_id"]), physician_id=first["physician_id"], decision="modified"
     )
     assert (await request(nc, ANSWER_REFERRAL, answer)).ok
-    # Two referrals × (webhook + inbox): every notification finished, one after a retry, one refused.
+    # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
     await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
 
 
