@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import nats
 
-from mtm.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from mtm.platform.settings import with_database
 
 SERVICES = ("reconciliation", "review", "referral", "notify")

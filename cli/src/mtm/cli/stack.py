@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from mtm.platform.infra import Infrastructure, resolve_infrastructure
+if TYPE_CHECKING:
+    from mtm.devstack.infra import Infrastructure
 
 SERVICES = ("reconciliation", "review", "referral", "notify")
 STOP_GRACE_S = 20.0
@@ -101,6 +103,8 @@ class Stack:
 
 
 def start_stack(extra_env: dict[str, str] | None = None, *, log_dir: Path | None = None) -> Stack:
+    from mtm.devstack.infra import resolve_infrastructure
+
     base = data_dir()
     infra = resolve_infrastructure(base / "embedded")
     env = {
