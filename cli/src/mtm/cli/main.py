@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import secrets
 import signal
@@ -52,10 +53,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo:
         from mtm.cli.receiver import DemoReceiver
 
-        secret = secrets.token_hex(16)
+        # A Standard Webhooks secret (`whsec_<base64>`), the form any receiver's library takes.
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         posts = asyncio.Queue()
 
-        def on_post(body: bytes, signed: bool, key: str) -> None:
+        def on_post(body: bytes, webhook_id: str) -> None:
             loop.call_soon_threadsafe(posts.put_nowait, json.loads(body))
 
         receiver = DemoReceiver(secret.encode(), on_post).start()
