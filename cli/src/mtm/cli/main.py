@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm.cli import tool
-from mtm.cli.stack import nats_url, start_stack, wait_until_ready
+from mtm.cli.stack import nats_url, start_stack
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -34,6 +34,7 @@ from mtm.contracts.subjects import (
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
 )
+from mtm.platform.status import wait_until_ready
 
 
 def say(line: str) -> None:

@@ -26,6 +26,7 @@ from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.logging import configure_logging, get_logger
 from mtm.platform.outbox import OutboxRelay
 from mtm.platform.settings import ServiceSettings
+from mtm.platform.status import answer_status, lease_readiness
 from mtm.platform.streams import (
     DurableSpec,
     StreamSpec,
@@ -151,6 +152,19 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
 
     by_name = {consumer.durable: consumer for consumer in consumers}
     loops: dict[GroupKey, tuple[asyncio.Task[None], asyncio.Event]] = {}
+    keys = [
+        GroupKey(consumer.durable, group, _groups_of(consumer, settings))
+        for consumer in consumers
+        for group in range(_groups_of(consumer, settings))
+    ]
+    # Readiness over NATS (`mtm up`, the bench): ready once this instance pulls from the groups it holds.
+    answer_status(
+        broker,
+        definition.name,
+        lambda: lease_readiness(
+            runtime.leases, keys, loops, lambda key: group_durable(by_name[key.consumer], key.group, key.groups)
+        ),
+    )
 
     async def start_group(key: GroupKey) -> None:
         consumer = by_name[key.consumer]
@@ -173,11 +187,6 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
     async def started() -> None:
         assert runtime.relay is not None
         runtime.relay.start()
-        keys = [
-            GroupKey(consumer.durable, group, _groups_of(consumer, settings))
-            for consumer in consumers
-            for group in range(_groups_of(consumer, settings))
-        ]
         runtime.leases = GroupLeases(
             lease_connection,
             keys,
