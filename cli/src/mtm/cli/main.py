@@ -1,4 +1,4 @@
-"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, check FHIR bundles."""
+"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, run the services' commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm.cli import tool
+from mtm.cli.service_commands import ServiceCommandError, add_service_commands
 from mtm.cli.stack import nats_url, start_stack
 from mtm.contracts import (
     AnswerReferral,
@@ -175,18 +176,6 @@ def cmd_medlist(args: argparse.Namespace) -> int:
     return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from mtm.cli.files import check_files
-
-    return check_files(args.files)
-
-
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    from mtm.cli.files import reconcile_files
-
-    return reconcile_files(args.files)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,13 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
     medlist.set_defaults(run=cmd_medlist)
 
-    check = sub.add_parser("check", help="drug-utilization review of FHIR R4 bundles, one JSON line per file")
-    check.add_argument("files", nargs="+")
-    check.set_defaults(run=cmd_check)
-
-    reconcile = sub.add_parser("reconcile", help="reconcile FHIR R4 discharge bundles, one JSON line per file")
-    reconcile.add_argument("files", nargs="+")
-    reconcile.set_defaults(run=cmd_reconcile)
+    # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
+    add_service_commands(sub, taken=set(sub.choices))
     return parser
 
 
@@ -254,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except tool.ToolError as exc:
+    except (tool.ToolError, ServiceCommandError) as exc:
         print(f"mtm: {exc}", file=sys.stderr)
         return 2
 
