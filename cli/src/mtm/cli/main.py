@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import secrets
-import signal
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from mtm.cli import tool
 from mtm.cli.service_commands import ServiceCommandError, add_service_commands
-from mtm.cli.stack import nats_url, start_stack
+from mtm.cli.stack import nats_url
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -35,7 +30,6 @@ from mtm.contracts.subjects import (
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
 )
-from mtm.platform.status import wait_until_ready
 
 
 def say(line: str) -> None:
@@ -48,65 +42,27 @@ def print_reply(reply: CommandReply) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    extra_env: dict[str, str] = {}
-    receiver = None
-    posts: asyncio.Queue[dict[str, Any]] | None = None
-    loop = asyncio.new_event_loop()
-    if args.demo:
-        from mtm.cli.receiver import DemoReceiver
-
-        # A Standard Webhooks secret (`whsec_<base64>`), the form any receiver's library takes.
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        posts = asyncio.Queue()
-
-        def on_post(body: bytes, webhook_id: str) -> None:
-            loop.call_soon_threadsafe(posts.put_nowait, json.loads(body))
-
-        receiver = DemoReceiver(secret.encode(), on_post).start()
-        extra_env = {"MTM_NOTIFY_WEBHOOK_URL": receiver.url, "MTM_NOTIFY_WEBHOOK_SECRET": secret}
-    say("starting NATS and Postgres ...")
-    stack = start_stack(extra_env)
-    say(stack.describe())
     try:
-        loop.run_until_complete(wait_until_ready(stack.infra.nats_url))
-    except TimeoutError as exc:
-        say(f"{exc}; see the service logs above")
-        stack.stop()
-        return 1
-    say("all four services are up.")
-    stop = {"now": False}
+        from mtm.cli.up import up
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("mtm.devstack"):
+            raise
+        print(
+            "mtm up: the dev stack (mtm-devstack: embedded NATS and Postgres) is not installed. In a checkout, "
+            "`make run` or `uv sync --all-packages` installs it with the dev dependency group; elsewhere, "
+            "install mtm-devstack next to mtm-cli.",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.demo:
+        return up(say)
+    from mtm.cli.demo import DemoRun
 
-    def request_stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    status = 0
+    demo = DemoRun(say).start()
     try:
-        if args.demo and posts is not None:
-            from mtm.cli.demo import run_demo
-
-            say("running the demo flow (discharge → review task → referral → physician) ...")
-            try:
-                loop.run_until_complete(run_demo(stack.infra.nats_url, say, posts))
-                say("demo finished: one discharge reached the physician.")
-            except (TimeoutError, tool.ToolError) as exc:
-                say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
-                status = 1
-            if args.exit_after_demo:
-                return status
-        say("stack is up; Ctrl-C stops everything.")
-        while not stop["now"]:
-            stack.supervise_once(say)
-            time.sleep(0.5)
+        return up(say, extra_env=demo.env(), demo=demo.run, exit_after_demo=args.exit_after_demo)
     finally:
-        say("stopping ...")
-        stack.stop()
-        if receiver is not None:
-            receiver.stop()
-        loop.close()
-        say("stopped.")
-    return status
+        demo.stop()
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -55,27 +55,40 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
-def stop(process: psutil.Process, *, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`. A leftover is nobody's child here, so it is polled, not waited for."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process.terminate()
+def stop(*targets: psutil.Process, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to all at once, SIGKILL to those still there after `grace_s`. A leftover is nobody's child here,
+    so exits are polled rather than waited for."""
+    for process in targets:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
     deadline = time.monotonic() + grace_s
-    while not _gone(process):
+    while alive := [process for process in targets if not _gone(process)]:
         if time.monotonic() > deadline:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+            for process in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
             deadline = time.monotonic() + grace_s
         time.sleep(0.05)
-    # Reap it when it is our own child; a leftover's parent (or init) does that.
-    with contextlib.suppress(psutil.Error, ChildProcessError):
-        process.wait(timeout=0)
+    for process in targets:
+        # Reaped here when it is our own child; a leftover's parent (or init) reaps it otherwise.
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            process.wait(timeout=0)
+
+
+def stop_leftovers(*paths: Path, grace_s: float = STOP_GRACE_S) -> dict[Path, int]:
+    """Stop the processes these pid files name that still run, all at once; their pids by file. The files go."""
+    found: dict[Path, psutil.Process] = {}
+    for path in paths:
+        entry = read(path)
+        process = running(entry) if entry is not None else None
+        if process is not None:
+            found[path] = process
+    stop(*found.values(), grace_s=grace_s)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return {path: process.pid for path, process in found.items()}
 
 
 def stop_leftover(path: Path, *, grace_s: float = STOP_GRACE_S) -> int | None:
     """Stop the process a pid file names, if it still runs; the pid it had, else None. The file goes either way."""
-    entry = read(path)
-    process = running(entry) if entry is not None else None
-    if process is not None:
-        stop(process, grace_s=grace_s)
-    path.unlink(missing_ok=True)
-    return process.pid if process is not None else None
+    return stop_leftovers(path, grace_s=grace_s).get(path)
