@@ -38,6 +38,7 @@ bench: $(VENV)
 lint: $(VENV)
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync lint-imports --no-logo
 
 format: $(VENV)
 	$(UV) run --no-sync ruff format .
@@ -47,4 +48,4 @@ schemas: $(VENV)
 	$(UV) run --no-sync python -m mtm.contracts.schema contracts/schemas
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache
+	rm -rf .venv .pytest_cache .ruff_cache .import_linter_cache

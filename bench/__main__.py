@@ -339,7 +339,7 @@ def machine() -> dict[str, Any]:
 
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     with contextlib.suppress(Exception):
-        from mtm.platform.embedded import nats_server_binary
+        from mtm.devstack.embedded import nats_server_binary
 
         version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10)
         info["nats_server"] = version.stdout.strip()

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import nats
 
-from mtm.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from mtm.platform.settings import with_database
 
 SERVICES = ("reconciliation", "review", "referral", "notify")
@@ -228,7 +228,7 @@ class ServiceFleet:
                 )
 
     async def wait_until_ready(self, *, timeout_s: float = 90.0) -> None:
-        from mtm.cli.stack import wait_until_ready
+        from mtm.platform.status import wait_until_ready
 
         waiting = asyncio.ensure_future(wait_until_ready(self.nats_url, timeout_s=timeout_s))
         try:

@@ -348,7 +348,7 @@ async def run_service(
 
 async def _main(n: int) -> None:
     from bench.workload import transition_events
-    from mtm.platform.embedded import EmbeddedNats, EmbeddedPostgres
+    from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 
     def show(label: str, fraction: float) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)

@@ -167,7 +167,7 @@ async def _main(n: int) -> None:
     import tempfile
 
     from bench.workload import transition_events
-    from mtm.platform.embedded import EmbeddedPostgres
+    from mtm.devstack.embedded import EmbeddedPostgres
 
     def show(label: str, fraction: float) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ from bench.naive import create_database, delete_stream, drop_database, publish_a
 from bench.workload import synthea_transitions
 from mtm.contracts import MedicationsReconciled
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient_subject
-from mtm.platform.embedded import EmbeddedNats
+from mtm.devstack.embedded import EmbeddedNats
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.domain import reconcile
 from mtm.reconciliation.handlers import on_medications_reconciled
@@ -251,7 +251,7 @@ async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_
 async def _main(budget_s: float, cache_dir: Path) -> None:
     import tempfile
 
-    from mtm.platform.embedded import EmbeddedPostgres
+    from mtm.devstack.embedded import EmbeddedPostgres
 
     def show(label: str, fraction: float) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)

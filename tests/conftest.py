@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from mtm.platform.infra import Infrastructure, resolve_infrastructure
+from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import StreamSpec, declare_stream
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mtm.platform.infra import Infrastructure
+from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
 
 pytestmark = pytest.mark.integration

@@ -68,3 +68,14 @@ def test_reconcile_prints_items_and_discrepancies(bad_files: list[str]) -> None:
         "commission",
     }
     assert set(bad) == {"source", "error"}
+
+
+def test_check_and_reconcile_are_the_services_own_commands_found_through_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    commands = {entry.name: entry for entry in entry_points(group="mtm.commands")}
+    assert commands["check"].dist is not None and commands["check"].dist.name == "mtm-review"
+    assert commands["reconcile"].dist is not None and commands["reconcile"].dist.name == "mtm-reconciliation"
+    [reader] = entry_points(group="mtm.readers", name="discharge-bundle")
+    assert reader.dist is not None and reader.dist.name == "mtm-reconciliation"
+    assert "check" in mtm("--help").stdout

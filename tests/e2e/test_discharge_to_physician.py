@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ from mtm.contracts.subjects import (
     event_filter,
     physician_inbox_subject,
 )
-from mtm.notify.domain.delivery import verify
+from mtm.contracts.webhooks import verify
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret"
@@ -150,7 +149,7 @@ async def test_a_discharge_flows_to_one_physician_notification_through_a_crash(c
     posts = receiver.received
     assert len(posts) == 1, [p.path for p in posts]
     assert "/physicians/dr-e2e/" in posts[0].path
-    assert verify(SECRET.encode(), posts[0].body, posts[0].headers["X-MTM-Signature"], now=int(time.time()))
+    assert verify(SECRET, posts[0].body, posts[0].headers) == json.loads(posts[0].body)["notification_id"]
     assert json.loads(posts[0].body)["recommendation"]["recommendation_id"] == str(recommendation.recommendation_id)
     assert len(inbox.messages) == 1
     assert sorted(d.data.channel for d in delivered) == ["nats", "webhook"]

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtm.platform.infra import Infrastructure
+from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
 
 SERVICES = ("reconciliation", "review", "referral", "notify")

@@ -7,12 +7,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from mtm.contracts.webhooks import WEBHOOK_ID_HEADER
+
 
 @dataclass
 class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+
+    def header(self, name: str) -> str:
+        """HTTP header names are case-insensitive; the server keeps them as the client sent them."""
+        return next((value for key, value in self.headers.items() if key.lower() == name.lower()), "")
 
 
 @dataclass
@@ -26,7 +32,8 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.port}/physicians/{{recipient_id}}/inbox"
 
     def distinct_keys(self) -> set[str]:
-        return {r.headers.get("Idempotency-Key", "") for r in self.received}
+        """The webhook-ids received: the notification ids, the key a receiver deduplicates retries by."""
+        return {r.header(WEBHOOK_ID_HEADER) for r in self.received}
 
 
 def serve(receiver: WebhookReceiver) -> Iterator[WebhookReceiver]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +13,8 @@ from support.webhook import WebhookReceiver, serve
 
 from mtm.contracts import NotificationDelivered, NotificationFailed
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter, physician_inbox_subject
+from mtm.contracts.webhooks import WEBHOOK_ID_HEADER, verify
 from mtm.notify.bootstrap import create_app
-from mtm.notify.domain.delivery import verify
 from mtm.notify.settings import NotifySettings
 from mtm.platform.streams import PATIENT_EVENTS
 
@@ -65,11 +64,11 @@ async def test_a_referral_reaches_the_physician_once_by_signed_webhook_and_inbox
     posts = [r for r in receiver.received if "dr-house" in r.path]
     assert len(posts) == 1
     post = posts[0]
-    assert verify(SECRET.encode(), post.body, post.headers["X-MTM-Signature"], now=int(time.time()))
-    assert not verify(b"wrong", post.body, post.headers["X-MTM-Signature"], now=int(time.time()))
     body = json.loads(post.body)
+    assert verify(SECRET, post.body, post.headers) == body["notification_id"]
+    assert verify("wrong", post.body, post.headers) is None
     assert body["referral_id"] == str(event.data.referral_id)
-    assert post.headers["Idempotency-Key"] == body["notification_id"]
+    assert post.header(WEBHOOK_ID_HEADER) == body["notification_id"]
     assert len(inbox.messages) == 1
     assert json.loads(inbox.messages[0].data)["referral_id"] == str(event.data.referral_id)
     assert sorted(d.data.channel for d in delivered[:2]) == ["nats", "webhook"]

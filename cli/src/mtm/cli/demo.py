@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 import uuid
 from collections.abc import Callable
 from importlib.resources import files
@@ -11,7 +13,8 @@ from typing import Any
 
 import nats
 
-from mtm.cli.tool import request
+from mtm.cli.receiver import DemoReceiver
+from mtm.cli.tool import ToolError, request
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -128,3 +131,43 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         say(f"7. physician answered the referral: {answer.outcome} ({answer.message})")
     finally:
         await nc.drain()
+
+
+class DemoRun:
+    """The physician's webhook endpoint for the demo, and the demo flow once the stack is up."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        # A Standard Webhooks secret (`whsec_<base64>`), the form any receiver's library takes.
+        self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self._receiver = DemoReceiver(self._secret.encode(), self._on_post)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._posts: asyncio.Queue[dict[str, Any]] | None = None
+
+    def start(self) -> DemoRun:
+        self._receiver.start()
+        return self
+
+    def env(self) -> dict[str, str]:
+        """What notify needs to deliver to this endpoint."""
+        return {"MTM_NOTIFY_WEBHOOK_URL": self._receiver.url, "MTM_NOTIFY_WEBHOOK_SECRET": self._secret}
+
+    def _on_post(self, body: bytes, webhook_id: str) -> None:
+        # Called on the receiver's thread; posts arrive only once the flow below has started.
+        if self._loop is not None and self._posts is not None:
+            self._loop.call_soon_threadsafe(self._posts.put_nowait, json.loads(body))
+
+    async def run(self, url: str) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._posts = asyncio.Queue()
+        self._say("running the demo flow (discharge → review task → referral → physician) ...")
+        try:
+            await run_demo(url, self._say, self._posts)
+        except (TimeoutError, ToolError) as exc:
+            self._say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
+            return 1
+        self._say("demo finished: one discharge reached the physician.")
+        return 0
+
+    def stop(self) -> None:
+        self._receiver.stop()

@@ -1,20 +1,17 @@
-"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, check FHIR bundles."""
+"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, run the services' commands."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import secrets
-import signal
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from mtm.cli import tool
-from mtm.cli.stack import nats_url, start_stack, wait_until_ready
+from mtm.cli.service_commands import ServiceCommandError, add_service_commands
+from mtm.cli.stack import nats_url
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -45,64 +42,27 @@ def print_reply(reply: CommandReply) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    extra_env: dict[str, str] = {}
-    receiver = None
-    posts: asyncio.Queue[dict[str, Any]] | None = None
-    loop = asyncio.new_event_loop()
-    if args.demo:
-        from mtm.cli.receiver import DemoReceiver
-
-        secret = secrets.token_hex(16)
-        posts = asyncio.Queue()
-
-        def on_post(body: bytes, signed: bool, key: str) -> None:
-            loop.call_soon_threadsafe(posts.put_nowait, json.loads(body))
-
-        receiver = DemoReceiver(secret.encode(), on_post).start()
-        extra_env = {"MTM_NOTIFY_WEBHOOK_URL": receiver.url, "MTM_NOTIFY_WEBHOOK_SECRET": secret}
-    say("starting NATS and Postgres ...")
-    stack = start_stack(extra_env)
-    say(stack.describe())
     try:
-        loop.run_until_complete(wait_until_ready(stack.infra.nats_url))
-    except TimeoutError as exc:
-        say(f"{exc}; see the service logs above")
-        stack.stop()
-        return 1
-    say("all four services are up.")
-    stop = {"now": False}
+        from mtm.cli.up import up
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("mtm.devstack"):
+            raise
+        print(
+            "mtm up: the dev stack (mtm-devstack: embedded NATS and Postgres) is not installed. In a checkout, "
+            "`make run` or `uv sync --all-packages` installs it with the dev dependency group; elsewhere, "
+            "install mtm-devstack next to mtm-cli.",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.demo:
+        return up(say)
+    from mtm.cli.demo import DemoRun
 
-    def request_stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    status = 0
+    demo = DemoRun(say).start()
     try:
-        if args.demo and posts is not None:
-            from mtm.cli.demo import run_demo
-
-            say("running the demo flow (discharge → review task → referral → physician) ...")
-            try:
-                loop.run_until_complete(run_demo(stack.infra.nats_url, say, posts))
-                say("demo finished: one discharge reached the physician.")
-            except (TimeoutError, tool.ToolError) as exc:
-                say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
-                status = 1
-            if args.exit_after_demo:
-                return status
-        say("stack is up; Ctrl-C stops everything.")
-        while not stop["now"]:
-            stack.supervise_once(say)
-            time.sleep(0.5)
+        return up(say, extra_env=demo.env(), demo=demo.run, exit_after_demo=args.exit_after_demo)
     finally:
-        say("stopping ...")
-        stack.stop()
-        if receiver is not None:
-            receiver.stop()
-        loop.close()
-        say("stopped.")
-    return status
+        demo.stop()
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -172,18 +132,6 @@ def cmd_medlist(args: argparse.Namespace) -> int:
     return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from mtm.cli.files import check_files
-
-    return check_files(args.files)
-
-
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    from mtm.cli.files import reconcile_files
-
-    return reconcile_files(args.files)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,13 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
     medlist.set_defaults(run=cmd_medlist)
 
-    check = sub.add_parser("check", help="drug-utilization review of FHIR R4 bundles, one JSON line per file")
-    check.add_argument("files", nargs="+")
-    check.set_defaults(run=cmd_check)
-
-    reconcile = sub.add_parser("reconcile", help="reconcile FHIR R4 discharge bundles, one JSON line per file")
-    reconcile.add_argument("files", nargs="+")
-    reconcile.set_defaults(run=cmd_reconcile)
+    # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
+    add_service_commands(sub, taken=set(sub.choices))
     return parser
 
 
@@ -251,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except tool.ToolError as exc:
+    except (tool.ToolError, ServiceCommandError) as exc:
         print(f"mtm: {exc}", file=sys.stderr)
         return 2
 

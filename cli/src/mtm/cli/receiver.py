@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mtm.notify.domain.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from mtm.contracts.webhooks import verify
 
 
 class DemoReceiver:
-    def __init__(self, secret: bytes, on_post: Callable[[bytes, bool, str], None]) -> None:
+    def __init__(self, secret: bytes, on_post: Callable[[bytes, str], None]) -> None:
         self._secret = secret
         self._on_post = on_post
         self._seen: set[str] = set()
@@ -28,15 +27,14 @@ class DemoReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                signed = verify(receiver._secret, body, self.headers.get(SIGNATURE_HEADER, ""), now=int(time.time()))
-                key = self.headers.get(IDEMPOTENCY_HEADER, "")
-                self.send_response(200 if signed else 401)
+                webhook_id = verify(receiver._secret, body, dict(self.headers.items()))
+                self.send_response(200 if webhook_id else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                # A receiver deduplicates by Idempotency-Key: a retried delivery is acknowledged, not shown twice.
-                if signed and key not in receiver._seen:
-                    receiver._seen.add(key)
-                    receiver._on_post(body, signed, key)
+                # A receiver deduplicates by webhook-id: a retried delivery is acknowledged, not shown twice.
+                if webhook_id and webhook_id not in receiver._seen:
+                    receiver._seen.add(webhook_id)
+                    receiver._on_post(body, webhook_id)
 
             def log_message(self, *args: object) -> None:
                 pass

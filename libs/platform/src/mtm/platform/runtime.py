@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,10 +24,8 @@ from mtm.contracts import EVENTS, CommandReply, EventRegistry
 from mtm.contracts.admin import (
     RebuildProgress,
     RebuildProjection,
-    ServiceStatus,
     rebuild_progress_subject,
     rebuild_subject,
-    status_subject,
 )
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
@@ -53,6 +49,7 @@ from mtm.platform.service import (
     reaction_consumer,
 )
 from mtm.platform.settings import ServiceSettings
+from mtm.platform.status import answer_status, lease_readiness
 from mtm.platform.streams import (
     DurableSpec,
     StreamSpec,
@@ -223,18 +220,26 @@ class ServiceRuntime:
             **kwargs,
         )
 
-    async def start_consuming(self) -> None:
-        """Relay, consumer-group leases (each held group gets a pull loop), background jobs."""
-        assert self.relay is not None
-        self.relay.start()
-        keys = [
+    @property
+    def group_keys(self) -> list[GroupKey]:
+        """Every consumer group of the service, whichever replica holds it."""
+        return [
             GroupKey(consumer.durable, group, groups_of(consumer, self.settings))
             for consumer in self.consumers
             for group in range(groups_of(consumer, self.settings))
         ]
+
+    def durable_of(self, key: GroupKey) -> str:
+        consumer = next(c for c in self.consumers if c.durable == key.consumer)
+        return group_durable(consumer, key.group, key.groups)
+
+    async def start_consuming(self) -> None:
+        """Relay, consumer-group leases (each held group gets a pull loop), background jobs."""
+        assert self.relay is not None
+        self.relay.start()
         self.leases = GroupLeases(
             self._lease_connection,
-            keys,
+            self.group_keys,
             replicas=self.settings.replicas,
             replica_index=self.settings.replica_index,
             takeover_after_s=self.settings.takeover_after_s,
@@ -254,7 +259,7 @@ class ServiceRuntime:
     async def _start_group(self, key: GroupKey) -> None:
         consumer = next(c for c in self.consumers if c.durable == key.consumer)
         stop = asyncio.Event()
-        durable = group_durable(consumer, key.group, key.groups)
+        durable = self.durable_of(key)
         task = asyncio.create_task(pull_loop(self, consumer, durable, stop), name=f"pull-{durable}")
         self.pull_loops[key] = (task, stop)
 
@@ -283,22 +288,6 @@ class ServiceRuntime:
         log.info("service stopped")
 
     # --- what the service answers --------------------------------------------------------------------------
-
-    def status(self) -> ServiceStatus:
-        reasons = []
-        if not self.serving:
-            reasons.append("starting" if self.leases is None else "stopping")
-        dead = [key.consumer for key, (task, _) in self.pull_loops.items() if task.done()]
-        if dead:
-            reasons.append("consumer stopped: " + ", ".join(sorted(dead)))
-        return ServiceStatus(
-            service=self.name,
-            instance=f"{socket.gethostname()}:{os.getpid()}",
-            ready=not reasons,
-            reasons=tuple(reasons),
-            consumers=tuple(sorted({key.consumer for key in self.pull_loops})),
-            started_at=self.started_at,
-        )
 
     async def execute(self, command: Command[Any], body: Any) -> CommandReply:
         """Decide on the patient's history from the log, append with OCC, reply once the projection shows it."""
@@ -476,12 +465,17 @@ def _subscribe_query(runtime: ServiceRuntime, query: Query[Any]) -> None:
 
 
 def _subscribe_admin(runtime: ServiceRuntime) -> None:
-    async def on_status(msg: NatsMessage) -> dict[str, Any]:
-        return runtime.status().model_dump(mode="json")
-
-    on_status.__name__ = f"on_{runtime.name}_status"
-    # No queue group: every instance answers for itself; a caller that wants them all gathers the replies.
-    runtime.broker.subscriber(status_subject(runtime.name), decoder=_raw_body)(on_status)
+    # Readiness over NATS (`mtm up`, the bench): ready once this instance pulls from the groups it holds.
+    answer_status(
+        runtime.broker,
+        runtime.name,
+        lambda: lease_readiness(
+            runtime.leases if runtime.serving else None,
+            runtime.group_keys,
+            runtime.pull_loops,
+            runtime.durable_of,
+        ),
+    )
     _reply_subscription(
         runtime, rebuild_subject(runtime.name), RebuildProjection, runtime.start_rebuild, queue=f"{runtime.name}-admin"
     )

@@ -13,7 +13,9 @@ class NotifySettings(ServiceSettings):
         default=None,
         description="Webhook for physicians without an entry in recipient_endpoints; `{recipient_id}` is filled in.",
     )
-    notify_webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for X-MTM-Signature.")
+    notify_webhook_secret: SecretStr | None = Field(
+        default=None, description="Webhook signing secret (Standard Webhooks; see mtm.contracts.webhooks)."
+    )
     notify_max_attempts: int = Field(default=6, ge=1)
     notify_backoff_base_s: float = Field(default=1.0, gt=0)
     notify_backoff_max_s: float = Field(default=300.0, gt=0)

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from nats.js import JetStreamContext
 
 from mtm.contracts.subjects import physician_inbox_subject
-from mtm.notify.domain.delivery import (
-    IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
-    AttemptResult,
-    classify_http,
-    sign,
-)
+from mtm.contracts.webhooks import signed_headers
+from mtm.notify.domain.delivery import AttemptResult, classify_http
 from mtm.platform.outbox import MSG_ID_HEADER
 
 
@@ -24,11 +17,8 @@ class WebhookChannel:
         self._secret = secret
 
     async def deliver(self, url: str, body: bytes, notification_id: str) -> AttemptResult:
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
-            IDEMPOTENCY_HEADER: notification_id,
-        }
+        # The notification id is the webhook-id: receivers deduplicate retries by it.
+        headers = {"Content-Type": "application/json", **signed_headers(self._secret, notification_id, body)}
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -1,9 +1,7 @@
-"""Delivery rules: which channels, what the physician receives, how it is signed, when to retry."""
+"""Delivery rules: which channels, what the physician receives, when to retry (signing: `mtm.contracts.webhooks`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -14,8 +12,6 @@ from mtm.contracts import ReferralRequested
 from mtm.contracts.events import NotificationChannel, NotificationRequest
 
 _NAMESPACE = uuid.UUID("9c7e2a64-5f1b-4a8e-bb0e-3a8a0f6c5d42")
-SIGNATURE_HEADER = "X-MTM-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Status codes worth retrying: the receiver may accept the same request later.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -47,23 +43,6 @@ def referral_message(event: ReferralRequested, notification: uuid.UUID, answer_s
         "answer": {"nats_subject": answer_subject, "command": "AnswerReferral"},
     }
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-
-
-def sign(secret: bytes, body: bytes, timestamp: int) -> str:
-    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`; the timestamp lets receivers refuse replays."""
-    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(secret: bytes, body: bytes, header: str, *, now: int, tolerance_s: int = 300) -> bool:
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs(now - timestamp) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
 @dataclass(frozen=True)

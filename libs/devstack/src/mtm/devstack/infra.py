@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mtm.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -58,24 +58,31 @@ def resolve_infrastructure(data_dir: Path, *, use_containers: bool = True) -> In
         database_origin="environment",
     )
     containers = use_containers and (nats_url is None or database_url is None) and docker_engine_answers()
-    if nats_url is None:
-        if containers:
-            infra.nats_url, stop = _nats_container()
-            infra.nats_origin = "testcontainers"
-        else:
-            server = EmbeddedNats(data_dir / "nats").start()
-            infra.nats_url, stop = server.url, server.stop
-            infra.nats_origin = "embedded"
-        infra._stops.append(stop)
-    if database_url is None:
-        if containers:
-            infra.database_url, stop = _postgres_container()
-            infra.database_origin = "testcontainers"
-        else:
-            pg = EmbeddedPostgres(data_dir / "postgres").start()
-            infra.database_url, stop = pg.url, pg.stop
-            infra.database_origin = "embedded"
-        infra._stops.append(stop)
+    try:
+        if nats_url is None:
+            if containers:
+                infra.nats_url, stop = _nats_container()
+                infra.nats_origin = "testcontainers"
+                infra._stops.append(stop)
+            else:
+                server = EmbeddedNats(data_dir / "nats")
+                # Registered before it starts: an interrupted or failed start still stops what came up.
+                infra._stops.append(server.stop)
+                infra.nats_url = server.start().url
+                infra.nats_origin = "embedded"
+        if database_url is None:
+            if containers:
+                infra.database_url, stop = _postgres_container()
+                infra.database_origin = "testcontainers"
+                infra._stops.append(stop)
+            else:
+                pg = EmbeddedPostgres(data_dir / "postgres")
+                infra._stops.append(pg.stop)
+                infra.database_url = pg.start().url
+                infra.database_origin = "embedded"
+    except BaseException:
+        infra.stop()
+        raise
     return infra
 
 

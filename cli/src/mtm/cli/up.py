@@ -1,0 +1,246 @@
+"""`mtm up`: one stack per data directory, no leftovers of a killed run, "up" only once every service says ready."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from mtm.cli.stack import data_dir, stack_file
+from mtm.contracts.admin import SERVICES
+from mtm.devstack import processes
+from mtm.devstack.infra import Infrastructure, resolve_infrastructure
+from mtm.devstack.lock import AlreadyRunning, DataDirLock
+from mtm.platform.status import wait_until_ready
+
+READY_TIMEOUT_S = 120.0
+RESTART_DELAY_S = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+
+class Interrupted(Exception):
+    """A stop signal arrived; what was started is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP only take note; start-up checks between steps and stops what it started.
+
+    Raising from the handler could land between starting a server and recording it, and leave it behind.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        previous = {signum: signal.signal(signum, self._note) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    async def unless_stopped(self, work: Awaitable[T]) -> T:
+        """`work`, cancelled as soon as a stop signal is noted."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                self.check()
+                await asyncio.wait({task}, timeout=0.1)
+            return task.result()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass
+class Supervised:
+    """One service process, in a session of its own (a terminal's Ctrl-C reaches `mtm up`, which stops it)."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    pid_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"mtm.{self.name}"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        processes.record(self.pid_file, self.process.pid)
+
+
+@dataclass
+class Stack:
+    base: Path
+    infra: Infrastructure | None = None
+    services: list[Supervised] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.base / "run"
+
+    def pid_file(self, service: str) -> Path:
+        return self.run_dir / f"{service}.pid"
+
+    def stop_leftovers(self, say: Say) -> None:
+        """Service processes a killed `mtm up` left running (the embedded NATS and Postgres see to their own)."""
+        stopped = processes.stop_leftovers(*(self.pid_file(name) for name in SERVICES))
+        for path, pid in stopped.items():
+            say(f"stopped {path.stem} (pid {pid}), left running by an earlier mtm up")
+
+    def start_servers(self) -> Infrastructure:
+        self.infra = resolve_infrastructure(self.base / "embedded")
+        return self.infra
+
+    def start_services(self, extra_env: dict[str, str]) -> None:
+        missing = [name for name in SERVICES if importlib.util.find_spec(f"mtm.{name}") is None]
+        if missing:
+            raise RuntimeError(f"services not installed: {', '.join(missing)} (uv sync --all-packages installs them)")
+        assert self.infra is not None
+        env = {
+            **os.environ,
+            "MTM_NATS_URL": self.infra.nats_url,
+            "MTM_DATABASE_URL": self.infra.database_url,
+            **extra_env,
+        }
+        for name in SERVICES:
+            service = Supervised(name, env, self.base / "logs" / f"{name}.log", self.pid_file(name))
+            self.services.append(service)
+            service.start()
+        stack_file().write_text(json.dumps({"nats_url": self.infra.nats_url, "database_url": self.infra.database_url}))
+
+    def describe(self) -> str:
+        assert self.infra is not None
+        lines = [
+            f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin})",
+            f"Postgres  {self.infra.database_url}  ({self.infra.database_origin}; one database per service: "
+            + ", ".join(f"mtm_{s}" for s in SERVICES)
+            + ")",
+        ]
+        for service in self.services:
+            pid = service.process.pid if service.process else "-"
+            lines.append(f"{service.name:<14} pid {pid:<8} log {service.log_path}")
+        return "\n".join(lines)
+
+    def supervise_once(self, say: Say) -> None:
+        for service in self.services:
+            if service.process is None or service.process.poll() is None:
+                continue
+            say(f"{service.name} exited with code {service.process.returncode}; restarting")
+            time.sleep(RESTART_DELAY_S)
+            service.restarts += 1
+            service.start()
+
+    def stop(self) -> None:
+        """Services first (each finishes its batch and flushes its outbox), then NATS and Postgres."""
+        live = [s.process for s in self.services if s.process is not None and s.process.poll() is None]
+        for process in live:
+            process.terminate()
+        deadline = time.monotonic() + processes.STOP_GRACE_S
+        for process in live:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for service in self.services:
+            service.pid_file.unlink(missing_ok=True)
+        if self.infra is not None:
+            self.infra.stop()
+        stack_file().unlink(missing_ok=True)
+
+
+def up(
+    say: Say,
+    *,
+    extra_env: dict[str, str] | None = None,
+    demo: Callable[[str], Awaitable[int]] | None = None,
+    exit_after_demo: bool = False,
+) -> int:
+    """Run the stack until a stop signal (or until the demo is done, with `exit_after_demo`); the exit code."""
+    base = data_dir()
+    try:
+        lock = DataDirLock(base).acquire()
+    except AlreadyRunning as exc:
+        print(f"mtm up: {exc}", file=sys.stderr)
+        return 1
+    stack = Stack(base)
+    loop = asyncio.new_event_loop()
+    status = 0
+    announced = False
+    with StopSignals().installed() as signals:
+        try:
+            stack.stop_leftovers(say)
+            signals.check()
+            say("starting NATS and Postgres ...")
+            infra = stack.start_servers()
+            signals.check()
+            stack.start_services(extra_env or {})
+            say(stack.describe())
+            say("services started; waiting until each one reports ready ...")
+
+            def tend() -> None:
+                signals.check()
+                stack.supervise_once(say)
+
+            ready = wait_until_ready(infra.nats_url, timeout_s=READY_TIMEOUT_S, check=tend)
+            loop.run_until_complete(signals.unless_stopped(ready))
+            say(f"all {len(SERVICES)} services are up.")
+            announced = True
+            if demo is not None:
+                status = loop.run_until_complete(signals.unless_stopped(demo(infra.nats_url)))
+                if exit_after_demo:
+                    return status
+            say("stack is up; Ctrl-C stops everything.")
+            while signals.received is None:
+                stack.supervise_once(say)
+                time.sleep(0.2)
+            return status
+        except Interrupted as exc:
+            if announced:
+                return status
+            say(f"{exc} during start-up")
+            return 128 + exc.signum
+        except TimeoutError as exc:
+            say(f"{exc}; see the service logs above")
+            return 1
+        except (RuntimeError, OSError) as exc:
+            say(f"mtm up: {exc}")
+            return 1
+        finally:
+            say("stopping ...")
+            stack.stop()
+            loop.close()
+            lock.release()
+            say("stopped.")

@@ -1,0 +1,1 @@
+"""The development stack: embedded NATS and Postgres, testcontainers, and the lock and pid files `mtm up` keeps."""
