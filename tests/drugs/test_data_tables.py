@@ -52,7 +52,8 @@ def test_load_is_fast() -> None:
     vocabulary.cache_clear()
     started = time.perf_counter()
     vocabulary()
-    assert time.perf_counter() - started < 0.2
+    # The budget is 1 s for the whole knowledge-base load (issue 12); half of it leaves room for a busy machine.
+    assert time.perf_counter() - started < 0.5
 
 
 def test_resolve_is_fast() -> None:

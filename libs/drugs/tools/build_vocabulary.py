@@ -28,9 +28,6 @@ CPIC_SOURCE = "CPIC cpic_drugs.csv (CC0 1.0); RxNorm ingredient RXCUI (NLM RxNor
 PDDI_SOURCE = "HL7 PDDI-CDS value set {valueset} (CC0 1.0); RxNorm code and name (NLM RxNorm)"
 SYNTHEA_SOURCE = "Synthea via smart-on-fhir/generated-sample-data (Apache-2.0); RxNorm code and name (NLM RxNorm)"
 
-# DrugBank ID blocks that hold mostly marketed drugs and minerals; other blocks are mostly experimental
-# compounds and enter the table only when a curated table or a shipped RxNorm display names them.
-BASE_ID_PREFIXES = ("DB00", "DB01", "DB09")
 # Metal cations: "potassium chloride", "ferrous sulfate" are the ingredient itself, never a salt of it.
 CATIONS = frozenset(
     "potassium sodium calcium magnesium ferrous ferric iron zinc lithium aluminum aluminium ammonium silver "
@@ -43,8 +40,7 @@ GENERIC_SYNONYMS = frozenset(
 )
 # DrugBank entries whose names are everyday words ("water pill" is slang for a diuretic, not water).
 NOT_MEDICATION_NAMES = frozenset({"water"})
-ALLOWED_SYNONYM = re.compile(r"^[A-Za-z][A-Za-z0-9 '\-]*$")
-WORDS_IN_DISPLAYS = re.compile(r"[a-z][a-z0-9]*")
+ALLOWED_SYNONYM = re.compile(r"^[A-Za-z][A-Za-z0-9 '.\-]*$")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -74,28 +70,9 @@ def is_foreign_variant(key: str, canonical: str) -> bool:
     return stem >= 4 and key[:stem] == canonical[:stem]
 
 
-def display_ngrams(displays: list[str]) -> set[str]:
-    grams: set[str] = set()
-    for display in displays:
-        words = WORDS_IN_DISPLAYS.findall(display.lower())
-        for size in range(1, 5):
-            grams.update(" ".join(words[i : i + size]) for i in range(len(words) - size + 1))
-    return grams
-
-
 def build_synonyms(shared: Path) -> None:
     salts = frozenset(phrase_key(row["salt"]) for row in read_csv(DATA / "salts.csv"))
     curated = {phrase_key(row["synonym"]): row["ingredient"] for row in read_csv(DATA / "curated_synonyms.csv")}
-    brand_parts = [phrase_key(part) for row in read_csv(DATA / "brands.csv") for part in row["ingredients"].split(";")]
-    cpic = read_csv(shared / "cpic" / "cpic_drugs.csv")
-    pddi = read_csv(shared / "hl7-pddi-cds" / "pddi_cds_valueset_codes.csv")
-    synthea = read_csv(shared / "synthea-smart-r4-200" / "medication_codes.csv")
-    wanted = display_ngrams([row["display"] for row in pddi + synthea])
-    wanted.update(phrase_key(row["name"]) for row in cpic)
-    wanted.update(brand_parts)
-    wanted.update(strip_salt(part, salts) for part in brand_parts)
-    wanted.update(curated)
-    wanted.update(curated.values())
     reserved = set(FILLER_WORDS) | set(RELEASE_PHRASES) | set(salts)
     reserved.update(phrase_key(row["phrase"]) for row in read_csv(DATA / "dose_forms.csv"))
 
@@ -107,8 +84,6 @@ def build_synonyms(shared: Path) -> None:
         common = phrase_key(row["Common name"])
         synonyms = [s.strip() for s in row["Synonyms"].split("|") if s.strip()]
         keys = {common} | {phrase_key(s) for s in synonyms if s.isascii() and ALLOWED_SYNONYM.match(s)}
-        if not row["DrugBank ID"].startswith(BASE_ID_PREFIXES) and not (keys & wanted):
-            continue
         if common in NOT_MEDICATION_NAMES:
             continue
         if not row["Common name"].isascii() or not ALLOWED_SYNONYM.match(row["Common name"]):

@@ -46,6 +46,10 @@ FILLER_WORDS = frozenset(
     """.split()
 )
 CONNECTOR_WORDS = frozenset({"and", "with", "plus"})
+# DrugBank id blocks holding mostly marketed drugs. The vocabulary takes every DrugBank entry, but a typo is only
+# corrected towards these (and curated and brand names): next to 17,000 experimental compounds, "lactate" is one
+# letter from "lactase" and "trimethyl" from "triethyl", and a guess there would name a drug nobody wrote.
+FUZZY_SOURCES = ("DB00", "DB01", "DB09")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,8 @@ class Vocabulary:
     dose_forms: dict[str, DoseFormEntry] = field(default_factory=dict)
     rxnorm: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     max_phrase_tokens: int = 1
+    # Names a one-letter typo may be corrected to: marketed-drug names only (see FUZZY_SOURCES).
+    fuzzy_targets: set[str] = field(default_factory=set)
 
 
 def tokenize(text: str) -> list[str]:
@@ -107,10 +113,15 @@ def vocabulary() -> Vocabulary:
     vocab = Vocabulary()
     vocab.salts = frozenset(phrase_key(row["salt"]) for row in _rows("salts.csv"))
     for row in _rows("ingredient_synonyms.csv"):
-        vocab.ingredients[phrase_key(row["synonym"])] = row["ingredient"]
+        key = phrase_key(row["synonym"])
+        vocab.ingredients[key] = row["ingredient"]
+        if row["source"].rsplit(" ", 1)[-1].startswith(FUZZY_SOURCES):
+            vocab.fuzzy_targets.add(key)
     # Curated rows override DrugBank-derived ones (US names, abbreviations, known misspellings).
     for row in _rows("curated_synonyms.csv"):
-        vocab.ingredients[phrase_key(row["synonym"])] = row["ingredient"]
+        key = phrase_key(row["synonym"])
+        vocab.ingredients[key] = row["ingredient"]
+        vocab.fuzzy_targets.add(key)
     for ingredient in set(vocab.ingredients.values()):
         vocab.ingredients.setdefault(phrase_key(ingredient), ingredient)
     for row in _rows("brands.csv"):
@@ -155,7 +166,7 @@ def _fuzzy_index() -> dict[str, frozenset[str]]:
     """Single-character deletions of every long one-word name, to find one-edit typos without a scan."""
     vocab = vocabulary()
     index: dict[str, set[str]] = {}
-    names = [key for key in (*vocab.ingredients, *vocab.brands) if " " not in key]
+    names = [key for key in (*vocab.fuzzy_targets, *vocab.brands) if " " not in key]
     for name in names:
         if len(name) < MIN_FUZZY_LENGTH or not name.isalpha():
             continue
