@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
-TOKEN_PATTERN = re.compile(r"(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<word>[a-z][a-z0-9]*)|(?P<sep>[/+])|(?P<pct>%)")
+# "#" is kept: "Tylenol #3" names a different product from "Tylenol" (acetaminophen with codeine), so a "#"
+# outside a known product name leaves the text unresolved instead of dropping an ingredient.
+TOKEN_PATTERN = re.compile(
+    r"(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<word>[a-z][a-z0-9]*)|(?P<sep>[/+])|(?P<pct>%)|(?P<hash>#)"
+)
 
 RELEASE_PHRASES: dict[str, str] = {
     "extended release": "extended-release",
@@ -36,7 +40,7 @@ RELEASE_PHRASES: dict[str, str] = {
 FILLER_WORDS = frozenset(
     """
     mg mcg ug g gm gram grams milligram milligrams microgram micrograms ng ml l unt unit units iu meq mmol
-    actuat actuation actuations hr hrs hour hours h day days week weeks month months dose doses
+    act inh actuat actuation actuations hr hrs hour hours h day days week weeks month months dose doses
     per each of the a an and or as for in to at on by with without
     take takes taking give apply inhale inject use instill insert chew swallow dissolve place
     puff puffs spray sprays drop drops tablet tablets capsule capsules
@@ -77,6 +81,7 @@ class Vocabulary:
     max_phrase_tokens: int = 1
     # Names a one-letter typo may be corrected to: marketed-drug names only (see FUZZY_SOURCES).
     fuzzy_targets: set[str] = field(default_factory=set)
+    curated_brands: set[str] = field(default_factory=set)
 
 
 def tokenize(text: str) -> list[str]:
@@ -124,8 +129,18 @@ def vocabulary() -> Vocabulary:
         vocab.fuzzy_targets.add(key)
     for ingredient in set(vocab.ingredients.values()):
         vocab.ingredients.setdefault(phrase_key(ingredient), ingredient)
+    # NDC Directory product names first, so the curated brands (which carry release and route) override them.
+    for row in _rows("ndc_brands.csv"):
+        vocab.brands[phrase_key(row["name"])] = BrandEntry(
+            name=row["name"],
+            ingredients=tuple((ingredient, None) for ingredient in row["ingredients"].split(";")),
+            release=None,
+            route=None,
+            is_brand=True,
+        )
     for row in _rows("brands.csv"):
         parts = tuple(split_salt(part, vocab.salts, vocab.ingredients) for part in row["ingredients"].split(";"))
+        vocab.curated_brands.add(phrase_key(row["name"]))
         vocab.brands[phrase_key(row["name"])] = BrandEntry(
             name=row["name"],
             ingredients=parts,
@@ -166,7 +181,7 @@ def _fuzzy_index() -> dict[str, frozenset[str]]:
     """Single-character deletions of every long one-word name, to find one-edit typos without a scan."""
     vocab = vocabulary()
     index: dict[str, set[str]] = {}
-    names = [key for key in (*vocab.fuzzy_targets, *vocab.brands) if " " not in key]
+    names = [key for key in (*vocab.fuzzy_targets, *vocab.curated_brands) if " " not in key]
     for name in names:
         if len(name) < MIN_FUZZY_LENGTH or not name.isalpha():
             continue
