@@ -11,11 +11,16 @@ reader of the CSV sees it (and a site can re-rate one pair by editing its row):
 * VA NDF-RT "Critical": high / interruptive; "Significant": moderate / passive (VA: monitor and adjust).
 
 The staged columns are copied unchanged; the added ones come after them.
+
+It also writes pgx_diplotypes.csv (gene, diplotype, phenotype) from CPIC's diplotype-to-phenotype tables as
+packaged by PharmCAT (gene_phenotypes/*.json, CC0 content), so a lab result given only as star alleles
+("*2/*2") is read as the phenotype the CPIC rules are keyed on.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -85,6 +90,25 @@ DERIVED = (
 )
 
 
+DIPLOTYPE_SOURCE = "CPIC diplotype-phenotype table for {gene} (PharmCAT {gene}.json, version {version}; CC0)"
+UNINFORMATIVE = frozenset({"indeterminate", "n/a", ""})
+
+
+def diplotypes(shared: Path, out: Path) -> None:
+    rows = []
+    for path in sorted((shared / "cpic" / "gene_phenotypes").glob("*.json")):
+        table = json.loads(path.read_text(encoding="utf-8"))
+        gene = table["gene"]
+        for entry in table["diplotypes"]:
+            phenotype = (entry.get("generesult") or "").strip()
+            if phenotype.lower() in UNINFORMATIVE or not entry["diplotype"].startswith("*"):
+                continue
+            source = DIPLOTYPE_SOURCE.format(gene=gene, version=table.get("version", "?"))
+            rows.append({"gene": gene, "diplotype": entry["diplotype"], "phenotype": phenotype, "source": source})
+    _write(out / "pgx_diplotypes.csv", ["gene", "diplotype", "phenotype", "source"], rows)
+    print(f"pgx_diplotypes.csv: {len(rows)} rows")
+
+
 def main(shared: Path, out: Path) -> None:
     for relative, derive in DERIVED:
         header, rows = _read(shared / relative)
@@ -99,6 +123,7 @@ def main(shared: Path, out: Path) -> None:
         rows = [{column: row[column] for column in staged + RULE_COLUMNS} for row in rows]
         _write(out / Path(relative).name, staged + RULE_COLUMNS, rows)
         print(f"{Path(relative).name}: {len(rows)} rows")
+    diplotypes(shared, out)
 
 
 if __name__ == "__main__":

@@ -518,7 +518,11 @@ def pharmacogenomics(context: PatientContext, medications: list[Medication], kb:
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.pgx.get(ingredient, ()):
-                result = context.hla.get(rule.gene) if "*" in rule.gene else context.pgx.get(rule.gene)
+                if "*" in rule.gene:
+                    result = context.hla.get(rule.gene)
+                else:
+                    stated = context.pgx.get(rule.gene)
+                    result = kb.phenotype(rule.gene, stated) if stated is not None else None
                 if result != rule.phenotype:
                     continue
                 key = (ingredient, rule.gene)

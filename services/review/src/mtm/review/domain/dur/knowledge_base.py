@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, cast
 
+from mtm.review.domain.dur.model import normalize_phenotype
 from mtm.review.domain.dur.rules import (
     SAME_INGREDIENT,
     SEVERITY_RANK,
@@ -63,6 +64,7 @@ class KnowledgeTables:
     geriatric: Sequence[Row] = ()
     pgx_cpic: Sequence[Row] = ()
     pgx_curated: Sequence[Row] = ()
+    pgx_diplotypes: Sequence[Row] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +92,19 @@ class KnowledgeBase:
     known_ingredients: frozenset[str]
     combinations: tuple[CombinationRule, ...] = ()
     dose_criteria: Mapping[str, tuple[CriteriaRule, ...]] = field(default_factory=dict)
+    diplotypes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     rule_counts: Mapping[str, int] = field(default_factory=dict)
 
     def canonical(self, ingredient: str) -> str:
         name = ingredient.strip().lower()
         return self.aliases.get(name, name)
+
+    def phenotype(self, gene: str, result: str) -> str:
+        """A normalized result; star alleles (`*1/*2`, either order) become the CPIC phenotype of the gene."""
+        if not result.startswith("*"):
+            return result
+        first, _, second = result.partition("/")
+        return self.diplotypes.get((gene, result)) or self.diplotypes.get((gene, f"{second}/{first}")) or result
 
     def named_ingredients(self) -> frozenset[str]:
         """Every ingredient a rule is keyed on or a class lists: each must be a name the vocabulary yields."""
@@ -259,6 +269,13 @@ class _Builder:
             known_ingredients=frozenset(known),
             combinations=frozen.get("combinations", ()),
             dose_criteria=frozen.get("dose_criteria", empty_index),
+            diplotypes=MappingProxyType(
+                {
+                    (row["gene"].strip().upper(), row["diplotype"].strip().lower()): normalize_phenotype(value)
+                    for row in self.tables.pgx_diplotypes
+                    if (value := row["phenotype"])
+                }
+            ),
             rule_counts=MappingProxyType(dict(self.counts)),
         )
 

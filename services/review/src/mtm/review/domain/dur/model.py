@@ -17,10 +17,37 @@ _NEGATIVE = frozenset({"negative", "not detected", "absent", "non-carrier", "non
 _SPACES = re.compile(r"\s+")
 
 
+_PHENOTYPE = re.compile(
+    r"\b((?:likely |possible )?(?:poor|intermediate|normal|rapid|ultrarapid|extensive) metabolizer"
+    r"|(?:possible )?(?:poor|decreased|normal|increased) function)\b"
+)
+_ABBREVIATED = {
+    "pm": "poor metabolizer",
+    "im": "intermediate metabolizer",
+    "nm": "normal metabolizer",
+    "em": "normal metabolizer",
+    "rm": "rapid metabolizer",
+    "um": "ultrarapid metabolizer",
+}
+_DIPLOTYPE = re.compile(r"(\*\w+(?:\.\d+)?)\s*/\s*(\*\w+(?:\.\d+)?)")
+
+
 def normalize_phenotype(value: str) -> str:
-    """Lowercase, single-spaced, US spelling: `Poor Metaboliser` and `poor  metabolizer` compare equal."""
-    text = _SPACES.sub(" ", value.strip().lower())
-    return text.replace("metaboliser", "metabolizer")
+    """The phenotype a result states, as labs write it: `CYP2C19 *2/*2 - Poor Metabolizer`, `Poor Metaboliser`
+    and `PM` all give `poor metabolizer`; "extensive" is the old word for normal. A result that only gives star
+    alleles comes back as the diplotype (`*2/*2`), for the knowledge base's CPIC tables to translate."""
+    text = _SPACES.sub(" ", value.strip().lower()).replace("metaboliser", "metabolizer")
+    text = text.replace("ultra-rapid", "ultrarapid").replace("ultra rapid", "ultrarapid")
+    found = _PHENOTYPE.search(text)
+    if found:
+        return found.group(1).replace("extensive metabolizer", "normal metabolizer")
+    words = text.split()
+    if words and words[-1] in _ABBREVIATED:  # "PM", "CYP2D6 UM"
+        return _ABBREVIATED[words[-1]]
+    diplotype = _DIPLOTYPE.search(text)
+    if diplotype:
+        return f"{diplotype.group(1)}/{diplotype.group(2)}"
+    return text
 
 
 def normalize_hla_result(value: str) -> str:
