@@ -43,28 +43,33 @@ def _write(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def onc_high(row: dict[str, str]) -> dict[str, str]:
-    number = row["pair_no"]
+def _onc(row: dict[str, str], *, high: bool) -> dict[str, str]:
+    number, pair = row["pair_no"], f"{row['object_class']} + {row['precipitant_class']}"
+    if high:
+        message = (
+            f"{row['concern_editorial']}. ONC high-priority interaction ({pair}): avoid the combination or use only "
+            "with specific monitoring."
+        )
+    else:
+        message = (
+            f"{pair}: an expert panel judged this interaction non-interruptive (minor or usually managed); "
+            "routine monitoring."
+        )
     return {
-        "rule_id": f"onc-high.{number}",
-        "severity": "high",
-        "tier": "interruptive",
-        "message": f"{row['concern_editorial']}. ONC high-priority interaction ({row['object_class']} + "
-        f"{row['precipitant_class']}): avoid the combination or use only with specific monitoring.",
-        "source": f"{ONC_HIGH_SOURCE}, pair {number}",
+        "rule_id": f"onc-{'high' if high else 'ni'}.{number}",
+        "severity": "high" if high else "low",
+        "tier": "interruptive" if high else "passive",
+        "message": message,
+        "source": f"{ONC_HIGH_SOURCE if high else ONC_NONINTERRUPTIVE_SOURCE}, pair {number}",
     }
+
+
+def onc_high(row: dict[str, str]) -> dict[str, str]:
+    return _onc(row, high=True)
 
 
 def onc_noninterruptive(row: dict[str, str]) -> dict[str, str]:
-    number = row["pair_no"]
-    return {
-        "rule_id": f"onc-ni.{number}",
-        "severity": "low",
-        "tier": "passive",
-        "message": f"{row['object_class']} + {row['precipitant_class']}: an expert panel judged this interaction "
-        "non-interruptive (minor or usually managed); routine monitoring.",
-        "source": f"{ONC_NONINTERRUPTIVE_SOURCE}, pair {number}",
-    }
+    return _onc(row, high=False)
 
 
 def va(row: dict[str, str]) -> dict[str, str]:

@@ -183,36 +183,42 @@ def members(tables: tuple[str, ...], role: str) -> Side:
 ONC_HIGH_MEMBERS = ("onc_high_priority_members",)
 ONC_NONINTERRUPTIVE_MEMBERS = ("onc_noninterruptive_members", "onc_noninterruptive_added_members")
 
+
+def interactions(table: str, precedence: int, origin: str, sides: tuple[Side, Side]) -> TableSpec:
+    """A drug-pair table; `origin` names the list in "also listed by" notes."""
+    return TableSpec(
+        table,
+        InteractionRule,
+        "interactions",
+        {"precedence": constant(precedence), "origin": constant(origin)},
+        sides=sides,
+    )
+
+
+def pharmacogenomic(table: str) -> TableSpec:
+    fields: dict[str, Read] = {
+        "gene": lambda _names, row: _cell(row, "gene").upper(),
+        "phenotype": phenotype("gene", "phenotype"),
+    }
+    return TableSpec(table, PharmacogenomicRule, "pgx", fields, expand="drug", index="ingredient")
+
+
 TABLES: tuple[TableSpec, ...] = (
     # Interactions: when several tables cover a pair, the lowest precedence wins, then the higher severity.
-    TableSpec(
-        "interactions_curated",
-        InteractionRule,
-        "interactions",
-        {"precedence": constant(0), "origin": constant("mtm curated table")},
-        sides=(drugs("a"), drugs("b")),
-    ),
-    TableSpec(
+    interactions("interactions_curated", 0, "mtm curated table", (drugs("a"), drugs("b"))),
+    interactions(
         "onc_high_priority_pairs",
-        InteractionRule,
-        "interactions",
-        {"precedence": constant(0), "origin": constant("ONC high-priority list")},
-        sides=(members(ONC_HIGH_MEMBERS, "object"), members(ONC_HIGH_MEMBERS, "precipitant")),
+        0,
+        "ONC high-priority list",
+        (members(ONC_HIGH_MEMBERS, "object"), members(ONC_HIGH_MEMBERS, "precipitant")),
     ),
-    TableSpec(
+    interactions(
         "onc_noninterruptive_pairs",
-        InteractionRule,
-        "interactions",
-        {"precedence": constant(1), "origin": constant("ONC non-interruptive list")},
-        sides=(members(ONC_NONINTERRUPTIVE_MEMBERS, "object"), members(ONC_NONINTERRUPTIVE_MEMBERS, "precipitant")),
+        1,
+        "ONC non-interruptive list",
+        (members(ONC_NONINTERRUPTIVE_MEMBERS, "object"), members(ONC_NONINTERRUPTIVE_MEMBERS, "precipitant")),
     ),
-    TableSpec(
-        "ndfrt_va_ddi_pairs",
-        InteractionRule,
-        "interactions",
-        {"precedence": constant(2), "origin": constant("VA NDF-RT")},
-        sides=(drugs("drug1_name"), drugs("drug2_name")),
-    ),
+    interactions("ndfrt_va_ddi_pairs", 2, "VA NDF-RT", (drugs("drug1_name"), drugs("drug2_name"))),
     TableSpec(
         "duplication",
         DuplicationRule,
@@ -319,20 +325,6 @@ TABLES: tuple[TableSpec, ...] = (
         optional_drug=True,
         index="ingredient",
     ),
-    TableSpec(
-        "pgx_cpic",
-        PharmacogenomicRule,
-        "pgx",
-        {"gene": lambda _names, row: _cell(row, "gene").upper(), "phenotype": phenotype("gene", "phenotype")},
-        expand="drug",
-        index="ingredient",
-    ),
-    TableSpec(
-        "pgx_curated",
-        PharmacogenomicRule,
-        "pgx",
-        {"gene": lambda _names, row: _cell(row, "gene").upper(), "phenotype": phenotype("gene", "phenotype")},
-        expand="drug",
-        index="ingredient",
-    ),
+    pharmacogenomic("pgx_cpic"),
+    pharmacogenomic("pgx_curated"),
 )
