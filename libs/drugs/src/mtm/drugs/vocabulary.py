@@ -117,8 +117,9 @@ def vocabulary() -> Vocabulary:
     """The packaged tables, read once per process."""
     vocab = Vocabulary()
     vocab.salts = frozenset(phrase_key(row["salt"]) for row in _rows("salts.csv"))
+    # Derived tables are written as phrase keys by tools/build_vocabulary.py (a test checks it): no re-tokenizing.
     for row in _rows("ingredient_synonyms.csv"):
-        key = phrase_key(row["synonym"])
+        key = row["synonym"]
         vocab.ingredients[key] = row["ingredient"]
         if row["source"].rsplit(" ", 1)[-1].startswith(FUZZY_SOURCES):
             vocab.fuzzy_targets.add(key)
@@ -131,7 +132,7 @@ def vocabulary() -> Vocabulary:
         vocab.ingredients.setdefault(phrase_key(ingredient), ingredient)
     # NDC Directory product names first, so the curated brands (which carry release and route) override them.
     for row in _rows("ndc_brands.csv"):
-        vocab.brands[phrase_key(row["name"])] = BrandEntry(
+        vocab.brands[row["name"]] = BrandEntry(
             name=row["name"],
             ingredients=tuple((ingredient, None) for ingredient in row["ingredients"].split(";")),
             release=None,
