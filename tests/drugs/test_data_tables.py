@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 
 from mtm.drugs import resolve
-from mtm.drugs.vocabulary import vocabulary
+from mtm.drugs.vocabulary import phrase_key, vocabulary
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +52,8 @@ def test_load_is_fast() -> None:
     vocabulary.cache_clear()
     started = time.perf_counter()
     vocabulary()
-    assert time.perf_counter() - started < 0.2
+    # The budget is 1 s for the whole knowledge-base load (issue 12); half of it leaves room for a busy machine.
+    assert time.perf_counter() - started < 0.5
 
 
 def test_resolve_is_fast() -> None:
@@ -68,3 +69,11 @@ def test_resolve_is_fast() -> None:
     # Generous bounds so a loaded CI machine does not flake; measured values are far lower.
     assert uncached < 1e-3
     assert cached < 1e-4
+
+
+@pytest.mark.parametrize(("name", "column"), [("ingredient_synonyms.csv", "synonym"), ("ndc_brands.csv", "name")])
+def test_derived_tables_are_stored_as_phrase_keys(name: str, column: str) -> None:
+    # vocabulary() reads these keys as they are, to load fast; build_vocabulary.py writes them tokenized.
+    with resources.files("mtm.drugs").joinpath("data", name).open(encoding="utf-8", newline="") as handle:
+        keys = [row[column] for row in csv.DictReader(handle)]
+    assert keys and all(phrase_key(key) == key for key in keys)

@@ -4,7 +4,8 @@
 
 Step 1 writes ingredient_synonyms.csv from the DrugBank open vocabulary; step 2 writes rxnorm_codes.csv from
 CPIC, HL7 PDDI-CDS and Synthea codes, keeping a product code only when its display resolves with the
-resolver built from step 1 (so every shipped code is consistent with text resolution).
+resolver built from step 1 (so every shipped code is consistent with text resolution); step 3 (with --ndc)
+writes ndc_brands.csv, product names from the FDA NDC Directory whose every substance resolves.
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ CPIC_SOURCE = "CPIC cpic_drugs.csv (CC0 1.0); RxNorm ingredient RXCUI (NLM RxNor
 PDDI_SOURCE = "HL7 PDDI-CDS value set {valueset} (CC0 1.0); RxNorm code and name (NLM RxNorm)"
 SYNTHEA_SOURCE = "Synthea via smart-on-fhir/generated-sample-data (Apache-2.0); RxNorm code and name (NLM RxNorm)"
 
-# DrugBank ID blocks that hold mostly marketed drugs and minerals; other blocks are mostly experimental
-# compounds and enter the table only when a curated table or a shipped RxNorm display names them.
-BASE_ID_PREFIXES = ("DB00", "DB01", "DB09")
 # Metal cations: "potassium chloride", "ferrous sulfate" are the ingredient itself, never a salt of it.
 CATIONS = frozenset(
     "potassium sodium calcium magnesium ferrous ferric iron zinc lithium aluminum aluminium ammonium silver "
@@ -43,8 +41,7 @@ GENERIC_SYNONYMS = frozenset(
 )
 # DrugBank entries whose names are everyday words ("water pill" is slang for a diuretic, not water).
 NOT_MEDICATION_NAMES = frozenset({"water"})
-ALLOWED_SYNONYM = re.compile(r"^[A-Za-z][A-Za-z0-9 '\-]*$")
-WORDS_IN_DISPLAYS = re.compile(r"[a-z][a-z0-9]*")
+ALLOWED_SYNONYM = re.compile(r"^[A-Za-z][A-Za-z0-9 '.\-]*$")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -74,28 +71,9 @@ def is_foreign_variant(key: str, canonical: str) -> bool:
     return stem >= 4 and key[:stem] == canonical[:stem]
 
 
-def display_ngrams(displays: list[str]) -> set[str]:
-    grams: set[str] = set()
-    for display in displays:
-        words = WORDS_IN_DISPLAYS.findall(display.lower())
-        for size in range(1, 5):
-            grams.update(" ".join(words[i : i + size]) for i in range(len(words) - size + 1))
-    return grams
-
-
 def build_synonyms(shared: Path) -> None:
     salts = frozenset(phrase_key(row["salt"]) for row in read_csv(DATA / "salts.csv"))
     curated = {phrase_key(row["synonym"]): row["ingredient"] for row in read_csv(DATA / "curated_synonyms.csv")}
-    brand_parts = [phrase_key(part) for row in read_csv(DATA / "brands.csv") for part in row["ingredients"].split(";")]
-    cpic = read_csv(shared / "cpic" / "cpic_drugs.csv")
-    pddi = read_csv(shared / "hl7-pddi-cds" / "pddi_cds_valueset_codes.csv")
-    synthea = read_csv(shared / "synthea-smart-r4-200" / "medication_codes.csv")
-    wanted = display_ngrams([row["display"] for row in pddi + synthea])
-    wanted.update(phrase_key(row["name"]) for row in cpic)
-    wanted.update(brand_parts)
-    wanted.update(strip_salt(part, salts) for part in brand_parts)
-    wanted.update(curated)
-    wanted.update(curated.values())
     reserved = set(FILLER_WORDS) | set(RELEASE_PHRASES) | set(salts)
     reserved.update(phrase_key(row["phrase"]) for row in read_csv(DATA / "dose_forms.csv"))
 
@@ -107,8 +85,6 @@ def build_synonyms(shared: Path) -> None:
         common = phrase_key(row["Common name"])
         synonyms = [s.strip() for s in row["Synonyms"].split("|") if s.strip()]
         keys = {common} | {phrase_key(s) for s in synonyms if s.isascii() and ALLOWED_SYNONYM.match(s)}
-        if not row["DrugBank ID"].startswith(BASE_ID_PREFIXES) and not (keys & wanted):
-            continue
         if common in NOT_MEDICATION_NAMES:
             continue
         if not row["Common name"].isascii() or not ALLOWED_SYNONYM.match(row["Common name"]):
@@ -187,11 +163,96 @@ def build_rxnorm_codes(shared: Path) -> None:
         print("  skipped", line)
 
 
+# The origin (FDA NDC Directory via nasheydari/HypOp) is stated once in SOURCE.md; each row names its product.
+NDC_SOURCE = "NDC {ndc}"
+NDC_FILES = ("simplex-labels", "nverts", "simplices", "node-labels")
+NDC_LABEL = re.compile(r"^(?P<name>.*?) \((?P<ndc>\d{4,5}-\d{3,4})\)")
+# Product names that are words of everyday English or of a sig; as a brand they would swallow free text.
+NDC_NAME_STOPLIST = frozenset({"allergy", "sleep", "cold", "pain", "relief", "cough", "care", "daily", "night", "day"})
+MAX_NDC_INGREDIENTS = 4
+
+
+def read_ndc(ndc: Path) -> dict[str, tuple[set[frozenset[str]], str]]:
+    """Proprietary name -> every substance set its NDC products list, with the first product NDC."""
+    paths = {name: ndc / f"NDC-substances-full-{name}.txt" for name in NDC_FILES}
+    labels = paths["simplex-labels"].read_text(encoding="utf-8").splitlines()
+    sizes = [int(line) for line in paths["nverts"].read_text(encoding="utf-8").split()]
+    members = [int(line) for line in paths["simplices"].read_text(encoding="utf-8").split()]
+    substances = dict(
+        line.split(" ", 1) for line in paths["node-labels"].read_text(encoding="utf-8").splitlines() if " " in line
+    )
+    products: dict[str, tuple[set[frozenset[str]], str]] = {}
+    position = 0
+    for label, size in zip(labels, sizes, strict=True):
+        ids = members[position : position + size]
+        position += size
+        match = NDC_LABEL.match(label)
+        if not match:
+            continue
+        name = phrase_key(match.group("name"))
+        sets, _ = products.setdefault(name, (set(), match.group("ndc")))
+        sets.add(frozenset(substances[str(node)] for node in ids))
+    return products
+
+
+def ndc_ingredients(substances: frozenset[str]) -> tuple[str, ...] | None:
+    """The ingredients of one NDC product, or None unless every substance resolves to exactly one."""
+    if not 0 < len(substances) <= MAX_NDC_INGREDIENTS:
+        return None
+    ingredients: set[str] = set()
+    for substance in substances:
+        resolved = resolve_text(substance).ingredients
+        if len(resolved) != 1:
+            return None
+        ingredients.add(resolved[0])
+    return tuple(sorted(ingredients))
+
+
+def build_ndc_brands(ndc: Path) -> None:
+    """Brand and product names from the FDA NDC Directory: a name is kept only when every product under it lists
+    the same substances and each substance resolves to exactly one ingredient (a product is fully resolved or
+    not listed), and only when mtm could not already resolve the name."""
+    vocabulary_module.vocabulary.cache_clear()
+    vocabulary_module._fuzzy_index.cache_clear()
+    resolve_text.cache_clear()
+    write_csv(DATA / "ndc_brands.csv", ["name", "ingredients", "source"], [])
+    vocab = vocabulary_module.vocabulary()
+    reserved = set(FILLER_WORDS) | set(RELEASE_PHRASES) | set(vocab.dose_forms) | set(vocab.salts)
+    rows: list[list[str]] = []
+    kept_out = 0
+    for name, (sets, first) in sorted(read_ndc(ndc).items()):
+        if not re.search(r"[a-z]{3}", name) or name in reserved or name in NDC_NAME_STOPLIST:
+            kept_out += 1
+            continue
+        if resolve_text(name).resolved:
+            kept_out += 1
+            continue
+        # Products under one name may list different salts of the same drug; they must agree on ingredients.
+        resolved_sets = {ndc_ingredients(substances) for substances in sets}
+        if len(resolved_sets) != 1 or None in resolved_sets:
+            kept_out += 1
+            continue
+        ingredients = next(iter(resolved_sets))
+        assert ingredients is not None
+        rows.append([name, ";".join(ingredients), NDC_SOURCE.format(ndc=first)])
+    write_csv(DATA / "ndc_brands.csv", ["name", "ingredients", "source"], rows)
+    print(f"ndc_brands.csv: {len(rows)} product names; {kept_out} left out (ambiguous, unresolvable or known)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument(
+        "--ndc",
+        type=Path,
+        help="directory with NDC-substances-full-{simplex-labels,nverts,simplices,node-labels}.txt "
+        "(nasheydari/HypOp commit 25742982, data/hypergraph_data/NDC/NDC-substances-full); "
+        "the brand step runs only with it, before the RxNorm step",
+    )
     args = parser.parse_args()
     build_synonyms(args.shared)
+    if args.ndc is not None:
+        build_ndc_brands(args.ndc)
     build_rxnorm_codes(args.shared)
 
 

@@ -273,7 +273,6 @@ def test_a_mixed_discharge_reconciles_every_item_and_discrepancy() -> None:
     assert [(d.type, d.ingredients) for d in rec.discrepancies] == [
         ("omission", ("aspirin",)),
         ("omission", ("lisinopril",)),
-        ("dose", ("metoprolol",)),
         ("formulation", ("metoprolol",)),
         ("route", ("furosemide",)),
         ("frequency", ("furosemide",)),
@@ -329,3 +328,129 @@ def test_messages_name_both_sides() -> None:
     assert discrepancy.home is not None and discrepancy.home.text == "Lisinopril 10 MG Oral Tablet"
     assert discrepancy.discharge is not None and discrepancy.discharge.text == "Lisinopril 20 MG Oral Tablet"
     assert "10 mg" in discrepancy.message and "20 mg" in discrepancy.message
+
+
+# --- combinations and daily totals ------------------------------------------------------------------------------
+
+LISINOPRIL_HCTZ = med(
+    "Lisinopril 20 MG / Hydrochlorothiazide 12.5 MG Oral Tablet", dose=1, unit="tablet", timing="daily"
+)
+
+
+def test_home_combination_split_into_components_is_one_medication_changing_form() -> None:
+    rec = _reconcile(
+        Case(
+            "split",
+            [LISINOPRIL_HCTZ],
+            [
+                med("Lisinopril 20 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+                med("Hydrochlorothiazide 12.5 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+            ],
+            [],
+        )
+    )
+    assert sorted((i.ingredients, i.status, i.changes) for i in rec.items) == [
+        (("hydrochlorothiazide",), "changed", ("formulation",)),
+        (("lisinopril",), "changed", ("formulation",)),
+    ]
+    assert all(i.home is not None and i.home.text.startswith("Lisinopril 20 MG /") for i in rec.items)
+    assert [(d.type, d.ingredients) for d in rec.discrepancies] == [
+        ("formulation", ("hydrochlorothiazide", "lisinopril"))
+    ]
+    assert "double dosing" in rec.discrepancies[0].message
+    assert not any(d.type in ("omission", "commission") for d in rec.discrepancies)
+
+
+def test_dose_change_inside_a_combination_is_reported_for_that_component() -> None:
+    rec = _reconcile(
+        Case(
+            "split with a dose change",
+            [LISINOPRIL_HCTZ],
+            [
+                med("Lisinopril 40 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+                med("Hydrochlorothiazide 12.5 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+            ],
+            [],
+        )
+    )
+    assert [(d.type, d.ingredients) for d in rec.discrepancies] == [
+        ("dose", ("lisinopril",)),
+        ("formulation", ("hydrochlorothiazide", "lisinopril")),
+    ]
+    dose = rec.discrepancies[0]
+    assert "20 mg lisinopril at home" in dose.message and "40 mg lisinopril at discharge" in dose.message
+    by_ingredient = {i.ingredients: i for i in rec.items}
+    assert by_ingredient[("lisinopril",)].changes == ("dose", "formulation")
+    assert by_ingredient[("hydrochlorothiazide",)].changes == ("formulation",)
+
+
+def test_components_merged_into_a_combination_at_discharge() -> None:
+    rec = _reconcile(
+        Case(
+            "merge",
+            [
+                med("Losartan Potassium 50 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+                med("Hydrochlorothiazide 12.5 MG Oral Tablet", dose=1, unit="tablet", timing="daily"),
+            ],
+            [
+                med(
+                    "Losartan Potassium 50 MG / Hydrochlorothiazide 12.5 MG Oral Tablet",
+                    dose=1,
+                    unit="tablet",
+                    timing="daily",
+                )
+            ],
+            [],
+        )
+    )
+    assert sorted((i.ingredients, i.status) for i in rec.items) == [
+        (("hydrochlorothiazide",), "changed"),
+        (("losartan",), "changed"),
+    ]
+    for item in rec.items:
+        assert [dose.ingredient for dose in item.ingredient_doses] == list(item.ingredients)
+    assert [(d.type, d.ingredients) for d in rec.discrepancies] == [
+        ("formulation", ("hydrochlorothiazide", "losartan"))
+    ]
+
+
+def test_combination_with_only_part_of_its_components_is_not_matched() -> None:
+    rec = _reconcile(
+        Case(
+            "partial",
+            [LISINOPRIL_HCTZ],
+            [med("Lisinopril 20 MG Oral Tablet", dose=1, unit="tablet", timing="daily")],
+            [],
+        )
+    )
+    assert sorted((i.ingredients, i.status) for i in rec.items) == [
+        (("hydrochlorothiazide", "lisinopril"), "stopped"),
+        (("lisinopril",), "new"),
+    ]
+    assert [d.type for d in rec.discrepancies] == ["omission"]
+
+
+def test_same_daily_total_on_a_new_schedule_is_a_frequency_change_not_a_dose_change() -> None:
+    rec = _reconcile(
+        Case(
+            "25 mg BID -> 50 mg daily",
+            [med("Metoprolol tartrate 25 MG Oral Tablet", dose=1, unit="tablet", timing="BID")],
+            [med("Metoprolol tartrate 50 MG Oral Tablet", dose=1, unit="tablet", timing="daily")],
+            [],
+        )
+    )
+    assert [(i.status, i.changes) for i in rec.items] == [("changed", ("frequency",))]
+    assert [d.type for d in rec.discrepancies] == ["frequency"]
+
+
+def test_different_daily_total_on_a_new_schedule_is_a_dose_change_too() -> None:
+    rec = _reconcile(
+        Case(
+            "25 mg BID -> 100 mg daily",
+            [med("Metoprolol tartrate 25 MG Oral Tablet", dose=1, unit="tablet", timing="BID")],
+            [med("Metoprolol tartrate 100 MG Oral Tablet", dose=1, unit="tablet", timing="daily")],
+            [],
+        )
+    )
+    assert [d.type for d in rec.discrepancies] == ["dose", "frequency"]
+    assert "per day 50 mg metoprolol at home, 100 mg metoprolol at discharge" in rec.discrepancies[0].message

@@ -12,8 +12,8 @@ from mtm.review.knowledge import load_bundled
 pytestmark = pytest.mark.unit
 
 KB = load_bundled()
-ADULT = PatientContext(age_years=50, sex="male", weight_kg=80, egfr=90)
-OLDER = PatientContext(age_years=78, sex="female", weight_kg=60, egfr=70)
+ADULT = PatientContext(age_years=50, sex="male", weight_kg=80, egfr=90, serum_creatinine_mg_dl=1.0)
+OLDER = PatientContext(age_years=78, sex="female", weight_kg=60, egfr=70, serum_creatinine_mg_dl=0.7)
 SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -213,9 +213,34 @@ def test_cockcroft_gault_used_when_egfr_absent() -> None:
 
 
 def test_renal_dose_band_respects_a_reduced_dose() -> None:
-    context = _with(ADULT, egfr=40)
+    context = _with(ADULT, serum_creatinine_mg_dl=2.5)  # CrCl 40 mL/min
     assert of_kind(check(context, [dosed("gabapentin", 900, per_day=3)], KB), "renal") == []
     assert of_kind(check(context, [dosed("gabapentin", 1800, per_day=3)], KB), "renal")
+
+
+def test_label_by_crcl_uses_crcl_even_when_egfr_is_higher() -> None:
+    # 88-year-old 45 kg woman: eGFR 48 but Cockcroft-Gault CrCl 25 mL/min; Pradaxa doses by CrCl.
+    context = PatientContext(age_years=88, sex="female", weight_kg=45, egfr=48, serum_creatinine_mg_dl=1.1)
+    alerts = of_kind(check(context, [dosed("dabigatran", 300, per_day=2)], KB), "renal")
+    assert [alert.rule_id for alert in alerts] == ["renal.dabigatran.15_30"]
+    assert "CrCl 25 mL/min (Cockcroft-Gault, actual body weight 45 kg)" in alerts[0].message
+    # The eGFR-labelled rule for metformin uses the eGFR of the same patient (48: no alert below 45).
+    assert of_kind(check(context, [dosed("metformin", 1000)], KB), "renal") == []
+
+
+def test_egfr_is_computed_from_creatinine_when_not_measured() -> None:
+    context = PatientContext(age_years=70, sex="male", weight_kg=80, serum_creatinine_mg_dl=2.5)
+    alerts = of_kind(check(context, [dosed("metformin", 1000)], KB), "renal")
+    assert [alert.rule_id for alert in alerts] == ["renal.metformin.lt30"]
+    assert "CKD-EPI 2021" in alerts[0].message
+
+
+def test_crcl_label_without_weight_gives_a_visible_could_not_check() -> None:
+    context = PatientContext(age_years=88, sex="female", egfr=48, serum_creatinine_mg_dl=1.1)
+    alerts = check(context, [dosed("dabigatran", 300, per_day=2)], KB)
+    assert of_kind(alerts, "renal") == []
+    notice = of_kind(alerts, "unresolved")
+    assert notice and "creatinine clearance" in notice[0].message and "weight" in notice[0].message
 
 
 def test_normal_kidneys_raise_no_renal_alert() -> None:
@@ -394,7 +419,7 @@ def test_unresolved_medication_is_never_silent() -> None:
 
 
 def test_alerts_are_ordered_by_severity_then_kind_then_ingredients() -> None:
-    context = _with(OLDER, egfr=25, allergies=(Allergy(text="penicillin"),))
+    context = _with(OLDER, egfr=25, serum_creatinine_mg_dl=2.0, allergies=(Allergy(text="penicillin"),))
     medications = [
         med("warfarin"),
         med("ibuprofen"),

@@ -87,7 +87,7 @@ def test_latest_egfr_wins_over_creatinine() -> None:
     )
     context, _ = context_from_reconciliation(_reconciliation((), observations))
     assert context.egfr == 28
-    kidney = context.kidney_function()
+    kidney = context.kidney_function("egfr")
     assert kidney is not None and kidney.value == 28 and "eGFR" in kidney.label
 
 
@@ -110,6 +110,25 @@ def test_cockcroft_gault() -> None:
     assert male.kidney_function().value == pytest.approx(60 * 70 / 72)  # type: ignore[union-attr]
     assert female.kidney_function().value == pytest.approx(60 * 70 / 72 * 0.85)  # type: ignore[union-attr]
     assert PatientContext(age_years=80, serum_creatinine_mg_dl=1.0).kidney_function() is None
+    # Adjusted body weight needs height; above 120% of ideal weight it replaces actual weight.
+    assert (
+        PatientContext(age_years=80, sex="male", weight_kg=120, serum_creatinine_mg_dl=1.0).kidney_function(
+            "crcl", "adjusted"
+        )
+        is None
+    )
+    tall = PatientContext(age_years=80, sex="male", weight_kg=120, height_cm=180, serum_creatinine_mg_dl=1.0)
+    ideal = 50 + 0.9 * (180 - 152.4)
+    adjusted = tall.kidney_function("crcl", "adjusted")
+    assert adjusted is not None and "adjusted body weight" in adjusted.label
+    assert adjusted.value == pytest.approx(60 * (ideal + 0.4 * (120 - ideal)) / 72)
+
+
+def test_ckd_epi_2021() -> None:
+    # Inker LA et al. N Engl J Med 2021;385:1737: female 60 y, creatinine 1.0 mg/dL -> about 64.
+    kidney = PatientContext(age_years=60, sex="female", serum_creatinine_mg_dl=1.0).kidney_function("egfr")
+    assert kidney is not None and kidney.value == pytest.approx(142 * (1 / 0.7) ** -1.2 * 0.9938**60 * 1.012)
+    assert 60 < kidney.value < 68
 
 
 def _alert(severity: str, tier: str) -> Alert:

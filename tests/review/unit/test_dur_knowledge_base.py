@@ -11,18 +11,12 @@ import pytest
 from review.unit.dur_support import med
 
 from mtm.review.domain.dur import KnowledgeBaseError, PatientContext, check
+from mtm.review.domain.dur.tables import TABLES
 from mtm.review.knowledge import BUNDLED_DIRECTORY, KB_PATH_SETTING, load_bundled, load_configured
 
 pytestmark = pytest.mark.unit
 
-RULE_FILES = sorted(
-    path
-    for path in BUNDLED_DIRECTORY.glob("*.csv")
-    if path.name not in {"aliases.csv", "classes.csv", "allergy_keywords.csv", "onc_noninterruptive_added_members.csv"}
-    and "members" not in path.name
-    and "onc_" not in path.name
-    and "ndfrt" not in path.name
-)
+RULE_FILES = sorted(path for path in BUNDLED_DIRECTORY.glob("*.csv") if path.stem in {spec.table for spec in TABLES})
 
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda path: path.name)
@@ -39,6 +33,34 @@ def test_every_rule_row_has_id_source_severity_and_tier(path: Path) -> None:
         assert row["tier"] in ("interruptive", "passive"), row["rule_id"]
 
 
+def test_every_rule_table_has_a_declaration_and_a_file() -> None:
+    declared = {spec.table for spec in TABLES}
+    assert declared == {path.stem for path in RULE_FILES}
+    supporting = {"aliases", "classes", "allergy_keywords", "pgx_diplotypes"}
+    supporting |= {p.stem for p in BUNDLED_DIRECTORY.glob("*members.csv")}
+    assert {path.stem for path in BUNDLED_DIRECTORY.glob("*.csv")} == declared | supporting
+
+
+def test_severity_and_message_come_from_the_row(tmp_path: Path) -> None:
+    for name in ("VERSION", "classes.csv", "onc_high_priority_members.csv", "onc_high_priority_pairs.csv"):
+        shutil.copy(BUNDLED_DIRECTORY / name, tmp_path / name)
+    pairs = tmp_path / "onc_high_priority_pairs.csv"
+    with pairs.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["pair_no"] == "9":
+            row.update(severity="moderate", tier="passive", message="Site wording.")
+    with pairs.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    alerts = check(
+        PatientContext(), [med("ramelteon"), med("fluvoxamine")], load_configured({KB_PATH_SETTING: str(tmp_path)})
+    )
+    assert [(a.rule_id, a.severity, a.tier) for a in alerts] == [("onc-high.9", "moderate", "passive")]
+    assert alerts[0].message.endswith("Site wording.")
+
+
 @pytest.mark.parametrize("name", ["classes.csv", "aliases.csv", "allergy_keywords.csv"])
 def test_every_supporting_row_has_a_source(name: str) -> None:
     with (BUNDLED_DIRECTORY / name).open(newline="", encoding="utf-8") as handle:
@@ -48,8 +70,8 @@ def test_every_supporting_row_has_a_source(name: str) -> None:
 def test_bundled_kb_has_a_version_and_counts() -> None:
     kb = load_bundled()
     assert kb.version == (BUNDLED_DIRECTORY / "VERSION").read_text(encoding="utf-8").strip()
-    assert kb.rule_counts["interaction.onc_high"] > 0
-    assert kb.rule_counts["interaction.va_ndfrt"] > 2000
+    assert kb.rule_counts["onc_high_priority_pairs"] > 0
+    assert kb.rule_counts["ndfrt_va_ddi_pairs"] > 2000
     assert "qt_prolonging" in kb.class_members
 
 

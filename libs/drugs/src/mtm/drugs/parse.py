@@ -23,6 +23,8 @@ DENOMINATOR_UNITS: dict[str, str] = {
     "ml": "ml",
     "l": "ml",
     "actuat": "actuat",
+    "act": "actuat",
+    "inh": "actuat",
     "actuation": "actuat",
     "puff": "actuat",
     "spray": "actuat",

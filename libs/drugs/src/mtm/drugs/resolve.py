@@ -23,6 +23,8 @@ from mtm.drugs.vocabulary import (
 )
 
 MatchedBy = Literal["rxnorm", "text"]
+# EHR abbreviations of salts, spelled out so "Metoprolol succ ER" and "metoprolol succinate" compare equal.
+SALT_ABBREVIATIONS = {"succ": "succinate", "tart": "tartrate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,7 @@ def _scan(body: str) -> _Scan | None:
             position += 1
             continue
         if after_ingredient and (salt_words := _salt_run(tokens, position, vocab.salts)):
-            scan.found[-1].salt = " ".join(salt_words)
+            scan.found[-1].salt = " ".join(SALT_ABBREVIATIONS.get(word, word) for word in salt_words)
             position += len(salt_words)
             after_ingredient = False
             continue

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
-TOKEN_PATTERN = re.compile(r"(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<word>[a-z][a-z0-9]*)|(?P<sep>[/+])|(?P<pct>%)")
+# "#" is kept: "Tylenol #3" names a different product from "Tylenol" (acetaminophen with codeine), so a "#"
+# outside a known product name leaves the text unresolved instead of dropping an ingredient.
+TOKEN_PATTERN = re.compile(
+    r"(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<word>[a-z][a-z0-9]*)|(?P<sep>[/+])|(?P<pct>%)|(?P<hash>#)"
+)
 
 RELEASE_PHRASES: dict[str, str] = {
     "extended release": "extended-release",
@@ -36,7 +40,7 @@ RELEASE_PHRASES: dict[str, str] = {
 FILLER_WORDS = frozenset(
     """
     mg mcg ug g gm gram grams milligram milligrams microgram micrograms ng ml l unt unit units iu meq mmol
-    actuat actuation actuations hr hrs hour hours h day days week weeks month months dose doses
+    act inh actuat actuation actuations hr hrs hour hours h day days week weeks month months dose doses
     per each of the a an and or as for in to at on by with without
     take takes taking give apply inhale inject use instill insert chew swallow dissolve place
     puff puffs spray sprays drop drops tablet tablets capsule capsules
@@ -46,6 +50,10 @@ FILLER_WORDS = frozenset(
     """.split()
 )
 CONNECTOR_WORDS = frozenset({"and", "with", "plus"})
+# DrugBank id blocks holding mostly marketed drugs. The vocabulary takes every DrugBank entry, but a typo is only
+# corrected towards these (and curated and brand names): next to 17,000 experimental compounds, "lactate" is one
+# letter from "lactase" and "trimethyl" from "triethyl", and a guess there would name a drug nobody wrote.
+FUZZY_SOURCES = ("DB00", "DB01", "DB09")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,9 @@ class Vocabulary:
     dose_forms: dict[str, DoseFormEntry] = field(default_factory=dict)
     rxnorm: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     max_phrase_tokens: int = 1
+    # Names a one-letter typo may be corrected to: marketed-drug names only (see FUZZY_SOURCES).
+    fuzzy_targets: set[str] = field(default_factory=set)
+    curated_brands: set[str] = field(default_factory=set)
 
 
 def tokenize(text: str) -> list[str]:
@@ -106,15 +117,31 @@ def vocabulary() -> Vocabulary:
     """The packaged tables, read once per process."""
     vocab = Vocabulary()
     vocab.salts = frozenset(phrase_key(row["salt"]) for row in _rows("salts.csv"))
+    # Derived tables are written as phrase keys by tools/build_vocabulary.py (a test checks it): no re-tokenizing.
     for row in _rows("ingredient_synonyms.csv"):
-        vocab.ingredients[phrase_key(row["synonym"])] = row["ingredient"]
+        key = row["synonym"]
+        vocab.ingredients[key] = row["ingredient"]
+        if row["source"].rsplit(" ", 1)[-1].startswith(FUZZY_SOURCES):
+            vocab.fuzzy_targets.add(key)
     # Curated rows override DrugBank-derived ones (US names, abbreviations, known misspellings).
     for row in _rows("curated_synonyms.csv"):
-        vocab.ingredients[phrase_key(row["synonym"])] = row["ingredient"]
+        key = phrase_key(row["synonym"])
+        vocab.ingredients[key] = row["ingredient"]
+        vocab.fuzzy_targets.add(key)
     for ingredient in set(vocab.ingredients.values()):
         vocab.ingredients.setdefault(phrase_key(ingredient), ingredient)
+    # NDC Directory product names first, so the curated brands (which carry release and route) override them.
+    for row in _rows("ndc_brands.csv"):
+        vocab.brands[row["name"]] = BrandEntry(
+            name=row["name"],
+            ingredients=tuple((ingredient, None) for ingredient in row["ingredients"].split(";")),
+            release=None,
+            route=None,
+            is_brand=True,
+        )
     for row in _rows("brands.csv"):
         parts = tuple(split_salt(part, vocab.salts, vocab.ingredients) for part in row["ingredients"].split(";"))
+        vocab.curated_brands.add(phrase_key(row["name"]))
         vocab.brands[phrase_key(row["name"])] = BrandEntry(
             name=row["name"],
             ingredients=parts,
@@ -155,7 +182,7 @@ def _fuzzy_index() -> dict[str, frozenset[str]]:
     """Single-character deletions of every long one-word name, to find one-edit typos without a scan."""
     vocab = vocabulary()
     index: dict[str, set[str]] = {}
-    names = [key for key in (*vocab.ingredients, *vocab.brands) if " " not in key]
+    names = [key for key in (*vocab.fuzzy_targets, *vocab.curated_brands) if " " not in key]
     for name in names:
         if len(name) < MIN_FUZZY_LENGTH or not name.isalpha():
             continue

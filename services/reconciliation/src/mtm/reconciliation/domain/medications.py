@@ -152,7 +152,28 @@ def changes_between(home: ResolvedMedication, discharge: ResolvedMedication) -> 
     return tuple(changes)
 
 
+def daily_amounts(medication: ResolvedMedication) -> Amounts:
+    """Per-ingredient amount per day; empty unless both the dose and the frequency are stated."""
+    per_day = medication.entry.frequency_per_day
+    if per_day is None or medication.entry.as_needed:
+        return {}
+    return {name: (amount * per_day, unit) for name, (amount, unit) in medication.amount_per_administration.items()}
+
+
 def _dose_differs(home: ResolvedMedication, discharge: ResolvedMedication) -> bool:
+    """A different amount per administration that also changes the daily total, when both totals are known.
+
+    25 mg twice daily -> 50 mg once daily is a schedule change (reported as frequency), not a dose change.
+    """
+    if not _amount_differs(home, discharge):
+        return False
+    home_daily, discharge_daily = daily_amounts(home), daily_amounts(discharge)
+    if home_daily and home_daily.keys() == discharge_daily.keys():
+        return any(not same_amount(home_daily[i], discharge_daily[i]) for i in home_daily)
+    return True
+
+
+def _amount_differs(home: ResolvedMedication, discharge: ResolvedMedication) -> bool:
     home_amounts, discharge_amounts = home.comparable_amounts, discharge.comparable_amounts
     common = home_amounts.keys() & discharge_amounts.keys()
     if common:

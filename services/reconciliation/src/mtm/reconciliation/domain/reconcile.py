@@ -17,7 +17,12 @@ from mtm.contracts.events import (
     Reconciliation,
     TransitionOfCare,
 )
-from mtm.reconciliation.domain.medications import ResolvedMedication, changes_between
+from mtm.reconciliation.domain.medications import (
+    ResolvedMedication,
+    changes_between,
+    daily_amounts,
+    same_amount,
+)
 
 _STATUS_ORDER: dict[ItemStatus, int] = {"continued": 0, "changed": 1, "new": 2, "stopped": 3}
 _DISCREPANCY_ORDER: dict[DiscrepancyType, int] = {
@@ -44,8 +49,7 @@ def reconcile(toc: TransitionOfCare, transition_event_id: UUID) -> Reconciliatio
     for medication in discharge:
         groups[medication.match_key].discharge.append(medication)
 
-    items: list[tuple[tuple, ReconciledItem]] = []
-    discrepancies: list[Discrepancy] = []
+    items, discrepancies = _combinations(groups)
     for group in groups.values():
         group_items, group_discrepancies = group.reconcile()
         items.extend(group_items)
@@ -184,6 +188,145 @@ def _item(
     return order, item
 
 
+# --- combinations -------------------------------------------------------------------------------------------
+
+
+def _combinations(
+    groups: dict[tuple[str, ...], _Group],
+) -> tuple[list[tuple[tuple, ReconciledItem]], list[Discrepancy]]:
+    """A combination product on one list matched against its components on the other (both directions).
+
+    Lisinopril/HCTZ at home that becomes lisinopril + HCTZ at discharge is one medication changing form, not an
+    omission and two new drugs. The matched groups leave `groups`; each component becomes an item linked to the
+    combination, with its own dose compared by daily total.
+    """
+    items: list[tuple[tuple, ReconciledItem]] = []
+    discrepancies: list[Discrepancy] = []
+    for combo_side, parts_side in (("home", "discharge"), ("discharge", "home")):
+        for key in sorted(groups, key=lambda k: (-len(k), k)):
+            group = groups.get(key)
+            if group is None or len(key) < 2 or key[0].startswith("?"):
+                continue
+            combos, others = getattr(group, combo_side), getattr(group, parts_side)
+            if len(combos) != 1 or others or combos[0].is_stop:
+                continue
+            parts = {
+                other_key: getattr(other, parts_side)[0]
+                for other_key, other in groups.items()
+                if other_key != key
+                and set(other_key) < set(key)
+                and not getattr(other, combo_side)
+                and len(getattr(other, parts_side)) == 1
+                and not getattr(other, parts_side)[0].is_stop
+            }
+            covered = [name for part_key in parts for name in part_key]
+            if sorted(covered) != sorted(key):
+                continue  # not an exact, non-overlapping split of the combination
+            for part_key in (key, *parts):
+                groups.pop(part_key)
+            combination = combos[0]
+            ordered = sorted(parts.values(), key=lambda m: m.position)
+            for part in ordered:
+                items.append(_component_item(combination, part, combination_at_home=combo_side == "home"))
+            discharge_side = [combination] if combo_side == "discharge" else ordered
+            if not all(medication.documents_change for medication in discharge_side):
+                discrepancies.append(_combination_discrepancy(combination, ordered, combo_side == "home"))
+                discrepancies.extend(
+                    _component_dose_discrepancy(combination, part, combination_at_home=combo_side == "home")
+                    for part in ordered
+                    if _component_dose_changed(combination, part)
+                )
+    return items, discrepancies
+
+
+def _component_amounts(medication: ResolvedMedication, names: tuple[str, ...]) -> tuple[dict, bool]:
+    """Per-day amounts of these ingredients when known (True), else per administration (False)."""
+    daily = daily_amounts(medication)
+    if daily and all(name in daily for name in names):
+        return {name: daily[name] for name in names}, True
+    amounts = medication.comparable_amounts
+    return {name: amounts[name] for name in names if name in amounts}, False
+
+
+def _component_dose_changed(combination: ResolvedMedication, part: ResolvedMedication) -> bool:
+    combined, combined_daily = _component_amounts(combination, part.ingredients)
+    separate, separate_daily = _component_amounts(part, part.ingredients)
+    if combined_daily != separate_daily or combined.keys() != separate.keys() or not combined:
+        return False
+    return any(not same_amount(combined[name], separate[name]) for name in combined)
+
+
+def _component_item(
+    combination: ResolvedMedication, part: ResolvedMedication, *, combination_at_home: bool
+) -> tuple[tuple, ReconciledItem]:
+    home, discharge = (combination, part) if combination_at_home else (part, combination)
+    changes: list[ChangeKind] = ["formulation"]
+    if _component_dose_changed(combination, part):
+        changes.insert(0, "dose")
+    doses = tuple(dose for dose in discharge.ingredient_doses() if dose.ingredient in part.ingredients)
+    item = ReconciledItem(
+        ingredients=part.ingredients,
+        status="changed",
+        changes=tuple(changes),
+        documented=discharge.documents_change,
+        home=home.entry,
+        discharge=discharge.entry,
+        resolved=True,
+        formulation=discharge.formulation,
+        route=discharge.route,
+        frequency_per_day=discharge.entry.frequency_per_day,
+        ingredient_doses=doses,
+    )
+    return (part.name.lower(), _STATUS_ORDER["changed"], home.position, discharge.position), item
+
+
+def _combination_discrepancy(
+    combination: ResolvedMedication, parts: list[ResolvedMedication], combination_at_home: bool
+) -> Discrepancy:
+    separate = "; ".join(describe(part.entry) for part in parts)
+    if combination_at_home:
+        what = (
+            f"one combination product at home ({describe(combination.entry)}), separate products at discharge "
+            f"({separate}); make sure the combination product is stopped at home (double dosing)"
+        )
+    else:
+        what = (
+            f"separate products at home ({separate}), one combination product at discharge "
+            f"({describe(combination.entry)}); make sure the separate products are stopped at home (double dosing)"
+        )
+    return Discrepancy(
+        type="formulation",
+        ingredients=combination.ingredients,
+        home=combination.entry if combination_at_home else parts[0].entry,
+        discharge=parts[0].entry if combination_at_home else combination.entry,
+        message=f"{_title(combination)}: {what}; no change is documented.",
+    )
+
+
+def _component_dose_discrepancy(
+    combination: ResolvedMedication, part: ResolvedMedication, *, combination_at_home: bool
+) -> Discrepancy:
+    combined, per_day = _component_amounts(combination, part.ingredients)
+    separate, _ = _component_amounts(part, part.ingredients)
+    at_home, at_discharge = (combined, separate) if combination_at_home else (separate, combined)
+    home, discharge = (combination, part) if combination_at_home else (part, combination)
+
+    def written(amounts: dict) -> str:
+        return " + ".join(f"{amount:g} {unit} {name}" for name, (amount, unit) in sorted(amounts.items()))
+
+    measure = "per day" if per_day else "per administration"
+    return Discrepancy(
+        type="dose",
+        ingredients=part.ingredients,
+        home=home.entry,
+        discharge=discharge.entry,
+        message=(
+            f"{_title(part)}: dose {measure} {written(at_home)} at home ({home.entry.text}), "
+            f"{written(at_discharge)} at discharge ({discharge.entry.text}); no change is documented."
+        ),
+    )
+
+
 # --- discrepancies --------------------------------------------------------------------------------------------
 
 
@@ -307,8 +450,24 @@ def _frequency(entry: MedicationEntry) -> str:
     return written + (" as needed" if entry.as_needed else "")
 
 
+def _daily(medication: ResolvedMedication) -> str:
+    totals = daily_amounts(medication)
+    return " + ".join(f"{amount:g} {unit} {name}" for name, (amount, unit) in sorted(totals.items()))
+
+
+def _dose_wording(home: ResolvedMedication, discharge: ResolvedMedication) -> str:
+    wording = f"dose per administration {_amounts(home)} at home, {_amounts(discharge)} at discharge"
+    if (
+        daily_amounts(home)
+        and daily_amounts(discharge)
+        and home.entry.frequency_per_day != discharge.entry.frequency_per_day
+    ):
+        wording += f" (per day {_daily(home)} at home, {_daily(discharge)} at discharge)"
+    return wording
+
+
 _CHANGE_WORDING = {
-    "dose": lambda h, d: f"dose per administration {_amounts(h)} at home, {_amounts(d)} at discharge",
+    "dose": _dose_wording,
     "frequency": lambda h, d: f"frequency {_frequency(h.entry)} at home, {_frequency(d.entry)} at discharge",
     "route": lambda h, d: f"route {h.route} at home, {d.route} at discharge",
     "formulation": lambda h, d: (

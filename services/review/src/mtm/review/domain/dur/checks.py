@@ -11,7 +11,7 @@ from typing import TypeVar
 from mtm.contracts import Alert, Condition
 from mtm.contracts.events import AlertKind
 from mtm.review.domain.dur.knowledge_base import KnowledgeBase
-from mtm.review.domain.dur.model import CheckedMedication, PatientContext
+from mtm.review.domain.dur.model import CheckedMedication, KidneyFunction, PatientContext
 from mtm.review.domain.dur.rules import (
     SAME_INGREDIENT,
     SEVERITY_RANK,
@@ -133,6 +133,7 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
 def duplications(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     holders: dict[str, set[int]] = defaultdict(set)
     in_class: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    routes = {medication.index: medication.source.route for medication in medications}
     for medication in medications:
         for ingredient in medication.ingredients:
             holders[ingredient].add(medication.index)
@@ -141,7 +142,7 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
     for rule in kb.duplication:
         if rule.class_a == SAME_INGREDIENT:
             for ingredient, indexes in sorted(holders.items()):
-                if len(indexes) > 1:
+                if len(indexes) > 1 and (not rule.same_route or _share_a_route(indexes, routes)):
                     review.add(
                         "duplication",
                         rule,
@@ -160,6 +161,60 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
         if implicated:
             names = " + ".join(sorted(implicated))
             review.add("duplication", rule, implicated, f"{display(names)}: {rule.message}")
+
+
+def _share_a_route(indexes: set[int], routes: dict[int, str | None]) -> bool:
+    """Two of these medications go by the same route (an unknown route may be any, so it matches)."""
+    seen = [routes[index] for index in sorted(indexes)]
+    return any(a is None or b is None or a == b for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+# --- combinations ---------------------------------------------------------------------------------------------
+
+
+def combinations(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+    """Class combinations counted over distinct medications (Beers 2023 Table 5: two or more anticholinergics,
+    three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women)."""
+    for rule in kb.combinations:
+        if rule.sex is not None and context.sex != rule.sex:
+            continue
+        if rule.min_age is not None and (context.age_years is None or context.age_years < rule.min_age):
+            continue
+        holders: list[dict[int, str]] = []
+        for name in rule.classes:
+            members = kb.class_members.get(name, frozenset())
+            holders.append(
+                {
+                    medication.index: ingredient
+                    for medication in medications
+                    if not rule.routes or medication.source.route is None or medication.source.route in rule.routes
+                    for ingredient in medication.ingredients
+                    if ingredient in members
+                }
+            )
+        if not all(holders):
+            continue
+        involved: dict[int, str] = {}
+        for found in holders:
+            involved.update(found)
+        if len(involved) < rule.min_count:
+            continue
+        if len(holders) > 1 and not _distinct_choice(holders):
+            continue
+        names = sorted(set(involved.values()))
+        count = f"{len(involved)} medications: " if len(rule.classes) == 1 else ""
+        review.add(rule.kind, rule, names, f"{count}{display(' + '.join(names))}: {rule.message}")  # type: ignore[arg-type]
+
+
+def _distinct_choice(holders: list[dict[int, str]]) -> bool:
+    """True when each class can be covered by a different medication (one product is not a combination)."""
+
+    def assign(position: int, used: frozenset[int]) -> bool:
+        if position == len(holders):
+            return True
+        return any(assign(position + 1, used | {index}) for index in holders[position] if index not in used)
+
+    return assign(0, frozenset())
 
 
 # --- dose -----------------------------------------------------------------------------------------------------
@@ -202,6 +257,45 @@ def doses(medications: list[Medication], kb: KnowledgeBase, review: Review) -> N
             )
 
 
+def dose_criteria(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+    """Dose rules decided by how many patient criteria hold; criteria that cannot be evaluated are named."""
+    for medication in medications:
+        for ingredient in medication.ingredients:
+            for rule in kb.dose_criteria.get(ingredient, ()):
+                met: list[str] = []
+                unknown: list[str] = []
+                for criterion in rule.criteria:
+                    value = getattr(context, criterion.fact)
+                    if value is None:
+                        unknown.append(str(criterion))
+                    elif criterion.holds(float(value)):
+                        met.append(str(criterion))
+                if len(met) > rule.max_met or len(met) + len(unknown) < rule.min_met:
+                    continue
+                if len(met) < rule.min_met:
+                    review.could_not_run(medication, "dose criteria", f"unknown: {', '.join(unknown)}")
+                    continue
+                amount = daily_amount(medication, ingredient, rule.unit)
+                if amount is None:
+                    review.could_not_run(medication, "dose", "no daily amount in a comparable unit")
+                    continue
+                if rule.min_daily is not None and amount < rule.min_daily - 1e-9:
+                    continue
+                if rule.max_daily is not None and amount > rule.max_daily + 1e-9:
+                    continue
+                if len(met) + len(unknown) > rule.max_met and unknown:
+                    review.could_not_run(medication, "dose criteria", f"unknown: {', '.join(unknown)}")
+                    continue
+                criteria = ", ".join(met) if met else "none"
+                review.add(
+                    "dose",
+                    rule,
+                    (ingredient,),
+                    f"{display(ingredient)} {amount:g} {rule.unit}/day with {len(met)} of "
+                    f"{len(rule.criteria)} criteria met ({criteria}): {rule.message}",
+                )
+
+
 def _schedule(medication: Medication, ingredient: str, schedule: DoseSchedule, review: Review) -> None:
     frequency = medication.source.frequency_per_day
     if frequency is None or frequency <= 0:
@@ -232,18 +326,25 @@ def _schedule(medication: Medication, ingredient: str, schedule: DoseSchedule, r
 
 
 def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    kidney = context.kidney_function()
+    """Each rule compares the measure its label states (CrCl or eGFR); the alert names the measure and value."""
+    measures: dict[tuple[str, str], KidneyFunction | None] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
             rules = kb.renal.get(ingredient)
             if not rules:
                 continue
-            if kidney is None:
-                review.could_not_run(medication, "renal", "no eGFR, or creatinine with age and weight")
-                continue
             kept: RenalRule | None = None
+            kept_kidney: KidneyFunction | None = None
             detail = ""
+            missing: set[str] = set()
             for rule in rules:
+                key = (rule.measure, rule.weight)
+                if key not in measures:
+                    measures[key] = context.kidney_function(rule.measure, rule.weight)
+                kidney = measures[key]
+                if kidney is None:
+                    missing.add(_MEASURE_NEEDS[key])
+                    continue
                 if rule.min_value is not None and kidney.value < rule.min_value:
                     continue
                 if rule.max_value is not None and kidney.value >= rule.max_value:
@@ -259,14 +360,24 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
                         else f" Daily dose not known: check it against {rule.max_daily:g} {rule.unit}/day."
                     )
                 if _better(rule, kept):
-                    kept, detail = rule, note
-            if kept is not None:
+                    kept, kept_kidney, detail = rule, kidney, note
+            if kept is not None and kept_kidney is not None:
                 review.add(
                     "renal",
                     kept,
                     (ingredient,),
-                    f"{display(ingredient)} with {kidney.label}: {kept.message}{detail}",
+                    f"{display(ingredient)} with {kept_kidney.label}: {kept.message}{detail}",
                 )
+            elif missing:
+                review.could_not_run(medication, "renal", "; ".join(sorted(missing)))
+
+
+_MEASURE_NEEDS = {
+    ("crcl", "actual"): "its label doses by creatinine clearance, which needs age, weight and serum creatinine",
+    ("crcl", "adjusted"): "its label doses by creatinine clearance on adjusted body weight, which needs age, "
+    "weight, height and serum creatinine",
+    ("egfr", "actual"): "its label doses by eGFR, which needs an eGFR result or age and serum creatinine",
+}
 
 
 # --- condition ------------------------------------------------------------------------------------------------
@@ -293,6 +404,8 @@ def conditions(context: PatientContext, medications: list[Medication], kb: Knowl
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.conditions.get(ingredient, ()):
+                if rule.route is not None and medication.source.route not in (None, rule.route):
+                    continue
                 for condition in context.conditions:
                     active = condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS
                     if not (active or rule.include_resolved) or not _condition_matches(condition, rule):
@@ -405,7 +518,11 @@ def pharmacogenomics(context: PatientContext, medications: list[Medication], kb:
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.pgx.get(ingredient, ()):
-                result = context.hla.get(rule.gene) if "*" in rule.gene else context.pgx.get(rule.gene)
+                if "*" in rule.gene:
+                    result = context.hla.get(rule.gene)
+                else:
+                    stated = context.pgx.get(rule.gene)
+                    result = kb.phenotype(rule.gene, stated) if stated is not None else None
                 if result != rule.phenotype:
                     continue
                 key = (ingredient, rule.gene)

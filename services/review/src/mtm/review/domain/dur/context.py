@@ -13,6 +13,8 @@ EGFR_CODES = frozenset({"62238-1", "33914-3", "98979-8", "48642-3", "48643-1", "
 CREATININE_MASS_CODES = frozenset({"2160-0", "38483-4"})
 CREATININE_MOLAR_CODES = frozenset({"14682-9"})
 WEIGHT_CODES = frozenset({"29463-7", "3141-9"})
+HEIGHT_CODES = frozenset({"8302-2", "8306-3", "3137-7"})
+CM_PER_INCH = 2.54
 CREATININE_UMOL_PER_MG_DL = 88.4
 KG_PER_LB = 0.4536
 
@@ -58,6 +60,16 @@ def _weight_kg(observation: Observation) -> float | None:
     return observation.value
 
 
+def _height_cm(observation: Observation) -> float | None:
+    unit = (observation.unit or "").lower()
+    assert observation.value is not None
+    if unit in ("in", "[in_i]", "inch", "inches"):
+        return observation.value * CM_PER_INCH
+    if unit == "m":
+        return observation.value * 100
+    return observation.value
+
+
 def _genomics(observations: tuple[Observation, ...]) -> tuple[dict[str, str], dict[str, str]]:
     """Gene phenotypes (`CYP2C19 phenotype` = `Poor metabolizer`) and HLA results (`HLA-B*57:01` = `Positive`)."""
     pgx: dict[str, str] = {}
@@ -71,7 +83,7 @@ def _genomics(observations: tuple[Observation, ...]) -> tuple[dict[str, str], di
             hla[allele.group(1).upper()] = observation.value_text
             continue
         gene = _GENE_RESULT.match(observation.text)
-        if gene and observation.code not in EGFR_CODES | CREATININE_MASS_CODES | WEIGHT_CODES:
+        if gene and observation.code not in EGFR_CODES | CREATININE_MASS_CODES | WEIGHT_CODES | HEIGHT_CODES:
             pgx[gene.group(1).upper()] = observation.value_text
     return pgx, hla
 
@@ -117,7 +129,7 @@ def context_from_reconciliation(
         else today or datetime.now(UTC).date()
     )
     observations = reconciliation.observations
-    by_kind: dict[str, list[Observation]] = {"egfr": [], "creatinine": [], "weight": []}
+    by_kind: dict[str, list[Observation]] = {"egfr": [], "creatinine": [], "weight": [], "height": []}
     for observation in observations:
         if observation.code in EGFR_CODES:
             by_kind["egfr"].append(observation)
@@ -125,15 +137,19 @@ def context_from_reconciliation(
             by_kind["creatinine"].append(observation)
         elif observation.code in WEIGHT_CODES:
             by_kind["weight"].append(observation)
+        elif observation.code in HEIGHT_CODES:
+            by_kind["height"].append(observation)
     egfr = _latest(by_kind["egfr"])
     creatinine = _latest(by_kind["creatinine"])
     weight = _latest(by_kind["weight"])
+    height = _latest(by_kind["height"])
     pgx, hla = _genomics(observations)
     patient = reconciliation.patient
     context = PatientContext(
         age_years=_age(patient.birth_date, on),
         sex=patient.sex,
         weight_kg=_weight_kg(weight) if weight else None,
+        height_cm=_height_cm(height) if height else None,
         egfr=egfr.value if egfr else None,
         serum_creatinine_mg_dl=_creatinine_mg_dl(creatinine) if creatinine else None,
         conditions=reconciliation.conditions,

@@ -46,7 +46,9 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
 
     checks.interactions(resolved, kb, review)
     checks.duplications(resolved, kb, review)
+    checks.combinations(context, resolved, kb, review)
     checks.doses(resolved, kb, review)
+    checks.dose_criteria(context, resolved, kb, review)
     checks.renal(context, resolved, kb, review)
     checks.conditions(context, resolved, kb, review)
     checks.allergies(context, resolved, kb, review)
@@ -57,20 +59,29 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
 
 
 def _not_run_alerts(medications: Iterable[Medication], review: Review) -> Iterable[Alert]:
+    """One notice per patient for every check that lacked data, grouped by check and reason.
+
+    A list without doses would otherwise give one notice per drug and bury the findings; one notice still
+    names every medication whose check did not run, so nothing is silently skipped.
+    """
+    grouped: dict[tuple[str, str], list[str]] = {}
+    ingredients: set[str] = set()
     for medication in medications:
-        missing = review.not_run.get(medication.index)
-        if not missing:
-            continue
-        reasons = "; ".join(f"{name} check could not run ({reason})" for name, reason in missing.items())
-        yield Alert(
-            kind="unresolved",
-            severity="low",
-            tier="passive",
-            ingredients=tuple(sorted(medication.ingredients)),
-            message=f"'{medication.source.text}': {reasons}.",
-            source="mtm drug-utilization review (missing dose, frequency, age or kidney-function data)",
-            rule_id="unresolved.data",
-        )
+        for name, reason in review.not_run.get(medication.index, {}).items():
+            grouped.setdefault((name, reason), []).append(f"'{medication.source.text}'")
+            ingredients.update(medication.ingredients)
+    if not grouped:
+        return
+    parts = [f"{name} check could not run ({why}) for {', '.join(texts)}" for (name, why), texts in grouped.items()]
+    yield Alert(
+        kind="unresolved",
+        severity="low",
+        tier="passive",
+        ingredients=tuple(sorted(ingredients)),
+        message="; ".join(parts) + ".",
+        source="mtm drug-utilization review (missing dose, frequency, age or kidney-function data)",
+        rule_id="unresolved.data",
+    )
 
 
 def _order(alert: Alert) -> tuple[int, str, tuple[str, ...], str, str]:

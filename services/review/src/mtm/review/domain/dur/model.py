@@ -17,10 +17,37 @@ _NEGATIVE = frozenset({"negative", "not detected", "absent", "non-carrier", "non
 _SPACES = re.compile(r"\s+")
 
 
+_PHENOTYPE = re.compile(
+    r"\b((?:likely |possible )?(?:poor|intermediate|normal|rapid|ultrarapid|extensive) metabolizer"
+    r"|(?:possible )?(?:poor|decreased|normal|increased) function)\b"
+)
+_ABBREVIATED = {
+    "pm": "poor metabolizer",
+    "im": "intermediate metabolizer",
+    "nm": "normal metabolizer",
+    "em": "normal metabolizer",
+    "rm": "rapid metabolizer",
+    "um": "ultrarapid metabolizer",
+}
+_DIPLOTYPE = re.compile(r"(\*\w+(?:\.\d+)?)\s*/\s*(\*\w+(?:\.\d+)?)")
+
+
 def normalize_phenotype(value: str) -> str:
-    """Lowercase, single-spaced, US spelling: `Poor Metaboliser` and `poor  metabolizer` compare equal."""
-    text = _SPACES.sub(" ", value.strip().lower())
-    return text.replace("metaboliser", "metabolizer")
+    """The phenotype a result states, as labs write it: `CYP2C19 *2/*2 - Poor Metabolizer`, `Poor Metaboliser`
+    and `PM` all give `poor metabolizer`; "extensive" is the old word for normal. A result that only gives star
+    alleles comes back as the diplotype (`*2/*2`), for the knowledge base's CPIC tables to translate."""
+    text = _SPACES.sub(" ", value.strip().lower()).replace("metaboliser", "metabolizer")
+    text = text.replace("ultra-rapid", "ultrarapid").replace("ultra rapid", "ultrarapid")
+    found = _PHENOTYPE.search(text)
+    if found:
+        return found.group(1).replace("extensive metabolizer", "normal metabolizer")
+    words = text.split()
+    if words and words[-1] in _ABBREVIATED:  # "PM", "CYP2D6 UM"
+        return _ABBREVIATED[words[-1]]
+    diplotype = _DIPLOTYPE.search(text)
+    if diplotype:
+        return f"{diplotype.group(1)}/{diplotype.group(2)}"
+    return text
 
 
 def normalize_hla_result(value: str) -> str:
@@ -51,6 +78,7 @@ class PatientContext:
     age_years: int | None = None
     sex: Sex = "unknown"
     weight_kg: float | None = None
+    height_cm: float | None = None
     egfr: float | None = None
     serum_creatinine_mg_dl: float | None = None
     conditions: tuple[Condition, ...] = ()
@@ -66,26 +94,52 @@ class PatientContext:
         object.__setattr__(self, "conditions", tuple(self.conditions))
         object.__setattr__(self, "allergies", tuple(self.allergies))
 
-    def kidney_function(self) -> KidneyFunction | None:
-        """eGFR when measured, else Cockcroft-Gault creatinine clearance; None when neither can be had.
+    def kidney_function(self, measure: str = "crcl", weight: str = "actual") -> KidneyFunction | None:
+        """The kidney function a rule's label states: `crcl` or `egfr`; None when it cannot be had."""
+        return self.estimated_gfr() if measure == "egfr" else self.creatinine_clearance(weight)
 
-        Labels state thresholds in CrCl or eGFR; using whichever is available is the usual pragmatic
-        approximation, and the alert says which one was used. With sex unknown the female factor (0.85)
-        is applied, which errs towards flagging.
+    def creatinine_clearance(self, weight: str = "actual") -> KidneyFunction | None:
+        """Cockcroft-Gault CrCl in mL/min with actual body weight, or adjusted body weight when the label asks.
+
+        A measured eGFR is not a substitute: labels that dose by CrCl (dabigatran, enoxaparin, nitrofurantoin...)
+        were studied with it, and eGFR overstates clearance in the old and the light. With sex unknown the female
+        factor (0.85) is applied, which errs towards flagging.
         """
-        if self.egfr is not None:
-            return KidneyFunction(self.egfr, f"eGFR {self.egfr:.0f} mL/min/1.73m²")
-        if (
-            self.age_years is None
-            or self.weight_kg is None
-            or self.serum_creatinine_mg_dl is None
-            or self.serum_creatinine_mg_dl <= 0
-        ):
+        if self.age_years is None or self.weight_kg is None or not self.serum_creatinine_mg_dl:
             return None
-        clearance = (140 - self.age_years) * self.weight_kg / (72 * self.serum_creatinine_mg_dl)
+        if self.serum_creatinine_mg_dl <= 0 or self.weight_kg <= 0:
+            return None
+        body_weight, basis = self.weight_kg, "actual body weight"
+        if weight == "adjusted":
+            ideal = self.ideal_body_weight()
+            if ideal is None:
+                return None
+            if self.weight_kg > 1.2 * ideal:
+                body_weight, basis = ideal + 0.4 * (self.weight_kg - ideal), "adjusted body weight"
+        clearance = (140 - self.age_years) * body_weight / (72 * self.serum_creatinine_mg_dl)
         if self.sex != "male":
             clearance *= 0.85
-        return KidneyFunction(clearance, f"CrCl {clearance:.0f} mL/min (Cockcroft-Gault)")
+        return KidneyFunction(clearance, f"CrCl {clearance:.0f} mL/min (Cockcroft-Gault, {basis} {body_weight:.0f} kg)")
+
+    def ideal_body_weight(self) -> float | None:
+        """Devine ideal body weight in kg; needs height (female formula when sex is unknown)."""
+        if self.height_cm is None or self.height_cm <= 0:
+            return None
+        base = 50.0 if self.sex == "male" else 45.5
+        return base + 0.9 * (self.height_cm - 152.4)
+
+    def estimated_gfr(self) -> KidneyFunction | None:
+        """Measured eGFR, else CKD-EPI 2021 (race-free) from creatinine, age and sex; None when neither can be had."""
+        if self.egfr is not None:
+            return KidneyFunction(self.egfr, f"eGFR {self.egfr:.0f} mL/min/1.73m²")
+        creatinine = self.serum_creatinine_mg_dl
+        if self.age_years is None or creatinine is None or creatinine <= 0:
+            return None
+        # Unknown sex takes the female equation: it gives the lower eGFR for a given creatinine.
+        kappa, alpha, factor = (0.9, -0.302, 1.0) if self.sex == "male" else (0.7, -0.241, 1.012)
+        ratio = creatinine / kappa
+        value = 142 * min(ratio, 1) ** alpha * max(ratio, 1) ** -1.200 * 0.9938**self.age_years * factor
+        return KidneyFunction(value, f"eGFR {value:.0f} mL/min/1.73m² (CKD-EPI 2021 from creatinine)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,12 @@ class InteractionRule(Rule):
 
 @dataclass(frozen=True, slots=True)
 class DuplicationRule(Rule):
+    """Two medications from class_a and class_b; with same_route, only when given by the same route
+    (nasal and inhaled fluticasone treat different organs, so they are not a duplication)."""
+
     class_a: str
     class_b: str
+    same_route: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +60,21 @@ class DoseSchedule(Rule):
     max_frequency_per_day: float
 
 
+Measure = Literal["crcl", "egfr"]
+WeightBasis = Literal["actual", "adjusted"]
+
+
 @dataclass(frozen=True, slots=True)
 class RenalRule(Rule):
-    """Applies when min_value <= kidney function < max_value; with max_daily, only above that daily dose."""
+    """Applies when min_value <= kidney function < max_value; with max_daily, only above that daily dose.
+
+    measure is the one the label states: `crcl` (Cockcroft-Gault, with the body weight the label names)
+    or `egfr` (mL/min/1.73m², measured or CKD-EPI 2021 from creatinine).
+    """
 
     ingredient: str
+    measure: Measure
+    weight: WeightBasis
     min_value: float | None
     max_value: float | None
     max_daily: float | None
@@ -69,12 +83,15 @@ class RenalRule(Rule):
 
 @dataclass(frozen=True, slots=True)
 class ConditionRule(Rule):
+    """route, when set, limits the rule to that route (oral estrogen, not transdermal, after a VTE)."""
+
     ingredient: str
     condition: str
     icd10_prefixes: tuple[str, ...]
     snomed_codes: frozenset[str]
     keywords: tuple[str, ...]
     include_resolved: bool
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +118,59 @@ class PharmacogenomicRule(Rule):
     gene: str
     phenotype: str
     ingredient: str
+
+
+@dataclass(frozen=True, slots=True)
+class CombinationRule(Rule):
+    """Medications from each of `classes` (distinct medications), at least min_count of them in all.
+
+    One class with min_count 2 is "two or more anticholinergics"; two classes with min_count 2 is a
+    class pair. min_age and sex restrict it to the population the criterion names (Beers: 65+, women);
+    routes, when given, to medications given by one of them (an unknown route counts, to err towards flagging).
+    """
+
+    kind: str
+    classes: tuple[str, ...]
+    min_count: int
+    min_age: int | None
+    sex: str | None
+    routes: tuple[str, ...] = ()
+
+
+Fact = Literal["age_years", "weight_kg", "serum_creatinine_mg_dl"]
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One patient fact compared with a threshold, e.g. age_years >= 80."""
+
+    fact: Fact
+    operator: Literal[">=", "<=", ">", "<"]
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        if self.operator == ">=":
+            return value >= self.threshold
+        if self.operator == "<=":
+            return value <= self.threshold
+        if self.operator == ">":
+            return value > self.threshold
+        return value < self.threshold
+
+    def __str__(self) -> str:
+        return f"{self.fact.replace('_', ' ')} {self.operator} {self.threshold:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class CriteriaRule(Rule):
+    """A dose rule decided by how many criteria hold (apixaban: 2 of age >= 80, weight <= 60 kg,
+    creatinine >= 1.5 mg/dL). Fires when min_met <= criteria met <= max_met and the daily dose is within
+    [min_daily, max_daily] (either bound optional)."""
+
+    ingredient: str
+    criteria: tuple[Criterion, ...]
+    min_met: int
+    max_met: int
+    min_daily: float | None
+    max_daily: float | None
+    unit: str

@@ -1,0 +1,194 @@
+"""Golden and negative cases for each rule class of issue 12: each fires where its source says, and only there."""
+
+from __future__ import annotations
+
+import pytest
+from review.unit.dur_support import dosed, med, of_kind
+
+from mtm.contracts import Allergy, Condition
+from mtm.review.domain.dur import CheckedMedication, PatientContext, check
+from mtm.review.knowledge import load_bundled
+
+pytestmark = pytest.mark.unit
+
+KB = load_bundled()
+ADULT = PatientContext(age_years=45, sex="female", weight_kg=70, serum_creatinine_mg_dl=0.8)
+OLD_MAN = PatientContext(age_years=78, sex="male", weight_kg=75, serum_creatinine_mg_dl=1.0)
+OLD_WOMAN = PatientContext(age_years=78, sex="female", weight_kg=65, serum_creatinine_mg_dl=0.8)
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def _rules(context: PatientContext, medications: list[CheckedMedication], kind: str) -> list[tuple[str, str, str]]:
+    return [(a.rule_id or "", a.severity, a.tier) for a in of_kind(check(context, medications, KB), kind)]
+
+
+# --- interactions -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "rule_id", "severity"),
+    [
+        ("bupropion", "phenelzine", "cur.maoi.contraindicated", "high"),
+        ("mirtazapine", "linezolid", "cur.maoi.contraindicated", "high"),
+        ("thioridazine", "fluoxetine", "cur.thioridazine.cyp2d6", "high"),
+        ("thioridazine", "paroxetine", "cur.thioridazine.cyp2d6", "high"),
+        ("warfarin", "phenytoin", "cur.warfarin.inducer", "moderate"),
+        ("warfarin", "phenobarbital", "cur.warfarin.inducer", "moderate"),
+        ("warfarin", "carbamazepine", "cur.warfarin.inducer", "moderate"),
+        ("apixaban", "ketoconazole", "cur.apixaban.pgp_cyp3a4", "moderate"),
+        ("apixaban", "itraconazole", "cur.apixaban.pgp_cyp3a4", "moderate"),
+        ("rivaroxaban", "itraconazole", "cur.rivaroxaban.pgp_cyp3a4", "high"),
+        ("disulfiram", "metronidazole", "cur.disulfiram.metronidazole", "high"),
+        ("amiodarone", "levofloxacin", "cur.amiodarone.fluoroquinolone", "high"),
+        ("warfarin", "sertraline", "cur.warfarin.ssri", "moderate"),
+    ],
+)
+def test_interaction_class_fires(a: str, b: str, rule_id: str, severity: str) -> None:
+    found = _rules(ADULT, [med(a), med(b)], "interaction")
+    assert [(rule, sev) for rule, sev, _ in found] == [(rule_id, severity)]
+
+
+def test_rifampin_with_warfarin_keeps_its_own_high_rule() -> None:
+    assert _rules(ADULT, [med("warfarin"), med("rifampin")], "interaction")[0][1] == "high"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("bupropion", "sertraline"), ("thioridazine", "sertraline"), ("apixaban", "fluconazole")]
+)
+def test_interaction_classes_stay_quiet_outside_their_members(a: str, b: str) -> None:
+    rules = [rule for rule, _, _ in _rules(ADULT, [med(a), med(b)], "interaction")]
+    assert not any(rule.startswith(("cur.maoi", "cur.thioridazine.cyp2d6", "cur.apixaban")) for rule in rules)
+
+
+# --- Beers combinations ---------------------------------------------------------------------------------------
+
+
+def test_two_anticholinergics_in_an_older_adult() -> None:
+    medications = [med("oxybutynin"), med("diphenhydramine")]
+    assert ("beers.anticholinergic.2plus", "moderate", "passive") in _rules(OLD_MAN, medications, "geriatric")
+    assert "beers.anticholinergic.2plus" not in {r for r, _, _ in _rules(ADULT, medications, "geriatric")}
+    assert "beers.anticholinergic.2plus" not in {r for r, _, _ in _rules(OLD_MAN, medications[:1], "geriatric")}
+
+
+def test_three_cns_active_drugs_but_not_two() -> None:
+    three = [med("sertraline"), med("zolpidem"), med("oxycodone")]
+    assert "beers.cns.3plus" in {r for r, _, _ in _rules(OLD_MAN, three, "geriatric")}
+    assert "beers.cns.3plus" not in {r for r, _, _ in _rules(OLD_MAN, three[:2], "geriatric")}
+
+
+def test_corticosteroid_with_nsaid_only_when_systemic() -> None:
+    assert "beers.corticosteroid.nsaid" in {
+        r for r, _, _ in _rules(OLD_MAN, [med("prednisone"), med("naproxen")], "geriatric")
+    }
+    topical = [med("hydrocortisone", route="topical"), med("naproxen")]
+    assert "beers.corticosteroid.nsaid" not in {r for r, _, _ in _rules(OLD_MAN, topical, "geriatric")}
+
+
+def test_alpha_blocker_with_loop_diuretic_in_older_women_only() -> None:
+    medications = [med("doxazosin"), med("furosemide")]
+    assert "beers.alpha1.loop.women" in {r for r, _, _ in _rules(OLD_WOMAN, medications, "geriatric")}
+    assert "beers.alpha1.loop.women" not in {r for r, _, _ in _rules(OLD_MAN, medications, "geriatric")}
+
+
+# --- drug-disease ---------------------------------------------------------------------------------------------
+
+
+def test_oral_estrogen_after_vte_but_not_transdermal() -> None:
+    history = Condition(system=ICD10, code="Z86.718", text="History of DVT", clinical_status="resolved")
+    context = PatientContext(age_years=58, sex="female", conditions=(history,))
+    assert _rules(context, [med("estradiol")], "condition") == [("cond.oral_estrogen.vte", "high", "interruptive")]
+    assert _rules(context, [med("estradiol", route="transdermal")], "condition") == []
+    assert _rules(PatientContext(age_years=58, sex="female"), [med("estradiol")], "condition") == []
+
+
+def test_combined_contraceptive_with_migraine_with_aura() -> None:
+    aura = Condition(text="Migraine with aura", code="G43.109", system=ICD10)
+    context = PatientContext(age_years=28, sex="female", conditions=(aura,))
+    pill = med("ethinyl estradiol", "levonorgestrel")
+    assert ("cond.chc.migraine_aura", "high", "interruptive") in _rules(context, [pill], "condition")
+    without_aura = PatientContext(age_years=28, sex="female", conditions=(Condition(text="Migraine", code="G43.009"),))
+    assert _rules(without_aura, [pill], "condition") == []
+    assert _rules(context, [med("norethindrone")], "condition") == []
+
+
+def test_triptan_with_coronary_disease() -> None:
+    context = PatientContext(
+        age_years=60, conditions=(Condition(text="Coronary artery disease", code="I25.10", system=ICD10),)
+    )
+    assert _rules(context, [med("sumatriptan")], "condition") == [("cond.triptan.cad", "high", "interruptive")]
+    assert _rules(ADULT, [med("sumatriptan")], "condition") == []
+
+
+# --- allergy cross-reactivity ---------------------------------------------------------------------------------
+
+
+def test_ace_inhibitor_angioedema_blocks_other_ace_inhibitors_and_sacubitril() -> None:
+    context = PatientContext(allergies=(Allergy(text="Lisinopril (angioedema)"),))
+    assert _rules(context, [med("enalapril")], "allergy") == [("allergy.acei.acei", "high", "interruptive")]
+    assert _rules(context, [med("sacubitril", "valsartan")], "allergy") == [
+        ("allergy.acei.sacubitril", "high", "interruptive")
+    ]
+    assert _rules(context, [med("losartan")], "allergy") == []
+
+
+def test_heparin_induced_thrombocytopenia_blocks_low_molecular_weight_heparins() -> None:
+    for allergy in ("Heparin", "Heparin-induced thrombocytopenia"):
+        context = PatientContext(allergies=(Allergy(text=allergy),))
+        assert _rules(context, [med("enoxaparin", route="subcutaneous")], "allergy") == [
+            ("allergy.heparin.lmwh", "high", "interruptive")
+        ]
+        assert _rules(context, [med("fondaparinux", route="subcutaneous")], "allergy") == []
+
+
+# --- duplication ----------------------------------------------------------------------------------------------
+
+
+def test_two_basal_insulins_are_a_duplication() -> None:
+    medications = [med("insulin glargine", route="subcutaneous"), med("insulin detemir", route="subcutaneous")]
+    assert ("dup.basal_insulin", "high", "interruptive") in _rules(ADULT, medications, "duplication")
+    basal_bolus = [med("insulin glargine", route="subcutaneous"), med("insulin lispro", route="subcutaneous")]
+    assert _rules(ADULT, basal_bolus, "duplication") == []
+
+
+def test_nasal_and_inhaled_fluticasone_are_not_a_duplication() -> None:
+    medications = [med("fluticasone", route="nasal"), med("fluticasone", "salmeterol", route="inhalation")]
+    assert _rules(ADULT, medications, "duplication") == []
+    same_route = [med("fluticasone", route="inhalation"), med("fluticasone", "salmeterol", route="inhalation")]
+    assert [rule for rule, _, _ in _rules(ADULT, same_route, "duplication")] == ["dup.same_ingredient"]
+
+
+# --- multi-criterion dose (apixaban) --------------------------------------------------------------------------
+
+
+def test_apixaban_full_dose_with_two_reduction_criteria() -> None:
+    context = PatientContext(age_years=84, sex="female", weight_kg=55, serum_creatinine_mg_dl=1.0)
+    alerts = of_kind(check(context, [dosed("apixaban", 10, per_day=2)], KB), "dose")
+    assert [(a.rule_id, a.severity) for a in alerts] == [("crit.apixaban.reduce", "high")]
+    assert "2 of 3 criteria met (age years >= 80, weight kg <= 60)" in alerts[0].message
+    assert of_kind(check(context, [dosed("apixaban", 5, per_day=2)], KB), "dose") == []
+
+
+def test_apixaban_with_one_criterion_keeps_full_dose_and_flags_an_underdose() -> None:
+    context = PatientContext(age_years=84, sex="male", weight_kg=80, serum_creatinine_mg_dl=1.0)
+    assert of_kind(check(context, [dosed("apixaban", 10, per_day=2)], KB), "dose") == []
+    low = of_kind(check(context, [dosed("apixaban", 5, per_day=2)], KB), "dose")
+    assert [(a.rule_id, a.severity, a.tier) for a in low] == [("crit.apixaban.underdose", "low", "passive")]
+
+
+def test_apixaban_criteria_that_cannot_be_evaluated_are_named() -> None:
+    context = PatientContext(age_years=84, sex="female")  # no weight, no creatinine
+    alerts = check(context, [dosed("apixaban", 10, per_day=2)], KB)
+    assert of_kind(alerts, "dose") == []
+    notice = of_kind(alerts, "unresolved")
+    assert notice and "weight kg <= 60" in notice[0].message
+
+
+# --- noise ----------------------------------------------------------------------------------------------------
+
+
+def test_missing_doses_give_one_notice_per_patient() -> None:
+    medications = [med("metformin"), med("atorvastatin"), med("lisinopril"), med("gabapentin")]
+    notices = of_kind(check(ADULT, medications, KB), "unresolved")
+    assert len(notices) == 1
+    for name in ("metformin", "atorvastatin", "gabapentin"):
+        assert f"'{name}'" in notices[0].message
