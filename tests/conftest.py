@@ -12,6 +12,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from support import actors
 
 from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.platform.settings import ServiceSettings
@@ -60,6 +61,7 @@ def settings_for(infra: Infrastructure) -> Callable[..., Any]:
             "ack_wait_s": 5.0,
             "startup_timeout_s": 10.0,
             "log_format": "console",
+            "actor_public_keys": actors.PUBLIC_KEY,
         }
         values.update(overrides)
         return cls(**values)

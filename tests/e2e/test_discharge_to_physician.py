@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from support import actors
 from support.events import new_patient_id
 from support.jetstream import Collector, stream_messages, wait_for
 from support.processes import ServiceProcesses
@@ -50,12 +51,12 @@ def discharge(patient_id: str, physician: str) -> bytes:
     return json.dumps(body).encode()
 
 
-async def send(nc, subject: str, command) -> CommandReply:
+async def send(nc, subject: str, command, headers: dict[str, str]) -> CommandReply:
     """A tool retries while the service it asks is restarting (no responders)."""
 
     async def attempt() -> CommandReply | None:
         try:
-            reply = await nc.request(subject, command.model_dump_json().encode(), timeout=10)
+            reply = await nc.request(subject, command.model_dump_json().encode(), timeout=10, headers=headers)
         except nats.errors.NoRespondersError:
             return None
         return CommandReply.model_validate_json(reply.data)
@@ -119,7 +120,8 @@ async def test_a_discharge_flows_to_one_physician_notification_through_a_crash(c
     assert not services.alive("review")
     services.start("review")
 
-    claim = await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task.data.task_id, pharmacist_id="rph-e2e"))
+    pharmacist = actors.pharmacist("rph-e2e")
+    claim = await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task.data.task_id), pharmacist)
     assert claim.outcome == "accepted", claim
     recommendation = Recommendation(
         recommendation_id=uuid.uuid4(),
@@ -131,7 +133,8 @@ async def test_a_discharge_flows_to_one_physician_notification_through_a_crash(c
     done = await send(
         nc,
         COMPLETE_REVIEW_TASK,
-        CompleteReviewTask(task_id=task.data.task_id, pharmacist_id="rph-e2e", recommendations=(recommendation,)),
+        CompleteReviewTask(task_id=task.data.task_id, recommendations=(recommendation,)),
+        pharmacist,
     )
     assert done.outcome == "accepted", done
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
+from support import actors
 
 SERVICES = ("reconciliation", "review", "referral", "notify")
 
@@ -32,6 +33,7 @@ class ServiceProcesses:
             "MTM_FETCH_TIMEOUT_S": "0.01",
             "MTM_OUTBOX_POLL_S": "0.1",
             "MTM_ACK_WAIT_S": "5",
+            "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
             **self.extra_env,
         }
         for name in SERVICES:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
+from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
 from support.services import native_discharge
@@ -77,8 +78,8 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
     }
 
 
-async def request(nc, subject: str, body) -> CommandReply:
-    reply = await nc.request(subject, body.model_dump_json().encode(), timeout=10)
+async def request(nc, subject: str, body, headers: dict[str, str] = actors.ADMIN) -> CommandReply:
+    reply = await nc.request(subject, body.model_dump_json().encode(), timeout=10, headers=headers)
     return CommandReply.model_validate_json(reply.data)
 
 
@@ -101,15 +102,15 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
     receiver.statuses.extend([503, 410])  # one delivery retried, one refused for good
     for n, task in enumerate(tasks[:4]):
         task_id = uuid.UUID(task["task_id"])
-        pharmacist = f"rph-{n}"
-        assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id, pharmacist_id=pharmacist))).ok
+        pharmacist = actors.pharmacist(f"rph-{n}")
+        assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), pharmacist)).ok
         if n == 3:
             continue  # claimed, still in progress
         recommendations = (
             Recommendation(recommendation_id=uuid.uuid4(), text="Restart atorvastatin", needs_prescriber=n < 2),
         )
-        completion = CompleteReviewTask(task_id=task_id, pharmacist_id=pharmacist, recommendations=recommendations)
-        assert (await request(nc, COMPLETE_REVIEW_TASK, completion)).ok
+        completion = CompleteReviewTask(task_id=task_id, recommendations=recommendations)
+        assert (await request(nc, COMPLETE_REVIEW_TASK, completion, pharmacist)).ok
 
     async def referrals():
         reply = await request(nc, LIST_REFERRALS, _list_referrals())
@@ -117,10 +118,8 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
 
     found = await wait_for(referrals, timeout_s=30)
     first = found[0]
-    answer = AnswerReferral(
-        referral_id=uuid.UUID(first["referral_id"]), physician_id=first["physician_id"], decision="modified"
-    )
-    assert (await request(nc, ANSWER_REFERRAL, answer)).ok
+    answer = AnswerReferral(referral_id=uuid.UUID(first["referral_id"]), decision="modified")
+    assert (await request(nc, ANSWER_REFERRAL, answer, actors.physician(first["physician_id"]))).ok
     # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
     await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import actors
 from support.jetstream import stream_messages, wait_for
 
 from mtm.contracts import CommandReply, DeadLetter, GetMedicationList, MedicationsReconciled, TransitionOfCareRecorded
@@ -33,7 +34,9 @@ def bundle_for(patient_id: str) -> bytes:
 
 async def medication_list(nc, patient_id: str, fmt: str = "mtm") -> CommandReply:
     query = GetMedicationList(patient_id=patient_id, format=fmt)
-    reply = await nc.request(GET_MEDICATION_LIST, query.model_dump_json().encode(), timeout=5)
+    reply = await nc.request(
+        GET_MEDICATION_LIST, query.model_dump_json().encode(), timeout=5, headers=actors.pharmacist("rph-1")
+    )
     return CommandReply.model_validate_json(reply.data)
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from conftest import declare_as_owner
+from support import actors
 from support.events import new_patient_id, publish_event, review_task_completed
 from support.jetstream import stream_messages, wait_for
 
@@ -140,19 +141,21 @@ async def test_answers_go_to_the_addressed_physician_once(clean_jetstream, setti
         (referral,) = await wait_for(lambda: _count_at_least(nc, 1))
         rid = referral.data.referral_id
 
-        async def answer(**kwargs) -> CommandReply:
-            command = AnswerReferral(
-                **{"referral_id": rid, "physician_id": "dr-house", "decision": "accepted", **kwargs}
+        async def answer(physician: str = "dr-house", **kwargs) -> CommandReply:
+            command = AnswerReferral(**{"referral_id": rid, "decision": "accepted", **kwargs})
+            reply = await nc.request(
+                ANSWER_REFERRAL, command.model_dump_json().encode(), timeout=5, headers=actors.physician(physician)
             )
-            reply = await nc.request(ANSWER_REFERRAL, command.model_dump_json().encode(), timeout=5)
             return CommandReply.model_validate_json(reply.data)
 
         assert (await answer(referral_id=uuid.uuid4())).outcome == "not_found"
-        assert (await answer(physician_id="dr-who")).outcome == "conflict"
+        assert (await answer(physician="dr-who")).outcome == "conflict"
         assert (await answer()).outcome == "accepted"
         assert (await answer()).outcome == "accepted"  # a retried command is idempotent
         assert (await answer(decision="declined")).outcome == "conflict"
-        invalid = await nc.request(ANSWER_REFERRAL, b'{"referral_id": "x"}', timeout=5)
+        invalid = await nc.request(
+            ANSWER_REFERRAL, b'{"referral_id": "x"}', timeout=5, headers=actors.physician("dr-house")
+        )
         reply = CommandReply.model_validate_json(invalid.data)
         assert reply.outcome == "invalid" and "referral_id" in reply.message
         answered = await wait_for(lambda: _answered(nc))

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from conftest import declare_as_owner
+from support import actors
 from support.events import medications_reconciled, new_patient_id, publish_event
 from support.jetstream import Collector, stream_messages, wait_for
 
@@ -38,8 +39,8 @@ def no_alerts(rec):
     return [], "urgent" if rec.discrepancies else "routine"
 
 
-async def send(nc, subject: str, command) -> CommandReply:
-    reply = await nc.request(subject, command.model_dump_json().encode(), timeout=5)
+async def send(nc, subject: str, command, as_: str = "rph-1") -> CommandReply:
+    reply = await nc.request(subject, command.model_dump_json().encode(), timeout=5, headers=actors.pharmacist(as_))
     return CommandReply.model_validate_json(reply.data)
 
 
@@ -64,7 +65,7 @@ async def test_a_task_reaches_a_subscribed_tool_and_one_of_two_racing_pharmacist
         for _ in range(3):
             await publish_event(nc, medications_reconciled(new_patient_id()))
         claims = await asyncio.gather(
-            *(send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id, pharmacist_id=f"rph-{i}")) for i in range(8))
+            *(send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), as_=f"rph-{i}") for i in range(8))
         )
         assert sorted(c.outcome for c in claims) == ["accepted"] + ["conflict"] * 7
         winner = f"rph-{[c.outcome for c in claims].index('accepted')}"
@@ -73,19 +74,20 @@ async def test_a_task_reaches_a_subscribed_tool_and_one_of_two_racing_pharmacist
         recommendation = Recommendation(
             recommendation_id=uuid.uuid4(), text="Restart atorvastatin", action="start", needs_prescriber=True
         )
-        complete = CompleteReviewTask(task_id=task_id, pharmacist_id=winner, recommendations=(recommendation,))
-        assert (await send(nc, COMPLETE_REVIEW_TASK, complete.model_copy(update={"pharmacist_id": loser}))).outcome == (
-            "conflict"
-        )
-        assert (await send(nc, COMPLETE_REVIEW_TASK, complete)).outcome == "accepted"
-        assert (await send(nc, COMPLETE_REVIEW_TASK, complete)).outcome == "conflict"
-        unknown = await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=uuid.uuid4(), pharmacist_id="rph-1"))
+        complete = CompleteReviewTask(task_id=task_id, recommendations=(recommendation,))
+        assert (await send(nc, COMPLETE_REVIEW_TASK, complete, as_=loser)).outcome == "conflict"
+        assert (await send(nc, COMPLETE_REVIEW_TASK, complete, as_=winner)).outcome == "accepted"
+        assert (await send(nc, COMPLETE_REVIEW_TASK, complete, as_=winner)).outcome == "conflict"
+        unknown = await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=uuid.uuid4()))
         assert unknown.outcome == "not_found"
-        assert (await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id, pharmacist_id=winner))).outcome == (
-            "conflict"
-        )
-        queue = await send(nc, LIST_REVIEW_TASKS, ListReviewTasks(status="requested"))
-        assert queue.ok and len(queue.data) == 3
+        assert (await send(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), as_=winner)).outcome == "conflict"
+
+        async def queue():
+            # The other three tasks are opened as their reconciliations arrive: wait for them, don't race them.
+            reply = await send(nc, LIST_REVIEW_TASKS, ListReviewTasks(status="requested"))
+            return reply if reply.ok and len(reply.data) == 3 else None
+
+        await wait_for(queue)
 
         completed = await wait_for(
             lambda: stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCompleted))

@@ -13,6 +13,7 @@ from typing import Any
 
 import nats
 
+from mtm.cli.identity import dev_issuer
 from mtm.cli.receiver import DemoReceiver
 from mtm.cli.tool import ToolError, request
 from mtm.contracts import (
@@ -22,6 +23,7 @@ from mtm.contracts import (
     Recommendation,
     ReviewTaskCreated,
 )
+from mtm.contracts.identity import Actor
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
@@ -31,7 +33,7 @@ from mtm.contracts.subjects import (
     event_filter,
 )
 
-PHARMACIST = "rph-demo"
+PHARMACIST = Actor(user_id="ana", role="pharmacist", practitioner_id="rph-demo")
 STEP_TIMEOUT_S = 60.0
 
 
@@ -96,8 +98,10 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         for a in data.alerts[:5]:
             say(f"     alert {a.severity}/{a.kind}: {a.message}")
 
-        claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id, pharmacist_id=PHARMACIST))
-        say(f"3. {PHARMACIST} claimed it: {claim.outcome}")
+        issuer = dev_issuer()
+        pharmacist = issuer.issue(PHARMACIST)
+        claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id), pharmacist)
+        say(f"3. pharmacist {PHARMACIST.acting_as} claimed it: {claim.outcome}")
         first = data.discrepancies[0] if data.discrepancies else None
         recommendation = Recommendation(
             recommendation_id=uuid.uuid4(),
@@ -110,23 +114,22 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         done = await request(
             url,
             COMPLETE_REVIEW_TASK,
-            CompleteReviewTask(
-                task_id=data.task_id, pharmacist_id=PHARMACIST, note="Demo review", recommendations=(recommendation,)
-            ),
+            CompleteReviewTask(task_id=data.task_id, note="Demo review", recommendations=(recommendation,)),
+            pharmacist,
         )
-        say(f"4. {PHARMACIST} completed it with a recommendation for the prescriber: {done.outcome}")
+        say(f"4. pharmacist {PHARMACIST.acting_as} completed it, referring to the prescriber: {done.outcome}")
 
         post = await asyncio.wait_for(webhook_posts.get(), STEP_TIMEOUT_S)
         say(f"5. physician {post['physician_id']} received a signed webhook: referral {post['referral_id']}")
         message = await asyncio.wait_for(inbox.get(), STEP_TIMEOUT_S)
         say(f"6. ... and the same referral in the NATS inbox {PHYSICIAN_INBOX_PREFIX}.{message['physician_id']}")
 
+        physician = issuer.issue(Actor(user_id="dr.demo", role="physician", practitioner_id=post["physician_id"]))
         answer = await request(
             url,
             ANSWER_REFERRAL,
-            AnswerReferral(
-                referral_id=uuid.UUID(post["referral_id"]), physician_id=post["physician_id"], decision="accepted"
-            ),
+            AnswerReferral(referral_id=uuid.UUID(post["referral_id"]), decision="accepted"),
+            physician,
         )
         say(f"7. physician answered the referral: {answer.outcome} ({answer.message})")
     finally:

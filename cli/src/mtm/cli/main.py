@@ -92,8 +92,29 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import login, token_file
+
+    try:
+        login(args.user, args.role, args.practitioner_id)
+    except FileNotFoundError as exc:
+        raise tool.ToolError(str(exc)) from exc
+    say(f"logged in as {args.user} ({args.role}); token saved in {token_file()}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from mtm.cli.rebuild import rebuild_services
+    from mtm.contracts.admin import SERVICES
+
+    services = list(SERVICES) if args.all else [args.service]
+    if not args.all and args.service not in SERVICES:
+        raise tool.ToolError(f"no service named {args.service!r} (one of {', '.join(SERVICES)}, or --all)")
+    return asyncio.run(rebuild_services(nats_url(), services))
+
+
 def cmd_claim(args: argparse.Namespace) -> int:
-    command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"), pharmacist_id=args.pharmacist)
+    command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
     return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
 
 
@@ -105,7 +126,6 @@ def cmd_complete(args: argparse.Namespace) -> int:
     )
     command = CompleteReviewTask(
         task_id=tool.parse_uuid(args.task, "task"),
-        pharmacist_id=args.pharmacist,
         note=args.note,
         recommendations=recommendations,
     )
@@ -120,7 +140,6 @@ def cmd_referrals(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     command = AnswerReferral(
         referral_id=tool.parse_uuid(args.referral, "referral"),
-        physician_id=args.physician,
         decision=args.decision,
         note=args.note,
     )
@@ -155,14 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(run=cmd_tasks)
 
+    login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
+    login.add_argument("user", help="account name, e.g. ana")
+    login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
+    login.add_argument("--practitioner-id", help="FHIR Practitioner id (a physician's referrals are addressed to it)")
+    login.set_defaults(run=cmd_login)
+
+    rebuild = sub.add_parser(
+        "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
+    )
+    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
+    rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
+    rebuild.set_defaults(run=cmd_rebuild)
+
     claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
     claim.add_argument("task")
-    claim.add_argument("--pharmacist", required=True)
     claim.set_defaults(run=cmd_claim)
 
     complete = sub.add_parser("complete", help="complete a claimed review task")
     complete.add_argument("task")
-    complete.add_argument("--pharmacist", required=True)
     complete.add_argument("--note")
     complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
     complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
@@ -175,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     answer = sub.add_parser("answer", help="answer a referral as the physician")
     answer.add_argument("referral")
-    answer.add_argument("--physician", required=True)
     answer.add_argument("--decision", required=True, choices=["accepted", "declined", "modified"])
     answer.add_argument("--note")
     answer.set_defaults(run=cmd_answer)

@@ -12,6 +12,7 @@ import nats
 from pydantic import BaseModel, ValidationError
 
 from mtm.contracts import CommandReply, TransitionOfCareRecorded
+from mtm.contracts.identity import bearer
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
 
 REQUEST_TIMEOUT_S = 10.0
@@ -53,10 +54,18 @@ async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]
         await nc.drain()
 
 
-async def request(url: str, subject: str, command: BaseModel) -> CommandReply:
+async def request(url: str, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
+    """Send a command or query with the actor token (the saved `mtm login` one unless given) and read the reply."""
+    from mtm.cli.identity import current_token
+
+    token = token or current_token()
+    if token is None:
+        raise ToolError("not logged in: run `mtm login USER --role pharmacist|physician|admin` first")
     nc = await nats.connect(url)
     try:
-        reply = await nc.request(subject, command.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S)
+        reply = await nc.request(
+            subject, command.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S, headers=bearer(token)
+        )
     except nats.errors.NoRespondersError as exc:
         raise ToolError(f"no service answers on {subject}: is the stack up (mtm up)?") from exc
     except nats.errors.TimeoutError as exc:

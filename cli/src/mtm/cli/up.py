@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from mtm.cli.identity import ensure_dev_keys
 from mtm.cli.stack import data_dir, stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
@@ -132,6 +133,8 @@ class Stack:
             **os.environ,
             "MTM_NATS_URL": self.infra.nats_url,
             "MTM_DATABASE_URL": self.infra.database_url,
+            # Services verify actor tokens with the local stack's key (`mtm login` signs with it).
+            "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
             **extra_env,
         }
         for name in SERVICES:

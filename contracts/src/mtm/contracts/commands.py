@@ -12,34 +12,43 @@ from mtm.contracts.events import Recommendation, ReferralDecision
 
 
 class Command(Frozen):
+    """A request to change something; who asks is the verified actor of the token sent with it, not the body."""
+
     command_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Retries reuse the same id.")
     schema_version: Literal[1] = 1
 
 
 class ClaimReviewTask(Command):
+    """A pharmacist takes a task (the pharmacist is the actor)."""
+
     task_id: uuid.UUID
-    pharmacist_id: str = Field(min_length=1)
 
 
 class CompleteReviewTask(Command):
+    """The pharmacist who claimed the task documents it."""
+
     task_id: uuid.UUID
-    pharmacist_id: str = Field(min_length=1)
     note: str | None = None
     recommendations: tuple[Recommendation, ...] = ()
 
 
 class AnswerReferral(Command):
+    """The physician the referral is addressed to answers it."""
+
     referral_id: uuid.UUID
-    physician_id: str = Field(min_length=1)
     decision: ReferralDecision
     note: str | None = None
 
 
-CommandOutcome = Literal["accepted", "not_found", "conflict", "invalid", "error"]
+CommandOutcome = Literal["accepted", "not_found", "conflict", "invalid", "unauthorized", "forbidden", "error"]
 
 
 class CommandReply(Frozen):
-    """Reply to any command: `accepted`, or why not, with the resource's current status."""
+    """Reply to any command: `accepted`, or why not, with the resource's current status.
+
+    `unauthorized`: no valid actor token came with the request (missing, unsigned, expired); `forbidden`: the
+    token is valid but its role may not do this. Either way nothing was recorded.
+    """
 
     outcome: CommandOutcome
     message: str = ""

@@ -16,6 +16,7 @@ from mtm.contracts.clinical import (
     PatientDemographics,
 )
 from mtm.contracts.envelope import EventEnvelope, Frozen
+from mtm.contracts.identity import Actor
 from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
@@ -189,6 +190,7 @@ class ReviewTaskCreated(EventEnvelope):
 class TaskClaim(Frozen):
     task_id: uuid.UUID
     pharmacist_id: str = Field(min_length=1)
+    actor: Actor | None = Field(default=None, description="Who claimed it, as their token said (the audit trail).")
 
 
 class ReviewTaskClaimed(EventEnvelope):
@@ -214,6 +216,7 @@ class TaskCompletion(Frozen):
     note: str | None = None
     recommendations: tuple[Recommendation, ...] = ()
     care_team: CareTeam = CareTeam()
+    actor: Actor | None = Field(default=None, description="Who completed it, as their token said.")
 
 
 class ReviewTaskCompleted(EventEnvelope):
@@ -247,6 +250,7 @@ class ReferralAnswer(Frozen):
     physician_id: str = Field(min_length=1)
     decision: ReferralDecision
     note: str | None = None
+    actor: Actor | None = Field(default=None, description="Who answered, as their token said.")
 
 
 class ReferralAnswered(EventEnvelope):

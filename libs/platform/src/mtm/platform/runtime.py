@@ -27,9 +27,11 @@ from mtm.contracts.admin import (
     rebuild_progress_subject,
     rebuild_subject,
 )
+from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
 from mtm.platform.logging import configure_logging, get_logger
@@ -115,6 +117,7 @@ class ServiceRuntime:
     rebuild: asyncio.Task[RebuildResult] | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     serving: bool = False
+    verifier: TokenVerifier = field(default_factory=lambda: TokenVerifier(()))
 
     @property
     def name(self) -> str:
@@ -289,7 +292,7 @@ class ServiceRuntime:
 
     # --- what the service answers --------------------------------------------------------------------------
 
-    async def execute(self, command: Command[Any], body: Any) -> CommandReply:
+    async def execute(self, command: Command[Any], body: Any, actor: Actor) -> CommandReply:
         """Decide on the patient's history from the log, append with OCC, reply once the projection shows it."""
         async with self.db.acquire() as conn:
             patient_id = await command.locate(conn, body)
@@ -298,7 +301,7 @@ class ServiceRuntime:
         assert self.patient_log is not None
         for _ in range(OCC_ATTEMPTS):
             history = await self.patient_log.read(patient_id, command.reads)
-            decision = command.decide(history, body, datetime.now(UTC))
+            decision = command.decide(history, body, actor, datetime.now(UTC))
             if not decision.events:
                 return decision.reply
             try:
@@ -425,21 +428,37 @@ def _raw_body(message: Any) -> Any:
     return message.body
 
 
-Answer = Callable[[Any], Awaitable[CommandReply]]
+Answer = Callable[[Any, Actor], Awaitable[CommandReply]]
 
 
 def _reply_subscription(
-    runtime: ServiceRuntime, subject: str, model: type[BaseModel], answer: Answer, **kw: Any
+    runtime: ServiceRuntime,
+    subject: str,
+    model: type[BaseModel],
+    answer: Answer,
+    roles: tuple[Role, ...],
+    **kw: Any,
 ) -> None:
-    """Validate the request against its contract, answer it, and never let an exception escape as a non-reply."""
+    """Verify the actor, validate the request against its contract, answer; never let an exception escape.
+
+    A request without a valid actor token, or from a role that may not send it, is refused before its body is
+    read, and nothing is recorded; the refusal is logged with ids only.
+    """
 
     async def on_request(msg: NatsMessage) -> dict[str, Any]:
+        try:
+            actor = runtime.verifier.verify((msg.headers or {}).get(ACTOR_TOKEN_HEADER))
+            require_role(actor, roles)
+        except (Unauthorized, Forbidden) as exc:
+            outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
+            log.warning("request refused", subject=subject, outcome=outcome)
+            return CommandReply(outcome=outcome, message=str(exc)).model_dump(mode="json")
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:
             return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump(mode="json")
         try:
-            reply = await answer(request)
+            reply = await answer(request, actor)
         except Exception as exc:
             log.exception("request failed", subject=subject, error_type=type(exc).__name__)
             reply = CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})")
@@ -450,18 +469,18 @@ def _reply_subscription(
 
 
 def _subscribe_command(runtime: ServiceRuntime, command: Command[Any]) -> None:
-    async def answer(body: Any) -> CommandReply:
-        return await runtime.execute(command, body)
+    async def answer(body: Any, actor: Actor) -> CommandReply:
+        return await runtime.execute(command, body, actor)
 
-    _reply_subscription(runtime, command.subject, command.model, answer, queue=runtime.name)
+    _reply_subscription(runtime, command.subject, command.model, answer, command.roles, queue=runtime.name)
 
 
 def _subscribe_query(runtime: ServiceRuntime, query: Query[Any]) -> None:
-    async def answer(body: Any) -> CommandReply:
+    async def answer(body: Any, actor: Actor) -> CommandReply:
         async with runtime.db.acquire() as conn:
-            return await query.run(conn, body)
+            return await query.run(conn, body, actor)
 
-    _reply_subscription(runtime, query.subject, query.model, answer, queue=runtime.name)
+    _reply_subscription(runtime, query.subject, query.model, answer, query.roles, queue=runtime.name)
 
 
 def _subscribe_admin(runtime: ServiceRuntime) -> None:
@@ -476,8 +495,13 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
             runtime.durable_of,
         ),
     )
+
+    async def rebuild(request: RebuildProjection, actor: Actor) -> CommandReply:
+        log.info("rebuild requested", outcome="accepted", reason_code=actor.role)
+        return await runtime.start_rebuild(request)
+
     _reply_subscription(
-        runtime, rebuild_subject(runtime.name), RebuildProjection, runtime.start_rebuild, queue=f"{runtime.name}-admin"
+        runtime, rebuild_subject(runtime.name), RebuildProjection, rebuild, ("admin",), queue=f"{runtime.name}-admin"
     )
 
 
@@ -493,7 +517,13 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
         graceful_timeout=10.0,
         log_level=10,
     )
-    runtime = ServiceRuntime(definition=definition, settings=settings, broker=broker, consumers=definition.consumers())
+    runtime = ServiceRuntime(
+        definition=definition,
+        settings=settings,
+        broker=broker,
+        consumers=definition.consumers(),
+        verifier=TokenVerifier(settings.actor_keys()),
+    )
     for command in definition.handlers.commands:
         _subscribe_command(runtime, command)
     for query in definition.handlers.queries:

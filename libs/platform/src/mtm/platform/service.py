@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from mtm.contracts import CommandReply, EventEnvelope, EventRegistry
+from mtm.contracts.identity import Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
 from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
@@ -83,8 +84,10 @@ class Command(Generic[C]):
 
     subject: str
     model: type[C]
+    roles: tuple[Role, ...]
+    """Who may send it: the verified actor's role must be one of these."""
     locate: Callable[[asyncpg.Connection, C], Awaitable[str | None]]
-    decide: Callable[[PatientHistory, C, datetime], Decision]
+    decide: Callable[[PatientHistory, C, Actor, datetime], Decision]
     reads: tuple[type[EventEnvelope], ...]
     emits: tuple[type[EventEnvelope], ...]
     not_found: str = "not found"
@@ -92,11 +95,12 @@ class Command(Generic[C]):
 
 @dataclass(frozen=True)
 class Query(Generic[Q]):
-    """A request/reply query answered from the projection."""
+    """A request/reply query answered from the projection, for a verified actor (answers may depend on who asks)."""
 
     subject: str
     model: type[Q]
-    run: Callable[[asyncpg.Connection, Q], Awaitable[CommandReply]]
+    roles: tuple[Role, ...]
+    run: Callable[[asyncpg.Connection, Q, Actor], Awaitable[CommandReply]]
 
 
 @dataclass(frozen=True)

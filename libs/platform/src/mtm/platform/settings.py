@@ -45,6 +45,11 @@ class ServiceSettings(BaseSettings):
     )
     replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
     replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    actor_public_keys: str | None = Field(
+        default=None,
+        description="PEM public key(s) of the issuers of actor tokens (the web app); several may be concatenated.",
+    )
+    actor_public_keys_file: str | None = Field(default=None, description="A file holding `actor_public_keys`.")
     command_apply_wait_s: float = Field(
         default=5.0, gt=0, description="How long a command waits for its events to show in queries before replying."
     )
@@ -59,6 +64,18 @@ class ServiceSettings(BaseSettings):
         if self.replica_index >= self.replicas:
             raise ValueError("replica_index must be below replicas")
         return self
+
+    def actor_keys(self) -> list[str]:
+        """Each configured public key as its own PEM text."""
+        text = self.actor_public_keys or ""
+        if self.actor_public_keys_file:
+            with open(self.actor_public_keys_file, encoding="utf-8") as handle:
+                text += "\n" + handle.read()
+        marker = "-----BEGIN PUBLIC KEY-----"
+        return [
+            marker + part.split("-----END PUBLIC KEY-----")[0] + "-----END PUBLIC KEY-----\n"
+            for part in text.split(marker)[1:]
+        ]
 
     def service_database_url(self, env: dict[str, str] | None = None) -> str:
         import os

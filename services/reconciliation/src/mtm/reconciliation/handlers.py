@@ -27,5 +27,12 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 registry=registry,
             ),
         ),
-        queries=(Query(GET_MEDICATION_LIST, GetMedicationList, reconciliations.medication_list),),
+        queries=(
+            Query(
+                GET_MEDICATION_LIST,
+                GetMedicationList,
+                ("pharmacist", "physician", "admin"),
+                reconciliations.medication_list,
+            ),
+        ),
     )

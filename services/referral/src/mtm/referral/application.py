@@ -6,6 +6,7 @@ from datetime import datetime
 
 from mtm.contracts import AnswerReferral, CommandReply, ReferralAnswered, ReferralRequested, ReviewTaskCompleted
 from mtm.contracts.events import ReferralAnswer
+from mtm.contracts.identity import Actor
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.referral.domain.referrals import REFERRAL_EVENTS, decide_answer, derived_id, fold_referral, referrals_for
 
@@ -25,13 +26,13 @@ def request_referrals(event: ReviewTaskCompleted) -> list[ReferralRequested]:
     ]
 
 
-def answer_referral(history: PatientHistory, command: AnswerReferral, now: datetime) -> Decision:
+def answer_referral(history: PatientHistory, command: AnswerReferral, actor: Actor, now: datetime) -> Decision:
     """Only the addressed physician answers, once; the answer is appended only if the referral did not move."""
     record = fold_referral(history.of(*REFERRAL_EVENTS), command.referral_id)
     referral_id = str(command.referral_id)
     if record is None:
         return Decision.refuse("not_found", "no such referral", resource_id=referral_id)
-    decision = decide_answer(record.state, command.physician_id, command.decision)
+    decision = decide_answer(record.state, actor.acting_as, command.decision)
     if decision.outcome == "conflict":
         return Decision.refuse("conflict", decision.message, resource_id=referral_id, status=record.state.status)
     reply = CommandReply(outcome="accepted", message=decision.message, resource_id=referral_id, status=command.decision)
@@ -42,9 +43,10 @@ def answer_referral(history: PatientHistory, command: AnswerReferral, now: datet
         patient_id=record.patient_id,
         data=ReferralAnswer(
             referral_id=command.referral_id,
-            physician_id=command.physician_id,
+            physician_id=actor.acting_as,
             decision=command.decision,
             note=command.note,
+            actor=actor,
         ),
         correlation_id=record.correlation_id,
         causation_id=command.command_id,

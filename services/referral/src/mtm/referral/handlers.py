@@ -25,6 +25,7 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
             Command(
                 ANSWER_REFERRAL,
                 AnswerReferral,
+                roles=("physician",),
                 locate=referrals.patient_of_referral,
                 decide=application.answer_referral,
                 reads=REFERRAL_EVENTS,
@@ -32,5 +33,5 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 not_found="no such referral",
             ),
         ),
-        queries=(Query(LIST_REFERRALS, ListReferrals, referrals.list_referrals),),
+        queries=(Query(LIST_REFERRALS, ListReferrals, ("physician", "pharmacist", "admin"), referrals.list_referrals),),
     )

@@ -14,6 +14,7 @@ from mtm.contracts import (
     ReviewTaskCreated,
 )
 from mtm.contracts.events import TaskClaim, TaskCompletion
+from mtm.contracts.identity import Actor
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.review.domain.tasks import (
     TASK_EVENTS,
@@ -42,13 +43,13 @@ def open_review_task(event: MedicationsReconciled, *, check: DrugChecker) -> lis
     ]
 
 
-def claim_task(history: PatientHistory, command: ClaimReviewTask, now: datetime) -> Decision:
+def claim_task(history: PatientHistory, command: ClaimReviewTask, actor: Actor, now: datetime) -> Decision:
     """Exactly one pharmacist wins a task: the decision is made on the log and appended only if it did not move."""
     record = fold_task(history.of(*TASK_EVENTS), command.task_id)
     task_id = str(command.task_id)
     if record is None:
         return Decision.refuse("not_found", "no such review task", resource_id=task_id)
-    decision = decide_claim(record.state, command.pharmacist_id)
+    decision = decide_claim(record.state, actor.acting_as)
     if decision.outcome == "conflict":
         return Decision.refuse("conflict", decision.message, resource_id=task_id, status=record.state.status)
     reply = CommandReply(outcome="accepted", message=decision.message, resource_id=task_id, status="in-progress")
@@ -57,7 +58,7 @@ def claim_task(history: PatientHistory, command: ClaimReviewTask, now: datetime)
     claimed = ReviewTaskClaimed.create(
         source=SOURCE,
         patient_id=record.patient_id,
-        data=TaskClaim(task_id=command.task_id, pharmacist_id=command.pharmacist_id),
+        data=TaskClaim(task_id=command.task_id, pharmacist_id=actor.acting_as, actor=actor),
         correlation_id=record.correlation_id,
         causation_id=command.command_id,
         event_id=derived_event_id(f"review-task-claimed:{record.state.claims + 1}", command.task_id),
@@ -66,13 +67,13 @@ def claim_task(history: PatientHistory, command: ClaimReviewTask, now: datetime)
     return Decision(reply, (claimed,))
 
 
-def complete_task(history: PatientHistory, command: CompleteReviewTask, now: datetime) -> Decision:
+def complete_task(history: PatientHistory, command: CompleteReviewTask, actor: Actor, now: datetime) -> Decision:
     """The claiming pharmacist documents the review; recommendations for the prescriber go on to referral."""
     record = fold_task(history.of(*TASK_EVENTS), command.task_id)
     task_id = str(command.task_id)
     if record is None:
         return Decision.refuse("not_found", "no such review task", resource_id=task_id)
-    decision = decide_completion(record.state, command.pharmacist_id)
+    decision = decide_completion(record.state, actor.acting_as)
     if decision.outcome != "accepted":
         return Decision.refuse("conflict", decision.message, resource_id=task_id, status=record.state.status)
     completed = ReviewTaskCompleted.create(
@@ -80,10 +81,11 @@ def complete_task(history: PatientHistory, command: CompleteReviewTask, now: dat
         patient_id=record.patient_id,
         data=TaskCompletion(
             task_id=command.task_id,
-            pharmacist_id=command.pharmacist_id,
+            pharmacist_id=actor.acting_as,
             note=command.note,
             recommendations=command.recommendations,
             care_team=record.task.care_team,
+            actor=actor,
         ),
         correlation_id=record.correlation_id,
         causation_id=command.command_id,

@@ -37,6 +37,7 @@ def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHan
             Command(
                 CLAIM_REVIEW_TASK,
                 ClaimReviewTask,
+                roles=("pharmacist",),
                 locate=tasks.patient_of_task,
                 decide=application.claim_task,
                 reads=TASK_EVENTS,
@@ -46,6 +47,7 @@ def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHan
             Command(
                 COMPLETE_REVIEW_TASK,
                 CompleteReviewTask,
+                roles=("pharmacist",),
                 locate=tasks.patient_of_task,
                 decide=application.complete_task,
                 reads=TASK_EVENTS,
@@ -53,5 +55,5 @@ def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHan
                 not_found="no such review task",
             ),
         ),
-        queries=(Query(LIST_REVIEW_TASKS, ListReviewTasks, tasks.list_tasks),),
+        queries=(Query(LIST_REVIEW_TASKS, ListReviewTasks, ("pharmacist", "admin"), tasks.list_tasks),),
     )

@@ -14,6 +14,7 @@ from mtm.contracts import (
     MedicationsReconciled,
     TransitionOfCareRecorded,
 )
+from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx
 from mtm.reconciliation.domain import MedicationList, apply_to_medication_list, to_fhir_list
 
@@ -83,7 +84,7 @@ RECONCILIATIONS = Projection(
 )
 
 
-async def medication_list(conn: asyncpg.Connection, query: GetMedicationList) -> CommandReply:
+async def medication_list(conn: asyncpg.Connection, query: GetMedicationList, actor: Actor) -> CommandReply:
     raw = await conn.fetchval(SELECT_LIST, query.patient_id)
     if raw is None:
         return CommandReply(

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from mtm.contracts import CommandReply, EventEnvelope, ListReferrals, ReferralAnswered, ReferralRequested
+from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx, runs
 
 INSERT_REFERRALS = """
@@ -68,8 +69,10 @@ async def patient_of_referral(conn: asyncpg.Connection, command: Any) -> str | N
     return await conn.fetchval(PATIENT_OF_REFERRAL, command.referral_id)
 
 
-async def list_referrals(conn: asyncpg.Connection, query: ListReferrals) -> CommandReply:
-    rows = await conn.fetch(LIST_REFERRALS, query.physician_id, query.status, query.limit)
+async def list_referrals(conn: asyncpg.Connection, query: ListReferrals, actor: Actor) -> CommandReply:
+    # A physician sees only the referrals addressed to them, whatever the query asks for.
+    physician = actor.acting_as if actor.role == "physician" else query.physician_id
+    rows = await conn.fetch(LIST_REFERRALS, physician, query.status, query.limit)
     found = [
         {
             "referral_id": str(r["referral_id"]),

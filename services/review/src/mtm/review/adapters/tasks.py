@@ -17,6 +17,7 @@ from mtm.contracts import (
     ReviewTaskCompleted,
     ReviewTaskCreated,
 )
+from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx, runs
 
 INSERT_TASKS = """
@@ -82,7 +83,7 @@ async def patient_of_task(conn: asyncpg.Connection, command: Any) -> str | None:
     return await conn.fetchval(PATIENT_OF_TASK, command.task_id)
 
 
-async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks) -> CommandReply:
+async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks, actor: Actor) -> CommandReply:
     rows = await conn.fetch(LIST_TASKS, query.status, query.limit)
     tasks = [
         {
