@@ -14,7 +14,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 
@@ -32,13 +31,11 @@ from bench.workload import encoded
 from mtm.contracts import TransitionOfCareRecorded
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
 from mtm.platform.db import apply_migrations
-from mtm.platform.outbox import OutgoingMessage, enqueue
+from mtm.platform.projection import LIVE_SCHEMA, SEARCH_PATH, UnitOfWork, platform_projection_migrations
 from mtm.platform.settings import with_database
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
-from mtm.reconciliation.adapters.reconciliations import NewReconciliation, ReconciliationRepository
-from mtm.reconciliation.domain import apply_to_medication_list
-from mtm.reconciliation.handlers import on_medications_reconciled, on_transition_of_care_recorded
-from mtm.reconciliation.handlers.on_transition_of_care_recorded import medications_reconciled
+from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS
+from mtm.reconciliation.application import reconcile_discharge
 
 Progress = Callable[[str, float], None]
 
@@ -47,11 +44,11 @@ POLL_S = 0.2
 PUBLISH_WINDOW = 4000
 # Only long enough to absorb a retried publish; the dedup table of a large stream costs server memory.
 PREPUBLISH_DUPLICATE_WINDOW_S = 30.0
-MIGRATIONS = [
-    ("platform", files("mtm.platform") / "migrations"),
-    ("reconciliation", files("mtm.reconciliation") / "migrations"),
+MIGRATIONS = [("platform", files("mtm.platform") / "migrations")]
+PROJECTION_MIGRATIONS = [
+    (LIVE_SCHEMA, [("platform", platform_projection_migrations()), ("reconciliation", RECONCILIATIONS.migrations)])
 ]
-SERVICE_DURABLES = (on_transition_of_care_recorded.DURABLE, on_medications_reconciled.DURABLE)
+SERVICE_DURABLE = "reconciliation-transition-of-care"
 
 
 # --- helpers the other bench modules share --------------------------------------------------------------------
@@ -77,11 +74,16 @@ async def drop_database(server_url: str, name: str) -> None:
 
 
 async def migrated_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
-    """The service's own tables (platform + reconciliation migrations) on a fresh database."""
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+    """The service's own tables (the outbox, and the reconciliation projection's schema) on a fresh database."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, server_settings={"search_path": SEARCH_PATH})
     assert pool is not None
-    await apply_migrations(pool, MIGRATIONS)
+    await apply_migrations(pool, MIGRATIONS, PROJECTION_MIGRATIONS)
     return pool
+
+
+async def projection_connection(url: str) -> asyncpg.Connection:
+    """A connection that sees the projection's tables by their plain names, as the service does."""
+    return await asyncpg.connect(url, server_settings={"search_path": SEARCH_PATH})
 
 
 async def delete_stream(js: JetStreamContext, name: str) -> None:
@@ -199,20 +201,12 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
 
     @subscriber
     async def on_transition_of_care_recorded(event: TransitionOfCareRecorded, message: NatsMessage) -> None:
-        stream_seq = message.raw_message.metadata.sequence.stream
-        now = datetime.now(UTC)
-        out = medications_reconciled(event, now)
-        rec = out.data
-        body = out.model_dump_json()
+        # The service's own use case and tables, one message and one transaction at a time.
+        caused = reconcile_discharge(event)
         async with pool.acquire() as conn, conn.transaction():
-            repo = ReconciliationRepository(conn)
-            await repo.add_all([NewReconciliation(out.id, event.id, event.patient_id, stream_seq, rec, body)])
-            stored = (await repo.lock_lists([event.patient_id])).get(event.patient_id)
-            if stored is None or stored.last_seq < stream_seq:
-                current = stored.medication_list if stored else None
-                updated = apply_to_medication_list(current, rec, event_id=out.id, recorded_at=now)
-                await repo.save_lists({event.patient_id: (stream_seq, out.id, updated)})
-            await enqueue(conn, [OutgoingMessage.of_event(out, body)])
+            uow = UnitOfWork(conn, RECONCILIATIONS)
+            await uow.begin()
+            await uow.record(caused)
 
     return broker
 
@@ -229,7 +223,8 @@ async def run(
         pool = await migrated_pool(url)
         try:
             broker = naive_broker(nats_url, pool)
-            async with pool.acquire() as watcher:
+            watcher = await projection_connection(url)
+            try:
                 started = time.monotonic()
                 await broker.start()
                 try:
@@ -238,6 +233,8 @@ async def run(
                     )
                 finally:
                     await broker.stop()
+            finally:
+                await watcher.close()
         finally:
             await pool.close()
     finally:
@@ -309,8 +306,8 @@ async def run_service(
 ) -> dict[str, float]:
     """The real reconciliation service (`python -m mtm.reconciliation`) on the same pre-published events.
 
-    `mtm_events_per_s` runs until every medication list is written, which since the list became its own consumer
-    includes the outbox relay and the second projection; `mtm_reconcile_events_per_s` stops at the reconciliations.
+    `mtm_events_per_s` runs until every medication list is written (in the reconciliation's own transaction);
+    `mtm_reconcile_events_per_s` stops at the reconciliations.
     """
     n = len(events)
     db_name = f"bench_mtm_{uuid.uuid4().hex[:8]}"
@@ -322,10 +319,10 @@ async def run_service(
         process = start_service(nats_url, url, log_path)
         nc = await nats.connect(nats_url)
         try:
-            started = await wait_for_consumer(nc.jetstream(), SERVICE_DURABLES[0], process, timeout_s=60)
+            started = await wait_for_consumer(nc.jetstream(), SERVICE_DURABLE, process, timeout_s=60)
         finally:
             await nc.drain()
-        conn = await asyncpg.connect(url)
+        conn = await projection_connection(url)
         try:
             limit = max(120.0, n / 20)
             reconciled = await wait_for_rows(

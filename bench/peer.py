@@ -7,7 +7,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,8 +19,8 @@ from eventsourcing.utils import get_topic
 
 from bench.naive import create_database, drop_database
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
+from mtm.reconciliation.application import reconcile_discharge
 from mtm.reconciliation.domain import MedicationList, apply_to_medication_list
-from mtm.reconciliation.handlers.on_transition_of_care_recorded import medications_reconciled
 
 Progress = Callable[[str, float], None]
 
@@ -88,7 +87,7 @@ class ReconciliationProjection(EventSourcedProjection[uuid.UUID]):
     @singledispatchmethod
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[uuid.UUID]) -> None:
         toc = TransitionOfCareRecorded.model_validate_json(domain_event.event_json)
-        out = medications_reconciled(toc, datetime.now(UTC))
+        (out,) = reconcile_discharge(toc)
         try:
             medications: PatientMedications = self.repository.get(PatientMedications.create_id(toc.patient_id))
         except AggregateNotFoundError:

@@ -1,12 +1,15 @@
-"""Replay a cached log of 1,000,000 MedicationsReconciled events into a fresh reconciliation service; events/s."""
+"""Rebuild the reconciliation projection from a cached log of 1,000,000 MedicationsReconciled events; events/s.
+
+The rebuild is the one `mtm rebuild reconciliation` runs (the platform's Rebuilder with the service's projection):
+an ordered consumer on the log, batches applied into a fresh schema, then the swap.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import gc
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -19,15 +22,19 @@ import nats.aio.client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from bench.naive import create_database, delete_stream, drop_database, publish_all, start_service, stop_service
+from bench.naive import MIGRATIONS, PROJECTION_MIGRATIONS, create_database, delete_stream, drop_database, publish_all
 from bench.workload import synthea_transitions
-from mtm.contracts import MedicationsReconciled
+from mtm.contracts import EVENTS, MedicationsReconciled
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient_subject
 from mtm.devstack.embedded import EmbeddedNats
+from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.projection import SEARCH_PATH
+from mtm.platform.rebuild import Rebuilder
+from mtm.platform.runtime import GC_THRESHOLDS
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
+from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS
+from mtm.reconciliation.application import SOURCE
 from mtm.reconciliation.domain import reconcile
-from mtm.reconciliation.handlers import on_medications_reconciled
-from mtm.reconciliation.handlers.on_transition_of_care_recorded import SOURCE
 
 Progress = Callable[[str, float], None]
 
@@ -35,7 +42,6 @@ LOG_EVENTS = 1_000_000
 PATIENTS = 100_000  # ten reconciliations per patient, so the projection folds each list over its history
 FORMAT_VERSION = 1
 MARKER = "rebuild-log.json"
-DURABLE = on_medications_reconciled.DURABLE
 SAMPLE_S = 0.5
 BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
 CONFIRM_EVERY = 100
@@ -174,42 +180,43 @@ async def ensure_log(nc: nats.aio.client.Client, js: JetStreamContext, cache_dir
     return elapsed
 
 
-async def delete_all_consumers(js: JetStreamContext) -> None:
-    """Every durable on every stream of the cache server, so a new projection starts from sequence 1."""
-    for stream in await js.streams_info():
-        for consumer in await js.consumers_info(stream.config.name):
-            with contextlib.suppress(NotFoundError):
-                await js.delete_consumer(stream.config.name, consumer.name)
+async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
+    """Run the projection's rebuild until it swapped or `budget_s` ran out; the rate over what it applied."""
+    pool = await create_pool(url, search_path=SEARCH_PATH)
+    try:
+        await apply_migrations(pool, MIGRATIONS, PROJECTION_MIGRATIONS)
+    finally:
+        await pool.close()
+    samples: list[tuple[float, int]] = []
 
+    async def sample(phase: str, applied: int, total: int, rate: float, message: str) -> None:
+        samples.append((time.monotonic(), applied))
+        progress("rebuild: replay", applied / total if total else 0.0)
 
-async def _replay(
-    js: JetStreamContext, process: subprocess.Popen[bytes], total: int, progress: Progress, *, budget_s: float
-) -> dict[str, float]:
-    deadline = time.monotonic() + budget_s
-    first: tuple[float, int] | None = None
-    last: tuple[float, int] = (time.monotonic(), 0)
+    rebuilder = Rebuilder(
+        database_url=url,
+        js=js,
+        projection=RECONCILIATIONS,
+        scopes=PROJECTION_MIGRATIONS[0][1],
+        registry=EVENTS,
+        progress=sample,
+    )
+    # The service process runs with the collector tuned and its start-up heap frozen (`serve`); so does this.
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+    started = time.monotonic()
     completed = False
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the reconciliation service exited with code {process.returncode} during the replay")
-        # With MTM_CONSUMER_GROUPS > 1 the projection is split into durables named `<durable>-g<i>of<n>`.
-        infos = [c for c in await js.consumers_info(PATIENT_EVENTS_STREAM) if c.name.startswith(DURABLE)]
-        if not infos:
-            await asyncio.sleep(SAMPLE_S)
-            continue
-        now = time.monotonic()
-        processed = total - sum(c.num_pending + c.num_ack_pending for c in infos)
-        delivered = sum(c.delivered.stream_seq for c in infos)
-        if first is None and delivered > 0:
-            first = (now, processed)
-        last = (now, processed)
-        progress("rebuild: replay", processed / total)
-        if first is not None and processed >= total:
-            completed = True
-            break
-        await asyncio.sleep(SAMPLE_S)
-    if first is None or last[0] <= first[0]:
-        raise RuntimeError(f"{DURABLE} delivered nothing within {budget_s:.0f} s")
+    try:
+        result = await asyncio.wait_for(rebuilder.run(), timeout=budget_s)
+        completed = True
+        samples.append((started + result.seconds, result.read))
+    except TimeoutError:
+        pass
+    moving = [s for s in samples if s[1] > 0]
+    if len(moving) < 2 and not completed:
+        raise RuntimeError(f"the rebuild applied nothing within {budget_s:.0f} s")
+    first = (started, 0)
+    last = max(samples, key=lambda s: s[1])
     return {
         "rebuild_events_per_s": (last[1] - first[1]) / (last[0] - first[0]),
         "rebuild_events": float(last[1]),
@@ -218,7 +225,7 @@ async def _replay(
 
 
 async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
-    """Replay the cached patient log into a fresh reconciliation service until it caught up or `budget_s` ran out."""
+    """Rebuild the reconciliation projection from the cached patient log until done or `budget_s` ran out."""
     # Starting the server creates the cache directory; it blocks until the port answers.
     server = await asyncio.to_thread(EmbeddedNats(cache_dir / "rebuild-nats").start)
     db_name = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
@@ -227,15 +234,9 @@ async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_
         try:
             js = nc.jetstream(publish_async_max_pending=BUILD_WINDOW)
             build_s = await ensure_log(nc, js, cache_dir, progress)
-            await delete_all_consumers(js)
             state = (await js.stream_info(PATIENT_EVENTS_STREAM)).state
             url = await create_database(database_url, db_name)
-            process = start_service(server.url, url, cache_dir / "rebuild-service.log")
-            try:
-                result = await _replay(js, process, state.messages, progress, budget_s=budget_s)
-            finally:
-                await asyncio.to_thread(stop_service, process)
-                await delete_all_consumers(js)
+            result = await _replay(js, url, progress, budget_s=budget_s)
         finally:
             await nc.drain()
     finally:

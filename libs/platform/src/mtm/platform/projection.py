@@ -60,6 +60,14 @@ class Tx:
             found = self._bodies[event.id] = event.model_dump_json()
         return found
 
+    def remember(self, event: EventEnvelope, body: bytes) -> None:
+        """The JSON an event was read from (the log's own bytes), so it is not serialized again.
+
+        Only for events in their current version: an upcast event's stored JSON is not what it is now.
+        """
+        if event.schema_version == event.version() and body[-1:] == b"}":
+            self._bodies[event.id] = body.decode()
+
 
 Apply = Callable[[Tx, Sequence[EventEnvelope]], Awaitable[None]]
 

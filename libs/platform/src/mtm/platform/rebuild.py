@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
+from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mtm.contracts import EventEnvelope, EventRegistry
 from mtm.contracts.admin import RebuildPhase
@@ -35,6 +35,8 @@ log = get_logger(__name__)
 REBUILD_LOCK_KEY = 7_320_004
 RETIRED_SCHEMA = "projection_retired"
 APPLY_BATCH = 2000
+# An abandoned reader's consumer (a crashed rebuild) is removed by the server after this long.
+READER_IDLE_S = 120.0
 PROGRESS_EVERY_S = 0.5
 # How long the swap waits, holding every writer off, for the outbox to reach the log.
 OUTBOX_DRAIN_TIMEOUT_S = 30.0
@@ -63,34 +65,37 @@ async def _no_progress(*_: object) -> None:
     return None
 
 
-class _OrderedReader:
-    """Every stored event of the given types in log order, from an ordered (ephemeral, unacknowledged) consumer."""
+class _LogReader:
+    """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer.
+
+    Pulling is the backpressure: the server sends only what was asked for, so a log larger than memory streams
+    through. The consumer acknowledges nothing (nothing is redelivered to it) and is dropped by the server once
+    the reader is gone.
+    """
 
     def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]]) -> None:
         self._js = js
         self._filters = sorted({event_filter(cls) for cls in types})
-        self._queue: deque[Msg] = deque()
-        self._arrived = asyncio.Event()
-        self._sub = None
+        self._sub: Any = None
+        self._ahead: asyncio.Task[list[Msg]] | None = None
+        self._buffer: list[Msg] = []
         self.delivered = 0
         self.last_seq = 0
         """Stream sequence of the last message taken: everything matching up to it has been taken."""
 
     async def start(self) -> int:
         """Start reading; returns how many matching events the log holds now."""
-
-        async def on_msg(msg: Msg) -> None:
-            self._queue.append(msg)
-            self._arrived.set()
-
-        self._sub = await self._js.subscribe(
+        self._sub = await self._js.pull_subscribe(
             "",
             stream=PATIENT_EVENTS_STREAM,
-            cb=on_msg,
-            ordered_consumer=True,
-            config=ConsumerConfig(filter_subjects=self._filters, deliver_policy=DeliverPolicy.ALL),
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
+            config=ConsumerConfig(
+                filter_subjects=self._filters,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=READER_IDLE_S,
+                mem_storage=True,
+                num_replicas=1,
+            ),
         )
         return await self.pending_on_server()
 
@@ -99,14 +104,25 @@ class _OrderedReader:
         info = await self._sub.consumer_info()
         return int(info.num_pending or 0)
 
+    async def _fetch(self, limit: int, wait_s: float) -> list[Msg]:
+        assert self._sub is not None
+        try:
+            return list(await self._sub.fetch(batch=limit, timeout=wait_s))
+        except TimeoutError:
+            return []
+
+    async def _settle(self) -> None:
+        """Wait for the batch being fetched ahead, into the buffer."""
+        if self._ahead is not None:
+            self._buffer.extend(await self._ahead)
+            self._ahead = None
+
     async def take(self, limit: int, wait_s: float) -> list[Msg]:
-        if not self._queue:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), wait_s)
-        taken = []
-        while self._queue and len(taken) < limit:
-            taken.append(self._queue.popleft())
+        """The next batch; the one after it is already being fetched while the caller applies this one."""
+        await self._settle()
+        taken = self._buffer or await self._fetch(limit, wait_s)
+        self._buffer = []
+        self._ahead = asyncio.create_task(self._fetch(limit, wait_s))
         self.delivered += len(taken)
         if taken:
             self.last_seq = taken[-1].metadata.sequence.stream
@@ -114,12 +130,16 @@ class _OrderedReader:
 
     async def caught_up_to(self, seq: int) -> bool:
         """Whether every matching message up to stream sequence `seq` has been taken (in order, so one past it
-        proves it; with none past it, the server must have none left to deliver)."""
+        proves it; with none past it, neither the server nor the batch fetched ahead may hold any)."""
         if self.last_seq >= seq:
             return True
-        return not self._queue and await self.pending_on_server() == 0
+        await self._settle()
+        return not self._buffer and await self.pending_on_server() == 0
 
     async def stop(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+            await asyncio.gather(self._ahead, return_exceptions=True)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -154,7 +174,7 @@ class Rebuilder:
     async def run(self) -> RebuildResult:
         started = time.monotonic()
         conn = await asyncpg.connect(self._url, timeout=10)
-        reader = _OrderedReader(self._js, self._projection.replayed)
+        reader = _LogReader(self._js, self._projection.replayed)
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
                 raise RebuildBusy("a rebuild of this projection is already running")
@@ -180,10 +200,15 @@ class Rebuilder:
             await conn.close()
 
     async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
-        events = [self._registry.parse_stored(m.subject, m.data) for m in messages]
-        return await apply_events(Tx(conn), self._projection, events)
+        tx = Tx(conn)
+        events = []
+        for message in messages:
+            event = self._registry.parse_stored(message.subject, message.data)
+            tx.remember(event, message.data)
+            events.append(event)
+        return await apply_events(tx, self._projection, events)
 
-    async def _replay(self, conn: asyncpg.Connection, reader: _OrderedReader, total: int, started: float) -> int:
+    async def _replay(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
         """Apply batches until the reader has everything the log held when this phase began (more may arrive)."""
         target = await self._log_end()
         applied = 0
@@ -205,7 +230,7 @@ class Rebuilder:
             if not batch and await reader.caught_up_to(target):
                 return applied
 
-    async def _swap(self, conn: asyncpg.Connection, reader: _OrderedReader, started: float) -> int:
+    async def _swap(self, conn: asyncpg.Connection, reader: _LogReader, started: float) -> int:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
             try:
@@ -232,7 +257,7 @@ class Rebuilder:
             await asyncio.sleep(0.05)
         return True
 
-    async def _apply_tail(self, conn: asyncpg.Connection, reader: _OrderedReader) -> int:
+    async def _apply_tail(self, conn: asyncpg.Connection, reader: _LogReader) -> int:
         """With writers held off and the outbox on the log: everything the log holds now goes into the new tables.
 
         Commands may still append meanwhile (they do not write tables); what lands after `end` is applied by the

@@ -134,6 +134,9 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection) -> BatchC
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         # Inputs first, then what they caused: the order the log will hold them in.
+        if reaction.keeps_input:
+            for item in batch:
+                uow.tx.remember(item.value[0], item.delivery.data)
         new = await uow.fold([item.value[0] for item in batch]) if reaction.keeps_input else set()
         new |= await uow.record([event for item in batch for event in item.value[1]])
         return sum(
@@ -162,6 +165,8 @@ def projection_consumer(
     async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[EventEnvelope]]) -> int:
         uow = UnitOfWork(conn, projection)
         await uow.begin()
+        for item in batch:
+            uow.tx.remember(item.value, item.delivery.data)
         return len(await uow.fold([item.value for item in batch]))
 
     return patient_event_consumer(durable, types, apply, decode=decode)
