@@ -5,9 +5,25 @@ Pure values only, so services' application layers can use them without importing
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from mtm.contracts import CommandReply, EventEnvelope
+from mtm.contracts.commands import Command
+
+E = TypeVar("E", bound=EventEnvelope)
+
+
+class OfPatientFlow(Protocol):
+    """What a command acts on, as its history tells it: whose record, and which flow it belongs to."""
+
+    @property
+    def patient_id(self) -> str: ...
+
+    @property
+    def correlation_id(self) -> uuid.UUID: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,21 @@ class PatientHistory:
 
     def of(self, *types: type[EventEnvelope]) -> list[EventEnvelope]:
         return [stored.event for stored in self.events if isinstance(stored.event, types)]
+
+
+def decided(
+    cls: type[E], command: Command, about: OfPatientFlow, *, source: str, data: Any, event_id: uuid.UUID, at: datetime
+) -> E:
+    """The event a command causes: on the patient's record, in the flow it belongs to, caused by the command."""
+    return cls.create(
+        source=source,
+        patient_id=about.patient_id,
+        data=data,
+        correlation_id=about.correlation_id,
+        causation_id=command.command_id,
+        event_id=event_id,
+        time=at,
+    )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from mtm.contracts import AnswerReferral, CommandReply, ReferralAnswered, ReferralRequested, ReviewTaskCompleted
 from mtm.contracts.events import ReferralAnswer
 from mtm.contracts.identity import Actor
-from mtm.platform.decisions import Decision, PatientHistory
+from mtm.platform.decisions import Decision, PatientHistory, decided
 from mtm.referral.domain.referrals import REFERRAL_EVENTS, decide_answer, derived_id, fold_referral, referrals_for
 
 SOURCE = "mtm/referral"
@@ -38,19 +38,13 @@ def answer_referral(history: PatientHistory, command: AnswerReferral, actor: Act
     reply = CommandReply(outcome="accepted", message=decision.message, resource_id=referral_id, status=command.decision)
     if decision.outcome == "already":
         return Decision(reply)
-    answered = ReferralAnswered.create(
-        source=SOURCE,
-        patient_id=record.patient_id,
-        data=ReferralAnswer(
-            referral_id=command.referral_id,
-            physician_id=actor.acting_as,
-            decision=command.decision,
-            note=command.note,
-            actor=actor,
-        ),
-        correlation_id=record.correlation_id,
-        causation_id=command.command_id,
-        event_id=derived_id("referral-answered", command.referral_id),
-        time=now,
+    answer = ReferralAnswer(
+        referral_id=command.referral_id,
+        physician_id=actor.acting_as,
+        decision=command.decision,
+        note=command.note,
+        actor=actor,
     )
+    event_id = derived_id("referral-answered", command.referral_id)
+    answered = decided(ReferralAnswered, command, record, source=SOURCE, data=answer, event_id=event_id, at=now)
     return Decision(reply, (answered,))

@@ -15,7 +15,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.events import TaskClaim, TaskCompletion
 from mtm.contracts.identity import Actor
-from mtm.platform.decisions import Decision, PatientHistory
+from mtm.platform.decisions import Decision, PatientHistory, decided
 from mtm.review.domain.tasks import (
     TASK_EVENTS,
     decide_claim,
@@ -55,15 +55,9 @@ def claim_task(history: PatientHistory, command: ClaimReviewTask, actor: Actor, 
     reply = CommandReply(outcome="accepted", message=decision.message, resource_id=task_id, status="in-progress")
     if decision.outcome == "already":
         return Decision(reply)
-    claimed = ReviewTaskClaimed.create(
-        source=SOURCE,
-        patient_id=record.patient_id,
-        data=TaskClaim(task_id=command.task_id, pharmacist_id=actor.acting_as, actor=actor),
-        correlation_id=record.correlation_id,
-        causation_id=command.command_id,
-        event_id=derived_event_id(f"review-task-claimed:{record.state.claims + 1}", command.task_id),
-        time=now,
-    )
+    claim = TaskClaim(task_id=command.task_id, pharmacist_id=actor.acting_as, actor=actor)
+    event_id = derived_event_id(f"review-task-claimed:{record.state.claims + 1}", command.task_id)
+    claimed = decided(ReviewTaskClaimed, command, record, source=SOURCE, data=claim, event_id=event_id, at=now)
     return Decision(reply, (claimed,))
 
 
@@ -76,21 +70,15 @@ def complete_task(history: PatientHistory, command: CompleteReviewTask, actor: A
     decision = decide_completion(record.state, actor.acting_as)
     if decision.outcome != "accepted":
         return Decision.refuse("conflict", decision.message, resource_id=task_id, status=record.state.status)
-    completed = ReviewTaskCompleted.create(
-        source=SOURCE,
-        patient_id=record.patient_id,
-        data=TaskCompletion(
-            task_id=command.task_id,
-            pharmacist_id=actor.acting_as,
-            note=command.note,
-            recommendations=command.recommendations,
-            care_team=record.task.care_team,
-            actor=actor,
-        ),
-        correlation_id=record.correlation_id,
-        causation_id=command.command_id,
-        event_id=derived_event_id("review-task-completed", command.task_id),
-        time=now,
+    completion = TaskCompletion(
+        task_id=command.task_id,
+        pharmacist_id=actor.acting_as,
+        note=command.note,
+        recommendations=command.recommendations,
+        care_team=record.task.care_team,
+        actor=actor,
     )
+    event_id = derived_event_id("review-task-completed", command.task_id)
+    completed = decided(ReviewTaskCompleted, command, record, source=SOURCE, data=completion, event_id=event_id, at=now)
     reply = CommandReply(outcome="accepted", message=decision.message, resource_id=task_id, status="completed")
     return Decision(reply, (completed,))
