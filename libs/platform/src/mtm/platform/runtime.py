@@ -60,6 +60,7 @@ from mtm.platform.streams import (
     ensure_durable,
     wait_for_stream,
 )
+from mtm.platform.timers import run_timer
 
 log = get_logger(__name__)
 
@@ -253,6 +254,10 @@ class ServiceRuntime:
         await self.leases.wait_first_round()
         for job in self.definition.background_jobs:
             self.background.append(asyncio.create_task(job(self), name=job.__name__))
+        projection = self.definition.handlers.projection
+        for timer in self.definition.handlers.timers:
+            watch = run_timer(self.db, timer, projection, after_record=self.wake_relay)
+            self.background.append(asyncio.create_task(watch, name=f"timer-{timer.name}"))
         self.serving = True
         log.info("service started", database=self.database_url.rsplit("/", 1)[-1])
 

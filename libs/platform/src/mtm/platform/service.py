@@ -20,6 +20,7 @@ from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
 from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.platform.projection import Projection, UnitOfWork
+from mtm.platform.timers import Timer
 
 In = TypeVar("In")
 C = TypeVar("C")
@@ -111,6 +112,7 @@ class ServiceHandlers:
     reactions: tuple[Reaction[Any], ...] = ()
     commands: tuple[Command[Any], ...] = ()
     queries: tuple[Query[Any], ...] = ()
+    timers: tuple[Timer, ...] = ()
 
     def projection_durable(self, service: str) -> str:
         return f"{service}-projection"

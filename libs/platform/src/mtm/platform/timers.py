@@ -1,0 +1,79 @@
+"""Durable timers: deadlines kept in a projection, and the events their passing causes, recorded exactly once.
+
+A deadline is state like any other (a due time in a projection table, set by an event), so it survives restarts
+and rebuilds. A timer looks for deadlines that passed and are not yet marked, and records the events that
+say so through the unit of work: the projection marks them in the same transaction, so the next look does not
+find them again, and their ids are derived from the item and its deadline, so two looks can never record twice.
+One replica at a time runs each timer (a Postgres advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from mtm.contracts import EventEnvelope
+from mtm.platform.logging import get_logger
+from mtm.platform.projection import Projection, UnitOfWork
+
+log = get_logger(__name__)
+
+TRY_TIMER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
+TIMER_LOCK_NAMESPACE = 7_320_005
+# How many due items one round takes; the rest are taken by the next round, right away.
+ROUND_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A deadline watch of a service, declared in its handler table.
+
+    `due` is an adapter query on the projection: what passed `now` and is not marked yet (at most `limit`).
+    `fire` is a use case: the events the passing of one item causes (ids derived from the item and its deadline).
+    """
+
+    name: str
+    every_s: float
+    due: Callable[[asyncpg.Connection, datetime, int], Awaitable[Sequence[Any]]]
+    fire: Callable[[Any, datetime], Sequence[EventEnvelope]]
+
+    @property
+    def lock_key(self) -> int:
+        return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+
+
+async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projection, now: datetime) -> int:
+    """One round in one transaction; returns how many events were recorded (0 when another replica holds it)."""
+    async with conn.transaction():
+        if not await conn.fetchval(TRY_TIMER_LOCK, TIMER_LOCK_NAMESPACE, timer.lock_key):
+            return 0
+        uow = UnitOfWork(conn, projection)
+        await uow.begin()
+        items = await timer.due(conn, now, ROUND_LIMIT)
+        events = [event for item in items for event in timer.fire(item, now)]
+        return len(await uow.record(events))
+
+
+async def run_timer(
+    pool: asyncpg.Pool, timer: Timer, projection: Projection, *, after_record: Callable[[], None]
+) -> None:
+    """Look every `every_s` until cancelled; a failed round is logged and the next one tries again."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                recorded = await fire_due(conn, timer, projection, datetime.now(UTC))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("timer round failed; will retry", consumer=timer.name, error_type=type(exc).__name__)
+            recorded = 0
+        if recorded:
+            log.info("timer fired", consumer=timer.name, count=recorded)
+            after_record()
+            if recorded >= ROUND_LIMIT:
+                continue
+        await asyncio.sleep(timer.every_s)
