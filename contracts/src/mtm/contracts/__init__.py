@@ -17,6 +17,7 @@ from mtm.contracts.commands import (
     CommandReply,
     CompleteReviewTask,
     GetMedicationList,
+    GetReviewTask,
     ListReferrals,
     ListReviewTasks,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "EventEnvelope",
     "EventRegistry",
     "GetMedicationList",
+    "GetReviewTask",
     "ListItemFlag",
     "ListReferrals",
     "ListReviewTasks",

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mtm.contracts.envelope import Frozen
 from mtm.contracts.events import Recommendation, ReferralDecision
+from mtm.contracts.limits import MAX_RECOMMENDATIONS, FhirId, Note
 
 
 class Command(Frozen):
@@ -28,8 +29,8 @@ class CompleteReviewTask(Command):
     """The pharmacist who claimed the task documents it."""
 
     task_id: uuid.UUID
-    note: str | None = None
-    recommendations: tuple[Recommendation, ...] = ()
+    note: Note | None = None
+    recommendations: tuple[Recommendation, ...] = Field(default=(), max_length=MAX_RECOMMENDATIONS)
 
 
 class AnswerReferral(Command):
@@ -37,7 +38,7 @@ class AnswerReferral(Command):
 
     referral_id: uuid.UUID
     decision: ReferralDecision
-    note: str | None = None
+    note: Note | None = None
 
 
 CommandOutcome = Literal["accepted", "not_found", "conflict", "invalid", "unauthorized", "forbidden", "error"]
@@ -65,15 +66,30 @@ class Query(Frozen):
     schema_version: Literal[1] = 1
 
 
-class ListReviewTasks(Query):
+MAX_PAGE = 200
+"""Rows per page of any list query: each page is one reply message."""
+
+
+class Page(Query):
+    """One page of a list: replies are single messages, so a long list is read page by page."""
+
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class ListReviewTasks(Page):
+    """Task summaries, most urgent first; one task's whole content (lists, alerts) comes with `GetReviewTask`."""
+
     status: Literal["requested", "in-progress", "completed"] | None = None
-    limit: int = Field(default=50, ge=1, le=1000)
 
 
-class ListReferrals(Query):
-    physician_id: str | None = None
+class GetReviewTask(Query):
+    task_id: uuid.UUID
+
+
+class ListReferrals(Page):
+    physician_id: FhirId | None = None
     status: Literal["requested", "accepted", "declined", "modified"] | None = None
-    limit: int = Field(default=50, ge=1, le=1000)
 
 
 class GetMedicationList(Query):

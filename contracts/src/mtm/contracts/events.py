@@ -17,6 +17,17 @@ from mtm.contracts.clinical import (
 )
 from mtm.contracts.envelope import EventEnvelope, Frozen
 from mtm.contracts.identity import Actor
+from mtm.contracts.limits import (
+    MAX_ALLERGIES,
+    MAX_CONDITIONS,
+    MAX_MEDICATIONS,
+    MAX_OBSERVATIONS,
+    MAX_RECOMMENDATION,
+    MAX_RECOMMENDATIONS,
+    FhirId,
+    Note,
+    Text,
+)
 from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
@@ -55,16 +66,16 @@ class TransitionOfCare(Frozen):
     """What the discharge system knows at discharge: both medication lists and the clinical context."""
 
     patient: PatientDemographics
-    encounter_id: str | None = None
+    encounter_id: str | None = Field(default=None, max_length=128)
     admitted_at: AwareDatetime | None = None
     discharged_at: AwareDatetime | None = None
-    facility: str | None = None
+    facility: str | None = Field(default=None, max_length=256)
     care_team: CareTeam = CareTeam()
-    home_medications: tuple[MedicationEntry, ...] = ()
-    discharge_medications: tuple[MedicationEntry, ...] = ()
-    conditions: tuple[Condition, ...] = ()
-    allergies: tuple[Allergy, ...] = ()
-    observations: tuple[Observation, ...] = ()
+    home_medications: tuple[MedicationEntry, ...] = Field(default=(), max_length=MAX_MEDICATIONS)
+    discharge_medications: tuple[MedicationEntry, ...] = Field(default=(), max_length=MAX_MEDICATIONS)
+    conditions: tuple[Condition, ...] = Field(default=(), max_length=MAX_CONDITIONS)
+    allergies: tuple[Allergy, ...] = Field(default=(), max_length=MAX_ALLERGIES)
+    observations: tuple[Observation, ...] = Field(default=(), max_length=MAX_OBSERVATIONS)
     source_format: Literal["mtm", "fhir-r4"] = "mtm"
 
 
@@ -189,7 +200,7 @@ class ReviewTaskCreated(EventEnvelope):
 
 class TaskClaim(Frozen):
     task_id: uuid.UUID
-    pharmacist_id: str = Field(min_length=1)
+    pharmacist_id: str = Field(min_length=1, max_length=128)
     actor: Actor | None = Field(default=None, description="Who claimed it, as their token said (the audit trail).")
 
 
@@ -203,18 +214,18 @@ class Recommendation(Frozen):
     """A pharmacist's recommendation; those that need the prescriber become referrals."""
 
     recommendation_id: uuid.UUID
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=MAX_RECOMMENDATION)
     action: RecommendationAction = "other"
-    ingredients: tuple[str, ...] = ()
+    ingredients: tuple[Text, ...] = Field(default=(), max_length=20)
     needs_prescriber: bool = False
     priority: TaskPriority = "routine"
 
 
 class TaskCompletion(Frozen):
     task_id: uuid.UUID
-    pharmacist_id: str = Field(min_length=1)
-    note: str | None = None
-    recommendations: tuple[Recommendation, ...] = ()
+    pharmacist_id: str = Field(min_length=1, max_length=128)
+    note: Note | None = None
+    recommendations: tuple[Recommendation, ...] = Field(default=(), max_length=MAX_RECOMMENDATIONS)
     care_team: CareTeam = CareTeam()
     actor: Actor | None = Field(default=None, description="Who completed it, as their token said.")
 
@@ -233,8 +244,8 @@ class Referral(Frozen):
 
     referral_id: uuid.UUID
     task_id: uuid.UUID
-    physician_id: str = Field(min_length=1)
-    pharmacist_id: str = Field(min_length=1)
+    physician_id: FhirId
+    pharmacist_id: str = Field(min_length=1, max_length=128)
     recommendation: Recommendation
     priority: TaskPriority = "routine"
 
@@ -247,9 +258,9 @@ class ReferralRequested(EventEnvelope):
 
 class ReferralAnswer(Frozen):
     referral_id: uuid.UUID
-    physician_id: str = Field(min_length=1)
+    physician_id: str = Field(min_length=1, max_length=128)
     decision: ReferralDecision
-    note: str | None = None
+    note: Note | None = None
     actor: Actor | None = Field(default=None, description="Who answered, as their token said.")
 
 

@@ -15,6 +15,7 @@ from mtm.contracts.commands import (
     CommandReply,
     CompleteReviewTask,
     GetMedicationList,
+    GetReviewTask,
     ListReferrals,
     ListReviewTasks,
 )
@@ -28,6 +29,7 @@ COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ListReviewTasks,
     ListReferrals,
     GetMedicationList,
+    GetReviewTask,
     CommandReply,
     DeadLetter,
 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -16,6 +18,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from mtm.contracts import DeadLetter, EventEnvelope
+from mtm.contracts.dead_letter import dead_letter_bucket
 from mtm.contracts.subjects import (
     PATIENT_EVENTS_STREAM,
     PATIENT_PARTITIONS,
@@ -23,17 +26,29 @@ from mtm.contracts.subjects import (
     event_filter,
     partition_filters,
 )
+from mtm.platform.faults import backoff, is_transient
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import MSG_ID_HEADER
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 E = TypeVar("E", bound=EventEnvelope)
 
 # Redelivery back-off for naks (JetStream's consumer `backoff` only applies to ack timeouts).
 NAK_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
 MAX_REASON_CHARS = 2000
+MAX_HEADER_CHARS = 512
+# Bodies larger than this are parked unread; a contract's own limits keep valid messages far below it.
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# Room for the dead letter's headers and envelope beside a body that must fit in one NATS message.
+LETTER_HEADROOM = 16 * 1024
+PARK_CONFIRM_TIMEOUT_S = 10.0
+# Deliveries beyond `max_deliver` that a message may still get without an outcome (a process that died with it in
+# hand, ack timeouts) before it is parked as what keeps stopping its reader.
+CRASH_ALLOWANCE = 10
 
 
 class InvalidMessage(ValueError):
@@ -126,12 +141,17 @@ def describe_invalid(exc: Exception) -> str:
 
 
 class BatchProcessor(Generic[T]):
-    """Applies fetched batches exactly once in effect.
+    """Applies fetched batches exactly once in effect, and never lets one message hold up or lose another.
 
-    The batch is applied in one transaction (whose writes are idempotent by event id), then acknowledged.
-    When the batch fails, messages are retried one by one: a failing message is nak'd with back-off (and
-    everything after it for the same patient, to keep per-patient order) and dead-lettered with its reason
-    once it reached `max_deliver`. Invalid messages are dead-lettered at once; good ones still flow.
+    * Each message is read on its own: one that is too large, not JSON, nested too deeply, against its contract,
+      or that breaks the decoder in any other way is parked at once with its reason; its neighbours go on.
+    * The batch is applied in one transaction (idempotent by event id), then acknowledged. When it fails, its
+      messages are retried one by one: a failing message is nak'd with back-off (and everything after it for
+      the same patient, to keep per-patient order) and parked once it reached `max_deliver`.
+    * A failure of the infrastructure (Postgres or NATS down, restarting, timing out) is not the message's
+      fault: the batch in hand is retried in place, its ack deadline kept alive, until the infrastructure is
+      back; nothing is nak'd, parked or counted for it.
+    * A dead letter too large for NATS keeps its body in the service's object store and carries a reference.
     """
 
     def __init__(
@@ -142,6 +162,8 @@ class BatchProcessor(Generic[T]):
         pool: asyncpg.Pool,
         js: JetStreamContext,
         max_deliver: int,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_payload: int = NATS_DEFAULT_MAX_PAYLOAD,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.consumer = consumer
@@ -149,34 +171,23 @@ class BatchProcessor(Generic[T]):
         self._pool = pool
         self._js = js
         self._max_deliver = max_deliver
+        self._max_bytes = max_bytes
+        self._max_payload = max_payload
         self._after_commit = after_commit
         self._dlq_subject = dead_letter_subject(service, consumer.durable)
+        self._bodies: Any = None
+        self.stopping = asyncio.Event()
         self.applied = 0
         self.parked = 0
+        self.waited_out = 0
+        """Infrastructure failures waited out in place (none of them counted against a message)."""
 
     async def handle(self, messages: Sequence[Msg]) -> None:
         deliveries = [Delivery.of(m) for m in messages]
-        accepted: list[Accepted[T]] = []
-        invalid: list[tuple[Delivery, str]] = []
-        for delivery in deliveries:
-            try:
-                value = self.consumer.decode(delivery)
-                if inspect.isawaitable(value):
-                    value = await value
-                accepted.append(Accepted(delivery, value))  # type: ignore[arg-type]
-            except (InvalidMessage, ValidationError, ValueError) as exc:
-                invalid.append((delivery, describe_invalid(exc)))
-
+        accepted, invalid = await self._until_infrastructure_answers(deliveries, partial(self._decode_all, deliveries))
+        await self._until_infrastructure_answers(deliveries, partial(self._park, invalid))
         try:
-            await self._park(invalid)
-        except Exception as exc:
-            log.warning(
-                "dead-lettering failed; will retry", consumer=self.consumer.durable, error_type=type(exc).__name__
-            )
-            await self._nak_all([d for d, _ in invalid])
-            invalid = []
-        try:
-            await self._apply_in_one_transaction(accepted)
+            await self._until_infrastructure_answers(deliveries, partial(self._apply_in_one_transaction, accepted))
         except Exception as exc:
             log.warning(
                 "batch failed; retrying one by one",
@@ -188,6 +199,74 @@ class BatchProcessor(Generic[T]):
         else:
             await self._ack_all([a.delivery for a in accepted])
         await self._ack_all([d for d, _ in invalid])
+
+    async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
+        accepted: list[Accepted[T]] = []
+        invalid: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            reason = await self._decode(delivery, accepted)
+            if reason is not None:
+                invalid.append((delivery, reason))
+        return accepted, invalid
+
+    async def _decode(self, delivery: Delivery, accepted: list[Accepted[T]]) -> str | None:
+        """Read one message into `accepted`, or say why it can never be read; infrastructure failures propagate."""
+        size = len(delivery.data)
+        if size > self._max_bytes:
+            return f"body: {size} bytes, over the {self._max_bytes} bytes this consumer accepts"
+        if delivery.deliveries > self._max_deliver + CRASH_ALLOWANCE:
+            return f"delivered {delivery.deliveries} times without an outcome (it may stop the service that reads it)"
+        try:
+            value = self.consumer.decode(delivery)
+            if inspect.isawaitable(value):
+                value = await value
+        except (InvalidMessage, ValidationError, ValueError) as exc:
+            return describe_invalid(exc)
+        except RecursionError:
+            return "body: nested too deeply to read"
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Not a contract violation we know, but this message broke the reader: park it, keep the others.
+            log.error(
+                "message could not be read",
+                consumer=self.consumer.durable,
+                stream_seq=delivery.stream_seq,
+                error_type=type(exc).__name__,
+            )
+            return f"could not be read ({type(exc).__name__})"
+        accepted.append(Accepted(delivery, value))  # type: ignore[arg-type]
+        return None
+
+    async def _until_infrastructure_answers(
+        self, deliveries: Sequence[Delivery], attempt: Callable[[], Awaitable[R]]
+    ) -> R:
+        """Run `attempt`; while it fails because Postgres or NATS is away, keep the messages in hand and retry."""
+        tries = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not is_transient(exc) or self.stopping.is_set():
+                    raise
+                tries += 1
+                self.waited_out += 1
+                log.warning(
+                    "infrastructure unavailable; holding the batch",
+                    consumer=self.consumer.durable,
+                    count=len(deliveries),
+                    attempt=tries,
+                    error_type=type(exc).__name__,
+                )
+                await self._keep_alive(deliveries)
+                await asyncio.sleep(backoff(tries - 1))
+
+    @staticmethod
+    async def _keep_alive(deliveries: Sequence[Delivery]) -> None:
+        """Push the ack deadline back, so the server does not redeliver (and count) what is still in hand."""
+        for delivery in deliveries:
+            with contextlib.suppress(Exception):
+                await delivery.raw.in_progress()
 
     async def _apply_in_one_transaction(self, accepted: Sequence[Accepted[T]]) -> None:
         if not accepted:
@@ -211,16 +290,11 @@ class BatchProcessor(Generic[T]):
                 await self._nak(delivery)
                 continue
             try:
-                await self._apply_in_one_transaction([item])
+                await self._until_infrastructure_answers([delivery], partial(self._apply_in_one_transaction, [item]))
             except Exception as exc:
                 if delivery.deliveries >= self._max_deliver:
-                    reason = f"failed {delivery.deliveries} deliveries: {type(exc).__name__}: {exc}"
-                    try:
-                        await self._park([(delivery, reason)])
-                    except Exception:
-                        blocked.add(delivery.order_key)
-                        await self._nak(delivery)
-                        continue
+                    reason = f"failed {delivery.deliveries} deliveries ({type(exc).__name__})"
+                    await self._until_infrastructure_answers([delivery], partial(self._park, [(delivery, reason)]))
                     await delivery.raw.ack()
                 else:
                     log.warning(
@@ -250,16 +324,15 @@ class BatchProcessor(Generic[T]):
                 original_subject=delivery.subject,
                 original_stream=delivery.stream,
                 original_sequence=delivery.stream_seq,
-                original_headers={k: str(v) for k, v in delivery.headers.items()},
+                original_headers={k: str(v)[:MAX_HEADER_CHARS] for k, v in list(delivery.headers.items())[:32]},
                 reason=reason[:MAX_REASON_CHARS],
                 deliveries=delivery.deliveries,
             )
             msg_id = f"{self.consumer.durable}:{delivery.stream}:{delivery.stream_seq}"
-            futures.append(
-                await self._js.publish_async(
-                    self._dlq_subject, letter.model_dump_json().encode(), headers={MSG_ID_HEADER: msg_id}
-                )
-            )
+            body = letter.model_dump_json().encode()
+            if len(body) > self._max_payload - LETTER_HEADROOM:
+                body = (await self._externalize(letter, delivery, msg_id)).model_dump_json().encode()
+            futures.append(await self._js.publish_async(self._dlq_subject, body, headers={MSG_ID_HEADER: msg_id}))
             log.warning(
                 "message dead-lettered",
                 consumer=self.consumer.durable,
@@ -267,8 +340,16 @@ class BatchProcessor(Generic[T]):
                 stream_seq=delivery.stream_seq,
                 deliveries=delivery.deliveries,
             )
-        await asyncio.gather(*futures)
+        await asyncio.wait_for(asyncio.gather(*futures), PARK_CONFIRM_TIMEOUT_S)
         self.parked += len(items)
+
+    async def _externalize(self, letter: DeadLetter, delivery: Delivery, name: str) -> DeadLetter:
+        """Keep the body in the service's dead-letter object store; the letter keeps the reason and a reference."""
+        if self._bodies is None:
+            self._bodies = await self._js.object_store(dead_letter_bucket(self._service))
+        object_name = name.replace(":", "_")
+        await self._bodies.put(object_name, delivery.data)
+        return letter.without_body(object_name)
 
     async def _nak(self, delivery: Delivery) -> None:
         delay = NAK_DELAYS_S[min(delivery.deliveries, len(NAK_DELAYS_S)) - 1]

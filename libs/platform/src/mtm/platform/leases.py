@@ -23,6 +23,10 @@ WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND classid = ($1::int)
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 CHECK_EVERY_S = 1.0
+# A lease round that cannot reach Postgres within this long counts the session as lost: the groups stop before
+# another replica may take them over (`takeover_after_s` is well above it).
+SESSION_CHECK_TIMEOUT_S = 2.0
+STILL_CONNECTED = "SELECT 1"
 
 
 def lock_namespace(consumer: str) -> int:
@@ -107,18 +111,23 @@ class GroupLeases:
             try:
                 conn = await self._connect()
                 while True:
+                    # The locks live as long as this session; a session that no longer answers may already be
+                    # gone on the server's side, and its groups free for another replica.
+                    await asyncio.wait_for(conn.fetchval(STILL_CONNECTED), SESSION_CHECK_TIMEOUT_S)
                     await self._round(conn)
                     self._first_round.set()
                     await asyncio.sleep(CHECK_EVERY_S)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("lease connection lost; stopping owned groups", error_type=type(exc).__name__)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease session lost; stopping owned groups", error_type=type(exc).__name__)
                 self._first_round.set()
                 await self._release_all()
                 await asyncio.sleep(CHECK_EVERY_S)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
-                        await conn.close()
+                        await asyncio.wait_for(conn.close(), SESSION_CHECK_TIMEOUT_S)
 
     async def _round(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 
 from mtm.contracts import EventEnvelope
 from mtm.contracts.subjects import event_subject
+from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -27,7 +28,17 @@ FROM outbox ORDER BY id LIMIT $1
 """
 MARK_ATTEMPTED = "UPDATE outbox SET attempted_at = now() WHERE id = ANY($1::bigint[]) AND attempted_at IS NULL"
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+PARK_OVERSIZED = """
+WITH moved AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING id, subject, msg_id, payload, created_at)
+INSERT INTO outbox_parked (id, subject, msg_id, payload, reason, created_at)
+SELECT id, subject, msg_id, payload, $2, created_at FROM moved
+"""
 TRY_RELAY_LOCK = "SELECT pg_try_advisory_lock($1)"
+STILL_HOLDING = "SELECT 1"
+# How long the relay waits for the server to confirm a round; unconfirmed rows are sent again (deduplicated).
+CONFIRM_TIMEOUT_S = 10.0
+# Room for headers beside a payload that must fit in one NATS message.
+PAYLOAD_HEADROOM = 4 * 1024
 RELAY_LOCK_KEY = 7_320_002
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -80,10 +91,13 @@ class OutboxRelay:
         batch_size: int = 1000,
         stored: Callable[[str, str], Awaitable[bool]] | None = None,
         trust_dedup_s: float = 300.0,
+        max_payload: int = 1024 * 1024,
     ) -> None:
         self._pool = pool
         self._js = js
         self._stored = stored
+        self._max_payload = max_payload
+        self.health = TaskHealth("outbox-relay")
         self._trust_dedup_s = trust_dedup_s
         self._poll_s = poll_s
         self._batch_size = batch_size
@@ -96,7 +110,7 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._task = asyncio.create_task(supervise("outbox-relay", self._run, self.health), name="outbox-relay")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -106,33 +120,49 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self) -> None:
+    async def _run(self, health: TaskHealth) -> None:
+        """Hold the relay lock and relay until stopped; any failure ends the run and the supervisor restarts it.
+
+        The lock lives on its own connection: if that connection is lost, so is the lock (another replica may
+        take over), so every round first checks that it still holds it.
+        """
         async with self._pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):  # noqa: ASYNC110 - polls Postgres
+            while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):
+                health.ok()
                 await asyncio.sleep(self._poll_s * 4)
-            while not self._stopping:
-                try:
+            try:
+                while not self._stopping:
+                    await lock_conn.fetchval(STILL_HOLDING)
                     sent = await self.relay_once()
-                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                    log.warning("outbox relay failed; will retry", error_type=type(exc).__name__)
-                    await asyncio.sleep(self._poll_s)
-                    continue
-                if sent >= self._batch_size:
-                    continue
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                    health.ok()
+                    if sent >= self._batch_size:
+                        continue
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
     async def relay_once(self) -> int:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
             if not rows:
                 return 0
+            oversized = [row for row in rows if len(row["payload"]) > self._max_payload - PAYLOAD_HEADROOM]
+            if oversized:
+                await self._park(conn, oversized)
+                rows = [row for row in rows if row not in oversized]
             # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
             futures = [await self._send(row) for row in rows]
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            try:
+                results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), CONFIRM_TIMEOUT_S)
+            except TimeoutError:
+                # A server restart can leave confirms unanswered: send the round again later (deduplicated).
+                log.warning("outbox publish confirms timed out; will send again", count=len(rows))
+                return 0
             confirmed: list[int] = []
             for row, result in zip(rows, results, strict=True):
                 if isinstance(result, BaseException):
@@ -144,6 +174,13 @@ class OutboxRelay:
             await conn.execute(DELETE_SENT, confirmed)
         self.published += len(confirmed)
         return len(confirmed)
+
+    async def _park(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
+        """Rows the server cannot take would stop every later event of the service: set them aside, loudly."""
+        reason = f"payload larger than the server accepts ({self._max_payload} bytes)"
+        await conn.execute(PARK_OVERSIZED, [row["id"] for row in rows], reason)
+        for row in rows:
+            log.error("outbox row parked: too large for the log", subject=row["subject"], count=len(row["payload"]))
 
     async def _send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
         if row["unsure"] and self._stored is not None and await self._stored(row["subject"], row["msg_id"]):

@@ -31,6 +31,7 @@ from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
@@ -51,11 +52,12 @@ from mtm.platform.service import (
     reaction_consumer,
 )
 from mtm.platform.settings import ServiceSettings
-from mtm.platform.status import answer_status, lease_readiness
+from mtm.platform.status import Readiness, answer_status, lease_readiness
 from mtm.platform.streams import (
     DurableSpec,
     StreamSpec,
     dead_letter_stream,
+    declare_dead_letter_bodies,
     declare_stream,
     ensure_durable,
     wait_for_stream,
@@ -119,6 +121,7 @@ class ServiceRuntime:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     serving: bool = False
     verifier: TokenVerifier = field(default_factory=lambda: TokenVerifier(()))
+    task_health: list[TaskHealth] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -161,6 +164,7 @@ class ServiceRuntime:
         self.patient_log = PatientLog(self.broker.connection, self.js, self.definition.registry)
         await self._declare_streams()
         await self._declare_durables()
+        max_payload = self.broker.connection.max_payload
         self.relay = OutboxRelay(
             self.pool,
             self.js,
@@ -168,6 +172,7 @@ class ServiceRuntime:
             stored=self.patient_log.holds,
             # Past half the server's deduplication window, a row sent before is looked up before it is resent.
             trust_dedup_s=self.settings.duplicate_window_s / 2,
+            max_payload=max_payload,
         )
         for consumer in self.consumers:
             self.processors[consumer.durable] = BatchProcessor(
@@ -176,6 +181,8 @@ class ServiceRuntime:
                 pool=self.pool,
                 js=self.js,
                 max_deliver=self.settings.max_deliver,
+                max_bytes=self.settings.max_message_bytes,
+                max_payload=max_payload,
                 after_commit=self.wake_relay,
             )
         if f"{LIVE_SCHEMA}:platform/001_applied_events" in applied:
@@ -187,6 +194,7 @@ class ServiceRuntime:
             await declare_stream(
                 self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
             )
+        await declare_dead_letter_bodies(self.jetstream, self.name, replicas=settings.stream_replicas)
         for name in self.definition.consumed_streams:
             await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
 
@@ -253,13 +261,34 @@ class ServiceRuntime:
         self.leases.start()
         await self.leases.wait_first_round()
         for job in self.definition.background_jobs:
-            self.background.append(asyncio.create_task(job(self), name=job.__name__))
+            self._supervised(job.__name__, lambda health, job=job: job(self))
         projection = self.definition.handlers.projection
         for timer in self.definition.handlers.timers:
-            watch = run_timer(self.db, timer, projection, after_record=self.wake_relay)
-            self.background.append(asyncio.create_task(watch, name=f"timer-{timer.name}"))
+            self._supervised(
+                f"timer-{timer.name}",
+                lambda health, timer=timer: run_timer(
+                    self.db, timer, projection, after_record=self.wake_relay, health=health
+                ),
+            )
         self.serving = True
         log.info("service started", database=self.database_url.rsplit("/", 1)[-1])
+
+    def _supervised(self, name: str, run: Callable[[TaskHealth], Awaitable[None]]) -> None:
+        """A background task restarted after any failure; its health counts toward the service's readiness."""
+        health = TaskHealth(name)
+        self.task_health.append(health)
+        self.background.append(asyncio.create_task(supervise(name, run, health), name=name))
+
+    def readiness(self) -> Readiness:
+        """Ready when it pulls from the groups it should hold and no background task keeps failing."""
+        reasons, pulling = lease_readiness(
+            self.leases if self.serving else None, self.group_keys, self.pull_loops, self.durable_of
+        )
+        tasks = [*self.task_health, *([self.relay.health] if self.relay is not None else [])]
+        failing = tuple(
+            f"{h.name}: failing ({h.last_error}, {h.failures} times in a row)" for h in tasks if not h.healthy
+        )
+        return (*reasons, *failing), pulling
 
     async def _lease_connection(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url, timeout=10)
@@ -282,6 +311,8 @@ class ServiceRuntime:
 
     async def stop_consuming(self) -> None:
         self.serving = False
+        for processor in self.processors.values():
+            processor.stopping.set()
         if self.leases is not None:
             await self.leases.stop()
         for task in (*self.background, *([self.rebuild] if self.rebuild else [])):
@@ -434,6 +465,11 @@ def _raw_body(message: Any) -> Any:
 
 
 Answer = Callable[[Any, Actor], Awaitable[CommandReply]]
+REPLY_HEADROOM = 4 * 1024
+
+
+def _encoded(reply: CommandReply) -> bytes:
+    return reply.model_dump_json().encode()
 
 
 def _reply_subscription(
@@ -450,24 +486,34 @@ def _reply_subscription(
     read, and nothing is recorded; the refusal is logged with ids only.
     """
 
-    async def on_request(msg: NatsMessage) -> dict[str, Any]:
+    async def on_request(msg: NatsMessage) -> bytes:
         try:
             actor = runtime.verifier.verify((msg.headers or {}).get(ACTOR_TOKEN_HEADER))
             require_role(actor, roles)
         except (Unauthorized, Forbidden) as exc:
             outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
             log.warning("request refused", subject=subject, outcome=outcome)
-            return CommandReply(outcome=outcome, message=str(exc)).model_dump(mode="json")
+            return _encoded(CommandReply(outcome=outcome, message=str(exc)))
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:
-            return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump(mode="json")
+            return _encoded(CommandReply(outcome="invalid", message=describe_invalid(exc)))
+        except RecursionError:
+            return _encoded(CommandReply(outcome="invalid", message="body: nested too deeply to read"))
         try:
             reply = await answer(request, actor)
         except Exception as exc:
             log.exception("request failed", subject=subject, error_type=type(exc).__name__)
             reply = CommandReply(outcome="error", message=f"internal error ({type(exc).__name__})")
-        return reply.model_dump(mode="json")
+        body = _encoded(reply)
+        if len(body) > runtime.broker.connection.max_payload - REPLY_HEADROOM:
+            # One reply is one message: a list that does not fit must be read in smaller pages.
+            return _encoded(
+                CommandReply(
+                    outcome="invalid", message="the answer is too large for one message; ask for a smaller page (limit)"
+                )
+            )
+        return body
 
     on_request.__name__ = "on_" + subject.replace(".", "_")
     runtime.broker.subscriber(subject, decoder=_raw_body, **kw)(on_request)
@@ -493,12 +539,7 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
     answer_status(
         runtime.broker,
         runtime.name,
-        lambda: lease_readiness(
-            runtime.leases if runtime.serving else None,
-            runtime.group_keys,
-            runtime.pull_loops,
-            runtime.durable_of,
-        ),
+        runtime.readiness,
     )
 
     async def rebuild(request: RebuildProjection, actor: Actor) -> CommandReply:

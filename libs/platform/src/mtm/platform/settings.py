@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     batch_size: int = Field(default=256, ge=1, le=10_000, description="Messages fetched and applied per transaction.")
     fetch_timeout_s: float = Field(default=0.02, gt=0, description="How long a fetch waits to fill a batch.")
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a failing message is dead-lettered.")
+    max_message_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Inbound messages larger than this are parked unread."
+    )
     ack_wait_s: float = Field(default=30.0, gt=0)
     outbox_poll_s: float = Field(default=0.5, gt=0, description="Relay poll interval when nothing wakes it.")
     pool_min_size: int = 1

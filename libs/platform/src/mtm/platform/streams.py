@@ -126,8 +126,10 @@ class DurableSpec:
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
-            # The service dead-letters at `max_deliver`; the server bound is a backstop above it.
-            max_deliver=self.max_deliver + 3,
+            # No server bound: a message the server stopped delivering would be lost without a trace. The service
+            # parks message-caused failures at `max_deliver` and what keeps stopping it soon after; outages do not
+            # count (the batch in hand is held, not redelivered).
+            max_deliver=-1,
             max_ack_pending=self.max_ack_pending,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
@@ -136,3 +138,18 @@ class DurableSpec:
 
 async def ensure_durable(js: JetStreamContext, spec: DurableSpec) -> None:
     await js.add_consumer(spec.stream, spec.config())
+
+
+async def declare_dead_letter_bodies(js: JetStreamContext, service: str, *, replicas: int) -> None:
+    """The object store that keeps dead-lettered bodies too large to travel inside their letter."""
+    from nats.js.api import ObjectStoreConfig
+
+    from mtm.contracts.dead_letter import dead_letter_bucket
+
+    config = ObjectStoreConfig(
+        bucket=dead_letter_bucket(service),
+        description=f"Bodies of messages {service} parked that were too large for their dead letter.",
+        storage=StorageType.FILE,
+        replicas=replicas,
+    )
+    await js.create_object_store(dead_letter_bucket(service), config=config)

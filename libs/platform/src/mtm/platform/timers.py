@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from mtm.contracts import EventEnvelope
+from mtm.platform.faults import TaskHealth
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import Projection, UnitOfWork
 
@@ -61,16 +62,19 @@ async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projectio
 
 
 async def run_timer(
-    pool: asyncpg.Pool, timer: Timer, projection: Projection, *, after_record: Callable[[], None]
+    pool: asyncpg.Pool,
+    timer: Timer,
+    projection: Projection,
+    *,
+    after_record: Callable[[], None],
+    health: TaskHealth | None = None,
 ) -> None:
-    """Look every `every_s` until cancelled; a failed round is logged and the next one tries again."""
+    """Look every `every_s` until cancelled (run supervised: a failure restarts it after a back-off)."""
     while True:
-        try:
-            async with pool.acquire() as conn:
-                recorded = await fire_due(conn, timer, projection, datetime.now(UTC))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("timer round failed; will retry", consumer=timer.name, error_type=type(exc).__name__)
-            recorded = 0
+        async with pool.acquire() as conn:
+            recorded = await fire_due(conn, timer, projection, datetime.now(UTC))
+        if health is not None:
+            health.ok()
         if recorded:
             log.info("timer fired", consumer=timer.name, count=recorded)
             after_record()

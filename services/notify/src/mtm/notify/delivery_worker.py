@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import asyncpg
 
@@ -96,7 +97,7 @@ class DeliveryWorker:
             known = await notifications.webhook_urls(conn, recipients)
         if self._template:
             for recipient in recipients:
-                known.setdefault(recipient, self._template.replace("{recipient_id}", recipient))
+                known.setdefault(recipient, self._template.replace("{recipient_id}", quote(recipient, safe="")))
         return known
 
     async def _attempt(self, leased: notifications.Leased, urls: dict[str, str]) -> AttemptResult:

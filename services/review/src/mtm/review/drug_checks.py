@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from mtm.contracts import Alert
 from mtm.contracts.events import Reconciliation, TaskPriority
+from mtm.contracts.limits import MAX_ALERTS
 
 DrugChecker = Callable[[Reconciliation], tuple[list[Alert], TaskPriority]]
 
@@ -19,6 +20,31 @@ def build_drug_checker(kb_path: str | None = None) -> DrugChecker:
     def run(rec: Reconciliation) -> tuple[list[Alert], TaskPriority]:
         context, medications = context_from_reconciliation(rec)
         alerts = check(context, medications, kb)
-        return alerts, priority_from(alerts, len(rec.discrepancies))
+        return within_limit(alerts), priority_from(alerts, len(rec.discrepancies))
 
     return run
+
+
+_RANK = {"high": 0, "moderate": 1, "low": 2}
+
+
+def within_limit(alerts: list[Alert], limit: int = MAX_ALERTS) -> list[Alert]:
+    """At most `limit` alerts on one task: the most severe kept, and a notice that says how many were left out.
+
+    A list that long needs a full review whatever the rest say; the notice makes that visible, so nothing is
+    dropped silently, and the task still fits in one message.
+    """
+    if len(alerts) <= limit:
+        return alerts
+    kept = sorted(alerts, key=lambda a: (_RANK[a.severity], a.tier != "interruptive"))[: limit - 1]
+    left_out = len(alerts) - len(kept)
+    notice = Alert(
+        kind="unresolved",
+        severity="moderate",
+        tier="passive",
+        ingredients=(),
+        message=f"{left_out} further lower-severity alerts are not listed: review the whole medication list.",
+        source="mtm limit on alerts per task (mtm.contracts.limits.MAX_ALERTS)",
+        rule_id="mtm.alerts-left-out",
+    )
+    return [*kept, notice]

@@ -9,12 +9,13 @@ from mtm.contracts import (
     ClaimReviewTask,
     CompleteReviewTask,
     EventRegistry,
+    GetReviewTask,
     ListReviewTasks,
     MedicationsReconciled,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
 )
-from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, LIST_REVIEW_TASKS
+from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, GET_REVIEW_TASK, LIST_REVIEW_TASKS
 from mtm.platform.service import Command, Query, ServiceHandlers, on_event
 from mtm.review import application
 from mtm.review.adapters import tasks
@@ -55,5 +56,8 @@ def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHan
                 not_found="no such review task",
             ),
         ),
-        queries=(Query(LIST_REVIEW_TASKS, ListReviewTasks, ("pharmacist", "admin"), tasks.list_tasks),),
+        queries=(
+            Query(LIST_REVIEW_TASKS, ListReviewTasks, ("pharmacist", "admin"), tasks.list_tasks),
+            Query(GET_REVIEW_TASK, GetReviewTask, ("pharmacist", "admin"), tasks.get_task),
+        ),
     )

@@ -21,7 +21,13 @@ class WebhookChannel:
         headers = {"Content-Type": "application/json", **signed_headers(self._secret, notification_id, body)}
         try:
             response = await self._client.post(url, content=body, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError) as exc:
+            # The endpoint itself is wrong (e.g. a recipient id that makes no URL): asking again will not help.
+            return AttemptResult(ok=False, retryable=False, detail=f"bad endpoint ({type(exc).__name__})")
         except httpx.HTTPError as exc:
+            return AttemptResult(ok=False, retryable=True, detail=f"{type(exc).__name__}")
+        except Exception as exc:
+            # Whatever else one attempt raises must not take the other notifications of the round with it.
             return AttemptResult(ok=False, retryable=True, detail=f"{type(exc).__name__}")
         return classify_http(response.status_code)
 

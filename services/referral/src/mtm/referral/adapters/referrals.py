@@ -29,7 +29,7 @@ PATIENT_OF_REFERRAL = "SELECT patient_id FROM referrals WHERE referral_id = $1"
 LIST_REFERRALS = """
 SELECT referral_id, task_id, patient_id, physician_id, status, requested_at, referral FROM referrals
 WHERE ($1::text IS NULL OR physician_id = $1) AND ($2::text IS NULL OR status = $2)
-ORDER BY requested_at, referral_id LIMIT $3
+ORDER BY requested_at, referral_id LIMIT $3 OFFSET $4
 """
 
 
@@ -72,7 +72,7 @@ async def patient_of_referral(conn: asyncpg.Connection, command: Any) -> str | N
 async def list_referrals(conn: asyncpg.Connection, query: ListReferrals, actor: Actor) -> CommandReply:
     # A physician sees only the referrals addressed to them, whatever the query asks for.
     physician = actor.acting_as if actor.role == "physician" else query.physician_id
-    rows = await conn.fetch(LIST_REFERRALS, physician, query.status, query.limit)
+    rows = await conn.fetch(LIST_REFERRALS, physician, query.status, query.limit, query.offset)
     found = [
         {
             "referral_id": str(r["referral_id"]),

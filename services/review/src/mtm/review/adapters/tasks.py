@@ -12,6 +12,7 @@ import asyncpg
 from mtm.contracts import (
     CommandReply,
     EventEnvelope,
+    GetReviewTask,
     ListReviewTasks,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
@@ -38,11 +39,16 @@ UPDATE review_tasks SET status = 'completed', completion = $2, completed_at = $3
 """
 PATIENT_OF_TASK = "SELECT patient_id FROM review_tasks WHERE task_id = $1"
 LIST_TASKS = """
-SELECT task_id, patient_id, status, priority, owner, alert_count, discrepancy_count, created_at, created_event
+SELECT task_id, patient_id, status, priority, owner, alert_count, discrepancy_count, created_at,
+       created_event::json #>> '{data,reason}' AS reason, created_event::json #>> '{data,due}' AS due
 FROM review_tasks
 WHERE ($1::text IS NULL OR status = $1)
 ORDER BY CASE priority WHEN 'stat' THEN 0 WHEN 'asap' THEN 1 WHEN 'urgent' THEN 2 ELSE 3 END, created_at, task_id
-LIMIT $2
+LIMIT $2 OFFSET $3
+"""
+GET_TASK = """
+SELECT task_id, patient_id, status, priority, owner, created_at, claimed_at, completed_at, created_event, completion
+FROM review_tasks WHERE task_id = $1
 """
 
 
@@ -84,19 +90,40 @@ async def patient_of_task(conn: asyncpg.Connection, command: Any) -> str | None:
 
 
 async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks, actor: Actor) -> CommandReply:
-    rows = await conn.fetch(LIST_TASKS, query.status, query.limit)
+    """One page of task summaries (a whole task, with its lists and alerts, comes from `get_task`)."""
+    rows = await conn.fetch(LIST_TASKS, query.status, query.limit, query.offset)
     tasks = [
         {
             "task_id": str(r["task_id"]),
             "patient": f"Patient/{r['patient_id']}",
             "status": r["status"],
             "priority": r["priority"],
+            "reason": r["reason"],
+            "due": r["due"],
             "owner": r["owner"],
             "alerts": r["alert_count"],
             "discrepancies": r["discrepancy_count"],
             "created_at": r["created_at"].isoformat(),
-            "task": json.loads(r["created_event"])["data"],
         }
         for r in rows
     ]
     return CommandReply(outcome="accepted", message=f"{len(tasks)} tasks", data=tasks)
+
+
+async def get_task(conn: asyncpg.Connection, query: GetReviewTask, actor: Actor) -> CommandReply:
+    row = await conn.fetchrow(GET_TASK, query.task_id)
+    if row is None:
+        return CommandReply(outcome="not_found", message="no such review task", resource_id=str(query.task_id))
+    data = {
+        "task_id": str(row["task_id"]),
+        "patient": f"Patient/{row['patient_id']}",
+        "status": row["status"],
+        "priority": row["priority"],
+        "owner": row["owner"],
+        "created_at": row["created_at"].isoformat(),
+        "claimed_at": row["claimed_at"].isoformat() if row["claimed_at"] else None,
+        "completed_at": row["completed_at"].isoformat() if row["completed_at"] else None,
+        "task": json.loads(row["created_event"])["data"],
+        "completion": json.loads(row["completion"]) if row["completion"] else None,
+    }
+    return CommandReply(outcome="accepted", resource_id=str(query.task_id), status=row["status"], data=data)

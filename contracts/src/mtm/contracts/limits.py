@@ -1,0 +1,35 @@
+"""What mtm accepts: limits stated in the contracts, so that no valid input can outgrow a NATS message.
+
+A discharge at these limits still reconciles, and its review task (both lists, every discrepancy and alert) still
+fits in one message of the server's default 1 MiB (`tests/contracts/test_limits.py` builds the largest one).
+Anything beyond them is refused with the field and the limit named, never silently cut.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from pydantic import Field
+
+FHIR_ID_PATTERN: Final = r"^[A-Za-z0-9\-.]{1,64}$"
+MAX_MEDICATIONS: Final = 200
+"""Per list (home, discharge): several times the most any patient takes."""
+MAX_CONDITIONS: Final = 200
+MAX_ALLERGIES: Final = 50
+MAX_OBSERVATIONS: Final = 200
+MAX_RECOMMENDATIONS: Final = 50
+MAX_TEXT: Final = 200
+"""A medication, condition, allergy or observation as written."""
+MAX_CODE: Final = 64
+MAX_NOTE: Final = 10_000
+"""A pharmacist's or physician's note."""
+MAX_RECOMMENDATION: Final = 2_000
+MAX_ALERTS: Final = 300
+"""Per review task: beyond it the least severe are left out and one notice says how many."""
+
+FhirId = Annotated[
+    str, Field(pattern=FHIR_ID_PATTERN, description="A FHIR id: letters, digits, `-` and `.`, 1 to 64 characters.")
+]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Code = Annotated[str, Field(max_length=MAX_CODE)]
+Note = Annotated[str, Field(max_length=MAX_NOTE)]

@@ -1,0 +1,123 @@
+"""The contracts' limits keep every valid input inside one NATS message, and refuse what is beyond them by name."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from mtm.contracts import (
+    Alert,
+    Allergy,
+    CareTeam,
+    Condition,
+    MedicationEntry,
+    Observation,
+    PatientDemographics,
+    TransitionOfCareRecorded,
+)
+from mtm.contracts.events import TransitionOfCare
+from mtm.contracts.limits import (
+    MAX_ALERTS,
+    MAX_ALLERGIES,
+    MAX_CONDITIONS,
+    MAX_MEDICATIONS,
+    MAX_OBSERVATIONS,
+    MAX_TEXT,
+)
+
+pytestmark = pytest.mark.unit
+# The server's default max payload, less room for headers: what one message may carry.
+ONE_MESSAGE = 1024 * 1024 - 16 * 1024
+NAMES = ("Atorvastatin", "Lisinopril", "Metformin", "Warfarin", "Amiodarone", "Sertraline", "Tramadol", "Apixaban")
+
+
+def _medication(side: str, n: int) -> MedicationEntry:
+    # Each entry as long as the contract lets it be, and the lists mostly different, so every item and most
+    # discrepancies carry two full entries: the largest reconciliation the limits allow.
+    text = f"{NAMES[n % len(NAMES)]} {n} MG Oral Tablet "
+    return MedicationEntry(
+        entry_id=f"{side}{n}".ljust(128, "0"),
+        text=text.ljust(MAX_TEXT, "x"),
+        dose_value=n,
+        dose_unit="mg",
+        frequency="every 12 hours as needed for pain",
+        route="oral",
+        status_reason="r" * MAX_TEXT,
+    )
+
+
+def largest_discharge() -> TransitionOfCareRecorded:
+    data = TransitionOfCare(
+        patient=PatientDemographics(patient_id="p-" + "9" * 62, sex="female"),
+        encounter_id="e" * 128,
+        facility="f" * 256,
+        care_team=CareTeam(attending_physician_id="a" * 64, primary_care_physician_id="b" * 64),
+        home_medications=tuple(_medication("h", n) for n in range(MAX_MEDICATIONS)),
+        discharge_medications=tuple(_medication("d", n + 3) for n in range(MAX_MEDICATIONS)),
+        conditions=tuple(Condition(text="c" * MAX_TEXT, code="I10", system="s" * 256) for _ in range(MAX_CONDITIONS)),
+        allergies=tuple(Allergy(text="a" * MAX_TEXT, code="x" * 64) for _ in range(MAX_ALLERGIES)),
+        observations=tuple(
+            Observation(text="o" * MAX_TEXT, value=1.5, unit="mg/dL", value_text="v" * MAX_TEXT)
+            for _ in range(MAX_OBSERVATIONS)
+        ),
+    )
+    return TransitionOfCareRecorded.create(source="test", patient_id=data.patient.patient_id, data=data)
+
+
+def test_the_largest_valid_discharge_and_everything_it_causes_fit_in_one_message() -> None:
+    from mtm.reconciliation.application import reconcile_discharge
+    from mtm.review.application import open_review_task
+
+    def check(rec):
+        # As many alerts as a long list could raise, each with a long message: the review task must still fit.
+        alerts = [
+            Alert(
+                kind="interaction",
+                severity="low",
+                tier="passive",
+                ingredients=("a", "b"),
+                message="m" * 400,
+                source="s" * 200,
+                rule_id=f"r{n}",
+            )
+            for n in range(MAX_ALERTS)
+        ]
+        return alerts, "urgent"
+
+    discharge = largest_discharge()
+    (reconciled,) = reconcile_discharge(discharge)
+    (task,) = open_review_task(reconciled, check=check)
+    sizes = {type(e).__name__: len(e.model_dump_json().encode()) for e in (discharge, reconciled, task)}
+    assert all(size < ONE_MESSAGE for size in sizes.values()), sizes
+    assert len(reconciled.data.items) >= MAX_MEDICATIONS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("home_medications", [MedicationEntry(text="Aspirin 81 MG Oral Tablet")] * (MAX_MEDICATIONS + 1)),
+        ("conditions", [Condition(text="Hypertension")] * (MAX_CONDITIONS + 1)),
+        ("care_team", {"primary_care_physician_id": "dr house\n"}),
+    ],
+)
+def test_beyond_the_limits_is_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TransitionOfCare.model_validate({"patient": {"patient_id": "p1"}, field: value})
+    assert any(error["loc"][0] == field for error in caught.value.errors())
+
+
+def test_a_medication_text_beyond_the_limit_is_refused() -> None:
+    with pytest.raises(ValidationError, match="at most 200 characters"):
+        MedicationEntry(text="x" * (MAX_TEXT + 1))
+
+
+def test_a_task_keeps_the_most_severe_alerts_and_says_how_many_it_left_out() -> None:
+    from mtm.review.drug_checks import within_limit
+
+    low = [Alert(kind="interaction", severity="low", tier="passive", ingredients=(), message="l", source="s")] * 400
+    high = Alert(kind="interaction", severity="high", tier="interruptive", ingredients=(), message="h", source="s")
+    kept = within_limit([*low, high])
+    assert len(kept) == MAX_ALERTS
+    assert kept[0] == high
+    assert kept[-1].rule_id == "mtm.alerts-left-out" and "102 further" in kept[-1].message
+    assert within_limit(low[:3]) == low[:3]
