@@ -103,3 +103,35 @@ async def test_a_refusing_endpoint_fails_the_notification_with_its_reason(
         (failed,) = await wait_for(lambda: _at_least(nc, NotificationFailed, 1))
     assert failed.data.channel == "webhook" and failed.data.reason == "HTTP 410" and failed.data.attempts == 1
     assert len(receiver.received) == 1
+
+
+async def test_a_broken_endpoint_fails_its_notification_and_the_worker_keeps_delivering(
+    clean_jetstream, settings_for, run_service, receiver
+):
+    """Once, an endpoint that made no URL killed the delivery worker and nothing after it was delivered."""
+    import asyncpg
+
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    settings = notify_settings(settings_for, receiver)
+    app = create_app(settings)
+    async with run_service(app):
+        conn = await asyncpg.connect(settings.service_database_url())
+        try:
+            await conn.execute(
+                "INSERT INTO public.recipient_endpoints (recipient_id, webhook_url) VALUES ($1, $2)",
+                "dr-broken",
+                "http://exa mple.org/\n/inbox",
+            )
+        finally:
+            await conn.close()
+        await publish_event(nc, referral_requested(new_patient_id(), physician="dr-broken"))
+        (failed,) = await wait_for(lambda: _at_least(nc, NotificationFailed, 1))
+        for n in range(3):
+            await publish_event(nc, referral_requested(new_patient_id(), physician=f"dr-{n}"))
+        # The broken physician's inbox message and every later referral's webhook and inbox message arrive.
+        delivered = await wait_for(lambda: _at_least(nc, NotificationDelivered, 7), timeout_s=20)
+    assert failed.data.recipient_id == "dr-broken" and failed.data.attempts == 1
+    assert failed.data.reason.startswith("bad endpoint")
+    assert len([d for d in delivered if d.data.recipient_id != "dr-broken"]) == 6
+    assert all(h.healthy for h in app.runtime.task_health)

@@ -69,7 +69,10 @@ def _check_entry_resource_types(data: dict[str, Any]) -> None:
             get_fhir_model_class(resource_type)
         except (ValueError, KeyError):
             raise BundleError("Bundle", field, f"unknown FHIR resource type {resource_type!r}") from None
-        for contained_index, contained in enumerate(resource.get("contained") or []):
+        contained_resources = resource.get("contained") or []
+        if not isinstance(contained_resources, list):
+            raise BundleError(_resource_label(resource, index), "contained", "must be a list of resources")
+        for contained_index, contained in enumerate(contained_resources):
             contained_type = contained.get("resourceType") if isinstance(contained, dict) else None
             try:
                 get_fhir_model_class(str(contained_type))

@@ -80,6 +80,7 @@ class GroupLeases:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._first_round = asyncio.Event()
+        self.sessions_lost = 0
 
     @property
     def held(self) -> frozenset[GroupKey]:
@@ -121,6 +122,7 @@ class GroupLeases:
                 raise
             except Exception as exc:
                 log.warning("lease session lost; stopping owned groups", error_type=type(exc).__name__)
+                self.sessions_lost += 1
                 self._first_round.set()
                 await self._release_all()
                 await asyncio.sleep(CHECK_EVERY_S)

@@ -291,7 +291,10 @@ class ServiceRuntime:
         return (*reasons, *failing), pulling
 
     async def _lease_connection(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.database_url, timeout=10)
+        # Named, so an operator (and the fault tests) can tell the session that holds the consumer groups.
+        return await asyncpg.connect(
+            self.database_url, timeout=10, server_settings={"application_name": f"mtm-{self.name}-leases"}
+        )
 
     async def _start_group(self, key: GroupKey) -> None:
         consumer = next(c for c in self.consumers if c.durable == key.consumer)
