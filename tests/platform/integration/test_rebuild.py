@@ -150,8 +150,14 @@ async def dump(app) -> dict[str, list[str]]:
         await conn.close()
 
 
-async def settled(apps: dict) -> bool:
-    """Nothing left to send and no notification pending: the tables no longer move on their own."""
+async def settled(apps: dict, nc=None) -> bool:
+    """Nothing left to consume or send and no notification pending: the tables no longer move on their own."""
+    if nc is not None:
+        js = nc.jetstream()
+        for stream in ("DISCHARGE_INTAKE", PATIENT_EVENTS_STREAM):
+            for consumer in await js.consumers_info(stream):
+                if consumer.num_pending or consumer.num_ack_pending:
+                    return False
     for app in apps.values():
         conn = await asyncpg.connect(app.runtime.database_url)
         try:
@@ -164,6 +170,14 @@ async def settled(apps: dict) -> bool:
         finally:
             await conn.close()
     return True
+
+
+async def quiet(apps: dict, nc) -> bool:
+    """Settled, and still settled a moment later (an event relayed between two looks would otherwise slip by)."""
+    if not await settled(apps, nc):
+        return False
+    await asyncio.sleep(0.3)
+    return await settled(apps, nc)
 
 
 async def rebuild(nc, service: str) -> RebuildProgress:
@@ -200,7 +214,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         run_service(apps["notify"]),
     ):
         await run_workload(nc, receiver)
-        await wait_for(lambda: settled(apps), timeout_s=30)
+        await wait_for(lambda: quiet(apps, nc), timeout_s=30)
         before = {name: await dump(app) for name, app in apps.items()}
         logged = await messages_in_log(nc)
         assert before["notify"]["notification_attempts"], "the workload should have recorded delivery attempts"
@@ -224,7 +238,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
                 assert (await rebuild(nc, name)).phase == "swapped"
         finally:
             traffic.cancel()
-        await wait_for(lambda: settled(apps), timeout_s=30)
+        await wait_for(lambda: quiet(apps, nc), timeout_s=30)
         live = {name: await dump(app) for name, app in apps.items()}
         assert len(live["review"]["review_tasks"]) > len(before["review"]["review_tasks"])
         for name, app in apps.items():

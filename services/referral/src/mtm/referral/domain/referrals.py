@@ -35,7 +35,8 @@ def referrals_for(completion: TaskCompletion) -> list[Referral]:
         )
     return [
         Referral(
-            referral_id=derived_id("referral", rec.recommendation_id),
+            # Scoped to the task: a recommendation id reused on another task is another referral, not a resend.
+            referral_id=derived_id(f"referral:{completion.task_id}", rec.recommendation_id),
             task_id=completion.task_id,
             physician_id=physician,
             pharmacist_id=completion.pharmacist_id,
