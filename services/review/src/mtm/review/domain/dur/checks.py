@@ -573,7 +573,8 @@ def find_condition(context: PatientContext, codes: CodeSet, include_resolved: bo
     for code, accepted in codes.answers:
         answer = context.answers.get(code)
         if answer is not None and answer in accepted:
-            return f"observation {code} '{answer}'"
+            name = next((obs.text for obs in context.observations if obs.code == code), code)
+            return f"{name} '{answer}'"
     return None
 
 
