@@ -216,15 +216,7 @@ def test_conditions_allergies_and_latest_observations() -> None:
         }
 
     def observation(oid: str, code: str, value: float, when: str) -> dict:
-        return {
-            "resourceType": "Observation",
-            "id": oid,
-            "status": "final",
-            "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}"},
-        }
+        return _loinc_observation(oid, code, when, valueQuantity={"value": value, "unit": "mL/min/{1.73_m2}"})
 
     pgx = {
         "resourceType": "Observation",
@@ -277,27 +269,24 @@ def test_conditions_allergies_and_latest_observations() -> None:
     assert len(toc.observations) == 4
 
 
-def test_patient_states_height_and_refuted_conditions() -> None:
-    def coded(oid: str, code: str, answer: str, when: str) -> dict:
-        return {
-            "resourceType": "Observation",
-            "id": oid,
-            "status": "final",
-            "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            "effectiveDateTime": when,
-            "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "display": answer}]},
-        }
-
-    height = {
+def _loinc_observation(oid: str, code: str, when: str, **value: object) -> dict:
+    return {
         "resourceType": "Observation",
-        "id": "height",
+        "id": oid,
         "status": "final",
         "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
-        "effectiveDateTime": "2024-03-01",
-        "valueQuantity": {"value": 168, "unit": "cm"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "effectiveDateTime": when,
+        **value,
     }
+
+
+def test_patient_states_height_and_refuted_conditions() -> None:
+    def coded(oid: str, code: str, answer: str, when: str) -> dict:
+        concept = {"coding": [{"system": "http://snomed.info/sct", "display": answer}]}
+        return _loinc_observation(oid, code, when, valueCodeableConcept=concept)
+
+    height = _loinc_observation("height", "8302-2", "2024-03-01", valueQuantity={"value": 168, "unit": "cm"})
     refuted = {
         "resourceType": "Condition",
         "id": "refuted",

@@ -90,6 +90,22 @@ def daily_amount(medication: Medication, ingredient: str, unit: str) -> float | 
     return None
 
 
+def within_cap(medication: Medication, ingredient: str, cap: float, unit: str) -> tuple[bool, float | None]:
+    """(True, amount) when the daily amount is known and at most cap; else (False, amount or None if unknown)."""
+    amount = daily_amount(medication, ingredient, unit)
+    return amount is not None and amount <= cap + 1e-9, amount
+
+
+def over_cap(
+    medication: Medication, ingredient: str, cap: float, unit: str, review: Review, check: str
+) -> float | None:
+    """The daily amount when it is above cap; None when within it, or unknown (then the check is noted as not run)."""
+    within, amount = within_cap(medication, ingredient, cap, unit)
+    if amount is None:
+        review.could_not_run(medication, check, "no daily amount in a comparable unit")
+    return None if within else amount
+
+
 def _better(candidate: Rule, kept: Rule | None) -> bool:
     return kept is None or SEVERITY_RANK[candidate.severity] < SEVERITY_RANK[kept.severity]
 
@@ -398,11 +414,8 @@ def pair_doses(medications: list[Medication], kb: KnowledgeBase, review: Review)
                 partners = sorted(name for name in rule.partners if name != ingredient and name in present)
                 if not partners:
                     continue
-                amount = daily_amount(medication, ingredient, rule.unit)
+                amount = over_cap(medication, ingredient, rule.max_daily, rule.unit, review, "interaction dose")
                 if amount is None:
-                    review.could_not_run(medication, "interaction dose", "no daily amount in a comparable unit")
-                    continue
-                if amount <= rule.max_daily + 1e-9:
                     continue
                 review.add(
                     "interaction",
@@ -509,8 +522,8 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
                     continue
                 note = ""
                 if rule.max_daily is not None and rule.unit is not None:
-                    amount = daily_amount(medication, ingredient, rule.unit)
-                    if amount is not None and amount <= rule.max_daily + 1e-9:
+                    within, amount = within_cap(medication, ingredient, rule.max_daily, rule.unit)
+                    if within:
                         continue
                     note = (
                         f" Current dose {amount:g} {rule.unit}/day."
@@ -608,8 +621,8 @@ def conditions(context: PatientContext, medications: list[Medication], kb: Knowl
                         continue
                 note = ""
                 if rule.max_daily is not None and rule.unit is not None:
-                    amount = daily_amount(medication, ingredient, rule.unit)
-                    if amount is not None and amount <= rule.max_daily + 1e-9:
+                    within, amount = within_cap(medication, ingredient, rule.max_daily, rule.unit)
+                    if within:
                         continue
                     if amount is None and population_only:
                         # Age alone is no finding: without a dose, say the check could not run.
@@ -738,11 +751,7 @@ def geriatric(context: PatientContext, medications: list[Medication], kb: Knowle
                 if age is None or age < rule.min_age:
                     continue
                 if rule.max_daily is not None and rule.unit is not None:
-                    amount = daily_amount(medication, ingredient, rule.unit)
-                    if amount is None:
-                        review.could_not_run(medication, "geriatric dose", "no daily amount in a comparable unit")
-                        continue
-                    if amount <= rule.max_daily + 1e-9:
+                    if over_cap(medication, ingredient, rule.max_daily, rule.unit, review, "geriatric dose") is None:
                         continue
                 if _better(rule, kept):
                     kept = rule
