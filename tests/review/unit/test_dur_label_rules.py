@@ -382,3 +382,12 @@ def test_omission_is_silent_for_a_resolved_condition_unless_history_counts() -> 
     assert "start.ascvd.statin" in {
         a.rule_id for a in check(PatientContext(age_years=70, conditions=(past_mi,)), [], KB)
     }
+
+
+def test_a_known_dose_within_the_cap_silences_the_plain_pair_alert() -> None:
+    within = check(PatientContext(age_years=70), [dosed("simvastatin", 10), dosed("amlodipine", 5)], KB)
+    assert [a for a in within if a.kind == "interaction"] == []
+    over = check(PatientContext(age_years=70), [dosed("simvastatin", 40), dosed("amlodipine", 5)], KB)
+    assert [a.rule_id for a in over if a.kind == "interaction"] == ["lbl.simvastatin.cap20"]
+    unknown = check(PatientContext(age_years=70), [med("simvastatin"), med("amlodipine")], KB)
+    assert [a.rule_id for a in unknown if a.kind == "interaction"] == ["cur.simvastatin.amlodipine"]

@@ -138,7 +138,10 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
                 pair
                 for a in first_candidates
                 for b in second.ingredients
-                if a != b and (pair := frozenset((a, b))) in kb.interactions
+                if a != b
+                and (pair := frozenset((a, b))) in kb.interactions
+                and not _dose_decides(first, a, b, kb)
+                and not _dose_decides(second, b, a, kb)
             }
             if pairs:
                 groups[frozenset(pairs)] = None
@@ -157,6 +160,16 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
         if others:
             message += f" Same combination also: {', '.join(others)}."
         review.add("interaction", rule, {name for pair in pairs for name in pair}, message)
+
+
+def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
+    """A label caps this ingredient's dose while the partner is taken, and its daily amount is known: the dose-aware
+    rule (`pair_doses`) decides, so the plain pair alert would only repeat it or, within the cap, be noise. Without
+    a known dose the plain pair alert stays, as the reminder to check the dose."""
+    return any(
+        partner in rule.partners and daily_amount(medication, ingredient, rule.unit) is not None
+        for rule in kb.pair_dose_limits.get(ingredient, ())
+    )
 
 
 # --- duplication ----------------------------------------------------------------------------------------------
