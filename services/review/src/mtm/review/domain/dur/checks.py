@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mtm.contracts import Alert, Condition
+from mtm.contracts import Alert
 from mtm.contracts.events import AlertKind
 from mtm.review.domain.dur.knowledge_base import LABEL_ORIGIN, KnowledgeBase
-from mtm.review.domain.dur.model import CheckedMedication, KidneyFunction, PatientContext
+from mtm.review.domain.dur.model import CheckedMedication, CodedCondition, KidneyFunction, PatientContext
 from mtm.review.domain.dur.rules import (
     SAME_INGREDIENT,
     SEVERITY_RANK,
@@ -29,9 +29,6 @@ from mtm.review.domain.dur.rules import (
 )
 from mtm.review.domain.dur.tables import INGREDIENT_ALLERGEN
 
-ICD10_SYSTEMS = ("icd-10", "icd10")
-SNOMED_SYSTEMS = ("snomed",)
-ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
 _MASS_IN_MCG = {"mcg": 1.0, "ug": 1.0, "µg": 1.0, "mg": 1000.0, "g": 1_000_000.0}
 _WORDS = re.compile(r"[a-z0-9][a-z0-9\-']*")
 
@@ -567,33 +564,23 @@ _MEASURE_NEEDS = {
 # --- condition ------------------------------------------------------------------------------------------------
 
 
-def _condition_matches(condition: Condition, codes: CodeSet) -> bool:
-    code = (condition.code or "").strip()
-    system = (condition.system or "").lower()
-    if code:
-        is_icd = any(token in system for token in ICD10_SYSTEMS) or not system
-        is_snomed = any(token in system for token in SNOMED_SYSTEMS) or not system
-        if is_icd and any(code.upper().startswith(prefix) for prefix in codes.icd10_prefixes):
-            return True
-        if is_snomed and code in codes.snomed_codes:
-            return True
-    return codes.words is not None and codes.words.search(condition.text.lower()) is not None
-
-
-def is_active(condition: Condition) -> bool:
-    return condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS
+def _condition_matches(condition: CodedCondition, codes: CodeSet) -> bool:
+    if condition.icd10 and codes.icd10_prefixes and condition.icd10.startswith(codes.icd10_prefixes):
+        return True
+    if condition.snomed and condition.snomed in codes.snomed_codes:
+        return True
+    return codes.words is not None and codes.words.search(condition.text) is not None
 
 
 def find_condition(context: PatientContext, codes: CodeSet, include_resolved: bool) -> str | None:
     """How the patient meets the codes, for the message (`history of Deep vein thrombosis`, `pregnancy status
     'pregnant'`), or None. Active conditions first; resolved ones only when the rule says history counts."""
     found = None
-    for condition in context.conditions:
-        active = is_active(condition)
-        if (active or include_resolved) and _condition_matches(condition, codes):
-            if active:
-                return condition.text
-            found = found or f"history of {condition.text}"
+    for coded in context.coded_conditions:
+        if (coded.active or include_resolved) and _condition_matches(coded, codes):
+            if coded.active:
+                return coded.condition.text
+            found = found or f"history of {coded.condition.text}"
     if found:
         return found
     for code, accepted in codes.answers:

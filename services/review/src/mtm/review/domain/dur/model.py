@@ -15,6 +15,9 @@ from mtm.contracts.clinical import Observation
 Sex = Literal["male", "female", "other", "unknown"]
 
 _POSITIVE = frozenset({"positive", "detected", "present", "carrier"})
+ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
+_ICD10_SYSTEMS = ("icd-10", "icd10")
+_SNOMED_SYSTEMS = ("snomed",)
 _NEGATIVE = frozenset({"negative", "not detected", "absent", "non-carrier", "noncarrier"})
 _SPACES = re.compile(r"\s+")
 
@@ -70,6 +73,28 @@ class KidneyFunction:
 
 
 @dataclass(frozen=True, slots=True)
+class CodedCondition:
+    """A condition read once per check for matching: its code by system, its text lowercased, and whether active
+    (clinicalStatus active, recurrence or relapse; anything else is history)."""
+
+    condition: Condition
+    icd10: str
+    snomed: str
+    text: str
+    active: bool
+
+    @classmethod
+    def of(cls, condition: Condition) -> CodedCondition:
+        code = (condition.code or "").strip()
+        system = (condition.system or "").lower()
+        # A code without a system may be either: it is tried as both.
+        icd10 = code.upper() if code and (not system or any(t in system for t in _ICD10_SYSTEMS)) else ""
+        snomed = code if code and (not system or any(t in system for t in _SNOMED_SYSTEMS)) else ""
+        active = condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS
+        return cls(condition, icd10, snomed, condition.text.lower(), active)
+
+
+@dataclass(frozen=True, slots=True)
 class PatientContext:
     """Patient facts the checks use; pgx/hla keys are upper-cased and values normalized on creation.
 
@@ -90,6 +115,7 @@ class PatientContext:
     hla: Mapping[str, str] = field(default_factory=dict)
     observations: tuple[Observation, ...] = ()
     answers: Mapping[str, str] = field(init=False, default_factory=dict)
+    coded_conditions: tuple[CodedCondition, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         pgx = {gene.strip().upper(): normalize_phenotype(value) for gene, value in self.pgx.items()}
@@ -97,6 +123,7 @@ class PatientContext:
         object.__setattr__(self, "pgx", MappingProxyType(pgx))
         object.__setattr__(self, "hla", MappingProxyType(hla))
         object.__setattr__(self, "conditions", tuple(self.conditions))
+        object.__setattr__(self, "coded_conditions", tuple(CodedCondition.of(c) for c in self.conditions))
         object.__setattr__(self, "allergies", tuple(self.allergies))
         object.__setattr__(self, "observations", tuple(self.observations))
         answers: dict[str, str] = {}
