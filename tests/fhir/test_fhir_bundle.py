@@ -216,15 +216,7 @@ def test_conditions_allergies_and_latest_observations() -> None:
         }
 
     def observation(oid: str, code: str, value: float, when: str) -> dict:
-        return {
-            "resourceType": "Observation",
-            "id": oid,
-            "status": "final",
-            "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}"},
-        }
+        return _loinc_observation(oid, code, when, valueQuantity={"value": value, "unit": "mL/min/{1.73_m2}"})
 
     pgx = {
         "resourceType": "Observation",
@@ -261,9 +253,11 @@ def test_conditions_allergies_and_latest_observations() -> None:
         )
     )
 
-    assert [(c.text, c.system, c.code) for c in toc.conditions] == [
-        ("Type 2 diabetes", "http://hl7.org/fhir/sid/icd-10-cm", "E11.9"),
-        ("Hypertension", "http://hl7.org/fhir/sid/icd-10-cm", "E11.9"),
+    # A resolved condition is kept as history with its status (the drug checks count some history, e.g. a VTE).
+    assert [(c.text, c.system, c.code, c.clinical_status) for c in toc.conditions] == [
+        ("Type 2 diabetes", "http://hl7.org/fhir/sid/icd-10-cm", "E11.9", "active"),
+        ("Pneumonia", "http://hl7.org/fhir/sid/icd-10-cm", "E11.9", "resolved"),
+        ("Hypertension", "http://hl7.org/fhir/sid/icd-10-cm", "E11.9", "active"),
     ]
     [penicillin] = toc.allergies
     assert (penicillin.text, penicillin.category, penicillin.criticality) == ("Penicillin V", "medication", "high")
@@ -273,6 +267,53 @@ def test_conditions_allergies_and_latest_observations() -> None:
     assert by_text[(None, "CYP2C19 phenotype")].value_text == "Poor metabolizer"
     assert by_text[(None, "HLA-B*57:01")].value_text == "Positive"
     assert len(toc.observations) == 4
+
+
+def _loinc_observation(oid: str, code: str, when: str, **value: object) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "effectiveDateTime": when,
+        **value,
+    }
+
+
+def test_patient_states_height_and_refuted_conditions() -> None:
+    def coded(oid: str, code: str, answer: str, when: str) -> dict:
+        concept = {"coding": [{"system": "http://snomed.info/sct", "display": answer}]}
+        return _loinc_observation(oid, code, when, valueCodeableConcept=concept)
+
+    height = _loinc_observation("height", "8302-2", "2024-03-01", valueQuantity={"value": 168, "unit": "cm"})
+    refuted = {
+        "resourceType": "Condition",
+        "id": "refuted",
+        "subject": {"reference": "Patient/p1"},
+        "verificationStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]
+        },
+        "code": {"text": "Pulmonary embolism"},
+    }
+    toc = parse_bundle(
+        bundle(
+            patient(),
+            encounter(),
+            refuted,
+            height,
+            coded("preg-old", "82810-3", "Not pregnant", "2023-01-01"),
+            coded("preg", "82810-3", "Pregnant", "2024-03-01"),
+            coded("smoke", "72166-2", "Current every day smoker", "2024-03-01"),
+        )
+    )
+
+    assert toc.conditions == ()
+    by_code = {o.code: o for o in toc.observations}
+    assert by_code["82810-3"].value_text == "Pregnant"  # the latest answer per code
+    assert by_code["72166-2"].value_text == "Current every day smoker"
+    assert by_code["8302-2"].value == 168
+    assert len(toc.observations) == 3
 
 
 @pytest.mark.parametrize("as_type", [bytes, str, dict])

@@ -155,3 +155,25 @@ def _alert(severity: str, tier: str) -> Alert:
 )
 def test_priority_from(alerts: list[Alert], discrepancies: int, expected: str) -> None:
     assert priority_from(alerts, discrepancies) == expected
+
+
+def test_patient_states_and_the_dose_as_written_reach_the_checks() -> None:
+    pregnant = _obs("82810-3", "Pregnancy status", value_text="Pregnant", effective=datetime(2026, 3, 9, tzinfo=UTC))
+    levothyroxine = MedicationEntry(text="Levothyroxine Sodium 100 MCG Oral Tablet", dose_value=100, dose_unit="mg")
+    items = (
+        _item("warfarin", "continued"),
+        ReconciledItem(
+            ingredients=("levothyroxine",),
+            status="continued",
+            home=levothyroxine,
+            discharge=levothyroxine,
+            frequency_per_day=1,
+            ingredient_doses=(IngredientDose(ingredient="levothyroxine", amount=100, unit="mg", daily_amount=100),),
+        ),
+    )
+    context, medications = context_from_reconciliation(_reconciliation(items, (pregnant,)))
+    assert context.answers == {"82810-3": "pregnant"}
+    assert medications[1].strengths == {"levothyroxine": (100.0, "mcg")}
+    assert (medications[1].dose_value, medications[1].dose_unit) == (100, "mg")
+    rules = {alert.rule_id for alert in check(context, medications, load_bundled())}
+    assert {"lbl.warfarin.pregnancy", "plaus.unit_slip"} <= rules

@@ -22,7 +22,7 @@ NONINTERRUPTIVE_EXCEPTIONS = {
     frozenset({"ketoconazole", "lansoprazole"}): "cur.ketoconazole.ppi",
     frozenset({"ketoconazole", "pantoprazole"}): "cur.ketoconazole.ppi",
     frozenset({"ketoconazole", "rabeprazole"}): "cur.ketoconazole.ppi",
-    frozenset({"citalopram", "sotalol"}): "cur.qt.qt",
+    frozenset({"citalopram", "sotalol"}): "lbl.citalopram.qt",
 }
 
 
@@ -93,6 +93,9 @@ def test_suspect_expansion_rows_are_ignored() -> None:
 
 
 def test_qt_pair_8_fires_through_the_curated_qt_list() -> None:
-    alert = _interaction("citalopram", "ondansetron")
+    alert = _interaction("haloperidol", "ondansetron")
     assert alert is not None and alert.rule_id == "cur.qt.qt" and alert.severity == "moderate"
+    # Citalopram's own label says to avoid QT-prolonging drugs: its rule is kept over the curated QT rule.
+    alert = _interaction("citalopram", "ondansetron")
+    assert alert is not None and alert.rule_id == "lbl.citalopram.qt" and alert.severity == "moderate"
     assert _interaction("dofetilide", "azithromycin").severity == "high"  # type: ignore[union-attr]

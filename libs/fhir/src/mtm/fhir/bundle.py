@@ -59,7 +59,6 @@ _DOCUMENTING_FLAGS = frozenset(
     }
 )
 _STOP_STATUSES = frozenset({MedicationStatus.STOPPED, MedicationStatus.ON_HOLD, MedicationStatus.CANCELLED})
-_INACTIVE_CONDITION = frozenset({"inactive", "remission", "resolved"})
 _INACTIVE_ALLERGY = frozenset({"inactive", "resolved"})
 _NOT_TRUE = frozenset({"refuted", "entered-in-error"})
 _ALLERGY_CATEGORIES = frozenset({"medication", "food", "environment", "biologic"})
@@ -239,9 +238,11 @@ class _BundleReader:
     # --- clinical context -------------------------------------------------------------------------------------
 
     def _conditions(self) -> Iterable[Condition]:
+        """Every condition that is not refuted or in error, with its clinicalStatus: a resolved one is history
+        (a past VTE or GI bleed still contraindicates some drugs), and the drug checks tell the two apart."""
         for condition in self.of_type("Condition"):
             status = _first_code(condition.clinicalStatus)
-            if status in _INACTIVE_CONDITION or _first_code(condition.verificationStatus) in _NOT_TRUE:
+            if _first_code(condition.verificationStatus) in _NOT_TRUE:
                 continue
             coding = _preferred_coding(condition.code, (codes.ICD10CM, codes.SNOMED))
             text = _concept_text(condition.code) or (coding.code if coding else None)
@@ -282,7 +283,8 @@ class _BundleReader:
             observation = _observation(resource)
             if observation is None:
                 continue
-            key = observation.code if observation.code in codes.OBSERVATION_LABELS else observation.text.lower()
+            coded = observation.code in codes.OBSERVATION_LABELS or observation.code in codes.PATIENT_STATE_LABELS
+            key = observation.code if coded else observation.text.lower()
             effective = observation.effective
             previous = latest.get(key)
             if previous is None or _not_before(effective, previous[0]):
@@ -360,6 +362,17 @@ def _observation(resource: Any) -> Observation | None:
             text=label or codes.OBSERVATION_LABELS[loinc.code],
             value=float(quantity.value),
             unit=quantity.unit or quantity.code,
+            effective=effective,
+        )
+    if loinc is not None and loinc.code in codes.PATIENT_STATE_LABELS:
+        value_text = resource.valueString or _concept_text(resource.valueCodeableConcept)
+        if not value_text:
+            return None
+        return Observation(
+            system=codes.LOINC,
+            code=loinc.code,
+            text=label or codes.PATIENT_STATE_LABELS[loinc.code],
+            value_text=value_text,
             effective=effective,
         )
     if label and _PHARMACOGENE.match(label):

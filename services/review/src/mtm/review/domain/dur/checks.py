@@ -8,26 +8,27 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mtm.contracts import Alert, Condition
+from mtm.contracts import Alert
 from mtm.contracts.events import AlertKind
-from mtm.review.domain.dur.knowledge_base import KnowledgeBase
-from mtm.review.domain.dur.model import CheckedMedication, KidneyFunction, PatientContext
+from mtm.review.domain.dur.knowledge_base import LABEL_ORIGIN, KnowledgeBase
+from mtm.review.domain.dur.model import CheckedMedication, CodedCondition, KidneyFunction, PatientContext
 from mtm.review.domain.dur.rules import (
     SAME_INGREDIENT,
     SEVERITY_RANK,
     AllergyRule,
+    CodeSet,
     ConditionRule,
     DoseLimit,
     DoseSchedule,
+    DuplicationRule,
     GeriatricRule,
     PharmacogenomicRule,
+    PlausibilityRule,
     RenalRule,
     Rule,
 )
+from mtm.review.domain.dur.tables import INGREDIENT_ALLERGEN
 
-ICD10_SYSTEMS = ("icd-10", "icd10")
-SNOMED_SYSTEMS = ("snomed",)
-ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
 _MASS_IN_MCG = {"mcg": 1.0, "ug": 1.0, "µg": 1.0, "mg": 1000.0, "g": 1_000_000.0}
 _WORDS = re.compile(r"[a-z0-9][a-z0-9\-']*")
 
@@ -86,8 +87,36 @@ def daily_amount(medication: Medication, ingredient: str, unit: str) -> float | 
     return None
 
 
+def within_cap(medication: Medication, ingredient: str, cap: float, unit: str) -> tuple[bool, float | None]:
+    """(True, amount) when the daily amount is known and at most cap; else (False, amount or None if unknown)."""
+    amount = daily_amount(medication, ingredient, unit)
+    return amount is not None and amount <= cap + 1e-9, amount
+
+
+def over_cap(
+    medication: Medication, ingredient: str, cap: float, unit: str, review: Review, check: str
+) -> float | None:
+    """The daily amount when it is above cap; None when within it, or unknown (then the check is noted as not run)."""
+    within, amount = within_cap(medication, ingredient, cap, unit)
+    if amount is None:
+        review.could_not_run(medication, check, "no daily amount in a comparable unit")
+    return None if within else amount
+
+
 def _better(candidate: Rule, kept: Rule | None) -> bool:
     return kept is None or SEVERITY_RANK[candidate.severity] < SEVERITY_RANK[kept.severity]
+
+
+def cited(rule: Rule) -> bool:
+    """The rule cites an FDA label section (set id, version, quote) rather than naming its source in words."""
+    return rule.source.startswith(LABEL_ORIGIN)
+
+
+def _preferred(candidate: Rule, kept: Rule | None) -> bool:
+    """More severe wins; at equal severity a label-cited rule replaces one that is not."""
+    if kept is None or _better(candidate, kept):
+        return True
+    return candidate.severity == kept.severity and cited(candidate) and not cited(kept)
 
 
 # --- interaction ----------------------------------------------------------------------------------------------
@@ -106,7 +135,10 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
                 pair
                 for a in first_candidates
                 for b in second.ingredients
-                if a != b and (pair := frozenset((a, b))) in kb.interactions
+                if a != b
+                and (pair := frozenset((a, b))) in kb.interactions
+                and not _dose_decides(first, a, b, kb)
+                and not _dose_decides(second, b, a, kb)
             }
             if pairs:
                 groups[frozenset(pairs)] = None
@@ -125,6 +157,16 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
         if others:
             message += f" Same combination also: {', '.join(others)}."
         review.add("interaction", rule, {name for pair in pairs for name in pair}, message)
+
+
+def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
+    """A label caps this ingredient's dose while the partner is taken, and its daily amount is known: the dose-aware
+    rule (`pair_doses`) decides, so the plain pair alert would only repeat it or, within the cap, be noise. Without
+    a known dose the plain pair alert stays, as the reminder to check the dose."""
+    return any(
+        partner in rule.partners and daily_amount(medication, ingredient, rule.unit) is not None
+        for rule in kb.pair_dose_limits.get(ingredient, ())
+    )
 
 
 # --- duplication ----------------------------------------------------------------------------------------------
@@ -155,12 +197,24 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
             ingredient
             for index_a, ingredient_a in side_a
             for index_b, ingredient_b in side_b
-            if index_a != index_b and ingredient_a != ingredient_b
+            if index_a != index_b
+            and ingredient_a != ingredient_b
+            and (not rule.same_route or _share_a_route({index_a, index_b}, routes))
+            and not _distinct_roles(rule, ingredient_a, ingredient_b, kb)
             for ingredient in (ingredient_a, ingredient_b)
         }
         if implicated:
             names = " + ".join(sorted(implicated))
             review.add("duplication", rule, implicated, f"{display(names)}: {rule.message}")
+
+
+def _distinct_roles(rule: DuplicationRule, first: str, second: str, kb: KnowledgeBase) -> bool:
+    """The two belong to different subclasses the rule names as distinct roles (basal and prandial insulin)."""
+    if not rule.except_across:
+        return False
+    first_roles = {name for name in rule.except_across if first in kb.class_members.get(name, ())}
+    second_roles = {name for name in rule.except_across if second in kb.class_members.get(name, ())}
+    return bool(first_roles and second_roles and first_roles.isdisjoint(second_roles))
 
 
 def _share_a_route(indexes: set[int], routes: dict[int, str | None]) -> bool:
@@ -231,30 +285,155 @@ def _route_rules(rules: Iterable[RouteRule], route: str | None) -> list[RouteRul
     return exact or [rule for rule in rules if rule.route == "*"]
 
 
+def _one_limit(rules: list[DoseLimit]) -> list[DoseLimit]:
+    """One maximum per ingredient and route: the label's own when a label-cited row gives one (a curated row may
+    restate the same maximum), else the curated one."""
+    labelled = [rule for rule in rules if cited(rule)]
+    return labelled[:1] if labelled else rules[:1]
+
+
 def doses(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+    """Daily totals against labelled maxima (all products of an ingredient summed). A total far above the maximum
+    is reported as a probable unit or product error rather than an overdose; a dose that disagrees with the
+    product's own strength by a unit factor, or many units at once, is reported as such too."""
     totals: dict[str, float] = defaultdict(float)
     limits: dict[str, DoseLimit] = {}
+    contributors: dict[str, list[Medication]] = defaultdict(list)
+    by_check = {rule.check: rule for rule in kb.plausibility}
+    slipped: set[int] = set()
     for medication in medications:
+        if _unit_slip(medication, by_check.get("unit_slip"), review) or _many_units(
+            medication, by_check.get("units_per_dose"), review
+        ):
+            slipped.add(medication.index)
         for ingredient in medication.ingredients:
-            for limit in _route_rules(kb.dose_limits.get(ingredient, ()), medication.source.route):
+            for limit in _one_limit(_route_rules(kb.dose_limits.get(ingredient, ()), medication.source.route)):
                 amount = daily_amount(medication, ingredient, limit.unit)
                 if amount is None:
                     review.could_not_run(medication, "dose", "no daily amount in a comparable unit")
                     continue
                 totals[limit.rule_id] += amount
                 limits[limit.rule_id] = limit
+                contributors[limit.rule_id].append(medication)
             for schedule in _route_rules(kb.dose_schedules.get(ingredient, ()), medication.source.route):
                 _schedule(medication, ingredient, schedule, review)
+    far = by_check.get("ratio_to_max")
     for rule_id, total in totals.items():
         limit = limits[rule_id]
-        if total > limit.max_daily + 1e-9:
+        if total <= limit.max_daily + 1e-9:
+            continue
+        if all(medication.index in slipped for medication in contributors[rule_id]):
+            continue  # already reported as a unit or product slip, which explains the total
+        if far is not None and total >= far.threshold * limit.max_daily:
+            products = "; ".join(_as_written(medication, limit.ingredient) for medication in contributors[rule_id])
             review.add(
                 "dose",
-                limit,
+                far,
                 (limit.ingredient,),
-                f"{display(limit.ingredient)} {total:g} {limit.unit}/day "
-                f"(maximum {limit.max_daily:g} {limit.unit}/day): {limit.message}",
+                f"{display(limit.ingredient)} {total:g} {limit.unit}/day is {total / limit.max_daily:.0f} times the "
+                f"labelled maximum of {limit.max_daily:g} {limit.unit}/day ({products}): {far.message}",
             )
+            continue
+        review.add(
+            "dose",
+            limit,
+            (limit.ingredient,),
+            f"{display(limit.ingredient)} {total:g} {limit.unit}/day "
+            f"(maximum {limit.max_daily:g} {limit.unit}/day): {limit.message}",
+        )
+
+
+_MASS_UNITS = {"mcg": 1.0, "ug": 1.0, "µg": 1.0, "mg": 1000.0, "g": 1_000_000.0}
+_UNIT_DOSE_WORDS = frozenset(
+    {"tablet", "tablets", "tab", "tabs", "{tbl}", "capsule", "capsules", "cap", "caps", "{cap}"}
+)
+_SLIP = {"mg": "mcg", "mcg": "mg", "ug": "mg", "µg": "mg"}
+
+
+def _as_written(medication: Medication, ingredient: str) -> str:
+    """The product and dose as the list gives them, with the strength or concentration they imply."""
+    source = medication.source
+    parts = [f"'{source.text}'"]
+    if source.dose_value is not None and source.dose_unit:
+        parts.append(f"dose {source.dose_value:g} {source.dose_unit}")
+    strength = source.strengths.get(ingredient)
+    if strength is not None:
+        parts.append(f"strength {strength[0]:g} {strength[1]}")
+    if source.frequency_per_day:
+        parts.append(f"{source.frequency_per_day:g} times a day")
+    return ", ".join(parts)
+
+
+def _unit_slip(medication: Medication, rule: PlausibilityRule | None, review: Review) -> bool:
+    """A mass dose that is `threshold`-fold off the product's own strength, and one unit of it when read in
+    the other mass unit: mg written for mcg (levothyroxine 100 mg for a 100 mcg tablet), or the reverse."""
+    source = medication.source
+    if rule is None or len(medication.ingredients) != 1 or source.dose_value is None or not source.dose_unit:
+        return False
+    ingredient = medication.ingredients[0]
+    strength = source.strengths.get(ingredient)
+    unit = source.dose_unit.strip().lower()
+    if strength is None or unit not in _SLIP or strength[1] not in _MASS_UNITS or strength[0] <= 0:
+        return False
+    ratio = source.dose_value * _MASS_UNITS[unit] / (strength[0] * _MASS_UNITS[strength[1]])
+    if 1 / rule.threshold < ratio < rule.threshold:
+        return False
+    other = source.dose_value * _MASS_UNITS[_SLIP[unit]] / (strength[0] * _MASS_UNITS[strength[1]])
+    window = rule.window or rule.threshold
+    if not 1 / window <= other <= window:
+        return False
+    review.add(
+        "dose",
+        rule,
+        (ingredient,),
+        f"{display(ingredient)}: dose {source.dose_value:g} {unit} is {ratio:g} times the "
+        f"{strength[0]:g} {strength[1]} strength of '{source.text}'; as {source.dose_value:g} {_SLIP[unit]} it would "
+        f"be {other:.2g} unit(s): {rule.message}",
+    )
+    return True
+
+
+def _many_units(medication: Medication, rule: PlausibilityRule | None, review: Review) -> bool:
+    source = medication.source
+    if rule is None or source.dose_value is None or (source.dose_unit or "").strip().lower() not in _UNIT_DOSE_WORDS:
+        return False
+    if source.dose_value < rule.threshold:
+        return False
+    review.add(
+        "dose",
+        rule,
+        medication.ingredients,
+        f"'{source.text}': {source.dose_value:g} {source.dose_unit} at one administration: {rule.message}",
+    )
+    return True
+
+
+def pair_doses(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+    """A label's dose cap that applies only with another drug (simvastatin at most 20 mg/day with amlodipine)."""
+    if not kb.pair_dose_limits:
+        return
+    present: dict[str, set[int]] = defaultdict(set)
+    for medication in medications:
+        for ingredient in medication.ingredients:
+            present[ingredient].add(medication.index)
+    for medication in medications:
+        for ingredient in medication.ingredients:
+            for rule in kb.pair_dose_limits.get(ingredient, ()):
+                if rule.route is not None and medication.source.route not in (None, rule.route):
+                    continue
+                partners = sorted(name for name in rule.partners if name != ingredient and name in present)
+                if not partners:
+                    continue
+                amount = over_cap(medication, ingredient, rule.max_daily, rule.unit, review, "interaction dose")
+                if amount is None:
+                    continue
+                review.add(
+                    "interaction",
+                    rule,
+                    (ingredient, *partners),
+                    f"{display(ingredient)} {amount:g} {rule.unit}/day with {', '.join(partners)} "
+                    f"(maximum {rule.max_daily:g} {rule.unit}/day with it): {rule.message}",
+                )
 
 
 def dose_criteria(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
@@ -338,6 +517,8 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
             detail = ""
             missing: set[str] = set()
             for rule in rules:
+                if rule.route is not None and medication.source.route not in (None, rule.route):
+                    continue
                 key = (rule.measure, rule.weight)
                 if key not in measures:
                     measures[key] = context.kidney_function(rule.measure, rule.weight)
@@ -351,8 +532,8 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
                     continue
                 note = ""
                 if rule.max_daily is not None and rule.unit is not None:
-                    amount = daily_amount(medication, ingredient, rule.unit)
-                    if amount is not None and amount <= rule.max_daily + 1e-9:
+                    within, amount = within_cap(medication, ingredient, rule.max_daily, rule.unit)
+                    if within:
                         continue
                     note = (
                         f" Current dose {amount:g} {rule.unit}/day."
@@ -383,44 +564,104 @@ _MEASURE_NEEDS = {
 # --- condition ------------------------------------------------------------------------------------------------
 
 
-def _condition_matches(condition: Condition, rule: ConditionRule) -> bool:
-    code = (condition.code or "").strip()
-    system = (condition.system or "").lower()
-    if code:
-        is_icd = any(token in system for token in ICD10_SYSTEMS) or not system
-        is_snomed = any(token in system for token in SNOMED_SYSTEMS) or not system
-        if is_icd and any(code.upper().startswith(prefix) for prefix in rule.icd10_prefixes):
-            return True
-        if is_snomed and code in rule.snomed_codes:
-            return True
-    text = condition.text.lower()
-    return any(keyword in text for keyword in rule.keywords)
+def _condition_matches(condition: CodedCondition, codes: CodeSet) -> bool:
+    if condition.icd10 and codes.icd10_prefixes and condition.icd10.startswith(codes.icd10_prefixes):
+        return True
+    if condition.snomed and condition.snomed in codes.snomed_codes:
+        return True
+    return codes.words is not None and codes.words.search(condition.text) is not None
+
+
+def find_condition(context: PatientContext, codes: CodeSet, include_resolved: bool) -> str | None:
+    """How the patient meets the codes, for the message (`history of Deep vein thrombosis`, `pregnancy status
+    'pregnant'`), or None. Active conditions first; resolved ones only when the rule says history counts."""
+    found = None
+    for coded in context.coded_conditions:
+        if (coded.active or include_resolved) and _condition_matches(coded, codes):
+            if coded.active:
+                return coded.condition.text
+            found = found or f"history of {coded.condition.text}"
+    if found:
+        return found
+    for code, accepted in codes.answers:
+        answer = context.answers.get(code)
+        if answer is not None and answer in accepted:
+            name = next((obs.text for obs in context.observations if obs.code == code), code)
+            return f"{name} '{answer}'"
+    return None
+
+
+def _in_population(context: PatientContext, rule: ConditionRule) -> bool:
+    """Age and sex limits; an unknown age or sex does not meet a limit (labels' age limits are mostly pediatric)."""
+    age = context.age_years
+    if rule.min_age is not None and (age is None or age < rule.min_age):
+        return False
+    if rule.max_age is not None and (age is None or age >= rule.max_age):
+        return False
+    return rule.sex is None or context.sex == rule.sex
 
 
 def conditions(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    if not context.conditions:
-        return
-    kept: dict[tuple[str, str], tuple[ConditionRule, Condition]] = {}
+    """Drug-condition and drug-population rules. A rule without codes is a population rule (age, sex) alone."""
+    kept: dict[tuple[str, str], tuple[ConditionRule, str, str]] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.conditions.get(ingredient, ()):
                 if rule.route is not None and medication.source.route not in (None, rule.route):
                     continue
-                for condition in context.conditions:
-                    active = condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS
-                    if not (active or rule.include_resolved) or not _condition_matches(condition, rule):
+                if not _in_population(context, rule):
+                    continue
+                codes = rule.codes
+                population_only = not (codes.icd10_prefixes or codes.snomed_codes or codes.keywords or codes.answers)
+                if population_only:
+                    found = f"age {context.age_years}" if context.age_years is not None else rule.condition
+                else:
+                    found = find_condition(context, codes, rule.include_resolved)
+                    if found is None or find_condition(context, rule.unless, True) is not None:
                         continue
-                    key = (ingredient, rule.condition)
-                    if key not in kept or _better(rule, kept[key][0]):
-                        kept[key] = (rule, condition)
-    for (ingredient, _), (rule, condition) in kept.items():
-        history = "" if condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS else "history of "
-        review.add(
-            "condition",
-            rule,
-            (ingredient,),
-            f"{display(ingredient)} with {history}{condition.text}: {rule.message}",
-        )
+                note = ""
+                if rule.max_daily is not None and rule.unit is not None:
+                    within, amount = within_cap(medication, ingredient, rule.max_daily, rule.unit)
+                    if within:
+                        continue
+                    if amount is None and population_only:
+                        # Age alone is no finding: without a dose, say the check could not run.
+                        review.could_not_run(medication, "dose", "no daily amount in a comparable unit")
+                        continue
+                    note = (
+                        f" Current dose {amount:g} {rule.unit}/day."
+                        if amount is not None
+                        else f" Daily dose not known: check it against {rule.max_daily:g} {rule.unit}/day."
+                    )
+                key = (ingredient, rule.condition)
+                if key not in kept or _preferred(rule, kept[key][0]):
+                    kept[key] = (rule, found, note)
+    for (ingredient, _), (rule, found, note) in kept.items():
+        review.add("condition", rule, (ingredient,), f"{display(ingredient)} with {found}: {rule.message}{note}")
+
+
+def omissions(
+    context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review, unresolved: int = 0
+) -> None:
+    """Passive reminders: a documented condition without its well-established therapy (START-style). The
+    reminder names how many medications could not be matched, since one of them may be the therapy."""
+    if not kb.omissions or not context.conditions:
+        return
+    taking = {ingredient for medication in medications for ingredient in medication.ingredients}
+    allergic = _allergens(context, kb)[0]
+    for rule in kb.omissions:
+        age = context.age_years
+        if rule.min_age is not None and (age is None or age < rule.min_age):
+            continue
+        if rule.max_age is not None and (age is None or age >= rule.max_age):
+            continue
+        if taking & rule.therapy_ingredients or allergic & rule.therapy_ingredients:
+            continue
+        found = find_condition(context, rule.codes, rule.include_resolved)
+        if found is None or find_condition(context, rule.unless, True) is not None:
+            continue
+        note = f" ({unresolved} medication(s) could not be matched: check them too.)" if unresolved else ""
+        review.add("condition", rule, (), f"{found}, no {rule.therapy}: {rule.message}{note}")
 
 
 # --- allergy --------------------------------------------------------------------------------------------------
@@ -433,10 +674,12 @@ def _phrases(text: str, longest: int) -> Iterator[str]:
             yield " ".join(words[start : start + size])
 
 
-def allergies(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    if not context.allergies:
-        return
+def _allergens(
+    context: PatientContext, kb: KnowledgeBase
+) -> tuple[frozenset[str], list[tuple[str, frozenset[str], frozenset[str]]]]:
+    """Ingredients and classes each documented allergy names; and all ingredients named by any allergy."""
     allergens: list[tuple[str, frozenset[str], frozenset[str]]] = []
+    named: set[str] = set()
     for allergy in context.allergies:
         ingredients: set[str] = set()
         classes: set[str] = set()
@@ -448,8 +691,18 @@ def allergies(context: PatientContext, medications: list[Medication], kb: Knowle
             classes |= kb.allergy_keywords.get(phrase, frozenset())
         if allergy.code:
             classes |= kb.allergy_snomed.get(allergy.code.strip(), frozenset())
+        # Each named ingredient is also an allergen of its own, for label rules naming one related drug.
+        classes |= {INGREDIENT_ALLERGEN + name for name in ingredients}
         if ingredients or classes:
             allergens.append((allergy.text, frozenset(ingredients), frozenset(classes)))
+            named |= ingredients
+    return frozenset(named), allergens
+
+
+def allergies(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+    if not context.allergies:
+        return
+    allergens = _allergens(context, kb)[1]
     if not allergens:
         return
     same_ingredient = kb.allergy_rules.get(SAME_INGREDIENT, ())
@@ -457,12 +710,20 @@ def allergies(context: PatientContext, medications: list[Medication], kb: Knowle
     for medication in medications:
         for ingredient in medication.ingredients:
             for allergy_text, ingredients, classes in allergens:
-                candidates: list[AllergyRule] = list(same_ingredient) if ingredient in ingredients else []
+                candidates: list[AllergyRule] = (
+                    [rule for rule in same_ingredient if rule.ingredient in (None, ingredient)]
+                    if ingredient in ingredients
+                    else []
+                )
                 for allergen_class in classes:
                     for rule in kb.allergy_rules.get(allergen_class, ()):
-                        if ingredient in kb.class_members.get(rule.drug_class, ()):
+                        if rule.ingredient is not None:
+                            if rule.ingredient == ingredient:
+                                candidates.append(rule)
+                        elif ingredient in kb.class_members.get(rule.drug_class, ()):
                             candidates.append(rule)
-                for rule in candidates:
+                # A label's own rule for this drug goes first, so it is kept over the generic one at equal severity.
+                for rule in sorted(candidates, key=lambda rule: rule.ingredient is None):
                     if ingredient not in kept or _better(rule, kept[ingredient][0]):
                         kept[ingredient] = (rule, allergy_text)
     for ingredient, (rule, allergy_text) in kept.items():
@@ -490,11 +751,7 @@ def geriatric(context: PatientContext, medications: list[Medication], kb: Knowle
                 if age is None or age < rule.min_age:
                     continue
                 if rule.max_daily is not None and rule.unit is not None:
-                    amount = daily_amount(medication, ingredient, rule.unit)
-                    if amount is None:
-                        review.could_not_run(medication, "geriatric dose", "no daily amount in a comparable unit")
-                        continue
-                    if amount <= rule.max_daily + 1e-9:
+                    if over_cap(medication, ingredient, rule.max_daily, rule.unit, review, "geriatric dose") is None:
                         continue
                 if _better(rule, kept):
                     kept = rule

@@ -24,6 +24,11 @@ _GENE_RESULT = re.compile(
     r"(?:\s+(?:gene\s+)?(?:phenotype|genotype|diplotype|status|function|metabolizer status|activity|result)\b|\s*$)"
 )
 _UMOL = ("umol", "µmol", "μmol")
+# A strength as product names write it: "100 MCG", "5 MG/ML", "100 mg/5 mL", "90 MCG/ACTUAT".
+_STRENGTH = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s*(mcg|mg|g|unt|unit|units|meq)\b(?:\s*/\s*(\d+(?:\.\d+)?)?\s*(ml|actuat)\b)?",
+    re.IGNORECASE,
+)
 _POUNDS = ("lb", "[lb_av]", "lbs", "pound")
 
 
@@ -88,6 +93,22 @@ def _genomics(observations: tuple[Observation, ...]) -> tuple[dict[str, str], di
     return pgx, hla
 
 
+def strengths(text: str, ingredients: tuple[str, ...]) -> dict[str, tuple[float, str]]:
+    """The strength a single-ingredient product's name states (`Levothyroxine 100 MCG Oral Tablet` -> 100 mcg,
+    `Morphine 100 MG/5ML Oral Solution` -> 20 mg/ml); nothing when the name gives none or several."""
+    if len(ingredients) != 1:
+        return {}
+    found = set()
+    for match in _STRENGTH.finditer(text):
+        value, unit, volume, per = float(match.group(1)), match.group(2).lower(), match.group(3), match.group(4)
+        unit = "unit" if unit in ("units", "unt") else unit
+        if per:
+            found.add((value / float(volume or 1), f"{unit}/{per.lower()}"))
+        else:
+            found.add((value, unit))
+    return {ingredients[0]: found.pop()} if len(found) == 1 else {}
+
+
 def _medication(item: ReconciledItem) -> CheckedMedication | None:
     entry = item.current
     if entry is None:
@@ -97,13 +118,17 @@ def _medication(item: ReconciledItem) -> CheckedMedication | None:
         for dose in item.ingredient_doses
         if dose.daily_amount is not None and dose.unit
     }
+    ingredients = tuple(name.lower() for name in item.ingredients)
     return CheckedMedication(
-        ingredients=tuple(name.lower() for name in item.ingredients),
+        ingredients=ingredients,
         text=entry.text,
         daily_amounts=daily,
         frequency_per_day=item.frequency_per_day if item.frequency_per_day is not None else entry.frequency_per_day,
         route=item.route,
         resolved=item.resolved and bool(item.ingredients),
+        dose_value=entry.dose_value,
+        dose_unit=entry.dose_unit,
+        strengths=strengths(entry.text, ingredients),
     )
 
 
@@ -156,6 +181,7 @@ def context_from_reconciliation(
         allergies=reconciliation.allergies,
         pgx=pgx,
         hla=hla,
+        observations=tuple(obs for obs in observations if obs.value_text is not None and obs.code),
     )
     medications = [med for item in current_items(reconciliation) if (med := _medication(item)) is not None]
     return context, medications

@@ -12,7 +12,7 @@ from mtm.review.domain.dur.knowledge_base import KnowledgeBase
 from mtm.review.domain.dur.model import CheckedMedication, PatientContext
 from mtm.review.domain.dur.rules import SEVERITY_RANK
 
-ALL_CHECKS = "interaction, duplication, dose, renal, condition, allergy, geriatric and pharmacogenomic checks"
+ALL_CHECKS = "interaction, duplication, dose, renal, condition, omission, allergy, geriatric and pharmacogenomic checks"
 
 
 def check(context: PatientContext, medications: Sequence[CheckedMedication], kb: KnowledgeBase) -> list[Alert]:
@@ -48,9 +48,11 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
     checks.duplications(resolved, kb, review)
     checks.combinations(context, resolved, kb, review)
     checks.doses(resolved, kb, review)
+    checks.pair_doses(resolved, kb, review)
     checks.dose_criteria(context, resolved, kb, review)
     checks.renal(context, resolved, kb, review)
     checks.conditions(context, resolved, kb, review)
+    checks.omissions(context, resolved, kb, review, unresolved=len(medications) - len(resolved))
     checks.allergies(context, resolved, kb, review)
     checks.geriatric(context, resolved, kb, review)
     checks.pharmacogenomics(context, resolved, kb, review)

@@ -13,6 +13,7 @@ from mtm.review.domain.dur.rules import (
     SAME_INGREDIENT,
     SEVERITY_RANK,
     AllergyRule,
+    CodeSet,
     CombinationRule,
     ConditionRule,
     CriteriaRule,
@@ -21,17 +22,22 @@ from mtm.review.domain.dur.rules import (
     DuplicationRule,
     GeriatricRule,
     InteractionRule,
+    OmissionRule,
+    PairDoseLimit,
     PharmacogenomicRule,
+    PlausibilityRule,
     RenalRule,
     Rule,
     Severity,
     Tier,
 )
-from mtm.review.domain.dur.tables import TABLES, KnowledgeBaseError, Row, TableSpec
+from mtm.review.domain.dur.tables import LABEL_SECTIONS, TABLES, KnowledgeBaseError, Row, TableSpec
 
 PairKey = frozenset[str]
 
 CLASS_PREFIX = "class:"
+ROLE_PREFIX = "role:"
+LABEL_ORIGIN = "FDA label"
 # Rows with a value here are kept out of the member lists (e.g. the ONC `suspect_expansion` flag).
 MEMBER_FLAG = "flag"
 
@@ -65,6 +71,19 @@ class KnowledgeTables:
     pgx_cpic: Sequence[Row] = ()
     pgx_curated: Sequence[Row] = ()
     pgx_diplotypes: Sequence[Row] = ()
+    labels: Sequence[Row] = ()
+    value_sets: Sequence[Row] = ()
+    mechanism_roles: Sequence[Row] = ()
+    label_interactions: Sequence[Row] = ()
+    label_mechanisms: Sequence[Row] = ()
+    label_conditions: Sequence[Row] = ()
+    label_renal: Sequence[Row] = ()
+    label_dose_limits: Sequence[Row] = ()
+    label_pair_dose_limits: Sequence[Row] = ()
+    label_allergies: Sequence[Row] = ()
+    class_duplication: Sequence[Row] = ()
+    omissions: Sequence[Row] = ()
+    dose_plausibility: Sequence[Row] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,10 @@ class KnowledgeBase:
     dose_criteria: Mapping[str, tuple[CriteriaRule, ...]] = field(default_factory=dict)
     diplotypes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     rule_counts: Mapping[str, int] = field(default_factory=dict)
+    pair_dose_limits: Mapping[str, tuple[PairDoseLimit, ...]] = field(default_factory=dict)
+    omissions: tuple[OmissionRule, ...] = ()
+    plausibility: tuple[PlausibilityRule, ...] = ()
+    value_sets: Mapping[str, CodeSet] = field(default_factory=dict)
 
     def canonical(self, ingredient: str) -> str:
         name = ingredient.strip().lower()
@@ -109,9 +132,21 @@ class KnowledgeBase:
     def named_ingredients(self) -> frozenset[str]:
         """Every ingredient a rule is keyed on or a class lists: each must be a name the vocabulary yields."""
         names = set(self.known_ingredients)
-        for index in (self.dose_limits, self.dose_schedules, self.dose_criteria, self.renal, self.conditions):
+        for index in (
+            self.dose_limits,
+            self.dose_schedules,
+            self.dose_criteria,
+            self.renal,
+            self.conditions,
+            self.pair_dose_limits,
+        ):
             names.update(index)
         names.update(self.geriatric)
+        for rule in self.omissions:
+            names.update(rule.therapy_ingredients)
+        for rules in self.pair_dose_limits.values():
+            for pair_rule in rules:
+                names.update(pair_rule.partners)
         return frozenset(names)
 
     @classmethod
@@ -143,6 +178,13 @@ class _Builder:
         self.classes_of = {drug: frozenset(names) for drug, names in classes_of.items()}
         self.groups: dict[tuple[tuple[str, ...], str, str], frozenset[str]] = {}
         self.counts: dict[str, int] = {}
+        self.value_sets = _value_sets(tables.value_sets)
+        self.labels = {row["set_id"].strip(): row for row in tables.labels}
+        roles: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for row in tables.mechanism_roles:
+            key = (row["mechanism"].strip().lower(), row["role"].strip().lower(), row["strength"].strip().lower())
+            roles[key].add(self.canonical(row["drug"]))
+        self.roles = {key: frozenset(drugs) for key, drugs in roles.items()}
 
     # --- the Names protocol the column readers use ----------------------------------------------------------
 
@@ -156,11 +198,59 @@ class _Builder:
         return name
 
     def expand(self, token: str) -> frozenset[str]:
-        """`class:nsaid` to its members; a plain name to its canonical ingredient."""
+        """`class:nsaid` to its members, `role:cyp3a:inhibitor:strong` to the drugs with that mechanism role
+        (`strong|moderate` for either, no strength for any), a plain name to its canonical ingredient; `a;b` is
+        either, `a&b` both (a combined P-gp and strong CYP3A4 inhibitor), `a!b` a except b (a label's own
+        exception: clarithromycin needs no apixaban dose change)."""
         token = token.strip()
+        if ";" in token:
+            return frozenset().union(*(self.expand(part) for part in token.split(";") if part.strip()))
+        if "!" in token:
+            kept, *dropped = token.split("!")
+            return self.expand(kept) - frozenset().union(*(self.expand(part) for part in dropped))
+        if "&" in token:
+            parts = [self.expand(part) for part in token.split("&")]
+            return frozenset.intersection(*parts)
         if token.lower().startswith(CLASS_PREFIX):
             return self.class_members[self.known_class(token[len(CLASS_PREFIX) :])]
+        if token.lower().startswith(ROLE_PREFIX):
+            return self.role(token[len(ROLE_PREFIX) :].lower())
         return frozenset({self.canonical(token)})
+
+    def role(self, spec: str) -> frozenset[str]:
+        mechanism, _, rest = spec.partition(":")
+        role, _, strengths = rest.partition(":")
+        wanted = set(strengths.split("|")) if strengths else None
+        found = [
+            drugs
+            for (key_mechanism, key_role, key_strength), drugs in self.roles.items()
+            if key_mechanism == mechanism and key_role == role and (wanted is None or key_strength in wanted)
+        ]
+        if not found:
+            raise KnowledgeBaseError(f"names unknown mechanism role {spec!r} (see mechanism_roles.csv)")
+        return frozenset().union(*found)
+
+    def value_set(self, name: str) -> CodeSet:
+        if name not in self.value_sets:
+            raise KnowledgeBaseError(f"names unknown value set {name!r} (see value_sets.csv)")
+        return self.value_sets[name]
+
+    def cite(self, row: Row) -> str:
+        """The source of a label-cited row: label title, set id, version and date, section, and the quote."""
+        set_id, section, quote = ((row.get(column) or "").strip() for column in ("label_set_id", "section", "quote"))
+        if not set_id or not section or not quote:
+            raise KnowledgeBaseError("a label-cited row needs label_set_id, section and quote")
+        label = self.labels.get(set_id)
+        if label is None:
+            raise KnowledgeBaseError(f"cites label set id {set_id!r}, which labels.csv does not list")
+        if section not in LABEL_SECTIONS:
+            raise KnowledgeBaseError(f"cites section {section!r}, not one of {sorted(LABEL_SECTIONS)}")
+        source = (
+            f"{LABEL_ORIGIN} {label['title'].strip()} (DailyMed set id {set_id}, version {label['version'].strip()}, "
+            f"effective {label['effective'].strip()}), {LABEL_SECTIONS[section]}: \u201c{quote}\u201d"
+        )
+        extra = (row.get("source") or "").strip()
+        return f"{source}; {extra}" if extra else source
 
     def members(self, tables: tuple[str, ...], key: str, role: str) -> frozenset[str]:
         if (tables, key, role) not in self.groups:
@@ -182,9 +272,12 @@ class _Builder:
             try:
                 severity, tier = _severity(row)
                 values: dict[str, Any] = {name: read(self, row) for name, read in spec.fields.items()}
-                message, source = (row.get("message") or "").strip(), (row.get("source") or "").strip()
+                message = (row.get("message") or "").strip()
+                source = self.cite(row) if spec.cited else (row.get("source") or "").strip()
                 common = (rule_id, severity, tier, message, source)
                 if spec.sides is not None:
+                    if any(_is_broad(row.get(column) or "") for column in spec.broad_columns):
+                        values["precedence"] += 1
                     side_a, side_b = (side(self, row) for side in spec.sides)
                     yield spec.rule(*common, **values), (side_a, side_b)
                 elif spec.expand is not None:
@@ -269,6 +362,10 @@ class _Builder:
             known_ingredients=frozenset(known),
             combinations=frozen.get("combinations", ()),
             dose_criteria=frozen.get("dose_criteria", empty_index),
+            pair_dose_limits=frozen.get("pair_dose_limits", empty_index),
+            omissions=frozen.get("omissions", ()),
+            plausibility=frozen.get("plausibility", ()),
+            value_sets=MappingProxyType(self.value_sets),
             diplotypes=MappingProxyType(
                 {
                     (row["gene"].strip().upper(), row["diplotype"].strip().lower()): normalize_phenotype(value)
@@ -291,11 +388,50 @@ class _Builder:
         return MappingProxyType({key: frozenset(names) for key, names in index.items()})
 
 
+def _is_broad(token: str) -> bool:
+    """A token naming a class or a mechanism role rather than drugs one by one."""
+    lowered = token.lower()
+    return CLASS_PREFIX in lowered or ROLE_PREFIX in lowered
+
+
+def _value_sets(rows: Sequence[Row]) -> dict[str, CodeSet]:
+    """value_sets.csv rows (`value_set,system,code,answer,...`) to one CodeSet per name.
+
+    systems: `icd10cm` (a code matches itself and its subcodes), `snomed` (exact), `keyword` (words in the
+    condition's text), `loinc` (an observation of that code whose answer, lowercased, is `answer`).
+    """
+    grouped: dict[str, CodeSet] = {}
+    for row in rows:
+        name, system = row["value_set"].strip(), row["system"].strip().lower()
+        code, answer = row["code"].strip(), (row.get("answer") or "").strip().lower()
+        if system == "icd10cm":
+            part = CodeSet(icd10_prefixes=(code.upper(),))
+        elif system == "snomed":
+            part = CodeSet(snomed_codes=frozenset({code}))
+        elif system == "keyword":
+            part = CodeSet(keywords=(code.lower(),))
+        elif system == "loinc" and answer:
+            part = CodeSet(answers=((code, frozenset({" ".join(answer.split())})),))
+        else:
+            raise KnowledgeBaseError(f"value_sets: {name!r}: system {system!r} (loinc rows need an answer)")
+        grouped[name] = grouped.get(name, CodeSet()) | part
+    return grouped
+
+
 def _choose(candidates: Mapping[PairKey, list[InteractionRule]]) -> dict[PairKey, InteractionRule]:
-    """One rule per pair: lowest precedence, then highest severity; its source names the other lists."""
+    """One rule per pair: lowest precedence, then highest severity, then a label-cited rule; its source names the
+    other lists."""
     chosen: dict[PairKey, InteractionRule] = {}
     for pair, rules in candidates.items():
-        ranked = sorted(rules, key=lambda rule: (rule.precedence, SEVERITY_RANK[rule.severity], rule.rule_id))
+        ranked = sorted(
+            rules,
+            key=lambda rule: (
+                rule.precedence,
+                SEVERITY_RANK[rule.severity],
+                not rule.origin.startswith(LABEL_ORIGIN),
+                rule.rule_id,
+            ),
+        )
         best = ranked[0]
         others = sorted({rule.origin for rule in ranked[1:] if rule.origin != best.origin})
         if others:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
 from mtm.contracts import Allergy, Condition
+from mtm.contracts.clinical import Observation
 
 Sex = Literal["male", "female", "other", "unknown"]
 
 _POSITIVE = frozenset({"positive", "detected", "present", "carrier"})
+ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
+_ICD10_SYSTEMS = ("icd-10", "icd10")
+_SNOMED_SYSTEMS = ("snomed",)
 _NEGATIVE = frozenset({"negative", "not detected", "absent", "non-carrier", "noncarrier"})
 _SPACES = re.compile(r"\s+")
 
@@ -68,11 +73,34 @@ class KidneyFunction:
 
 
 @dataclass(frozen=True, slots=True)
+class CodedCondition:
+    """A condition read once per check for matching: its code by system, its text lowercased, and whether active
+    (clinicalStatus active, recurrence or relapse; anything else is history)."""
+
+    condition: Condition
+    icd10: str
+    snomed: str
+    text: str
+    active: bool
+
+    @classmethod
+    def of(cls, condition: Condition) -> CodedCondition:
+        code = (condition.code or "").strip()
+        system = (condition.system or "").lower()
+        # A code without a system may be either: it is tried as both.
+        icd10 = code.upper() if code and (not system or any(t in system for t in _ICD10_SYSTEMS)) else ""
+        snomed = code if code and (not system or any(t in system for t in _SNOMED_SYSTEMS)) else ""
+        active = condition.clinical_status.lower() in ACTIVE_CLINICAL_STATUS
+        return cls(condition, icd10, snomed, condition.text.lower(), active)
+
+
+@dataclass(frozen=True, slots=True)
 class PatientContext:
     """Patient facts the checks use; pgx/hla keys are upper-cased and values normalized on creation.
 
     pgx maps a gene to its phenotype (`{"CYP2C19": "poor metabolizer"}`); hla maps an allele to
-    `positive`/`negative` (`{"HLA-B*57:01": "positive"}`).
+    `positive`/`negative` (`{"HLA-B*57:01": "positive"}`). observations are coded results that state a patient
+    state (pregnancy status, smoking status); `answers` keeps the latest answer per code, lowercased.
     """
 
     age_years: int | None = None
@@ -85,6 +113,9 @@ class PatientContext:
     allergies: tuple[Allergy, ...] = ()
     pgx: Mapping[str, str] = field(default_factory=dict)
     hla: Mapping[str, str] = field(default_factory=dict)
+    observations: tuple[Observation, ...] = ()
+    answers: Mapping[str, str] = field(init=False, default_factory=dict)
+    coded_conditions: tuple[CodedCondition, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         pgx = {gene.strip().upper(): normalize_phenotype(value) for gene, value in self.pgx.items()}
@@ -92,7 +123,15 @@ class PatientContext:
         object.__setattr__(self, "pgx", MappingProxyType(pgx))
         object.__setattr__(self, "hla", MappingProxyType(hla))
         object.__setattr__(self, "conditions", tuple(self.conditions))
+        object.__setattr__(self, "coded_conditions", tuple(CodedCondition.of(c) for c in self.conditions))
         object.__setattr__(self, "allergies", tuple(self.allergies))
+        object.__setattr__(self, "observations", tuple(self.observations))
+        answers: dict[str, str] = {}
+        oldest = datetime.min.replace(tzinfo=UTC)
+        for observation in sorted(self.observations, key=lambda obs: obs.effective or oldest):
+            if observation.code and observation.value_text:
+                answers[observation.code] = _SPACES.sub(" ", observation.value_text.strip().lower())
+        object.__setattr__(self, "answers", MappingProxyType(answers))
 
     def kidney_function(self, measure: str = "crcl", weight: str = "actual") -> KidneyFunction | None:
         """The kidney function a rule's label states: `crcl` or `egfr`; None when it cannot be had."""
@@ -147,7 +186,10 @@ class CheckedMedication:
     """One medication on the current list.
 
     ingredients are lowercase US generic names without salts; daily_amounts maps an ingredient to its
-    total amount per day in a canonical unit (`mg`, `mcg`, `g`, `unit`, `meq`, `ml`).
+    total amount per day in a canonical unit (`mg`, `mcg`, `g`, `unit`, `meq`, `ml`). dose_value and
+    dose_unit are the dose as the list wrote it (`100`, `mg`); strengths the product's strength per ingredient
+    as its name states it (`(100.0, "mcg")`, `(20.0, "mg/ml")`), for telling a unit or product slip from an
+    overdose.
     """
 
     ingredients: tuple[str, ...]
@@ -156,7 +198,11 @@ class CheckedMedication:
     frequency_per_day: float | None = None
     route: str | None = None
     resolved: bool = True
+    dose_value: float | None = None
+    dose_unit: str | None = None
+    strengths: Mapping[str, tuple[float, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ingredients", tuple(self.ingredients))
         object.__setattr__(self, "daily_amounts", MappingProxyType(dict(self.daily_amounts)))
+        object.__setattr__(self, "strengths", MappingProxyType(dict(self.strengths)))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["high", "moderate", "low"]
@@ -25,7 +26,8 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class InteractionRule(Rule):
-    """A drug pair; precedence orders sources (0 curated/ONC high, 1 ONC non-interruptive, 2 VA NDF-RT)."""
+    """A drug pair; precedence orders sources: 0 a row naming both drugs (curated, ONC high-priority, a label), 1 a
+    curated or label row for a class or mechanism role, 2 ONC non-interruptive, 3 VA NDF-RT."""
 
     precedence: int
     origin: str
@@ -34,11 +36,14 @@ class InteractionRule(Rule):
 @dataclass(frozen=True, slots=True)
 class DuplicationRule(Rule):
     """Two medications from class_a and class_b; with same_route, only when given by the same route
-    (nasal and inhaled fluticasone treat different organs, so they are not a duplication)."""
+    (nasal and inhaled fluticasone treat different organs, so they are not a duplication). except_across names
+    subclasses with distinct roles: one medication from each is a regimen, not a duplication (basal plus
+    prandial insulin)."""
 
     class_a: str
     class_b: str
     same_route: bool = False
+    except_across: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,8 @@ class RenalRule(Rule):
     """Applies when min_value <= kidney function < max_value; with max_daily, only above that daily dose.
 
     measure is the one the label states: `crcl` (Cockcroft-Gault, with the body weight the label names)
-    or `egfr` (mL/min/1.73m², measured or CKD-EPI 2021 from creatinine).
+    or `egfr` (mL/min/1.73m², measured or CKD-EPI 2021 from creatinine). route, when set, limits the rule to
+    the product the label is for (an injection's renal dosing is not the tablet's).
     """
 
     ingredient: str
@@ -79,11 +85,47 @@ class RenalRule(Rule):
     max_value: float | None
     max_daily: float | None
     unit: str | None
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSet:
+    """What puts a patient in a condition or state: ICD-10-CM prefixes, SNOMED CT codes, words in the condition's
+    text, and observation answers (LOINC code -> normalized answer texts, e.g. pregnancy status `pregnant`)."""
+
+    icd10_prefixes: tuple[str, ...] = ()
+    snomed_codes: frozenset[str] = frozenset()
+    keywords: tuple[str, ...] = ()
+    answers: tuple[tuple[str, frozenset[str]], ...] = ()
+    words: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # A keyword must start a word: "coma" is not in "glaucoma", nor "diabetes" in "prediabetes".
+        if self.keywords:
+            pattern = re.compile(r"\b(?:" + "|".join(re.escape(word) for word in self.keywords) + ")")
+            object.__setattr__(self, "words", pattern)
+
+    def __or__(self, other: CodeSet) -> CodeSet:
+        answers: dict[str, frozenset[str]] = dict(self.answers)
+        for code, values in other.answers:
+            answers[code] = answers.get(code, frozenset()) | values
+        return CodeSet(
+            tuple(dict.fromkeys(self.icd10_prefixes + other.icd10_prefixes)),
+            self.snomed_codes | other.snomed_codes,
+            tuple(dict.fromkeys(self.keywords + other.keywords)),
+            tuple(sorted(answers.items())),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ConditionRule(Rule):
-    """route, when set, limits the rule to that route (oral estrogen, not transdermal, after a VTE)."""
+    """A drug with a condition or patient state (pregnancy, smoking) the codes say the patient has.
+
+    route, when set, limits the rule to that route (oral estrogen, not transdermal, after a VTE); min_age
+    (inclusive), max_age (exclusive: "younger than 12" is 12) and sex limit it to the population the label names;
+    with max_daily it applies only above that daily dose (a hepatic cap), and asks for the dose when unknown.
+    unless names an exception the label makes (warfarin in pregnancy unless a mechanical heart valve).
+    """
 
     ingredient: str
     condition: str
@@ -92,12 +134,74 @@ class ConditionRule(Rule):
     keywords: tuple[str, ...]
     include_resolved: bool
     route: str | None = None
+    answers: tuple[tuple[str, frozenset[str]], ...] = ()
+    min_age: int | None = None
+    max_age: int | None = None
+    sex: str | None = None
+    max_daily: float | None = None
+    unit: str | None = None
+    unless: CodeSet = CodeSet()
+    codes: CodeSet = field(default=CodeSet(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", CodeSet(self.icd10_prefixes, self.snomed_codes, self.keywords, self.answers))
 
 
 @dataclass(frozen=True, slots=True)
 class AllergyRule(Rule):
+    """An allergy of allergen_class against drug_class; with ingredient, only that drug (a label's own
+    hypersensitivity contraindication)."""
+
     allergen_class: str
     drug_class: str
+    ingredient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairDoseLimit(Rule):
+    """ingredient above max_daily while the patient also takes one of `partners` (simvastatin over 20 mg/day
+    with amlodipine)."""
+
+    ingredient: str
+    partners: frozenset[str]
+    max_daily: float
+    unit: str
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OmissionRule(Rule):
+    """A documented condition (codes) without any of `therapy`: a passive reminder of a well-established
+    treatment. Silent when the patient has an `unless` code (a contraindication) or is outside the ages."""
+
+    condition: str
+    codes: CodeSet
+    include_resolved: bool
+    therapy: str
+    therapy_ingredients: frozenset[str]
+    unless: CodeSet
+    min_age: int | None
+    max_age: int | None
+
+
+PlausibilityCheck = Literal["ratio_to_max", "unit_slip", "units_per_dose"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlausibilityRule(Rule):
+    """When a dose is more likely an error than an intended dose.
+
+    * `ratio_to_max`: the daily amount is at least `threshold` times the labelled maximum;
+    * `unit_slip`: the dose written and the product's strength differ by `threshold`-fold or more in one
+      mass unit, and read in the other mass unit (mg for mcg) they agree;
+    * `units_per_dose`: `threshold` or more tablets/capsules at one administration.
+
+    window (unit_slip): how close the other reading must come to one unit of the product (1/window to window).
+    """
+
+    check: PlausibilityCheck
+    threshold: float
+    window: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ from typing import Protocol
 
 from mtm.review.domain.dur.model import normalize_hla_result, normalize_phenotype
 from mtm.review.domain.dur.rules import (
+    SAME_INGREDIENT,
     AllergyRule,
+    CodeSet,
     CombinationRule,
     ConditionRule,
     CriteriaRule,
@@ -24,7 +26,10 @@ from mtm.review.domain.dur.rules import (
     DuplicationRule,
     GeriatricRule,
     InteractionRule,
+    OmissionRule,
+    PairDoseLimit,
     PharmacogenomicRule,
+    PlausibilityRule,
     RenalRule,
     Rule,
 )
@@ -37,7 +42,8 @@ class KnowledgeBaseError(ValueError):
 
 
 class Names(Protocol):
-    """What column readers need from the loader: names mapped to the knowledge base's ingredients and classes."""
+    """What column readers need from the loader: names mapped to the knowledge base's ingredients, classes,
+    mechanism roles and condition value sets."""
 
     def canonical(self, name: str) -> str: ...
 
@@ -46,6 +52,8 @@ class Names(Protocol):
     def expand(self, token: str) -> frozenset[str]: ...
 
     def members(self, tables: tuple[str, ...], key: str, role: str) -> frozenset[str]: ...
+
+    def value_set(self, name: str) -> CodeSet: ...
 
 
 Read = Callable[[Names, Row], object]
@@ -60,6 +68,11 @@ class TableSpec:
       (an empty cell gives one rule with ingredient None when `optional_drug`).
     * `sides`: for interaction tables, the two drug sets whose every cross pair the rule covers.
     * `into`: the KnowledgeBase field the rules feed; `index`: the rule field they are looked up by.
+    * `broad_columns`: for interaction tables, columns whose `class:` or `role:` token makes the row one rank less
+      precise than a row naming both drugs (precedence + 1), so an explicit pair row overrides it.
+    * `cited`: rows cite an FDA label instead of a free-text `source`: `label_set_id` (a set id in
+      `labels.csv`), `section` (one of LABEL_SECTIONS) and a verbatim `quote`; the loader writes the source
+      from them and rejects a row missing any of the three.
     """
 
     table: str
@@ -70,6 +83,28 @@ class TableSpec:
     optional_drug: bool = False
     sides: tuple[Side, Side] | None = None
     index: str | None = None
+    cited: bool = False
+    broad_columns: tuple[str, ...] = ()
+
+
+LABEL_SECTIONS: Mapping[str, str] = {
+    # openFDA drug/label field names (as the staged label files name them) and the SPL section they hold.
+    "boxed_warning": "Boxed Warning",
+    "contraindications": "Contraindications",
+    "warnings_and_cautions": "Warnings and Precautions",
+    "warnings": "Warnings",
+    "precautions": "Precautions",
+    "drug_interactions": "Drug Interactions",
+    "dosage_and_administration": "Dosage and Administration",
+    "use_in_specific_populations": "Use in Specific Populations",
+    "pregnancy": "Pregnancy",
+    "nursing_mothers": "Nursing Mothers",
+    "lactation": "Lactation",
+    "pediatric_use": "Pediatric Use",
+    "geriatric_use": "Geriatric Use",
+    "overdosage": "Overdosage",
+}
+"""Label sections a cited row may name."""
 
 
 # --- column readers -----------------------------------------------------------------------------------------
@@ -128,6 +163,20 @@ def class_name(column: str) -> Read:
     return lambda names, row: names.known_class(_cell(row, column))
 
 
+INGREDIENT_ALLERGEN = "ingredient:"
+"""An allergen given as one ingredient (`ingredient:citalopram`), for a label naming a single related drug."""
+
+
+def allergen(column: str) -> Read:
+    def read(names: Names, row: Row) -> str:
+        value = _cell(row, column)
+        if value.lower().startswith(INGREDIENT_ALLERGEN):
+            return INGREDIENT_ALLERGEN + names.canonical(value[len(INGREDIENT_ALLERGEN) :])
+        return names.known_class(value)
+
+    return read
+
+
 def class_names(column: str) -> Read:
     return lambda names, row: tuple(names.known_class(part.strip()) for part in _cell(row, column).split(";"))
 
@@ -173,6 +222,36 @@ def drugs(column: str) -> Side:
     return lambda names, row: names.expand(_cell(row, column))
 
 
+def drug_set(column: str) -> Read:
+    """The drugs a token names (ingredient, `class:`, `role:`, `;` for any of several), as a frozenset."""
+    return lambda names, row: names.expand(_cell(row, column))
+
+
+def codes(value_sets: str, inline: bool = True) -> Callable[[Names, Row], CodeSet]:
+    """A condition's codes: the named value sets (`;`-separated) plus, when `inline`, the row's own
+    icd10_prefixes, snomed_codes and keywords columns."""
+
+    def read(names: Names, row: Row) -> CodeSet:
+        merged = CodeSet()
+        if inline:
+            merged = CodeSet(
+                tuple(part.strip().upper() for part in _cell(row, "icd10_prefixes").split(";") if part.strip()),
+                frozenset(part.strip() for part in _cell(row, "snomed_codes").split(";") if part.strip()),
+                tuple(part.strip().lower() for part in _cell(row, "keywords").split(";") if part.strip()),
+            )
+        for name in _cell(row, value_sets).split(";"):
+            if name.strip():
+                merged = merged | names.value_set(name.strip())
+        return merged
+
+    return read
+
+
+def code_part(value_sets: str, attribute: str) -> Read:
+    read = codes(value_sets)
+    return lambda names, row: getattr(read(names, row), attribute)
+
+
 def members(tables: tuple[str, ...], role: str) -> Side:
     """The drugs a member table lists for this row's pair number and role (ONC lists)."""
     return lambda names, row: names.members(tables, _cell(row, "pair_no"), role)
@@ -184,7 +263,14 @@ ONC_HIGH_MEMBERS = ("onc_high_priority_members",)
 ONC_NONINTERRUPTIVE_MEMBERS = ("onc_noninterruptive_members", "onc_noninterruptive_added_members")
 
 
-def interactions(table: str, precedence: int, origin: str, sides: tuple[Side, Side]) -> TableSpec:
+def interactions(
+    table: str,
+    precedence: int,
+    origin: str,
+    sides: tuple[Side, Side],
+    cited: bool = False,
+    broad_columns: tuple[str, ...] = (),
+) -> TableSpec:
     """A drug-pair table; `origin` names the list in "also listed by" notes."""
     return TableSpec(
         table,
@@ -192,7 +278,61 @@ def interactions(table: str, precedence: int, origin: str, sides: tuple[Side, Si
         "interactions",
         {"precedence": constant(precedence), "origin": constant(origin)},
         sides=sides,
+        cited=cited,
+        broad_columns=broad_columns,
     )
+
+
+def condition_rules(table: str, cited: bool = False) -> TableSpec:
+    """Drug-condition and drug-population rules; conditions come from value sets and/or inline codes."""
+    fields: dict[str, Read] = {
+        "condition": text("condition"),
+        "icd10_prefixes": code_part("value_set", "icd10_prefixes"),
+        "snomed_codes": code_part("value_set", "snomed_codes"),
+        "keywords": code_part("value_set", "keywords"),
+        "answers": code_part("value_set", "answers"),
+        "include_resolved": flag("include_resolved"),
+        "route": lowered("route"),
+        "min_age": integer("min_age"),
+        "max_age": integer("max_age"),
+        "sex": lowered("sex"),
+        "max_daily": optional_number("max_daily"),
+        "unit": lowered("unit"),
+        "unless": codes("unless_value_set", inline=False),
+    }
+    return TableSpec(table, ConditionRule, "conditions", fields, expand="drug", index="ingredient", cited=cited)
+
+
+def renal_rules(table: str, cited: bool = False) -> TableSpec:
+    fields: dict[str, Read] = {
+        "measure": choice("measure", ("crcl", "egfr")),
+        "weight": choice("weight", ("actual", "adjusted"), default="actual"),
+        "min_value": optional_number("min_value"),
+        "max_value": optional_number("max_value"),
+        "max_daily": optional_number("max_daily"),
+        "unit": lowered("unit"),
+        "route": lowered("route"),
+    }
+    return TableSpec(table, RenalRule, "renal", fields, expand="drug", index="ingredient", cited=cited)
+
+
+def dose_limits(table: str, cited: bool = False) -> TableSpec:
+    fields: dict[str, Read] = {
+        "route": lowered("route", "*"),
+        "max_daily": number("max_daily"),
+        "unit": lowered("unit"),
+    }
+    return TableSpec(table, DoseLimit, "dose_limits", fields, expand="ingredient", index="ingredient", cited=cited)
+
+
+def pair_dose_limits(table: str, cited: bool = False) -> TableSpec:
+    fields: dict[str, Read] = {
+        "partners": drug_set("partner"),
+        "max_daily": number("max_daily"),
+        "unit": lowered("unit"),
+        "route": lowered("route"),
+    }
+    return TableSpec(table, PairDoseLimit, "pair_dose_limits", fields, expand="drug", index="ingredient", cited=cited)
 
 
 def pharmacogenomic(table: str) -> TableSpec:
@@ -204,26 +344,44 @@ def pharmacogenomic(table: str) -> TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    # Interactions: when several tables cover a pair, the lowest precedence wins, then the higher severity.
-    interactions("interactions_curated", 0, "mtm curated table", (drugs("a"), drugs("b"))),
+    # Interactions: when several tables cover a pair, the lowest precedence wins, then the higher severity, then
+    # a label-cited row. Rows naming both drugs (curated, ONC high-priority, a label) come first; a curated or
+    # label row for a class or mechanism role (a strong CYP3A4 inhibitor, a QT-prolonging drug) next (+1, see
+    # broad_columns); then the third-party lists.
+    interactions("interactions_curated", 0, "mtm curated table", (drugs("a"), drugs("b")), broad_columns=("a", "b")),
     interactions(
         "onc_high_priority_pairs",
         0,
         "ONC high-priority list",
         (members(ONC_HIGH_MEMBERS, "object"), members(ONC_HIGH_MEMBERS, "precipitant")),
     ),
+    interactions("label_interactions", 0, "FDA label", (drugs("a"), drugs("b")), cited=True, broad_columns=("a", "b")),
     interactions(
         "onc_noninterruptive_pairs",
-        1,
+        2,
         "ONC non-interruptive list",
         (members(ONC_NONINTERRUPTIVE_MEMBERS, "object"), members(ONC_NONINTERRUPTIVE_MEMBERS, "precipitant")),
     ),
-    interactions("ndfrt_va_ddi_pairs", 2, "VA NDF-RT", (drugs("drug1_name"), drugs("drug2_name"))),
+    interactions("ndfrt_va_ddi_pairs", 3, "VA NDF-RT", (drugs("drug1_name"), drugs("drug2_name"))),
     TableSpec(
         "duplication",
         DuplicationRule,
         "duplication",
         {"class_a": class_name("class_a"), "class_b": class_name("class_b"), "same_route": flag("same_route")},
+    ),
+    # One agent at a time: a duplication rule per class, derived from the class table's membership.
+    TableSpec(
+        "class_duplication",
+        DuplicationRule,
+        "duplication",
+        {
+            "class_a": class_name("class"),
+            "class_b": class_name("class"),
+            "same_route": flag("same_route"),
+            "except_across": lambda names, row: tuple(
+                names.known_class(part.strip()) for part in _cell(row, "except_across").split(";") if part.strip()
+            ),
+        },
     ),
     TableSpec(
         "combinations",
@@ -238,14 +396,9 @@ TABLES: tuple[TableSpec, ...] = (
             "routes": items("route", str.lower),
         },
     ),
-    TableSpec(
-        "dose_limits",
-        DoseLimit,
-        "dose_limits",
-        {"route": lowered("route", "*"), "max_daily": number("max_daily"), "unit": lowered("unit")},
-        expand="ingredient",
-        index="ingredient",
-    ),
+    dose_limits("dose_limits"),
+    dose_limits("label_dose_limits", cited=True),
+    pair_dose_limits("label_pair_dose_limits", cited=True),
     TableSpec(
         "dose_schedule",
         DoseSchedule,
@@ -275,34 +428,33 @@ TABLES: tuple[TableSpec, ...] = (
         index="ingredient",
     ),
     TableSpec(
-        "renal",
-        RenalRule,
-        "renal",
+        "dose_plausibility",
+        PlausibilityRule,
+        "plausibility",
         {
-            "measure": choice("measure", ("crcl", "egfr")),
-            "weight": choice("weight", ("actual", "adjusted"), default="actual"),
-            "min_value": optional_number("min_value"),
-            "max_value": optional_number("max_value"),
-            "max_daily": optional_number("max_daily"),
-            "unit": lowered("unit"),
+            "check": choice("check", ("ratio_to_max", "unit_slip", "units_per_dose")),
+            "threshold": number("threshold"),
+            "window": optional_number("window"),
         },
-        expand="drug",
-        index="ingredient",
     ),
+    renal_rules("renal"),
+    renal_rules("label_renal", cited=True),
+    condition_rules("conditions"),
+    condition_rules("label_conditions", cited=True),
     TableSpec(
-        "conditions",
-        ConditionRule,
-        "conditions",
+        "omissions",
+        OmissionRule,
+        "omissions",
         {
             "condition": text("condition"),
-            "icd10_prefixes": items("icd10_prefixes", str.upper),
-            "snomed_codes": lambda names, row: frozenset(items("snomed_codes")(names, row)),  # type: ignore[arg-type]
-            "keywords": items("keywords", str.lower),
+            "codes": codes("value_set", inline=False),
             "include_resolved": flag("include_resolved"),
-            "route": lowered("route"),
+            "therapy": text("therapy"),
+            "therapy_ingredients": drug_set("therapy_drugs"),
+            "unless": codes("unless_value_set", inline=False),
+            "min_age": integer("min_age"),
+            "max_age": integer("max_age"),
         },
-        expand="drug",
-        index="ingredient",
     ),
     TableSpec(
         "allergy_rules",
@@ -310,6 +462,16 @@ TABLES: tuple[TableSpec, ...] = (
         "allergy_rules",
         {"allergen_class": class_name("allergen_class"), "drug_class": class_name("drug_class")},
         index="allergen_class",
+    ),
+    # A label's own hypersensitivity contraindication: the drug itself (`same_ingredient`) or a named class.
+    TableSpec(
+        "label_allergies",
+        AllergyRule,
+        "allergy_rules",
+        {"allergen_class": allergen("allergen_class"), "drug_class": constant(SAME_INGREDIENT)},
+        expand="drug",
+        index="allergen_class",
+        cited=True,
     ),
     TableSpec(
         "geriatric",

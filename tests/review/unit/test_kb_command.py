@@ -1,0 +1,54 @@
+"""`mtm kb coverage` (review's own command): the report, its JSON, and the exit code CI relies on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from mtm.review.cli import kb
+from mtm.review.knowledge import BUNDLED_DIRECTORY
+
+pytestmark = pytest.mark.unit
+
+
+def test_coverage_lists_every_top_drug_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kb(["coverage"]) == 0
+    out = capsys.readouterr().out
+    assert "label coverage of 300 most prescribed drugs" in out
+    assert "ZOCOR (simvastatin)" in out and "no label text staged" in out
+    assert "PROBLEM" not in out
+
+
+def test_coverage_json_names_rules_and_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kb(["coverage", "--json", "--drug", "warfarin"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [warfarin] = report["drugs"]
+    assert "lbl.warfarin.pregnancy" in warfarin["kinds"]["contraindication"]["rules"]
+    assert warfarin["kinds"]["max-dose"]["status"] == "accounted"
+
+
+def test_a_row_citing_no_section_fails_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "kb"
+    shutil.copytree(BUNDLED_DIRECTORY, site)
+    path = site / "label_renal.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["section"] = ""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert kb(["coverage", "--kb", str(site)]) == 1
+    assert "no section" in capsys.readouterr().out
+
+
+def test_the_command_is_registered_by_the_review_package() -> None:
+    [tool] = entry_points(group="mtm.tools", name="kb")
+    assert tool.dist is not None and tool.dist.name == "mtm-review"
+    [script] = entry_points(group="console_scripts", name="mtm-kb")
+    assert script.value == "mtm.review.cli:kb_main"
