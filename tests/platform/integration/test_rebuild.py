@@ -156,7 +156,8 @@ async def settled(apps: dict, nc=None) -> bool:
         js = nc.jetstream()
         for stream in ("DISCHARGE_INTAKE", PATIENT_EVENTS_STREAM):
             for consumer in await js.consumers_info(stream):
-                if consumer.num_pending or consumer.num_ack_pending:
+                durable = consumer.config.durable_name is not None
+                if durable and (consumer.num_pending or consumer.num_ack_pending):
                     return False
     for app in apps.values():
         conn = await asyncpg.connect(app.runtime.database_url)

@@ -142,6 +142,9 @@ class _LogReader:
             await asyncio.gather(self._ahead, return_exceptions=True)
         if self._sub is not None:
             with contextlib.suppress(Exception):
+                name = (await self._sub.consumer_info()).name
+                await self._js.delete_consumer(PATIENT_EVENTS_STREAM, name)
+            with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
 
