@@ -124,7 +124,8 @@ async def test_a_replica_that_loses_its_lease_session_stops_consuming_then_takes
         try:
             # What a network partition or a failover does to the session that holds the advisory locks.
             killed = await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND datname = current_database()",
                 "mtm-reconciliation-leases",
             )
         finally:
