@@ -79,3 +79,12 @@ def test_check_and_reconcile_are_the_services_own_commands_found_through_entry_p
     [reader] = entry_points(group="mtm.readers", name="discharge-bundle")
     assert reader.dist is not None and reader.dist.name == "mtm-reconciliation"
     assert "check" in mtm("--help").stdout
+
+
+def test_a_service_tool_with_its_own_arguments_runs_as_an_mtm_command() -> None:
+    """`mtm kb coverage` belongs to review (entry point group `mtm.tools`); the CLI only dispatches to it."""
+    found = mtm("kb", "coverage", "--drug", "atorvastatin")
+    assert found.returncode == 0, found.stderr
+    assert "atorvastatin" in found.stdout and "LIPITOR" in found.stdout
+    usage = mtm("kb")
+    assert usage.returncode == 2 and "coverage" in usage.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 from mtm.contracts.events import Reconciliation
 
 COMMANDS = "mtm.commands"
+TOOLS = "mtm.tools"
 READERS = "mtm.readers"
 BUNDLE_READER = "discharge-bundle"
 
@@ -41,14 +43,23 @@ def add_service_commands(sub: Any, taken: Iterable[str]) -> None:
     A service registers in its pyproject, speaking `mtm.contracts` only, as the services do over NATS:
     - group `mtm.commands`: name → a factory returning `Reconciliation -> dict` (its docstring is the help line);
       `mtm NAME FILE...` prints `{"source": FILE, **dict}` per file;
-    - group `mtm.readers`: `discharge-bundle` → `Path -> Reconciliation`, raising ValueError saying what and where.
+    - group `mtm.readers`: `discharge-bundle` → `Path -> Reconciliation`, raising ValueError saying what and where;
+    - group `mtm.tools`: name → `argv -> exit code`, a command with arguments of its own (`mtm kb coverage`).
     """
+    taken = set(taken)
     for name, entry in sorted(_registered(COMMANDS).items()):
         if name in taken:
             continue
+        taken.add(name)
         parser = sub.add_parser(name, help=_help(entry))
         parser.add_argument("files", nargs="+")
         parser.set_defaults(run=lambda args, entry=entry: run_service_command(entry, args.files))
+    for name, entry in sorted(_registered(TOOLS).items()):
+        if name in taken:
+            continue
+        parser = sub.add_parser(name, help=_help(entry), add_help=False)
+        parser.add_argument("argv", nargs=argparse.REMAINDER)
+        parser.set_defaults(run=lambda args, entry=entry: int(entry.load()(args.argv)))
 
 
 def _reader() -> Reader:
