@@ -11,11 +11,9 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-import nats
-
 from mtm.cli.identity import dev_issuer
 from mtm.cli.receiver import DemoReceiver
-from mtm.cli.tool import ToolError, request
+from mtm.cli.tool import ToolError, connect, request
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -32,6 +30,7 @@ from mtm.contracts.subjects import (
     PHYSICIAN_INBOX_PREFIX,
     event_filter,
 )
+from mtm.platform.connection import NatsClient
 
 PHARMACIST = Actor(user_id="ana", role="pharmacist", practitioner_id="rph-demo")
 STEP_TIMEOUT_S = 60.0
@@ -62,8 +61,10 @@ def fhir_discharge() -> tuple[bytes, str, str]:
     return payload, f"demo-bundle:{uuid.uuid4()}", patient
 
 
-async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.Queue[dict[str, Any]]) -> None:
-    nc = await nats.connect(url)
+async def run_demo(
+    client: NatsClient, say: Callable[[str], None], webhook_posts: asyncio.Queue[dict[str, Any]]
+) -> None:
+    nc = await connect(client)
     tasks: asyncio.Queue[ReviewTaskCreated] = asyncio.Queue()
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -100,7 +101,7 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
 
         issuer = dev_issuer()
         pharmacist = issuer.issue(PHARMACIST)
-        claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id), pharmacist)
+        claim = await request(client, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id), pharmacist)
         say(f"3. pharmacist {PHARMACIST.acting_as} claimed it: {claim.outcome}")
         first = data.discrepancies[0] if data.discrepancies else None
         recommendation = Recommendation(
@@ -112,7 +113,7 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
             priority="urgent",
         )
         done = await request(
-            url,
+            client,
             COMPLETE_REVIEW_TASK,
             CompleteReviewTask(task_id=data.task_id, note="Demo review", recommendations=(recommendation,)),
             pharmacist,
@@ -126,7 +127,7 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
 
         physician = issuer.issue(Actor(user_id="dr.demo", role="physician", practitioner_id=post["physician_id"]))
         answer = await request(
-            url,
+            client,
             ANSWER_REFERRAL,
             AnswerReferral(referral_id=uuid.UUID(post["referral_id"]), decision="accepted"),
             physician,
@@ -160,12 +161,12 @@ class DemoRun:
         if self._loop is not None and self._posts is not None:
             self._loop.call_soon_threadsafe(self._posts.put_nowait, json.loads(body))
 
-    async def run(self, url: str) -> int:
+    async def run(self, client: NatsClient) -> int:
         self._loop = asyncio.get_running_loop()
         self._posts = asyncio.Queue()
         self._say("running the demo flow (discharge → review task → referral → physician) ...")
         try:
-            await run_demo(url, self._say, self._posts)
+            await run_demo(client, self._say, self._posts)
         except (TimeoutError, ToolError) as exc:
             self._say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
             return 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mtm.cli import tool
 from mtm.cli.service_commands import ServiceCommandError, add_service_commands
-from mtm.cli.stack import nats_url
+from mtm.cli.stack import nats_client
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
@@ -66,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    for line in asyncio.run(tool.publish_discharges(nats_url(), [Path(p) for p in args.files])):
+    for line in asyncio.run(tool.publish_discharges(nats_client(), [Path(p) for p in args.files])):
         print(json.dumps(line))
     return 0
 
@@ -75,13 +75,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     files = sorted(Path(args.directory).glob("*.json"))
     if not files:
         raise tool.ToolError(f"{args.directory}: no Synthea bundles (*.json) found")
-    result = asyncio.run(tool.replay_synthea(nats_url(), files, args.limit))
+    result = asyncio.run(tool.replay_synthea(nats_client(), files, args.limit))
     print(json.dumps(result))
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
+    reply = asyncio.run(tool.request(nats_client(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
     if args.json or not reply.ok:
         return print_reply(reply)
     for task in reply.data or []:
@@ -110,12 +110,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     services = list(SERVICES) if args.all else [args.service]
     if not args.all and args.service not in SERVICES:
         raise tool.ToolError(f"no service named {args.service!r} (one of {', '.join(SERVICES)}, or --all)")
-    return asyncio.run(rebuild_services(nats_url(), services))
+    return asyncio.run(rebuild_services(nats_client(), services))
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
     command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
-    return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
+    return print_reply(asyncio.run(tool.request(nats_client(), CLAIM_REVIEW_TASK, command)))
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
@@ -129,12 +129,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
         note=args.note,
         recommendations=recommendations,
     )
-    return print_reply(asyncio.run(tool.request(nats_url(), COMPLETE_REVIEW_TASK, command)))
+    return print_reply(asyncio.run(tool.request(nats_client(), COMPLETE_REVIEW_TASK, command)))
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:
     query = ListReferrals(physician_id=args.physician, status=args.status)
-    return print_reply(asyncio.run(tool.request(nats_url(), LIST_REFERRALS, query)))
+    return print_reply(asyncio.run(tool.request(nats_client(), LIST_REFERRALS, query)))
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
@@ -143,12 +143,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
         decision=args.decision,
         note=args.note,
     )
-    return print_reply(asyncio.run(tool.request(nats_url(), ANSWER_REFERRAL, command)))
+    return print_reply(asyncio.run(tool.request(nats_client(), ANSWER_REFERRAL, command)))
 
 
 def cmd_medlist(args: argparse.Namespace) -> int:
     query = GetMedicationList(patient_id=args.patient, format="fhir" if args.fhir else "mtm")
-    return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
+    return print_reply(asyncio.run(tool.request(nats_client(), GET_MEDICATION_LIST, query)))
 
 
 def build_parser() -> argparse.ArgumentParser:

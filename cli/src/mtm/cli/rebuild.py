@@ -10,10 +10,11 @@ import nats
 from nats.aio.msg import Msg
 
 from mtm.cli.identity import current_token
-from mtm.cli.tool import ToolError
+from mtm.cli.tool import ToolError, connect
 from mtm.contracts import CommandReply
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.identity import bearer
+from mtm.platform.connection import NatsClient
 
 BAR_WIDTH = 30
 # A rebuild reports at least every half second while it runs; this long without a word means it is gone.
@@ -62,11 +63,11 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> R
         await sub.unsubscribe()
 
 
-async def rebuild_services(url: str, services: list[str], out: TextIO = sys.stdout) -> int:
+async def rebuild_services(client: NatsClient, services: list[str], out: TextIO = sys.stdout) -> int:
     token = current_token()
     if token is None:
         raise ToolError("not logged in: rebuilding needs an admin (mtm login NAME --role admin)")
-    nc = await nats.connect(url, connect_timeout=5)
+    nc = await connect(client)
     try:
         for service in services:
             await rebuild_one(nc, service, token, out)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from mtm.contracts import CommandReply, TransitionOfCareRecorded
 from mtm.contracts.identity import bearer
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
+from mtm.platform.connection import NatsClient
 
 REQUEST_TIMEOUT_S = 10.0
 
@@ -40,8 +41,22 @@ def discharge_message(path: Path) -> tuple[bytes, str]:
     return raw, str(event.id)
 
 
-async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]]:
-    nc = await nats.connect(url)
+async def connect(client: NatsClient) -> nats.NATS:
+    """The tool's connection; a refused login is something the person must fix, not a traceback."""
+    try:
+        return await client.connect(connect_timeout=5, allow_reconnect=False, error_cb=_quiet)
+    except nats.errors.Error as exc:
+        raise ToolError(f"cannot connect to NATS at {client.redacted()}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise ToolError(f"cannot connect to NATS at {client.redacted()}: is the stack up (mtm up)?") from exc
+
+
+async def _quiet(_: Exception) -> None:
+    """Errors reach the caller as exceptions; nats-py's default would print them with a traceback too."""
+
+
+async def publish_discharges(client: NatsClient, paths: list[Path]) -> list[dict[str, Any]]:
+    nc = await connect(client)
     try:
         js = nc.jetstream()
         published = []
@@ -54,14 +69,14 @@ async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]
         await nc.drain()
 
 
-async def request(url: str, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
+async def request(client: NatsClient, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
     """Send a command or query with the actor token (the saved `mtm login` one unless given) and read the reply."""
     from mtm.cli.identity import current_token
 
     token = token or current_token()
     if token is None:
         raise ToolError("not logged in: run `mtm login USER --role pharmacist|physician|admin` first")
-    nc = await nats.connect(url)
+    nc = await connect(client)
     try:
         reply = await nc.request(
             subject, command.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S, headers=bearer(token)
@@ -82,11 +97,11 @@ def parse_uuid(value: str, what: str) -> uuid.UUID:
         raise ToolError(f"{what}: {value!r} is not a UUID") from exc
 
 
-async def replay_synthea(url: str, files: list[Path], limit: int | None) -> dict[str, int]:
+async def replay_synthea(client: NatsClient, files: list[Path], limit: int | None) -> dict[str, int]:
     """Publish the Synthea population's transitions of care as FHIR bundles on the discharge intake."""
     from mtm.fhir.synthea import transitions_from_patient_bundle
 
-    nc = await nats.connect(url)
+    nc = await connect(client)
     published = duplicates = 0
     try:
         js = nc.jetstream()

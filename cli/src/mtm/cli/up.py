@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -15,20 +14,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from mtm.cli.identity import ensure_dev_keys
-from mtm.cli.stack import data_dir, stack_file
+from mtm.cli.stack import data_dir, stack_file, write_stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
 from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.devstack.lock import AlreadyRunning, DataDirLock
+from mtm.platform.connection import NatsClient
 from mtm.platform.status import wait_until_ready
+
+# The user the `mtm` commands (and `mtm up` itself, waiting for the services) connect as.
+TOOL_USER = "cli"
 
 READY_TIMEOUT_S = 120.0
 RESTART_DELAY_S = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
 Say = Callable[[str], None]
+
+
+def redact(url: str) -> str:
+    """A URL fit to print: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Interrupted(Exception):
@@ -129,26 +142,28 @@ class Stack:
         if missing:
             raise RuntimeError(f"services not installed: {', '.join(missing)} (uv sync --all-packages installs them)")
         assert self.infra is not None
-        env = {
+        common = {
             **os.environ,
-            "MTM_NATS_URL": self.infra.nats_url,
-            "MTM_DATABASE_URL": self.infra.database_url,
             # Services verify actor tokens with the local stack's key (`mtm login` signs with it).
             "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
             **extra_env,
         }
         for name in SERVICES:
+            # Each with its own NATS user and its own database role, and nobody else's.
+            env = {**common, **self.infra.service_env(name, database=f"mtm_{name}")}
             service = Supervised(name, env, self.base / "logs" / f"{name}.log", self.pid_file(name))
             self.services.append(service)
             service.start()
-        stack_file().write_text(json.dumps({"nats_url": self.infra.nats_url, "database_url": self.infra.database_url}))
+        write_stack_file(self.infra.nats_client(TOOL_USER))
 
     def describe(self) -> str:
         assert self.infra is not None
+        secured = "TLS, a user per service and tool" if self.infra.secured else "as configured"
         lines = [
-            f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin})",
-            f"Postgres  {self.infra.database_url}  ({self.infra.database_origin}; one database per service: "
+            f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin}; {secured})",
+            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service: "
             + ", ".join(f"mtm_{s}" for s in SERVICES)
+            + (", each owned by its own role" if self.infra.secured else "")
             + ")",
         ]
         for service in self.services:
@@ -188,7 +203,7 @@ def up(
     say: Say,
     *,
     extra_env: dict[str, str] | None = None,
-    demo: Callable[[str], Awaitable[int]] | None = None,
+    demo: Callable[[NatsClient], Awaitable[int]] | None = None,
     exit_after_demo: bool = False,
 ) -> int:
     """Run the stack until a stop signal (or until the demo is done, with `exit_after_demo`); the exit code."""
@@ -217,12 +232,13 @@ def up(
                 signals.check()
                 stack.supervise_once(say)
 
-            ready = wait_until_ready(infra.nats_url, timeout_s=READY_TIMEOUT_S, check=tend)
+            tool = infra.nats_client(TOOL_USER)
+            ready = wait_until_ready(tool, timeout_s=READY_TIMEOUT_S, check=tend)
             loop.run_until_complete(signals.unless_stopped(ready))
             say(f"all {len(SERVICES)} services are up.")
             announced = True
             if demo is not None:
-                status = loop.run_until_complete(signals.unless_stopped(demo(infra.nats_url)))
+                status = loop.run_until_complete(signals.unless_stopped(demo(tool)))
                 if exit_after_demo:
                     return status
             say("stack is up; Ctrl-C stops everything.")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from faststream import AckPolicy, FastStream
@@ -29,6 +30,7 @@ from mtm.contracts.admin import (
 )
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
+from mtm.platform.access import group_durable_name, rebuild_reader_name
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
@@ -226,6 +228,7 @@ class ServiceRuntime:
         return Rebuilder(
             database_url=self.database_url,
             js=self.jetstream,
+            reader=rebuild_reader_name(self.name),
             projection=self.definition.handlers.projection,
             scopes=self.definition.projection_scopes,
             registry=self.definition.registry,
@@ -271,7 +274,7 @@ class ServiceRuntime:
                 ),
             )
         self.serving = True
-        log.info("service started", database=self.database_url.rsplit("/", 1)[-1])
+        log.info("service started", database=urlsplit(self.database_url).path.lstrip("/"))
 
     def _supervised(self, name: str, run: Callable[[TaskHealth], Awaitable[None]]) -> None:
         """A background task restarted after any failure; its health counts toward the service's readiness."""
@@ -423,7 +426,7 @@ def groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
 
 def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
     """The server-side durable of one group; a single group keeps the consumer's own name."""
-    return consumer.durable if groups == 1 else f"{consumer.durable}-g{group}of{groups}"
+    return group_durable_name(consumer.durable, group, groups)
 
 
 async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
@@ -558,7 +561,7 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
     """The one composition root of a service process."""
     configure_logging(definition.name, settings.log_level, settings.log_format)
     broker = NatsBroker(
-        settings.nats_url,
+        **settings.nats().broker_options(),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -82,7 +83,12 @@ def dead_letter_stream(service: str) -> StreamSpec:
 
 
 async def declare_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float) -> None:
-    """Create the stream, or bring an existing one to the owner's configuration."""
+    """Create the stream, or bring an existing one to the owner's configuration where the owner may.
+
+    A service's NATS user may create the streams it owns but not update them: a changed configuration (replicas,
+    the deduplication window) is an admin's to apply, since an update can also shrink what a stream keeps. The
+    service then runs on the stream as it is and says so in its log.
+    """
     config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s)
     try:
         await js.add_stream(config)
@@ -90,7 +96,16 @@ async def declare_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: in
     except BadRequestError as exc:
         if exc.err_code != 10058:  # stream name already in use with a different configuration
             raise
-        await js.update_stream(config)
+        try:
+            await js.update_stream(config)
+        except (TimeoutError, nats_errors.TimeoutError):
+            # A refused request gets no reply: the server drops it and reports a permissions violation.
+            log.warning(
+                "stream configuration differs and was not updated (an admin applies stream changes)",
+                stream=spec.name,
+                reason_code="update-refused",
+            )
+            return
         log.info("stream updated", stream=spec.name)
 
 

@@ -1,0 +1,387 @@
+"""Least privilege on NATS: one user per service, tool and integrator, each allowed only the subjects it needs.
+
+The tables below are the README's event → producer table in force: a service may append to the patient log only
+the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
+for the streams it owns and the durable consumers it keeps. Nobody but `admin` may delete or purge a stream,
+update one, or touch another's consumers. Every client's replies arrive on an inbox of its own
+(`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. Integrators (a hospital, a
+pharmacy) live in accounts of their own and reach mtm's account only through the one intake subject it exports
+to them.
+
+`nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
+(`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
+`mtm up` runs the embedded server with it, `deploy/nats/nats.conf` is it for compose
+(`python -m mtm.platform.access deploy/nats/nats.conf` writes it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtm.contracts import (
+    EventEnvelope,
+    MedicationsReconciled,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationRetryScheduled,
+    ReferralAnswered,
+    ReferralRequested,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReviewTaskCreated,
+    TransitionOfCareRecorded,
+)
+from mtm.contracts.admin import rebuild_subject, status_subject
+from mtm.contracts.dead_letter import dead_letter_bucket
+from mtm.contracts.subjects import (
+    DEAD_LETTER_PREFIX,
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    PATIENT_EVENTS_PREFIX,
+    PATIENT_EVENTS_STREAM,
+    PATIENT_PARTITIONS,
+    PHYSICIAN_INBOX_PREFIX,
+    PHYSICIAN_INBOX_STREAM,
+    dead_letter_stream,
+    event_filter,
+)
+
+ADMIN = "admin"
+MTM_ACCOUNT = "MTM"
+JS_API = "$JS.API"
+INBOX_ROOT = "_INBOX"
+# How many groups of patient partitions a consumer may be split into (`MTM_CONSUMER_GROUPS`).
+GROUP_COUNTS = tuple(n for n in range(2, PATIENT_PARTITIONS + 1) if PATIENT_PARTITIONS % n == 0)
+
+
+def inbox_prefix(user: str | None) -> str:
+    """Where a user's replies arrive; users other than admin may subscribe to their own only."""
+    return f"{INBOX_ROOT}.{user}" if user else INBOX_ROOT
+
+
+def group_durable_name(durable: str, group: int, groups: int) -> str:
+    """The server-side durable of one group of patient partitions; a single group keeps the consumer's name."""
+    return durable if groups == 1 else f"{durable}-g{group}of{groups}"
+
+
+def rebuild_reader_name(service: str) -> str:
+    """The consumer a rebuild reads the log with: one name per service (one rebuild at a time holds its lock)."""
+    return f"{service}-rebuild"
+
+
+def password_variable(user: str) -> str:
+    """The environment variable the server configuration takes a user's password from.
+
+    nats-server parses a variable's value as configuration: give the password as a quoted string (`"s3cret"`),
+    or one that starts with a letter and has only letters, digits and `_`.
+    """
+    return "MTM_NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable consumer a service keeps; a partitioned one may be split into groups (`<name>-g<g>of<N>`)."""
+
+    stream: str
+    name: str
+    partitioned: bool = True
+
+    def names(self) -> tuple[str, ...]:
+        if not self.partitioned:
+            return (self.name,)
+        groups = ((g, n) for n in GROUP_COUNTS for g in range(n))
+        return (self.name, *(group_durable_name(self.name, g, n) for g, n in groups))
+
+
+@dataclass(frozen=True)
+class ServiceGrant:
+    """What one service may do: the events it appends, the streams it declares, the consumers it keeps."""
+
+    service: str
+    publishes: tuple[type[EventEnvelope], ...]
+    durables: tuple[Durable, ...]
+    owns: tuple[str, ...] = ()
+    """Streams it declares (besides its own dead letters): create and read, never update, delete or purge."""
+    sends: tuple[str, ...] = ()
+    """Other subjects it publishes on (notify: the physicians' inboxes)."""
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return dead_letter_stream(self.service)
+
+    @property
+    def bucket_stream(self) -> str:
+        return f"OBJ_{dead_letter_bucket(self.service)}"
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """Request subjects it answers: its commands and queries by the `mtm.cmd|query.<service>.…` convention,
+        its status and its rebuild."""
+        name = self.service
+        return (f"mtm.cmd.{name}.>", f"mtm.query.{name}.>", status_subject(name), rebuild_subject(name))
+
+    def permissions(self) -> dict[str, object]:
+        bucket = dead_letter_bucket(self.service)
+        streams = (*self.owns, self.dead_letter_stream, self.bucket_stream)
+        publish = [
+            *(event_filter(cls) for cls in self.publishes),
+            *self.sends,
+            f"{DEAD_LETTER_PREFIX}.{self.service}.>",
+            f"$O.{bucket}.>",
+            f"mtm.admin.{self.service}.rebuild.*.progress",
+            *(f"{JS_API}.STREAM.{verb}.{stream}" for stream in streams for verb in ("CREATE", "INFO")),
+            f"{JS_API}.STREAM.INFO.{PATIENT_EVENTS_STREAM}",
+            f"{JS_API}.DIRECT.GET.{PATIENT_EVENTS_STREAM}",
+            # The object store reads an object's metadata before it replaces it, and purges the replaced chunks.
+            f"{JS_API}.DIRECT.GET.{self.bucket_stream}.>",
+            f"{JS_API}.STREAM.MSG.GET.{self.bucket_stream}",
+            f"{JS_API}.STREAM.PURGE.{self.bucket_stream}",
+        ]
+        for durable in self.durables:
+            for name in durable.names():
+                publish += _consumer_subjects(durable.stream, name)
+        reader = rebuild_reader_name(self.service)
+        publish += [
+            *_consumer_subjects(PATIENT_EVENTS_STREAM, reader, acks=False),
+            f"{JS_API}.CONSUMER.DELETE.{PATIENT_EVENTS_STREAM}.{reader}",
+        ]
+        return {
+            "publish": {"allow": _unique(publish)},
+            "subscribe": {"allow": [f"{inbox_prefix(self.service)}.>", *self.answers]},
+            "allow_responses": True,
+        }
+
+
+def _consumer_subjects(stream: str, name: str, *, acks: bool = True) -> list[str]:
+    api = f"{JS_API}.CONSUMER"
+    found = [
+        f"{api}.CREATE.{stream}.{name}",
+        f"{api}.CREATE.{stream}.{name}.>",
+        f"{api}.INFO.{stream}.{name}",
+        f"{api}.MSG.NEXT.{stream}.{name}",
+    ]
+    return [*found, f"$JS.ACK.{stream}.{name}.>"] if acks else found
+
+
+@dataclass(frozen=True)
+class ToolGrant:
+    """A client people use (the CLI, the web app): sends commands and queries, watches the log."""
+
+    name: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    def permissions(self) -> dict[str, object]:
+        return {
+            "publish": {"allow": list(self.publish)},
+            "subscribe": {"allow": [f"{inbox_prefix(self.name)}.>", *self.subscribe]},
+        }
+
+
+@dataclass(frozen=True)
+class Integrator:
+    """A hospital or pharmacy system: an account of its own, publishing on one intake subject and nothing else."""
+
+    name: str
+    intake: str
+
+    @property
+    def account(self) -> str:
+        return self.name.upper().replace("-", "_")
+
+    def permissions(self) -> dict[str, object]:
+        # Its own account holds nobody else's traffic, so the usual inbox is its alone.
+        return {"publish": {"allow": [self.intake]}, "subscribe": {"allow": [f"{INBOX_ROOT}.>"]}}
+
+
+SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
+    ServiceGrant(
+        "reconciliation",
+        publishes=(TransitionOfCareRecorded, MedicationsReconciled),
+        owns=(PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE_STREAM),
+        durables=(
+            Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
+            Durable(PATIENT_EVENTS_STREAM, "reconciliation-transition-of-care"),
+        ),
+    ),
+    ServiceGrant(
+        "review",
+        publishes=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
+        durables=(
+            Durable(PATIENT_EVENTS_STREAM, "review-medications-reconciled"),
+            Durable(PATIENT_EVENTS_STREAM, "review-projection"),
+        ),
+    ),
+    ServiceGrant(
+        "referral",
+        publishes=(ReferralRequested, ReferralAnswered),
+        durables=(
+            Durable(PATIENT_EVENTS_STREAM, "referral-review-task-completed"),
+            Durable(PATIENT_EVENTS_STREAM, "referral-projection"),
+        ),
+    ),
+    ServiceGrant(
+        "notify",
+        publishes=(NotificationRequested, NotificationRetryScheduled, NotificationDelivered, NotificationFailed),
+        owns=(PHYSICIAN_INBOX_STREAM,),
+        durables=(Durable(PATIENT_EVENTS_STREAM, "notify-referral-requested"),),
+        sends=(f"{PHYSICIAN_INBOX_PREFIX}.>",),
+    ),
+)
+
+_REQUESTS = ("mtm.cmd.>", "mtm.query.>")
+TOOL_GRANTS: tuple[ToolGrant, ...] = (
+    # The mtm command: a pharmacist's and physician's tool, the local stack's operator, and (for the demo and
+    # replays) a hospital on the discharge intake.
+    ToolGrant(
+        "cli",
+        publish=(*_REQUESTS, status_subject("*"), rebuild_subject("*"), DISCHARGE_INTAKE_SUBJECT),
+        subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>", "mtm.admin.*.rebuild.*.progress"),
+    ),
+    # The web app: people's commands and queries, live updates from the log.
+    ToolGrant("web", publish=_REQUESTS, subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>")),
+)
+
+# One line per integrator: its name (user and account) and the one intake subject it may publish on.
+INTEGRATORS: tuple[Integrator, ...] = (
+    Integrator("hospital", DISCHARGE_INTAKE_SUBJECT),
+    Integrator("pharmacy", "mtm.intake.fill.v1"),  # the pharmacy fills intake (FILL_INTAKE_SUBJECT, issue 9A)
+)
+
+
+@dataclass(frozen=True)
+class AccessTable:
+    """Everyone who may connect, and what each may do."""
+
+    services: tuple[ServiceGrant, ...] = SERVICE_GRANTS
+    tools: tuple[ToolGrant, ...] = TOOL_GRANTS
+    integrators: tuple[Integrator, ...] = INTEGRATORS
+    admins: tuple[str, ...] = field(default=(ADMIN,))
+
+    def users(self) -> tuple[str, ...]:
+        return (
+            *(g.service for g in self.services),
+            *(t.name for t in self.tools),
+            *(i.name for i in self.integrators),
+            *self.admins,
+        )
+
+    def service(self, name: str) -> ServiceGrant:
+        return next(g for g in self.services if g.service == name)
+
+
+ACCESS = AccessTable()
+
+
+def _user(name: str, permissions: dict[str, object] | None) -> dict[str, object]:
+    entry: dict[str, object] = {"user": name, "password": f"${password_variable(name)}"}
+    if permissions is not None:
+        entry["permissions"] = permissions
+    return entry
+
+
+def nats_accounts(table: AccessTable = ACCESS) -> str:
+    """The `accounts` block: mtm's account (services, tools, admins) and one account per integrator."""
+    mtm_users = [
+        *(_user(g.service, g.permissions()) for g in table.services),
+        *(_user(t.name, t.permissions()) for t in table.tools),
+        *(_user(name, None) for name in table.admins),
+    ]
+    accounts: dict[str, object] = {
+        MTM_ACCOUNT: {
+            "jetstream": "enabled",
+            "users": mtm_users,
+            "exports": [{"service": i.intake, "accounts": [i.account]} for i in table.integrators],
+        }
+    }
+    for integrator in table.integrators:
+        accounts[integrator.account] = {
+            "users": [_user(integrator.name, integrator.permissions())],
+            "imports": [{"service": {"account": MTM_ACCOUNT, "subject": integrator.intake}}],
+        }
+    return "accounts " + _render(accounts)
+
+
+def _render(value: object, indent: int = 0) -> str:
+    """NATS configuration syntax: maps and lists; strings quoted, except `$VARIABLE` references and `enabled`."""
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        body = "".join(f"{pad}{key}: {_render(item, indent + 1)}\n" for key, item in value.items())
+        return "{\n" + body + "  " * indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        body = "".join(f"{pad}{_render(item, indent + 1)}\n" for item in value)
+        return "[\n" + body + "  " * indent + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and (value == "enabled" or (value.startswith("$") and value[1:].isidentifier())):
+        return value
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+    verify: bool = False
+    """Require client certificates signed by `ca_file` (mutual TLS) besides the passwords."""
+
+
+def nats_server_config(
+    *,
+    host: str,
+    port: int,
+    server_name: str,
+    store_dir: str,
+    tls: ServerTLS | None,
+    table: AccessTable = ACCESS,
+) -> str:
+    """A whole nats-server configuration: JetStream, TLS for every client when given, the accounts."""
+    lines = [
+        "# Generated by mtm (mtm.platform.access); passwords come from the environment ($MTM_NATS_PASSWORD_<USER>).",
+        f"host: {json.dumps(host)}",
+        f"port: {port}",
+        f"server_name: {json.dumps(server_name)}",
+        f"jetstream {{ store_dir: {json.dumps(store_dir)} }}",
+    ]
+    if tls is not None:
+        block: dict[str, object] = {"cert_file": tls.cert_file, "key_file": tls.key_file, "timeout": 5}
+        if tls.ca_file is not None:
+            block["ca_file"] = tls.ca_file
+        if tls.verify:
+            block["verify"] = True
+        lines.append("tls " + _render(block))
+    lines.append(nats_accounts(table))
+    return "\n".join(lines) + "\n"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the compose deployment's configuration (container paths; TLS files mounted at /etc/mtm/tls)."""
+    args = sys.argv[1:] if argv is None else argv
+    text = nats_server_config(
+        host="0.0.0.0",
+        port=4222,
+        server_name="mtm-nats-1",
+        store_dir="/data",
+        tls=ServerTLS(cert_file="/etc/mtm/tls/nats.pem", key_file="/etc/mtm/tls/nats.key"),
+    )
+    if args:
+        Path(args[0]).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
