@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from bench.harness import (
     OTHER_PROCESSES,
     Encoded,
@@ -92,14 +90,14 @@ async def run(
 ) -> dict[str, Any]:
     """Review tasks per second with all four services under a bounded backlog, plus their RSS and the CPU split."""
     backlog = max_backlog or 8 * batch_size()
-    async with servers.nats("e2e") as nats_url:
-        fleet = ServiceFleet(nats_url, servers, "e2e", log_dir)
+    async with servers.nats("e2e") as phase:
+        fleet = ServiceFleet(phase, servers, "e2e", log_dir)
         progress("starting services", 0.0)
         started = time.monotonic()
         async with running_fleet(fleet):
             sampler = ResourceSampler(fleet.pids(), servers.server_pids())
             sampler.start()
-            nc = await nats.connect(nats_url)
+            nc = await phase.nats_client().connect()
             stop = asyncio.Event()
             stats = {"published": 0}
             tasks = EventCounter()
@@ -185,8 +183,8 @@ async def run_projection(
     from mtm.platform.streams import PATIENT_EVENTS, declare_stream
 
     total = len(messages)
-    async with servers.nats("projection") as nats_url:
-        nc = await nats.connect(nats_url)
+    async with servers.nats("projection") as phase:
+        nc = await phase.nats_client().connect()
         try:
             js = nc.jetstream()
             # Declared exactly as its owner, the reconciliation service, declares it.
@@ -194,7 +192,7 @@ async def run_projection(
             await publish_windowed(js, messages, lambda sent: progress("pre-publishing", 0.2 * sent / total))
             reconciled = EventCounter()
             await reconciled.subscribe(nc, MedicationsReconciled)
-            fleet = ServiceFleet(nats_url, servers, "projection", log_dir, services=("reconciliation",))
+            fleet = ServiceFleet(phase, servers, "projection", log_dir, services=("reconciliation",))
             async with running_fleet(fleet, ready=False):
                 first_process = next(iter(fleet.processes))
                 started = await fleet.wait_for_log(first_process, "service started")

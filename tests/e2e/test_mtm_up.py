@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import psutil
 import pytest
 from support.jetstream import wait_for
@@ -23,6 +22,7 @@ from support.services import native_discharge, new_patient_id
 
 from mtm.contracts import ReviewTaskCreated
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter
+from mtm.platform.connection import NatsClient
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 240.0
@@ -97,6 +97,10 @@ def stack_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def is_tls_front(process: psutil.Process) -> bool:
+    return "mtm.devstack.pgtls" in process.cmdline()
+
+
 def nats_servers(data_dir: Path) -> list[psutil.Process]:
     return [p for p in stack_processes(data_dir) if p.name() == "nats-server"]
 
@@ -121,8 +125,8 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def a_discharge_flows_to_a_review_task(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
+async def a_discharge_flows_to_a_review_task(client: NatsClient) -> None:
+    nc = await client.connect()
     try:
         patient = new_patient_id()
         tasks: list[ReviewTaskCreated] = []
@@ -143,7 +147,8 @@ async def a_discharge_flows_to_a_review_task(nats_url: str) -> None:
 def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir: Path) -> None:
     first = MtmUp(data_dir).start()
     first.wait_for_line("stack is up")
-    first_services = [p for p in first.descendants() if p.name() != "nats-server"]
+    # Its Postgres (and the Postgres's TLS front) the next one adopts; its NATS server and services it replaces.
+    first_services = [p for p in first.descendants() if p.name() != "nats-server" and not is_tls_front(p)]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     # What a killed `mtm up` leaves: its NATS server and its services keep running.
@@ -163,7 +168,8 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         assert f"pid {second.pid}" in third.stderr and "is running" in third.stderr
 
         stack = json.loads((data_dir / "stack.json").read_text())
-        asyncio.run(a_discharge_flows_to_a_review_task(stack["nats_url"]))
+        # As the `mtm` commands do: the stack's CLI user, over TLS verified against the stack's CA.
+        asyncio.run(a_discharge_flows_to_a_review_task(NatsClient.model_validate(stack["nats"])))
     finally:
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()

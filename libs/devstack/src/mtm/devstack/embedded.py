@@ -203,7 +203,7 @@ class EmbeddedPostgres:
         return self.data_dir / "sock"
 
     @property
-    def _front_pid_file(self) -> Path:
+    def tls_front_pid_file(self) -> Path:
         return self.data_dir / "tls-front.pid"
 
     @property
@@ -310,10 +310,10 @@ class EmbeddedPostgres:
 
     def _start_tls_front(self, timeout_s: float) -> None:
         """The TCP port: TLS with the stack's certificate in front of Postgres's socket (see `mtm.devstack.pgtls`)."""
-        entry = processes.read(self._front_pid_file)
+        entry = processes.read(self.tls_front_pid_file)
         if entry is not None and processes.running(entry) is not None and entry.extra.get("port") == self.port:
             return
-        processes.stop_leftover(self._front_pid_file)
+        processes.stop_leftover(self.tls_front_pid_file)
         certificate = self.security.server_certificate("postgres")
         log_file = open(self.data_dir / "tls-front.log", "ab")
         process = subprocess.Popen(
@@ -332,7 +332,7 @@ class EmbeddedPostgres:
             start_new_session=True,
         )
         log_file.close()
-        processes.record(self._front_pid_file, process.pid, port=self.port)
+        processes.record(self.tls_front_pid_file, process.pid, port=self.port)
         _wait_for_port(self.port, timeout_s=timeout_s, process=process)
 
     def start(self, *, timeout_s: float = 60.0) -> EmbeddedPostgres:
@@ -383,7 +383,7 @@ class EmbeddedPostgres:
         return self
 
     def stop(self) -> None:
-        processes.stop_leftover(self._front_pid_file)
+        processes.stop_leftover(self.tls_front_pid_file)
         if self.running_port() is None:
             return
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop")

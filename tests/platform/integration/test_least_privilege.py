@@ -1,0 +1,355 @@
+"""Least privilege, proven on the secured stack's real servers: each thing a user may not do is refused.
+
+The embedded NATS runs the access table's users (`mtm.platform.access`), TLS only; the embedded Postgres takes TLS
+and SCRAM passwords only, and each service's role owns only its databases. Every refusal is checked beside the
+same action done by someone who may do it, so a test cannot pass because nothing works at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig
+from pydantic import SecretStr
+from support.events import new_patient_id, review_task_completed
+from support.jetstream import stream_messages, wait_for
+from support.services import native_discharge
+from support.webhook import WebhookReceiver, serve
+
+from mtm.contracts import ReferralRequested, ReviewTaskCompleted, TransitionOfCareRecorded
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    PATIENT_EVENTS_STREAM,
+    event_filter,
+    event_subject,
+)
+from mtm.devstack.infra import Infrastructure, resolve_infrastructure
+from mtm.devstack.tls import LocalCA
+from mtm.platform.settings import ServiceSettings
+from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
+
+pytestmark = pytest.mark.integration
+# A refused publish gets no reply (the server drops it and tells the client): this long shows it got none.
+REFUSED_WITHIN_S = 1.0
+WEBHOOK_SECRET = "test-secret-not-for-production"
+
+
+@pytest.fixture(scope="module")
+def secured(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
+    """The tests' servers when they are the secured embedded ones, else secured servers of this module's own."""
+    if infra.secured:
+        yield infra
+        return
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MTM_NATS_URL", raising=False)
+        env.delenv("MTM_DATABASE_URL", raising=False)
+        private = resolve_infrastructure(tmp_path_factory.mktemp("secured"), use_containers=False)
+    try:
+        yield private
+    finally:
+        private.stop()
+
+
+class Connection:
+    """A connection as one user that keeps what the server said it refused."""
+
+    def __init__(self, nc: Client, refusals: list[str]) -> None:
+        self.nc = nc
+        self.refusals = refusals
+
+    @classmethod
+    async def open(cls, servers: Infrastructure, user: str) -> Connection:
+        refusals: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            refusals.append(str(exc))
+
+        nc = await servers.nats_client(user).connect(error_cb=on_error, allow_reconnect=False)
+        return cls(nc, refusals)
+
+    async def refused(self, verb: str, subject: str) -> bool:
+        """Whether the server reported refusing `verb` ("publish" or "subscription") on `subject`."""
+        wanted = f'permissions violation for {verb} to "{subject.lower()}'
+        await wait_for(lambda: any(wanted in said for said in self.refusals), timeout_s=5)
+        return True
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+@pytest.fixture
+async def admin(secured: Infrastructure) -> AsyncIterator[Client]:
+    """The admin's connection, with every stream of earlier tests gone and the log and intake declared."""
+    nc = await secured.nats_client().connect()
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        await js.delete_stream(info.config.name)
+    window = ServiceSettings.model_fields["duplicate_window_s"].default
+    for spec in (PATIENT_EVENTS, DISCHARGE_INTAKE):
+        await declare_stream(js, spec, replicas=1, duplicate_window_s=window)
+    yield nc
+    await nc.drain()
+
+
+# --- who may connect at all ------------------------------------------------------------------------------------
+
+
+async def test_an_anonymous_client_and_a_wrong_password_are_refused(secured: Infrastructure) -> None:
+    client = secured.nats_client("review")
+    anonymous = client.model_copy(update={"user": None, "password": None})
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await anonymous.connect(allow_reconnect=False, connect_timeout=5)
+    impostor = client.model_copy(update={"password": SecretStr("guessed")})
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await impostor.connect(allow_reconnect=False, connect_timeout=5)
+    rightful = await client.connect(allow_reconnect=False)
+    assert rightful.is_connected
+    await rightful.close()
+
+
+async def test_a_plaintext_nats_client_is_refused_by_the_tls_only_server(secured: Infrastructure) -> None:
+    """A client that speaks the protocol in the clear, with a valid user and password, gets nowhere."""
+    url = urlsplit(secured.nats_url)
+    client = secured.nats_client("cli")
+    assert client.password is not None
+    connect = {"user": "cli", "pass": client.password.get_secret_value(), "verbose": False, "protocol": 1}
+
+    def speak_plaintext() -> bytes:
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            info = sock.recv(4096)
+            assert info.startswith(b"INFO ") and json.loads(info[5:])["tls_required"] is True
+            sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):  # the server closes the connection
+                answer += chunk
+            return answer
+
+    answer = await asyncio.to_thread(speak_plaintext)
+    assert b"PONG" not in answer
+    assert b"TLS Required" in answer or answer == b""
+
+
+async def test_a_client_verifies_the_servers_certificates_against_the_stacks_ca(
+    secured: Infrastructure, tmp_path: Path
+) -> None:
+    """The same user and password, but trusting another CA: neither server is taken for the real one."""
+    other_ca = str(LocalCA(tmp_path / "other-ca").ensure().cert_file)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await (
+            secured.nats_client("cli")
+            .model_copy(update={"tls_ca": other_ca})
+            .connect(allow_reconnect=False, connect_timeout=5)
+        )
+    url = secured.service_database("review", f"t_review_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncpg.connect(url.replace(urlsplit(url).query, f"sslmode=verify-full&sslrootcert={other_ca}"))
+
+
+# --- who may publish what ----------------------------------------------------------------------------------
+
+
+async def test_a_hospital_publishes_on_the_intake_and_nowhere_else(secured: Infrastructure, admin: Client) -> None:
+    hospital = await Connection.open(secured, "hospital")
+    try:
+        discharge = native_discharge(new_patient_id())
+        ack = await hospital.nc.jetstream().publish(
+            DISCHARGE_INTAKE_SUBJECT, discharge.model_dump_json().encode(), headers={"Nats-Msg-Id": str(discharge.id)}
+        )
+        assert ack.stream == DISCHARGE_INTAKE_STREAM
+
+        # Straight onto the patient log, as if reconciliation had validated it.
+        subject = event_subject(discharge)
+        with pytest.raises(nats.errors.TimeoutError):
+            await hospital.nc.jetstream().publish(
+                subject, discharge.model_dump_json().encode(), timeout=REFUSED_WITHIN_S
+            )
+        assert await hospital.refused("publish", subject)
+        # Nor may it read anyone's PHI: the log's subjects, or the admin's replies.
+        await hospital.nc.subscribe(event_filter(TransitionOfCareRecorded))
+        assert await hospital.refused("subscription", event_filter(TransitionOfCareRecorded))
+    finally:
+        await hospital.close()
+    assert await stream_messages(admin, PATIENT_EVENTS_STREAM) == []
+
+
+async def test_only_review_may_publish_review_events_and_no_tool_may_read_another_users_replies(
+    secured: Infrastructure, admin: Client
+) -> None:
+    forged = review_task_completed(new_patient_id())
+    subject = event_subject(forged)
+    for user in ("referral", "reconciliation", "notify", "cli", "web"):
+        forger = await Connection.open(secured, user)
+        try:
+            with pytest.raises(nats.errors.TimeoutError):
+                await forger.nc.jetstream().publish(
+                    subject, forged.model_dump_json().encode(), timeout=REFUSED_WITHIN_S
+                )
+            assert await forger.refused("publish", subject)
+        finally:
+            await forger.close()
+
+    snoop = await Connection.open(secured, "web")
+    try:
+        for inbox in ("_INBOX.>", "_INBOX.review.>", "_INBOX.cli.>"):
+            await snoop.nc.subscribe(inbox)
+            assert await snoop.refused("subscription", inbox)
+    finally:
+        await snoop.close()
+    assert await stream_messages(admin, PATIENT_EVENTS_STREAM) == []
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    yield from serve(WebhookReceiver())
+
+
+async def test_a_forged_review_task_completed_is_refused_and_never_acted_on(
+    secured: Infrastructure, admin: Client, settings_for, run_service, receiver: WebhookReceiver
+) -> None:
+    """What an anonymous client did before: a forged completion that made notify send a correctly signed webhook
+    ("double the insulin dose") to a physician of its choosing. Referral and notify run as themselves; the same
+    kind of event, published by review, flows through both of them, and the forged one never does."""
+    from mtm.notify.bootstrap import create_app as notify_app
+    from mtm.notify.settings import NotifySettings
+    from mtm.referral.bootstrap import ReferralSettings
+    from mtm.referral.bootstrap import create_app as referral_app
+
+    forged = review_task_completed(new_patient_id(), physician="dr-mallory")
+    forged = forged.model_copy(
+        update={
+            "data": forged.data.model_copy(
+                update={
+                    "recommendations": tuple(
+                        r.model_copy(update={"text": "Double the insulin dose"}) for r in forged.data.recommendations
+                    )
+                }
+            )
+        }
+    )
+    genuine = review_task_completed(new_patient_id(), physician="dr-house")
+    notify_settings = settings_for(
+        NotifySettings,
+        on=secured,
+        notify_webhook_url=receiver.url,
+        notify_webhook_secret=WEBHOOK_SECRET,
+        notify_backoff_base_s=0.05,
+        notify_poll_s=0.05,
+    )
+    async with (
+        run_service(referral_app(settings_for(ReferralSettings, on=secured))),
+        run_service(notify_app(notify_settings)),
+    ):
+        for user in ("notify", "web"):
+            forger = await Connection.open(secured, user)
+            try:
+                with pytest.raises(nats.errors.TimeoutError):
+                    await forger.nc.jetstream().publish(
+                        event_subject(forged), forged.model_dump_json().encode(), timeout=REFUSED_WITHIN_S
+                    )
+                assert await forger.refused("publish", event_subject(forged))
+            finally:
+                await forger.close()
+        review = await Connection.open(secured, "review")
+        try:
+            await review.nc.jetstream().publish(
+                event_subject(genuine), genuine.model_dump_json().encode(), headers={"Nats-Msg-Id": str(genuine.id)}
+            )
+        finally:
+            await review.close()
+        await wait_for(lambda: [r for r in receiver.received if "dr-house" in r.path], timeout_s=30)
+
+    requested = [
+        ReferralRequested.model_validate_json(m.data)
+        for m in await stream_messages(admin, PATIENT_EVENTS_STREAM, event_filter(ReferralRequested))
+    ]
+    assert {r.patient_id for r in requested} == {genuine.patient_id}
+    assert not [r for r in receiver.received if "dr-mallory" in r.path]
+    completions = await stream_messages(admin, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCompleted))
+    assert [ReviewTaskCompleted.model_validate_json(m.data).id for m in completions] == [genuine.id]
+
+
+# --- who may change the streams and consumers ---------------------------------------------------------------
+
+
+async def test_no_service_may_delete_purge_or_reshape_the_log_or_touch_anothers_consumer(
+    secured: Infrastructure, admin: Client
+) -> None:
+    owner = await Connection.open(secured, "reconciliation")  # the service that declares PATIENT_EVENTS
+    try:
+        js = owner.nc.jetstream()
+        assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.name == PATIENT_EVENTS_STREAM
+        shrunk = PATIENT_EVENTS.config(replicas=1, duplicate_window_s=600).evolve(max_msgs=1)
+        attempts = (
+            ("$JS.API.STREAM.DELETE.PATIENT_EVENTS", lambda: js.delete_stream(PATIENT_EVENTS_STREAM)),
+            ("$JS.API.STREAM.PURGE.PATIENT_EVENTS", lambda: js.purge_stream(PATIENT_EVENTS_STREAM)),
+            ("$JS.API.STREAM.UPDATE.PATIENT_EVENTS", lambda: js.update_stream(shrunk)),
+        )
+        for subject, attempt in attempts:
+            with pytest.raises(nats.errors.TimeoutError):
+                await attempt()
+            assert await owner.refused("publish", subject)
+    finally:
+        await owner.close()
+
+    # Referral's durable, which a review user could otherwise re-point or drain.
+    intruder = await Connection.open(secured, "review")
+    try:
+        theirs = "referral-review-task-completed"
+        with pytest.raises(nats.errors.TimeoutError):
+            await intruder.nc.jetstream().add_consumer(
+                PATIENT_EVENTS_STREAM, ConsumerConfig(name=theirs, durable_name=theirs, filter_subject="mtm.>")
+            )
+        assert await intruder.refused("publish", f"$JS.API.CONSUMER.CREATE.{PATIENT_EVENTS_STREAM}.{theirs}")
+    finally:
+        await intruder.close()
+
+    info = await admin.jetstream().stream_info(PATIENT_EVENTS_STREAM)
+    assert info.config.deny_delete and info.config.max_msgs == -1
+    assert [c.name for c in await admin.jetstream().consumers_info(PATIENT_EVENTS_STREAM)] == []
+
+
+# --- Postgres ----------------------------------------------------------------------------------------------
+
+
+async def test_a_service_role_reaches_its_own_database_only(secured: Infrastructure) -> None:
+    run = uuid.uuid4().hex[:8]
+    review_url = secured.service_database("review", f"t_review_{run}")
+    referral_url = secured.service_database("referral", f"t_referral_{run}")
+    own = await asyncpg.connect(review_url)
+    try:
+        assert await own.fetchval("SELECT current_user") == "mtm_review"
+        assert not await own.fetchval("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
+    finally:
+        await own.close()
+    # Review's role and password, referral's database.
+    review_on_referral = review_url.replace(f"/t_review_{run}?", f"/t_referral_{run}?")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
+        await asyncpg.connect(review_on_referral)
+    # Nor with referral's role and a guessed password.
+    guessed = referral_url.replace(f":{urlsplit(referral_url).password}@", ":guessed@")
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(guessed)
+
+
+async def test_a_plaintext_postgres_connection_is_refused(secured: Infrastructure) -> None:
+    url = secured.service_database("review", f"t_review_{uuid.uuid4().hex[:8]}")
+    plaintext = url.replace(urlsplit(url).query, "sslmode=disable")
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="TLS"):
+        await asyncpg.connect(plaintext)
+    conn = await asyncpg.connect(url)  # the same user and password over TLS
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
