@@ -366,20 +366,25 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write the compose deployment's configuration (container paths; TLS files mounted at /etc/mtm/tls)."""
-    args = sys.argv[1:] if argv is None else argv
-    text = nats_server_config(
+def compose_nats_config() -> str:
+    """The compose deployment's configuration (`deploy/nats/nats.conf`): container paths, the certificate and key
+    mounted at /etc/mtm/tls, every password from the container's environment."""
+    return nats_server_config(
         host="0.0.0.0",
         port=4222,
         server_name="mtm-nats-1",
         store_dir="/data",
         tls=ServerTLS(cert_file="/etc/mtm/tls/nats.pem", key_file="/etc/mtm/tls/nats.key"),
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mtm.platform.access [FILE]`: write (or print) the compose deployment's NATS configuration."""
+    args = sys.argv[1:] if argv is None else argv
     if args:
-        Path(args[0]).write_text(text)
+        Path(args[0]).write_text(compose_nats_config())
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(compose_nats_config())
     return 0
 
 
