@@ -174,6 +174,18 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()
     assert stack_processes(data_dir) == [], [p.cmdline() for p in stack_processes(data_dir)]
+    assert_no_secret_was_written_out(data_dir, first.output() + second.output())
+
+
+def assert_no_secret_was_written_out(data_dir: Path, output: str) -> None:
+    """No generated password in what `mtm up` printed, nor in any log of its services and servers."""
+    generated = json.loads((data_dir / "embedded" / "security" / "secrets.json").read_text())
+    passwords = [password for kind in generated.values() for password in kind.values()]
+    assert len(passwords) >= 10
+    logs = [path for path in data_dir.rglob("*.log") if path.is_file()]
+    assert {path.name for path in logs} >= {"reconciliation.log", "nats-server.log", "postgres.log"}
+    for text in (output, *(path.read_text(errors="replace") for path in logs)):
+        assert not [p for p in passwords if p in text]
 
 
 @pytest.mark.parametrize(

@@ -353,3 +353,18 @@ async def test_a_plaintext_postgres_connection_is_refused(secured: Infrastructur
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+async def test_an_owner_that_may_not_update_its_stream_runs_on_it_as_it_is(
+    secured: Infrastructure, admin: Client, settings_for, run_service
+) -> None:
+    """A changed stream configuration is the admin's to apply: the owning service starts on the stream as it is."""
+    from mtm.platform.status import wait_until_ready
+    from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
+
+    js = admin.jetstream()
+    before = (await js.stream_info(PATIENT_EVENTS_STREAM)).config.duplicate_window
+    settings = settings_for(ReconciliationSettings, on=secured, duplicate_window_s=before / 2)
+    async with run_service(create_app(settings)):
+        await wait_until_ready(secured.nats_client("cli"), ["reconciliation"], timeout_s=30)
+    assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.duplicate_window == before
