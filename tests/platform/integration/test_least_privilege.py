@@ -368,3 +368,32 @@ async def test_an_owner_that_may_not_update_its_stream_runs_on_it_as_it_is(
     async with run_service(create_app(settings)):
         await wait_until_ready(secured.nats_client("cli"), ["reconciliation"], timeout_s=30)
     assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.duplicate_window == before
+
+
+async def test_a_database_an_older_mtm_made_as_the_superuser_is_handed_to_the_services_role(
+    secured: Infrastructure,
+) -> None:
+    """`mtm up` on a data directory from before roles: the service's tables become its role's, and only its."""
+    database = f"t_referral_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(secured.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    old = await asyncpg.connect(urlsplit(secured.database_url)._replace(path=f"/{database}").geturl())
+    try:
+        await old.execute("CREATE SCHEMA projection; CREATE TABLE projection.referrals (id bigserial PRIMARY KEY)")
+        await old.execute("CREATE TABLE public.outbox (id bigserial PRIMARY KEY)")
+    finally:
+        await old.close()
+
+    url = secured.service_database("referral", database)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("INSERT INTO projection.referrals DEFAULT VALUES; INSERT INTO public.outbox DEFAULT VALUES")
+        await conn.execute("DROP TABLE projection.referrals")  # only an owner may
+    finally:
+        await conn.close()
+    review = urlsplit(secured.service_database("review", f"t_review_{uuid.uuid4().hex[:8]}"))
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await asyncpg.connect(review._replace(path=f"/{database}").geturl())

@@ -49,8 +49,25 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+DATABASE_OWNER = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1"
+# What a database made before roles existed holds that its service's role must own: schemas and tables (a table's
+# sequences go with it).
+FOREIGN_OBJECTS = """
+SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, $1::text) FROM pg_namespace
+WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' AND pg_get_userbyid(nspowner) <> $1::text
+UNION ALL
+SELECT format('ALTER TABLE %I.%I OWNER TO %I', n.nspname, c.relname, $1::text)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND pg_get_userbyid(c.relowner) <> $1::text
+"""
+
+
 async def provision_database(admin_url: str, role: str, password: str, database: str) -> None:
-    """The role (login, password, nothing more) and its database, owned by it and closed to every other role."""
+    """The role (login, password, nothing more) and its database, owned by it and closed to every other role.
+
+    A database an older mtm made as the superuser is handed over to the role, with everything in it.
+    """
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
@@ -58,10 +75,24 @@ async def provision_database(admin_url: str, role: str, password: str, database:
                 await conn.execute(
                     f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {_literal(password)}'
                 )
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+        owner = await conn.fetchval(DATABASE_OWNER, database)
+        if owner is None:
             with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{database}" OWNER "{role}"')
-                await conn.execute(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        elif owner != role:
+            await conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{role}"')
+            await _hand_over(with_database(admin_url, database), role)
+        await conn.execute(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    finally:
+        await conn.close()
+
+
+async def _hand_over(admin_url: str, role: str) -> None:
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        async with conn.transaction():
+            for statement in [row[0] for row in await conn.fetch(FOREIGN_OBJECTS, role)]:
+                await conn.execute(statement)
     finally:
         await conn.close()
 
