@@ -97,11 +97,15 @@ class Servers:
 
     @property
     def database_url(self) -> str:
-        """The admin's URL: for creating and dropping the bench's databases, never for a service."""
+        """The admin's URL: for creating and dropping the bench's databases, never for a service.
+
+        The embedded Postgres is reached on its Unix socket, by the services too: its TLS is a Python front of
+        the dev stack (its wheel has no OpenSSL), whose cost is not mtm's and not production's.
+        """
         if self.external_database:
             return self.external_database
         assert self.postgres is not None, "servers not started"
-        return self.postgres.url
+        return self.postgres.admin_url(tls=False)
 
     def database_name(self, phase: str, purpose: str) -> str:
         name = f"bench_{self.run_id}_{phase}_{purpose}"
@@ -121,6 +125,7 @@ class Servers:
             security=self.security if server or self.postgres else None,
             nats_server=server,
             postgres=self.postgres,
+            postgres_tls=False,
         )
 
     @contextlib.asynccontextmanager

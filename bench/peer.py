@@ -100,11 +100,12 @@ class ReconciliationProjection(EventSourcedProjection[uuid.UUID]):
 
 def eventsourcing_env(server_url: str, dbname: str) -> dict[str, str]:
     parts = urlsplit(server_url)
+    query = dict(parse_qsl(parts.query))  # a Unix socket is given as `?host=<directory>&port=<port>`
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_HOST": parts.hostname or query.get("host") or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         # eventsourcing refuses a missing password; an empty one is fine with trust auth.
         "POSTGRES_PASSWORD": unquote(parts.password or ""),

@@ -170,6 +170,16 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         stack = json.loads((data_dir / "stack.json").read_text())
         # As the `mtm` commands do: the stack's CLI user, over TLS verified against the stack's CA.
         asyncio.run(a_discharge_flows_to_a_review_task(NatsClient.model_validate(stack["nats"])))
+        # The operator's commands go through as the CLI's user: a rebuild and its progress, a query.
+        said = {}
+        for command in (["login", "ops", "--role", "admin"], ["rebuild", "review"], ["tasks", "--json"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "mtm.cli.main", *command], env=second.env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            said[command[0]] = done.stdout
+        assert "swapped" in said["rebuild"]
+        assert json.loads(said["tasks"])["outcome"] == "accepted"
     finally:
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()

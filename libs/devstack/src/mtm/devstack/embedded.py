@@ -187,12 +187,23 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         """The superuser's URL: for provisioning and tests' set-up, never for a service."""
-        return self.url_for(PG_ADMIN, self.security.postgres_password(PG_ADMIN), "postgres")
+        return self.admin_url()
 
-    def url_for(self, role: str, password: str, database: str) -> str:
-        """A URL that verifies the server's certificate against the stack's CA (`sslmode=verify-full`)."""
+    def admin_url(self, *, tls: bool = True) -> str:
+        return self.url_for(PG_ADMIN, self.security.postgres_password(PG_ADMIN), "postgres", tls=tls)
+
+    def url_for(self, role: str, password: str, database: str, *, tls: bool = True) -> str:
+        """A URL over TLS that verifies the server's certificate against the stack's CA (`sslmode=verify-full`).
+
+        `tls=False` gives the Unix socket instead (SCRAM all the same): for the bench only, whose figures are
+        mtm's, not those of this dev stack's TLS front (see bench/README.md).
+        """
+        auth = f"{quote(role)}:{quote(password)}"
+        if not tls:
+            query = urlencode({"host": str(self._socket_dir), "port": str(self.port)})
+            return f"postgresql://{auth}@/{database}?{query}"
         query = urlencode({"sslmode": "verify-full", "sslrootcert": str(self.security.ca_file)})
-        return f"postgresql://{quote(role)}:{quote(password)}@{LOOPBACK}:{self.port}/{database}?{query}"
+        return f"postgresql://{auth}@{LOOPBACK}:{self.port}/{database}?{query}"
 
     @property
     def pgdata(self) -> Path:

@@ -107,6 +107,8 @@ class Infrastructure:
     """The stack's secrets when the servers are the embedded, secured ones."""
     nats_server: EmbeddedNats | None = None
     postgres: EmbeddedPostgres | None = None
+    postgres_tls: bool = True
+    """Services reach the embedded Postgres over TLS; the bench alone turns it off (see `EmbeddedPostgres.url_for`)."""
     _stops: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _provisioned: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
@@ -142,7 +144,7 @@ class Infrastructure:
         if (role, database) not in self._provisioned:
             run_blocking(lambda: provision_database(self.database_url, role, password, database))
             self._provisioned.add((role, database))
-        return self.postgres.url_for(role, password, database)
+        return self.postgres.url_for(role, password, database, tls=self.postgres_tls)
 
     def service_env(self, service: str, database: str) -> dict[str, str]:
         """Environment of a service process: its NATS user and its database, nothing of anyone else's."""
