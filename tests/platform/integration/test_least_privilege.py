@@ -35,7 +35,9 @@ from mtm.contracts.subjects import (
     event_filter,
     event_subject,
 )
+from mtm.devstack.embedded import EmbeddedNats
 from mtm.devstack.infra import Infrastructure, resolve_infrastructure
+from mtm.devstack.security import LocalSecurity
 from mtm.devstack.tls import LocalCA
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
@@ -397,3 +399,23 @@ async def test_a_database_an_older_mtm_made_as_the_superuser_is_handed_to_the_se
     review = urlsplit(secured.service_database("review", f"t_review_{uuid.uuid4().hex[:8]}"))
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await asyncpg.connect(review._replace(path=f"/{database}").geturl())
+
+
+async def test_a_server_that_requires_client_certificates_refuses_a_client_without_one(tmp_path: Path) -> None:
+    """Mutual TLS, as a production server may require it (`MTM_NATS_TLS_CERT`/`MTM_NATS_TLS_KEY`)."""
+    security = LocalSecurity(tmp_path / "security")
+    server = EmbeddedNats(tmp_path / "nats", security, client_certificates=True)
+    await asyncio.to_thread(server.start)
+    try:
+        client = server.client("review")
+        with pytest.raises((ssl.SSLError, OSError, nats.errors.Error)):
+            await client.connect(allow_reconnect=False, connect_timeout=5)
+        certificate = security.ca.issue("review-client", client=True)
+        with_certificate = client.model_copy(
+            update={"tls_cert": str(certificate.cert), "tls_key": str(certificate.key)}
+        )
+        nc = await with_certificate.connect(allow_reconnect=False)
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)

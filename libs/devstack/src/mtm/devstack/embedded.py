@@ -71,6 +71,8 @@ class EmbeddedNats:
     security: LocalSecurity
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    client_certificates: bool = False
+    """Also require a client certificate signed by the stack's CA (mutual TLS, as a production server may)."""
 
     @property
     def url(self) -> str:
@@ -95,7 +97,12 @@ class EmbeddedNats:
             port=self.port,
             server_name="mtm-embedded",
             store_dir=str(self.data_dir / "jetstream"),
-            tls=ServerTLS(cert_file=str(certificate.cert), key_file=str(certificate.key)),
+            tls=ServerTLS(
+                cert_file=str(certificate.cert),
+                key_file=str(certificate.key),
+                ca_file=str(self.security.ca_file) if self.client_certificates else None,
+                verify=self.client_certificates,
+            ),
         )
         descriptor = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
