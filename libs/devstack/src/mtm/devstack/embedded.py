@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from mtm.devstack import processes
 from mtm.devstack.security import LocalSecurity
+from mtm.devstack.tls import write_private
 from mtm.platform.access import ADMIN, ServerTLS, nats_server_config
 from mtm.platform.connection import NatsClient
 from mtm.platform.logging import get_logger
@@ -104,9 +105,7 @@ class EmbeddedNats:
                 verify=self.client_certificates,
             ),
         )
-        descriptor = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
+        write_private(self.config_file, text.encode())
 
     def start(self, *, timeout_s: float = 20.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -288,17 +287,11 @@ class EmbeddedPostgres:
     def _secured(self) -> bool:
         return (self.data_dir / SECURED_MARKER).exists()
 
-    def _write_private(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-
     def _initdb(self) -> None:
         """A new cluster whose superuser has the stack's password from the start."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         password_file = self.data_dir / "initdb-password"
-        self._write_private(password_file, self.security.postgres_password(PG_ADMIN).encode())
+        write_private(password_file, self.security.postgres_password(PG_ADMIN).encode())
         self._chown(self.data_dir)
         try:
             self._pg(

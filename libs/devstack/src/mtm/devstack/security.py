@@ -7,11 +7,10 @@ Kept under the stack's data directory (`secrets.json` and the keys readable by t
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
-from mtm.devstack.tls import Issued, LocalCA
+from mtm.devstack.tls import Issued, LocalCA, write_private
 from mtm.platform.access import ACCESS, AccessTable, password_variable
 from mtm.platform.connection import NatsClient
 
@@ -52,10 +51,7 @@ class LocalSecurity:
         found = self._load().setdefault(kind, {})
         if name not in found:
             found[name] = new_password()
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            descriptor = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(self._load(), handle)
+            write_private(self.file, json.dumps(self._load()).encode())
         return found[name]
 
     def nats_password(self, user: str) -> str:

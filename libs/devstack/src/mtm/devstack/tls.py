@@ -34,7 +34,8 @@ class Issued:
     key: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (a key, a password, a configuration naming them)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
@@ -104,7 +105,7 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self._key_file, _key_pem(key))
+        write_private(self._key_file, _key_pem(key))
         self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return self
 
@@ -155,7 +156,7 @@ class LocalCA:
         if not client:
             builder = builder.add_extension(_subject_alt_names(hosts), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
-        _write_private(issued.key, _key_pem(key))
+        write_private(issued.key, _key_pem(key))
         issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return issued
 
