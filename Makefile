@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas clean
+.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas deploy-config clean
 
 $(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -46,6 +46,13 @@ format: $(VENV)
 
 schemas: $(VENV)
 	$(UV) run --no-sync python -m mtm.contracts.schema contracts/schemas
+
+# The NATS accounts of the compose file and of the Helm chart, from the access table (tests fail when stale).
+deploy-config: $(VENV)
+	$(UV) run --no-sync python -m mtm.platform.access deploy/nats/nats.conf
+	{ echo "# Generated from mtm.platform.access by make deploy-config; passwords come from the environment."; \
+	  $(UV) run --no-sync python -c "from mtm.platform.access import nats_accounts; print(nats_accounts())"; \
+	} > deploy/helm/mtm/files/nats-accounts.conf
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .import_linter_cache
