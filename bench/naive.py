@@ -35,7 +35,7 @@ from mtm.platform.projection import LIVE_SCHEMA, SEARCH_PATH, UnitOfWork, platfo
 from mtm.platform.settings import with_database
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS
-from mtm.reconciliation.application import reconcile_discharge
+from mtm.reconciliation.application import reconcile_now
 
 Progress = Callable[[str, float], None]
 
@@ -202,7 +202,7 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
     @subscriber
     async def on_transition_of_care_recorded(event: TransitionOfCareRecorded, message: NatsMessage) -> None:
         # The service's own use case and tables, one message and one transaction at a time.
-        caused = reconcile_discharge(event)
+        caused = reconcile_now(event)
         async with pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, RECONCILIATIONS)
             await uow.begin()

@@ -65,7 +65,7 @@ def largest_discharge() -> TransitionOfCareRecorded:
 
 
 def test_the_largest_valid_discharge_and_everything_it_causes_fit_in_one_message() -> None:
-    from mtm.reconciliation.application import reconcile_discharge
+    from mtm.reconciliation.application import reconcile_now
     from mtm.review.application import open_review_task
 
     def check(rec):
@@ -85,7 +85,7 @@ def test_the_largest_valid_discharge_and_everything_it_causes_fit_in_one_message
         return alerts, "urgent"
 
     discharge = largest_discharge()
-    (reconciled,) = reconcile_discharge(discharge)
+    (reconciled,) = reconcile_now(discharge)
     (task,) = open_review_task(reconciled, check=check)
     sizes = {type(e).__name__: len(e.model_dump_json().encode()) for e in (discharge, reconciled, task)}
     assert all(size < ONE_MESSAGE for size in sizes.values()), sizes

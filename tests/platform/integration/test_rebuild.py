@@ -86,8 +86,9 @@ async def request(nc, subject: str, body, headers: dict[str, str] = actors.ADMIN
 async def run_workload(nc, receiver: WebhookReceiver) -> None:
     js = nc.jetstream()
     patients = [new_patient_id() for _ in range(5)]
-    for patient in [*patients, patients[0]]:  # one patient is discharged twice
-        event = native_discharge(patient)
+    again = native_discharge(patients[0])  # one patient is discharged twice, from another stay
+    again = again.model_copy(update={"data": again.data.model_copy(update={"encounter_id": "second-stay"})})
+    for event in [*(native_discharge(p) for p in patients), again]:
         await js.publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )

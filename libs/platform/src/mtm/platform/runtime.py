@@ -46,6 +46,7 @@ from mtm.platform.projection import (
 from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
 from mtm.platform.service import (
     Command,
+    Database,
     Query,
     ServiceHandlers,
     projection_consumer,
@@ -85,6 +86,8 @@ class ServiceDefinition:
     consumed_streams: tuple[str, ...] = ()
     background_jobs: Sequence[BackgroundJob] = ()
     registry: EventRegistry = EVENTS
+    database: Database | None = None
+    """Bound to the pool at start, for ports the handler table's use cases read through."""
 
     @property
     def projection_scopes(self) -> list[tuple[str, Traversable]]:
@@ -155,6 +158,8 @@ class ServiceRuntime:
             max_size=self.settings.pool_max_size,
             search_path=SEARCH_PATH,
         )
+        if self.definition.database is not None:
+            self.definition.database.bind(self.pool)
         public = [("platform", files("mtm.platform") / "migrations")]
         if self.definition.migrations is not None:
             public.append((self.name, self.definition.migrations))

@@ -30,6 +30,24 @@ Caused = Sequence[EventEnvelope]
 React = Callable[[In], "Caused | Awaitable[Caused]"]
 
 
+class Database:
+    """The service's connection pool for the ports its use cases read through (e.g. "was this id recorded?").
+
+    Handler tables are built before the service starts; the runtime binds the pool once it is open.
+    """
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+
+    def bind(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def acquire(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the service's database is not open yet")
+        return self._pool.acquire()
+
+
 @dataclass(frozen=True)
 class Reaction(Generic[In]):
     """An input message → the events it causes, recorded (projection + outbox) in the batch's transaction.

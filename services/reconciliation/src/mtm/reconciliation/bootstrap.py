@@ -6,6 +6,7 @@ from faststream import FastStream
 
 from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
+from mtm.platform.service import Database
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.handlers import handlers
@@ -16,7 +17,11 @@ class ReconciliationSettings(ServiceSettings):
 
 
 def create_app(settings: ReconciliationSettings | None = None) -> FastStream:
+    database = Database()
     definition = ServiceDefinition(
-        name="reconciliation", handlers=handlers(), owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE)
+        name="reconciliation",
+        handlers=handlers(database),
+        owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
+        database=database,
     )
     return create_service_app(definition, settings or ReconciliationSettings())

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
 from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
-from mtm.platform.service import Query, Reaction, ServiceHandlers, on_event
+from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
 
 
-def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
+def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHandlers:
+    ledger = reconciliations.DischargeLedger(database)
     return ServiceHandlers(
         projection=reconciliations.RECONCILIATIONS,
         reactions=(
@@ -18,11 +21,11 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 stream=DISCHARGE_INTAKE_STREAM,
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
-                react=application.record_discharge,
+                react=partial(application.record_discharge, ledger=ledger),
             ),
             on_event(
                 TransitionOfCareRecorded,
-                application.reconcile_discharge,
+                partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
                 registry=registry,
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from importlib.resources import files
 
@@ -16,7 +17,9 @@ from mtm.contracts import (
 )
 from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx
+from mtm.platform.service import Database
 from mtm.reconciliation.domain import MedicationList, apply_to_medication_list, to_fhir_list
+from mtm.reconciliation.domain.identity import Recorded, discharge_digest
 
 INSERT_RECONCILIATIONS = """
 INSERT INTO reconciliations
@@ -33,9 +36,31 @@ SET last_event_id = EXCLUDED.last_event_id, medication_list = EXCLUDED.medicatio
     updated_at = EXCLUDED.updated_at
 """
 SELECT_LIST = "SELECT medication_list FROM medication_lists WHERE patient_id = $1"
+INSERT_TRANSITIONS = """
+INSERT INTO transitions (event_id, patient_id, encounter_id, digest, recorded_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+SELECT_RECORDED = "SELECT patient_id, digest FROM transitions WHERE event_id = $1"
+SAME_ENCOUNTER_SAID_BEFORE = """
+SELECT EXISTS (
+    SELECT 1 FROM transitions
+    WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
+)
+"""
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
+    transitions = [e for e in events if isinstance(e, TransitionOfCareRecorded)]
+    if transitions:
+        await tx.conn.execute(
+            INSERT_TRANSITIONS,
+            [e.id for e in transitions],
+            [e.patient_id for e in transitions],
+            [e.data.encounter_id for e in transitions],
+            [discharge_digest(e.data) for e in transitions],
+            [e.time for e in transitions],
+        )
     reconciled = [e for e in events if isinstance(e, MedicationsReconciled)]
     if not reconciled:
         return
@@ -77,11 +102,37 @@ async def _update_medication_lists(conn: asyncpg.Connection, reconciled: Sequenc
 
 RECONCILIATIONS = Projection(
     migrations=files("mtm.reconciliation") / "migrations" / "projection",
-    tables=("reconciliations", "medication_lists"),
-    handles=(MedicationsReconciled,),
+    tables=("transitions", "reconciliations", "medication_lists"),
+    handles=(TransitionOfCareRecorded, MedicationsReconciled),
     apply=apply,
-    records=(TransitionOfCareRecorded,),
 )
+
+
+class DischargeLedger:
+    """What the projection knows of discharges already recorded, for the use cases that must not repeat them."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def recorded(self, event_id: uuid.UUID) -> Recorded | None:
+        async with self._database.acquire() as conn:
+            row = await conn.fetchrow(SELECT_RECORDED, event_id)
+        return Recorded(row["patient_id"], row["digest"]) if row else None
+
+    async def said_before(self, event: TransitionOfCareRecorded) -> bool:
+        """Whether the same encounter was recorded with the same content under another id (a resend)."""
+        if event.data.encounter_id is None:
+            return False
+        async with self._database.acquire() as conn:
+            return bool(
+                await conn.fetchval(
+                    SAME_ENCOUNTER_SAID_BEFORE,
+                    event.patient_id,
+                    event.data.encounter_id,
+                    discharge_digest(event.data),
+                    event.id,
+                )
+            )
 
 
 async def medication_list(conn: asyncpg.Connection, query: GetMedicationList, actor: Actor) -> CommandReply:
