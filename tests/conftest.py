@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import uuid
@@ -19,6 +20,7 @@ from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import StreamSpec, declare_stream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,9 @@ def settings_for(infra: Infrastructure) -> Callable[..., Any]:
             "startup_timeout_s": 10.0,
             "log_format": "console",
             "actor_public_keys": actors.PUBLIC_KEY,
+            "key_encryption_key": TEST_KEK,
+            # One service alone has no key keeper to ask; tests running reconciliation with others seal.
+            "seal_events": False,
         }
         values.update(overrides)
         return cls(**values)

@@ -11,7 +11,7 @@ import nats
 import pytest
 from support import actors
 from support.events import new_patient_id
-from support.jetstream import Collector, stream_messages, wait_for
+from support.jetstream import Collector, read_events, stream_messages, wait_for
 from support.processes import ServiceProcesses
 from support.webhook import WebhookReceiver, serve
 
@@ -65,9 +65,7 @@ async def send(nc, subject: str, command, headers: dict[str, str]) -> CommandRep
 
 
 async def events(nc, cls) -> list:
-    return [
-        cls.model_validate_json(m.data) for m in await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls))
-    ]
+    return await read_events(nc, cls, await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls)))
 
 
 async def at_least(nc, cls, n: int):
@@ -108,7 +106,7 @@ async def test_a_discharge_flows_to_one_physician_notification_through_a_crash(c
     assert [d.ingredients for d in omissions] == [("atorvastatin",)]
 
     await wait_for(lambda: tool.messages, timeout_s=30)
-    task = ReviewTaskCreated.model_validate_json(tool.messages[0].data)
+    (task,) = await read_events(nc, ReviewTaskCreated, tool.messages[:1])
     assert task.patient_id == patient and task.data.discrepancies
 
     # A burst of other discharges while the review service is killed mid-flow and restarted.

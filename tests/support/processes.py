@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
 from support import actors
+
+KEK = base64.b64encode(os.urandom(32)).decode()
 
 SERVICES = ("reconciliation", "review", "referral", "notify")
 
@@ -34,6 +37,7 @@ class ServiceProcesses:
             "MTM_OUTBOX_POLL_S": "0.1",
             "MTM_ACK_WAIT_S": "5",
             "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
+            "MTM_KEY_ENCRYPTION_KEY": KEK,
             **self.extra_env,
         }
         for name in SERVICES:

@@ -51,7 +51,7 @@ def receiver() -> Iterator[WebhookReceiver]:
     yield from serve(WebhookReceiver())
 
 
-def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
+def service_apps(settings_for, receiver: WebhookReceiver, **common) -> dict:
     from mtm.notify.bootstrap import create_app as notify_app
     from mtm.notify.settings import NotifySettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
@@ -63,9 +63,11 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
 
     return {
         # The owner of the patient log declares it with a short deduplication window, so the test can outlast it.
-        "reconciliation": reconciliation_app(settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S)),
-        "review": review_app(settings_for(ReviewSettings)),
-        "referral": referral_app(settings_for(ReferralSettings)),
+        "reconciliation": reconciliation_app(
+            settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S, **common)
+        ),
+        "review": review_app(settings_for(ReviewSettings, **common)),
+        "referral": referral_app(settings_for(ReferralSettings, **common)),
         "notify": notify_app(
             settings_for(
                 NotifySettings,
@@ -73,6 +75,7 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
                 notify_webhook_secret=SECRET,
                 notify_backoff_base_s=0.05,
                 notify_poll_s=0.05,
+                **common,
             )
         ),
     }
@@ -208,7 +211,8 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
     clean_jetstream, settings_for, run_service, receiver
 ):
     nc = clean_jetstream
-    apps = service_apps(settings_for, receiver)
+    # Sealed as in production: reconciliation keeps the keys, the others ask it for them.
+    apps = service_apps(settings_for, receiver, seal_events=True)
     async with (
         run_service(apps["reconciliation"]),
         run_service(apps["review"]),

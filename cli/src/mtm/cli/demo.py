@@ -20,17 +20,23 @@ from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
     CompleteReviewTask,
+    GetReviewTask,
+    ListReviewTasks,
     Recommendation,
     ReviewTaskCreated,
 )
+from mtm.contracts.events import ReviewTask
 from mtm.contracts.identity import Actor
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    GET_REVIEW_TASK,
+    LIST_REVIEW_TASKS,
     PHYSICIAN_INBOX_PREFIX,
     event_filter,
+    patient_of_subject,
 )
 
 PHARMACIST = Actor(user_id="ana", role="pharmacist", practitioner_id="rph-demo")
@@ -64,11 +70,13 @@ def fhir_discharge() -> tuple[bytes, str, str]:
 
 async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.Queue[dict[str, Any]]) -> None:
     nc = await nats.connect(url)
-    tasks: asyncio.Queue[ReviewTaskCreated] = asyncio.Queue()
+    opened: asyncio.Queue[str] = asyncio.Queue()
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def on_task(msg: Any) -> None:
-        await tasks.put(ReviewTaskCreated.model_validate_json(msg.data))
+        # The event's data is sealed with the patient's key: a tool learns from the envelope whose task opened,
+        # then asks review for it with the pharmacist's token.
+        await opened.put(patient_of_subject(msg.subject))
 
     async def on_inbox(msg: Any) -> None:
         await inbox.put(json.loads(msg.data))
@@ -84,11 +92,11 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
         say(f"   ... and a native TransitionOfCareRecorded for Patient/{other}")
 
-        while True:
-            task = await asyncio.wait_for(tasks.get(), STEP_TIMEOUT_S)
-            if task.patient_id == patient:
-                break
-        data = task.data
+        while await asyncio.wait_for(opened.get(), STEP_TIMEOUT_S) != patient:
+            pass
+        issuer = dev_issuer()
+        pharmacist = issuer.issue(PHARMACIST)
+        data = await task_of(url, patient, pharmacist)
         say(
             f"2. pharmacist tool received review task {data.task_id}: priority {data.priority}, "
             f"{len(data.discrepancies)} discrepancies, {len(data.alerts)} drug alerts"
@@ -98,8 +106,6 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         for a in data.alerts[:5]:
             say(f"     alert {a.severity}/{a.kind}: {a.message}")
 
-        issuer = dev_issuer()
-        pharmacist = issuer.issue(PHARMACIST)
         claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id), pharmacist)
         say(f"3. pharmacist {PHARMACIST.acting_as} claimed it: {claim.outcome}")
         first = data.discrepancies[0] if data.discrepancies else None
@@ -134,6 +140,14 @@ async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.
         say(f"7. physician answered the referral: {answer.outcome} ({answer.message})")
     finally:
         await nc.drain()
+
+
+async def task_of(url: str, patient: str, token: str) -> ReviewTask:
+    """The review task opened for the patient, as the pharmacist's queue and task view show it."""
+    queue = await request(url, LIST_REVIEW_TASKS, ListReviewTasks(status="requested", limit=200), token)
+    task_id = next(t["task_id"] for t in queue.data or [] if t["patient"] == f"Patient/{patient}")
+    reply = await request(url, GET_REVIEW_TASK, GetReviewTask(task_id=uuid.UUID(task_id)), token)
+    return ReviewTask.model_validate(reply.data["task"])
 
 
 class DemoRun:

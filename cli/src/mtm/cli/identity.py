@@ -7,6 +7,7 @@ people who log in; for the local stack `mtm up` makes a signing key under its da
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,16 @@ def ensure_dev_keys() -> Path:
         private.write_text(private_pem)
         public.write_text(public_pem)
     return public
+
+
+def ensure_key_encryption_key() -> Path:
+    """The local stack's key-encryption key (reconciliation wraps patients' event keys with it), made once."""
+    path = keys_dir() / "key-encryption-key"
+    if not path.exists():
+        keys_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(os.urandom(32)).decode())
+    return path
 
 
 def dev_issuer() -> TokenIssuer:

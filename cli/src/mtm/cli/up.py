@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from mtm.cli.identity import ensure_dev_keys
+from mtm.cli.identity import ensure_dev_keys, ensure_key_encryption_key
 from mtm.cli.stack import data_dir, stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
@@ -135,6 +135,7 @@ class Stack:
             "MTM_DATABASE_URL": self.infra.database_url,
             # Services verify actor tokens with the local stack's key (`mtm login` signs with it).
             "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
+            "MTM_KEY_ENCRYPTION_KEY_FILE": str(ensure_key_encryption_key()),
             **extra_env,
         }
         for name in SERVICES:

@@ -338,6 +338,29 @@ class NotificationFailed(EventEnvelope):
     data: NotificationOutcome
 
 
+# --- erasure -------------------------------------------------------------------------------------------------
+
+
+class Erasure(Frozen):
+    """Everything mtm held about a patient is to be forgotten: their key is destroyed, their rows deleted."""
+
+    patient_id: FhirId
+    reason: str = Field(min_length=1, max_length=200, description="E.g. `request of the patient`, `retention`.")
+    actor: Actor | None = Field(default=None, description="Who erased, as their token said.")
+
+
+class PatientErased(EventEnvelope):
+    """The patient's key is destroyed: their earlier events can no longer be read, and every service forgets them.
+
+    Written in the clear (it must outlive the key) and carrying no PHI beyond the pseudonymous patient id.
+    """
+
+    EVENT_NAME: ClassVar[str] = "patient_erased"
+    SEALED: ClassVar[bool] = False
+    type: Literal["mtm.patient_erased.v1"] = _event_type("patient_erased")
+    data: Erasure
+
+
 EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     TransitionOfCareRecorded,
     MedicationsReconciled,
@@ -350,6 +373,7 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     NotificationRetryScheduled,
     NotificationDelivered,
     NotificationFailed,
+    PatientErased,
 )
 EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
 EVENTS = EventRegistry(EVENT_CLASSES)

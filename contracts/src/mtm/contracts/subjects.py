@@ -38,8 +38,17 @@ GET_REVIEW_TASK: Final = "mtm.query.review.task.v1"
 ANSWER_REFERRAL: Final = "mtm.cmd.referral.answer.v1"
 LIST_REFERRALS: Final = "mtm.query.referral.list.v1"
 GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
+PATIENT_KEYS: Final = "mtm.keys.patient.v1"
+"""Services ask reconciliation for patients' event keys here (request/reply between services only)."""
+ERASE_PATIENT: Final = "mtm.admin.reconciliation.erase.v1"
 
 _UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
+
+
+def patient_of_subject(subject: str) -> str:
+    """The patient id of a patient-log subject (`mtm.patient.<partition>.<patient>.<event>.v<n>`), unescaped."""
+    token = subject.split(".")[3]
+    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), token)
 
 
 def subject_token(value: str) -> str:

@@ -15,9 +15,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts import EventEnvelope
 from mtm.contracts.admin import RebuildPhase
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.db import apply_schema_migrations
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import (
@@ -29,6 +30,7 @@ from mtm.platform.projection import (
     Tx,
     apply_events,
 )
+from mtm.platform.reading import EventReader
 
 log = get_logger(__name__)
 
@@ -164,14 +166,14 @@ class Rebuilder:
         js: JetStreamContext,
         projection: Projection,
         scopes: Sequence[tuple[str, Traversable]],
-        registry: EventRegistry,
+        reader: EventReader,
         progress: Progress = _no_progress,
     ) -> None:
         self._url = database_url
         self._js = js
         self._projection = projection
         self._scopes = scopes
-        self._registry = registry
+        self._reader = reader
         self._progress = progress
 
     async def run(self) -> RebuildResult:
@@ -205,9 +207,13 @@ class Rebuilder:
     async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
         tx = Tx(conn)
         events = []
+        await self._reader.prepare((m.subject, m.data) for m in messages)
         for message in messages:
-            event = self._registry.parse_stored(message.subject, message.data)
-            tx.remember(event, message.data)
+            try:
+                event, clear = await self._reader.read(message.subject, message.data)
+            except ErasedPatient:
+                continue  # an erased patient's events are no longer read, by a rebuild or by anyone
+            tx.remember(event, clear)
             events.append(event)
         return await apply_events(tx, self._projection, events)
 

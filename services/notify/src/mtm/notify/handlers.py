@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, ReferralRequested
+from mtm.contracts import ReferralRequested
 from mtm.notify import application
 from mtm.notify.adapters import notifications
 from mtm.platform.service import ServiceHandlers, on_event
 
 
-def handlers(
-    channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None], registry: EventRegistry = EVENTS
-) -> ServiceHandlers:
+def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None]) -> ServiceHandlers:
     return ServiceHandlers(
         projection=notifications.NOTIFICATIONS,
         reactions=(
@@ -21,7 +19,6 @@ def handlers(
                 ReferralRequested,
                 partial(application.request_notifications, channels_for=channels_for),
                 durable="notify-referral-requested",
-                registry=registry,
                 keeps_input=True,
                 after_commit=wake_worker,
             ),

@@ -23,5 +23,7 @@ def create_app(settings: ReconciliationSettings | None = None) -> FastStream:
         handlers=handlers(database),
         owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
         database=database,
+        # Reconciliation sees every patient first (discharges come in here), so it keeps their event keys.
+        keeps_keys=True,
     )
     return create_service_app(definition, settings or ReconciliationSettings())

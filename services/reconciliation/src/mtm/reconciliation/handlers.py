@@ -27,7 +27,6 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 TransitionOfCareRecorded,
                 partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
-                registry=registry,
             ),
         ),
         queries=(

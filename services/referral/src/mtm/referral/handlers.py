@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtm.contracts import EVENTS, AnswerReferral, EventRegistry, ListReferrals, ReferralAnswered, ReviewTaskCompleted
+from mtm.contracts import AnswerReferral, ListReferrals, ReferralAnswered, ReviewTaskCompleted
 from mtm.contracts.subjects import ANSWER_REFERRAL, LIST_REFERRALS
 from mtm.platform.service import Command, Query, ServiceHandlers, on_event
 from mtm.referral import application
@@ -10,7 +10,7 @@ from mtm.referral.adapters import referrals
 from mtm.referral.domain.referrals import REFERRAL_EVENTS
 
 
-def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
+def handlers() -> ServiceHandlers:
     return ServiceHandlers(
         projection=referrals.REFERRALS,
         reactions=(
@@ -18,7 +18,6 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 ReviewTaskCompleted,
                 application.request_referrals,
                 durable="referral-review-task-completed",
-                registry=registry,
             ),
         ),
         commands=(

@@ -5,10 +5,8 @@ from __future__ import annotations
 from functools import partial
 
 from mtm.contracts import (
-    EVENTS,
     ClaimReviewTask,
     CompleteReviewTask,
-    EventRegistry,
     GetReviewTask,
     ListReviewTasks,
     MedicationsReconciled,
@@ -23,7 +21,7 @@ from mtm.review.domain.tasks import TASK_EVENTS
 from mtm.review.drug_checks import DrugChecker
 
 
-def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHandlers:
+def handlers(check: DrugChecker) -> ServiceHandlers:
     return ServiceHandlers(
         projection=tasks.TASKS,
         reactions=(
@@ -31,7 +29,6 @@ def handlers(check: DrugChecker, registry: EventRegistry = EVENTS) -> ServiceHan
                 MedicationsReconciled,
                 partial(application.open_review_task, check=check),
                 durable="review-medications-reconciled",
-                registry=registry,
             ),
         ),
         commands=(

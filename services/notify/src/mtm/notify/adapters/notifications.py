@@ -22,9 +22,15 @@ from mtm.notify.domain.delivery import Attempted
 from mtm.platform.projection import Projection, Tx, runs
 
 INSERT_REFERRAL_REQUESTS = """
-INSERT INTO referral_requests (referral_id, event) SELECT * FROM unnest($1::uuid[], $2::json[])
+INSERT INTO referral_requests (referral_id, patient_id, event) SELECT * FROM unnest($1::uuid[], $2::text[], $3::json[])
 ON CONFLICT (referral_id) DO NOTHING
 """
+ERASE = (
+    "DELETE FROM notification_attempts WHERE notification_id IN"
+    " (SELECT notification_id FROM notifications WHERE patient_id = $1)",
+    "DELETE FROM notifications WHERE patient_id = $1",
+    "DELETE FROM referral_requests WHERE patient_id = $1",
+)
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications
     (notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, status,
@@ -83,7 +89,10 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         first = run[0]
         if isinstance(first, ReferralRequested):
             await tx.conn.execute(
-                INSERT_REFERRAL_REQUESTS, [e.data.referral_id for e in run], [tx.body(e) for e in run]
+                INSERT_REFERRAL_REQUESTS,
+                [e.data.referral_id for e in run],
+                [e.patient_id for e in run],
+                [tx.body(e) for e in run],
             )
         elif isinstance(first, NotificationRequested):
             await _insert_notifications(tx, run)  # type: ignore[arg-type]
@@ -129,6 +138,7 @@ NOTIFICATIONS = Projection(
         NotificationFailed,
     ),
     apply=apply,
+    erase=ERASE,
 )
 
 

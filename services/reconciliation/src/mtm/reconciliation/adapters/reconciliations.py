@@ -105,6 +105,9 @@ RECONCILIATIONS = Projection(
     tables=("transitions", "reconciliations", "medication_lists"),
     handles=(TransitionOfCareRecorded, MedicationsReconciled),
     apply=apply,
+    erase=tuple(
+        f"DELETE FROM {table} WHERE patient_id = $1" for table in ("transitions", "reconciliations", "medication_lists")
+    ),
 )
 
 

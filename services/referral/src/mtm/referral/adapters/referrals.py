@@ -62,6 +62,7 @@ REFERRALS = Projection(
     tables=("referrals",),
     handles=(ReferralRequested, ReferralAnswered),
     apply=apply,
+    erase=("DELETE FROM referrals WHERE patient_id = $1",),
 )
 
 

@@ -82,6 +82,7 @@ TASKS = Projection(
     tables=("review_tasks",),
     handles=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
     apply=apply,
+    erase=("DELETE FROM review_tasks WHERE patient_id = $1",),
 )
 
 
