@@ -37,6 +37,11 @@ LIST_REVIEW_TASKS: Final = "mtm.query.review.tasks.v1"
 ANSWER_REFERRAL: Final = "mtm.cmd.referral.answer.v1"
 LIST_REFERRALS: Final = "mtm.query.referral.list.v1"
 GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
+GET_MEDICATION_HISTORY: Final = "mtm.query.reconciliation.history.v1"
+ACKNOWLEDGE_REFERRAL: Final = "mtm.cmd.referral.acknowledge.v1"
+GET_REFERRAL: Final = "mtm.query.referral.get.v1"
+LIST_WORKLIST: Final = "mtm.query.review.worklist.v1"
+GET_REVIEW_TASK: Final = "mtm.query.review.task.v1"
 
 _UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
 
