@@ -10,6 +10,7 @@ from mtm.contracts import (
     NotificationFailed,
     NotificationRequested,
     NotificationRetryScheduled,
+    ReferralEscalated,
     ReferralRequested,
 )
 from mtm.contracts.events import NotificationAttempt, NotificationChannel, NotificationOutcome, NotificationRequest
@@ -43,6 +44,27 @@ async def request_notifications(event: ReferralRequested, *, channels_for: Chann
             event_id=derived_event_id("notification-requested", nid),
         )
         for channel in await channels_for(referral.physician_id)
+    ]
+
+
+async def request_reminders(event: ReferralEscalated, *, channels_for: ChannelsFor) -> list[NotificationRequested]:
+    """An unanswered referral escalated: remind the physician on the same kinds of channel, once per escalation."""
+    escalation = event.data
+    return [
+        event.caused(
+            NotificationRequested,
+            source=SOURCE,
+            data=NotificationRequest(
+                notification_id=(nid := notification_id(escalation.referral_id, channel, escalation.escalation)),
+                referral_id=escalation.referral_id,
+                recipient_id=escalation.physician_id,
+                channel=channel,
+                purpose="reminder",
+                escalation=escalation.escalation,
+            ),
+            event_id=derived_event_id("notification-requested", nid),
+        )
+        for channel in await channels_for(escalation.physician_id)
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, ReferralRequested
+from mtm.contracts import EVENTS, EventRegistry, ReferralEscalated, ReferralRequested
 from mtm.notify import application
 from mtm.notify.adapters import notifications
 from mtm.platform.service import ServiceHandlers, on_event
@@ -23,6 +23,13 @@ def handlers(
                 durable="notify-referral-requested",
                 registry=registry,
                 keeps_input=True,
+                after_commit=wake_worker,
+            ),
+            on_event(
+                ReferralEscalated,
+                partial(application.request_reminders, channels_for=channels_for),
+                durable="notify-referral-escalated",
+                registry=registry,
                 after_commit=wake_worker,
             ),
         ),

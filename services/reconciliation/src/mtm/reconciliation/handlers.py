@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
+from mtm.contracts import EVENTS, EventRegistry, GetMedicationHistory, GetMedicationList, TransitionOfCareRecorded
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+)
 from mtm.platform.service import Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
@@ -33,6 +38,12 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 GetMedicationList,
                 ("pharmacist", "physician", "admin"),
                 reconciliations.medication_list,
+            ),
+            Query(
+                GET_MEDICATION_HISTORY,
+                GetMedicationHistory,
+                ("pharmacist", "physician", "admin"),
+                reconciliations.medication_history,
             ),
         ),
     )

@@ -19,6 +19,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx, runs
+from mtm.review.adapters.worklist import apply_created as apply_worklist
 
 INSERT_TASKS = """
 INSERT INTO review_tasks
@@ -50,6 +51,7 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
     for run in runs(events):
         if isinstance(run[0], ReviewTaskCreated):
             await _insert_tasks(tx, run)  # type: ignore[arg-type]
+            await apply_worklist(tx, run)  # type: ignore[arg-type]
         elif isinstance(run[0], ReviewTaskClaimed):
             await tx.conn.executemany(MARK_CLAIMED, [(e.data.task_id, e.data.pharmacist_id, e.time) for e in run])
         elif isinstance(run[0], ReviewTaskCompleted):
@@ -73,7 +75,7 @@ async def _insert_tasks(tx: Tx, created: Sequence[ReviewTaskCreated]) -> None:
 
 TASKS = Projection(
     migrations=files("mtm.review") / "migrations" / "projection",
-    tables=("review_tasks",),
+    tables=("review_tasks", "task_worklist"),
     handles=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
     apply=apply,
 )
