@@ -7,7 +7,7 @@ VENV := .venv/.synced
 
 .PHONY: run up test test-unit test-integration test-e2e bench lint format schemas clean
 
-$(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
+$(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml web/pyproject.toml cli/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --locked --all-packages --python $(PYTHON)

@@ -1,0 +1,33 @@
+// Live updates: the page's event stream (data-live) sends rendered rows and sections; this swaps them in.
+(function () {
+  const url = document.body.dataset.live;
+  if (!url || !window.EventSource) return;
+  const parse = (html, parentTag) => {
+    const holder = document.createElement(parentTag);
+    holder.innerHTML = html.trim();
+    return holder.firstElementChild;
+  };
+  const source = new EventSource(url);
+  source.addEventListener("ready", () => { document.body.dataset.liveState = "connected"; });
+  source.addEventListener("error", () => { document.body.dataset.liveState = "reconnecting"; });
+  source.addEventListener("upsert", (e) => {
+    const m = JSON.parse(e.data);
+    const list = document.getElementById(m.list);
+    if (!list) return;
+    const row = parse(m.html, "tbody");
+    row.classList.add("flash");
+    const old = document.getElementById(m.id);
+    if (old) old.replaceWith(row); else list.prepend(row);
+    const empty = document.getElementById(m.list + "-empty");
+    if (empty) empty.remove();
+  });
+  source.addEventListener("remove", (e) => {
+    const old = document.getElementById(JSON.parse(e.data).id);
+    if (old) old.remove();
+  });
+  source.addEventListener("section", (e) => {
+    const m = JSON.parse(e.data);
+    const old = document.getElementById(m.id);
+    if (old) old.replaceWith(parse(m.html, "div"));
+  });
+})();
