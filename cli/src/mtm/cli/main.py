@@ -93,13 +93,35 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from mtm.cli.identity import login, token_file
+    from mtm.cli.identity import LoginError, login, read_password, token_file
 
     try:
-        login(args.user, args.role, args.practitioner_id)
-    except FileNotFoundError as exc:
+        who = login(args.user, read_password(), args.url)
+    except LoginError as exc:
+        raise tool.ToolError(f"login refused: {exc}") from exc
+    practitioner = f", practitioner {who.practitioner_id}" if who.practitioner_id else ""
+    say(f"logged in as {who.user_id} ({who.role}{practitioner}) until {who.expires_at}; token in {token_file()}")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import add_user, read_password
+    from mtm.web.accounts import AccountError
+
+    try:
+        add_user(args.name, args.role, args.practitioner_id, read_password("Password for the new account: "))
+    except AccountError as exc:
         raise tool.ToolError(str(exc)) from exc
-    say(f"logged in as {args.user} ({args.role}); token saved in {token_file()}")
+    except OSError as exc:
+        raise tool.ToolError(f"cannot reach the web app's database ({type(exc).__name__}): is the stack up?") from exc
+    say(f"account {args.name} added ({args.role})")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import dumps, list_users
+
+    print(dumps(list_users()))
     return 0
 
 
@@ -174,11 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(run=cmd_tasks)
 
-    login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
+    login = sub.add_parser(
+        "login", help="sign in at the web app (password from MTM_PASSWORD or stdin); commands then act as you"
+    )
     login.add_argument("user", help="account name, e.g. ana")
-    login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
-    login.add_argument("--practitioner-id", help="FHIR Practitioner id (a physician's referrals are addressed to it)")
+    login.add_argument("--url", help="the web app (default: MTM_WEB_URL, else the stack `mtm up` started)")
     login.set_defaults(run=cmd_login)
+
+    user = sub.add_parser("user", help="accounts of the web app")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", help="add an account (password from MTM_PASSWORD or stdin)")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
+    user_add.add_argument("--practitioner-id", help="FHIR Practitioner id (required for a physician)")
+    user_add.set_defaults(run=cmd_user_add)
+    user_list = user_sub.add_parser("list", help="every account, with its role")
+    user_list.set_defaults(run=cmd_user_list)
 
     rebuild = sub.add_parser(
         "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"

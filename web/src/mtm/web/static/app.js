@@ -7,6 +7,10 @@
     holder.innerHTML = html.trim();
     return holder.firstElementChild;
   };
+  const count = (list, delta) => {
+    const total = document.querySelector(`[data-count-of="${list}"]`);
+    if (total) total.textContent = String(Math.max(0, Number(total.textContent) + delta));
+  };
   const source = new EventSource(url);
   source.addEventListener("ready", () => { document.body.dataset.liveState = "connected"; });
   source.addEventListener("error", () => { document.body.dataset.liveState = "reconnecting"; });
@@ -17,13 +21,13 @@
     const row = parse(m.html, "tbody");
     row.classList.add("flash");
     const old = document.getElementById(m.id);
-    if (old) old.replaceWith(row); else list.prepend(row);
+    if (old) old.replaceWith(row); else { list.prepend(row); count(m.list, 1); }
     const empty = document.getElementById(m.list + "-empty");
     if (empty) empty.remove();
   });
   source.addEventListener("remove", (e) => {
     const old = document.getElementById(JSON.parse(e.data).id);
-    if (old) old.remove();
+    if (old) { count(old.parentElement.id, -1); old.remove(); }
   });
   source.addEventListener("section", (e) => {
     const m = JSON.parse(e.data);
