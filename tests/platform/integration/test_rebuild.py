@@ -1,7 +1,8 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
 The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, answers, webhook deliveries with a retry and a failure). Then each
+completions with and without referrals, a read receipt, answers, escalations of unanswered referrals with their
+reminders, webhook deliveries with a retry and a failure, emails over SMTP). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -11,8 +12,10 @@ longer be dropped by the server.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,10 +23,12 @@ from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
 from support.services import native_discharge
+from support.smtp import PASSWORD, USER, SmtpServer, serve_smtp
 from support.webhook import WebhookReceiver, serve
 
 from mtm.cli.demo import fhir_discharge
 from mtm.contracts import (
+    AcknowledgeReferral,
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
@@ -32,6 +37,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.subjects import (
+    ACKNOWLEDGE_REFERRAL,
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
@@ -51,7 +57,27 @@ def receiver() -> Iterator[WebhookReceiver]:
     yield from serve(WebhookReceiver())
 
 
-def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
+    yield from serve_smtp(tmp_path)
+
+
+def email_settings(smtp: SmtpServer, folder: Path) -> dict:
+    """notify's email channel on the test's SMTP server, for the demo patients' primary-care physician."""
+    directory = folder / "directory.json"
+    directory.write_text(json.dumps({"practitioners": [{"practitioner_id": "prac-pcp-42", "email": "lee@x.example"}]}))
+    return {
+        "notify_smtp_host": "127.0.0.1",
+        "notify_smtp_port": smtp.port,
+        "notify_smtp_username": USER,
+        "notify_smtp_password": PASSWORD,
+        "notify_smtp_ca_file": str(smtp.ca_file),
+        "notify_web_url": "https://mtm.example",
+        "notify_directory_file": str(directory),
+    }
+
+
+def service_apps(settings_for, receiver: WebhookReceiver, smtp: SmtpServer, folder: Path) -> dict:
     from mtm.notify.bootstrap import create_app as notify_app
     from mtm.notify.settings import NotifySettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
@@ -65,7 +91,15 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
         # The owner of the patient log declares it with a short deduplication window, so the test can outlast it.
         "reconciliation": reconciliation_app(settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S)),
         "review": review_app(settings_for(ReviewSettings)),
-        "referral": referral_app(settings_for(ReferralSettings)),
+        # Unanswered referrals escalate once, a second after they are requested (a reminder goes out).
+        "referral": referral_app(
+            settings_for(
+                ReferralSettings,
+                referral_respond_within_s=1.0,
+                referral_max_escalations=1,
+                referral_escalation_check_s=0.1,
+            )
+        ),
         "notify": notify_app(
             settings_for(
                 NotifySettings,
@@ -73,6 +107,7 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
                 notify_webhook_secret=SECRET,
                 notify_backoff_base_s=0.05,
                 notify_poll_s=0.05,
+                **email_settings(smtp, folder),
             )
         ),
     }
@@ -117,11 +152,15 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         return reply.data if len(reply.data) >= 2 else None
 
     found = await wait_for(referrals, timeout_s=30)
-    first = found[0]
+    first, second = found[0], found[1]
+    physician = actors.physician(first["physician_id"])
+    read = AcknowledgeReferral(referral_id=uuid.UUID(second["referral_id"]))
+    assert (await request(nc, ACKNOWLEDGE_REFERRAL, read, actors.physician(second["physician_id"]))).ok
     answer = AnswerReferral(referral_id=uuid.UUID(first["referral_id"]), decision="modified")
-    assert (await request(nc, ANSWER_REFERRAL, answer, actors.physician(first["physician_id"]))).ok
-    # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
-    await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
+    assert (await request(nc, ANSWER_REFERRAL, answer, physician)).ok
+    # Two referrals, each by webhook, email and inbox: every notification finished, one after a retry, one refused;
+    # the unanswered one escalates and its reminder goes out on the same channels.
+    await wait_for(lambda: len(receiver.received) >= 4, timeout_s=30)
 
 
 def _list_tasks():
@@ -151,7 +190,7 @@ async def dump(app) -> dict[str, list[str]]:
 
 
 async def settled(apps: dict) -> bool:
-    """Nothing left to send and no notification pending: the tables no longer move on their own."""
+    """Nothing left to send, no notification pending, no escalation due: the tables no longer move on their own."""
     for app in apps.values():
         conn = await asyncpg.connect(app.runtime.database_url)
         try:
@@ -159,6 +198,10 @@ async def settled(apps: dict) -> bool:
                 return False
             if app.runtime.name == "notify" and await conn.fetchval(
                 "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
+            ):
+                return False
+            if app.runtime.name == "referral" and await conn.fetchval(
+                "SELECT count(*) FROM projection.referrals WHERE status = 'requested' AND escalate_at IS NOT NULL"
             ):
                 return False
         finally:
@@ -189,10 +232,10 @@ async def messages_in_log(nc) -> int:
 
 
 async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
-    clean_jetstream, settings_for, run_service, receiver
+    clean_jetstream, settings_for, run_service, receiver, smtp, tmp_path
 ):
     nc = clean_jetstream
-    apps = service_apps(settings_for, receiver)
+    apps = service_apps(settings_for, receiver, smtp, tmp_path)
     async with (
         run_service(apps["reconciliation"]),
         run_service(apps["review"]),
@@ -205,7 +248,16 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         logged = await messages_in_log(nc)
         assert before["notify"]["notification_attempts"], "the workload should have recorded delivery attempts"
         assert any('"status":"in-progress"' in row for row in before["review"]["review_tasks"])
-        assert any('"status":"modified"' in row for row in before["referral"]["referrals"])
+        assert len(before["review"]["task_worklist"]) == len(before["review"]["review_tasks"])
+        referrals = before["referral"]["referrals"]
+        assert any('"status":"modified"' in row for row in referrals)
+        assert any('"acknowledged_by":"' in row for row in referrals), "the workload should have a read receipt"
+        assert any('"escalations":1' in row for row in referrals), "the workload should have an escalation"
+        assert before["referral"]["referral_notification_failures"], "the workload should have a failed delivery"
+        notifications = before["notify"]["notifications"]
+        assert any('"channel":"email","status":"delivered"' in row for row in notifications), notifications
+        assert any('"purpose":"reminder"' in row for row in notifications)
+        emailed = len(smtp.messages())
 
         for round_ in ("within the deduplication window", "after the deduplication window"):
             if round_.startswith("after"):
@@ -215,6 +267,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
                 assert report.phase == "swapped", (name, report.message)
                 assert await dump(app) == before[name], f"{name} rebuilt differently ({round_})"
             assert await messages_in_log(nc) == logged, f"a rebuild published events ({round_})"
+            assert len(smtp.messages()) == emailed, f"a rebuild sent an email ({round_})"
 
         # Rebuilds while discharges keep arriving: what was written to the old tables during the replay must
         # not be lost by the swap, so the tables after it are again what the log says (checked by a rebuild).
