@@ -41,7 +41,9 @@ pytestmark = pytest.mark.integration
 
 
 async def on_log(nc, cls) -> list:
-    return [cls.model_validate_json(m.data) for m in await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls))]
+    return [
+        cls.model_validate_json(m.data) for m in await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls))
+    ]
 
 
 async def send(nc, subject: str, body, headers) -> CommandReply:
