@@ -65,11 +65,9 @@ class RunningWeb:
 
 
 @contextlib.asynccontextmanager
-async def running_web(settings: WebSettings) -> AsyncIterator[RunningWeb]:
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.web_host, port=settings.web_port, log_level="warning", lifespan="on")
-    )
+async def serving(app: Any, port: int, host: str = "127.0.0.1") -> AsyncIterator[uvicorn.Server]:
+    """An ASGI app served by uvicorn in this event loop until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the test runner keeps its own
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -77,10 +75,17 @@ async def running_web(settings: WebSettings) -> AsyncIterator[RunningWeb]:
             task.result()
         await asyncio.sleep(0.02)
     try:
-        yield RunningWeb(settings, app)
+        yield server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=20)
+
+
+@contextlib.asynccontextmanager
+async def running_web(settings: WebSettings) -> AsyncIterator[RunningWeb]:
+    app = create_app(settings)
+    async with serving(app, settings.web_port, settings.web_host):
+        yield RunningWeb(settings, app)
 
 
 async def sign_in(client: httpx.AsyncClient, user: str, password: str) -> httpx.Response:

@@ -7,29 +7,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from support.oidc import CLIENT_ID, CLIENT_SECRET, Provider
-from support.web import add_accounts, free_port, running_web, web_settings
+from support.web import add_accounts, free_port, running_web, serving, web_settings
 
 pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
 async def provider_running():
-    import asyncio
-
     port = free_port()
     provider = Provider(issuer=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(provider.app(), host="127.0.0.1", port=port, log_level="warning"))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
+    async with serving(provider.app(), port):
         yield provider
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def through_provider(web_client: httpx.AsyncClient) -> httpx.Response:
