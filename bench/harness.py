@@ -192,9 +192,15 @@ class ServiceFleet:
     log_dir: Path
     services: tuple[str, ...] = SERVICES
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "MTM_NATS_URL": self.nats_url, "MTM_DATABASE_URL": self.servers.database_url}
+        env = {
+            **os.environ,
+            "MTM_NATS_URL": self.nats_url,
+            "MTM_DATABASE_URL": self.servers.database_url,
+            **self.extra_env,
+        }
         for name in SERVICES:
             env[f"MTM_{name.upper()}_DATABASE_URL"] = self.servers.database(self.phase, name)
         return env

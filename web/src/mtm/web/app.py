@@ -4,6 +4,7 @@ over NATS only (its own database holds accounts and sessions, nothing clinical).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from urllib.parse import urlencode
 import nats
 from nats.aio.client import Client
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -114,6 +116,30 @@ class WebApp:
         return self.render(request, "error.html", session, status=404, title="Not found", message=message)
 
 
+class ServerTiming:
+    """`Server-Timing: app;dur=<ms>` on every response: how long the app took until it began to answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
+                message = {
+                    **message,
+                    "headers": [*message["headers"], (b"server-timing", f"app;dur={took:.2f}".encode())],
+                }
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 async def healthz(request: Request) -> Response:
     web: WebApp = request.app.state.web
     ready = web.nc is not None and web.nc.is_connected and web.store is not None
@@ -163,6 +189,7 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
         *admin.routes,
         Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=Sso.middleware(settings))
+    middleware = [Middleware(ServerTiming), *Sso.middleware(settings)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.web = web
     return app
