@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 from support.browser import REPO_ROOT, chromium, screenshot
+from support.events import sample_discharge as discharge
 from support.web import ACCOUNTS
-from web.test_pages_http import discharge
 
 from mtm.cli.demo import fhir_discharge
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from pathlib import Path
 
 import pytest
+from support.events import sample_discharge as discharge
 from support.jetstream import wait_for
 from support.web import ACCOUNTS, csrf_of, sign_in, signed_in
 
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
 
 pytestmark = pytest.mark.integration
-SAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "samples" / "transition_of_care_recorded.v1.json"
-
-
-def discharge(patient_id: str, physician: str = "prac-pcp-42") -> bytes:
-    body = json.loads(SAMPLE.read_text())
-    event_id = str(uuid.uuid4())
-    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
-    body["data"]["patient"]["patient_id"] = patient_id
-    body["data"]["care_team"]["primary_care_physician_id"] = physician
-    return json.dumps(body).encode()
 
 
 async def test_a_pharmacist_and_a_physician_do_their_whole_job_over_http(stack, web, nc):

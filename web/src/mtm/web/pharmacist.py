@@ -10,7 +10,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mtm.contracts import (
@@ -37,12 +37,14 @@ from mtm.contracts.subjects import (
     LIST_WORKLIST,
 )
 from mtm.web.accounts import Account, Session
-from mtm.web.live import Change, Message, stream
+from mtm.web.live import Change, Message
 from mtm.web.security import action, page
 from mtm.web.views import (
     alerts_by_severity,
     ask,
+    ask_for_one,
     ask_once_applied,
+    live,
     patient_id_of,
     side_by_side,
     task_row,
@@ -60,7 +62,6 @@ STATUS_SETS = {
     "completed": {"completed"},
 }
 MAX_RECOMMENDATIONS = 10
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def worklist_query(params: QueryParams, account: Account) -> ListWorklist:
@@ -148,21 +149,16 @@ async def worklist_events(request: Request, session: Session) -> Response:
             html = web.fragment("_followup.html", followup=found.data if found.ok else [])
             yield "section", {"id": "followup", "html": html}
 
-    return StreamingResponse(stream(web.feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
+    return live(request, render)
 
 
 async def _task_view(request: Request, session: Session, task_id: str) -> dict[str, Any] | None:
-    try:
-        parsed = uuid.UUID(task_id)
-    except ValueError:
+    task = await ask_for_one(request, session, GET_REVIEW_TASK, GetReviewTask, task_id=task_id)
+    if task is None:
         return None
-    reply = await ask(request, session, GET_REVIEW_TASK, GetReviewTask(task_id=parsed))
-    if not reply.ok:
-        return None
-    task: dict[str, Any] = reply.data  # type: ignore[assignment]
     patient_id = patient_id_of(task["patient"])
     medication_list = await ask(request, session, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient_id))
-    referrals = await ask(request, session, LIST_REFERRALS, ListReferrals(task_id=parsed, limit=100))
+    referrals = await ask(request, session, LIST_REFERRALS, ListReferrals(task_id=task["task_id"], limit=100))
     body = task["task"]
     return {
         "task": task,
@@ -223,7 +219,7 @@ async def task_events(request: Request, session: Session) -> Response:
             if found.ok:
                 yield "section", {"id": "referrals", "html": web.fragment("_task_referrals.html", referrals=found.data)}
 
-    return StreamingResponse(stream(web.feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
+    return live(request, render)
 
 
 @action("pharmacist")

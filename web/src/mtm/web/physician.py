@@ -4,14 +4,13 @@ the referrals addressed to them: the referral service answers `not_found` for th
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mtm.contracts import (
@@ -32,10 +31,9 @@ from mtm.contracts.subjects import (
     LIST_REFERRALS,
 )
 from mtm.web.accounts import Session
-from mtm.web.live import Change, Message, stream
-from mtm.web.pharmacist import SSE_HEADERS
+from mtm.web.live import Change, Message
 from mtm.web.security import action, page
-from mtm.web.views import alerts_by_severity, ask, ask_once_applied, patient_id_of, web_of
+from mtm.web.views import alerts_by_severity, ask, ask_for_one, ask_once_applied, live, patient_id_of, web_of
 
 DECISIONS: tuple[str, ...] = get_args(ReferralDecision)
 INBOX_SIZE = 200
@@ -74,18 +72,13 @@ async def inbox_events(request: Request, session: Session) -> Response:
             html = web.fragment("_referral_row.html", referral=reply.data)
             yield "upsert", {"list": "referrals", "id": f"referral-{change.referral_id}", "html": html}
 
-    return StreamingResponse(stream(web.feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
+    return live(request, render)
 
 
 async def _referral_view(request: Request, session: Session, referral_id: str) -> dict[str, Any] | None:
-    try:
-        parsed = uuid.UUID(referral_id)
-    except ValueError:
+    referral = await ask_for_one(request, session, GET_REFERRAL, GetReferral, referral_id=referral_id)
+    if referral is None:
         return None
-    reply = await ask(request, session, GET_REFERRAL, GetReferral(referral_id=parsed))
-    if not reply.ok:
-        return None
-    referral: dict[str, Any] = reply.data  # type: ignore[assignment]
     patient_id = patient_id_of(referral["patient"])
     task = await ask(request, session, GET_REVIEW_TASK, GetReviewTask(task_id=referral["task_id"]))
     medication_list = await ask(request, session, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient_id))
@@ -143,22 +136,31 @@ async def referral_events(request: Request, session: Session) -> Response:
                 {"id": "referral-status", "html": web.fragment("_referral_status.html", referral=reply.data)},
             )
 
-    return StreamingResponse(stream(web.feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
+    return live(request, render)
+
+
+async def _send(request: Request, session: Session, subject: str, command: BaseModel | None, done: str) -> Response:
+    """A command about the referral in the path: absent, or not this physician's, is 404; refused, the page again."""
+    referral_id = request.path_params["referral_id"]
+    reply = await ask(request, session, subject, command) if command is not None else None
+    if reply is None or reply.outcome == "not_found":
+        return web_of(request).not_found(request, session, "There is no such referral for you.")
+    if not reply.ok:
+        return await _render_referral(request, session, referral_id, error=reply.message, status=409)
+    return RedirectResponse(f"/referrals/{referral_id}?done={done}", status_code=303)
+
+
+def _command(model: type[BaseModel], **fields: Any) -> BaseModel | None:
+    try:
+        return model(**fields)
+    except ValidationError:
+        return None
 
 
 @action("physician")
 async def acknowledge(request: Request, session: Session, form: FormData) -> Response:
-    referral_id = request.path_params["referral_id"]
-    try:
-        command = AcknowledgeReferral(referral_id=referral_id)
-    except ValidationError:
-        return web_of(request).not_found(request, session, "There is no such referral for you.")
-    reply = await ask(request, session, ACKNOWLEDGE_REFERRAL, command)
-    if reply.outcome == "not_found":
-        return web_of(request).not_found(request, session, "There is no such referral for you.")
-    if not reply.ok:
-        return await _render_referral(request, session, referral_id, error=reply.message, status=409)
-    return RedirectResponse(f"/referrals/{referral_id}?done=acknowledged", status_code=303)
+    command = _command(AcknowledgeReferral, referral_id=request.path_params["referral_id"])
+    return await _send(request, session, ACKNOWLEDGE_REFERRAL, command, "acknowledged")
 
 
 @action("physician")
@@ -174,16 +176,8 @@ async def answer(request: Request, session: Session, form: FormData) -> Response
         return await _render_referral(
             request, session, referral_id, error="Say in the note how you modify it.", status=400
         )
-    try:
-        command = AnswerReferral(referral_id=referral_id, decision=decision, note=note)  # type: ignore[arg-type]
-    except ValidationError:
-        return web_of(request).not_found(request, session, "There is no such referral for you.")
-    reply = await ask(request, session, ANSWER_REFERRAL, command)
-    if reply.outcome == "not_found":
-        return web_of(request).not_found(request, session, "There is no such referral for you.")
-    if not reply.ok:
-        return await _render_referral(request, session, referral_id, error=reply.message, status=409)
-    return RedirectResponse(f"/referrals/{referral_id}?done=answered", status_code=303)
+    command = _command(AnswerReferral, referral_id=referral_id, decision=decision, note=note)
+    return await _send(request, session, ANSWER_REFERRAL, command, "answered")
 
 
 routes = [

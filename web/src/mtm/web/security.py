@@ -138,43 +138,37 @@ async def current_session(request: Request) -> Session | None:
     return await web.store.session(session_id) if session_id else None
 
 
-def page(*roles: Role) -> Callable[[Endpoint], Endpoint]:
-    """A page for signed-in people with one of `roles`: the others are sent to sign in, or refused (403)."""
-
+def _guard(roles: tuple[Role, ...], *, form: bool) -> Callable[[Endpoint], Endpoint]:
     def wrap(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
         async def guarded(request: Request) -> Response:
+            web = request.app.state.web
             session = await current_session(request)
             if session is None:
                 return login_redirect(request)
+            extra: tuple[Any, ...] = ()
+            if form:
+                data = await request.form()
+                if not csrf_ok(session, data):
+                    return web.forbidden(request, session, "The form was missing its security token.")
+                extra = (data,)
             if session.account.role not in roles:
-                return request.app.state.web.forbidden(request, session, "Your role may not open this page.")
-            return await endpoint(request, session)
+                return web.forbidden(request, session, "Your role may not do this.")
+            return await endpoint(request, session, *extra)
 
         return guarded
 
     return wrap
+
+
+def page(*roles: Role) -> Callable[[Endpoint], Endpoint]:
+    """A page for signed-in people with one of `roles`: the others are sent to sign in, or refused (403)."""
+    return _guard(roles, form=False)
 
 
 def action(*roles: Role) -> Callable[[Endpoint], Endpoint]:
     """A form's target: signed in (else to sign in), the session's CSRF token (else 403), one of `roles` (else 403)."""
-
-    def wrap(endpoint: Endpoint) -> Endpoint:
-        @wraps(endpoint)
-        async def guarded(request: Request) -> Response:
-            session = await current_session(request)
-            if session is None:
-                return login_redirect(request)
-            form = await request.form()
-            if not csrf_ok(session, form):
-                return request.app.state.web.forbidden(request, session, "The form was missing its security token.")
-            if session.account.role not in roles:
-                return request.app.state.web.forbidden(request, session, "Your role may not do this.")
-            return await endpoint(request, session, form)
-
-        return guarded
-
-    return wrap
+    return _guard(roles, form=True)
 
 
 def csrf_ok(session: Session, form: FormData) -> bool:

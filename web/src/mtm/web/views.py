@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from mtm.contracts import CommandReply
 from mtm.web.accounts import Session
-from mtm.web.live import Change, reflected
+from mtm.web.live import Change, Render, reflected, stream
 
 SEVERITIES = ("high", "moderate", "low")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def web_of(request: Request) -> Any:
@@ -28,6 +30,23 @@ async def ask_once_applied(
 ) -> CommandReply:
     """The reply once it shows `change` (bounded): a command's event reaches the log before the tables."""
     return await web_of(request).services.wait_until(session.account.actor, subject, body, reflected(change))
+
+
+async def ask_for_one(
+    request: Request, session: Session, subject: str, model: type[BaseModel], **key: Any
+) -> dict[str, Any] | None:
+    """One task or referral by its id as the person may see it; None when the id is no id or the service says no."""
+    try:
+        query = model(**key)
+    except ValidationError:
+        return None
+    reply = await ask(request, session, subject, query)
+    return reply.data if reply.ok and isinstance(reply.data, dict) else None
+
+
+def live(request: Request, render: Render) -> StreamingResponse:
+    """The page's event stream: what `render` makes of each change on the log."""
+    return StreamingResponse(stream(web_of(request).feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def task_row(task: dict[str, Any]) -> dict[str, Any]:

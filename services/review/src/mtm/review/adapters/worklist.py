@@ -71,19 +71,18 @@ def _when(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+async def _page(
+    conn: asyncpg.Connection, query: ListWorklist, now: datetime, offset: int, limit: int
+) -> list[asyncpg.Record]:
+    statuses = STATUSES[query.status]
+    return await conn.fetch(
+        WORKLIST, statuses, query.priority, query.owner, query.overdue, query.patient_id, now, offset, limit
+    )
+
+
 async def worklist(conn: asyncpg.Connection, query: ListWorklist, actor: Actor) -> CommandReply:
     now = datetime.now(UTC)
-    rows = await conn.fetch(
-        WORKLIST,
-        STATUSES[query.status],
-        query.priority,
-        query.owner,
-        query.overdue,
-        query.patient_id,
-        now,
-        query.offset,
-        query.limit,
-    )
+    rows = await _page(conn, query, now, query.offset, query.limit)
     tasks = [
         {
             "task_id": str(r["task_id"]),
@@ -117,9 +116,7 @@ async def _count(conn: asyncpg.Connection, query: ListWorklist, now: datetime) -
     """The total when the page asked for lies past the end (an offset beyond the last task)."""
     if query.offset == 0:
         return 0
-    rows = await conn.fetch(
-        WORKLIST, STATUSES[query.status], query.priority, query.owner, query.overdue, query.patient_id, now, 0, 1
-    )
+    rows = await _page(conn, query, now, 0, 1)
     return rows[0]["total"] if rows else 0
 
 
