@@ -146,6 +146,8 @@ async def test_sessions_are_signed_httponly_samesite_cookies_and_sign_out_ends_t
     stolen = client.cookies.get("mtm_session")
     page = await client.get("/worklist")
     assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store" and page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert (await client.post("/logout", data={"csrf_token": csrf_of(page.text)})).status_code == 303
     async with web.client() as replay:
         replay.cookies.set("mtm_session", stolen)
@@ -190,3 +192,36 @@ async def test_the_command_line_gets_a_token_for_the_account(web):
 
     actor = TokenVerifier([actors.PUBLIC_KEY]).verify(f"Bearer {body['token']}")
     assert (actor.user_id, actor.role, actor.practitioner_id) == ("drlee", "physician", "prac-pcp-42")
+
+
+async def test_the_worklist_stream_sends_the_view_then_each_new_task(stack, web, nc):
+    import asyncio
+    import json as jsonlib
+
+    pharmacist = await signed_in(web, "ana")
+    patient = f"p-{uuid.uuid4().hex[:10]}"
+    events: list[tuple[str, dict]] = []
+    got_task = asyncio.Event()
+
+    async def listen() -> None:
+        name = ""
+        async with pharmacist.stream("GET", "/worklist/events", timeout=None) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((name, jsonlib.loads(line.removeprefix("data: "))))
+                    if name == "upsert" and f"Patient/{patient}" in events[-1][1]["html"]:
+                        got_task.set()
+                        return
+
+    listener = asyncio.create_task(listen())
+    await wait_for(lambda: any(name == "section" and data["id"] == "followup" for name, data in events))
+    assert [name for name, _ in events[:4]] == ["ready", "section", "section", "section"]
+    await nc.jetstream().publish(DISCHARGE_INTAKE_SUBJECT, discharge(patient))
+    await asyncio.wait_for(got_task.wait(), timeout=30)
+    await listener
+    [upsert] = [data for name, data in events if name == "upsert"]
+    assert upsert["list"] == "tasks" and upsert["id"].startswith("task-") and "requested" in upsert["html"]
+    await pharmacist.aclose()

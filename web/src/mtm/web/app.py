@@ -116,8 +116,19 @@ class WebApp:
         return self.render(request, "error.html", session, status=404, title="Not found", message=message)
 
 
-class ServerTiming:
-    """`Server-Timing: app;dur=<ms>` on every response: how long the app took until it began to answer."""
+# Pages hold patient information: no caching anywhere, no framing, scripts and styles from this site only.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+)
+
+
+class ResponseHeaders:
+    """Security headers on every response, and `Server-Timing: app;dur=<ms>`: how long the app took until it
+    began to answer (what the bench reads)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -131,10 +142,10 @@ class ServerTiming:
         async def timed(message: Any) -> None:
             if message["type"] == "http.response.start":
                 took = (time.perf_counter() - started) * 1000
-                message = {
-                    **message,
-                    "headers": [*message["headers"], (b"server-timing", f"app;dur={took:.2f}".encode())],
-                }
+                present = {name.lower() for name, _ in message["headers"]}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                timing = (b"server-timing", f"app;dur={took:.2f}".encode())
+                message = {**message, "headers": [*message["headers"], *extra, timing]}
             await send(message)
 
         await self.app(scope, receive, timed)
@@ -189,7 +200,7 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
         *admin.routes,
         Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),
     ]
-    middleware = [Middleware(ServerTiming), *Sso.middleware(settings)]
+    middleware = [Middleware(ResponseHeaders), *Sso.middleware(settings)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.web = web
     return app

@@ -128,6 +128,7 @@ class LiveFeed:
 
 Message = tuple[str, dict[str, Any]]
 Render = Callable[[Change], "AsyncIterator[Message]"]
+Snapshot = Callable[[], "AsyncIterator[Message]"]
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -135,11 +136,15 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {body}\n\n".encode()
 
 
-async def stream(feed: LiveFeed, render: Render) -> AsyncIterator[bytes]:
-    """An event stream: `ready` first, then what `render` makes of each change, and a comment now and then so
-    proxies keep the connection open."""
+async def stream(feed: LiveFeed, render: Render, snapshot: Snapshot | None = None) -> AsyncIterator[bytes]:
+    """An event stream: `ready`, then the view as it is now (`snapshot`: what changed between the page being
+    rendered and the stream listening is not missed), then what `render` makes of each change, and a comment now
+    and then so proxies keep the connection open."""
     with feed.listen() as queue:
         yield sse("ready", {})
+        if snapshot is not None:
+            async for name, data in snapshot():
+                yield sse(name, data)
         while True:
             try:
                 change = await asyncio.wait_for(queue.get(), timeout=PING_EVERY_S)

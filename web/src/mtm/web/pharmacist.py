@@ -98,29 +98,34 @@ def shows(query: ListWorklist, row: dict[str, Any]) -> bool:
     )
 
 
-@page("pharmacist", "admin")
-async def worklist(request: Request, session: Session) -> Response:
-    query = worklist_query(request.query_params, session.account)
+async def _worklist_view(request: Request, session: Session, query: ListWorklist) -> dict[str, Any]:
     reply = await ask(request, session, LIST_WORKLIST, query)
     followup = await ask(request, session, LIST_REFERRALS, ListReferrals(needs_attention=True, limit=100))
     data = reply.data if reply.ok and isinstance(reply.data, dict) else {"total": 0, "overdue": 0, "tasks": []}
-    page_number = query.offset // PAGE_SIZE + 1
+    return {
+        "tasks": data["tasks"],
+        "total": data["total"],
+        "overdue": data["overdue"],
+        "page": query.offset // PAGE_SIZE + 1,
+        "pages": max(1, -(-data["total"] // PAGE_SIZE)),
+        "error": None if reply.ok else reply.message,
+        "followup": followup.data if followup.ok else [],
+    }
+
+
+@page("pharmacist", "admin")
+async def worklist(request: Request, session: Session) -> Response:
+    query = worklist_query(request.query_params, session.account)
     return web_of(request).render(
         request,
         "worklist.html",
         session,
         query=query,
         params=request.query_params,
-        tasks=data["tasks"],
-        total=data["total"],
-        overdue=data["overdue"],
-        page=page_number,
-        pages=max(1, -(-data["total"] // PAGE_SIZE)),
-        error=None if reply.ok else reply.message,
-        followup=followup.data if followup.ok else [],
         priorities=PRIORITIES,
         statuses=STATUSES,
         live_url=f"/worklist/events?{request.url.query}",
+        **await _worklist_view(request, session, query),
     )
 
 
@@ -149,7 +154,13 @@ async def worklist_events(request: Request, session: Session) -> Response:
             html = web.fragment("_followup.html", followup=found.data if found.ok else [])
             yield "section", {"id": "followup", "html": html}
 
-    return live(request, render)
+    async def snapshot() -> AsyncIterator[Message]:
+        view = await _worklist_view(request, session, query)
+        yield "section", {"id": "tasks", "within": "table", "html": web.fragment("_task_rows.html", **view)}
+        yield "section", {"id": "counts", "html": web.fragment("_worklist_counts.html", **view)}
+        yield "section", {"id": "followup", "html": web.fragment("_followup.html", **view)}
+
+    return live(request, render, snapshot)
 
 
 async def _task_view(request: Request, session: Session, task_id: str) -> dict[str, Any] | None:
@@ -219,7 +230,17 @@ async def task_events(request: Request, session: Session) -> Response:
             if found.ok:
                 yield "section", {"id": "referrals", "html": web.fragment("_task_referrals.html", referrals=found.data)}
 
-    return live(request, render)
+    async def snapshot() -> AsyncIterator[Message]:
+        now = await _task_view(request, session, task_id)
+        if now is not None:
+            mine = session.account.actor.acting_as
+            yield (
+                "section",
+                {"id": "task-status", "html": web.fragment("_task_status.html", task=now["task"], mine=mine)},
+            )
+            yield "section", {"id": "referrals", "html": web.fragment("_task_referrals.html", **now)}
+
+    return live(request, render, snapshot)
 
 
 @action("pharmacist")

@@ -39,19 +39,20 @@ DECISIONS: tuple[str, ...] = get_args(ReferralDecision)
 INBOX_SIZE = 200
 
 
-@page("physician")
-async def inbox(request: Request, session: Session) -> Response:
+async def _inbox_view(request: Request, session: Session) -> dict[str, Any]:
     reply = await ask(request, session, LIST_REFERRALS, ListReferrals(limit=INBOX_SIZE))
     referrals = reply.data if reply.ok else []
-    return web_of(request).render(
-        request,
-        "referrals.html",
-        session,
-        referrals=referrals,
-        unread=sum(1 for r in referrals if not r["acknowledged_at"] and r["status"] == "requested"),
-        error=None if reply.ok else reply.message,
-        live_url="/referrals/events",
-    )
+    return {
+        "referrals": referrals,
+        "unread": sum(1 for r in referrals if not r["acknowledged_at"] and r["status"] == "requested"),
+        "error": None if reply.ok else reply.message,
+    }
+
+
+@page("physician")
+async def inbox(request: Request, session: Session) -> Response:
+    view = await _inbox_view(request, session)
+    return web_of(request).render(request, "referrals.html", session, live_url="/referrals/events", **view)
 
 
 def _mine(change: Change, session: Session) -> bool:
@@ -72,7 +73,11 @@ async def inbox_events(request: Request, session: Session) -> Response:
             html = web.fragment("_referral_row.html", referral=reply.data)
             yield "upsert", {"list": "referrals", "id": f"referral-{change.referral_id}", "html": html}
 
-    return live(request, render)
+    async def snapshot() -> AsyncIterator[Message]:
+        view = await _inbox_view(request, session)
+        yield "section", {"id": "referrals", "within": "table", "html": web.fragment("_referral_rows.html", **view)}
+
+    return live(request, render, snapshot)
 
 
 async def _referral_view(request: Request, session: Session, referral_id: str) -> dict[str, Any] | None:

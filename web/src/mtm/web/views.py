@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 
 from mtm.contracts import CommandReply
 from mtm.web.accounts import Session
-from mtm.web.live import Change, Render, reflected, stream
+from mtm.web.live import Change, Render, Snapshot, reflected, stream
 
 SEVERITIES = ("high", "moderate", "low")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -44,9 +44,11 @@ async def ask_for_one(
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
 
 
-def live(request: Request, render: Render) -> StreamingResponse:
-    """The page's event stream: what `render` makes of each change on the log."""
-    return StreamingResponse(stream(web_of(request).feed, render), media_type="text/event-stream", headers=SSE_HEADERS)
+def live(request: Request, render: Render, snapshot: Snapshot | None = None) -> StreamingResponse:
+    """The page's event stream: the view as it is once the stream listens, then what `render` makes of each change."""
+    return StreamingResponse(
+        stream(web_of(request).feed, render, snapshot), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
 def task_row(task: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,10 @@
   source.addEventListener("section", (e) => {
     const m = JSON.parse(e.data);
     const old = document.getElementById(m.id);
-    if (old) old.replaceWith(parse(m.html, "div"));
+    if (!old) return;
+    const fresh = parse(m.html, m.within || "div");
+    old.replaceWith(fresh);
+    const empty = document.getElementById(m.id + "-empty");
+    if (empty && fresh.children.length) empty.remove();
   });
 })();
