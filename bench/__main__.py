@@ -38,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / "cache"
-PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "dur", "rebuild")
+PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "web", "dur", "rebuild")
 # The bound is 5 minutes on 2 cores; the rebuild, last, gets what is left of this.
 TOTAL_BUDGET_S = 285.0
 # The rebuild's own set-up (its NATS, a fresh service) and the final report run after its budget.
@@ -58,6 +58,7 @@ class Plan:
     latency_warmup_s: float
     latency_offered_s: float
     rebuild_budget_s: float
+    web_open_tasks: int = 10_000
 
 
 FULL = Plan(
@@ -79,6 +80,7 @@ QUICK = Plan(
     latency_warmup_s=1.0,
     latency_offered_s=3.0,
     rebuild_budget_s=15.0,
+    web_open_tasks=1_000,
 )
 
 
@@ -257,6 +259,11 @@ class Bench:
             warmup_s=self.plan.latency_warmup_s,
             offered_s=self.plan.latency_offered_s,
         )
+
+    async def phase_web(self, progress: Progress) -> dict[str, Any]:
+        from bench import web
+
+        return await web.run(self.servers, self.log_dir, progress, tasks=self.plan.web_open_tasks)
 
     async def phase_dur(self, progress: Progress) -> dict[str, Any]:
         progress("python -m bench.dur_check", 0.1)

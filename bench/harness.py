@@ -196,6 +196,7 @@ class ServiceFleet:
     log_dir: Path
     services: tuple[str, ...] = SERVICES
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -204,6 +205,7 @@ class ServiceFleet:
             "MTM_DATABASE_URL": self.servers.database_url,
             # Reconciliation keeps the patients' event keys, wrapped with this (events are sealed as in production).
             "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
+            **self.extra_env,
         }
         for name in SERVICES:
             env[f"MTM_{name.upper()}_DATABASE_URL"] = self.servers.database(self.phase, name)

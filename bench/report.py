@@ -106,6 +106,11 @@ MTM_ROWS = (
         "fetch + ack",
         at_least(GOAL_REBUILD_PER_S, "≥ 30,000/s"),
     ),
+    Row("Worklist page, 10,000 open tasks: server p50", "web_worklist_server_p50_ms", "ms"),
+    Row("Worklist page, 10,000 open tasks: server p99", "web_worklist_server_p99_ms", "ms"),
+    Row("Worklist page, filtered, page 100: server p99", "web_worklist_filtered_server_p99_ms", "ms"),
+    Row("Live update, discharge → browser's event stream p50", "web_live_p50_ms", "ms"),
+    Row("Live update, discharge → browser's event stream p99", "web_live_p99_ms", "ms"),
     Row("Drug check, 20 medications (median)", "dur_check_ms_median", "ms", goal=at_most(GOAL_DUR_MS, "≤ 1 ms")),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
 )

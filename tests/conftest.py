@@ -96,4 +96,20 @@ async def declare_as_owner(nc: Client, *specs: StreamSpec) -> None:
         await declare_stream(js, spec, replicas=1, duplicate_window_s=120)
 
 
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real HTTP server that records webhook posts (tests may script its answers)."""
+    from support.webhook import WebhookReceiver, serve
+
+    yield from serve(WebhookReceiver())
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[Any]:
+    """A real SMTP server (STARTTLS, a login) that keeps what it received."""
+    from support.smtp import serve_smtp
+
+    yield from serve_smtp(tmp_path)
+
+
 os.environ.setdefault("MTM_LOG_FORMAT", "console")

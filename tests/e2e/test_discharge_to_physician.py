@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import nats
 import pytest
 from support import actors
 from support.events import new_patient_id
+from support.events import sample_discharge as discharge
 from support.jetstream import Collector, read_events, stream_messages, wait_for
 from support.processes import ServiceProcesses
 from support.webhook import WebhookReceiver, serve
@@ -38,17 +38,6 @@ from mtm.contracts.webhooks import verify
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret"
-SAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "samples" / "transition_of_care_recorded.v1.json"
-
-
-def discharge(patient_id: str, physician: str) -> bytes:
-    """The golden sample for a new patient: atorvastatin taken at home is missing at discharge."""
-    body = json.loads(SAMPLE.read_text())
-    event_id = str(uuid.uuid4())
-    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
-    body["data"]["patient"]["patient_id"] = patient_id
-    body["data"]["care_team"]["primary_care_physician_id"] = physician
-    return json.dumps(body).encode()
 
 
 async def send(nc, subject: str, command, headers: dict[str, str]) -> CommandReply:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.api import PubAck
@@ -22,9 +24,22 @@ from mtm.contracts import (
 from mtm.contracts.events import Reconciliation, TaskCompletion
 from mtm.contracts.subjects import event_subject
 
+SAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "samples"
+
 
 def new_patient_id() -> str:
     return f"p-{uuid.uuid4().hex[:12]}"
+
+
+def sample_discharge(patient_id: str, physician: str = "prac-pcp-42") -> bytes:
+    """The golden sample for a new patient and primary-care physician: atorvastatin taken at home is missing at
+    discharge."""
+    body = json.loads((SAMPLES / "transition_of_care_recorded.v1.json").read_text())
+    event_id = str(uuid.uuid4())
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
+    body["data"]["patient"]["patient_id"] = patient_id
+    body["data"]["care_team"]["primary_care_physician_id"] = physician
+    return json.dumps(body).encode()
 
 
 def review_task_completed(

@@ -15,7 +15,7 @@ import pytest
 from support import actors
 from support.jetstream import stream_messages, wait_for
 from support.services import native_discharge
-from test_rebuild import quiet, rebuild, receiver, request, service_apps  # noqa: F401 - fixtures and helpers
+from support.stack import quiet, rebuild, request, service_apps
 
 from mtm.contracts import (
     ClaimReviewTask,
@@ -61,10 +61,12 @@ async def test_an_erased_patient_is_forgotten_everywhere_and_replays_see_nothing
     clean_jetstream,
     settings_for,
     run_service,
-    receiver,  # noqa: F811
+    receiver,
+    smtp,
+    tmp_path,
 ):
     nc = clean_jetstream
-    apps = service_apps(settings_for, receiver, seal_events=True)
+    apps = service_apps(settings_for, receiver, smtp, tmp_path)
     erased, kept = f"p-erase-{uuid.uuid4().hex[:8]}", f"p-keep-{uuid.uuid4().hex[:8]}"
     async with (
         run_service(apps["reconciliation"]),

@@ -1,7 +1,8 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
 The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, answers, webhook deliveries with a retry and a failure). Then each
+completions with and without referrals, a read receipt, answers, escalations of unanswered referrals with their
+reminders, webhook deliveries with a retry and a failure, emails over SMTP). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -12,78 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
-import asyncpg
 import pytest
 from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
 from support.services import native_discharge
-from support.webhook import WebhookReceiver, serve
+from support.stack import DEDUP_WINDOW_S, dump, messages_in_log, quiet, rebuild, request, service_apps
+from support.webhook import WebhookReceiver
 
 from mtm.cli.demo import fhir_discharge
 from mtm.contracts import (
+    AcknowledgeReferral,
     AnswerReferral,
     ClaimReviewTask,
-    CommandReply,
     CompleteReviewTask,
     Recommendation,
 )
-from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.subjects import (
+    ACKNOWLEDGE_REFERRAL,
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
-    PATIENT_EVENTS_STREAM,
 )
 
 pytestmark = pytest.mark.integration
-SECRET = "rebuild-test-secret"
-DEDUP_WINDOW_S = 2.0
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    yield from serve(WebhookReceiver())
-
-
-def service_apps(settings_for, receiver: WebhookReceiver, **common) -> dict:
-    from mtm.notify.bootstrap import create_app as notify_app
-    from mtm.notify.settings import NotifySettings
-    from mtm.reconciliation.bootstrap import ReconciliationSettings
-    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
-    from mtm.referral.bootstrap import ReferralSettings
-    from mtm.referral.bootstrap import create_app as referral_app
-    from mtm.review.bootstrap import create_app as review_app
-    from mtm.review.settings import ReviewSettings
-
-    return {
-        # The owner of the patient log declares it with a short deduplication window, so the test can outlast it.
-        "reconciliation": reconciliation_app(
-            settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S, **common)
-        ),
-        "review": review_app(settings_for(ReviewSettings, **common)),
-        "referral": referral_app(settings_for(ReferralSettings, **common)),
-        "notify": notify_app(
-            settings_for(
-                NotifySettings,
-                notify_webhook_url=receiver.url,
-                notify_webhook_secret=SECRET,
-                notify_backoff_base_s=0.05,
-                notify_poll_s=0.05,
-                **common,
-            )
-        ),
-    }
-
-
-async def request(nc, subject: str, body, headers: dict[str, str] = actors.ADMIN) -> CommandReply:
-    reply = await nc.request(subject, body.model_dump_json().encode(), timeout=10, headers=headers)
-    return CommandReply.model_validate_json(reply.data)
 
 
 async def run_workload(nc, receiver: WebhookReceiver) -> None:
@@ -121,11 +78,15 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         return reply.data if len(reply.data) >= 2 else None
 
     found = await wait_for(referrals, timeout_s=30)
-    first = found[0]
+    first, second = found[0], found[1]
+    physician = actors.physician(first["physician_id"])
+    read = AcknowledgeReferral(referral_id=uuid.UUID(second["referral_id"]))
+    assert (await request(nc, ACKNOWLEDGE_REFERRAL, read, actors.physician(second["physician_id"]))).ok
     answer = AnswerReferral(referral_id=uuid.UUID(first["referral_id"]), decision="modified")
-    assert (await request(nc, ANSWER_REFERRAL, answer, actors.physician(first["physician_id"]))).ok
-    # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
-    await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
+    assert (await request(nc, ANSWER_REFERRAL, answer, physician)).ok
+    # Two referrals, each by webhook, email and inbox: every notification finished, one after a retry, one refused;
+    # the unanswered one escalates and its reminder goes out on the same channels.
+    await wait_for(lambda: len(receiver.received) >= 4, timeout_s=30)
 
 
 def _list_tasks():
@@ -140,79 +101,11 @@ def _list_referrals():
     return ListReferrals()
 
 
-async def dump(app) -> dict[str, list[str]]:
-    """Every row of every table of the service's projection, `applied_events` included, in a stable order."""
-    runtime = app.runtime
-    tables = (*runtime.definition.handlers.projection.tables, "applied_events")
-    conn = await asyncpg.connect(runtime.database_url)
-    try:
-        return {
-            table: sorted(row[0] for row in await conn.fetch(f"SELECT row_to_json(t)::text FROM projection.{table} t"))
-            for table in tables
-        }
-    finally:
-        await conn.close()
-
-
-async def settled(apps: dict, nc=None) -> bool:
-    """Nothing left to consume or send and no notification pending: the tables no longer move on their own."""
-    if nc is not None:
-        js = nc.jetstream()
-        for stream in ("DISCHARGE_INTAKE", PATIENT_EVENTS_STREAM):
-            for consumer in await js.consumers_info(stream):
-                durable = consumer.config.durable_name is not None
-                if durable and (consumer.num_pending or consumer.num_ack_pending):
-                    return False
-    for app in apps.values():
-        conn = await asyncpg.connect(app.runtime.database_url)
-        try:
-            if await conn.fetchval("SELECT count(*) FROM public.outbox"):
-                return False
-            if app.runtime.name == "notify" and await conn.fetchval(
-                "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
-            ):
-                return False
-        finally:
-            await conn.close()
-    return True
-
-
-async def quiet(apps: dict, nc) -> bool:
-    """Settled, and still settled a moment later (an event relayed between two looks would otherwise slip by)."""
-    if not await settled(apps, nc):
-        return False
-    await asyncio.sleep(0.3)
-    return await settled(apps, nc)
-
-
-async def rebuild(nc, service: str) -> RebuildProgress:
-    command = RebuildProjection()
-    progress: asyncio.Queue[RebuildProgress] = asyncio.Queue()
-
-    async def on_progress(msg) -> None:
-        await progress.put(RebuildProgress.model_validate_json(msg.data))
-
-    sub = await nc.subscribe(rebuild_progress_subject(service, command.rebuild_id), cb=on_progress)
-    try:
-        assert (await request(nc, rebuild_subject(service), command)).ok
-        while True:
-            report = await asyncio.wait_for(progress.get(), timeout=60)
-            if report.phase in ("swapped", "failed"):
-                return report
-    finally:
-        await sub.unsubscribe()
-
-
-async def messages_in_log(nc) -> int:
-    return (await nc.jetstream().stream_info(PATIENT_EVENTS_STREAM)).state.messages
-
-
 async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
-    clean_jetstream, settings_for, run_service, receiver
+    clean_jetstream, settings_for, run_service, receiver, smtp, tmp_path
 ):
     nc = clean_jetstream
-    # Sealed as in production: reconciliation keeps the keys, the others ask it for them.
-    apps = service_apps(settings_for, receiver, seal_events=True)
+    apps = service_apps(settings_for, receiver, smtp, tmp_path)
     async with (
         run_service(apps["reconciliation"]),
         run_service(apps["review"]),
@@ -225,7 +118,16 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         logged = await messages_in_log(nc)
         assert before["notify"]["notification_attempts"], "the workload should have recorded delivery attempts"
         assert any('"status":"in-progress"' in row for row in before["review"]["review_tasks"])
-        assert any('"status":"modified"' in row for row in before["referral"]["referrals"])
+        assert len(before["review"]["task_worklist"]) == len(before["review"]["review_tasks"])
+        referrals = before["referral"]["referrals"]
+        assert any('"status":"modified"' in row for row in referrals)
+        assert any('"acknowledged_by":"' in row for row in referrals), "the workload should have a read receipt"
+        assert any('"escalations":1' in row for row in referrals), "the workload should have an escalation"
+        assert before["referral"]["referral_notification_failures"], "the workload should have a failed delivery"
+        notifications = before["notify"]["notifications"]
+        assert any('"channel":"email","status":"delivered"' in row for row in notifications), notifications
+        assert any('"purpose":"reminder"' in row for row in notifications)
+        emailed = len(smtp.messages())
 
         for round_ in ("within the deduplication window", "after the deduplication window"):
             if round_.startswith("after"):
@@ -235,6 +137,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
                 assert report.phase == "swapped", (name, report.message)
                 assert await dump(app) == before[name], f"{name} rebuilt differently ({round_})"
             assert await messages_in_log(nc) == logged, f"a rebuild published events ({round_})"
+            assert len(smtp.messages()) == emailed, f"a rebuild sent an email ({round_})"
 
         # Rebuilds while discharges keep arriving: what was written to the old tables during the replay must
         # not be lost by the swap, so the tables after it are again what the log says (checked by a rebuild).

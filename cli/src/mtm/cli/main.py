@@ -93,13 +93,35 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from mtm.cli.identity import login, token_file
+    from mtm.cli.identity import LoginError, login, read_password, token_file
 
     try:
-        login(args.user, args.role, args.practitioner_id)
-    except FileNotFoundError as exc:
+        who = login(args.user, read_password(), args.url)
+    except LoginError as exc:
+        raise tool.ToolError(f"login refused: {exc}") from exc
+    practitioner = f", practitioner {who.practitioner_id}" if who.practitioner_id else ""
+    say(f"logged in as {who.user_id} ({who.role}{practitioner}) until {who.expires_at}; token in {token_file()}")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import add_user, read_password
+    from mtm.web.accounts import AccountError
+
+    try:
+        add_user(args.name, args.role, args.practitioner_id, read_password("Password for the new account: "))
+    except AccountError as exc:
         raise tool.ToolError(str(exc)) from exc
-    say(f"logged in as {args.user} ({args.role}); token saved in {token_file()}")
+    except OSError as exc:
+        raise tool.ToolError(f"cannot reach the web app's database ({type(exc).__name__}): is the stack up?") from exc
+    say(f"account {args.name} added ({args.role})")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import dumps, list_users
+
+    print(dumps(list_users()))
     return 0
 
 
@@ -111,6 +133,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if not args.all and args.service not in SERVICES:
         raise tool.ToolError(f"no service named {args.service!r} (one of {', '.join(SERVICES)}, or --all)")
     return asyncio.run(rebuild_services(nats_url(), services))
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from mtm.contracts.admin import ErasePatient
+    from mtm.contracts.subjects import ERASE_PATIENT
+
+    patient = args.patient.removeprefix("Patient/")
+    command = ErasePatient(patient_id=patient, reason=args.reason)
+    return print_reply(asyncio.run(tool.request(nats_url(), ERASE_PATIENT, command)))
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
@@ -174,11 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(run=cmd_tasks)
 
-    login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
+    login = sub.add_parser(
+        "login", help="sign in at the web app (password from MTM_PASSWORD or stdin); commands then act as you"
+    )
     login.add_argument("user", help="account name, e.g. ana")
-    login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
-    login.add_argument("--practitioner-id", help="FHIR Practitioner id (a physician's referrals are addressed to it)")
+    login.add_argument("--url", help="the web app (default: MTM_WEB_URL, else the stack `mtm up` started)")
     login.set_defaults(run=cmd_login)
+
+    user = sub.add_parser("user", help="accounts of the web app")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", help="add an account (password from MTM_PASSWORD or stdin)")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
+    user_add.add_argument("--practitioner-id", help="FHIR Practitioner id (required for a physician)")
+    user_add.set_defaults(run=cmd_user_add)
+    user_list = user_sub.add_parser("list", help="every account, with its role")
+    user_list.set_defaults(run=cmd_user_list)
 
     rebuild = sub.add_parser(
         "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
@@ -186,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
     rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
     rebuild.set_defaults(run=cmd_rebuild)
+
+    erase = sub.add_parser(
+        "erase", help="forget a patient everywhere: their key is destroyed, every service deletes their rows (admin)"
+    )
+    erase.add_argument("patient", help="the patient id (or Patient/<id>)")
+    erase.add_argument("--reason", required=True, help="why, e.g. 'request of the patient'")
+    erase.set_defaults(run=cmd_erase)
 
     claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
     claim.add_argument("task")

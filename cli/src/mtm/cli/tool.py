@@ -60,7 +60,7 @@ async def request(url: str, subject: str, command: BaseModel, token: str | None 
 
     token = token or current_token()
     if token is None:
-        raise ToolError("not logged in: run `mtm login USER --role pharmacist|physician|admin` first")
+        raise ToolError("not logged in: run `mtm login USER` first (the password from MTM_PASSWORD or the prompt)")
     nc = await nats.connect(url)
     try:
         reply = await nc.request(

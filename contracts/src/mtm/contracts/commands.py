@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from mtm.contracts.envelope import Frozen
-from mtm.contracts.events import Recommendation, ReferralDecision
+from mtm.contracts.events import Recommendation, ReferralDecision, TaskPriority
 from mtm.contracts.limits import MAX_RECOMMENDATIONS, FhirId, Note
 
 
@@ -39,6 +39,12 @@ class AnswerReferral(Command):
     referral_id: uuid.UUID
     decision: ReferralDecision
     note: Note | None = None
+
+
+class AcknowledgeReferral(Command):
+    """The physician the referral is addressed to has read it (a read receipt; answering is separate)."""
+
+    referral_id: uuid.UUID
 
 
 CommandOutcome = Literal["accepted", "not_found", "conflict", "invalid", "unauthorized", "forbidden", "error"]
@@ -83,15 +89,50 @@ class ListReviewTasks(Page):
     status: Literal["requested", "in-progress", "completed"] | None = None
 
 
-class GetReviewTask(Query):
-    task_id: uuid.UUID
-
-
 class ListReferrals(Page):
     physician_id: FhirId | None = None
     status: Literal["requested", "accepted", "declined", "modified"] | None = None
+    task_id: uuid.UUID | None = Field(default=None, description="Only the referrals of this review task.")
+    needs_attention: bool = Field(
+        default=False,
+        description="Only referrals a pharmacist should follow up: escalated while unanswered, or not delivered.",
+    )
+
+
+class GetReferral(Query):
+    """One referral with its follow-through; a physician gets `not_found` for a referral not addressed to them."""
+
+    referral_id: uuid.UUID
+
+
+WorklistStatus = Literal["open", "requested", "in-progress", "completed"]
+
+
+class ListWorklist(Page):
+    """The pharmacists' worklist: one page of tasks, most urgent first, with the total and overdue counts."""
+
+    status: WorklistStatus = Field(default="open", description="`open`: requested or in progress.")
+    priority: TaskPriority | None = None
+    owner: str | None = Field(default=None, description="Only tasks claimed by this pharmacist (practitioner id).")
+    overdue: bool = Field(default=False, description="Only tasks past their due time.")
+    patient_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+class GetReviewTask(Query):
+    """One review task whole: both medication lists item by item, discrepancies, alerts, claim and completion.
+
+    A physician sees it only when on the patient's care team (primary care or attending)."""
+
+    task_id: uuid.UUID
 
 
 class GetMedicationList(Query):
     patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
     format: Literal["mtm", "fhir"] = "mtm"
+
+
+class GetMedicationHistory(Query):
+    """The patient's reconciled transitions of care, newest first: what changed at each."""
+
+    patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    limit: int = Field(default=20, ge=1, le=200)

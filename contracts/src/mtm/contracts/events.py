@@ -53,6 +53,7 @@ RecommendationAction = Literal[
 ]
 ReferralDecision = Literal["accepted", "declined", "modified"]
 NotificationChannel = Literal["webhook", "nats", "email"]
+NotificationPurpose = Literal["referral", "reminder"]
 
 
 def _event_type(name: str) -> str:
@@ -248,6 +249,9 @@ class Referral(Frozen):
     pharmacist_id: str = Field(min_length=1, max_length=128)
     recommendation: Recommendation
     priority: TaskPriority = "routine"
+    respond_by: AwareDatetime | None = Field(
+        default=None, description="When an unanswered referral escalates (a reminder, and a notice to the pharmacist)."
+    )
 
 
 class ReferralRequested(EventEnvelope):
@@ -270,6 +274,40 @@ class ReferralAnswered(EventEnvelope):
     data: ReferralAnswer
 
 
+class ReferralAcknowledgement(Frozen):
+    """The physician opened the referral and says so (a read receipt); the answer may come later."""
+
+    referral_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    actor: Actor | None = Field(default=None, description="Who acknowledged it, as their token said.")
+
+
+class ReferralAcknowledged(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_acknowledged"
+    type: Literal["mtm.referral_acknowledged.v1"] = _event_type("referral_acknowledged")
+    data: ReferralAcknowledgement
+
+
+class ReferralEscalation(Frozen):
+    """A referral still unanswered at its deadline: the physician is reminded and the pharmacist told."""
+
+    referral_id: uuid.UUID
+    task_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    pharmacist_id: str = Field(min_length=1)
+    escalation: int = Field(ge=1, description="1 for the first reminder, 2 for the second, ...")
+    respond_by: AwareDatetime = Field(description="The deadline that passed.")
+    next_escalation_at: AwareDatetime | None = Field(
+        default=None, description="When it escalates again if still unanswered; none after the last reminder."
+    )
+
+
+class ReferralEscalated(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_escalated"
+    type: Literal["mtm.referral_escalated.v1"] = _event_type("referral_escalated")
+    data: ReferralEscalation
+
+
 # --- notify ---------------------------------------------------------------------------------------------------
 
 
@@ -280,6 +318,10 @@ class NotificationRequest(Frozen):
     referral_id: uuid.UUID
     recipient_id: str = Field(min_length=1)
     channel: NotificationChannel
+    purpose: NotificationPurpose = Field(
+        default="referral", description="The referral itself, or a reminder that it is still unanswered."
+    )
+    escalation: int = Field(default=0, ge=0, description="Which escalation a reminder is for (0: the referral).")
 
 
 class NotificationRequested(EventEnvelope):
@@ -369,6 +411,8 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     ReviewTaskCompleted,
     ReferralRequested,
     ReferralAnswered,
+    ReferralAcknowledged,
+    ReferralEscalated,
     NotificationRequested,
     NotificationRetryScheduled,
     NotificationDelivered,

@@ -10,14 +10,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from mtm.contracts.commands import (
+    AcknowledgeReferral,
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
+    GetMedicationHistory,
     GetMedicationList,
+    GetReferral,
     GetReviewTask,
     ListReferrals,
     ListReviewTasks,
+    ListWorklist,
 )
 from mtm.contracts.dead_letter import DeadLetter
 from mtm.contracts.events import EVENT_CLASSES
@@ -26,10 +30,14 @@ COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ClaimReviewTask,
     CompleteReviewTask,
     AnswerReferral,
+    AcknowledgeReferral,
     ListReviewTasks,
-    ListReferrals,
-    GetMedicationList,
+    ListWorklist,
     GetReviewTask,
+    ListReferrals,
+    GetReferral,
+    GetMedicationList,
+    GetMedicationHistory,
     CommandReply,
     DeadLetter,
 )

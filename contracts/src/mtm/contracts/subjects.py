@@ -41,6 +41,10 @@ GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
 PATIENT_KEYS: Final = "mtm.keys.patient.v1"
 """Services ask reconciliation for patients' event keys here (request/reply between services only)."""
 ERASE_PATIENT: Final = "mtm.admin.reconciliation.erase.v1"
+GET_MEDICATION_HISTORY: Final = "mtm.query.reconciliation.history.v1"
+ACKNOWLEDGE_REFERRAL: Final = "mtm.cmd.referral.acknowledge.v1"
+GET_REFERRAL: Final = "mtm.query.referral.get.v1"
+LIST_WORKLIST: Final = "mtm.query.review.worklist.v1"
 
 _UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
 

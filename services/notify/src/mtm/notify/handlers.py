@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import ReferralRequested
+from mtm.contracts import ReferralEscalated, ReferralRequested
 from mtm.notify import application
 from mtm.notify.adapters import notifications
 from mtm.platform.service import ServiceHandlers, on_event
@@ -20,6 +20,12 @@ def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[],
                 partial(application.request_notifications, channels_for=channels_for),
                 durable="notify-referral-requested",
                 keeps_input=True,
+                after_commit=wake_worker,
+            ),
+            on_event(
+                ReferralEscalated,
+                partial(application.request_reminders, channels_for=channels_for),
+                durable="notify-referral-escalated",
                 after_commit=wake_worker,
             ),
         ),

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
+from mtm.contracts import EVENTS, EventRegistry, GetMedicationHistory, GetMedicationList, TransitionOfCareRecorded
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+)
 from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
@@ -35,6 +40,12 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 GetMedicationList,
                 ("pharmacist", "physician", "admin"),
                 reconciliations.medication_list,
+            ),
+            Query(
+                GET_MEDICATION_HISTORY,
+                GetMedicationHistory,
+                ("pharmacist", "physician", "admin"),
+                reconciliations.medication_history,
             ),
         ),
     )

@@ -9,14 +9,21 @@ from mtm.contracts import (
     CompleteReviewTask,
     GetReviewTask,
     ListReviewTasks,
+    ListWorklist,
     MedicationsReconciled,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
 )
-from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, GET_REVIEW_TASK, LIST_REVIEW_TASKS
+from mtm.contracts.subjects import (
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
+    GET_REVIEW_TASK,
+    LIST_REVIEW_TASKS,
+    LIST_WORKLIST,
+)
 from mtm.platform.service import Command, Query, ServiceHandlers, on_event
 from mtm.review import application
-from mtm.review.adapters import tasks
+from mtm.review.adapters import tasks, worklist
 from mtm.review.domain.tasks import TASK_EVENTS
 from mtm.review.drug_checks import DrugChecker
 
@@ -55,6 +62,8 @@ def handlers(check: DrugChecker) -> ServiceHandlers:
         ),
         queries=(
             Query(LIST_REVIEW_TASKS, ListReviewTasks, ("pharmacist", "admin"), tasks.list_tasks),
-            Query(GET_REVIEW_TASK, GetReviewTask, ("pharmacist", "admin"), tasks.get_task),
+            # The web app's pages: the worklist, and one task whole (physicians of the patient's care team too).
+            Query(LIST_WORKLIST, ListWorklist, ("pharmacist", "admin"), worklist.worklist),
+            Query(GET_REVIEW_TASK, GetReviewTask, ("pharmacist", "physician", "admin"), worklist.get_task),
         ),
     )

@@ -34,12 +34,13 @@ ERASE = (
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications
     (notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, status,
-     next_attempt_at, requested_at)
+     next_attempt_at, requested_at, purpose, escalation)
 SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.cause_event_id, n.recipient_id,
-       n.channel, 'pending', n.requested_at, n.requested_at
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[])
+       n.channel, 'pending', n.requested_at, n.requested_at, n.purpose, n.escalation
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[],
+            $9::text[], $10::int[])
     AS n(notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel,
-         requested_at)
+         requested_at, purpose, escalation)
 ON CONFLICT (notification_id) DO NOTHING
 """
 SCHEDULE_RETRY = """
@@ -52,11 +53,6 @@ INSERT_ATTEMPT = """
 INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT DO NOTHING
-"""
-SELECT_WEBHOOKS = "SELECT recipient_id, webhook_url FROM recipient_endpoints WHERE recipient_id = ANY($1::text[])"
-UPSERT_ENDPOINT = """
-INSERT INTO recipient_endpoints (recipient_id, webhook_url, email) VALUES ($1, $2, $3)
-ON CONFLICT (recipient_id) DO UPDATE SET webhook_url = EXCLUDED.webhook_url, email = EXCLUDED.email
 """
 # A worker leases due notifications before attempting them, so two workers never attempt the same one; a lease
 # left by a crashed worker expires and the notification is attempted again.
@@ -76,7 +72,7 @@ RETURNING notification_id
 """
 LEASED = """
 SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.attempts, n.cause_event_id,
-       n.recipient_id, n.channel, r.event AS referral_event
+       n.recipient_id, n.channel, n.purpose, n.escalation, r.event AS referral_event
 FROM notifications n JOIN referral_requests r USING (referral_id)
 WHERE n.notification_id = ANY($1::uuid[])
 """
@@ -124,6 +120,8 @@ async def _insert_notifications(tx: Tx, requested: Sequence[NotificationRequeste
         [e.data.recipient_id for e in requested],
         [e.data.channel for e in requested],
         [e.time for e in requested],
+        [e.data.purpose for e in requested],
+        [e.data.escalation for e in requested],
     )
 
 
@@ -163,6 +161,8 @@ async def lease_due(conn: asyncpg.Connection, limit: int, lease_s: float, now: d
                     referral_id=r["referral_id"],
                     recipient_id=r["recipient_id"],
                     channel=r["channel"],
+                    purpose=r["purpose"],
+                    escalation=r["escalation"],
                 ),
                 patient_id=r["patient_id"],
                 correlation_id=r["correlation_id"],
@@ -178,14 +178,3 @@ async def lease_due(conn: asyncpg.Connection, limit: int, lease_s: float, now: d
 
 async def release(conn: asyncpg.Connection, notification_ids: Sequence[object]) -> None:
     await conn.execute(RELEASE, list(notification_ids))
-
-
-async def webhook_urls(conn: asyncpg.Connection, recipient_ids: Sequence[str]) -> dict[str, str]:
-    rows = await conn.fetch(SELECT_WEBHOOKS, list(recipient_ids))
-    return {row["recipient_id"]: row["webhook_url"] for row in rows if row["webhook_url"]}
-
-
-async def set_endpoint(
-    conn: asyncpg.Connection, recipient_id: str, webhook_url: str | None, email: str | None = None
-) -> None:
-    await conn.execute(UPSERT_ENDPOINT, recipient_id, webhook_url, email)

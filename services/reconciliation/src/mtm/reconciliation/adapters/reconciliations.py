@@ -11,6 +11,7 @@ import asyncpg
 from mtm.contracts import (
     CommandReply,
     EventEnvelope,
+    GetMedicationHistory,
     GetMedicationList,
     MedicationsReconciled,
     TransitionOfCareRecorded,
@@ -47,6 +48,10 @@ SELECT EXISTS (
     SELECT 1 FROM transitions
     WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
 )
+"""
+SELECT_HISTORY = """
+SELECT medications_reconciled, reconciled_at FROM reconciliations WHERE patient_id = $1
+ORDER BY reconciled_at DESC, event_id LIMIT $2
 """
 
 
@@ -147,3 +152,38 @@ async def medication_list(conn: asyncpg.Connection, query: GetMedicationList, ac
     found = MedicationList.model_validate_json(raw)
     data = to_fhir_list(found) if query.format == "fhir" else found.model_dump(mode="json")
     return CommandReply(outcome="accepted", resource_id=query.patient_id, data=data)
+
+
+async def medication_history(conn: asyncpg.Connection, query: GetMedicationHistory, actor: Actor) -> CommandReply:
+    """Each reconciled transition of care of the patient, newest first: what changed, and what was not explained."""
+    rows = await conn.fetch(SELECT_HISTORY, query.patient_id, query.limit)
+    if not rows:
+        return CommandReply(outcome="not_found", message="no history for this patient", resource_id=query.patient_id)
+    history = []
+    for row in rows:
+        event = MedicationsReconciled.model_validate_json(row["medications_reconciled"])
+        rec = event.data
+        history.append(
+            {
+                "event_id": str(event.id),
+                "transition_event_id": str(rec.transition_event_id),
+                "encounter_id": rec.encounter_id,
+                "discharged_at": rec.discharged_at.isoformat() if rec.discharged_at else None,
+                "reconciled_at": row["reconciled_at"].isoformat(),
+                "items": [
+                    {
+                        "ingredients": list(item.ingredients),
+                        "status": item.status,
+                        "changes": list(item.changes),
+                        "documented": item.documented,
+                        "home": item.home.text if item.home else None,
+                        "discharge": item.discharge.text if item.discharge else None,
+                    }
+                    for item in rec.items
+                ],
+                "discrepancies": [
+                    d.model_dump(mode="json", include={"type", "ingredients", "message"}) for d in rec.discrepancies
+                ],
+            }
+        )
+    return CommandReply(outcome="accepted", resource_id=query.patient_id, data=history)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -12,7 +11,6 @@ import asyncpg
 from mtm.contracts import (
     CommandReply,
     EventEnvelope,
-    GetReviewTask,
     ListReviewTasks,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
@@ -20,6 +18,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx, runs
+from mtm.review.adapters.worklist import apply_created as apply_worklist
 
 INSERT_TASKS = """
 INSERT INTO review_tasks
@@ -46,16 +45,13 @@ WHERE ($1::text IS NULL OR status = $1)
 ORDER BY CASE priority WHEN 'stat' THEN 0 WHEN 'asap' THEN 1 WHEN 'urgent' THEN 2 ELSE 3 END, created_at, task_id
 LIMIT $2 OFFSET $3
 """
-GET_TASK = """
-SELECT task_id, patient_id, status, priority, owner, created_at, claimed_at, completed_at, created_event, completion
-FROM review_tasks WHERE task_id = $1
-"""
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
     for run in runs(events):
         if isinstance(run[0], ReviewTaskCreated):
             await _insert_tasks(tx, run)  # type: ignore[arg-type]
+            await apply_worklist(tx, run)  # type: ignore[arg-type]
         elif isinstance(run[0], ReviewTaskClaimed):
             await tx.conn.executemany(MARK_CLAIMED, [(e.data.task_id, e.data.pharmacist_id, e.time) for e in run])
         elif isinstance(run[0], ReviewTaskCompleted):
@@ -79,7 +75,7 @@ async def _insert_tasks(tx: Tx, created: Sequence[ReviewTaskCreated]) -> None:
 
 TASKS = Projection(
     migrations=files("mtm.review") / "migrations" / "projection",
-    tables=("review_tasks",),
+    tables=("review_tasks", "task_worklist"),
     handles=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
     apply=apply,
     erase=("DELETE FROM review_tasks WHERE patient_id = $1",),
@@ -109,22 +105,3 @@ async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks, actor: Ac
         for r in rows
     ]
     return CommandReply(outcome="accepted", message=f"{len(tasks)} tasks", data=tasks)
-
-
-async def get_task(conn: asyncpg.Connection, query: GetReviewTask, actor: Actor) -> CommandReply:
-    row = await conn.fetchrow(GET_TASK, query.task_id)
-    if row is None:
-        return CommandReply(outcome="not_found", message="no such review task", resource_id=str(query.task_id))
-    data = {
-        "task_id": str(row["task_id"]),
-        "patient": f"Patient/{row['patient_id']}",
-        "status": row["status"],
-        "priority": row["priority"],
-        "owner": row["owner"],
-        "created_at": row["created_at"].isoformat(),
-        "claimed_at": row["claimed_at"].isoformat() if row["claimed_at"] else None,
-        "completed_at": row["completed_at"].isoformat() if row["completed_at"] else None,
-        "task": json.loads(row["created_event"])["data"],
-        "completion": json.loads(row["completion"]) if row["completion"] else None,
-    }
-    return CommandReply(outcome="accepted", resource_id=str(query.task_id), status=row["status"], data=data)
