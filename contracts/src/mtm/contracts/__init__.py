@@ -42,6 +42,13 @@ from mtm.contracts.events import (
     TransitionOfCareRecorded,
     parse_event,
 )
+from mtm.contracts.program import (
+    AdherenceMeasured,
+    MedicationDispensed,
+    MtmDisenrolled,
+    MtmEligibilityDetermined,
+    MtmEnrolled,
+)
 from mtm.contracts.registry import EventRegistry, UnknownEvent
 
 __all__ = [
@@ -49,6 +56,7 @@ __all__ = [
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "SPEC_VERSION",
+    "AdherenceMeasured",
     "Alert",
     "Allergy",
     "AnswerReferral",
@@ -66,9 +74,13 @@ __all__ = [
     "ListItemFlag",
     "ListReferrals",
     "ListReviewTasks",
+    "MedicationDispensed",
     "MedicationEntry",
     "MedicationStatus",
     "MedicationsReconciled",
+    "MtmDisenrolled",
+    "MtmEligibilityDetermined",
+    "MtmEnrolled",
     "NotificationDelivered",
     "NotificationFailed",
     "NotificationRequested",

@@ -20,6 +20,7 @@ from mtm.contracts.commands import (
 )
 from mtm.contracts.dead_letter import DeadLetter
 from mtm.contracts.events import EVENT_CLASSES
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 
 COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ClaimReviewTask,
@@ -28,6 +29,10 @@ COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ListReviewTasks,
     ListReferrals,
     GetMedicationList,
+    DisenrollMember,
+    GetProgramStatus,
+    GetCmsReport,
+    GetAlertReport,
     CommandReply,
     DeadLetter,
 )
