@@ -72,11 +72,10 @@ def adherence(year: int | None = None) -> Render:
     def render(path: Path) -> dict[str, Any]:
         record = _read_member(path)
         fills = adherence_fills(record)
-        latest = max((f.filled_on for f in fills), default=None) or record.latest
-        measured_year = year or _as_of(latest).year
-        # A finished year is measured to its end; the current one up to the latest record.
-        as_of = date(measured_year, 12, 31) if latest is None or latest.year != measured_year else latest
+        measured_year = year or _as_of(max((f.filled_on for f in fills), default=None) or record.latest).year
         diseases = chronic_diseases(targeting_input(record).conditions, targeting_tables())
+        # A file is a year's extract: the whole calendar year is the measurement period.
+        as_of = date(measured_year, 12, 31)
         result = measure(fills, year=measured_year, as_of=as_of, tables=tables, diseases=diseases)
         return {
             "patient": record.patient_id,

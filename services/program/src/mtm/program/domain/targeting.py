@@ -167,11 +167,12 @@ def determine(
     *,
     as_of: date,
     tables: TargetingTables,
-    plan: Plan = Plan(),
+    plan: Plan | None = None,
     trigger: EvaluationTrigger = "quarterly",
     inputs_considered: int = 0,
 ) -> EligibilityDetermination:
     """Eligibility for the program year of `as_of`, with the figures and a sentence per criterion."""
+    plan = plan or Plan()
     year = tables.program_year(as_of.year)
     if not 2 <= plan.min_chronic_diseases <= year.max_chronic_diseases:
         raise ValueError(f"a plan may require 2 to {year.max_chronic_diseases} chronic diseases")
