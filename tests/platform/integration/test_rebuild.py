@@ -1,7 +1,8 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
-The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, answers, webhook deliveries with a retry and a failure). Then each
+The services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, pharmacy fills,
+claims, completions with and without referrals, answers, webhook deliveries with a retry and a failure, MTM
+targeting with an enrolment, adherence and an opt-out). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -13,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from program.integration.test_program_service import discharge as program_discharge
+from program.integration.test_program_service import statin_fill
 from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
@@ -31,11 +35,15 @@ from mtm.contracts import (
     Recommendation,
 )
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
+from mtm.contracts.program_commands import DisenrollMember, GetProgramStatus
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    DISENROLL_MEMBER,
+    FILL_INTAKE_SUBJECT,
+    GET_PROGRAM_STATUS,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
     PATIENT_EVENTS_STREAM,
@@ -54,6 +62,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
     from mtm.notify.bootstrap import create_app as notify_app
     from mtm.notify.settings import NotifySettings
+    from mtm.program.bootstrap import create_app as program_app
+    from mtm.program.settings import ProgramSettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
     from mtm.reconciliation.bootstrap import create_app as reconciliation_app
     from mtm.referral.bootstrap import ReferralSettings
@@ -75,6 +85,7 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
                 notify_poll_s=0.05,
             )
         ),
+        "program": program_app(settings_for(ProgramSettings, program_evaluation_every_s=0.1)),
     }
 
 
@@ -93,10 +104,24 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         )
     payload, msg_id, _ = fhir_discharge()
     await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id})
+    # A member targeted on a fill and enrolled, then opting out; fills of the other patients too.
+    member = new_patient_id()
+    await js.publish(DISCHARGE_INTAKE_SUBJECT, program_discharge(member).model_dump_json().encode())
+    today = datetime.now(UTC).date()
+    for patient, on in ((member, today - timedelta(days=40)), (member, today), (patients[1], today)):
+        await js.publish(FILL_INTAKE_SUBJECT, statin_fill(patient, on).model_dump_json().encode())
+
+    async def enrolled():
+        reply = await request(nc, GET_PROGRAM_STATUS, GetProgramStatus(patient_id=member))
+        return reply.ok and reply.data["enrolments"]
+
+    await wait_for(enrolled, timeout_s=30)
+    opt_out = DisenrollMember(patient_id=member, program_year=today.year, reason="opted-out")
+    assert (await request(nc, DISENROLL_MEMBER, opt_out, actors.pharmacist("rph-0"))).ok
 
     async def open_tasks():
         reply = await request(nc, LIST_REVIEW_TASKS, _list_tasks())
-        return reply.data if len(reply.data) >= 7 else None
+        return reply.data if len(reply.data) >= 8 else None
 
     tasks = await wait_for(open_tasks, timeout_s=30)
     receiver.statuses.extend([503, 410])  # one delivery retried, one refused for good
@@ -161,6 +186,10 @@ async def settled(apps: dict) -> bool:
                 "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
             ):
                 return False
+            if app.runtime.name == "program" and await conn.fetchval(
+                "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated"
+            ):
+                return False
         finally:
             await conn.close()
     return True
@@ -198,6 +227,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         run_service(apps["review"]),
         run_service(apps["referral"]),
         run_service(apps["notify"]),
+        run_service(apps["program"]),
     ):
         await run_workload(nc, receiver)
         await wait_for(lambda: settled(apps), timeout_s=30)
@@ -206,6 +236,8 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         assert before["notify"]["notification_attempts"], "the workload should have recorded delivery attempts"
         assert any('"status":"in-progress"' in row for row in before["review"]["review_tasks"])
         assert any('"status":"modified"' in row for row in before["referral"]["referrals"])
+        assert any('"disenrolment_reason":"opted-out"' in row for row in before["program"]["enrolments"])
+        assert before["program"]["fills"] and before["program"]["adherence"] and before["program"]["reviews"]
 
         for round_ in ("within the deduplication window", "after the deduplication window"):
             if round_.startswith("after"):

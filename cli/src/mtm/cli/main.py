@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start NATS, Postgres and the four services; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start NATS, Postgres and the services; Ctrl-C stops everything")
     up.add_argument("--demo", action="store_true", help="also run one discharge through to a physician")
     up.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
     up.set_defaults(run=cmd_up)
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser(
         "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
     )
-    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
+    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral, notify or program")
     rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
     rebuild.set_defaults(run=cmd_rebuild)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from typing import Any
@@ -109,10 +109,15 @@ ANSWER_RECOMMENDATION = "UPDATE prescriber_recommendations SET decision = $2, an
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
+    """Member events in log order (one statement per run of a type); review and referral activity grouped by type,
+    which is safe because those rows are keyed by their task or referral and created before they are updated."""
     conn = tx.conn
+    activity: dict[type[EventEnvelope], list[Any]] = {}
     for run in runs(events):
         kind = type(run[0])
-        if kind is MedicationsReconciled:
+        if kind in ACTIVITY_EVENTS:
+            activity.setdefault(kind, []).extend(run)
+        elif kind is MedicationsReconciled:
             await conn.executemany(UPSERT_DISCHARGE, [_discharge_row(e) for e in run])
         elif kind is MedicationDispensed:
             await conn.executemany(INSERT_FILL, [_fill_row(e) for e in run])
@@ -120,20 +125,17 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         elif kind is MtmEligibilityDetermined:
             await _apply_determinations(conn, run)
         elif kind is MtmEnrolled:
-            await conn.executemany(
-                INSERT_ENROLMENT,
-                [
-                    (e.patient_id, e.data.program_year, e.data.enrolled_on, e.data.criteria_met_on, e.data.basis, e.id)
-                    for e in run
-                ],
-            )
+            rows = [
+                (e.patient_id, e.data.program_year, e.data.enrolled_on, e.data.criteria_met_on, e.data.basis, e.id)
+                for e in run
+            ]
+            await conn.executemany(INSERT_ENROLMENT, rows)
         elif kind is MtmDisenrolled:
             rows = [(e.patient_id, e.data.program_year, e.data.disenrolled_on, e.data.reason) for e in run]
             await conn.executemany(DISENROL, rows)
         elif kind is AdherenceMeasured:
             await _apply_adherence(conn, run)
-        else:
-            await _apply_activity(conn, run)
+    await _apply_activity(conn, lambda cls: activity.get(cls, []))
 
 
 def _discharge_row(event: MedicationsReconciled) -> tuple[Any, ...]:
@@ -205,25 +207,27 @@ async def _apply_adherence(conn: asyncpg.Connection, run: Sequence[AdherenceMeas
     )
 
 
-async def _apply_activity(conn: asyncpg.Connection, run: Sequence[EventEnvelope]) -> None:
-    for event in run:
-        on = event.time.date()
-        if isinstance(event, ReviewTaskCreated):
-            task = event.data
-            await conn.execute(INSERT_REVIEW, task.task_id, event.patient_id, task.reason, on)
-            await conn.executemany(
-                INSERT_ALERT,
-                [
-                    (task.task_id, n, event.patient_id, a.rule_id or a.kind, a.kind, a.severity, a.tier, on)
-                    for n, a in enumerate(task.alerts)
-                ],
-            )
-        elif isinstance(event, ReviewTaskCompleted):
-            await conn.execute(COMPLETE_REVIEW, event.data.task_id, on)
-        elif isinstance(event, ReferralRequested):
-            await conn.execute(INSERT_RECOMMENDATION, event.data.referral_id, event.patient_id, on)
-        elif isinstance(event, ReferralAnswered):
-            await conn.execute(ANSWER_RECOMMENDATION, event.data.referral_id, event.data.decision, on)
+async def _apply_activity(conn: asyncpg.Connection, of: Callable[[type[EventEnvelope]], list[Any]]) -> None:
+    created: list[ReviewTaskCreated] = of(ReviewTaskCreated)
+    if created:
+        await conn.executemany(
+            INSERT_REVIEW, [(e.data.task_id, e.patient_id, e.data.reason, e.time.date()) for e in created]
+        )
+        alerts = [
+            (e.data.task_id, n, e.patient_id, a.rule_id or a.kind, a.kind, a.severity, a.tier, e.time.date())
+            for e in created
+            for n, a in enumerate(e.data.alerts)
+        ]
+        if alerts:
+            await conn.executemany(INSERT_ALERT, alerts)
+    if of(ReviewTaskCompleted):
+        await conn.executemany(COMPLETE_REVIEW, [(e.data.task_id, e.time.date()) for e in of(ReviewTaskCompleted)])
+    if of(ReferralRequested):
+        rows = [(e.data.referral_id, e.patient_id, e.time.date()) for e in of(ReferralRequested)]
+        await conn.executemany(INSERT_RECOMMENDATION, rows)
+    if of(ReferralAnswered):
+        rows = [(e.data.referral_id, e.data.decision, e.time.date()) for e in of(ReferralAnswered)]
+        await conn.executemany(ANSWER_RECOMMENDATION, rows)
 
 
 PROGRAM = Projection(

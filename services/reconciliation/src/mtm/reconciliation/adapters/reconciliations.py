@@ -25,6 +25,11 @@ INSERT INTO reconciliations
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::json[], $7::timestamptz[])
 ON CONFLICT (transition_event_id) DO NOTHING
 """
+# Discharges and fills of one patient are recorded by different consumers at once: each transaction takes the
+# patient's lock first, also for a patient with no list yet (where FOR UPDATE finds no row to lock), so one
+# list is never computed from a state another transaction is replacing, and they commit in the order they apply.
+LOCK_PATIENTS = "SELECT pg_advisory_xact_lock($1::int, hashtext(p)) FROM unnest($2::text[]) AS p ORDER BY p"
+PATIENT_LOCK_NAMESPACE = 7_320_011
 LOCK_LISTS = "SELECT patient_id, medication_list FROM medication_lists WHERE patient_id = ANY($1::text[]) FOR UPDATE"
 UPSERT_LISTS = """
 INSERT INTO medication_lists (patient_id, last_event_id, medication_list, updated_at)
@@ -62,7 +67,9 @@ async def _update_medication_lists(
     conn: asyncpg.Connection, events: Sequence[MedicationsReconciled | MedicationDispensed]
 ) -> None:
     """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch."""
-    rows = await conn.fetch(LOCK_LISTS, sorted({e.patient_id for e in events}))
+    patients = sorted({e.patient_id for e in events})
+    await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
+    rows = await conn.fetch(LOCK_LISTS, patients)
     lists: dict[str, MedicationList] = {
         r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows
     }
