@@ -3,7 +3,8 @@ is measured from the fills with the class that fell below 80 %, the member opts 
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -76,7 +77,8 @@ async def events_of(nc, cls, patient_id: str):
     return [e for e in (cls.model_validate_json(m.data) for m in found) if e.patient_id == patient_id]
 
 
-async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstream, settings_for, run_service):
+async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstream, settings_for, run_service, infra):
+    from mtm.cli import tool
     from mtm.program.bootstrap import create_app as program_app
     from mtm.program.settings import ProgramSettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
@@ -103,7 +105,9 @@ async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstre
         left = await request(nc, DISENROLL_MEMBER, opt_out)
         again = await request(nc, DISENROLL_MEMBER, opt_out)
         physician = await request(nc, DISENROLL_MEMBER, opt_out, actors.physician("dr-house"))
-        report = await request(nc, GET_CMS_REPORT, GetCmsReport(year=today.year))
+        # What `mtm report cms` asks and writes.
+        token = actors.token("rph-ana", "pharmacist", "rph-ana")
+        report = await tool.request(infra.nats_url, GET_CMS_REPORT, GetCmsReport(year=today.year), token=token)
         determinations = await events_of(nc, MtmEligibilityDetermined, patient)
 
     assert [e.data.program_year for e in enrolled] == [today.year] and enrolled[0].data.basis == (
@@ -132,7 +136,11 @@ async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstre
     [row] = [r for r in report.data["rows"] if r["beneficiary_id"] == patient]
     assert row["mtm_enrollment_date"] == today.isoformat() and row["opt_out_reason_code"] == "03"
     assert report.data["summary"]["opted_out"] == {"opted-out": 1}
-    assert json.dumps(report.data)  # the CLI writes it as CSV and JSON
+    out = io.StringIO()
+    tool.write_csv(out, report.data["rows"], report.data["columns"])
+    header, *lines = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header[:3] == ["beneficiary_id", "date_of_birth", "contract_year"] and len(lines) == 1
+    assert dict(zip(header, lines[0], strict=True))["opt_out_reason_code"] == "03"
 
 
 async def _some(found):

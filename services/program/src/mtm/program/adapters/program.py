@@ -29,7 +29,7 @@ from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetC
 from mtm.platform.projection import Projection, Tx, runs
 from mtm.program.domain.adherence import DispensedFill
 from mtm.program.domain.evaluation import MemberState, next_quarter
-from mtm.program.domain.report import Beneficiary, cms_report
+from mtm.program.domain.report import COLUMNS, Beneficiary, cms_report
 from mtm.program.domain.targeting import (
     ConditionFact,
     FillFact,
@@ -384,7 +384,9 @@ async def cms_report_query(conn: asyncpg.Connection, query: GetCmsReport, actor:
     ]
     report = cms_report(query.year, beneficiaries, datetime.now(UTC).date())
     return CommandReply(
-        outcome="accepted", resource_id=str(query.year), data={"rows": report.rows, "summary": report.summary}
+        outcome="accepted",
+        resource_id=str(query.year),
+        data={"columns": list(COLUMNS), "rows": report.rows, "summary": report.summary},
     )
 
 
