@@ -123,7 +123,7 @@ def dispense_of(reader: _BundleReader, resource: Any) -> Dispense:
     days = resource.daysSupply
     if days is None or days.value is None:
         raise BundleError(label, "daysSupply", "missing; adherence and maintenance use are counted in days supplied")
-    days_supply = round(float(days.value) * _DAYS_PER_UNIT.get((days.unit or days.code or "d").lower(), 1))
+    days_supply = _days(days)
     if days_supply < 1:
         raise BundleError(label, "daysSupply", f"{days.value} is not a supply of at least one day")
     handed = _date(resource.whenHandedOver) or _date(resource.whenPrepared)
@@ -202,20 +202,25 @@ def _course_days(resource: Any) -> int | None:
     dispense = getattr(resource, "dispenseRequest", None)
     duration = dispense.expectedSupplyDuration if dispense is not None else None
     if duration is not None and duration.value is not None:
-        return round(float(duration.value) * _DAYS_PER_UNIT.get((duration.unit or duration.code or "d").lower(), 1))
+        return _days(duration)
     dosages = getattr(resource, "dosageInstruction", None) or getattr(resource, "dosage", None) or []
     repeat = dosages[0].timing.repeat if dosages and dosages[0].timing else None
     if repeat is None:
         return None
     bounds = repeat.boundsDuration
     if bounds is not None and bounds.value is not None:
-        return round(float(bounds.value) * _DAYS_PER_UNIT.get((bounds.unit or bounds.code or "d").lower(), 1))
+        return _days(bounds)
     period = repeat.boundsPeriod
     if period is not None and period.start and period.end:
         start, end = _aware(period.start), _aware(period.end)
         if start and end:
             return (end.date() - start.date()).days + 1
     return None
+
+
+def _days(quantity: Any) -> int:
+    """A Duration or Quantity in days (d, wk, mo, or spelled out); a bare number is days."""
+    return round(float(quantity.value) * _DAYS_PER_UNIT.get((quantity.unit or quantity.code or "d").lower(), 1))
 
 
 def _claims(reader: _BundleReader) -> Iterable[ClaimCost]:

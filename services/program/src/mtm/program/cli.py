@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -13,16 +12,9 @@ Render = Callable[[Path], dict[str, Any]]
 
 def _read_member(path: Path):
     from mtm.fhir.member import parse_member_bundle
+    from mtm.fhir.validation import read_json_file
 
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read file: {exc.strerror or exc}") from exc
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    return parse_member_bundle(body)
+    return parse_member_bundle(read_json_file(path))
 
 
 def _as_of(latest: date | None) -> date:
