@@ -61,6 +61,13 @@ from mtm.contracts.events import (
     TransitionOfCareRecorded,
     parse_event,
 )
+from mtm.contracts.program import (
+    AdherenceMeasured,
+    MedicationDispensed,
+    MtmDisenrolled,
+    MtmEligibilityDetermined,
+    MtmEnrolled,
+)
 from mtm.contracts.registry import EventRegistry, UnknownEvent
 
 __all__ = [
@@ -70,6 +77,7 @@ __all__ = [
     "SPEC_VERSION",
     "ActionPlanDelivered",
     "ActionPlanOverdue",
+    "AdherenceMeasured",
     "Alert",
     "AlertOverridden",
     "Allergy",
@@ -94,9 +102,13 @@ __all__ = [
     "ListNotifications",
     "ListReferrals",
     "ListReviewTasks",
+    "MedicationDispensed",
     "MedicationEntry",
     "MedicationStatus",
     "MedicationsReconciled",
+    "MtmDisenrolled",
+    "MtmEligibilityDetermined",
+    "MtmEnrolled",
     "NotificationDelivered",
     "NotificationFailed",
     "NotificationRequested",

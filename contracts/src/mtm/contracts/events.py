@@ -19,6 +19,7 @@ from mtm.contracts.clinical import (
 from mtm.contracts.documentation import MtmService, ReviewDocumentation, Severity
 from mtm.contracts.envelope import EventEnvelope, Frozen
 from mtm.contracts.identity import Actor
+from mtm.contracts.program import PROGRAM_EVENT_CLASSES
 from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
@@ -511,6 +512,7 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     NotificationRetryScheduled,
     NotificationDelivered,
     NotificationFailed,
+    *PROGRAM_EVENT_CLASSES,
 )
 EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
 EVENTS = EventRegistry(EVENT_CLASSES)

@@ -30,6 +30,7 @@ from mtm.contracts.commands import (
 from mtm.contracts.dead_letter import DeadLetter
 from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.events import EVENT_CLASSES
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 
 COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ClaimReviewTask,
@@ -48,6 +49,10 @@ COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ListReferrals,
     ListNotifications,
     GetMedicationList,
+    DisenrollMember,
+    GetProgramStatus,
+    GetCmsReport,
+    GetAlertReport,
     CommandReply,
     DeadLetter,
 )

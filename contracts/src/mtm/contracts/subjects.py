@@ -22,6 +22,11 @@ DISCHARGE_INTAKE_STREAM: Final = "DISCHARGE_INTAKE"
 DISCHARGE_INTAKE_SUBJECT: Final = "mtm.intake.discharge.v1"
 DISCHARGE_INTAKE_OWNER: Final = "reconciliation"
 
+# --- inbound pharmacy fills (native MedicationDispensed JSON or a FHIR R4 Bundle of MedicationDispense) ---------
+FILL_INTAKE_STREAM: Final = "FILL_INTAKE"
+FILL_INTAKE_SUBJECT: Final = "mtm.intake.fill.v1"
+FILL_INTAKE_OWNER: Final = "reconciliation"
+
 # --- per-physician inbox (notify owns the stream so physicians' tools can catch up after being offline) -------
 PHYSICIAN_INBOX_STREAM: Final = "PHYSICIAN_INBOX"
 PHYSICIAN_INBOX_PREFIX: Final = "mtm.inbox.physician"
@@ -46,6 +51,10 @@ LIST_NOTIFICATIONS: Final = "mtm.query.notify.list.v1"
 ANSWER_REFERRAL: Final = "mtm.cmd.referral.answer.v1"
 LIST_REFERRALS: Final = "mtm.query.referral.list.v1"
 GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
+DISENROLL_MEMBER: Final = "mtm.cmd.program.disenroll.v1"
+GET_PROGRAM_STATUS: Final = "mtm.query.program.status.v1"
+GET_CMS_REPORT: Final = "mtm.query.program.cms-report.v1"
+GET_ALERT_REPORT: Final = "mtm.query.program.alert-report.v1"
 
 _UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
 
