@@ -334,6 +334,9 @@ class AlertOverride(Frozen):
     ingredients: tuple[str, ...]
     reason_code: OverrideReason
     reason: str = Field(min_length=1)
+    regimen: tuple[str, ...] = Field(
+        default=(), description="The alert's drugs as taken when overridden (`ingredient dose route`); a change lifts it."
+    )
     actor: Actor | None = None
 
 
