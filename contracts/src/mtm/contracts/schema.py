@@ -14,20 +14,40 @@ from mtm.contracts.commands import (
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
+    GetActionPlan,
     GetMedicationList,
+    GetReviewRecord,
+    ListAlertRuleStats,
+    ListNotifications,
     ListReferrals,
     ListReviewTasks,
+    OverrideAlert,
+    ReassignReviewTask,
+    RecordActionPlanDelivery,
+    RecordRecommendationOutcome,
+    ReleaseReviewTask,
 )
 from mtm.contracts.dead_letter import DeadLetter
+from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.events import EVENT_CLASSES
 from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 
 COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ClaimReviewTask,
     CompleteReviewTask,
+    ReleaseReviewTask,
+    ReassignReviewTask,
+    OverrideAlert,
+    RecordRecommendationOutcome,
+    RecordActionPlanDelivery,
     AnswerReferral,
     ListReviewTasks,
+    GetReviewRecord,
+    GetActionPlan,
+    ActionPlanDocument,
+    ListAlertRuleStats,
     ListReferrals,
+    ListNotifications,
     GetMedicationList,
     DisenrollMember,
     GetProgramStatus,
