@@ -10,24 +10,31 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from support import actors
-from support.events import new_patient_id
+from support.events import new_patient_id, publish_event
 from support.jetstream import stream_messages, wait_for
 from support.services import native_discharge, native_fill
 
 from mtm.contracts import (
     AdherenceMeasured,
+    Alert,
+    AlertOverridden,
     CommandReply,
     MedicationEntry,
     MtmDisenrolled,
     MtmEligibilityDetermined,
     MtmEnrolled,
+    ReviewTaskCompleted,
+    ReviewTaskCreated,
 )
 from mtm.contracts.clinical import Condition
-from mtm.contracts.program_commands import DisenrollMember, GetCmsReport, GetProgramStatus
+from mtm.contracts.documentation import DrugTherapyProblem, ReviewDocumentation
+from mtm.contracts.events import AlertOverride, ReviewTask, TaskCompletion
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_SUBJECT,
     DISENROLL_MEMBER,
     FILL_INTAKE_SUBJECT,
+    GET_ALERT_REPORT,
     GET_CMS_REPORT,
     GET_PROGRAM_STATUS,
     PATIENT_EVENTS_STREAM,
@@ -101,6 +108,8 @@ async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstre
         enrolled = await wait_for(lambda: _some(events_of(nc, MtmEnrolled, patient)), timeout_s=30)
         measured = await wait_for(lambda: _some(events_of(nc, AdherenceMeasured, patient)), timeout_s=30)
         status = await request(nc, GET_PROGRAM_STATUS, GetProgramStatus(patient_id=patient))
+        await record_cmr(nc, patient, today)
+        alerts = await wait_for(lambda: _rules(request(nc, GET_ALERT_REPORT, GetAlertReport())), timeout_s=15)
         opt_out = DisenrollMember(patient_id=patient, program_year=today.year, reason="opted-out")
         left = await request(nc, DISENROLL_MEMBER, opt_out)
         again = await request(nc, DISENROLL_MEMBER, opt_out)
@@ -135,12 +144,75 @@ async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstre
     assert report.ok
     [row] = [r for r in report.data["rows"] if r["beneficiary_id"] == patient]
     assert row["mtm_enrollment_date"] == today.isoformat() and row["opt_out_reason_code"] == "03"
+    assert (row["offered_cmr"], row["received_cmr"], row["cmr_dates"]) == ("Y", "Y", today.isoformat())
+    assert (row["cmr_delivery_method"], row["cmr_recipient"], row["cmr_provider_type"]) == (
+        "telephone",
+        "caregiver",
+        "local-pharmacist",
+    )
+    # One alert acted on (a documented problem), one overridden: half the decided alerts were accepted.
+    [rule] = [r for r in alerts if r["rule_id"] == "test-rule"]
+    assert (rule["alerts"], rule["accepted"], rule["overridden"], rule["acceptance_rate"]) == (2, 1, 1, 0.5)
     assert report.data["summary"]["opted_out"] == {"opted-out": 1}
     out = io.StringIO()
     tool.write_csv(out, report.data["rows"], report.data["columns"])
     header, *lines = list(csv.reader(io.StringIO(out.getvalue())))
     assert header[:3] == ["beneficiary_id", "date_of_birth", "contract_year"] and len(lines) == 1
     assert dict(zip(header, lines[0], strict=True))["opt_out_reason_code"] == "03"
+
+
+async def record_cmr(nc, patient_id: str, today: date) -> None:
+    """A CMR offered and done by telephone with a caregiver, one alert acted on and one overridden (review's
+    events, as part B's review service records them)."""
+    task_id = uuid.uuid4()
+    alert = Alert(kind="interaction", severity="moderate", tier="passive", ingredients=("a", "b"), message="m",
+                  source="test", rule_id="test-rule")  # fmt: skip
+    created = ReviewTaskCreated.create(
+        source="test",
+        patient_id=patient_id,
+        data=ReviewTask(
+            task_id=task_id,
+            reason="comprehensive-medication-review",
+            priority="routine",
+            focus_event_id=uuid.uuid4(),
+            alerts=(alert, alert),
+        ),
+    )
+    problem = DrugTherapyProblem(problem_id=uuid.uuid4(), category="adherence", detail="d", alert=0)
+    completed = ReviewTaskCompleted.create(
+        source="test",
+        patient_id=patient_id,
+        data=TaskCompletion(
+            task_id=task_id,
+            pharmacist_id="rph-ana",
+            service="cmr",
+            documentation=ReviewDocumentation(
+                performed_on=today, delivery_method="telephone", recipient="caregiver", problems=(problem,)
+            ),
+        ),
+    )
+    overridden = AlertOverridden.create(
+        source="test",
+        patient_id=patient_id,
+        data=AlertOverride(
+            override_id=uuid.uuid4(),
+            task_id=task_id,
+            alert=1,
+            rule_id="test-rule",
+            kind="interaction",
+            severity="moderate",
+            ingredients=("a", "b"),
+            reason_code="will-monitor",
+            reason="monitored",
+        ),
+    )
+    for event in (created, completed, overridden):
+        await publish_event(nc, event)
+
+
+async def _rules(reply):
+    found = (await reply).data or []
+    return found if any(r["overridden"] for r in found) else None
 
 
 async def _some(found):

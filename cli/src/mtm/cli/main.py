@@ -195,7 +195,8 @@ def cmd_report_alerts(args: argparse.Namespace) -> int:
     reply = asyncio.run(tool.request(nats_url(), GET_ALERT_REPORT, GetAlertReport(since=args.since)))
     if args.json or not reply.ok:
         return print_reply(reply)
-    tool.write_csv(sys.stdout, reply.data or [], ("rule_id", "kind", "severity", "tier", "alerts", "patients", "tasks"))
+    columns = ("rule_id", "kind", "severity", "tier", "alerts", "patients", "accepted", "overridden")
+    tool.write_csv(sys.stdout, reply.data or [], (*columns, "acceptance_rate", "override_rate"))
     return 0
 
 
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     cms.add_argument("--year", type=int, required=True, help="contract year")
     cms.add_argument("-o", "--output", help="write the CSV here (default: standard output; summary on stderr)")
     cms.set_defaults(run=cmd_report_cms)
-    alerts = report.add_parser("alerts", help="alert burden per drug-check rule")
+    alerts = report.add_parser("alerts", help="alert burden, acceptance and overrides per drug-check rule")
     alerts.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
     alerts.add_argument("--json", action="store_true")
     alerts.set_defaults(run=cmd_report_alerts)

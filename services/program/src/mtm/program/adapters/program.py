@@ -12,6 +12,7 @@ import asyncpg
 
 from mtm.contracts import (
     AdherenceMeasured,
+    AlertOverridden,
     CommandReply,
     EventEnvelope,
     MedicationDispensed,
@@ -42,6 +43,7 @@ from mtm.program.domain.targeting import (
 ACTIVITY_EVENTS: tuple[type[EventEnvelope], ...] = (
     ReviewTaskCreated,
     ReviewTaskCompleted,
+    AlertOverridden,
     ReferralRequested,
     ReferralAnswered,
 )
@@ -96,7 +98,16 @@ WHERE patient_id = $1 AND (adherence_year IS NULL OR adherence_year <= $2)
 INSERT_REVIEW = """
 INSERT INTO reviews (task_id, patient_id, reason, created_on) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
 """
-COMPLETE_REVIEW = "UPDATE reviews SET completed_on = $2 WHERE task_id = $1"
+COMPLETE_REVIEW = """
+UPDATE reviews
+SET completed_on = $2, service = $3, performed_on = $4, delivery_method = $5, recipient = $6, provider_type = $7,
+    accepted_alerts = $8
+WHERE task_id = $1
+"""
+INSERT_OVERRIDE = """
+INSERT INTO alert_overrides (override_id, task_id, position, rule_id, reason_code, overridden_on)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+"""
 INSERT_ALERT = """
 INSERT INTO alerts (task_id, position, patient_id, rule_id, kind, severity, tier, raised_on)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
@@ -221,13 +232,36 @@ async def _apply_activity(conn: asyncpg.Connection, of: Callable[[type[EventEnve
         if alerts:
             await conn.executemany(INSERT_ALERT, alerts)
     if of(ReviewTaskCompleted):
-        await conn.executemany(COMPLETE_REVIEW, [(e.data.task_id, e.time.date()) for e in of(ReviewTaskCompleted)])
+        await conn.executemany(COMPLETE_REVIEW, [_completion_row(e) for e in of(ReviewTaskCompleted)])
+    if of(AlertOverridden):
+        rows = [
+            (o.override_id, o.task_id, o.alert, o.rule_id or o.kind, o.reason_code, e.time.date())
+            for e in of(AlertOverridden)
+            for o in (e.data,)
+        ]
+        await conn.executemany(INSERT_OVERRIDE, rows)
     if of(ReferralRequested):
         rows = [(e.data.referral_id, e.patient_id, e.time.date()) for e in of(ReferralRequested)]
         await conn.executemany(INSERT_RECOMMENDATION, rows)
     if of(ReferralAnswered):
         rows = [(e.data.referral_id, e.data.decision, e.time.date()) for e in of(ReferralAnswered)]
         await conn.executemany(ANSWER_RECOMMENDATION, rows)
+
+
+def _completion_row(event: ReviewTaskCompleted) -> tuple[Any, ...]:
+    done = event.data
+    record = done.documentation
+    accepted = sorted({p.alert for p in record.problems if p.alert is not None}) if record else []
+    return (
+        done.task_id,
+        event.time.date(),
+        done.service,
+        record.performed_on if record else None,
+        record.delivery_method if record else None,
+        record.recipient if record else None,
+        record.provider_type if record else None,
+        accepted,
+    )
 
 
 PROGRAM = Projection(
@@ -241,6 +275,7 @@ PROGRAM = Projection(
         "reviews",
         "prescriber_recommendations",
         "alerts",
+        "alert_overrides",
     ),
     handles=(
         *INPUT_EVENTS,
@@ -342,16 +377,27 @@ def _without_ids(row: dict[str, Any]) -> dict[str, Any]:
 
 
 SELECT_BENEFICIARIES = """
+WITH done AS (
+    SELECT r.*, COALESCE(r.service, CASE r.reason WHEN 'comprehensive-medication-review' THEN 'cmr'
+                                                  WHEN 'targeted-medication-review' THEN 'tmr' END) AS counts_as,
+           COALESCE(r.performed_on, r.completed_on) AS done_on
+    FROM reviews r WHERE r.completed_on IS NOT NULL
+)
 SELECT e.patient_id, m.birth_date, e.program_year, e.basis, e.criteria_met_on, e.enrolled_on, e.disenrolled_on,
        e.disenrolment_reason,
        ARRAY(SELECT r.created_on FROM reviews r WHERE r.patient_id = e.patient_id
              AND r.reason = 'comprehensive-medication-review' AND EXTRACT(YEAR FROM r.created_on) = e.program_year
              AND r.created_on >= e.enrolled_on) AS cmr_offers,
-       ARRAY(SELECT r.completed_on FROM reviews r WHERE r.patient_id = e.patient_id
-             AND r.reason = 'comprehensive-medication-review' AND EXTRACT(YEAR FROM r.completed_on) = e.program_year
-             AND r.completed_on >= e.enrolled_on) AS cmrs,
-       (SELECT count(*) FROM reviews r WHERE r.patient_id = e.patient_id
-        AND r.reason = 'targeted-medication-review' AND EXTRACT(YEAR FROM r.completed_on) = e.program_year) AS tmrs,
+       ARRAY(SELECT d.done_on FROM done d WHERE d.patient_id = e.patient_id AND d.counts_as = 'cmr'
+             AND EXTRACT(YEAR FROM d.done_on) = e.program_year AND d.done_on >= e.enrolled_on
+             ORDER BY d.done_on) AS cmrs,
+       (SELECT json_build_object('delivery_method', d.delivery_method, 'recipient', d.recipient,
+                                 'provider_type', d.provider_type)
+        FROM done d WHERE d.patient_id = e.patient_id AND d.counts_as = 'cmr'
+        AND EXTRACT(YEAR FROM d.done_on) = e.program_year AND d.done_on >= e.enrolled_on
+        ORDER BY d.done_on LIMIT 1) AS initial_cmr,
+       (SELECT count(*) FROM done d WHERE d.patient_id = e.patient_id AND d.counts_as = 'tmr'
+        AND EXTRACT(YEAR FROM d.done_on) = e.program_year AND d.done_on >= e.enrolled_on) AS tmrs,
        (SELECT count(*) FROM prescriber_recommendations p WHERE p.patient_id = e.patient_id
         AND EXTRACT(YEAR FROM p.requested_on) = e.program_year AND p.requested_on >= e.enrolled_on) AS recommendations,
        (SELECT count(*) FROM prescriber_recommendations p WHERE p.patient_id = e.patient_id
@@ -376,6 +422,7 @@ async def cms_report_query(conn: asyncpg.Connection, query: GetCmsReport, actor:
             disenrolment_reason=r["disenrolment_reason"],
             cmr_offers=list(r["cmr_offers"]),
             cmrs=list(r["cmrs"]),
+            **_initial_cmr(r["initial_cmr"]),
             tmrs=r["tmrs"],
             prescriber_recommendations=r["recommendations"],
             therapy_changes=r["changes"],
@@ -390,15 +437,35 @@ async def cms_report_query(conn: asyncpg.Connection, query: GetCmsReport, actor:
     )
 
 
+def _initial_cmr(raw: str | None) -> dict[str, Any]:
+    """How the year's first CMR was done, as its documentation says (CMS reports the initial CMR's)."""
+    found = json.loads(raw) if raw else {}
+    return {f"cmr_{key}": found.get(key) for key in ("delivery_method", "recipient", "provider_type")}
+
+
 SELECT_ALERT_BURDEN = """
-SELECT rule_id, kind, severity, tier, count(*) AS alerts, count(DISTINCT patient_id) AS patients,
-       count(DISTINCT task_id) AS tasks
-FROM alerts WHERE $1::date IS NULL OR raised_on >= $1
-GROUP BY rule_id, kind, severity, tier
-ORDER BY count(*) DESC, rule_id
+SELECT a.rule_id, a.kind, a.severity, a.tier, count(*) AS alerts, count(DISTINCT a.patient_id) AS patients,
+       count(*) FILTER (WHERE a.position = ANY(r.accepted_alerts)) AS accepted,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM alert_overrides o
+                                      WHERE o.task_id = a.task_id AND o.position = a.position)) AS overridden
+FROM alerts a LEFT JOIN reviews r ON r.task_id = a.task_id
+WHERE $1::date IS NULL OR a.raised_on >= $1
+GROUP BY a.rule_id, a.kind, a.severity, a.tier
+ORDER BY count(*) DESC, a.rule_id
 """
 
 
 async def alert_report(conn: asyncpg.Connection, query: GetAlertReport, actor: Actor) -> CommandReply:
     rows = await conn.fetch(SELECT_ALERT_BURDEN, query.since)
-    return CommandReply(outcome="accepted", data=[dict(r) for r in rows])
+    data = []
+    for row in rows:
+        decided = row["accepted"] + row["overridden"]
+        data.append(
+            {
+                **dict(row),
+                # Of the alerts a pharmacist decided on: acted on (a documented problem) or overridden.
+                "acceptance_rate": round(row["accepted"] / decided, 4) if decided else None,
+                "override_rate": round(row["overridden"] / row["alerts"], 4),
+            }
+        )
+    return CommandReply(outcome="accepted", data=data)

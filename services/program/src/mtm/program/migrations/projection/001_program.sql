@@ -71,11 +71,17 @@ CREATE TABLE adherence (
 
 -- What the CMS report counts of the reviews (review's events) and the prescriber recommendations (referral's).
 CREATE TABLE reviews (
-    task_id      uuid    PRIMARY KEY,
-    patient_id   text    NOT NULL,
-    reason       text    NOT NULL,
-    created_on   date    NOT NULL,
-    completed_on date
+    task_id         uuid    PRIMARY KEY,
+    patient_id      text    NOT NULL,
+    reason          text    NOT NULL,
+    created_on      date    NOT NULL,
+    completed_on    date,
+    service         text,   -- cmr | tmr: what the completed review counts as for CMS
+    performed_on    date,
+    delivery_method text,
+    recipient       text,
+    provider_type   text,
+    accepted_alerts integer[] NOT NULL DEFAULT '{}' -- positions of alerts a documented problem came from
 );
 
 CREATE INDEX reviews_patient ON reviews (patient_id);
@@ -100,4 +106,13 @@ CREATE TABLE alerts (
     tier       text    NOT NULL,
     raised_on  date    NOT NULL,
     PRIMARY KEY (task_id, position)
+);
+
+CREATE TABLE alert_overrides (
+    override_id uuid    PRIMARY KEY,
+    task_id     uuid    NOT NULL,
+    position    integer NOT NULL,
+    rule_id     text    NOT NULL,
+    reason_code text    NOT NULL,
+    overridden_on date  NOT NULL
 );
