@@ -270,6 +270,10 @@ class Rebuilder:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
+                # Past the end as it was: the rest is the consumer's. Waiting for an empty fetch instead would hold
+                # every writer off for as long as matching events keep arriving (the replay stops the same way).
+                if reader.last_seq >= end:
+                    return applied
             elif await reader.caught_up_to(end):
                 return applied
 

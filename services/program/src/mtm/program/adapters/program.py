@@ -27,7 +27,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.identity import Actor
 from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
-from mtm.platform.projection import Projection, Tx, runs
+from mtm.platform.projection import Projection, Tx
 from mtm.program.domain.adherence import DispensedFill
 from mtm.program.domain.evaluation import MemberState, next_quarter
 from mtm.program.domain.report import COLUMNS, Beneficiary, cms_report
@@ -65,6 +65,7 @@ COUNT_FILL = """
 INSERT INTO members (patient_id, inputs_seen, last_input) VALUES ($1, 1, 'fill')
 ON CONFLICT (patient_id) DO UPDATE SET inputs_seen = members.inputs_seen + 1, last_input = 'fill'
 """
+SET_LAST_INPUT = "UPDATE members SET last_input = $2 WHERE patient_id = $1"
 INSERT_DETERMINATION = """
 INSERT INTO determinations (event_id, patient_id, program_year, determined_on, eligible, basis, trigger)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -120,33 +121,45 @@ ANSWER_RECOMMENDATION = "UPDATE prescriber_recommendations SET decision = $2, an
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
-    """Member events in log order (one statement per run of a type); review and referral activity grouped by type,
-    which is safe because those rows are keyed by their task or referral and created before they are updated."""
+    """One statement per event type and batch (a rebuild's batches interleave every patient's events).
+
+    Types go in cause order: inputs, then what was decided on them. That gives the rows applying them one by one
+    gives, because what the rows keep commutes across types: inputs count up, a determination takes the greatest
+    count it considered, each later event of one type (in log order within the type) overwrites an earlier one,
+    and the one order-dependent column across types, the member's last input, is set from the batch's order.
+    """
     conn = tx.conn
-    activity: dict[type[EventEnvelope], list[Any]] = {}
-    for run in runs(events):
-        kind = type(run[0])
-        if kind in ACTIVITY_EVENTS:
-            activity.setdefault(kind, []).extend(run)
-        elif kind is MedicationsReconciled:
-            await conn.executemany(UPSERT_DISCHARGE, [_discharge_row(e) for e in run])
-        elif kind is MedicationDispensed:
-            await conn.executemany(INSERT_FILL, [_fill_row(e) for e in run])
-            await conn.executemany(COUNT_FILL, [(e.patient_id,) for e in run])
-        elif kind is MtmEligibilityDetermined:
-            await _apply_determinations(conn, run)
-        elif kind is MtmEnrolled:
-            rows = [
-                (e.patient_id, e.data.program_year, e.data.enrolled_on, e.data.criteria_met_on, e.data.basis, e.id)
-                for e in run
-            ]
-            await conn.executemany(INSERT_ENROLMENT, rows)
-        elif kind is MtmDisenrolled:
-            rows = [(e.patient_id, e.data.program_year, e.data.disenrolled_on, e.data.reason) for e in run]
-            await conn.executemany(DISENROL, rows)
-        elif kind is AdherenceMeasured:
-            await _apply_adherence(conn, run)
-    await _apply_activity(conn, lambda cls: activity.get(cls, []))
+    by_type: dict[type[EventEnvelope], list[Any]] = {}
+    last_input: dict[str, str] = {}
+    for event in events:
+        by_type.setdefault(type(event), []).append(event)
+        if isinstance(event, MedicationsReconciled | MedicationDispensed):
+            last_input[event.patient_id] = "discharge" if isinstance(event, MedicationsReconciled) else "fill"
+
+    def of(cls: type[EventEnvelope]) -> list[Any]:
+        return by_type.get(cls, [])
+
+    if of(MedicationsReconciled):
+        await conn.executemany(UPSERT_DISCHARGE, [_discharge_row(e) for e in of(MedicationsReconciled)])
+    if of(MedicationDispensed):
+        await conn.executemany(INSERT_FILL, [_fill_row(e) for e in of(MedicationDispensed)])
+        await conn.executemany(COUNT_FILL, [(e.patient_id,) for e in of(MedicationDispensed)])
+    if last_input:
+        await conn.executemany(SET_LAST_INPUT, sorted(last_input.items()))
+    if of(MtmEligibilityDetermined):
+        await _apply_determinations(conn, of(MtmEligibilityDetermined))
+    if of(MtmEnrolled):
+        rows = [
+            (e.patient_id, e.data.program_year, e.data.enrolled_on, e.data.criteria_met_on, e.data.basis, e.id)
+            for e in of(MtmEnrolled)
+        ]
+        await conn.executemany(INSERT_ENROLMENT, rows)
+    if of(MtmDisenrolled):
+        rows = [(e.patient_id, e.data.program_year, e.data.disenrolled_on, e.data.reason) for e in of(MtmDisenrolled)]
+        await conn.executemany(DISENROL, rows)
+    if of(AdherenceMeasured):
+        await _apply_adherence(conn, of(AdherenceMeasured))
+    await _apply_activity(conn, of)
 
 
 def _discharge_row(event: MedicationsReconciled) -> tuple[Any, ...]:
