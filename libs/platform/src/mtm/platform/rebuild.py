@@ -270,8 +270,7 @@ class Rebuilder:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
-                # Past the end as it was: the rest is the consumer's. Waiting for an empty fetch instead would hold
-                # every writer off for as long as matching events keep arriving (the replay stops the same way).
+                # Under steady traffic a batch is never empty: one past `end` proves the tail is in (as in _replay).
                 if reader.last_seq >= end:
                     return applied
             elif await reader.caught_up_to(end):
