@@ -112,6 +112,15 @@ MTM_ROWS = (
     Row("Live update, discharge → browser's event stream p50", "web_live_p50_ms", "ms"),
     Row("Live update, discharge → browser's event stream p99", "web_live_p99_ms", "ms"),
     Row("Drug check, 20 medications (median)", "dur_check_ms_median", "ms", goal=at_most(GOAL_DUR_MS, "≤ 1 ms")),
+    Row("MTM targeting sweep (100,000 patients)", "targeting_patients_per_s", "patients/s"),
+    Row("PDC adherence sweep (100,000 patients)", "adherence_patients_per_s", "patients/s"),
+    Row(
+        "Pharmacy fill ingestion (service)",
+        "fill_ingestion_per_s",
+        "fills/s",
+        "raw_batch_insert_rows_per_s",
+        "batch insert",
+    ),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
 )
 

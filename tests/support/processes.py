@@ -1,4 +1,4 @@
-"""The four services as real OS processes on the test infrastructure, each with a database of its own."""
+"""The services as real OS processes on the test infrastructure, each with a database of its own."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from support import actors
 
 KEK = base64.b64encode(os.urandom(32)).decode()
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The four services in one test's event loop, on real NATS, Postgres, SMTP and HTTP, and what tests ask of them."""
+"""The services in one test's event loop, on real NATS, Postgres, SMTP and HTTP, and what tests ask of them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncpg
 
 from mtm.contracts import CommandReply
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM
+from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM, PATIENT_EVENTS_STREAM
 from support import actors
 from support.smtp import PASSWORD, USER, SmtpServer
 from support.webhook import WebhookReceiver
@@ -36,9 +36,11 @@ def email_settings(smtp: SmtpServer, folder: Path) -> dict:
 
 
 def service_apps(settings_for, receiver: WebhookReceiver, smtp: SmtpServer, folder: Path, **common) -> dict:
-    """The four services; events sealed as in production (reconciliation keeps the keys, the others ask it)."""
+    """The five services; events sealed as in production (reconciliation keeps the keys, the others ask it)."""
     from mtm.notify.bootstrap import create_app as notify_app
     from mtm.notify.settings import NotifySettings
+    from mtm.program.bootstrap import create_app as program_app
+    from mtm.program.settings import ProgramSettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
     from mtm.reconciliation.bootstrap import create_app as reconciliation_app
     from mtm.referral.bootstrap import ReferralSettings
@@ -74,6 +76,7 @@ def service_apps(settings_for, receiver: WebhookReceiver, smtp: SmtpServer, fold
                 **common,
             )
         ),
+        "program": program_app(settings_for(ProgramSettings, program_evaluation_every_s=0.1, **common)),
     }
 
 
@@ -99,7 +102,7 @@ async def dump(app) -> dict[str, list[str]]:
 async def settled(apps: dict, nc) -> bool:
     """Nothing left to consume or send, no notification pending, no escalation due: the tables stay as they are."""
     js = nc.jetstream()
-    for stream in (DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM):
+    for stream in (DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM, PATIENT_EVENTS_STREAM):
         for consumer in await js.consumers_info(stream):
             durable = consumer.config.durable_name is not None
             if durable and (consumer.num_pending or consumer.num_ack_pending):
@@ -111,6 +114,10 @@ async def settled(apps: dict, nc) -> bool:
                 return False
             if app.runtime.name == "notify" and await conn.fetchval(
                 "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
+            ):
+                return False
+            if app.runtime.name == "program" and await conn.fetchval(
+                "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated"
             ):
                 return False
             if app.runtime.name == "referral" and await conn.fetchval(

@@ -1,6 +1,6 @@
 """Erasure on an append-only log: the patient's key is destroyed, every service forgets them, replays stay blind.
 
-The four services run with events sealed under each patient's key. One patient is erased by an admin; every
+The five services run with events sealed under each patient's key. One patient is erased by an admin; every
 projection must lose every row about them (and keep every other patient's), a rebuild from the log must bring
 none of them back, and the log itself must hold no clear text of theirs.
 """
@@ -73,6 +73,7 @@ async def test_an_erased_patient_is_forgotten_everywhere_and_replays_see_nothing
         run_service(apps["review"]),
         run_service(apps["referral"]),
         run_service(apps["notify"]),
+        run_service(apps["program"]),
     ):
         for patient in (erased, kept):
             discharge = native_discharge(patient)

@@ -1,8 +1,9 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
-The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, a read receipt, answers, escalations of unanswered referrals with their
-reminders, webhook deliveries with a retry and a failure, emails over SMTP). Then each
+The services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, pharmacy fills,
+claims, completions with and without referrals, a read receipt, answers, escalations of unanswered referrals with
+their reminders, webhook deliveries with a retry and a failure, emails over SMTP, MTM targeting with an enrolment,
+adherence and an opt-out). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from program.integration.test_program_service import discharge as program_discharge
+from program.integration.test_program_service import statin_fill
 from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
@@ -30,12 +34,16 @@ from mtm.contracts import (
     CompleteReviewTask,
     Recommendation,
 )
+from mtm.contracts.program_commands import DisenrollMember, GetProgramStatus
 from mtm.contracts.subjects import (
     ACKNOWLEDGE_REFERRAL,
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    DISENROLL_MEMBER,
+    FILL_INTAKE_SUBJECT,
+    GET_PROGRAM_STATUS,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
 )
@@ -54,10 +62,24 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         )
     payload, msg_id, _ = fhir_discharge()
     await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id})
+    # A member targeted on a fill and enrolled, then opting out; fills of the other patients too.
+    member = new_patient_id()
+    await js.publish(DISCHARGE_INTAKE_SUBJECT, program_discharge(member).model_dump_json().encode())
+    today = datetime.now(UTC).date()
+    for patient, on in ((member, today - timedelta(days=40)), (member, today), (patients[1], today)):
+        await js.publish(FILL_INTAKE_SUBJECT, statin_fill(patient, on).model_dump_json().encode())
+
+    async def enrolled():
+        reply = await request(nc, GET_PROGRAM_STATUS, GetProgramStatus(patient_id=member))
+        return reply.ok and reply.data["enrolments"]
+
+    await wait_for(enrolled, timeout_s=30)
+    opt_out = DisenrollMember(patient_id=member, program_year=today.year, reason="opted-out")
+    assert (await request(nc, DISENROLL_MEMBER, opt_out, actors.pharmacist("rph-0"))).ok
 
     async def open_tasks():
         reply = await request(nc, LIST_REVIEW_TASKS, _list_tasks())
-        return reply.data if len(reply.data) >= 7 else None
+        return reply.data if len(reply.data) >= 8 else None
 
     tasks = await wait_for(open_tasks, timeout_s=30)
     receiver.statuses.extend([503, 410])  # one delivery retried, one refused for good
@@ -111,6 +133,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         run_service(apps["review"]),
         run_service(apps["referral"]),
         run_service(apps["notify"]),
+        run_service(apps["program"]),
     ):
         await run_workload(nc, receiver)
         await wait_for(lambda: quiet(apps, nc), timeout_s=30)
@@ -127,6 +150,8 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         notifications = before["notify"]["notifications"]
         assert any('"channel":"email","status":"delivered"' in row for row in notifications), notifications
         assert any('"purpose":"reminder"' in row for row in notifications)
+        assert any('"disenrolment_reason":"opted-out"' in row for row in before["program"]["enrolments"])
+        assert before["program"]["fills"] and before["program"]["adherence"] and before["program"]["reviews"]
         emailed = len(smtp.messages())
 
         for round_ in ("within the deduplication window", "after the deduplication window"):

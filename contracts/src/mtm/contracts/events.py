@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -15,6 +16,7 @@ from mtm.contracts.clinical import (
     Observation,
     PatientDemographics,
 )
+from mtm.contracts.documentation import MtmService, ReviewDocumentation, Severity
 from mtm.contracts.envelope import EventEnvelope, Frozen
 from mtm.contracts.identity import Actor
 from mtm.contracts.limits import (
@@ -28,6 +30,7 @@ from mtm.contracts.limits import (
     Note,
     Text,
 )
+from mtm.contracts.program import PROGRAM_EVENT_CLASSES
 from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
@@ -44,10 +47,17 @@ AlertKind = Literal[
     "pharmacogenomic",
     "unresolved",
 ]
-Severity = Literal["high", "moderate", "low"]
 Tier = Literal["interruptive", "passive"]
 TaskPriority = Literal["routine", "urgent", "asap", "stat"]
 ReviewReason = Literal["post-discharge-review", "comprehensive-medication-review", "targeted-medication-review"]
+ReviewTrigger = Literal["discharge", "enrolment", "annual", "quarterly", "adherence", "follow-up"]
+"""What opened a review: a discharge, an enrolment (the CMR offer), the yearly CMR, the quarterly TMR, an
+adherence measure below its threshold, or a follow-up that came due."""
+RecommendationOutcome = Literal["accepted", "declined", "modified", "no-response"]
+OverrideReason = Literal[
+    "benefit-outweighs-risk", "tolerated-previously", "will-monitor", "not-clinically-relevant", "other"
+]
+ActionPlanDeliveryMethod = Literal["in-person", "mail", "electronic", "fax"]
 RecommendationAction = Literal[
     "start", "stop", "change-dose", "change-frequency", "substitute", "monitor", "educate", "other"
 ]
@@ -182,13 +192,17 @@ class ReviewTask(Frozen):
     task_id: uuid.UUID
     reason: ReviewReason = "post-discharge-review"
     priority: TaskPriority
-    focus_event_id: uuid.UUID = Field(description="The MedicationsReconciled event under review.")
+    focus_event_id: uuid.UUID = Field(
+        description="What is under review: the MedicationsReconciled event, or the event that opened the review."
+    )
     encounter_id: str | None = None
     care_team: CareTeam = CareTeam()
     items: tuple[ReconciledItem, ...] = ()
     discrepancies: tuple[Discrepancy, ...] = ()
     alerts: tuple[Alert, ...] = ()
     due: AwareDatetime | None = None
+    trigger: ReviewTrigger | None = Field(default=None, description="Why it opened; a discharge when absent.")
+    schedule_id: uuid.UUID | None = Field(default=None, description="The scheduled review it opened, if any.")
 
 
 class ReviewTaskCreated(EventEnvelope):
@@ -220,6 +234,11 @@ class Recommendation(Frozen):
     ingredients: tuple[Text, ...] = Field(default=(), max_length=20)
     needs_prescriber: bool = False
     priority: TaskPriority = "routine"
+    problem_id: uuid.UUID | None = Field(default=None, description="The drug therapy problem it addresses.")
+
+    @property
+    def target(self) -> Literal["patient", "prescriber"]:
+        return "prescriber" if self.needs_prescriber else "patient"
 
 
 class TaskCompletion(Frozen):
@@ -229,12 +248,160 @@ class TaskCompletion(Frozen):
     recommendations: tuple[Recommendation, ...] = Field(default=(), max_length=MAX_RECOMMENDATIONS)
     care_team: CareTeam = CareTeam()
     actor: Actor | None = Field(default=None, description="Who completed it, as their token said.")
+    service: MtmService | None = Field(
+        default=None, description="The CMS MTM service it counts as (a review of an enrolled member)."
+    )
+    documentation: ReviewDocumentation | None = None
 
 
 class ReviewTaskCompleted(EventEnvelope):
     EVENT_NAME: ClassVar[str] = "review_task_completed"
     type: Literal["mtm.review_task_completed.v1"] = _event_type("review_task_completed")
     data: TaskCompletion
+
+
+class TaskRelease(Frozen):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1, description="Who held the task until now.")
+    reason: str | None = None
+    actor: Actor | None = Field(default=None, description="Who released it: its owner or an admin.")
+
+
+class ReviewTaskReleased(EventEnvelope):
+    """A claimed task is back in the queue for any pharmacist to claim."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_released"
+    type: Literal["mtm.review_task_released.v1"] = _event_type("review_task_released")
+    data: TaskRelease
+
+
+class TaskReassignment(Frozen):
+    task_id: uuid.UUID
+    from_pharmacist_id: str | None = None
+    to_pharmacist_id: str = Field(min_length=1)
+    actor: Actor | None = Field(default=None, description="Who reassigned it: its owner or an admin.")
+
+
+class ReviewTaskReassigned(EventEnvelope):
+    """A task now belongs to another pharmacist (in progress, as if they had claimed it)."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_reassigned"
+    type: Literal["mtm.review_task_reassigned.v1"] = _event_type("review_task_reassigned")
+    data: TaskReassignment
+
+
+class TaskOverdue(Frozen):
+    task_id: uuid.UUID
+    due: AwareDatetime
+    priority: TaskPriority = Field(description="The priority from now on (one step up, `stat` stays `stat`).")
+    previous_priority: TaskPriority
+
+
+class ReviewTaskOverdue(EventEnvelope):
+    """A review passed its due time unfinished; its priority is escalated (recorded once per deadline)."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_overdue"
+    type: Literal["mtm.review_task_overdue.v1"] = _event_type("review_task_overdue")
+    data: TaskOverdue
+
+
+class ScheduledReviewSkip(Frozen):
+    schedule_id: uuid.UUID
+    trigger: ReviewTrigger
+    reason: Literal["not-enrolled", "open-review", "already-reviewed"]
+    covered_by_task_id: uuid.UUID | None = Field(default=None, description="The open review that covers it.")
+
+
+class ScheduledReviewSkipped(EventEnvelope):
+    """A scheduled or triggered review came due but opened no task, and why."""
+
+    EVENT_NAME: ClassVar[str] = "scheduled_review_skipped"
+    type: Literal["mtm.scheduled_review_skipped.v1"] = _event_type("scheduled_review_skipped")
+    data: ScheduledReviewSkip
+
+
+class FollowUp(Frozen):
+    follow_up_id: uuid.UUID
+    task_id: uuid.UUID = Field(description="The review it follows up.")
+    due: AwareDatetime
+    reason: str = Field(min_length=1)
+    actor: Actor | None = None
+
+
+class FollowUpScheduled(EventEnvelope):
+    """The pharmacist will follow up; a targeted review opens when it comes due."""
+
+    EVENT_NAME: ClassVar[str] = "follow_up_scheduled"
+    type: Literal["mtm.follow_up_scheduled.v1"] = _event_type("follow_up_scheduled")
+    data: FollowUp
+
+
+class AlertOverride(Frozen):
+    override_id: uuid.UUID
+    task_id: uuid.UUID
+    alert: int = Field(ge=0, description="Position of the alert in the task.")
+    rule_id: str | None = None
+    kind: AlertKind
+    severity: Severity
+    ingredients: tuple[str, ...]
+    reason_code: OverrideReason
+    reason: str = Field(min_length=1)
+    regimen: tuple[str, ...] = Field(
+        default=(), description="The alert's drugs as taken when overridden (ingredient, dose, route)."
+    )
+    actor: Actor | None = None
+
+
+class AlertOverridden(EventEnvelope):
+    """A pharmacist judged an alert not to need action; the same alert stays quiet until something relevant changes."""
+
+    EVENT_NAME: ClassVar[str] = "alert_overridden"
+    type: Literal["mtm.alert_overridden.v1"] = _event_type("alert_overridden")
+    data: AlertOverride
+
+
+class RecommendationResult(Frozen):
+    recommendation_id: uuid.UUID
+    task_id: uuid.UUID
+    outcome: RecommendationOutcome
+    note: str | None = None
+    actor: Actor | None = None
+
+
+class RecommendationOutcomeRecorded(EventEnvelope):
+    """What became of a recommendation, as the pharmacist learnt it (a prescriber's own answer is ReferralAnswered)."""
+
+    EVENT_NAME: ClassVar[str] = "recommendation_outcome_recorded"
+    type: Literal["mtm.recommendation_outcome_recorded.v1"] = _event_type("recommendation_outcome_recorded")
+    data: RecommendationResult
+
+
+class ActionPlanDelivery(Frozen):
+    task_id: uuid.UUID = Field(description="The CMR whose action plan and medication list went out.")
+    method: ActionPlanDeliveryMethod
+    delivered_on: date
+    actor: Actor | None = None
+
+
+class ActionPlanDelivered(EventEnvelope):
+    """The member received the CMR's Medication Action Plan and Personal Medication List."""
+
+    EVENT_NAME: ClassVar[str] = "action_plan_delivered"
+    type: Literal["mtm.action_plan_delivered.v1"] = _event_type("action_plan_delivered")
+    data: ActionPlanDelivery
+
+
+class ActionPlanDue(Frozen):
+    task_id: uuid.UUID
+    due: AwareDatetime = Field(description="14 days after the CMR (CMS: the written summary within 14 days).")
+
+
+class ActionPlanOverdue(EventEnvelope):
+    """A CMR's written summary was not delivered within its deadline (recorded once)."""
+
+    EVENT_NAME: ClassVar[str] = "action_plan_overdue"
+    type: Literal["mtm.action_plan_overdue.v1"] = _event_type("action_plan_overdue")
+    data: ActionPlanDue
 
 
 # --- referral -------------------------------------------------------------------------------------------------
@@ -409,6 +576,15 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     ReviewTaskCreated,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
+    ReviewTaskReleased,
+    ReviewTaskReassigned,
+    ReviewTaskOverdue,
+    ScheduledReviewSkipped,
+    FollowUpScheduled,
+    AlertOverridden,
+    RecommendationOutcomeRecorded,
+    ActionPlanDelivered,
+    ActionPlanOverdue,
     ReferralRequested,
     ReferralAnswered,
     ReferralAcknowledged,
@@ -418,6 +594,7 @@ EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     NotificationDelivered,
     NotificationFailed,
     PatientErased,
+    *PROGRAM_EVENT_CLASSES,
 )
 EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
 EVENTS = EventRegistry(EVENT_CLASSES)

@@ -18,6 +18,9 @@ MAX_CONDITIONS: Final = 200
 MAX_ALLERGIES: Final = 50
 MAX_OBSERVATIONS: Final = 200
 MAX_RECOMMENDATIONS: Final = 50
+MAX_FOLLOW_UPS: Final = 20
+MAX_INGREDIENTS: Final = 20
+"""Per product: combination products have a handful."""
 MAX_TEXT: Final = 200
 """A medication, condition, allergy or observation as written."""
 MAX_CODE: Final = 64

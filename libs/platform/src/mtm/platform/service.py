@@ -19,7 +19,7 @@ from mtm.contracts import CommandReply, EventEnvelope
 from mtm.contracts.events import PatientErased
 from mtm.contracts.identity import Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
-from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, patient_event_consumer
+from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.platform.projection import Projection, UnitOfWork
 from mtm.platform.reading import EventReader
@@ -62,8 +62,8 @@ class Reaction(Generic[In]):
     durable: str
     react: React[In]
     parse: Callable[[Delivery], In] | None = None
-    """How an intake message becomes the input; a patient event (`event`) is read by the runtime's reader."""
-    event: type[EventEnvelope] | None = None
+    """How an intake message becomes the input; patient events (`events`) are read by the runtime's reader."""
+    events: tuple[type[EventEnvelope], ...] = ()
     stream: str = PATIENT_EVENTS_STREAM
     filter_subjects: tuple[str, ...] = ()
     keeps_input: bool = False
@@ -81,13 +81,25 @@ def on_event(
     after_commit: Callable[[], None] | None = None,
 ) -> Reaction[In]:
     """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
+    return on_events((event_cls,), react, durable=durable, keeps_input=keeps_input, after_commit=after_commit)
+
+
+def on_events(
+    event_classes: tuple[type[EventEnvelope], ...],
+    react: React[Any],
+    *,
+    durable: str,
+    keeps_input: bool = False,
+    after_commit: Callable[[], None] | None = None,
+) -> Reaction[Any]:
+    """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
         durable=durable,
         react=react,
-        event=event_cls,  # type: ignore[arg-type]
-        filter_subjects=(event_filter(event_cls),),  # type: ignore[arg-type]
+        events=event_classes,
+        filter_subjects=tuple(event_filter(cls) for cls in event_classes),
         keeps_input=keeps_input,
-        partitioned_by=(event_cls,),  # type: ignore[arg-type]
+        partitioned_by=event_classes,
         after_commit=after_commit,
     )
 
@@ -144,8 +156,12 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
     """The durable consumer of a reaction: decide per message, then record the batch in one transaction."""
 
     async def decode(delivery: Delivery) -> tuple[Any, Caused, bytes]:
-        if reaction.event is not None:
-            value, clear = await reader.read_as(reaction.event, delivery.subject, delivery.data)
+        if len(reaction.events) == 1:
+            value, clear = await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
+        elif reaction.events:
+            value, clear = await reader.read(delivery.subject, delivery.data)
+            if not isinstance(value, reaction.events):
+                raise InvalidMessage(f"{type(value).__name__} is not among the events this reaction reads")
         else:
             assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
             value, clear = reaction.parse(delivery), delivery.data
@@ -155,7 +171,7 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         return value, tuple(caused), clear
 
     async def prepare(deliveries: Sequence[Delivery]) -> None:
-        if reaction.event is not None:
+        if reaction.events:
             await reader.prepare((d.subject, d.data) for d in deliveries)
 
     async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[Any, Caused, bytes]]]) -> int:

@@ -8,6 +8,8 @@ from mtm.contracts import EVENTS, EventRegistry, GetMedicationHistory, GetMedica
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
     GET_MEDICATION_HISTORY,
     GET_MEDICATION_LIST,
 )
@@ -27,6 +29,13 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
                 react=partial(application.record_discharge, ledger=ledger),
+            ),
+            Reaction(
+                durable="reconciliation-fill-intake",
+                stream=FILL_INTAKE_STREAM,
+                filter_subjects=(FILL_INTAKE_SUBJECT,),
+                parse=intake.fill_parser(registry),
+                react=application.record_fills,
             ),
             on_event(
                 TransitionOfCareRecorded,
