@@ -1,7 +1,9 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
 The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, answers, webhook deliveries with a retry and a failure). Then each
+completions with and without referrals, answers, webhook deliveries with a retry and a failure; the MTM program:
+enrolment, a CMR documented with problems, a follow-up and its action plan delivered, adherence below 80%,
+released and reassigned tasks, an alert override, an outcome, deadlines passed by the timers). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -13,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from support import actors
-from support.events import new_patient_id
+from support.events import adherence_measured, mtm_enrolled, new_patient_id, publish_event
 from support.jetstream import wait_for
 from support.services import native_discharge
 from support.webhook import WebhookReceiver, serve
@@ -28,21 +31,37 @@ from mtm.contracts import (
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
+    FollowUpRequest,
+    GetReviewRecord,
+    ListReviewTasks,
+    OverrideAlert,
+    ReassignReviewTask,
     Recommendation,
+    RecordActionPlanDelivery,
+    RecordRecommendationOutcome,
+    ReleaseReviewTask,
 )
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
+from mtm.contracts.documentation import ActionPlanItem, DrugTherapyProblem, Mitigation, ReviewDocumentation
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    GET_REVIEW_RECORD,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
+    OVERRIDE_ALERT,
     PATIENT_EVENTS_STREAM,
+    REASSIGN_REVIEW_TASK,
+    RECORD_ACTION_PLAN_DELIVERY,
+    RECORD_RECOMMENDATION_OUTCOME,
+    RELEASE_REVIEW_TASK,
 )
 
 pytestmark = pytest.mark.integration
 SECRET = "rebuild-test-secret"
+CMR = "comprehensive-medication-review"
 DEDUP_WINDOW_S = 2.0
 
 
@@ -64,7 +83,7 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
     return {
         # The owner of the patient log declares it with a short deduplication window, so the test can outlast it.
         "reconciliation": reconciliation_app(settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S)),
-        "review": review_app(settings_for(ReviewSettings)),
+        "review": review_app(settings_for(ReviewSettings, review_timer_every_s=0.1)),
         "referral": referral_app(settings_for(ReferralSettings)),
         "notify": notify_app(
             settings_for(
@@ -122,6 +141,61 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
     assert (await request(nc, ANSWER_REFERRAL, answer, actors.physician(first["physician_id"]))).ok
     # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
     await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
+    await run_program_workload(nc, patients)
+
+
+async def run_program_workload(nc, patients: list[str]) -> None:
+    """The MTM program's events: every table of review's projection gets rows, every timer fires."""
+    member, other = patients[1], patients[2]
+    await publish_event(nc, mtm_enrolled(member))
+    await publish_event(nc, adherence_measured(member))  # covered by the open CMR
+    await publish_event(nc, adherence_measured(other))  # not a member: skipped
+
+    async def cmr():
+        found = await request(nc, LIST_REVIEW_TASKS, ListReviewTasks(patient_id=member, reason=CMR))
+        return found.data[0] if found.data else None
+
+    task_id = uuid.UUID((await wait_for(cmr, timeout_s=30))["task_id"])
+    rph, other_rph = actors.pharmacist("rph-cmr"), actors.pharmacist("rph-other")
+    assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), other_rph)).ok
+    assert (await request(nc, RELEASE_REVIEW_TASK, ReleaseReviewTask(task_id=task_id), other_rph)).ok
+    assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), other_rph)).ok
+    move = ReassignReviewTask(task_id=task_id, pharmacist_id="rph-cmr")
+    assert (await request(nc, REASSIGN_REVIEW_TASK, move, actors.ADMIN)).ok
+    problem = DrugTherapyProblem(
+        problem_id=uuid.uuid4(),
+        category="adherence",
+        detail="Misses evening doses",
+        mitigations=(Mitigation(action="10"),),
+    )
+    advice = Recommendation(recommendation_id=uuid.uuid4(), text="Use a weekly pill box", problem_id=problem.problem_id)
+    documentation = ReviewDocumentation(
+        performed_on=datetime.now(UTC).date(),
+        delivery_method="telephone",
+        problems=(problem,),
+        action_plan=(ActionPlanItem(topic="Missed doses", steps=("Fill a pill box every Sunday",)),),
+    )
+    soon = FollowUpRequest(due=datetime.now(UTC) - timedelta(minutes=1), reason="Check the pill box")
+    completion = CompleteReviewTask(
+        task_id=task_id, recommendations=(advice,), documentation=documentation, follow_ups=(soon,)
+    )
+    assert (await request(nc, COMPLETE_REVIEW_TASK, completion, rph)).ok
+    outcome = RecordRecommendationOutcome(recommendation_id=advice.recommendation_id, outcome="accepted")
+    assert (await request(nc, RECORD_RECOMMENDATION_OUTCOME, outcome, rph)).ok
+    delivery = RecordActionPlanDelivery(task_id=task_id, method="mail", delivered_on=datetime.now(UTC).date())
+    assert (await request(nc, RECORD_ACTION_PLAN_DELIVERY, delivery, rph)).ok
+
+    tasks = (await request(nc, LIST_REVIEW_TASKS, ListReviewTasks())).data
+    alerted = next(t for t in tasks if t["alerts"])
+    override = OverrideAlert(task_id=uuid.UUID(alerted["task_id"]), alert=0, reason_code="will-monitor", reason="ok")
+    assert (await request(nc, OVERRIDE_ALERT, override, rph)).ok
+
+    async def follow_up_handled():
+        record = (await request(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=member))).data
+        pending = [s for s in record["scheduled"] if s["trigger"] == "follow-up"]
+        return record if record["follow_ups"] and not pending else None
+
+    await wait_for(follow_up_handled, timeout_s=30)
 
 
 def _list_tasks():
@@ -161,9 +235,21 @@ async def settled(apps: dict) -> bool:
                 "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
             ):
                 return False
+            if app.runtime.name == "review" and await conn.fetchval(REVIEW_DEADLINES_PENDING):
+                return False
         finally:
             await conn.close()
     return True
+
+
+# Deadlines passed that review's timers have not marked yet: until they have, its tables still move on their own.
+REVIEW_DEADLINES_PENDING = """
+SELECT (SELECT count(*) FROM projection.review_tasks
+        WHERE status <> 'completed' AND overdue_at IS NULL AND due <= now())
+     + (SELECT count(*) FROM projection.review_schedule WHERE handled_at IS NULL AND opens_at <= now())
+     + (SELECT count(*) FROM projection.action_plans
+        WHERE delivered_on IS NULL AND overdue_at IS NULL AND due <= now())
+"""
 
 
 async def rebuild(nc, service: str) -> RebuildProgress:
@@ -206,6 +292,11 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         assert before["notify"]["notification_attempts"], "the workload should have recorded delivery attempts"
         assert any('"status":"in-progress"' in row for row in before["review"]["review_tasks"])
         assert any('"status":"modified"' in row for row in before["referral"]["referrals"])
+        for table in ("members", "review_schedule", "problems", "recommendations", "referral_outcomes"):
+            assert before["review"][table], f"the workload should have put rows in review's {table}"
+        for table in ("follow_ups", "alert_overrides", "action_plans"):
+            assert before["review"][table], f"the workload should have put rows in review's {table}"
+        assert any('"overdue_at":null' not in row for row in before["review"]["review_tasks"])
 
         for round_ in ("within the deduplication window", "after the deduplication window"):
             if round_.startswith("after"):

@@ -335,7 +335,7 @@ class AlertOverride(Frozen):
     reason_code: OverrideReason
     reason: str = Field(min_length=1)
     regimen: tuple[str, ...] = Field(
-        default=(), description="The alert's drugs as taken when overridden (`ingredient dose route`); a change lifts it."
+        default=(), description="The alert's drugs as taken when overridden (ingredient, dose, route)."
     )
     actor: Actor | None = None
 

@@ -74,6 +74,29 @@ def on_event(
     )
 
 
+def on_events(
+    event_classes: Sequence[type[EventEnvelope]],
+    react: React[EventEnvelope],
+    *,
+    durable: str,
+    registry: EventRegistry,
+    keeps_input: bool = False,
+) -> Reaction[EventEnvelope]:
+    """A reaction to several events of the patient log on one durable, so each patient's come in log order."""
+
+    def parse(delivery: Delivery) -> EventEnvelope:
+        return registry.parse_stored(delivery.subject, delivery.data)
+
+    return Reaction(
+        durable=durable,
+        react=react,
+        parse=parse,
+        filter_subjects=tuple(event_filter(cls) for cls in event_classes),
+        keeps_input=keeps_input,
+        partitioned_by=tuple(event_classes),
+    )
+
+
 @dataclass(frozen=True)
 class Command(Generic[C]):
     """A request/reply command decided on the patient's history from the log and appended with OCC.
