@@ -6,29 +6,24 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 from pathlib import Path
 
 from mtm.cli import tool
+from mtm.cli.reviews import add_review_commands
 from mtm.cli.service_commands import ServiceCommandError, add_service_commands
 from mtm.cli.stack import nats_url
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
-    CompleteReviewTask,
     GetMedicationList,
     ListReferrals,
-    ListReviewTasks,
-    Recommendation,
 )
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
-    COMPLETE_REVIEW_TASK,
     GET_MEDICATION_LIST,
     LIST_REFERRALS,
-    LIST_REVIEW_TASKS,
 )
 
 
@@ -80,18 +75,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
-    reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
-    if args.json or not reply.ok:
-        return print_reply(reply)
-    for task in reply.data or []:
-        print(
-            f"{task['task_id']}  {task['priority']:<7} {task['status']:<12} {task['patient']}  "
-            f"discrepancies {task['discrepancies']}  alerts {task['alerts']}  owner {task['owner'] or '-'}"
-        )
-    return 0
-
-
 def cmd_login(args: argparse.Namespace) -> int:
     from mtm.cli.identity import login, token_file
 
@@ -116,20 +99,6 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_claim(args: argparse.Namespace) -> int:
     command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
     return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    recommendations = tuple(
-        Recommendation(recommendation_id=uuid.uuid4(), text=text, needs_prescriber=refer)
-        for texts, refer in ((args.recommend, False), (args.refer, True))
-        for text in texts
-    )
-    command = CompleteReviewTask(
-        task_id=tool.parse_uuid(args.task, "task"),
-        note=args.note,
-        recommendations=recommendations,
-    )
-    return print_reply(asyncio.run(tool.request(nats_url(), COMPLETE_REVIEW_TASK, command)))
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:
@@ -169,11 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="at most this many discharges")
     replay.set_defaults(run=cmd_replay)
 
-    tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
-    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
-    tasks.add_argument("--json", action="store_true")
-    tasks.set_defaults(run=cmd_tasks)
-
     login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
     login.add_argument("user", help="account name, e.g. ana")
     login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
@@ -191,13 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     claim.add_argument("task")
     claim.set_defaults(run=cmd_claim)
 
-    complete = sub.add_parser("complete", help="complete a claimed review task")
-    complete.add_argument("task")
-    complete.add_argument("--note")
-    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
-    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
-    complete.set_defaults(run=cmd_complete)
-
     referrals = sub.add_parser("referrals", help="referrals, optionally for one physician")
     referrals.add_argument("--physician")
     referrals.add_argument("--status", choices=["requested", "accepted", "declined", "modified"])
@@ -213,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     medlist.add_argument("patient")
     medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
     medlist.set_defaults(run=cmd_medlist)
+
+    # Reviews: worklist, release, reassign, complete with documentation, overrides, outcomes, MAP, FHIR export.
+    add_review_commands(sub)
 
     # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
     add_service_commands(sub, taken=set(sub.choices))

@@ -27,8 +27,10 @@ UPDATE referrals SET status = $2, decision = $2, answer = $3, answered_at = $4 W
 """
 PATIENT_OF_REFERRAL = "SELECT patient_id FROM referrals WHERE referral_id = $1"
 LIST_REFERRALS = """
-SELECT referral_id, task_id, patient_id, physician_id, status, requested_at, referral FROM referrals
+SELECT referral_id, task_id, patient_id, physician_id, status, requested_at, referral, answer, answered_at
+FROM referrals
 WHERE ($1::text IS NULL OR physician_id = $1) AND ($2::text IS NULL OR status = $2)
+  AND ($4::text IS NULL OR patient_id = $4)
 ORDER BY requested_at, referral_id LIMIT $3
 """
 
@@ -72,7 +74,7 @@ async def patient_of_referral(conn: asyncpg.Connection, command: Any) -> str | N
 async def list_referrals(conn: asyncpg.Connection, query: ListReferrals, actor: Actor) -> CommandReply:
     # A physician sees only the referrals addressed to them, whatever the query asks for.
     physician = actor.acting_as if actor.role == "physician" else query.physician_id
-    rows = await conn.fetch(LIST_REFERRALS, physician, query.status, query.limit)
+    rows = await conn.fetch(LIST_REFERRALS, physician, query.status, query.limit, query.patient_id)
     found = [
         {
             "referral_id": str(r["referral_id"]),
@@ -82,6 +84,8 @@ async def list_referrals(conn: asyncpg.Connection, query: ListReferrals, actor: 
             "status": r["status"],
             "requested_at": r["requested_at"].isoformat(),
             "referral": json.loads(r["referral"]),
+            "answer": json.loads(r["answer"]) if r["answer"] else None,
+            "answered_at": r["answered_at"].isoformat() if r["answered_at"] else None,
         }
         for r in rows
     ]
