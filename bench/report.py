@@ -107,6 +107,9 @@ MTM_ROWS = (
         at_least(GOAL_REBUILD_PER_S, "≥ 30,000/s"),
     ),
     Row("Drug check, 20 medications (median)", "dur_check_ms_median", "ms", goal=at_most(GOAL_DUR_MS, "≤ 1 ms")),
+    Row("MAP + PML rendered as PDF (12 medications)", "map_pdf_documents_per_s", "documents/s"),
+    Row("MAP + PML rendered as HTML", "map_html_documents_per_s", "documents/s"),
+    Row("MAP + PML as FHIR (CarePlan, List)", "map_fhir_documents_per_s", "documents/s"),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
 )
 

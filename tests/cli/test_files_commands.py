@@ -79,3 +79,16 @@ def test_check_and_reconcile_are_the_services_own_commands_found_through_entry_p
     [reader] = entry_points(group="mtm.readers", name="discharge-bundle")
     assert reader.dist is not None and reader.dist.name == "mtm-reconciliation"
     assert "check" in mtm("--help").stdout
+
+
+def test_the_readme_cmr_record_is_a_valid_completion() -> None:
+    """docs/examples/cmr-record.json, used in the README's worked example, is what `mtm complete --record` sends."""
+    import uuid
+
+    from mtm.contracts import CompleteReviewTask
+
+    body = json.loads((Path(__file__).resolve().parents[2] / "docs" / "examples" / "cmr-record.json").read_text())
+    command = CompleteReviewTask.model_validate({**body, "task_id": str(uuid.uuid4())})
+    assert command.documentation is not None and len(command.documentation.problems) == 2
+    linked = {r.problem_id for r in command.recommendations}
+    assert linked == {p.problem_id for p in command.documentation.problems}

@@ -132,3 +132,16 @@ def test_a_reference_outside_the_bundle_is_refused() -> None:
     bundle["entry"][-1]["resource"]["subject"] = {"reference": "Patient/elsewhere"}
     with pytest.raises(BundleError, match="does not resolve"):
         check_bundle(bundle)
+
+
+def test_the_rendering_benchmark_reports_its_figures() -> None:
+    from bench import documents
+
+    figures = documents.run(seconds_each=0.05)
+    assert set(figures) == {
+        "map_pdf_documents_per_s",
+        "map_html_documents_per_s",
+        "map_fhir_documents_per_s",
+        "map_pdf_bytes",
+        "map_medications",
+    }
