@@ -38,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / "cache"
-PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "dur", "documents", "rebuild")
+PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "dur", "documents", "program", "rebuild")
 # The bound is 5 minutes on 2 cores; the rebuild, last, gets what is left of this.
 TOTAL_BUDGET_S = 285.0
 # The rebuild's own set-up (its NATS, a fresh service) and the final report run after its budget.
@@ -267,6 +267,12 @@ class Bench:
 
         progress("MAP + PML: PDF, HTML, FHIR", 0.1)
         return await asyncio.to_thread(documents.run, 3.0 if self.plan is FULL else 0.5)
+
+    async def phase_program(self, progress: Progress) -> dict[str, Any]:
+        from bench import program
+
+        figures = await asyncio.to_thread(program.run_sweep, progress)
+        return {**figures, **await program.run_fill_ingestion(self.servers, self.log_dir, progress)}
 
     async def phase_rebuild(self, progress: Progress) -> dict[str, Any]:
         from bench import rebuild

@@ -110,6 +110,15 @@ MTM_ROWS = (
     Row("MAP + PML rendered as PDF (12 medications)", "map_pdf_documents_per_s", "documents/s"),
     Row("MAP + PML rendered as HTML", "map_html_documents_per_s", "documents/s"),
     Row("MAP + PML as FHIR (CarePlan, List)", "map_fhir_documents_per_s", "documents/s"),
+    Row("MTM targeting sweep (100,000 patients)", "targeting_patients_per_s", "patients/s"),
+    Row("PDC adherence sweep (100,000 patients)", "adherence_patients_per_s", "patients/s"),
+    Row(
+        "Pharmacy fill ingestion (service)",
+        "fill_ingestion_per_s",
+        "fills/s",
+        "raw_batch_insert_rows_per_s",
+        "batch insert",
+    ),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
 )
 

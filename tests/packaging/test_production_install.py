@@ -85,7 +85,7 @@ def test_a_service_synced_without_dev_has_no_dev_stack_and_still_imports(tmp_pat
 def test_the_production_image_carries_every_service_and_the_cli_but_no_dev_stack(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     installed = sync_into(venv, image_sync_command())
-    services = {"mtm-reconciliation", "mtm-review", "mtm-referral", "mtm-notify", "mtm-cli"}
+    services = {"mtm-reconciliation", "mtm-review", "mtm-referral", "mtm-notify", "mtm-program", "mtm-cli"}
     assert services <= installed
     assert not installed & DEV_ONLY, sorted(installed & DEV_ONLY)
     # The CLI runs a service's command there, and `mtm up` says the dev stack is missing instead of failing.

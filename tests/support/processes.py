@@ -1,4 +1,4 @@
-"""The four services as real OS processes on the test infrastructure, each with a database of its own."""
+"""The services as real OS processes on the test infrastructure, each with a database of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
 from support import actors
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 
 
 @dataclass

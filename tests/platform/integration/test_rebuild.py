@@ -1,10 +1,10 @@
 """Every service's tables are a pure function of the log: a rebuild while the stack runs gives the same rows.
 
-The four services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, claims,
-completions with and without referrals, answers, webhook deliveries with a retry and a failure; the MTM program:
-enrolment, a CMR documented with problems, a follow-up and its action plan delivered, adherence below 80%,
-released and reassigned tasks, an alert override, an outcome, deadlines passed by the timers). Then each
-projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
+The services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, pharmacy fills,
+claims, completions with and without referrals, answers, webhook deliveries with a retry and a failure, MTM
+targeting with an enrolment, adherence and an opt-out; a CMR documented with problems, a follow-up and its action
+plan delivered, released and reassigned tasks, an alert override, an outcome, deadlines passed by the timers). Then
+each projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
 longer be dropped by the server.
@@ -19,8 +19,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from program.integration.test_program_service import discharge as program_discharge
+from program.integration.test_program_service import statin_fill
 from support import actors
-from support.events import adherence_measured, mtm_enrolled, new_patient_id, publish_event
+from support.events import new_patient_id
 from support.jetstream import wait_for
 from support.services import native_discharge
 from support.webhook import WebhookReceiver, serve
@@ -43,11 +45,15 @@ from mtm.contracts import (
 )
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.documentation import ActionPlanItem, DrugTherapyProblem, Mitigation, ReviewDocumentation
+from mtm.contracts.program_commands import DisenrollMember, GetProgramStatus
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    DISENROLL_MEMBER,
+    FILL_INTAKE_SUBJECT,
+    GET_PROGRAM_STATUS,
     GET_REVIEW_RECORD,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
@@ -73,6 +79,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
     from mtm.notify.bootstrap import create_app as notify_app
     from mtm.notify.settings import NotifySettings
+    from mtm.program.bootstrap import create_app as program_app
+    from mtm.program.settings import ProgramSettings
     from mtm.reconciliation.bootstrap import ReconciliationSettings
     from mtm.reconciliation.bootstrap import create_app as reconciliation_app
     from mtm.referral.bootstrap import ReferralSettings
@@ -94,6 +102,7 @@ def service_apps(settings_for, receiver: WebhookReceiver) -> dict:
                 notify_poll_s=0.05,
             )
         ),
+        "program": program_app(settings_for(ProgramSettings, program_evaluation_every_s=0.1)),
     }
 
 
@@ -112,12 +121,26 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         )
     payload, msg_id, _ = fhir_discharge()
     await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id})
+    # A member targeted on a fill and enrolled, then opting out; fills of the other patients too.
+    member = new_patient_id()
+    await js.publish(DISCHARGE_INTAKE_SUBJECT, program_discharge(member).model_dump_json().encode())
+    today = datetime.now(UTC).date()
+    for patient, on in ((member, today - timedelta(days=40)), (member, today), (patients[1], today)):
+        await js.publish(FILL_INTAKE_SUBJECT, statin_fill(patient, on).model_dump_json().encode())
+
+    async def enrolled():
+        reply = await request(nc, GET_PROGRAM_STATUS, GetProgramStatus(patient_id=member))
+        return reply.ok and reply.data["enrolments"]
+
+    await wait_for(enrolled, timeout_s=30)
+    opt_out = DisenrollMember(patient_id=member, program_year=today.year, reason="opted-out")
+    assert (await request(nc, DISENROLL_MEMBER, opt_out, actors.pharmacist("rph-0"))).ok
 
     async def open_tasks():
         reply = await request(nc, LIST_REVIEW_TASKS, _list_tasks())
-        return reply.data if len(reply.data) >= 7 else None
+        return reply.data if len(reply.data) >= 8 else None
 
-    tasks = await wait_for(open_tasks, timeout_s=30)
+    tasks = [t for t in await wait_for(open_tasks, timeout_s=30) if t["reason"] == "post-discharge-review"]
     receiver.statuses.extend([503, 410])  # one delivery retried, one refused for good
     for n, task in enumerate(tasks[:4]):
         task_id = uuid.UUID(task["task_id"])
@@ -141,15 +164,18 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
     assert (await request(nc, ANSWER_REFERRAL, answer, actors.physician(first["physician_id"]))).ok
     # Two referrals, each by webhook and inbox: every notification finished, one after a retry, one refused.
     await wait_for(lambda: len(receiver.received) >= 3, timeout_s=30)
-    await run_program_workload(nc, patients)
+    await run_review_program_workload(nc)
 
 
-async def run_program_workload(nc, patients: list[str]) -> None:
-    """The MTM program's events: every table of review's projection gets rows, every timer fires."""
-    member, other = patients[1], patients[2]
-    await publish_event(nc, mtm_enrolled(member))
-    await publish_event(nc, adherence_measured(member))  # covered by the open CMR
-    await publish_event(nc, adherence_measured(other))  # not a member: skipped
+async def run_review_program_workload(nc) -> None:
+    """A member the program enrols (statin fills with a gap: adherence newly below 80%, covered by the open CMR)
+    goes through a documented CMR: every table of review's projection gets rows, every timer fires."""
+    js = nc.jetstream()
+    member = new_patient_id()
+    await js.publish(DISCHARGE_INTAKE_SUBJECT, program_discharge(member).model_dump_json().encode())
+    today = datetime.now(UTC).date()
+    for on in (today - timedelta(days=40), today):
+        await js.publish(FILL_INTAKE_SUBJECT, statin_fill(member, on).model_dump_json().encode())
 
     async def cmr():
         found = await request(nc, LIST_REVIEW_TASKS, ListReviewTasks(patient_id=member, reason=CMR))
@@ -237,6 +263,10 @@ async def settled(apps: dict) -> bool:
                 return False
             if app.runtime.name == "review" and await conn.fetchval(REVIEW_DEADLINES_PENDING):
                 return False
+            if app.runtime.name == "program" and await conn.fetchval(
+                "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated"
+            ):
+                return False
         finally:
             await conn.close()
     return True
@@ -284,6 +314,7 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         run_service(apps["review"]),
         run_service(apps["referral"]),
         run_service(apps["notify"]),
+        run_service(apps["program"]),
     ):
         await run_workload(nc, receiver)
         await wait_for(lambda: settled(apps), timeout_s=30)
@@ -297,6 +328,8 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         for table in ("follow_ups", "alert_overrides", "action_plans"):
             assert before["review"][table], f"the workload should have put rows in review's {table}"
         assert any('"overdue_at":null' not in row for row in before["review"]["review_tasks"])
+        assert any('"disenrolment_reason":"opted-out"' in row for row in before["program"]["enrolments"])
+        assert before["program"]["fills"] and before["program"]["adherence"] and before["program"]["reviews"]
 
         for round_ in ("within the deduplication window", "after the deduplication window"):
             if round_.startswith("after"):

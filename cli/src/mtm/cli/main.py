@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 from mtm.cli import tool
@@ -19,10 +20,15 @@ from mtm.contracts import (
     GetMedicationList,
     ListReferrals,
 )
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
+    DISENROLL_MEMBER,
+    GET_ALERT_REPORT,
+    GET_CMS_REPORT,
     GET_MEDICATION_LIST,
+    GET_PROGRAM_STATUS,
     LIST_REFERRALS,
 )
 
@@ -120,11 +126,53 @@ def cmd_medlist(args: argparse.Namespace) -> int:
     return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
 
 
+def cmd_publish_fill(args: argparse.Namespace) -> int:
+    for line in asyncio.run(tool.publish_fills(nats_url(), [Path(p) for p in args.files])):
+        print(json.dumps(line))
+    return 0
+
+
+def cmd_program(args: argparse.Namespace) -> int:
+    return print_reply(
+        asyncio.run(tool.request(nats_url(), GET_PROGRAM_STATUS, GetProgramStatus(patient_id=args.patient)))
+    )
+
+
+def cmd_disenroll(args: argparse.Namespace) -> int:
+    command = DisenrollMember(
+        patient_id=args.patient, program_year=args.year, reason=args.reason, effective=args.effective, note=args.note
+    )
+    return print_reply(asyncio.run(tool.request(nats_url(), DISENROLL_MEMBER, command)))
+
+
+def cmd_report_cms(args: argparse.Namespace) -> int:
+    reply = asyncio.run(tool.request(nats_url(), GET_CMS_REPORT, GetCmsReport(year=args.year)))
+    if not reply.ok:
+        return print_reply(reply)
+    data = reply.data or {}
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        tool.write_csv(out, data["rows"], data["columns"])
+    finally:
+        if args.output:
+            out.close()
+    print(json.dumps(data["summary"], indent=2), file=sys.stderr if not args.output else sys.stdout)
+    return 0
+
+
+def cmd_report_alerts(args: argparse.Namespace) -> int:
+    reply = asyncio.run(tool.request(nats_url(), GET_ALERT_REPORT, GetAlertReport(since=args.since)))
+    if args.json or not reply.ok:
+        return print_reply(reply)
+    tool.write_csv(sys.stdout, reply.data or [], ("rule_id", "kind", "severity", "tier", "alerts", "patients", "tasks"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start NATS, Postgres and the four services; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start NATS, Postgres and the services; Ctrl-C stops everything")
     up.add_argument("--demo", action="store_true", help="also run one discharge through to a physician")
     up.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
     up.set_defaults(run=cmd_up)
@@ -147,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser(
         "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
     )
-    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
+    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral, notify or program")
     rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
     rebuild.set_defaults(run=cmd_rebuild)
 
@@ -170,6 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     medlist.add_argument("patient")
     medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
     medlist.set_defaults(run=cmd_medlist)
+
+    fill = sub.add_parser(
+        "publish-fill", help="publish pharmacy fills (native JSON or FHIR R4 Bundle of MedicationDispense)"
+    )
+    fill.add_argument("files", nargs="+")
+    fill.set_defaults(run=cmd_publish_fill)
+
+    program = sub.add_parser("program", help="a patient's MTM eligibility, enrolments and adherence")
+    program.add_argument("patient")
+    program.set_defaults(run=cmd_program)
+
+    disenroll = sub.add_parser("disenroll", help="record that an enrolled member left the MTM program this year")
+    disenroll.add_argument("patient")
+    disenroll.add_argument("--year", type=int, required=True, help="program year")
+    disenroll.add_argument("--reason", required=True, choices=["opted-out", "death", "plan-disenrolled", "other"])
+    disenroll.add_argument("--effective", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
+    disenroll.add_argument("--note")
+    disenroll.set_defaults(run=cmd_disenroll)
+
+    report = sub.add_parser("report", help="MTM program reports").add_subparsers(dest="report", required=True)
+    cms = report.add_parser("cms", help="the CMS beneficiary-level MTM file (CSV) and the CMR completion rate")
+    cms.add_argument("--year", type=int, required=True, help="contract year")
+    cms.add_argument("-o", "--output", help="write the CSV here (default: standard output; summary on stderr)")
+    cms.set_defaults(run=cmd_report_cms)
+    alerts = report.add_parser("alerts", help="alert burden per drug-check rule")
+    alerts.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
+    alerts.add_argument("--json", action="store_true")
+    alerts.set_defaults(run=cmd_report_alerts)
 
     # Reviews: worklist, release, reassign, complete with documentation, overrides, outcomes, MAP, FHIR export.
     add_review_commands(sub)

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field
 
 from mtm.contracts.envelope import Frozen
 
-SERVICES: tuple[str, ...] = ("reconciliation", "review", "referral", "notify")
+SERVICES: tuple[str, ...] = ("reconciliation", "review", "referral", "notify", "program")
 
 
 def status_subject(service: str) -> str:

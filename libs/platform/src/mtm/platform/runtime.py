@@ -130,6 +130,13 @@ class ServiceRuntime:
         return self.pool
 
     @property
+    def connections_needed(self) -> int:
+        """While a rebuild swaps tables in, every consumer and timer may wait on the writer lock holding a pooled
+        connection; the outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for,
+        and one is left for queries."""
+        return len(self.consumers) + len(self.definition.handlers.timers) + 3
+
+    @property
     def jetstream(self) -> JetStreamContext:
         assert self.js is not None, "service not started"
         return self.js
@@ -149,7 +156,7 @@ class ServiceRuntime:
         self.pool = await create_pool(
             self.database_url,
             min_size=self.settings.pool_min_size,
-            max_size=self.settings.pool_max_size,
+            max_size=max(self.settings.pool_max_size, self.connections_needed),
             search_path=SEARCH_PATH,
         )
         public = [("platform", files("mtm.platform") / "migrations")]

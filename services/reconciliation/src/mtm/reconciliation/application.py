@@ -1,10 +1,10 @@
-"""Reconciliation's use cases: take in a discharge, reconcile its medication lists."""
+"""Reconciliation's use cases: take in a discharge, reconcile its medication lists, take in pharmacy fills."""
 
 from __future__ import annotations
 
 import uuid
 
-from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
+from mtm.contracts import MedicationDispensed, MedicationsReconciled, TransitionOfCareRecorded
 from mtm.reconciliation.domain import reconcile
 
 SOURCE = "mtm/reconciliation"
@@ -30,3 +30,8 @@ def reconcile_discharge(event: TransitionOfCareRecorded) -> list[MedicationsReco
             event_id=reconciled_event_id(event.id),
         )
     ]
+
+
+def record_fills(fills: tuple[MedicationDispensed, ...]) -> list[MedicationDispensed]:
+    """Validated fills go on their patients' logs; the medication lists follow from them."""
+    return list(fills)

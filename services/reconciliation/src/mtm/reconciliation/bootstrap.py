@@ -7,7 +7,7 @@ from faststream import FastStream
 from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.settings import ServiceSettings
-from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
+from mtm.platform.streams import DISCHARGE_INTAKE, FILL_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.handlers import handlers
 
 
@@ -17,6 +17,6 @@ class ReconciliationSettings(ServiceSettings):
 
 def create_app(settings: ReconciliationSettings | None = None) -> FastStream:
     definition = ServiceDefinition(
-        name="reconciliation", handlers=handlers(), owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE)
+        name="reconciliation", handlers=handlers(), owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE, FILL_INTAKE)
     )
     return create_service_app(definition, settings or ReconciliationSettings())

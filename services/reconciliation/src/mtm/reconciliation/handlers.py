@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
+    GET_MEDICATION_LIST,
+)
 from mtm.platform.service import Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
@@ -19,6 +25,13 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
                 react=application.record_discharge,
+            ),
+            Reaction(
+                durable="reconciliation-fill-intake",
+                stream=FILL_INTAKE_STREAM,
+                filter_subjects=(FILL_INTAKE_SUBJECT,),
+                parse=intake.fill_parser(registry),
+                react=application.record_fills,
             ),
             on_event(
                 TransitionOfCareRecorded,
