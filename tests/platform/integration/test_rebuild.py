@@ -357,9 +357,13 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
 
 
 async def keep_discharging(nc) -> None:
+    """Discharges of today, whose reviews are not due yet: the traffic is writes, not a backlog of escalations."""
     js = nc.jetstream()
     while True:
         event = native_discharge(new_patient_id())
+        today = datetime.now(UTC)
+        data = event.data.model_copy(update={"admitted_at": today - timedelta(days=3), "discharged_at": today})
+        event = event.model_copy(update={"data": data})
         await js.publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )

@@ -270,6 +270,9 @@ class Rebuilder:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
+                # Under steady traffic a batch is never empty: one past `end` proves the tail is in (as in _replay).
+                if reader.last_seq >= end:
+                    return applied
             elif await reader.caught_up_to(end):
                 return applied
 
