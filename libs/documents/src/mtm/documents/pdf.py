@@ -129,7 +129,7 @@ def write_pdf(view: dict[str, Any], out: BinaryIO) -> None:
             "Share this with your family or caregivers too."
         ),
         _p(f"DATE PREPARED: {view['prepared']}", LABEL),
-        _p(f"{labels['allergies']} {view['allergies']}"),
+        Paragraph(f"<b>{_text(labels['allergies'])}</b> {_text(view['allergies'])}", BODY),
     ]
     for medication in view["medications"]:
         story += [Spacer(1, 6), KeepTogether(_medication_table(medication["fields"], medication["stopped"]))]
