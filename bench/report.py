@@ -112,6 +112,9 @@ MTM_ROWS = (
     Row("Live update, discharge → browser's event stream p50", "web_live_p50_ms", "ms"),
     Row("Live update, discharge → browser's event stream p99", "web_live_p99_ms", "ms"),
     Row("Drug check, 20 medications (median)", "dur_check_ms_median", "ms", goal=at_most(GOAL_DUR_MS, "≤ 1 ms")),
+    Row("MAP + PML rendered as PDF (12 medications)", "map_pdf_documents_per_s", "documents/s"),
+    Row("MAP + PML rendered as HTML", "map_html_documents_per_s", "documents/s"),
+    Row("MAP + PML as FHIR (CarePlan, List)", "map_fhir_documents_per_s", "documents/s"),
     Row("MTM targeting sweep (100,000 patients)", "targeting_patients_per_s", "patients/s"),
     Row("PDC adherence sweep (100,000 patients)", "adherence_patients_per_s", "patients/s"),
     Row(

@@ -54,7 +54,7 @@ def service_apps(settings_for, receiver: WebhookReceiver, smtp: SmtpServer, fold
         "reconciliation": reconciliation_app(
             settings_for(ReconciliationSettings, duplicate_window_s=DEDUP_WINDOW_S, **common)
         ),
-        "review": review_app(settings_for(ReviewSettings, **common)),
+        "review": review_app(settings_for(ReviewSettings, review_timer_every_s=0.1, **common)),
         # Unanswered referrals escalate once, a second after they are requested (a reminder goes out).
         "referral": referral_app(
             settings_for(
@@ -116,6 +116,8 @@ async def settled(apps: dict, nc) -> bool:
                 "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
             ):
                 return False
+            if app.runtime.name == "review" and await conn.fetchval(REVIEW_DEADLINES_PENDING):
+                return False
             if app.runtime.name == "program" and await conn.fetchval(
                 "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated"
             ):
@@ -127,6 +129,16 @@ async def settled(apps: dict, nc) -> bool:
         finally:
             await conn.close()
     return True
+
+
+# Deadlines passed that review's timers have not marked yet: until they have, its tables still move on their own.
+REVIEW_DEADLINES_PENDING = """
+SELECT (SELECT count(*) FROM projection.review_tasks
+        WHERE status <> 'completed' AND overdue_at IS NULL AND due <= now())
+     + (SELECT count(*) FROM projection.review_schedule WHERE handled_at IS NULL AND opens_at <= now())
+     + (SELECT count(*) FROM projection.action_plans
+        WHERE delivered_on IS NULL AND overdue_at IS NULL AND due <= now())
+"""
 
 
 async def quiet(apps: dict, nc) -> bool:

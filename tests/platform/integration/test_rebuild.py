@@ -3,7 +3,8 @@
 The services run on real NATS and Postgres through a mixed workload (discharges native and FHIR, pharmacy fills,
 claims, completions with and without referrals, a read receipt, answers, escalations of unanswered referrals with
 their reminders, webhook deliveries with a retry and a failure, emails over SMTP, MTM targeting with an enrolment,
-adherence and an opt-out). Then each
+adherence and an opt-out; a CMR documented with problems, a follow-up and its action plan delivered, released and
+reassigned tasks, an alert override, an outcome, deadlines passed by the timers). Then each
 projection is rebuilt through the operator's request (`RebuildProjection`), and every table must hold exactly
 the rows it held before, and the log must hold exactly the messages it held before: a rebuild publishes
 nothing. The same again once the stream's deduplication window has passed, when a re-sent event would no
@@ -32,8 +33,17 @@ from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
     CompleteReviewTask,
+    FollowUpRequest,
+    GetReviewRecord,
+    ListReviewTasks,
+    OverrideAlert,
+    ReassignReviewTask,
     Recommendation,
+    RecordActionPlanDelivery,
+    RecordRecommendationOutcome,
+    ReleaseReviewTask,
 )
+from mtm.contracts.documentation import ActionPlanItem, DrugTherapyProblem, Mitigation, ReviewDocumentation
 from mtm.contracts.program_commands import DisenrollMember, GetProgramStatus
 from mtm.contracts.subjects import (
     ACKNOWLEDGE_REFERRAL,
@@ -44,11 +54,18 @@ from mtm.contracts.subjects import (
     DISENROLL_MEMBER,
     FILL_INTAKE_SUBJECT,
     GET_PROGRAM_STATUS,
+    GET_REVIEW_RECORD,
     LIST_REFERRALS,
     LIST_REVIEW_TASKS,
+    OVERRIDE_ALERT,
+    REASSIGN_REVIEW_TASK,
+    RECORD_ACTION_PLAN_DELIVERY,
+    RECORD_RECOMMENDATION_OUTCOME,
+    RELEASE_REVIEW_TASK,
 )
 
 pytestmark = pytest.mark.integration
+CMR = "comprehensive-medication-review"
 
 
 async def run_workload(nc, receiver: WebhookReceiver) -> None:
@@ -81,7 +98,7 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         reply = await request(nc, LIST_REVIEW_TASKS, _list_tasks())
         return reply.data if len(reply.data) >= 8 else None
 
-    tasks = await wait_for(open_tasks, timeout_s=30)
+    tasks = [t for t in await wait_for(open_tasks, timeout_s=30) if t["reason"] == "post-discharge-review"]
     receiver.statuses.extend([503, 410])  # one delivery retried, one refused for good
     for n, task in enumerate(tasks[:4]):
         task_id = uuid.UUID(task["task_id"])
@@ -109,6 +126,64 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
     # Two referrals, each by webhook, email and inbox: every notification finished, one after a retry, one refused;
     # the unanswered one escalates and its reminder goes out on the same channels.
     await wait_for(lambda: len(receiver.received) >= 4, timeout_s=30)
+    await run_review_program_workload(nc)
+
+
+async def run_review_program_workload(nc) -> None:
+    """A member the program enrols (statin fills with a gap: adherence newly below 80%, covered by the open CMR)
+    goes through a documented CMR: every table of review's projection gets rows, every timer fires."""
+    js = nc.jetstream()
+    member = new_patient_id()
+    await js.publish(DISCHARGE_INTAKE_SUBJECT, program_discharge(member).model_dump_json().encode())
+    today = datetime.now(UTC).date()
+    for on in (today - timedelta(days=40), today):
+        await js.publish(FILL_INTAKE_SUBJECT, statin_fill(member, on).model_dump_json().encode())
+
+    async def cmr():
+        found = await request(nc, LIST_REVIEW_TASKS, ListReviewTasks(patient_id=member, reason=CMR))
+        return found.data[0] if found.data else None
+
+    task_id = uuid.UUID((await wait_for(cmr, timeout_s=30))["task_id"])
+    rph, other_rph = actors.pharmacist("rph-cmr"), actors.pharmacist("rph-other")
+    assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), other_rph)).ok
+    assert (await request(nc, RELEASE_REVIEW_TASK, ReleaseReviewTask(task_id=task_id), other_rph)).ok
+    assert (await request(nc, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task_id), other_rph)).ok
+    move = ReassignReviewTask(task_id=task_id, pharmacist_id="rph-cmr")
+    assert (await request(nc, REASSIGN_REVIEW_TASK, move, actors.ADMIN)).ok
+    problem = DrugTherapyProblem(
+        problem_id=uuid.uuid4(),
+        category="adherence",
+        detail="Misses evening doses",
+        mitigations=(Mitigation(action="10"),),
+    )
+    advice = Recommendation(recommendation_id=uuid.uuid4(), text="Use a weekly pill box", problem_id=problem.problem_id)
+    documentation = ReviewDocumentation(
+        performed_on=datetime.now(UTC).date(),
+        delivery_method="telephone",
+        problems=(problem,),
+        action_plan=(ActionPlanItem(topic="Missed doses", steps=("Fill a pill box every Sunday",)),),
+    )
+    soon = FollowUpRequest(due=datetime.now(UTC) - timedelta(minutes=1), reason="Check the pill box")
+    completion = CompleteReviewTask(
+        task_id=task_id, recommendations=(advice,), documentation=documentation, follow_ups=(soon,)
+    )
+    assert (await request(nc, COMPLETE_REVIEW_TASK, completion, rph)).ok
+    outcome = RecordRecommendationOutcome(recommendation_id=advice.recommendation_id, outcome="accepted")
+    assert (await request(nc, RECORD_RECOMMENDATION_OUTCOME, outcome, rph)).ok
+    delivery = RecordActionPlanDelivery(task_id=task_id, method="mail", delivered_on=datetime.now(UTC).date())
+    assert (await request(nc, RECORD_ACTION_PLAN_DELIVERY, delivery, rph)).ok
+
+    tasks = (await request(nc, LIST_REVIEW_TASKS, ListReviewTasks())).data
+    alerted = next(t for t in tasks if t["alerts"])
+    override = OverrideAlert(task_id=uuid.UUID(alerted["task_id"]), alert=0, reason_code="will-monitor", reason="ok")
+    assert (await request(nc, OVERRIDE_ALERT, override, rph)).ok
+
+    async def follow_up_handled():
+        record = (await request(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=member))).data
+        pending = [s for s in record["scheduled"] if s["trigger"] == "follow-up"]
+        return record if record["follow_ups"] and not pending else None
+
+    await wait_for(follow_up_handled, timeout_s=30)
 
 
 def _list_tasks():
@@ -150,6 +225,11 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
         notifications = before["notify"]["notifications"]
         assert any('"channel":"email","status":"delivered"' in row for row in notifications), notifications
         assert any('"purpose":"reminder"' in row for row in notifications)
+        for table in ("members", "review_schedule", "problems", "recommendations", "referral_outcomes"):
+            assert before["review"][table], f"the workload should have put rows in review's {table}"
+        for table in ("follow_ups", "alert_overrides", "action_plans"):
+            assert before["review"][table], f"the workload should have put rows in review's {table}"
+        assert any('"overdue_at":null' not in row for row in before["review"]["review_tasks"])
         assert any('"disenrolment_reason":"opted-out"' in row for row in before["program"]["enrolments"])
         assert before["program"]["fills"] and before["program"]["adherence"] and before["program"]["reviews"]
         emailed = len(smtp.messages())
@@ -181,9 +261,13 @@ async def test_every_projection_rebuilds_to_the_same_rows_and_publishes_nothing(
 
 
 async def keep_discharging(nc) -> None:
+    """Discharges of today, whose reviews are not due yet: the traffic is writes, not a backlog of escalations."""
     js = nc.jetstream()
     while True:
         event = native_discharge(new_patient_id())
+        today = datetime.now(UTC)
+        data = event.data.model_copy(update={"admitted_at": today - timedelta(days=3), "discharged_at": today})
+        event = event.model_copy(update={"data": data})
         await js.publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )

@@ -6,35 +6,30 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 from datetime import date
 from pathlib import Path
 
 from mtm.cli import tool
+from mtm.cli.reviews import add_review_commands
 from mtm.cli.service_commands import ServiceCommandError, add_service_commands
 from mtm.cli.stack import nats_url
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
-    CompleteReviewTask,
     GetMedicationList,
     ListReferrals,
-    ListReviewTasks,
-    Recommendation,
 )
 from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
-    COMPLETE_REVIEW_TASK,
     DISENROLL_MEMBER,
     GET_ALERT_REPORT,
     GET_CMS_REPORT,
     GET_MEDICATION_LIST,
     GET_PROGRAM_STATUS,
     LIST_REFERRALS,
-    LIST_REVIEW_TASKS,
 )
 
 
@@ -83,18 +78,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise tool.ToolError(f"{args.directory}: no Synthea bundles (*.json) found")
     result = asyncio.run(tool.replay_synthea(nats_url(), files, args.limit))
     print(json.dumps(result))
-    return 0
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
-    if args.json or not reply.ok:
-        return print_reply(reply)
-    for task in reply.data or []:
-        print(
-            f"{task['task_id']}  {task['priority']:<7} {task['status']:<12} {task['patient']}  "
-            f"discrepancies {task['discrepancies']}  alerts {task['alerts']}  owner {task['owner'] or '-'}"
-        )
     return 0
 
 
@@ -153,20 +136,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
 def cmd_claim(args: argparse.Namespace) -> int:
     command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
     return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    recommendations = tuple(
-        Recommendation(recommendation_id=uuid.uuid4(), text=text, needs_prescriber=refer)
-        for texts, refer in ((args.recommend, False), (args.refer, True))
-        for text in texts
-    )
-    command = CompleteReviewTask(
-        task_id=tool.parse_uuid(args.task, "task"),
-        note=args.note,
-        recommendations=recommendations,
-    )
-    return print_reply(asyncio.run(tool.request(nats_url(), COMPLETE_REVIEW_TASK, command)))
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:
@@ -249,11 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="at most this many discharges")
     replay.set_defaults(run=cmd_replay)
 
-    tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
-    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
-    tasks.add_argument("--json", action="store_true")
-    tasks.set_defaults(run=cmd_tasks)
-
     login = sub.add_parser(
         "login", help="sign in at the web app (password from MTM_PASSWORD or stdin); commands then act as you"
     )
@@ -288,13 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
     claim.add_argument("task")
     claim.set_defaults(run=cmd_claim)
-
-    complete = sub.add_parser("complete", help="complete a claimed review task")
-    complete.add_argument("task")
-    complete.add_argument("--note")
-    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
-    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
-    complete.set_defaults(run=cmd_complete)
 
     referrals = sub.add_parser("referrals", help="referrals, optionally for one physician")
     referrals.add_argument("--physician")
@@ -339,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
     alerts.add_argument("--json", action="store_true")
     alerts.set_defaults(run=cmd_report_alerts)
+
+    # Reviews: worklist, release, reassign, complete with documentation, overrides, outcomes, MAP, FHIR export.
+    add_review_commands(sub)
 
     # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
     add_service_commands(sub, taken=set(sub.choices))

@@ -19,7 +19,7 @@ from mtm.contracts.events import (
     ReviewReason,
     TaskPriority,
 )
-from mtm.contracts.limits import MAX_FOLLOW_UPS, MAX_RECOMMENDATIONS, FhirId, Note
+from mtm.contracts.limits import MAX_FOLLOW_UPS, MAX_RECOMMENDATIONS, FhirId, Note, Remark
 
 
 class Command(Frozen):
@@ -37,7 +37,7 @@ class ClaimReviewTask(Command):
 
 class FollowUpRequest(Frozen):
     due: AwareDatetime
-    reason: Note = Field(min_length=1)
+    reason: Remark
 
 
 class CompleteReviewTask(Command):

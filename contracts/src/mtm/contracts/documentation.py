@@ -9,6 +9,20 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mtm.contracts.envelope import Frozen
+from mtm.contracts.limits import (
+    MAX_ALLERGIES,
+    MAX_FOLLOW_UPS,
+    MAX_MITIGATIONS,
+    MAX_PLAN_ITEMS,
+    MAX_PLAN_STEPS,
+    MAX_PML,
+    MAX_PROBLEMS,
+    MAX_RECOMMENDATION,
+    FhirId,
+    Ingredient,
+    Remark,
+    Text,
+)
 
 Severity = Literal["high", "moderate", "low"]
 MtmService = Literal["cmr", "tmr"]
@@ -60,7 +74,7 @@ class Mitigation(Frozen):
 
     action: MitigationCode
     on: date | None = Field(default=None, description="When it was done; the review's date when absent.")
-    note: str | None = None
+    note: Remark | None = None
 
 
 class DrugTherapyProblem(Frozen):
@@ -69,12 +83,12 @@ class DrugTherapyProblem(Frozen):
     problem_id: uuid.UUID
     category: DtpCategory
     severity: Severity = "moderate"
-    detail: str = Field(min_length=1)
-    ingredients: tuple[str, ...] = ()
+    detail: str = Field(min_length=1, max_length=MAX_RECOMMENDATION)
+    ingredients: tuple[Ingredient, ...] = Field(default=(), max_length=10)
     alert: int | None = Field(default=None, ge=0, description="Position of the task's alert it came from.")
     discrepancy: int | None = Field(default=None, ge=0, description="Position of the task's discrepancy it came from.")
-    rule_id: str | None = Field(default=None, description="The alert's rule, filled in by the review service.")
-    mitigations: tuple[Mitigation, ...] = ()
+    rule_id: Text | None = Field(default=None, description="The alert's rule, filled in by the review service.")
+    mitigations: tuple[Mitigation, ...] = Field(default=(), max_length=MAX_MITIGATIONS)
 
     @model_validator(mode="after")
     def _one_origin(self) -> DrugTherapyProblem:
@@ -86,22 +100,24 @@ class DrugTherapyProblem(Frozen):
 class PersonalMedication(Frozen):
     """One row of the Personal Medication List (form CMS-10396), in the member's words."""
 
-    name: str = Field(min_length=1, description="Medication name and strength, e.g. `Atorvastatin 40 mg tablet`.")
-    ingredients: tuple[str, ...] = Field(default=(), description="Lowercase generics (to find its patient education).")
+    name: Text = Field(description="Medication name and strength, e.g. `Atorvastatin 40 mg tablet`.")
+    ingredients: tuple[Ingredient, ...] = Field(
+        default=(), max_length=10, description="Lowercase generics (to find its patient education)."
+    )
     rxnorm_code: str | None = Field(default=None, pattern=r"^[0-9]{1,10}$")
-    how_i_use_it: str = Field(min_length=1, description="E.g. `1 tablet by mouth every evening`.")
-    why_i_use_it: str | None = None
-    prescriber: str | None = None
+    how_i_use_it: Remark = Field(description="E.g. `1 tablet by mouth every evening`.")
+    why_i_use_it: Remark | None = None
+    prescriber: Text | None = None
     started: date | None = None
     stopped: date | None = None
-    why_stopped: str | None = None
+    why_stopped: Remark | None = None
 
 
 class ActionPlanItem(Frozen):
     """One topic of the Medication Action Plan: what we talked about, and what I need to do."""
 
-    topic: str = Field(min_length=1, description='"What we talked about".')
-    steps: tuple[str, ...] = Field(min_length=1, description='"What I need to do".')
+    topic: Text = Field(description='"What we talked about".')
+    steps: tuple[Remark, ...] = Field(min_length=1, max_length=MAX_PLAN_STEPS, description='"What I need to do".')
     recommendation_id: uuid.UUID | None = Field(default=None, description="The recommendation it carries out.")
 
 
@@ -112,23 +128,25 @@ class ReviewDocumentation(Frozen):
     delivery_method: DeliveryMethod
     recipient: ReviewRecipient = "beneficiary"
     provider_type: ProviderType = "local-pharmacist"
-    problems: tuple[DrugTherapyProblem, ...] = ()
-    action_plan: tuple[ActionPlanItem, ...] = ()
+    problems: tuple[DrugTherapyProblem, ...] = Field(default=(), max_length=MAX_PROBLEMS)
+    action_plan: tuple[ActionPlanItem, ...] = Field(default=(), max_length=MAX_PLAN_ITEMS)
     medications: tuple[PersonalMedication, ...] = Field(
-        default=(), description="The Personal Medication List as reviewed with the member."
+        default=(), max_length=MAX_PML, description="The Personal Medication List as reviewed with the member."
     )
-    allergies: tuple[str, ...] = Field(default=(), description='"Allergies or side effects", in the member\'s words.')
+    allergies: tuple[Text, ...] = Field(
+        default=(), max_length=MAX_ALLERGIES, description='"Allergies or side effects", in the member\'s words.'
+    )
 
 
 class PlannedFollowUp(Frozen):
     due: date
-    reason: str = Field(min_length=1)
+    reason: Remark
 
 
 class ActionPlanDocument(Frozen):
     """What the member takes home after a CMR (form CMS-10396): the reply of `GetActionPlan`, ready to render."""
 
-    patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    patient_id: FhirId
     birth_date: date | None = None
     task_id: uuid.UUID
     pharmacist_id: str
@@ -139,6 +157,6 @@ class ActionPlanDocument(Frozen):
     action_plan: tuple[ActionPlanItem, ...] = ()
     medications: tuple[PersonalMedication, ...] = ()
     allergies: tuple[str, ...] = ()
-    follow_ups: tuple[PlannedFollowUp, ...] = ()
+    follow_ups: tuple[PlannedFollowUp, ...] = Field(default=(), max_length=MAX_FOLLOW_UPS)
     deliver_by: date = Field(description="14 days after the CMR.")
     delivered_on: date | None = None

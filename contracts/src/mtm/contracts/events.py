@@ -22,13 +22,14 @@ from mtm.contracts.identity import Actor
 from mtm.contracts.limits import (
     MAX_ALLERGIES,
     MAX_CONDITIONS,
+    MAX_INGREDIENTS,
     MAX_MEDICATIONS,
     MAX_OBSERVATIONS,
     MAX_RECOMMENDATION,
     MAX_RECOMMENDATIONS,
     FhirId,
+    Ingredient,
     Note,
-    Text,
 )
 from mtm.contracts.program import PROGRAM_EVENT_CLASSES
 from mtm.contracts.registry import EventRegistry
@@ -231,7 +232,7 @@ class Recommendation(Frozen):
     recommendation_id: uuid.UUID
     text: str = Field(min_length=1, max_length=MAX_RECOMMENDATION)
     action: RecommendationAction = "other"
-    ingredients: tuple[Text, ...] = Field(default=(), max_length=20)
+    ingredients: tuple[Ingredient, ...] = Field(default=(), max_length=MAX_INGREDIENTS)
     needs_prescriber: bool = False
     priority: TaskPriority = "routine"
     problem_id: uuid.UUID | None = Field(default=None, description="The drug therapy problem it addresses.")

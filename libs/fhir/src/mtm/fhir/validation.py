@@ -106,7 +106,9 @@ def _code_binding_violations(model: FHIRAbstractModel, loc: tuple[str | int, ...
         key = field.alias or name
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         allowed = extra.get("enum_values")
-        if allowed:
+        # fhir.resources ends a list it abridged with "+" (Task.status: "draft, requested, received, accepted, +"):
+        # such a list is not the binding, so it is not enforced.
+        if allowed and "+" not in allowed:
             values = value if isinstance(value, list) else [value]
             for index, item in enumerate(values):
                 if item not in allowed:

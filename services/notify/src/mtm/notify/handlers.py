@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import ReferralEscalated, ReferralRequested
+from mtm.contracts import ListNotifications, ReferralEscalated, ReferralRequested
+from mtm.contracts.subjects import LIST_NOTIFICATIONS
 from mtm.notify import application
 from mtm.notify.adapters import notifications
-from mtm.platform.service import ServiceHandlers, on_event
+from mtm.platform.service import Query, ServiceHandlers, on_event
 
 
 def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None]) -> ServiceHandlers:
@@ -28,5 +29,8 @@ def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[],
                 durable="notify-referral-escalated",
                 after_commit=wake_worker,
             ),
+        ),
+        queries=(
+            Query(LIST_NOTIFICATIONS, ListNotifications, ("pharmacist", "admin"), notifications.list_notifications),
         ),
     )

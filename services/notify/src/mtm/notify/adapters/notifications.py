@@ -10,7 +10,9 @@ from importlib.resources import files
 import asyncpg
 
 from mtm.contracts import (
+    CommandReply,
     EventEnvelope,
+    ListNotifications,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -18,6 +20,7 @@ from mtm.contracts import (
     ReferralRequested,
 )
 from mtm.contracts.events import NotificationRequest
+from mtm.contracts.identity import Actor
 from mtm.notify.domain.delivery import Attempted
 from mtm.platform.projection import Projection, Tx, runs
 
@@ -178,3 +181,34 @@ async def lease_due(conn: asyncpg.Connection, limit: int, lease_s: float, now: d
 
 async def release(conn: asyncpg.Connection, notification_ids: Sequence[object]) -> None:
     await conn.execute(RELEASE, list(notification_ids))
+
+
+LIST_NOTIFICATIONS = """
+SELECT notification_id, referral_id, patient_id, recipient_id, channel, status, attempts, last_error, requested_at,
+       finished_at
+FROM notifications
+WHERE ($1::text IS NULL OR patient_id = $1)
+ORDER BY requested_at, notification_id
+OFFSET $2 LIMIT $3
+"""
+
+
+async def list_notifications(conn: asyncpg.Connection, query: ListNotifications, actor: Actor) -> CommandReply:
+    """Deliveries of referrals (FHIR Communication): status, attempts, and the last error (never PHI)."""
+    rows = await conn.fetch(LIST_NOTIFICATIONS, query.patient_id, query.offset, query.limit)
+    found = [
+        {
+            "notification_id": str(r["notification_id"]),
+            "referral_id": str(r["referral_id"]),
+            "patient": f"Patient/{r['patient_id']}",
+            "recipient_id": r["recipient_id"],
+            "channel": r["channel"],
+            "status": r["status"],
+            "attempts": r["attempts"],
+            "last_error": r["last_error"],
+            "requested_at": r["requested_at"].isoformat(),
+            "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+        }
+        for r in rows
+    ]
+    return CommandReply(outcome="accepted", message=f"{len(found)} notifications", data=found)

@@ -65,7 +65,7 @@ coalesce((SELECT json_agg(json_build_object('channel', f.channel, 'attempts', f.
 LIST_REFERRALS = f"""
 SELECT {REFERRAL_COLUMNS} FROM referrals r
 WHERE ($1::text IS NULL OR r.physician_id = $1) AND ($2::text IS NULL OR r.status = $2)
-  AND ($4::uuid IS NULL OR r.task_id = $4)
+  AND ($4::uuid IS NULL OR r.task_id = $4) AND ($7::text IS NULL OR r.patient_id = $7)
   AND (NOT $5::boolean
        OR (r.status = 'requested' AND r.escalations > 0)
        OR EXISTS (SELECT 1 FROM referral_notification_failures f WHERE f.referral_id = r.referral_id))
@@ -178,7 +178,14 @@ async def list_referrals(conn: asyncpg.Connection, query: ListReferrals, actor: 
     # A physician sees only the referrals addressed to them, whatever the query asks for.
     physician = actor.acting_as if actor.role == "physician" else query.physician_id
     rows = await conn.fetch(
-        LIST_REFERRALS, physician, query.status, query.limit, query.task_id, query.needs_attention, query.offset
+        LIST_REFERRALS,
+        physician,
+        query.status,
+        query.limit,
+        query.task_id,
+        query.needs_attention,
+        query.offset,
+        query.patient_id,
     )
     now = datetime.now(UTC)
     found = [referral_view(r, now) for r in rows]
