@@ -132,11 +132,20 @@ class _LogReader:
 
     async def caught_up_to(self, seq: int) -> bool:
         """Whether every matching message up to stream sequence `seq` has been taken (in order, so one past it
-        proves it; with none past it, neither the server nor the batch fetched ahead may hold any)."""
+        proves it; with none past it, neither the server, nor the batch fetched ahead, nor the connection may
+        hold any)."""
         if self.last_seq >= seq:
             return True
         await self._settle()
-        return not self._buffer and await self.pending_on_server() == 0
+        if self._buffer:
+            return False
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        # A pull that timed out on our side may still be served: the server counts what it sent as delivered
+        # (not pending) while it is on its way to us, or waiting in the subscription for the next fetch. Nothing
+        # is redelivered to this consumer, so its delivered count is exactly what it sent us.
+        sent = int(info.delivered.consumer_seq or 0) if info.delivered is not None else 0
+        return sent <= self.delivered and int(info.num_pending or 0) == 0
 
     async def stop(self) -> None:
         if self._ahead is not None:
@@ -242,18 +251,24 @@ class Rebuilder:
     async def _swap(self, conn: asyncpg.Connection, reader: _LogReader, started: float) -> int:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
+            tail_taken = False
             try:
                 async with conn.transaction():
                     await conn.execute("SET LOCAL lock_timeout = '30s'")
                     await conn.execute(LOCK_AS_SWAPPER, WRITER_LOCK_KEY)
                     if not await self._outbox_drained(conn):
                         raise TimeoutError("the outbox did not reach the log")
-                    applied = await self._apply_tail(conn, reader)
+                    # Everything that may wait on a lock comes before the tail: what the reader hands over cannot
+                    # be read again, so once it is taken the swap must commit or the rebuild start over.
                     await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+                    tail_taken = True
+                    applied = await self._apply_tail(conn, reader)
                     await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {RETIRED_SCHEMA}")
                     await conn.execute(f"ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {LIVE_SCHEMA}")
                 return applied
             except (TimeoutError, asyncpg.LockNotAvailableError) as exc:
+                if tail_taken:
+                    raise RuntimeError("the swap failed after the tail was read; start the rebuild again") from exc
                 log.warning("rebuild swap postponed", attempt=attempt, error_type=type(exc).__name__)
                 await self._replay(conn, reader, reader.delivered, started)
         raise TimeoutError(f"could not swap the rebuilt projection in after {SWAP_ATTEMPTS} attempts")
