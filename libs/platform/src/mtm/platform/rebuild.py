@@ -67,6 +67,13 @@ async def _no_progress(*_: object) -> None:
     return None
 
 
+class _StartOver(Exception):
+    """The swap failed after the tail was taken from the reader: the replay must begin again from the start."""
+
+
+START_OVER_ATTEMPTS = 3
+
+
 class _LogReader:
     """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer.
 
@@ -186,6 +193,14 @@ class Rebuilder:
         self._progress = progress
 
     async def run(self) -> RebuildResult:
+        for attempt in range(1, START_OVER_ATTEMPTS + 1):
+            try:
+                return await self._run_once()
+            except _StartOver as exc:
+                log.warning("rebuild starting over", attempt=attempt, error_type=type(exc.__cause__).__name__)
+        raise TimeoutError(f"could not swap the rebuilt projection in after {START_OVER_ATTEMPTS} replays")
+
+    async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
         conn = await asyncpg.connect(self._url, timeout=10)
         reader = _LogReader(self._js, self._projection.replayed)
@@ -268,7 +283,7 @@ class Rebuilder:
                 return applied
             except (TimeoutError, asyncpg.LockNotAvailableError) as exc:
                 if tail_taken:
-                    raise RuntimeError("the swap failed after the tail was read; start the rebuild again") from exc
+                    raise _StartOver("the swap failed after the tail was read") from exc
                 log.warning("rebuild swap postponed", attempt=attempt, error_type=type(exc).__name__)
                 await self._replay(conn, reader, reader.delivered, started)
         raise TimeoutError(f"could not swap the rebuilt projection in after {SWAP_ATTEMPTS} attempts")
