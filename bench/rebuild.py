@@ -13,7 +13,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,8 +29,10 @@ from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient
 from mtm.devstack.embedded import EmbeddedNats
 from mtm.devstack.security import LocalSecurity
 from mtm.platform.access import rebuild_reader_name
+from mtm.platform.crypto import KeyRing, PatientKey
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.projection import SEARCH_PATH
+from mtm.platform.reading import EventReader
 from mtm.platform.rebuild import Rebuilder
 from mtm.platform.runtime import GC_THRESHOLDS
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
@@ -182,6 +184,11 @@ async def ensure_log(nc: nats.aio.client.Client, js: JetStreamContext, cache_dir
     return elapsed
 
 
+async def _no_keys(patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+    """The cached log is written in the clear (no key keeper runs here), so no key is ever asked for."""
+    raise RuntimeError("the bench's cached log holds no sealed events")
+
+
 async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
     """Run the projection's rebuild until it swapped or `budget_s` ran out; the rate over what it applied."""
     pool = await create_pool(url, search_path=SEARCH_PATH)
@@ -200,8 +207,8 @@ async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_
         js=js,
         projection=RECONCILIATIONS,
         scopes=PROJECTION_MIGRATIONS[0][1],
-        registry=EVENTS,
-        reader=rebuild_reader_name("reconciliation"),
+        reader=EventReader(EVENTS, KeyRing(_no_keys)),
+        reader_name=rebuild_reader_name("reconciliation"),
         progress=sample,
     )
     # The service process runs with the collector tuned and its start-up heap frozen (`serve`); so does this.

@@ -21,7 +21,7 @@ from support.jetstream import wait_for
 from support.services import native_discharge, new_patient_id
 
 from mtm.contracts import ReviewTaskCreated
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
 from mtm.platform.connection import NatsClient
 
 pytestmark = pytest.mark.e2e
@@ -129,17 +129,18 @@ async def a_discharge_flows_to_a_review_task(client: NatsClient) -> None:
     nc = await client.connect()
     try:
         patient = new_patient_id()
-        tasks: list[ReviewTaskCreated] = []
+        tasks: list[str] = []
 
         async def on_task(msg) -> None:
-            tasks.append(ReviewTaskCreated.model_validate_json(msg.data))
+            # A tool learns from the envelope whose task it is (the task itself is sealed; it asks review for it).
+            tasks.append(patient_of_subject(msg.subject))
 
         await nc.subscribe(event_filter(ReviewTaskCreated), cb=on_task)
         event = native_discharge(patient)
         await nc.jetstream().publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )
-        await wait_for(lambda: any(t.patient_id == patient for t in tasks), timeout_s=60)
+        await wait_for(lambda: patient in tasks, timeout_s=60)
     finally:
         await nc.drain()
 
@@ -170,11 +171,19 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         stack = json.loads((data_dir / "stack.json").read_text())
         # As the `mtm` commands do: the stack's CLI user, over TLS verified against the stack's CA.
         asyncio.run(a_discharge_flows_to_a_review_task(NatsClient.model_validate(stack["nats"])))
-        # The operator's commands go through as the CLI's user: a rebuild and its progress, a query.
+        # The operator's commands go through as the CLI's user: an account in the web app's database (as the web
+        # app's role), a sign-in at the web app `mtm up` started, a rebuild and its progress, a query.
         said = {}
-        for command in (["login", "ops", "--role", "admin"], ["rebuild", "review"], ["tasks", "--json"]):
+        env = {**second.env, "MTM_PASSWORD": "ops-password-9"}
+        commands = (
+            ["user", "add", "ops", "--role", "admin"],
+            ["login", "ops"],
+            ["rebuild", "review"],
+            ["tasks", "--json"],
+        )
+        for command in commands:
             done = subprocess.run(
-                [sys.executable, "-m", "mtm.cli.main", *command], env=second.env, capture_output=True, text=True
+                [sys.executable, "-m", "mtm.cli.main", *command], env=env, capture_output=True, text=True
             )
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             said[command[0]] = done.stdout

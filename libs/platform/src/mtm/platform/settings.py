@@ -78,6 +78,13 @@ class ServiceSettings(NatsSettings):
     )
     replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
     replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    seal_events: bool = Field(
+        default=True, description="Write patient events with their data encrypted under the patient's key."
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None, description="Base64 of 32 bytes: wraps the patients' keys (the key keeper, reconciliation)."
+    )
+    key_encryption_key_file: str | None = Field(default=None, description="A file holding `key_encryption_key`.")
     actor_public_keys: str | None = Field(
         default=None,
         description="PEM public key(s) of the issuers of actor tokens (the web app); several may be concatenated.",
@@ -97,6 +104,21 @@ class ServiceSettings(NatsSettings):
         if self.replica_index >= self.replicas:
             raise ValueError("replica_index must be below replicas")
         return self
+
+    def kek(self) -> bytes:
+        """The key-encryption key the key keeper wraps patients' keys with (there is no default)."""
+        import base64
+
+        text = self.key_encryption_key.get_secret_value() if self.key_encryption_key else None
+        if text is None and self.key_encryption_key_file:
+            with open(self.key_encryption_key_file, encoding="utf-8") as handle:
+                text = handle.read().strip()
+        if not text:
+            raise ValueError("the key keeper needs MTM_KEY_ENCRYPTION_KEY or MTM_KEY_ENCRYPTION_KEY_FILE")
+        key = base64.b64decode(text)
+        if len(key) != 32:
+            raise ValueError("MTM_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes")
+        return key
 
     def actor_keys(self) -> list[str]:
         """Each configured public key as its own PEM text."""

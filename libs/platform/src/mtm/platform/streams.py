@@ -65,6 +65,12 @@ DISCHARGE_INTAKE = StreamSpec(
     owner=subjects.DISCHARGE_INTAKE_OWNER,
     description="Discharges as hospitals sent them (native contract or FHIR R4 Bundle), before validation.",
 )
+FILL_INTAKE = StreamSpec(
+    name=subjects.FILL_INTAKE_STREAM,
+    subjects=(subjects.FILL_INTAKE_SUBJECT,),
+    owner=subjects.FILL_INTAKE_OWNER,
+    description="Pharmacy fills as sent (native contract or FHIR R4 Bundle of MedicationDispense), before validation.",
+)
 PHYSICIAN_INBOX = StreamSpec(
     name=subjects.PHYSICIAN_INBOX_STREAM,
     subjects=(f"{subjects.PHYSICIAN_INBOX_PREFIX}.>",),
