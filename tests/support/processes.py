@@ -28,17 +28,20 @@ class ServiceProcesses:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self, name: str) -> dict[str, str]:
-        """The service's environment: its own NATS user and database role, as `mtm up` gives it."""
-        return {
+        """The service's environment: its own NATS user and database role, as `mtm up` gives it (and the
+        key-encryption key to the key keeper alone)."""
+        env = {
             **os.environ,
             **self.infra.service_env(name, database=f"e2e_{name}_{self.run_id}"),
             "MTM_FETCH_TIMEOUT_S": "0.01",
             "MTM_OUTBOX_POLL_S": "0.1",
             "MTM_ACK_WAIT_S": "5",
             "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
-            "MTM_KEY_ENCRYPTION_KEY": KEK,
             **self.extra_env,
         }
+        if name == "reconciliation":
+            env["MTM_KEY_ENCRYPTION_KEY"] = KEK
+        return env
 
     def start(self, name: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

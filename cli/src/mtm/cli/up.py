@@ -229,8 +229,9 @@ class Stack:
         secured = "TLS, a user per service and tool" if self.infra.secured else "as configured"
         lines = [
             f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin}; {secured})",
-            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service: "
-            + ", ".join(f"mtm_{s}" for s in SERVICES)
+            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service "
+            + "and the web app: "
+            + ", ".join(f"mtm_{s}" for s in PROCESSES)
             + (", each owned by its own role" if self.infra.secured else "")
             + ")",
         ]

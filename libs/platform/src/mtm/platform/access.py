@@ -2,11 +2,13 @@
 
 The tables below are the README's event → producer table in force: a service may append to the patient log only
 the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
-for the streams it owns and the durable consumers it keeps. Nobody but `admin` may delete or purge a stream,
-update one, or touch another's consumers. Every client's replies arrive on an inbox of its own
-(`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. Integrators (a hospital, a
-pharmacy) live in accounts of their own and reach mtm's account only through the one intake subject it exports
-to them.
+for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
+(`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it and only the other services may ask, never a
+tool or an integrator. Nobody but `admin` may delete or purge a stream, update one, or touch another's consumers.
+Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read another's replies
+or pulled messages. The web app may send only the requests its pages send and follow only the events its live
+updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's account only
+through the one intake subject it exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
@@ -23,27 +25,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtm.contracts import (
+    ActionPlanDelivered,
+    ActionPlanOverdue,
+    AdherenceMeasured,
+    AlertOverridden,
     EventEnvelope,
+    FollowUpScheduled,
+    MedicationDispensed,
     MedicationsReconciled,
+    MtmDisenrolled,
+    MtmEligibilityDetermined,
+    MtmEnrolled,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
     NotificationRetryScheduled,
+    RecommendationOutcomeRecorded,
+    ReferralAcknowledged,
     ReferralAnswered,
+    ReferralEscalated,
     ReferralRequested,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
     ReviewTaskCreated,
+    ReviewTaskOverdue,
+    ReviewTaskReassigned,
+    ReviewTaskReleased,
+    ScheduledReviewSkipped,
     TransitionOfCareRecorded,
 )
 from mtm.contracts.admin import rebuild_subject, status_subject
 from mtm.contracts.dead_letter import dead_letter_bucket
+from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
+    ACKNOWLEDGE_REFERRAL,
+    ANSWER_REFERRAL,
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
     DEAD_LETTER_PREFIX,
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
-    PATIENT_EVENTS_PREFIX,
+    ERASE_PATIENT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+    GET_REFERRAL,
+    GET_REVIEW_TASK,
+    LIST_REFERRALS,
+    LIST_WORKLIST,
     PATIENT_EVENTS_STREAM,
+    PATIENT_KEYS,
     PATIENT_PARTITIONS,
     PHYSICIAN_INBOX_PREFIX,
     PHYSICIAN_INBOX_STREAM,
@@ -109,6 +141,8 @@ class ServiceGrant:
     """Streams it declares (besides its own dead letters): create and read, never update, delete or purge."""
     sends: tuple[str, ...] = ()
     """Other subjects it publishes on (notify: the physicians' inboxes)."""
+    keeps_keys: bool = False
+    """The key keeper: answers the patients' key requests and erasure. Every other service asks it for keys."""
 
     @property
     def dead_letter_stream(self) -> str:
@@ -123,7 +157,13 @@ class ServiceGrant:
         """Request subjects it answers: its commands and queries by the `mtm.cmd|query.<service>.…` convention,
         its status and its rebuild."""
         name = self.service
-        return (f"mtm.cmd.{name}.>", f"mtm.query.{name}.>", status_subject(name), rebuild_subject(name))
+        own = (f"mtm.cmd.{name}.>", f"mtm.query.{name}.>", status_subject(name), rebuild_subject(name))
+        return (*own, PATIENT_KEYS, ERASE_PATIENT) if self.keeps_keys else own
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """Requests it sends to other services: the patients' keys, unless it keeps them."""
+        return () if self.keeps_keys else (PATIENT_KEYS,)
 
     def permissions(self) -> dict[str, object]:
         bucket = dead_letter_bucket(self.service)
@@ -131,6 +171,7 @@ class ServiceGrant:
         publish = [
             *(event_filter(cls) for cls in self.publishes),
             *self.sends,
+            *self.requests,
             f"{DEAD_LETTER_PREFIX}.{self.service}.>",
             f"$O.{bucket}.>",
             f"mtm.admin.{self.service}.rebuild.*.progress",
@@ -199,58 +240,111 @@ class Integrator:
         return {"publish": {"allow": [self.intake]}, "subscribe": {"allow": [f"{INBOX_ROOT}.>"]}}
 
 
+def _log(*names: str) -> tuple[Durable, ...]:
+    """Durable consumers of the patient log (partitioned: each may be split into groups)."""
+    return tuple(Durable(PATIENT_EVENTS_STREAM, name) for name in names)
+
+
 SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
     ServiceGrant(
         "reconciliation",
-        publishes=(TransitionOfCareRecorded, MedicationsReconciled),
-        owns=(PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE_STREAM),
+        # PatientErased: an admin's erasure, decided by the key keeper, which destroys the key first.
+        publishes=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed, PatientErased),
+        owns=(PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM),
         durables=(
             Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
-            Durable(PATIENT_EVENTS_STREAM, "reconciliation-transition-of-care"),
+            Durable(FILL_INTAKE_STREAM, "reconciliation-fill-intake", partitioned=False),
+            *_log("reconciliation-transition-of-care", "reconciliation-projection"),
         ),
+        keeps_keys=True,
     ),
     ServiceGrant(
         "review",
-        publishes=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
-        durables=(
-            Durable(PATIENT_EVENTS_STREAM, "review-medications-reconciled"),
-            Durable(PATIENT_EVENTS_STREAM, "review-projection"),
+        publishes=(
+            ReviewTaskCreated,
+            ReviewTaskClaimed,
+            ReviewTaskReleased,
+            ReviewTaskReassigned,
+            ReviewTaskOverdue,
+            ReviewTaskCompleted,
+            ScheduledReviewSkipped,
+            FollowUpScheduled,
+            AlertOverridden,
+            RecommendationOutcomeRecorded,
+            ActionPlanDelivered,
+            ActionPlanOverdue,
         ),
+        durables=_log("review-medications-reconciled", "review-mtm-program", "review-referrals", "review-projection"),
     ),
     ServiceGrant(
         "referral",
-        publishes=(ReferralRequested, ReferralAnswered),
-        durables=(
-            Durable(PATIENT_EVENTS_STREAM, "referral-review-task-completed"),
-            Durable(PATIENT_EVENTS_STREAM, "referral-projection"),
-        ),
+        publishes=(ReferralRequested, ReferralAnswered, ReferralAcknowledged, ReferralEscalated),
+        durables=_log("referral-review-task-completed", "referral-notification-failed", "referral-projection"),
     ),
     ServiceGrant(
         "notify",
         publishes=(NotificationRequested, NotificationRetryScheduled, NotificationDelivered, NotificationFailed),
         owns=(PHYSICIAN_INBOX_STREAM,),
-        durables=(Durable(PATIENT_EVENTS_STREAM, "notify-referral-requested"),),
+        durables=_log("notify-referral-requested", "notify-referral-escalated", "notify-projection"),
         sends=(f"{PHYSICIAN_INBOX_PREFIX}.>",),
+    ),
+    ServiceGrant(
+        "program",
+        publishes=(MtmEligibilityDetermined, MtmEnrolled, MtmDisenrolled, AdherenceMeasured),
+        durables=_log("program-inputs", "program-activity", "program-projection"),
     ),
 )
 
-_REQUESTS = ("mtm.cmd.>", "mtm.query.>")
+WEB_REQUESTS: tuple[str, ...] = (
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
+    LIST_WORKLIST,
+    GET_REVIEW_TASK,
+    GET_MEDICATION_LIST,
+    GET_MEDICATION_HISTORY,
+    LIST_REFERRALS,
+    GET_REFERRAL,
+    ANSWER_REFERRAL,
+    ACKNOWLEDGE_REFERRAL,
+)
+"""What the web app's pages send (`tests/platform/test_access_table.py` checks it against `mtm.web`)."""
+WEB_FOLLOWS: tuple[type[EventEnvelope], ...] = (
+    ReviewTaskCreated,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReferralRequested,
+    ReferralAcknowledged,
+    ReferralAnswered,
+    ReferralEscalated,
+    NotificationFailed,
+)
+"""The events its live updates follow (`mtm.web.live.WATCHED`): it reads their envelopes, then asks the services."""
+
 TOOL_GRANTS: tuple[ToolGrant, ...] = (
-    # The mtm command: a pharmacist's and physician's tool, the local stack's operator, and (for the demo and
-    # replays) a hospital on the discharge intake.
+    # The mtm command: a pharmacist's and physician's tool (any command or query: the services check the actor's
+    # role), the local stack's operator (status, rebuilds, erasure as an admin), and for the demo and replays a
+    # hospital and a pharmacy on the intakes. It watches for opened review tasks (the demo) and rebuild progress.
     ToolGrant(
         "cli",
-        publish=(*_REQUESTS, status_subject("*"), rebuild_subject("*"), DISCHARGE_INTAKE_SUBJECT),
-        subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>", "mtm.admin.*.rebuild.*.progress"),
+        publish=(
+            "mtm.cmd.>",
+            "mtm.query.>",
+            status_subject("*"),
+            rebuild_subject("*"),
+            ERASE_PATIENT,
+            DISCHARGE_INTAKE_SUBJECT,
+            FILL_INTAKE_SUBJECT,
+        ),
+        subscribe=(event_filter(ReviewTaskCreated), "mtm.admin.*.rebuild.*.progress"),
     ),
-    # The web app: people's commands and queries, live updates from the log.
-    ToolGrant("web", publish=_REQUESTS, subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>")),
+    # The web app: the requests its pages send as the person signed in, the events its live updates follow.
+    ToolGrant("web", publish=WEB_REQUESTS, subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS)),
 )
 
 # One line per integrator: its name (user and account) and the one intake subject it may publish on.
 INTEGRATORS: tuple[Integrator, ...] = (
     Integrator("hospital", DISCHARGE_INTAKE_SUBJECT),
-    Integrator("pharmacy", "mtm.intake.fill.v1"),  # the pharmacy fills intake (FILL_INTAKE_SUBJECT, issue 9A)
+    Integrator("pharmacy", FILL_INTAKE_SUBJECT),
 )
 
 
