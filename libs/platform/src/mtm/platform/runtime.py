@@ -229,11 +229,18 @@ class ServiceRuntime:
 
     async def _declare_streams(self) -> None:
         settings = self.settings
+        max_age = {"forever": 0.0, "intake": settings.intake_max_age_s, "dead-letters": settings.dead_letter_max_age_s}
         for spec in (*self.definition.owned_streams, dead_letter_stream(self.name)):
             await declare_stream(
-                self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+                self.jetstream,
+                spec,
+                replicas=settings.stream_replicas,
+                duplicate_window_s=settings.duplicate_window_s,
+                max_age_s=max_age[spec.kept_for],
             )
-        await declare_dead_letter_bodies(self.jetstream, self.name, replicas=settings.stream_replicas)
+        await declare_dead_letter_bodies(
+            self.jetstream, self.name, replicas=settings.stream_replicas, max_age_s=settings.dead_letter_max_age_s
+        )
         for name in self.definition.consumed_streams:
             await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
 
