@@ -101,10 +101,16 @@ def run_service() -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]
 async def declare_as_owner(nc: Client, *specs: StreamSpec) -> None:
     """Declare streams the way their owning service does, for tests that run only a consumer."""
     js = nc.jetstream()
-    window = ServiceSettings.model_fields["duplicate_window_s"].default
+    defaults = ServiceSettings.model_fields
+    window = defaults["duplicate_window_s"].default
+    max_age = {
+        "forever": 0.0,
+        "intake": defaults["intake_max_age_s"].default,
+        "dead-letters": defaults["dead_letter_max_age_s"].default,
+    }
     for spec in specs:
         # As the owner does by default: a service bound to it later finds nothing to change.
-        await declare_stream(js, spec, replicas=1, duplicate_window_s=window)
+        await declare_stream(js, spec, replicas=1, duplicate_window_s=window, max_age_s=max_age[spec.kept_for])
 
 
 @pytest.fixture

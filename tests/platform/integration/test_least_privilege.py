@@ -38,6 +38,7 @@ from mtm.contracts import (
     TransitionOfCareRecorded,
 )
 from mtm.contracts.admin import ErasePatient, GetPatientKeys, rebuild_subject
+from mtm.contracts.dead_letter import dead_letter_bucket
 from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
@@ -51,6 +52,7 @@ from mtm.contracts.subjects import (
     PATIENT_EVENTS_PREFIX,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
+    dead_letter_stream,
     event_filter,
     event_subject,
     patient_subject,
@@ -63,6 +65,7 @@ from mtm.platform.access import ACCESS
 from mtm.platform.keys import nats_key_source
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import DISCHARGE_INTAKE, FILL_INTAKE, PATIENT_EVENTS, declare_stream
+from mtm.platform.streams import dead_letter_stream as dead_letter_spec
 
 pytestmark = pytest.mark.integration
 # A refused publish gets no reply (the server drops it and tells the client): this long shows it got none.
@@ -456,10 +459,13 @@ async def test_no_service_may_delete_purge_or_reshape_the_log_or_touch_anothers_
         js = owner.nc.jetstream()
         assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.name == PATIENT_EVENTS_STREAM
         shrunk = PATIENT_EVENTS.config(replicas=1, duplicate_window_s=600).evolve(max_msgs=1)
+        theirs_letters = dead_letter_spec("review").config(replicas=1, duplicate_window_s=1, max_age_s=1)
         attempts = (
             ("$JS.API.STREAM.DELETE.PATIENT_EVENTS", lambda: js.delete_stream(PATIENT_EVENTS_STREAM)),
             ("$JS.API.STREAM.PURGE.PATIENT_EVENTS", lambda: js.purge_stream(PATIENT_EVENTS_STREAM)),
             ("$JS.API.STREAM.UPDATE.PATIENT_EVENTS", lambda: js.update_stream(shrunk)),
+            # Another service's dead letters, which it may not reshape either.
+            ("$JS.API.STREAM.UPDATE.DEAD_LETTERS_REVIEW", lambda: js.update_stream(theirs_letters)),
         )
         for subject, attempt in attempts:
             with pytest.raises(nats.errors.TimeoutError):
@@ -520,19 +526,39 @@ async def test_a_plaintext_postgres_connection_is_refused(secured: Infrastructur
         await conn.close()
 
 
-async def test_an_owner_that_may_not_update_its_stream_runs_on_it_as_it_is(
+async def test_an_owner_updates_the_retention_of_what_expires_and_leaves_the_log_to_the_admin(
     secured: Infrastructure, admin: Client, settings_for, run_service
 ) -> None:
-    """A changed stream configuration is the admin's to apply: the owning service starts on the stream as it is."""
+    """A changed configuration of the log is the admin's to apply: the owning service starts on it as it is, while
+    a retention set later reaches its intake and dead letters (and their stored bodies)."""
     from mtm.platform.status import wait_until_ready
     from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
 
     js = admin.jetstream()
     before = (await js.stream_info(PATIENT_EVENTS_STREAM)).config.duplicate_window
-    settings = settings_for(ReconciliationSettings, on=secured, duplicate_window_s=before / 2)
+    settings = settings_for(
+        ReconciliationSettings,
+        on=secured,
+        duplicate_window_s=before / 2,
+        intake_max_age_s=3600.0,
+        dead_letter_max_age_s=7200.0,
+    )
     async with run_service(create_app(settings)):
         await wait_until_ready(secured.nats_client("cli"), ["reconciliation"], timeout_s=30)
     assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.duplicate_window == before
+    for stream in (DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM):
+        assert (await js.stream_info(stream)).config.max_age == 3600.0
+    assert (await js.stream_info(dead_letter_stream("reconciliation"))).config.max_age == 7200.0
+    # A second start with a longer period: the existing streams and the bodies' store take it.
+    longer = settings_for(
+        ReconciliationSettings, on=secured, intake_max_age_s=86_400.0, dead_letter_max_age_s=172_800.0
+    )
+    async with run_service(create_app(longer)):
+        await wait_until_ready(secured.nats_client("cli"), ["reconciliation"], timeout_s=30)
+    assert (await js.stream_info(DISCHARGE_INTAKE_STREAM)).config.max_age == 86_400.0
+    assert (await js.stream_info(dead_letter_stream("reconciliation"))).config.max_age == 172_800.0
+    bodies = await js.object_store(dead_letter_bucket("reconciliation"))
+    assert (await bodies.status()).ttl == 172_800.0
 
 
 async def test_a_database_an_older_mtm_made_as_the_superuser_is_handed_to_the_services_role(

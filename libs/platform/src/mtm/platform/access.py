@@ -4,11 +4,12 @@ The tables below are the README's event → producer table in force: a service m
 the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
 for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
 (`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it and only the other services may ask, never a
-tool or an integrator. Nobody but `admin` may delete or purge a stream, update one, or touch another's consumers.
-Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read another's replies
-or pulled messages. The web app may send only the requests its pages send and follow only the events its live
-updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's account only
-through the one intake subject it exports to them.
+tool or an integrator. Nobody but `admin` may delete or purge a stream, update the log or the physicians' inboxes
+(kept for ever), or touch another's consumers; a service may update only its own streams that expire (intake,
+dead letters), so a retention set later reaches them. Every client's replies arrive on an inbox of its own
+(`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. The web app may send only the
+requests its pages send and follow only the events its live updates show. Integrators (a hospital, a pharmacy)
+live in accounts of their own and reach mtm's account only through the one intake subject it exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
@@ -78,9 +79,15 @@ from mtm.contracts.subjects import (
     PATIENT_KEYS,
     PATIENT_PARTITIONS,
     PHYSICIAN_INBOX_PREFIX,
-    PHYSICIAN_INBOX_STREAM,
-    dead_letter_stream,
     event_filter,
+)
+from mtm.platform.streams import (
+    DISCHARGE_INTAKE,
+    FILL_INTAKE,
+    PATIENT_EVENTS,
+    PHYSICIAN_INBOX,
+    StreamSpec,
+    dead_letter_stream,
 )
 
 ADMIN = "admin"
@@ -137,15 +144,16 @@ class ServiceGrant:
     service: str
     publishes: tuple[type[EventEnvelope], ...]
     durables: tuple[Durable, ...]
-    owns: tuple[str, ...] = ()
-    """Streams it declares (besides its own dead letters): create and read, never update, delete or purge."""
+    owns: tuple[StreamSpec, ...] = ()
+    """Streams it declares (besides its own dead letters): create and read, never delete or purge; update only
+    those that expire (a retention set later reaches them), never the ones kept for ever."""
     sends: tuple[str, ...] = ()
     """Other subjects it publishes on (notify: the physicians' inboxes)."""
     keeps_keys: bool = False
     """The key keeper: answers the patients' key requests and erasure. Every other service asks it for keys."""
 
     @property
-    def dead_letter_stream(self) -> str:
+    def dead_letter_stream(self) -> StreamSpec:
         return dead_letter_stream(self.service)
 
     @property
@@ -167,7 +175,11 @@ class ServiceGrant:
 
     def permissions(self) -> dict[str, object]:
         bucket = dead_letter_bucket(self.service)
-        streams = (*self.owns, self.dead_letter_stream, self.bucket_stream)
+        declared = (*self.owns, self.dead_letter_stream)
+        streams = (*(spec.name for spec in declared), self.bucket_stream)
+        # What expires may take a new retention from its owner (the dead-letter bodies expire with the letters);
+        # what is kept for ever only an admin may change.
+        expiring = (*(spec.name for spec in declared if spec.kept_for != "forever"), self.bucket_stream)
         publish = [
             *(event_filter(cls) for cls in self.publishes),
             *self.sends,
@@ -176,6 +188,7 @@ class ServiceGrant:
             f"$O.{bucket}.>",
             f"mtm.admin.{self.service}.rebuild.*.progress",
             *(f"{JS_API}.STREAM.{verb}.{stream}" for stream in streams for verb in ("CREATE", "INFO")),
+            *(f"{JS_API}.STREAM.UPDATE.{stream}" for stream in expiring),
             f"{JS_API}.STREAM.INFO.{PATIENT_EVENTS_STREAM}",
             f"{JS_API}.DIRECT.GET.{PATIENT_EVENTS_STREAM}",
             # The object store reads an object's metadata before it replaces it, and purges the replaced chunks.
@@ -250,7 +263,7 @@ SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
         "reconciliation",
         # PatientErased: an admin's erasure, decided by the key keeper, which destroys the key first.
         publishes=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed, PatientErased),
-        owns=(PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM),
+        owns=(PATIENT_EVENTS, DISCHARGE_INTAKE, FILL_INTAKE),
         durables=(
             Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
             Durable(FILL_INTAKE_STREAM, "reconciliation-fill-intake", partitioned=False),
@@ -284,7 +297,7 @@ SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
     ServiceGrant(
         "notify",
         publishes=(NotificationRequested, NotificationRetryScheduled, NotificationDelivered, NotificationFailed),
-        owns=(PHYSICIAN_INBOX_STREAM,),
+        owns=(PHYSICIAN_INBOX,),
         durables=_log("notify-referral-requested", "notify-referral-escalated", "notify-projection"),
         sends=(f"{PHYSICIAN_INBOX_PREFIX}.>",),
     ),
