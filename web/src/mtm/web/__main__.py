@@ -5,13 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from mtm.platform import tracing
-from mtm.platform.logging import set_process_service
+from mtm.platform.logging import own_process
 from mtm.web.settings import WebSettings
 
 
 def main() -> None:
     settings = WebSettings()
-    set_process_service("web")
+    own_process("web")
     uvicorn.run(
         "mtm.web.app:create_app",
         factory=True,

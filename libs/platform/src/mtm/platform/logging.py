@@ -96,6 +96,12 @@ def set_process_service(service: str | None) -> None:
     _process_service = service
 
 
+def own_process(service: str) -> None:
+    """A process's entry point: its default service, and Python's warnings as log lines (JSON like the rest)."""
+    set_process_service(service)
+    logging.captureWarnings(True)
+
+
 def current_service() -> str | None:
     """The service of the running scope, else the process's."""
     return _SERVICE.get() or _process_service

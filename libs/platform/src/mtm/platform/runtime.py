@@ -48,7 +48,7 @@ from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, requir
 from mtm.platform.keys import KeyStore, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
-from mtm.platform.logging import configure_logging, get_logger, service_scope, set_process_service
+from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
 from mtm.platform.metrics import metrics_scope
 from mtm.platform.observe import ServiceTelemetry
 from mtm.platform.outbox import OutboxRelay
@@ -814,7 +814,7 @@ def serve(factory: Callable[[], FastStream]) -> None:
     app = factory()
     runtime = getattr(app, "runtime", None)
     if runtime is not None:
-        set_process_service(runtime.name)
+        own_process(runtime.name)
     app.after_startup(_freeze_startup_heap)
     try:
         try:
