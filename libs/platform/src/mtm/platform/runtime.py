@@ -397,8 +397,8 @@ class ServiceRuntime:
         failing = tuple(
             f"{h.name}: failing ({h.last_error}, {h.failures} times in a row)" for h in tasks if not h.healthy
         )
-        connection = self.broker._connection if self.serving else None
-        nats = ("nats: not connected",) if connection is not None and not connection.is_connected else ()
+        # Serving means connected once; nats-py reconnects on its own, and until then the service is not ready.
+        nats = ("nats: not connected",) if self.serving and not self.broker.connection.is_connected else ()
         return (*reasons, *failing, *nats), pulling
 
     async def _lease_connection(self) -> asyncpg.Connection:
