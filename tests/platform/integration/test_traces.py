@@ -146,7 +146,8 @@ async def test_one_discharge_is_one_trace_across_the_services(
         async def delivered_and_reminded():
             done = await _events(nc, event_filter(NotificationDelivered))
             escalated = await _events(nc, event_filter(ReferralEscalated))
-            return done if len(done) >= 3 and escalated else None  # webhook, email, inbox; then a reminder
+            # webhook, email and inbox, for the referral and then for its reminder (one escalation)
+            return done if len(done) == 6 and escalated else None
 
         await wait_for(delivered_and_reminded, timeout_s=60)
         logged = list(lines.lines)
@@ -156,6 +157,8 @@ async def test_one_discharge_is_one_trace_across_the_services(
             for name, app in apps.items()
         }
         on_log = await _events(nc)
+        notify_metrics = apps["notify"].runtime.telemetry.metrics.render().decode()
+        referral_metrics = apps["referral"].runtime.telemetry.metrics.render().decode()
 
     finished = spans.get_finished_spans()
     flow = tracing.flow_trace_id(discharge.correlation_id)
@@ -221,6 +224,12 @@ async def test_one_discharge_is_one_trace_across_the_services(
     for span in trace:
         values = " ".join(str(v) for v in span.attributes.values())
         assert not any(text in values for text in texts), (span.name, span.attributes)
+
+    # The same flow in the services' metrics: each attempt by channel and outcome, the escalation by its timer.
+    for channel in ("webhook", "email", "nats"):
+        assert f'mtm_notification_attempts_total{{channel="{channel}",outcome="delivered"}} 2.0' in notify_metrics
+    assert 'mtm_timer_events_total{timer="referral-escalation"} 1.0' in referral_metrics
+    assert patient not in notify_metrics + referral_metrics
 
     # Each service logs under its own name, from every task it runs.
     started = [line["service"] for line in logged if line["event"] == "service started"]
