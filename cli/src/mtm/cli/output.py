@@ -25,15 +25,22 @@ json_option = click.option(
 )
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away: `mtm`'s own handler ends quietly with the SIGPIPE code (rich would exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 @functools.cache
 def out() -> Console:
     terminal = sys.stdout.isatty()
-    return Console(highlight=False, soft_wrap=not terminal, width=None if terminal else PIPE_WIDTH)
+    return _Console(highlight=False, soft_wrap=not terminal, width=None if terminal else PIPE_WIDTH)
 
 
 @functools.cache
 def err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def line(text: str) -> None:
