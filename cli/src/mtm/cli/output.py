@@ -92,7 +92,9 @@ def table(
     if not rows:
         note(f"{title}: {empty}" if title else empty)
         return
-    shown = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False)
+    shown = Table(
+        *columns, box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left", header_style="bold"
+    )
     for row in rows:
         shown.add_row(*(Text(cell(v)) for v in row))
     out().print(shown)
