@@ -160,7 +160,7 @@ async def _open_store() -> Any:
     url = web_database_url()
     try:
         probe = await asyncpg.connect(with_database(url, "postgres"), timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError) as exc:
         host = url.split("@")[-1].split("/")[0]
         raise Unreachable(
             f"cannot reach the web app's database at {host} ({type(exc).__name__}): is the stack up?"
