@@ -141,6 +141,25 @@ SELECT (SELECT count(*) FROM projection.review_tasks
 """
 
 
+async def dead_letter_reasons(nc) -> list[str]:
+    """Why each message the services parked was parked (reasons carry no PHI): what a failed wait should show."""
+    from mtm.contracts import DeadLetter
+    from mtm.contracts.admin import SERVICES
+    from mtm.contracts.subjects import dead_letter_stream
+    from support.jetstream import stream_messages
+
+    reasons = []
+    for service in SERVICES:
+        try:
+            letters = await stream_messages(nc, dead_letter_stream(service))
+        except Exception:  # the stream may not exist yet
+            continue
+        for letter in letters:
+            parked = DeadLetter.model_validate_json(letter.data)
+            reasons.append(f"{service}/{parked.consumer}: {parked.reason}")
+    return reasons
+
+
 async def quiet(apps: dict, nc) -> bool:
     """Settled, and still settled a moment later (an event relayed between two looks would otherwise slip by)."""
     if not await settled(apps, nc):

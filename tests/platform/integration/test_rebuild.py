@@ -24,7 +24,16 @@ from support import actors
 from support.events import new_patient_id
 from support.jetstream import wait_for
 from support.services import native_discharge
-from support.stack import DEDUP_WINDOW_S, dump, messages_in_log, quiet, rebuild, request, service_apps
+from support.stack import (
+    DEDUP_WINDOW_S,
+    dead_letter_reasons,
+    dump,
+    messages_in_log,
+    quiet,
+    rebuild,
+    request,
+    service_apps,
+)
 from support.webhook import WebhookReceiver
 
 from mtm.cli.demo import fhir_discharge
@@ -116,7 +125,10 @@ async def run_workload(nc, receiver: WebhookReceiver) -> None:
         reply = await request(nc, LIST_REFERRALS, _list_referrals())
         return reply.data if len(reply.data) >= 2 else None
 
-    found = await wait_for(referrals, timeout_s=30)
+    try:
+        found = await wait_for(referrals, timeout_s=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; parked: {await dead_letter_reasons(nc)}") from exc
     first, second = found[0], found[1]
     physician = actors.physician(first["physician_id"])
     read = AcknowledgeReferral(referral_id=uuid.UUID(second["referral_id"]))

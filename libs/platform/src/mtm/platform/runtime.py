@@ -32,7 +32,13 @@ from mtm.contracts.admin import (
 )
 from mtm.contracts.events import Erasure, PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
-from mtm.contracts.subjects import ERASE_PATIENT, PATIENT_EVENTS_STREAM, PATIENT_KEYS, event_name_of_subject
+from mtm.contracts.subjects import (
+    ERASE_PATIENT,
+    PATIENT_EVENTS_STREAM,
+    PATIENT_KEYS,
+    event_name_of_subject,
+    subject_token,
+)
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
@@ -82,6 +88,9 @@ OCC_ATTEMPTS = 8
 ERASURE_NAMESPACE = uuid.UUID("5b7f1c9e-2d4a-4c83-9a61-0f3e8b2d7a44")
 # Poll interval while a command waits for its events to show in the projection (read-your-writes).
 APPLIED_POLL_S = 0.005
+# The patient's events this service recorded but the relay has not yet put on the log (the 4th subject token).
+PATIENT_IN_OUTBOX = "SELECT EXISTS (SELECT 1 FROM outbox WHERE split_part(subject, '.', 4) = $1)"
+POOL_CLOSE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -220,11 +229,18 @@ class ServiceRuntime:
 
     async def _declare_streams(self) -> None:
         settings = self.settings
+        max_age = {"forever": 0.0, "intake": settings.intake_max_age_s, "dead-letters": settings.dead_letter_max_age_s}
         for spec in (*self.definition.owned_streams, dead_letter_stream(self.name)):
             await declare_stream(
-                self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+                self.jetstream,
+                spec,
+                replicas=settings.stream_replicas,
+                duplicate_window_s=settings.duplicate_window_s,
+                max_age_s=max_age[spec.kept_for],
             )
-        await declare_dead_letter_bodies(self.jetstream, self.name, replicas=settings.stream_replicas)
+        await declare_dead_letter_bodies(
+            self.jetstream, self.name, replicas=settings.stream_replicas, max_age_s=settings.dead_letter_max_age_s
+        )
         for name in self.definition.consumed_streams:
             await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
 
@@ -395,7 +411,13 @@ class ServiceRuntime:
 
     async def close(self) -> None:
         if self.pool is not None:
-            await self.pool.close()
+            # A graceful close waits for every connection to come back; one held by a stuck task must not hold
+            # the shutdown forever, so past a grace period the rest are closed hard.
+            try:
+                await asyncio.wait_for(self.pool.close(), POOL_CLOSE_S)
+            except TimeoutError:
+                log.warning("connections still in use at shutdown; closing them")
+                self.pool.terminate()
         log.info("service stopped")
 
     # --- what the service answers --------------------------------------------------------------------------
@@ -407,6 +429,7 @@ class ServiceRuntime:
         if patient_id is None:
             return CommandReply(outcome="not_found", message=command.not_found)
         assert self.patient_log is not None
+        await self._wait_relayed(patient_id)
         for _ in range(OCC_ATTEMPTS):
             history = await self.patient_log.read(patient_id, command.reads)
             decision = command.decide(history, body, actor, datetime.now(UTC))
@@ -419,6 +442,22 @@ class ServiceRuntime:
             await self._wait_applied(decision.events[-1].id)
             return decision.reply
         return CommandReply(outcome="conflict", message="the patient's record kept changing; try again")
+
+    async def _wait_relayed(self, patient_id: str) -> None:
+        """Until what this service recorded of the patient is on the log (bounded): the tables may show a task the
+        relay has not published yet, and a command decided on the log without it would not find it."""
+        deadline = asyncio.get_running_loop().time() + self.settings.command_apply_wait_s
+        token = subject_token(patient_id)
+        async with self.db.acquire() as conn:
+            while await conn.fetchval(PATIENT_IN_OUTBOX, token):
+                if self.relay is not None:
+                    self.relay.wake()
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning(
+                        "command decided before the outbox reached the log", patient_ref=f"Patient/{patient_id}"
+                    )
+                    return
+                await asyncio.sleep(APPLIED_POLL_S)
 
     async def _wait_applied(self, event_id: Any) -> None:
         """Until the projection applied the event, so a query right after the reply sees it (bounded)."""

@@ -39,6 +39,16 @@ class ServiceSettings(BaseSettings):
     pool_max_size: int = 4
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams this service owns.")
     duplicate_window_s: float = Field(default=600.0, gt=0, description="Nats-Msg-Id deduplication window.")
+    intake_max_age_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="How long the intake streams (raw discharges and fills, as sent) keep a message; 0 = for ever.",
+    )
+    dead_letter_max_age_s: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        description="How long dead letters and their stored bodies are kept for review and redrive; 0 = for ever.",
+    )
     startup_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for streams owned elsewhere.")
     consumer_groups: int = Field(
         default=1,

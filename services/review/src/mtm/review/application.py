@@ -174,6 +174,15 @@ def complete_task(history: PatientHistory, command: CompleteReviewTask, actor: A
             "documentation: a CMR records its date, delivery method, recipient and provider",
             resource_id=task_id,
         )
+    needing = sum(1 for r in command.recommendations if r.needs_prescriber)
+    if needing and record.task.care_team.responsible_physician_id is None:
+        # Refused here, where the pharmacist hears it, rather than parked later by referral with nobody to ask.
+        return Decision.refuse(
+            "invalid",
+            f"recommendations: {needing} need the prescriber, but the patient's care team names no primary-care or "
+            "attending physician to refer them to; record them for the patient, or ask the prescriber outside mtm",
+            resource_id=task_id,
+        )
     documentation = None
     if command.documentation is not None:
         try:
