@@ -83,6 +83,24 @@ async def test_letters_are_paged_read_and_redriven_once_unless_asked_again(clean
     assert listed[first]["redriven"] is None and len(listed) == 3  # records are not letters
 
 
+async def test_a_letter_whose_stored_body_expired_is_not_found_rather_than_an_error(clean_jetstream) -> None:
+    js = clean_jetstream.jetstream()
+    await declare_as_owner(clean_jetstream, dead_letter_stream(SERVICE), TARGET)
+    await declare_dead_letter_bodies(js, SERVICE, replicas=1)
+    letters = DeadLetters(js, SERVICE)
+    sequence = await park(js, "letters.target.a", b"y" * 700_000, in_store=True)
+    # What the object store's age limit does to a body, done at once: the letter outlives it for a moment.
+    stored = await letters._letter(sequence)
+    assert stored is not None and stored.payload_object is not None
+    await (await js.object_store(dead_letter_bucket(SERVICE))).delete(stored.payload_object)
+
+    read = await letters.get(GetDeadLetter(sequence=sequence), ADMIN)
+    assert read.outcome == "not_found" and "no longer kept" in read.message
+    redriven = await letters.redrive(RedriveDeadLetter(sequence=sequence), ADMIN)
+    assert redriven.outcome == "not_found"
+    assert (await letters.list(ListDeadLetters(), ADMIN)).data["letters"][0]["redriven"] is None
+
+
 async def test_an_event_of_the_patient_log_is_redriven_as_it_was_never_edited(clean_jetstream) -> None:
     js = clean_jetstream.jetstream()
     await declare_as_owner(clean_jetstream, dead_letter_stream(SERVICE))

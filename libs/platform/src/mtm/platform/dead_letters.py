@@ -1,8 +1,9 @@
 """An admin reads the service's dead letters and sends fixed ones back (`mtm dead-letters list|show|redrive`).
 
 Letters stay where `BatchProcessor._park` put them (`DEAD_LETTERS_<SERVICE>`, bodies too large for a letter in the
-service's object store); the stream keeps everything, so a redrive is recorded beside the letter
-(`mtm.dlq.<service>.redriven.<sequence>`, `DeadLetterRedriven`) rather than removing it. Only an admin's verified
+service's object store) until they expire by age (`MTM_DEAD_LETTER_MAX_AGE_S`); nothing deletes one before, so a
+redrive is recorded beside the letter (`mtm.dlq.<service>.redriven.<sequence>`, `DeadLetterRedriven`) rather than
+removing it. Only an admin's verified
 token gets an answer (the runtime checks it before any of this runs); listings carry reasons and ids, never bodies.
 """
 
@@ -64,12 +65,22 @@ class DeadLetters:
             return None
         return DeadLetterRedriven.model_validate_json(raw.data or b"")
 
-    async def _body(self, letter: DeadLetter) -> bytes:
+    async def _body(self, letter: DeadLetter) -> bytes | None:
+        """The original body; None when it was kept in the object store and is gone (its age limit passed: the
+        body is stored just before its letter, so it can expire a moment sooner)."""
         if letter.payload_object is None:
             return letter.payload
-        store = await self._js.object_store(dead_letter_bucket(self._service))
-        found = await store.get(letter.payload_object)
+        try:
+            store = await self._js.object_store(dead_letter_bucket(self._service))
+            found = await store.get(letter.payload_object)
+        except NotFoundError:
+            return None
         return found.data or b""
+
+    def _body_gone(self, sequence: int) -> CommandReply:
+        return CommandReply(
+            outcome="not_found", message=f"the body of dead letter {sequence} is no longer kept (its age limit passed)"
+        )
 
     async def list(self, query: ListDeadLetters, actor: Actor) -> CommandReply:
         letters: list[dict[str, Any]] = []
@@ -96,6 +107,8 @@ class DeadLetters:
         if letter is None:
             return CommandReply(outcome="not_found", message=f"no dead letter {query.sequence} in {self._stream}")
         body = await self._body(letter)
+        if body is None:
+            return self._body_gone(query.sequence)
         chunk = body[query.body_offset : query.body_offset + query.body_limit]
         redriven = await self._redrives(query.sequence)
         log.info("dead letter read", stream_seq=query.sequence, reason_code=actor.role)
@@ -135,7 +148,10 @@ class DeadLetters:
             except (binascii.Error, ValueError):
                 return CommandReply(outcome="invalid", message="payload_base64: not base64")
         else:
-            body = await self._body(letter)
+            kept = await self._body(letter)
+            if kept is None:
+                return self._body_gone(command.sequence)
+            body = kept
         msg_id = f"redrive:{self._service}:{command.sequence}:{command.command_id}"
         headers = {k: v for k, v in letter.original_headers.items() if not k.startswith(_SERVER_HEADERS)}
         headers.update({MSG_ID_HEADER: msg_id, REDRIVEN_FROM_HEADER: f"{self._stream}/{command.sequence}"})
