@@ -74,6 +74,7 @@ def one_clear_line(result: subprocess.CompletedProcess[str]) -> str:
         pytest.param(("referrals", "--json"), id="referrals --json"),
         pytest.param(("dead-letters", "list", "reconciliation"), id="dead-letters list"),
         pytest.param(("rebuild", "--all"), id="rebuild"),
+        pytest.param(("erase", "Patient/p1", "--reason", "request of the patient"), id="erase"),
         pytest.param(("fhir", "export", "p1"), id="fhir export"),
     ],
 )
@@ -124,6 +125,8 @@ def test_not_logged_in_is_denied_before_anything_is_sent(env: dict[str, str]) ->
         pytest.param(("dead-letters", "show", "pharmacy", "1"), "pharmacy", id="no such service"),
         pytest.param(("tasks", "--limit", "0"), "--limit", id="limit out of range"),
         pytest.param(("rebuild",), "--all", id="rebuild needs a service"),
+        pytest.param(("erase", "p1", "--reason", "x" * 201), "reason", id="erase reason over its limit"),
+        pytest.param(("erase", "p 1", "--reason", "asked"), "is not a patient id", id="erase bad patient"),
         pytest.param(("no-such-command",), "No such command", id="unknown command"),
     ],
 )
