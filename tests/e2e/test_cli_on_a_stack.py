@@ -248,3 +248,22 @@ def test_a_parked_discharge_is_read_fixed_and_redriven_until_it_is_processed(
 
     twice = mtm("dead-letters", "redrive", "reconciliation", sequence, "--body", str(fixed_path), token=ADMIN)
     assert twice.returncode == 1 and "redriven already" in twice.stderr and "--again" in twice.stderr
+
+
+def test_an_admin_erases_a_patient_through_mtm_and_they_are_gone(mtm, tmp_path: Path) -> None:
+    path, patient, _ = discharge_file(tmp_path, "to-erase.json")
+    assert mtm("publish-discharge", str(path)).returncode == 0
+    until(lambda: tasks_of(mtm, patient), "a review task for the discharge to erase")
+
+    not_admin = mtm("erase", f"Patient/{patient}", "--reason", "request of the patient")
+    assert not_admin.returncode == 1 and "forbidden" in not_admin.stderr
+    erased = mtm("erase", f"Patient/{patient}", "--reason", "request of the patient", "--json", token=ADMIN)
+    assert erased.returncode == 0, erased.stderr
+    reply = json.loads(erased.stdout)
+    assert reply["outcome"] == "accepted" and reply["status"] == "erased" and reply["resource_id"] == patient
+    again = mtm("erase", patient, "--reason", "request of the patient", token=ADMIN)
+    assert again.returncode == 0 and "erased before" in again.stdout
+
+    until(lambda: not tasks_of(mtm, patient), "the erased patient's task gone from the worklist")
+    gone = until(lambda: (r := mtm("medlist", patient)).returncode == 1 and r, "the erased patient's list gone")
+    assert "not found" in gone.stderr
