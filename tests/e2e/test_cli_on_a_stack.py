@@ -267,3 +267,14 @@ def test_an_admin_erases_a_patient_through_mtm_and_they_are_gone(mtm, tmp_path: 
     until(lambda: not tasks_of(mtm, patient), "the erased patient's task gone from the worklist")
     gone = until(lambda: (r := mtm("medlist", patient)).returncode == 1 and r, "the erased patient's list gone")
     assert "not found" in gone.stderr
+
+
+def test_an_admin_rebuilds_a_service_through_mtm(mtm) -> None:
+    not_admin = mtm("rebuild", "review")
+    assert not_admin.returncode == 1 and "forbidden" in not_admin.stderr
+    rebuilt = mtm("rebuild", "review", "--json", token=ADMIN)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    [report] = [json.loads(line) for line in rebuilt.stdout.splitlines()]
+    assert report["service"] == "review" and report["phase"] == "swapped"
+    not_running = mtm("rebuild", "program", token=ADMIN)  # the program service is not running on this stack
+    assert not_running.returncode == 3 and "program is not running" in not_running.stderr
