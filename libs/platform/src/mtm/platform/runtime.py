@@ -756,11 +756,35 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
     _reply_subscription(
         runtime, rebuild_subject(runtime.name), RebuildProjection, rebuild, ("admin",), queue=f"{runtime.name}-admin"
     )
+    _subscribe_dead_letters(runtime)
     if runtime.definition.keeps_keys:
         _reply_subscription(
             runtime, ERASE_PATIENT, ErasePatient, runtime.erase_patient, ("admin",), queue=f"{runtime.name}-admin"
         )
         _subscribe_key_requests(runtime)
+
+
+def _subscribe_dead_letters(runtime: ServiceRuntime) -> None:
+    """An admin lists, reads and redrives the service's dead letters (`mtm dead-letters`)."""
+    from mtm.contracts.dead_letter import GetDeadLetter, ListDeadLetters, RedriveDeadLetter, dead_letters_subject
+    from mtm.platform.dead_letters import DeadLetters
+
+    def letters() -> DeadLetters:
+        return DeadLetters(runtime.jetstream, runtime.name)
+
+    for action, model, answer in (
+        ("list", ListDeadLetters, lambda request, actor: letters().list(request, actor)),
+        ("get", GetDeadLetter, lambda request, actor: letters().get(request, actor)),
+        ("redrive", RedriveDeadLetter, lambda request, actor: letters().redrive(request, actor)),
+    ):
+        _reply_subscription(
+            runtime,
+            dead_letters_subject(runtime.name, action),
+            model,
+            answer,
+            ("admin",),
+            queue=f"{runtime.name}-admin",
+        )
 
 
 def _subscribe_key_requests(runtime: ServiceRuntime) -> None:
