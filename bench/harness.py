@@ -26,7 +26,7 @@ from mtm.devstack.security import LocalSecurity
 from mtm.platform.connection import NatsClient
 from mtm.platform.settings import with_database
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 # Knobs a service reads that change its speed; the bench passes none of its own, only what the caller exported.
 TUNING_ENV = (
     "MTM_BATCH_SIZE",

@@ -18,10 +18,18 @@ from typing import Any
 import pytest
 
 import mtm.contracts.subjects as subjects
-from mtm.contracts import EVENTS
+from mtm.contracts import EVENTS, MedicationsReconciled, ReviewTaskCreated
 from mtm.contracts.admin import SERVICES
-from mtm.contracts.subjects import ERASE_PATIENT, FILL_INTAKE_SUBJECT, PATIENT_KEYS, event_filter
-from mtm.platform.access import ACCESS, ADMIN, Durable, nats_accounts, password_variable
+from mtm.contracts.dead_letter import dead_letters_subject
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_SUBJECT,
+    ERASE_PATIENT,
+    FILL_INTAKE_SUBJECT,
+    PATIENT_KEYS,
+    event_filter,
+    patient_subject,
+)
+from mtm.platform.access import ACCESS, ADMIN, Durable, nats_accounts, password_variable, subject_matches
 from mtm.platform.runtime import ServiceRuntime
 
 pytestmark = pytest.mark.unit
@@ -35,15 +43,7 @@ def runtime(service: str) -> ServiceRuntime:
     return app.runtime
 
 
-def covers(pattern: str, subject: str) -> bool:
-    """Whether a NATS permission subject covers `subject` (itself possibly a wildcard subscription)."""
-    wanted, given = pattern.split("."), subject.split(".")
-    for i, token in enumerate(wanted):
-        if token == ">":
-            return len(given) > i
-        if i >= len(given) or given[i] == ">" or (token != "*" and token != given[i]):
-            return False
-    return len(given) == len(wanted)
+covers = subject_matches
 
 
 def allowed(permissions: dict[str, Any], verb: str, subject: str) -> bool:
@@ -100,19 +100,38 @@ def test_a_service_answers_only_its_own_subjects_and_appends_only_its_own_events
     assert [s for s in listened if not allowed(permissions, "subscribe", s)] == []
 
 
-def test_only_the_key_keeper_answers_key_requests_and_only_services_send_them() -> None:
-    """Patients' event keys open every sealed event: no tool, web app or integrator may ask for them."""
+def test_only_the_key_keeper_answers_key_requests_and_only_services_and_the_web_app_send_them() -> None:
+    """Patients' event keys open every sealed event: the web app asks for them to open what its live updates
+    follow; the CLI and integrators may not ask, and no one but the keeper may listen."""
     keepers = [g.service for g in ACCESS.services if g.keeps_keys]
     assert keepers == ["reconciliation"]
     for grant in ACCESS.services:
         permissions = grant.permissions()
         assert allowed(permissions, "subscribe", PATIENT_KEYS) == grant.keeps_keys
         assert allowed(permissions, "publish", PATIENT_KEYS) != grant.keeps_keys
+    assert [t.name for t in ACCESS.tools if allowed(t.permissions(), "publish", PATIENT_KEYS)] == ["web"]
     for tool in ACCESS.tools:
-        assert not allowed(tool.permissions(), "publish", PATIENT_KEYS)
         assert not allowed(tool.permissions(), "subscribe", PATIENT_KEYS)
     for integrator in ACCESS.integrators:
         assert not allowed(integrator.permissions(), "publish", PATIENT_KEYS)
+
+
+def test_a_dead_letter_goes_back_only_where_its_service_may_publish() -> None:
+    """Reconciliation sends parked intake messages back to its intakes; no service may append an event another
+    decided, so a letter of one (review parked a reconciliation event) is not sent back by review."""
+    reconciliation, review = ACCESS.service("reconciliation"), ACCESS.service("review")
+    for subject in (DISCHARGE_INTAKE_SUBJECT, FILL_INTAKE_SUBJECT):
+        assert reconciliation.may_publish(subject)
+        assert not review.may_publish(subject)
+    foreign = patient_subject("p1", MedicationsReconciled.EVENT_NAME)
+    assert reconciliation.may_publish(foreign) and not review.may_publish(foreign)
+    assert review.may_publish(patient_subject("p1", ReviewTaskCreated.EVENT_NAME))
+    # Only the CLI sends an admin's dead-letter requests, and each service hears only its own.
+    for service in SERVICES:
+        subject = dead_letters_subject(service, "redrive")
+        assert [t.name for t in ACCESS.tools if allowed(t.permissions(), "publish", subject)] == ["cli"]
+        hearing = [g.service for g in ACCESS.services if allowed(g.permissions(), "subscribe", subject)]
+        assert hearing == [service]
 
 
 def test_only_the_cli_sends_an_erasure_and_only_the_key_keeper_receives_it() -> None:
@@ -147,7 +166,10 @@ def test_the_web_app_sends_only_what_its_pages_send_and_follows_only_what_it_sho
     web = next(t for t in ACCESS.tools if t.name == "web")
     requests = _web_request_subjects()
     assert requests, "the web app sends commands and queries"
-    assert set(web.publish) == requests
+    # Besides its pages' requests, the keys its live updates open events with (`mtm.web.live`'s key source).
+    live = (REPO_ROOT / "web" / "src" / "mtm" / "web" / "live.py").read_text()
+    assert "nats_key_source" in live
+    assert set(web.publish) == requests | {PATIENT_KEYS}
     assert set(web.subscribe) == {event_filter(cls) for cls in WATCHED}
 
 

@@ -8,6 +8,7 @@ same action done by someone who may do it, so a test cannot pass because nothing
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
@@ -31,6 +32,7 @@ from support.webhook import WebhookReceiver, serve
 
 from mtm.contracts import (
     CommandReply,
+    DeadLetter,
     MedicationsReconciled,
     ReferralRequested,
     ReviewTaskCompleted,
@@ -38,7 +40,13 @@ from mtm.contracts import (
     TransitionOfCareRecorded,
 )
 from mtm.contracts.admin import ErasePatient, GetPatientKeys, rebuild_subject
-from mtm.contracts.dead_letter import dead_letter_bucket
+from mtm.contracts.dead_letter import (
+    GetDeadLetter,
+    ListDeadLetters,
+    RedriveDeadLetter,
+    dead_letter_bucket,
+    dead_letters_subject,
+)
 from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
@@ -347,34 +355,35 @@ async def test_every_event_is_refused_to_everyone_but_the_service_that_decides_i
     assert sorted(m.subject for m in stored) == sorted(produced)
 
 
-async def test_only_services_may_ask_for_patients_keys_and_only_the_keeper_answers(
+async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_the_keeper_answers(
     secured: Infrastructure, admin: Client, settings_for, run_service
 ) -> None:
-    """A patient's key opens every sealed event of theirs: the CLI, the web app and integrators may not ask for
-    it, and no service but reconciliation may pose as the keeper to hear who asks."""
+    """A patient's key opens every sealed event of theirs: the CLI and integrators may not ask for it (the web app
+    may, for the events its live updates open), and no one but reconciliation may pose as the keeper to hear who
+    asks."""
     from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
 
     patient = new_patient_id()
     asked = GetPatientKeys(patient_ids=(patient,), create=False).model_dump_json().encode()
     async with run_service(create_app(settings_for(ReconciliationSettings, on=secured))):
-        review = await Connection.open(secured, "review")
-        try:
-            keys, erased = await nats_key_source(review.nc)([patient], True)
-            assert set(keys) == {patient} and erased == set()
-            await review.nc.subscribe(PATIENT_KEYS)
-            assert await review.refused("subscription", PATIENT_KEYS)
-        finally:
-            await review.close()
-        for user in ("cli", "web"):
-            tool = await Connection.open(secured, user)
+        for user in ("review", "web"):
+            asking = await Connection.open(secured, user)
             try:
-                with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
-                    await tool.nc.request(PATIENT_KEYS, asked, timeout=REFUSED_WITHIN_S)
-                assert await tool.refused("publish", PATIENT_KEYS)
-                await tool.nc.subscribe(PATIENT_KEYS)
-                assert await tool.refused("subscription", PATIENT_KEYS)
+                keys, erased = await nats_key_source(asking.nc)([patient], True)
+                assert set(keys) == {patient} and erased == set()
+                await asking.nc.subscribe(PATIENT_KEYS)
+                assert await asking.refused("subscription", PATIENT_KEYS)
             finally:
-                await tool.close()
+                await asking.close()
+        tool = await Connection.open(secured, "cli")
+        try:
+            with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+                await tool.nc.request(PATIENT_KEYS, asked, timeout=REFUSED_WITHIN_S)
+            assert await tool.refused("publish", PATIENT_KEYS)
+            await tool.nc.subscribe(PATIENT_KEYS)
+            assert await tool.refused("subscription", PATIENT_KEYS)
+        finally:
+            await tool.close()
 
 
 async def test_only_the_cli_may_send_an_erasure_and_the_keeper_erases_only_for_an_admin(
@@ -408,6 +417,60 @@ async def test_only_the_cli_may_send_an_erasure_and_the_keeper_erases_only_for_a
             lambda: stream_messages(admin, PATIENT_EVENTS_STREAM, event_filter(PatientErased)), timeout_s=30
         )
     assert [m.subject for m in erasures] == [patient_subject(patient, PatientErased.EVENT_NAME)]
+
+
+async def test_a_service_reads_its_large_dead_letters_and_sends_back_only_what_it_may_publish(
+    secured: Infrastructure, admin: Client, settings_for, run_service
+) -> None:
+    """`mtm dead-letters` as the CLI's user with an admin's token: reconciliation reads a body it kept in its
+    object store and sends the discharge back onto its intake; review, which parked an event reconciliation
+    decided, may not append that event to the log, and says so instead of going silent."""
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import ReviewSettings
+    from mtm.review.bootstrap import create_app as review_app
+
+    async def letters_of(service: str) -> list[DeadLetter]:
+        found = await stream_messages(admin, dead_letter_stream(service), f"mtm.dlq.{service}.*")
+        return [DeadLetter.model_validate_json(m.data) for m in found]
+
+    async def ask(cli: Client, service: str, action: str, body) -> CommandReply:
+        raw = await cli.request(
+            dead_letters_subject(service, action), body.model_dump_json().encode(), timeout=10, headers=actors.ADMIN
+        )
+        return CommandReply.model_validate_json(raw.data)
+
+    reconciliation = settings_for(ReconciliationSettings, on=secured)
+    review = settings_for(ReviewSettings, on=secured)
+    async with run_service(reconciliation_app(reconciliation)), run_service(review_app(review)):
+        # Not JSON, and too large to travel inside its letter: the body goes to reconciliation's object store.
+        large = b"{" + b"x" * 900_000
+        await admin.jetstream().publish(DISCHARGE_INTAKE_SUBJECT, large, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        # An event of reconciliation's that review cannot read.
+        unreadable = patient_subject(new_patient_id(), MedicationsReconciled.EVENT_NAME)
+        await admin.jetstream().publish(unreadable, b"{not json", headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        [parked_intake] = await wait_for(lambda: letters_of("reconciliation"), timeout_s=30)
+        [parked_event] = await wait_for(lambda: letters_of("review"), timeout_s=30)
+        assert parked_intake.payload_object is not None and parked_event.original_subject == unreadable
+
+        cli = await secured.nats_client("cli").connect()
+        try:
+            listed = await ask(cli, "reconciliation", "list", ListDeadLetters())
+            [letter] = listed.data["letters"]
+            sequence = letter["sequence"]
+            body = await ask(cli, "reconciliation", "get", GetDeadLetter(sequence=sequence, body_limit=10))
+            assert body.ok and body.data["body_size"] == len(large), body
+            assert base64.b64decode(body.data["body_base64"]) == large[:10]
+            sent = await ask(cli, "reconciliation", "redrive", RedriveDeadLetter(sequence=sequence))
+            assert sent.ok and sent.data["published_stream"] == DISCHARGE_INTAKE_STREAM, sent
+
+            [foreign] = (await ask(cli, "review", "list", ListDeadLetters())).data["letters"]
+            refused = await ask(cli, "review", "redrive", RedriveDeadLetter(sequence=foreign["sequence"]))
+            assert refused.outcome == "invalid" and "only the service that decided" in refused.message, refused
+        finally:
+            await cli.close()
+    events = await stream_messages(admin, PATIENT_EVENTS_STREAM)
+    assert [m.subject for m in events] == [unreadable]  # nothing appended for review's letter
 
 
 async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_it_shows(

@@ -3,13 +3,14 @@
 The tables below are the README's event → producer table in force: a service may append to the patient log only
 the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
 for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
-(`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it and only the other services may ask, never a
-tool or an integrator. Nobody but `admin` may delete or purge a stream, update the log or the physicians' inboxes
-(kept for ever), or touch another's consumers; a service may update only its own streams that expire (intake,
-dead letters), so a retention set later reaches them. Every client's replies arrive on an inbox of its own
-(`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. The web app may send only the
-requests its pages send and follow only the events its live updates show. Integrators (a hospital, a pharmacy)
-live in accounts of their own and reach mtm's account only through the one intake subject it exports to them.
+(`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it, and only the other services and the web app
+(whose live updates open the events they follow) may ask, never the CLI or an integrator. Nobody but `admin` may
+delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
+consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
+reaches them. Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
+another's replies or pulled messages. The web app may send only the requests its pages send and follow only the
+events its live updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's
+account only through the one intake subject it exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
@@ -56,7 +57,7 @@ from mtm.contracts import (
     TransitionOfCareRecorded,
 )
 from mtm.contracts.admin import rebuild_subject, status_subject
-from mtm.contracts.dead_letter import dead_letter_bucket
+from mtm.contracts.dead_letter import dead_letter_bucket, dead_letters_subject
 from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
     ACKNOWLEDGE_REFERRAL,
@@ -163,10 +164,28 @@ class ServiceGrant:
     @property
     def answers(self) -> tuple[str, ...]:
         """Request subjects it answers: its commands and queries by the `mtm.cmd|query.<service>.…` convention,
-        its status and its rebuild."""
+        its status, its rebuild and an admin's requests about its dead letters."""
         name = self.service
-        own = (f"mtm.cmd.{name}.>", f"mtm.query.{name}.>", status_subject(name), rebuild_subject(name))
+        own = (
+            f"mtm.cmd.{name}.>",
+            f"mtm.query.{name}.>",
+            status_subject(name),
+            rebuild_subject(name),
+            dead_letters_subject(name, "*"),
+        )
         return (*own, PATIENT_KEYS, ERASE_PATIENT) if self.keeps_keys else own
+
+    @property
+    def redrives(self) -> tuple[str, ...]:
+        """Where it may send a dead letter back besides the events it decides: the intakes it owns. An event of
+        the log that another service decided goes back only by that service (no one else may append it)."""
+        return tuple(subject for spec in self.owns if spec.kept_for == "intake" for subject in spec.subjects)
+
+    def may_publish(self, subject: str) -> bool:
+        """Whether the server lets this service publish a message on `subject` (a redrive of a dead letter)."""
+        allowed = self.permissions()["publish"]
+        assert isinstance(allowed, dict)
+        return any(subject_matches(pattern, subject) for pattern in allowed["allow"])
 
     @property
     def requests(self) -> tuple[str, ...]:
@@ -184,6 +203,7 @@ class ServiceGrant:
             *(event_filter(cls) for cls in self.publishes),
             *self.sends,
             *self.requests,
+            *self.redrives,
             f"{DEAD_LETTER_PREFIX}.{self.service}.>",
             f"$O.{bucket}.>",
             f"mtm.admin.{self.service}.rebuild.*.progress",
@@ -191,10 +211,20 @@ class ServiceGrant:
             *(f"{JS_API}.STREAM.UPDATE.{stream}" for stream in expiring),
             f"{JS_API}.STREAM.INFO.{PATIENT_EVENTS_STREAM}",
             f"{JS_API}.DIRECT.GET.{PATIENT_EVENTS_STREAM}",
-            # The object store reads an object's metadata before it replaces it, and purges the replaced chunks.
+            # An admin's dead-letter requests read letters and redrive records by sequence and by subject.
+            f"{JS_API}.STREAM.MSG.GET.{self.dead_letter_stream.name}",
+            f"{JS_API}.DIRECT.GET.{self.dead_letter_stream.name}",
+            f"{JS_API}.DIRECT.GET.{self.dead_letter_stream.name}.>",
+            # The object store reads an object's metadata before it replaces it, and purges the replaced chunks;
+            # it reads an object's chunks with an ordered consumer (found by subject, with flow control).
+            f"{JS_API}.DIRECT.GET.{self.bucket_stream}",
             f"{JS_API}.DIRECT.GET.{self.bucket_stream}.>",
             f"{JS_API}.STREAM.MSG.GET.{self.bucket_stream}",
             f"{JS_API}.STREAM.PURGE.{self.bucket_stream}",
+            f"{JS_API}.STREAM.NAMES",
+            *(f"{JS_API}.CONSUMER.{verb}.{self.bucket_stream}" for verb in ("CREATE",)),
+            *(f"{JS_API}.CONSUMER.{verb}.{self.bucket_stream}.>" for verb in ("CREATE", "INFO", "DELETE")),
+            f"$JS.FC.{self.bucket_stream}.>",
         ]
         for durable in self.durables:
             for name in durable.names():
@@ -209,6 +239,18 @@ class ServiceGrant:
             "subscribe": {"allow": [f"{inbox_prefix(self.service)}.>", *self.answers]},
             "allow_responses": True,
         }
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a NATS permission subject (`*` one token, `>` the rest) covers `subject`, itself possibly a
+    wildcard subscription (covered only by a pattern at least as wide)."""
+    wanted, given = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > i
+        if i >= len(given) or given[i] == ">" or (token != "*" and token != given[i]):
+            return False
+    return len(given) == len(wanted)
 
 
 def _consumer_subjects(stream: str, name: str, *, acks: bool = True) -> list[str]:
@@ -331,12 +373,14 @@ WEB_FOLLOWS: tuple[type[EventEnvelope], ...] = (
     ReferralEscalated,
     NotificationFailed,
 )
-"""The events its live updates follow (`mtm.web.live.WATCHED`): it reads their envelopes, then asks the services."""
+"""The events its live updates follow (`mtm.web.live.WATCHED`): it opens them with the patient's key, which it
+asks the key keeper for like a service, then asks the services for what changed."""
 
 TOOL_GRANTS: tuple[ToolGrant, ...] = (
     # The mtm command: a pharmacist's and physician's tool (any command or query: the services check the actor's
-    # role), the local stack's operator (status, rebuilds, erasure as an admin), and for the demo and replays a
-    # hospital and a pharmacy on the intakes. It watches for opened review tasks (the demo) and rebuild progress.
+    # role), the local stack's operator (status, rebuilds, dead letters, erasure as an admin), and for the demo and
+    # replays a hospital and a pharmacy on the intakes. It watches for opened review tasks (the demo: envelopes
+    # only, it holds no key) and rebuild progress.
     ToolGrant(
         "cli",
         publish=(
@@ -344,14 +388,20 @@ TOOL_GRANTS: tuple[ToolGrant, ...] = (
             "mtm.query.>",
             status_subject("*"),
             rebuild_subject("*"),
+            dead_letters_subject("*", "*"),
             ERASE_PATIENT,
             DISCHARGE_INTAKE_SUBJECT,
             FILL_INTAKE_SUBJECT,
         ),
         subscribe=(event_filter(ReviewTaskCreated), "mtm.admin.*.rebuild.*.progress"),
     ),
-    # The web app: the requests its pages send as the person signed in, the events its live updates follow.
-    ToolGrant("web", publish=WEB_REQUESTS, subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS)),
+    # The web app: the requests its pages send as the person signed in, the events its live updates follow and
+    # the keys to open them (it shows those patients to the people signed in anyway; it cannot listen for keys).
+    ToolGrant(
+        "web",
+        publish=(*WEB_REQUESTS, PATIENT_KEYS),
+        subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS),
+    ),
 )
 
 # One line per integrator: its name (user and account) and the one intake subject it may publish on.
