@@ -101,7 +101,18 @@ for module in (local, accounts, intake, reviews, clinical, program, admin, dead_
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `mtm` with these arguments (the process's own when None); the exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="mtm", standalone_mode=True)
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="mtm", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line, like every other error (click frames usage errors in a box that wraps long paths).
+        where = exc.ctx.command_path if exc.ctx is not None else "mtm"
+        output.error(f"{exc.format_message()} (see `{where} --help`)")
+        return exc.exit_code
+    except click.ClickException as exc:
+        output.error(exc.format_message())
+        return exc.exit_code
+    except click.Abort:
+        output.note("interrupted")
+        return INTERRUPTED
     except SystemExit as exc:
         if exc.code is None:
             return OK
@@ -109,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_broken_pipe()
         return BROKEN_PIPE
-    return OK
+    return code if isinstance(code, int) else OK
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ _process_service: str | None = None
 _HANDLER_MARK = "_mtm_handler"
 # FastStream's loggers print coloured text to stdout/stderr of their own and do not propagate: they are reset.
 FASTSTREAM_LOGGERS = ("faststream", "faststream.access", "faststream.access.nats")
+# Loggers that libraries give their own handlers and stop from propagating (uvicorn does when its default config
+# ran in this process): they are brought back to the one handler.
+OWN_HANDLER_LOGGERS = (*FASTSTREAM_LOGGERS, "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 @contextlib.contextmanager
@@ -244,7 +247,7 @@ def configure_logging(service: str | None = None, level: str = "INFO", fmt: str 
     # is asked for; mtm's own loggers and FastStream's at the level asked for.
     root.setLevel(min(numeric, logging.DEBUG) if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
     logging.getLogger("mtm").setLevel(numeric)
-    for name in FASTSTREAM_LOGGERS:
+    for name in OWN_HANDLER_LOGGERS:
         library = logging.getLogger(name)
         for old in list(library.handlers):
             library.removeHandler(old)
