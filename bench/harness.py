@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import functools
@@ -25,7 +26,7 @@ from mtm.devstack.security import LocalSecurity
 from mtm.platform.connection import NatsClient
 from mtm.platform.settings import with_database
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 # Knobs a service reads that change its speed; the bench passes none of its own, only what the caller exported.
 TUNING_ENV = (
     "MTM_BATCH_SIZE",
@@ -208,7 +209,10 @@ async def delete_streams(client: NatsClient) -> None:
         await nc.drain()
 
 
-MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "PHYSICIAN_INBOX"})
+MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "FILL_INTAKE", "PHYSICIAN_INBOX"})
+
+
+BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
 # --- service processes ----------------------------------------------------------------------------------------
@@ -225,10 +229,23 @@ class ServiceFleet:
     log_dir: Path
     services: tuple[str, ...] = SERVICES
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    service_envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def env(self, service: str) -> dict[str, str]:
-        database = self.servers.database_name(self.phase, service)
-        return {**os.environ, **self.servers_of_phase.service_env(service, database)}
+        """The process's environment: its own NATS user and a fresh database as its own role (embedded servers)."""
+        if service not in self.service_envs:
+            database = self.servers.database_name(self.phase, service)
+            self.service_envs[service] = self.servers_of_phase.service_env(service, database)
+        env = {**os.environ, **self.service_envs[service], **self.extra_env}
+        if service == "reconciliation":
+            # It keeps the patients' event keys, wrapped with this (events are sealed as in production).
+            env["MTM_KEY_ENCRYPTION_KEY"] = BENCH_KEK
+        return env
+
+    def database_url(self, service: str) -> str:
+        return self.env(service)[f"MTM_{service.upper()}_DATABASE_URL"]
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{self.phase}-{name}.log"
@@ -259,9 +276,14 @@ class ServiceFleet:
                 )
 
     async def wait_until_ready(self, *, timeout_s: float = 90.0) -> None:
+        from mtm.contracts.admin import SERVICES as ALL_SERVICES
         from mtm.platform.status import wait_until_ready
 
-        waiting = asyncio.ensure_future(wait_until_ready(self.servers_of_phase.nats_client(), timeout_s=timeout_s))
+        # The services this fleet runs (the web app answers no status request; the others are not started).
+        started = [name for name in self.services if name in ALL_SERVICES]
+        waiting = asyncio.ensure_future(
+            wait_until_ready(self.servers_of_phase.nats_client(), started, timeout_s=timeout_s)
+        )
         try:
             while not waiting.done():
                 self.check_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -37,7 +38,7 @@ from mtm.platform.projection import LIVE_SCHEMA, SEARCH_PATH, UnitOfWork, platfo
 from mtm.platform.settings import with_database
 from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS
-from mtm.reconciliation.application import reconcile_discharge
+from mtm.reconciliation.application import reconcile_now
 
 Progress = Callable[[str, float], None]
 
@@ -51,6 +52,7 @@ PROJECTION_MIGRATIONS = [
     (LIVE_SCHEMA, [("platform", platform_projection_migrations()), ("reconciliation", RECONCILIATIONS.migrations)])
 ]
 SERVICE_DURABLE = "reconciliation-transition-of-care"
+BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
 # --- helpers the other bench modules share --------------------------------------------------------------------
@@ -206,7 +208,7 @@ def naive_broker(nats_client: NatsClient, pool: asyncpg.Pool) -> NatsBroker:
     @subscriber
     async def on_transition_of_care_recorded(event: TransitionOfCareRecorded, message: NatsMessage) -> None:
         # The service's own use case and tables, one message and one transaction at a time.
-        caused = reconcile_discharge(event)
+        caused = reconcile_now(event)
         async with pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, RECONCILIATIONS)
             await uow.begin()
@@ -253,8 +255,14 @@ async def run(servers: Infrastructure, events: list[TransitionOfCareRecorded], p
 
 
 def start_service(servers: Infrastructure, database: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """The reconciliation service as `mtm up` runs it: its own NATS user and database role."""
-    env = {**os.environ, **servers.service_env("reconciliation", database), "MTM_LOG_LEVEL": "WARNING"}
+    """The reconciliation service as `mtm up` runs it: its own NATS user and database role, its key-encryption
+    key (it keeps the patients' event keys)."""
+    env = {
+        **os.environ,
+        **servers.service_env("reconciliation", database),
+        "MTM_LOG_LEVEL": "WARNING",
+        "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
+    }
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "mtm.reconciliation"],

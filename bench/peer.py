@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from bench.naive import create_database, drop_database
 from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
-from mtm.reconciliation.application import reconcile_discharge
+from mtm.reconciliation.application import reconcile_now
 from mtm.reconciliation.domain import MedicationList, apply_to_medication_list
 
 Progress = Callable[[str, float], None]
@@ -89,7 +89,7 @@ class ReconciliationProjection(EventSourcedProjection[uuid.UUID]):
     @singledispatchmethod
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[uuid.UUID]) -> None:
         toc = TransitionOfCareRecorded.model_validate_json(domain_event.event_json)
-        (out,) = reconcile_discharge(toc)
+        (out,) = reconcile_now(toc)
         try:
             medications: PatientMedications = self.repository.get(PatientMedications.create_id(toc.patient_id))
         except AggregateNotFoundError:

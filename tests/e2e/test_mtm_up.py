@@ -13,15 +13,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from support.jetstream import wait_for
 from support.services import native_discharge, new_patient_id
 
+from mtm.cli.up import PROCESSES
 from mtm.contracts import ReviewTaskCreated
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
 from mtm.platform.connection import NatsClient
 
 pytestmark = pytest.mark.e2e
@@ -129,19 +132,47 @@ async def a_discharge_flows_to_a_review_task(client: NatsClient) -> None:
     nc = await client.connect()
     try:
         patient = new_patient_id()
-        tasks: list[ReviewTaskCreated] = []
+        tasks: list[str] = []
 
         async def on_task(msg) -> None:
-            tasks.append(ReviewTaskCreated.model_validate_json(msg.data))
+            # A tool learns from the envelope whose task it is (the task itself is sealed; it asks review for it).
+            tasks.append(patient_of_subject(msg.subject))
 
         await nc.subscribe(event_filter(ReviewTaskCreated), cb=on_task)
         event = native_discharge(patient)
         await nc.jetstream().publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )
-        await wait_for(lambda: any(t.patient_id == patient for t in tasks), timeout_s=60)
+        await wait_for(lambda: patient in tasks, timeout_s=60)
     finally:
         await nc.drain()
+
+
+def probe_addresses(output: str) -> dict[str, str]:
+    """`name → http://host:port` from what `mtm up` prints: a process's line, then its health/ready/metrics line."""
+    found: dict[str, str] = {}
+    lines = output.splitlines()
+    for line, following in pairwise(lines):
+        name = line.split(" ", 1)[0]
+        if name in PROCESSES and " pid " in line and following.strip().startswith("health "):
+            found[name] = following.split()[1].removesuffix("/healthz")
+    return found
+
+
+async def every_process_serves_its_probes(addresses: dict[str, str]) -> None:
+    """Each service and the web app: alive, ready under its own name, and its metrics in Prometheus's format."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for name, address in addresses.items():
+            assert (await http.get(f"{address}/healthz")).json() == {"status": "ok"}, name
+
+            async def ready(address: str = address) -> dict | None:
+                answer = await http.get(f"{address}/readyz")
+                return answer.json() if answer.status_code == 200 else None
+
+            assert (await wait_for(ready, timeout_s=60))["service"] == name
+            metrics = await http.get(f"{address}/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain"), name
+            assert ("mtm_ready 1.0" if name != "web" else "mtm_web_live_streams 0.0") in metrics.text, name
 
 
 def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir: Path) -> None:
@@ -170,16 +201,29 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         stack = json.loads((data_dir / "stack.json").read_text())
         # As the `mtm` commands do: the stack's CLI user, over TLS verified against the stack's CA.
         asyncio.run(a_discharge_flows_to_a_review_task(NatsClient.model_validate(stack["nats"])))
-        # The operator's commands go through as the CLI's user: a rebuild and its progress, a query.
+        # The operator's commands go through as the CLI's user: an account in the web app's database (as the web
+        # app's role), a sign-in at the web app `mtm up` started, a rebuild and its report, a query.
         said = {}
-        for command in (["login", "ops", "--role", "admin"], ["rebuild", "review"], ["tasks", "--json"]):
+        env = {**second.env, "MTM_PASSWORD": "ops-password-9"}
+        commands = (
+            ["user", "add", "ops", "--role", "admin"],
+            ["login", "ops"],
+            ["rebuild", "review", "--json"],
+            ["tasks", "--json"],
+        )
+        for command in commands:
             done = subprocess.run(
-                [sys.executable, "-m", "mtm.cli.main", *command], env=second.env, capture_output=True, text=True
+                [sys.executable, "-m", "mtm.cli.main", *command], env=env, capture_output=True, text=True
             )
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             said[command[0]] = done.stdout
-        assert "swapped" in said["rebuild"]
+        assert json.loads(said["rebuild"])["phase"] == "swapped"
         assert json.loads(said["tasks"])["outcome"] == "accepted"
+        # What it printed for each process answers: health, readiness and metrics, the web app's included.
+        second_start = second.output().rsplit("left running by an earlier mtm up", 1)[-1]
+        addresses = probe_addresses(second_start)
+        assert sorted(addresses) == sorted(PROCESSES), second.output()
+        asyncio.run(every_process_serves_its_probes(addresses))
     finally:
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()

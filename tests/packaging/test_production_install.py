@@ -24,12 +24,29 @@ def _uv() -> str:
     return found
 
 
+def workspace_members() -> list[str]:
+    return [
+        re.search(r'^name = "([^"]+)"', path.read_text(), re.M).group(1)  # type: ignore[union-attr]
+        for path in sorted([*REPO_ROOT.glob("*/pyproject.toml"), *REPO_ROOT.glob("*/*/pyproject.toml")])
+    ]
+
+
 def sync_into(venv: Path, sync_args: list[str]) -> set[str]:
-    """Run `uv sync …` from the repository into `venv`; the distributions installed there."""
+    """Run `uv sync …` from the repository into `venv`; the distributions installed there.
+
+    uv keeps the wheels it built of local packages keyed on their pyproject.toml, so a package whose code changed
+    since would come from that cache: the workspace's own packages are rebuilt from the tree, as an image build is.
+    """
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
     env.pop("VIRTUAL_ENV", None)
+    fresh = [arg for name in workspace_members() for arg in ("--reinstall-package", name)]
     sync = subprocess.run(
-        [_uv(), *sync_args, "--no-progress"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [_uv(), *sync_args, *fresh, "--no-progress"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert sync.returncode == 0, sync.stderr
     listing = subprocess.run(
@@ -71,7 +88,7 @@ def test_a_services_production_image_carries_it_and_the_cli_but_no_other_service
     venv = tmp_path / "venv"
     installed = sync_into(venv, image_sync_command("reconciliation"))
     assert {"mtm-reconciliation", "mtm-cli"} <= installed
-    assert not installed & {"mtm-review", "mtm-referral", "mtm-notify"}, sorted(installed)
+    assert not installed & {"mtm-review", "mtm-referral", "mtm-notify", "mtm-program"}, sorted(installed)
     assert not installed & DEV_ONLY, sorted(installed & DEV_ONLY)
     # The CLI runs the service's own command there, and `mtm up` says the dev stack is missing instead of failing.
     sample = REPO_ROOT / "tests" / "reconciliation" / "data" / "discharge_mixed.json"

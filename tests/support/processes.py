@@ -1,7 +1,8 @@
-"""The four services as real OS processes on the test infrastructure, each with a database of its own."""
+"""The services as real OS processes on the test infrastructure, each with a database of its own."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 from mtm.devstack.infra import Infrastructure
 from support import actors
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+KEK = base64.b64encode(os.urandom(32)).decode()
+
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 
 
 @dataclass
@@ -25,8 +28,9 @@ class ServiceProcesses:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self, name: str) -> dict[str, str]:
-        """The service's environment: its own NATS user and database role, as `mtm up` gives it."""
-        return {
+        """The service's environment: its own NATS user and database role, as `mtm up` gives it (and the
+        key-encryption key to the key keeper alone)."""
+        env = {
             **os.environ,
             **self.infra.service_env(name, database=f"e2e_{name}_{self.run_id}"),
             "MTM_FETCH_TIMEOUT_S": "0.01",
@@ -35,6 +39,9 @@ class ServiceProcesses:
             "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
             **self.extra_env,
         }
+        if name == "reconciliation":
+            env["MTM_KEY_ENCRYPTION_KEY"] = KEK
+        return env
 
     def start(self, name: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

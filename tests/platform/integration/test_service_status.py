@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 
 import asyncpg
 import pytest
@@ -18,6 +20,7 @@ from mtm.referral.bootstrap import ReferralSettings, create_app
 pytestmark = pytest.mark.integration
 DURABLE = "referral-review-task-completed"
 PROJECTION = "referral-projection"
+FAILURES = "referral-notification-failed"
 
 
 async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_should_hold(
@@ -45,7 +48,26 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
             await leftover.close()
             ready = await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=30)
             [status] = ready["referral"]
-            assert status.ready and set(status.consumers) == {DURABLE, PROJECTION} and status.reasons == ()
+            assert status.ready and set(status.consumers) == {DURABLE, FAILURES, PROJECTION} and status.reasons == ()
     finally:
         await leftover.close()
     assert await service_statuses(nc, ["referral"]) == {"referral": []}
+
+
+async def test_replicas_starting_together_each_find_their_database(infra):
+    """Replicas start at once and each creates the service's database if missing: none of them may fail on it."""
+    from mtm.platform.settings import with_database
+
+    name = f"t_together_{uuid.uuid4().hex[:8]}"
+    url = with_database(infra.database_url, name)
+    await asyncio.gather(*(ensure_database(url) for _ in range(8)))
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == name
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(with_database(infra.database_url, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE "{name}"')
+        finally:
+            await admin.close()

@@ -1,231 +1,126 @@
-"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, run the services' commands."""
+"""`mtm`: run the stack, publish discharges, act as a pharmacist's or physician's tool, run the services' commands.
+
+Every command prints tables for people and JSON with `--json`; errors are one line on stderr, never a traceback.
+Exit codes: 0 done, 1 refused (not found, conflict, denied, invalid), 2 usage, 3 unavailable (the stack is not up).
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
+import os
 import sys
-import uuid
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
-from mtm.cli import tool
-from mtm.cli.service_commands import ServiceCommandError, add_service_commands
-from mtm.cli.stack import nats_client
-from mtm.contracts import (
-    AnswerReferral,
-    ClaimReviewTask,
-    CommandReply,
-    CompleteReviewTask,
-    GetMedicationList,
-    ListReferrals,
-    ListReviewTasks,
-    Recommendation,
+import rich_click as click
+
+from mtm.cli import accounts, admin, clinical, dead_letters, intake, local, output, program, reviews
+from mtm.cli.errors import BROKEN_PIPE, INTERRUPTED, OK, REFUSED, CliError
+from mtm.cli.service_commands import lent_command, lent_names
+
+EPILOG = (
+    "Exit codes: 0 done; 1 refused (not found, conflict, denied, invalid content); 2 usage (a bad command line, id, "
+    "date or file); 3 unavailable (NATS, a service, the web app or the database does not answer). "
+    "Commands that talk to the services send the token `mtm login` saved (or MTM_TOKEN)."
 )
-from mtm.contracts.subjects import (
-    ANSWER_REFERRAL,
-    CLAIM_REVIEW_TASK,
-    COMPLETE_REVIEW_TASK,
-    GET_MEDICATION_LIST,
-    LIST_REFERRALS,
-    LIST_REVIEW_TASKS,
+PANELS = (
+    ("Local stack", ["up", "reset", "login", "user"]),
+    ("Intake", ["publish-discharge", "publish-fill", "replay-synthea"]),
+    (
+        "Pharmacist",
+        ["tasks", "claim", "release", "reassign", "complete", "override", "outcome", "delivered", "record", "medlist"],
+    ),
+    ("Physician", ["referrals", "answer"]),
+    ("Program and reports", ["program", "disenroll", "report", "alert-stats", "map", "fhir"]),
+    ("Admin", ["rebuild", "erase", "dead-letters"]),
 )
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def print_reply(reply: CommandReply) -> int:
-    print(json.dumps(reply.model_dump(mode="json"), indent=2))
-    return 0 if reply.ok else 1
-
-
-def cmd_up(args: argparse.Namespace) -> int:
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`mtm tasks | head`): nothing more is written, and nothing said about it."""
     try:
-        from mtm.cli.up import up
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("mtm.devstack"):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+class MtmGroup(click.RichGroup):
+    """The `mtm` command: built-in commands, then the ones services lend (entry points, loaded when asked for).
+
+    It turns what goes wrong into one line and an exit code: `CliError`s with theirs, a command's returned code,
+    a broken pipe quietly; anything unexpected as one line too (MTM_DEBUG=1 shows the traceback)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *lent_names(self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or lent_command(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            code = super().invoke(ctx)
+        except CliError as exc:
+            output.error(str(exc))
+            ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            ctx.exit(BROKEN_PIPE)
+        except KeyboardInterrupt:
+            output.note("interrupted")
+            ctx.exit(INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        print(
-            "mtm up: the dev stack (mtm-devstack: embedded NATS and Postgres) is not installed. In a checkout, "
-            "`make run` or `uv sync --all-packages` installs it with the dev dependency group; elsewhere, "
-            "install mtm-devstack next to mtm-cli.",
-            file=sys.stderr,
-        )
-        return 2
-    if not args.demo:
-        return up(say)
-    from mtm.cli.demo import DemoRun
+        except Exception as exc:
+            if os.environ.get("MTM_DEBUG"):
+                raise
+            output.error(f"unexpected error ({type(exc).__name__}); please report it (MTM_DEBUG=1 shows the traceback)")
+            ctx.exit(REFUSED)
+        if isinstance(code, int) and code != OK:
+            ctx.exit(code)
+        return code
 
-    demo = DemoRun(say).start()
+
+@click.group(cls=MtmGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mtm-cli", prog_name="mtm", message="%(prog)s %(version)s")
+@click.rich_config(
+    help_config=click.RichHelpConfiguration(
+        command_groups={"mtm": [{"name": name, "commands": commands} for name, commands in PANELS]},
+        show_arguments=True,
+        commands_panel_title="Lent by the services (files, no stack needed)",
+    )
+)
+def cli() -> None:
+    """mtm: medication therapy management across care transitions."""
+
+
+for module in (local, accounts, intake, reviews, clinical, program, admin, dead_letters):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `mtm` with these arguments (the process's own when None); the exit code."""
     try:
-        return up(say, extra_env=demo.env(), demo=demo.run, exit_after_demo=args.exit_after_demo)
-    finally:
-        demo.stop()
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    for line in asyncio.run(tool.publish_discharges(nats_client(), [Path(p) for p in args.files])):
-        print(json.dumps(line))
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    files = sorted(Path(args.directory).glob("*.json"))
-    if not files:
-        raise tool.ToolError(f"{args.directory}: no Synthea bundles (*.json) found")
-    result = asyncio.run(tool.replay_synthea(nats_client(), files, args.limit))
-    print(json.dumps(result))
-    return 0
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    reply = asyncio.run(tool.request(nats_client(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
-    if args.json or not reply.ok:
-        return print_reply(reply)
-    for task in reply.data or []:
-        print(
-            f"{task['task_id']}  {task['priority']:<7} {task['status']:<12} {task['patient']}  "
-            f"discrepancies {task['discrepancies']}  alerts {task['alerts']}  owner {task['owner'] or '-'}"
-        )
-    return 0
-
-
-def cmd_login(args: argparse.Namespace) -> int:
-    from mtm.cli.identity import login, token_file
-
-    try:
-        login(args.user, args.role, args.practitioner_id)
-    except FileNotFoundError as exc:
-        raise tool.ToolError(str(exc)) from exc
-    say(f"logged in as {args.user} ({args.role}); token saved in {token_file()}")
-    return 0
-
-
-def cmd_rebuild(args: argparse.Namespace) -> int:
-    from mtm.cli.rebuild import rebuild_services
-    from mtm.contracts.admin import SERVICES
-
-    services = list(SERVICES) if args.all else [args.service]
-    if not args.all and args.service not in SERVICES:
-        raise tool.ToolError(f"no service named {args.service!r} (one of {', '.join(SERVICES)}, or --all)")
-    return asyncio.run(rebuild_services(nats_client(), services))
-
-
-def cmd_claim(args: argparse.Namespace) -> int:
-    command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
-    return print_reply(asyncio.run(tool.request(nats_client(), CLAIM_REVIEW_TASK, command)))
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    recommendations = tuple(
-        Recommendation(recommendation_id=uuid.uuid4(), text=text, needs_prescriber=refer)
-        for texts, refer in ((args.recommend, False), (args.refer, True))
-        for text in texts
-    )
-    command = CompleteReviewTask(
-        task_id=tool.parse_uuid(args.task, "task"),
-        note=args.note,
-        recommendations=recommendations,
-    )
-    return print_reply(asyncio.run(tool.request(nats_client(), COMPLETE_REVIEW_TASK, command)))
-
-
-def cmd_referrals(args: argparse.Namespace) -> int:
-    query = ListReferrals(physician_id=args.physician, status=args.status)
-    return print_reply(asyncio.run(tool.request(nats_client(), LIST_REFERRALS, query)))
-
-
-def cmd_answer(args: argparse.Namespace) -> int:
-    command = AnswerReferral(
-        referral_id=tool.parse_uuid(args.referral, "referral"),
-        decision=args.decision,
-        note=args.note,
-    )
-    return print_reply(asyncio.run(tool.request(nats_client(), ANSWER_REFERRAL, command)))
-
-
-def cmd_medlist(args: argparse.Namespace) -> int:
-    query = GetMedicationList(patient_id=args.patient, format="fhir" if args.fhir else "mtm")
-    return print_reply(asyncio.run(tool.request(nats_client(), GET_MEDICATION_LIST, query)))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    up = sub.add_parser("up", help="start NATS, Postgres and the four services; Ctrl-C stops everything")
-    up.add_argument("--demo", action="store_true", help="also run one discharge through to a physician")
-    up.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
-    up.set_defaults(run=cmd_up)
-
-    publish = sub.add_parser("publish-discharge", help="publish discharges (native JSON or FHIR R4 Bundle)")
-    publish.add_argument("files", nargs="+")
-    publish.set_defaults(run=cmd_publish)
-
-    replay = sub.add_parser("replay-synthea", help="publish the Synthea population's discharges (FHIR bundles)")
-    replay.add_argument("directory", nargs="?", default="data/synthea/bundles")
-    replay.add_argument("--limit", type=int, help="at most this many discharges")
-    replay.set_defaults(run=cmd_replay)
-
-    tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
-    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
-    tasks.add_argument("--json", action="store_true")
-    tasks.set_defaults(run=cmd_tasks)
-
-    login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
-    login.add_argument("user", help="account name, e.g. ana")
-    login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
-    login.add_argument("--practitioner-id", help="FHIR Practitioner id (a physician's referrals are addressed to it)")
-    login.set_defaults(run=cmd_login)
-
-    rebuild = sub.add_parser(
-        "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
-    )
-    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
-    rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
-    rebuild.set_defaults(run=cmd_rebuild)
-
-    claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
-    claim.add_argument("task")
-    claim.set_defaults(run=cmd_claim)
-
-    complete = sub.add_parser("complete", help="complete a claimed review task")
-    complete.add_argument("task")
-    complete.add_argument("--note")
-    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
-    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
-    complete.set_defaults(run=cmd_complete)
-
-    referrals = sub.add_parser("referrals", help="referrals, optionally for one physician")
-    referrals.add_argument("--physician")
-    referrals.add_argument("--status", choices=["requested", "accepted", "declined", "modified"])
-    referrals.set_defaults(run=cmd_referrals)
-
-    answer = sub.add_parser("answer", help="answer a referral as the physician")
-    answer.add_argument("referral")
-    answer.add_argument("--decision", required=True, choices=["accepted", "declined", "modified"])
-    answer.add_argument("--note")
-    answer.set_defaults(run=cmd_answer)
-
-    medlist = sub.add_parser("medlist", help="a patient's current medication list")
-    medlist.add_argument("patient")
-    medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
-    medlist.set_defaults(run=cmd_medlist)
-
-    # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
-    add_service_commands(sub, taken=set(sub.choices))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (tool.ToolError, ServiceCommandError) as exc:
-        print(f"mtm: {exc}", file=sys.stderr)
-        return 2
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="mtm", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line, like every other error (click frames usage errors in a box that wraps long paths).
+        where = exc.ctx.command_path if exc.ctx is not None else "mtm"
+        output.error(f"{exc.format_message()} (see `{where} --help`)")
+        return exc.exit_code
+    except click.ClickException as exc:
+        output.error(exc.format_message())
+        return exc.exit_code
+    except click.Abort:
+        output.note("interrupted")
+        return INTERRUPTED
+    except SystemExit as exc:
+        if exc.code is None:
+            return OK
+        return exc.code if isinstance(exc.code, int) else REFUSED
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return BROKEN_PIPE
+    return code if isinstance(code, int) else OK
 
 
 if __name__ == "__main__":

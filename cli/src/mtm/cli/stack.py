@@ -1,4 +1,4 @@
-"""Where the stack `mtm up` runs lives: its data directory, and how the other commands reach its NATS."""
+"""Where the stack `mtm up` runs lives: its data directory, and how the other commands reach its NATS and web app."""
 
 from __future__ import annotations
 
@@ -20,18 +20,28 @@ def stack_file() -> Path:
     return data_dir() / "stack.json"
 
 
-def write_stack_file(client: NatsClient) -> None:
-    """What the other `mtm` commands need to reach the running stack: its NATS, as the CLI's user (owner only)."""
+def write_stack_file(client: NatsClient, **values: str) -> None:
+    """What the other `mtm` commands need to reach the running stack (owner only): its NATS, as the CLI's user,
+    and `values` (`web_url`, `web_database_url`: the web app's accounts database as the web app's role)."""
     path = stack_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    body = {"nats_url": client.url, "nats": {**client.model_dump(mode="json"), "password": _secret(client)}}
+    body = {"nats_url": client.url, "nats": {**client.model_dump(mode="json"), "password": _secret(client)}, **values}
     with os.fdopen(descriptor, "w") as handle:
         json.dump(body, handle)
 
 
 def _secret(client: NatsClient) -> str | None:
     return client.password.get_secret_value() if client.password is not None else None
+
+
+def stack_value(key: str) -> str | None:
+    """What the running `mtm up` left in stack.json (`nats_url`, `web_url`, `web_database_url`), if anything."""
+    try:
+        value = json.loads(stack_file().read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(value) if value else None
 
 
 def nats_client() -> NatsClient:
@@ -42,5 +52,5 @@ def nats_client() -> NatsClient:
         return from_environment.nats()
     try:
         return NatsClient.model_validate(json.loads(stack_file().read_text())["nats"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return from_environment.nats()

@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from mtm.cli.identity import ensure_dev_keys
+import httpx
+
+from mtm.cli.identity import ensure_dev_keys, ensure_key_encryption_key, private_key_file, session_secret_file
 from mtm.cli.stack import data_dir, stack_file, write_stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
@@ -29,6 +32,9 @@ from mtm.platform.status import wait_until_ready
 TOOL_USER = "cli"
 
 READY_TIMEOUT_S = 120.0
+# The four services, then the web app (`python -m mtm.web`), the fifth process.
+PROCESSES = (*SERVICES, "web")
+WEB_PORT = 8000
 RESTART_DELAY_S = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
@@ -100,6 +106,8 @@ class Supervised:
     pid_file: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    http_port: int | None = None
+    """Where it serves /healthz, /readyz and /metrics (MTM_HTTP_PORT)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,11 +122,67 @@ class Supervised:
         processes.record(self.pid_file, self.process.pid)
 
 
+def web_port() -> int:
+    """MTM_WEB_PORT, else 8000 when it is free, else any free port."""
+    if wanted := os.environ.get("MTM_WEB_PORT"):
+        return int(wanted)
+    for candidate in (WEB_PORT, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port for the web app")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (each process's health and metrics server)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def web_ready(url: str, *, timeout_s: float, check: Callable[[], None]) -> None:
+    """Until the web app answers ready on /healthz (connected to NATS and its database)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            check()
+            try:
+                if (await client.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the web app at {url} did not report ready within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What a demo needs of the running stack."""
+
+    nats: NatsClient
+    """The `mtm` commands' connection (the `cli` user)."""
+    web_database_url: str
+    """The web app's accounts database, as the web app's role."""
+    web_url: str
+
+
 @dataclass
 class Stack:
     base: Path
     infra: Infrastructure | None = None
     services: list[Supervised] = field(default_factory=list)
+    web_url: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -129,7 +193,7 @@ class Stack:
 
     def stop_leftovers(self, say: Say) -> None:
         """Service processes a killed `mtm up` left running (the embedded NATS and Postgres see to their own)."""
-        stopped = processes.stop_leftovers(*(self.pid_file(name) for name in SERVICES))
+        stopped = processes.stop_leftovers(*(self.pid_file(name) for name in PROCESSES))
         for path, pid in stopped.items():
             say(f"stopped {path.stem} (pid {pid}), left running by an earlier mtm up")
 
@@ -138,37 +202,68 @@ class Stack:
         return self.infra
 
     def start_services(self, extra_env: dict[str, str]) -> None:
-        missing = [name for name in SERVICES if importlib.util.find_spec(f"mtm.{name}") is None]
+        missing = [name for name in PROCESSES if importlib.util.find_spec(f"mtm.{name}") is None]
         if missing:
             raise RuntimeError(f"services not installed: {', '.join(missing)} (uv sync --all-packages installs them)")
         assert self.infra is not None
+        port = web_port()
+        self.web_url = f"http://127.0.0.1:{port}"
         common = {
             **os.environ,
-            # Services verify actor tokens with the local stack's key (`mtm login` signs with it).
+            # Services verify actor tokens with the local stack's key; the web app signs them with it.
             "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
             **extra_env,
         }
-        for name in SERVICES:
+        # Each process gets the secrets it uses and no other's.
+        private = {
+            # Reconciliation keeps the patients' event keys, wrapped with this.
+            "reconciliation": {"MTM_KEY_ENCRYPTION_KEY_FILE": str(ensure_key_encryption_key())},
+            # Emails to physicians (when an SMTP server is set) link to the referral in the web app.
+            "notify": {"MTM_NOTIFY_WEB_URL": self.web_url},
+            "web": {
+                "MTM_WEB_SIGNING_KEY_FILE": str(private_key_file()),
+                "MTM_WEB_SESSION_SECRET_FILE": str(session_secret_file()),
+                "MTM_WEB_HOST": "127.0.0.1",
+                "MTM_WEB_PORT": str(port),
+            },
+        }
+        for name, http_port in zip(PROCESSES, free_ports(len(PROCESSES)), strict=True):
             # Each with its own NATS user and its own database role, and nobody else's.
-            env = {**common, **self.infra.service_env(name, database=f"mtm_{name}")}
-            service = Supervised(name, env, self.base / "logs" / f"{name}.log", self.pid_file(name))
+            env = {
+                **common,
+                **private.get(name, {}),
+                **self.infra.service_env(name, database=f"mtm_{name}"),
+                "MTM_HTTP_PORT": str(http_port),
+            }
+            service = Supervised(
+                name, env, self.base / "logs" / f"{name}.log", self.pid_file(name), http_port=http_port
+            )
             self.services.append(service)
             service.start()
-        write_stack_file(self.infra.nats_client(TOOL_USER))
+        write_stack_file(
+            self.infra.nats_client(TOOL_USER),
+            web_url=self.web_url,
+            # `mtm user add/list` work on the web app's accounts, as the web app's role.
+            web_database_url=self.infra.service_database("web", "mtm_web"),
+        )
 
     def describe(self) -> str:
         assert self.infra is not None
         secured = "TLS, a user per service and tool" if self.infra.secured else "as configured"
         lines = [
             f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin}; {secured})",
-            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service: "
-            + ", ".join(f"mtm_{s}" for s in SERVICES)
+            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service "
+            + "and the web app: "
+            + ", ".join(f"mtm_{s}" for s in PROCESSES)
             + (", each owned by its own role" if self.infra.secured else "")
             + ")",
         ]
         for service in self.services:
             pid = service.process.pid if service.process else "-"
             lines.append(f"{service.name:<14} pid {pid:<8} log {service.log_path}")
+            if service.http_port is not None:
+                probes = f"http://127.0.0.1:{service.http_port}"
+                lines.append(f"{'':<14} health {probes}/healthz  ready {probes}/readyz  metrics {probes}/metrics")
         return "\n".join(lines)
 
     def supervise_once(self, say: Say) -> None:
@@ -203,7 +298,7 @@ def up(
     say: Say,
     *,
     extra_env: dict[str, str] | None = None,
-    demo: Callable[[NatsClient], Awaitable[int]] | None = None,
+    demo: Callable[[StackInfo], Awaitable[int]] | None = None,
     exit_after_demo: bool = False,
 ) -> int:
     """Run the stack until a stop signal (or until the demo is done, with `exit_after_demo`); the exit code."""
@@ -236,9 +331,14 @@ def up(
             ready = wait_until_ready(tool, timeout_s=READY_TIMEOUT_S, check=tend)
             loop.run_until_complete(signals.unless_stopped(ready))
             say(f"all {len(SERVICES)} services are up.")
+            loop.run_until_complete(
+                signals.unless_stopped(web_ready(stack.web_url, timeout_s=READY_TIMEOUT_S, check=tend))
+            )
+            say(f"web app is up: {stack.web_url}")
             announced = True
             if demo is not None:
-                status = loop.run_until_complete(signals.unless_stopped(demo(tool)))
+                info = StackInfo(tool, infra.service_database("web", "mtm_web"), stack.web_url)
+                status = loop.run_until_complete(signals.unless_stopped(demo(info)))
                 if exit_after_demo:
                     return status
             say("stack is up; Ctrl-C stops everything.")

@@ -71,13 +71,14 @@ async def provision_database(admin_url: str, role: str, password: str, database:
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-            with contextlib.suppress(asyncpg.DuplicateObjectError):
+            # Two processes provisioning at once: the loser may also fail on the catalogue's unique index.
+            with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
                 await conn.execute(
                     f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {_literal(password)}'
                 )
         owner = await conn.fetchval(DATABASE_OWNER, database)
         if owner is None:
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{database}" OWNER "{role}"')
         elif owner != role:
             await conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{role}"')

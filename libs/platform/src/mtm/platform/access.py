@@ -2,11 +2,15 @@
 
 The tables below are the README's event → producer table in force: a service may append to the patient log only
 the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
-for the streams it owns and the durable consumers it keeps. Nobody but `admin` may delete or purge a stream,
-update one, or touch another's consumers. Every client's replies arrive on an inbox of its own
-(`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. Integrators (a hospital, a
-pharmacy) live in accounts of their own and reach mtm's account only through the one intake subject it exports
-to them.
+for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
+(`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it, and only the other services and the web app
+(whose live updates open the events they follow) may ask, never the CLI or an integrator. Nobody but `admin` may
+delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
+consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
+reaches them. Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
+another's replies or pulled messages. The web app may send only the requests its pages send and follow only the
+events its live updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's
+account only through the one intake subject it exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
@@ -23,32 +27,68 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtm.contracts import (
+    ActionPlanDelivered,
+    ActionPlanOverdue,
+    AdherenceMeasured,
+    AlertOverridden,
     EventEnvelope,
+    FollowUpScheduled,
+    MedicationDispensed,
     MedicationsReconciled,
+    MtmDisenrolled,
+    MtmEligibilityDetermined,
+    MtmEnrolled,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
     NotificationRetryScheduled,
+    RecommendationOutcomeRecorded,
+    ReferralAcknowledged,
     ReferralAnswered,
+    ReferralEscalated,
     ReferralRequested,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
     ReviewTaskCreated,
+    ReviewTaskOverdue,
+    ReviewTaskReassigned,
+    ReviewTaskReleased,
+    ScheduledReviewSkipped,
     TransitionOfCareRecorded,
 )
 from mtm.contracts.admin import rebuild_subject, status_subject
-from mtm.contracts.dead_letter import dead_letter_bucket
+from mtm.contracts.dead_letter import dead_letter_bucket, dead_letters_subject
+from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
+    ACKNOWLEDGE_REFERRAL,
+    ANSWER_REFERRAL,
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
     DEAD_LETTER_PREFIX,
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
-    PATIENT_EVENTS_PREFIX,
+    ERASE_PATIENT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+    GET_REFERRAL,
+    GET_REVIEW_TASK,
+    LIST_REFERRALS,
+    LIST_WORKLIST,
     PATIENT_EVENTS_STREAM,
+    PATIENT_KEYS,
     PATIENT_PARTITIONS,
     PHYSICIAN_INBOX_PREFIX,
-    PHYSICIAN_INBOX_STREAM,
-    dead_letter_stream,
     event_filter,
+)
+from mtm.platform.streams import (
+    DISCHARGE_INTAKE,
+    FILL_INTAKE,
+    PATIENT_EVENTS,
+    PHYSICIAN_INBOX,
+    StreamSpec,
+    dead_letter_stream,
 )
 
 ADMIN = "admin"
@@ -105,13 +145,16 @@ class ServiceGrant:
     service: str
     publishes: tuple[type[EventEnvelope], ...]
     durables: tuple[Durable, ...]
-    owns: tuple[str, ...] = ()
-    """Streams it declares (besides its own dead letters): create and read, never update, delete or purge."""
+    owns: tuple[StreamSpec, ...] = ()
+    """Streams it declares (besides its own dead letters): create and read, never delete or purge; update only
+    those that expire (a retention set later reaches them), never the ones kept for ever."""
     sends: tuple[str, ...] = ()
     """Other subjects it publishes on (notify: the physicians' inboxes)."""
+    keeps_keys: bool = False
+    """The key keeper: answers the patients' key requests and erasure. Every other service asks it for keys."""
 
     @property
-    def dead_letter_stream(self) -> str:
+    def dead_letter_stream(self) -> StreamSpec:
         return dead_letter_stream(self.service)
 
     @property
@@ -121,26 +164,67 @@ class ServiceGrant:
     @property
     def answers(self) -> tuple[str, ...]:
         """Request subjects it answers: its commands and queries by the `mtm.cmd|query.<service>.…` convention,
-        its status and its rebuild."""
+        its status, its rebuild and an admin's requests about its dead letters."""
         name = self.service
-        return (f"mtm.cmd.{name}.>", f"mtm.query.{name}.>", status_subject(name), rebuild_subject(name))
+        own = (
+            f"mtm.cmd.{name}.>",
+            f"mtm.query.{name}.>",
+            status_subject(name),
+            rebuild_subject(name),
+            dead_letters_subject(name, "*"),
+        )
+        return (*own, PATIENT_KEYS, ERASE_PATIENT) if self.keeps_keys else own
+
+    @property
+    def redrives(self) -> tuple[str, ...]:
+        """Where it may send a dead letter back besides the events it decides: the intakes it owns. An event of
+        the log that another service decided goes back only by that service (no one else may append it)."""
+        return tuple(subject for spec in self.owns if spec.kept_for == "intake" for subject in spec.subjects)
+
+    def may_publish(self, subject: str) -> bool:
+        """Whether the server lets this service publish a message on `subject` (a redrive of a dead letter)."""
+        allowed = self.permissions()["publish"]
+        assert isinstance(allowed, dict)
+        return any(subject_matches(pattern, subject) for pattern in allowed["allow"])
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """Requests it sends to other services: the patients' keys, unless it keeps them."""
+        return () if self.keeps_keys else (PATIENT_KEYS,)
 
     def permissions(self) -> dict[str, object]:
         bucket = dead_letter_bucket(self.service)
-        streams = (*self.owns, self.dead_letter_stream, self.bucket_stream)
+        declared = (*self.owns, self.dead_letter_stream)
+        streams = (*(spec.name for spec in declared), self.bucket_stream)
+        # What expires may take a new retention from its owner (the dead-letter bodies expire with the letters);
+        # what is kept for ever only an admin may change.
+        expiring = (*(spec.name for spec in declared if spec.kept_for != "forever"), self.bucket_stream)
         publish = [
             *(event_filter(cls) for cls in self.publishes),
             *self.sends,
+            *self.requests,
+            *self.redrives,
             f"{DEAD_LETTER_PREFIX}.{self.service}.>",
             f"$O.{bucket}.>",
             f"mtm.admin.{self.service}.rebuild.*.progress",
             *(f"{JS_API}.STREAM.{verb}.{stream}" for stream in streams for verb in ("CREATE", "INFO")),
+            *(f"{JS_API}.STREAM.UPDATE.{stream}" for stream in expiring),
             f"{JS_API}.STREAM.INFO.{PATIENT_EVENTS_STREAM}",
             f"{JS_API}.DIRECT.GET.{PATIENT_EVENTS_STREAM}",
-            # The object store reads an object's metadata before it replaces it, and purges the replaced chunks.
+            # An admin's dead-letter requests read letters and redrive records by sequence and by subject.
+            f"{JS_API}.STREAM.MSG.GET.{self.dead_letter_stream.name}",
+            f"{JS_API}.DIRECT.GET.{self.dead_letter_stream.name}",
+            f"{JS_API}.DIRECT.GET.{self.dead_letter_stream.name}.>",
+            # The object store reads an object's metadata before it replaces it, and purges the replaced chunks;
+            # it reads an object's chunks with an ordered consumer (found by subject, with flow control).
+            f"{JS_API}.DIRECT.GET.{self.bucket_stream}",
             f"{JS_API}.DIRECT.GET.{self.bucket_stream}.>",
             f"{JS_API}.STREAM.MSG.GET.{self.bucket_stream}",
             f"{JS_API}.STREAM.PURGE.{self.bucket_stream}",
+            f"{JS_API}.STREAM.NAMES",
+            *(f"{JS_API}.CONSUMER.{verb}.{self.bucket_stream}" for verb in ("CREATE",)),
+            *(f"{JS_API}.CONSUMER.{verb}.{self.bucket_stream}.>" for verb in ("CREATE", "INFO", "DELETE")),
+            f"$JS.FC.{self.bucket_stream}.>",
         ]
         for durable in self.durables:
             for name in durable.names():
@@ -155,6 +239,18 @@ class ServiceGrant:
             "subscribe": {"allow": [f"{inbox_prefix(self.service)}.>", *self.answers]},
             "allow_responses": True,
         }
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a NATS permission subject (`*` one token, `>` the rest) covers `subject`, itself possibly a
+    wildcard subscription (covered only by a pattern at least as wide)."""
+    wanted, given = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > i
+        if i >= len(given) or given[i] == ">" or (token != "*" and token != given[i]):
+            return False
+    return len(given) == len(wanted)
 
 
 def _consumer_subjects(stream: str, name: str, *, acks: bool = True) -> list[str]:
@@ -199,58 +295,119 @@ class Integrator:
         return {"publish": {"allow": [self.intake]}, "subscribe": {"allow": [f"{INBOX_ROOT}.>"]}}
 
 
+def _log(*names: str) -> tuple[Durable, ...]:
+    """Durable consumers of the patient log (partitioned: each may be split into groups)."""
+    return tuple(Durable(PATIENT_EVENTS_STREAM, name) for name in names)
+
+
 SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
     ServiceGrant(
         "reconciliation",
-        publishes=(TransitionOfCareRecorded, MedicationsReconciled),
-        owns=(PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE_STREAM),
+        # PatientErased: an admin's erasure, decided by the key keeper, which destroys the key first.
+        publishes=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed, PatientErased),
+        owns=(PATIENT_EVENTS, DISCHARGE_INTAKE, FILL_INTAKE),
         durables=(
             Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
-            Durable(PATIENT_EVENTS_STREAM, "reconciliation-transition-of-care"),
+            Durable(FILL_INTAKE_STREAM, "reconciliation-fill-intake", partitioned=False),
+            *_log("reconciliation-transition-of-care", "reconciliation-projection"),
         ),
+        keeps_keys=True,
     ),
     ServiceGrant(
         "review",
-        publishes=(ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted),
-        durables=(
-            Durable(PATIENT_EVENTS_STREAM, "review-medications-reconciled"),
-            Durable(PATIENT_EVENTS_STREAM, "review-projection"),
+        publishes=(
+            ReviewTaskCreated,
+            ReviewTaskClaimed,
+            ReviewTaskReleased,
+            ReviewTaskReassigned,
+            ReviewTaskOverdue,
+            ReviewTaskCompleted,
+            ScheduledReviewSkipped,
+            FollowUpScheduled,
+            AlertOverridden,
+            RecommendationOutcomeRecorded,
+            ActionPlanDelivered,
+            ActionPlanOverdue,
         ),
+        durables=_log("review-medications-reconciled", "review-mtm-program", "review-referrals", "review-projection"),
     ),
     ServiceGrant(
         "referral",
-        publishes=(ReferralRequested, ReferralAnswered),
-        durables=(
-            Durable(PATIENT_EVENTS_STREAM, "referral-review-task-completed"),
-            Durable(PATIENT_EVENTS_STREAM, "referral-projection"),
-        ),
+        publishes=(ReferralRequested, ReferralAnswered, ReferralAcknowledged, ReferralEscalated),
+        durables=_log("referral-review-task-completed", "referral-notification-failed", "referral-projection"),
     ),
     ServiceGrant(
         "notify",
         publishes=(NotificationRequested, NotificationRetryScheduled, NotificationDelivered, NotificationFailed),
-        owns=(PHYSICIAN_INBOX_STREAM,),
-        durables=(Durable(PATIENT_EVENTS_STREAM, "notify-referral-requested"),),
+        owns=(PHYSICIAN_INBOX,),
+        durables=_log("notify-referral-requested", "notify-referral-escalated", "notify-projection"),
         sends=(f"{PHYSICIAN_INBOX_PREFIX}.>",),
+    ),
+    ServiceGrant(
+        "program",
+        publishes=(MtmEligibilityDetermined, MtmEnrolled, MtmDisenrolled, AdherenceMeasured),
+        durables=_log("program-inputs", "program-activity", "program-projection"),
     ),
 )
 
-_REQUESTS = ("mtm.cmd.>", "mtm.query.>")
+WEB_REQUESTS: tuple[str, ...] = (
+    CLAIM_REVIEW_TASK,
+    COMPLETE_REVIEW_TASK,
+    LIST_WORKLIST,
+    GET_REVIEW_TASK,
+    GET_MEDICATION_LIST,
+    GET_MEDICATION_HISTORY,
+    LIST_REFERRALS,
+    GET_REFERRAL,
+    ANSWER_REFERRAL,
+    ACKNOWLEDGE_REFERRAL,
+)
+"""What the web app's pages send (`tests/platform/test_access_table.py` checks it against `mtm.web`)."""
+WEB_FOLLOWS: tuple[type[EventEnvelope], ...] = (
+    ReviewTaskCreated,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReferralRequested,
+    ReferralAcknowledged,
+    ReferralAnswered,
+    ReferralEscalated,
+    NotificationFailed,
+)
+"""The events its live updates follow (`mtm.web.live.WATCHED`): it opens them with the patient's key, which it
+asks the key keeper for like a service, then asks the services for what changed."""
+
 TOOL_GRANTS: tuple[ToolGrant, ...] = (
-    # The mtm command: a pharmacist's and physician's tool, the local stack's operator, and (for the demo and
-    # replays) a hospital on the discharge intake.
+    # The mtm command: a pharmacist's and physician's tool (any command or query: the services check the actor's
+    # role), the local stack's operator (status, rebuilds, dead letters, erasure as an admin), and for the demo and
+    # replays a hospital and a pharmacy on the intakes. It watches for opened review tasks (the demo: envelopes
+    # only, it holds no key) and rebuild progress.
     ToolGrant(
         "cli",
-        publish=(*_REQUESTS, status_subject("*"), rebuild_subject("*"), DISCHARGE_INTAKE_SUBJECT),
-        subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>", "mtm.admin.*.rebuild.*.progress"),
+        publish=(
+            "mtm.cmd.>",
+            "mtm.query.>",
+            status_subject("*"),
+            rebuild_subject("*"),
+            dead_letters_subject("*", "*"),
+            ERASE_PATIENT,
+            DISCHARGE_INTAKE_SUBJECT,
+            FILL_INTAKE_SUBJECT,
+        ),
+        subscribe=(event_filter(ReviewTaskCreated), "mtm.admin.*.rebuild.*.progress"),
     ),
-    # The web app: people's commands and queries, live updates from the log.
-    ToolGrant("web", publish=_REQUESTS, subscribe=(f"{PATIENT_EVENTS_PREFIX}.>", f"{PHYSICIAN_INBOX_PREFIX}.>")),
+    # The web app: the requests its pages send as the person signed in, the events its live updates follow and
+    # the keys to open them (it shows those patients to the people signed in anyway; it cannot listen for keys).
+    ToolGrant(
+        "web",
+        publish=(*WEB_REQUESTS, PATIENT_KEYS),
+        subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS),
+    ),
 )
 
 # One line per integrator: its name (user and account) and the one intake subject it may publish on.
 INTEGRATORS: tuple[Integrator, ...] = (
     Integrator("hospital", DISCHARGE_INTAKE_SUBJECT),
-    Integrator("pharmacy", "mtm.intake.fill.v1"),  # the pharmacy fills intake (FILL_INTAKE_SUBJECT, issue 9A)
+    Integrator("pharmacy", FILL_INTAKE_SUBJECT),
 )
 
 

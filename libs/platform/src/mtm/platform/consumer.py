@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from mtm.contracts.subjects import (
     event_filter,
     partition_filters,
 )
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.faults import backoff, is_transient
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import MSG_ID_HEADER
@@ -113,6 +115,8 @@ class BatchConsumer(Generic[T]):
     after_commit: Callable[[], None] | None = None
     partitioned_by: tuple[type[EventEnvelope], ...] = ()
     """The patient events it reads; set, the consumer can be split into groups of patient partitions."""
+    prepare: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None
+    """Runs once per batch before its messages are decoded (e.g. fetch the patients' keys in one request)."""
 
     def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
         if not self.partitioned_by or groups == 1:
@@ -165,6 +169,7 @@ class BatchProcessor(Generic[T]):
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_payload: int = NATS_DEFAULT_MAX_PAYLOAD,
         after_commit: Callable[[], None] = lambda: None,
+        observe_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self._service = service
@@ -177,12 +182,27 @@ class BatchProcessor(Generic[T]):
         self._dlq_subject = dead_letter_subject(service, consumer.durable)
         self._bodies: Any = None
         self.stopping = asyncio.Event()
+        self._observe_batch = observe_batch
+        # What the service's /metrics reports, counted as plain numbers (read when scraped).
+        self.consumed = 0
+        self.acked = 0
+        self.naked = 0
         self.applied = 0
         self.parked = 0
+        self.skipped_erased = 0
         self.waited_out = 0
         """Infrastructure failures waited out in place (none of them counted against a message)."""
 
     async def handle(self, messages: Sequence[Msg]) -> None:
+        started = time.perf_counter()
+        self.consumed += len(messages)
+        try:
+            await self._handle(messages)
+        finally:
+            if self._observe_batch is not None:
+                self._observe_batch(len(messages), time.perf_counter() - started)
+
+    async def _handle(self, messages: Sequence[Msg]) -> None:
         deliveries = [Delivery.of(m) for m in messages]
         accepted, invalid = await self._until_infrastructure_answers(deliveries, partial(self._decode_all, deliveries))
         await self._until_infrastructure_answers(deliveries, partial(self._park, invalid))
@@ -198,13 +218,24 @@ class BatchProcessor(Generic[T]):
             await self._apply_one_by_one(accepted)
         else:
             await self._ack_all([a.delivery for a in accepted])
+            self.acked += len(accepted)
         await self._ack_all([d for d, _ in invalid])
+        self.acked += len(invalid)
 
     async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
+        if self.consumer.prepare is not None:
+            await self.consumer.prepare(deliveries)
         accepted: list[Accepted[T]] = []
         invalid: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
-            reason = await self._decode(delivery, accepted)
+            try:
+                reason = await self._decode(delivery, accepted)
+            except ErasedPatient:
+                # Nothing wrong with it: the patient was erased, so the event is no longer to be read.
+                self.skipped_erased += 1
+                await delivery.raw.ack()
+                self.acked += 1
+                continue
             if reason is not None:
                 invalid.append((delivery, reason))
         return accepted, invalid
@@ -220,6 +251,8 @@ class BatchProcessor(Generic[T]):
             value = self.consumer.decode(delivery)
             if inspect.isawaitable(value):
                 value = await value
+        except ErasedPatient:
+            raise
         except (InvalidMessage, ValidationError, ValueError) as exc:
             return describe_invalid(exc)
         except RecursionError:
@@ -296,6 +329,7 @@ class BatchProcessor(Generic[T]):
                     reason = f"failed {delivery.deliveries} deliveries ({type(exc).__name__})"
                     await self._until_infrastructure_answers([delivery], partial(self._park, [(delivery, reason)]))
                     await delivery.raw.ack()
+                    self.acked += 1
                 else:
                     log.warning(
                         "message failed; redelivery scheduled",
@@ -308,6 +342,7 @@ class BatchProcessor(Generic[T]):
                     await self._nak(delivery)
             else:
                 await delivery.raw.ack()
+                self.acked += 1
 
     async def _park(self, items: Sequence[tuple[Delivery, str]]) -> None:
         """Publish each message with its reason to this service's dead-letter stream (deduplicated by sequence)."""
@@ -354,6 +389,7 @@ class BatchProcessor(Generic[T]):
     async def _nak(self, delivery: Delivery) -> None:
         delay = NAK_DELAYS_S[min(delivery.deliveries, len(NAK_DELAYS_S)) - 1]
         await delivery.raw.nak(delay=delay)
+        self.naked += 1
 
     async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

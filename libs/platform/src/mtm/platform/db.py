@@ -55,7 +55,9 @@ async def ensure_database(url: str, *, attempts: int = 30) -> None:
                 await conn.execute(f'CREATE DATABASE "{name}"')
                 await conn.execute(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC')
                 log.info("database created", database=name)
-            except asyncpg.DuplicateDatabaseError:
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                # A replica starting at the same moment created it (two concurrent CREATE DATABASE of one name
+                # can also fail on the catalogue's unique index rather than with "already exists").
                 pass
     finally:
         await conn.close()

@@ -16,9 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts import EventEnvelope
 from mtm.contracts.admin import RebuildPhase
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.db import apply_schema_migrations
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import (
@@ -30,6 +31,7 @@ from mtm.platform.projection import (
     Tx,
     apply_events,
 )
+from mtm.platform.reading import EventReader
 
 log = get_logger(__name__)
 
@@ -45,6 +47,9 @@ SWAP_ATTEMPTS = 5
 OUTBOX_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM public.outbox)"
 
 Progress = Callable[[RebuildPhase, int, int, float, str], Awaitable[None]]
+# A stored message read: its event and clear JSON, or None for an erased patient's event (skipped by everyone).
+Read = tuple[EventEnvelope, bytes] | None
+Decode = Callable[[Sequence[Msg]], Awaitable[list[Read]]]
 
 
 class RebuildBusy(RuntimeError):
@@ -66,21 +71,30 @@ async def _no_progress(*_: object) -> None:
     return None
 
 
+class _StartOver(Exception):
+    """The swap failed after the tail was taken from the reader: the replay must begin again from the start."""
+
+
+START_OVER_ATTEMPTS = 3
+
+
 class _LogReader:
-    """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer.
+    """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer and read.
 
     Pulling is the backpressure: the server sends only what was asked for, so a log larger than memory streams
     through. The consumer acknowledges nothing (nothing is redelivered to it) and is dropped by the server once
-    the reader is gone.
+    the reader is gone. The batch after the one taken is fetched and read (opened and parsed, the larger part of
+    a rebuild's CPU) while the caller waits on the database with the one it took.
     """
 
-    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], name: str) -> None:
+    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], name: str, decode: Decode) -> None:
         self._js = js
         self._name = name
         self._filters = sorted({event_filter(cls) for cls in types})
+        self._decode = decode
         self._sub: Any = None
-        self._ahead: asyncio.Task[list[Msg]] | None = None
-        self._buffer: list[Msg] = []
+        self._ahead: asyncio.Task[list[tuple[Msg, Read]]] | None = None
+        self._buffer: list[tuple[Msg, Read]] = []
         self.delivered = 0
         self.last_seq = 0
         """Stream sequence of the last message taken: everything matching up to it has been taken."""
@@ -115,12 +129,13 @@ class _LogReader:
         info = await self._sub.consumer_info()
         return int(info.num_pending or 0)
 
-    async def _fetch(self, limit: int, wait_s: float) -> list[Msg]:
+    async def _fetch(self, limit: int, wait_s: float) -> list[tuple[Msg, Read]]:
         assert self._sub is not None
         try:
-            return list(await self._sub.fetch(batch=limit, timeout=wait_s))
+            messages = list(await self._sub.fetch(batch=limit, timeout=wait_s))
         except TimeoutError:
             return []
+        return list(zip(messages, await self._decode(messages), strict=True))
 
     async def _settle(self) -> None:
         """Wait for the batch being fetched ahead, into the buffer."""
@@ -128,7 +143,7 @@ class _LogReader:
             self._buffer.extend(await self._ahead)
             self._ahead = None
 
-    async def take(self, limit: int, wait_s: float) -> list[Msg]:
+    async def take(self, limit: int, wait_s: float) -> list[tuple[Msg, Read]]:
         """The next batch; the one after it is already being fetched while the caller applies this one."""
         await self._settle()
         taken = self._buffer or await self._fetch(limit, wait_s)
@@ -136,16 +151,25 @@ class _LogReader:
         self._ahead = asyncio.create_task(self._fetch(limit, wait_s))
         self.delivered += len(taken)
         if taken:
-            self.last_seq = taken[-1].metadata.sequence.stream
+            self.last_seq = taken[-1][0].metadata.sequence.stream
         return taken
 
     async def caught_up_to(self, seq: int) -> bool:
         """Whether every matching message up to stream sequence `seq` has been taken (in order, so one past it
-        proves it; with none past it, neither the server nor the batch fetched ahead may hold any)."""
+        proves it; with none past it, neither the server, nor the batch fetched ahead, nor the connection may
+        hold any)."""
         if self.last_seq >= seq:
             return True
         await self._settle()
-        return not self._buffer and await self.pending_on_server() == 0
+        if self._buffer:
+            return False
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        # A pull that timed out on our side may still be served: the server counts what it sent as delivered
+        # (not pending) while it is on its way to us, or waiting in the subscription for the next fetch. Nothing
+        # is redelivered to this consumer, so its delivered count is exactly what it sent us.
+        sent = int(info.delivered.consumer_seq or 0) if info.delivered is not None else 0
+        return sent <= self.delivered and int(info.num_pending or 0) == 0
 
     async def stop(self) -> None:
         if self._ahead is not None:
@@ -174,22 +198,30 @@ class Rebuilder:
         js: JetStreamContext,
         projection: Projection,
         scopes: Sequence[tuple[str, Traversable]],
-        registry: EventRegistry,
-        reader: str,
+        reader: EventReader,
+        reader_name: str,
         progress: Progress = _no_progress,
     ) -> None:
         self._url = database_url
         self._js = js
-        self._reader_name = reader
+        self._reader_name = reader_name
         self._projection = projection
         self._scopes = scopes
-        self._registry = registry
+        self._reader = reader
         self._progress = progress
 
     async def run(self) -> RebuildResult:
+        for attempt in range(1, START_OVER_ATTEMPTS + 1):
+            try:
+                return await self._run_once()
+            except _StartOver as exc:
+                log.warning("rebuild starting over", attempt=attempt, error_type=type(exc.__cause__).__name__)
+        raise TimeoutError(f"could not swap the rebuilt projection in after {START_OVER_ATTEMPTS} replays")
+
+    async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
         conn = await asyncpg.connect(self._url, timeout=10)
-        reader = _LogReader(self._js, self._projection.replayed, self._reader_name)
+        reader = _LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
                 raise RebuildBusy("a rebuild of this projection is already running")
@@ -214,13 +246,24 @@ class Rebuilder:
             await reader.stop()
             await conn.close()
 
-    async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
+    async def _read(self, messages: Sequence[Msg]) -> list[Read]:
+        await self._reader.prepare((m.subject, m.data) for m in messages)
+        read: list[Read] = []
+        for message in messages:
+            try:
+                read.append(await self._reader.read(message.subject, message.data))
+            except ErasedPatient:
+                read.append(None)  # an erased patient's events are no longer read, by a rebuild or by anyone
+        return read
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Sequence[tuple[Msg, Read]]) -> int:
         tx = Tx(conn)
         events = []
-        for message in messages:
-            event = self._registry.parse_stored(message.subject, message.data)
-            tx.remember(event, message.data)
-            events.append(event)
+        for _, read in batch:
+            if read is not None:
+                event, clear = read
+                tx.remember(event, clear)
+                events.append(event)
         return await apply_events(tx, self._projection, events)
 
     async def _replay(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
@@ -248,18 +291,24 @@ class Rebuilder:
     async def _swap(self, conn: asyncpg.Connection, reader: _LogReader, started: float) -> int:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
+            tail_taken = False
             try:
                 async with conn.transaction():
                     await conn.execute("SET LOCAL lock_timeout = '30s'")
                     await conn.execute(LOCK_AS_SWAPPER, WRITER_LOCK_KEY)
                     if not await self._outbox_drained(conn):
                         raise TimeoutError("the outbox did not reach the log")
-                    applied = await self._apply_tail(conn, reader)
+                    # Everything that may wait on a lock comes before the tail: what the reader hands over cannot
+                    # be read again, so once it is taken the swap must commit or the rebuild start over.
                     await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+                    tail_taken = True
+                    applied = await self._apply_tail(conn, reader)
                     await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {RETIRED_SCHEMA}")
                     await conn.execute(f"ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {LIVE_SCHEMA}")
                 return applied
             except (TimeoutError, asyncpg.LockNotAvailableError) as exc:
+                if tail_taken:
+                    raise _StartOver("the swap failed after the tail was read") from exc
                 log.warning("rebuild swap postponed", attempt=attempt, error_type=type(exc).__name__)
                 await self._replay(conn, reader, reader.delivered, started)
         raise TimeoutError(f"could not swap the rebuilt projection in after {SWAP_ATTEMPTS} attempts")
@@ -285,6 +334,9 @@ class Rebuilder:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
+                # Under steady traffic a batch is never empty: one past `end` proves the tail is in (as in _replay).
+                if reader.last_seq >= end:
+                    return applied
             elif await reader.caught_up_to(end):
                 return applied
 

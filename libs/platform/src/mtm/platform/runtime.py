@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -21,33 +24,55 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
-from mtm.contracts import EVENTS, CommandReply, EventRegistry
+from mtm.contracts import EVENTS, CommandReply, EventEnvelope, EventRegistry, UnknownEvent
 from mtm.contracts.admin import (
+    ErasePatient,
+    GetPatientKeys,
+    GetServiceStatus,
+    PatientKeys,
     RebuildProgress,
     RebuildProjection,
+    ServiceStatus,
     rebuild_progress_subject,
     rebuild_subject,
+    status_subject,
 )
+from mtm.contracts.events import Erasure, PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
-from mtm.platform.access import group_durable_name, rebuild_reader_name
+from mtm.contracts.subjects import (
+    ERASE_PATIENT,
+    PATIENT_EVENTS_STREAM,
+    PATIENT_KEYS,
+    event_name_of_subject,
+    subject_token,
+)
+from mtm.platform import tracing
+from mtm.platform.access import ACCESS, group_durable_name, rebuild_reader_name
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
+from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
+from mtm.platform.keys import KeyStore, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
-from mtm.platform.logging import configure_logging, get_logger
+from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
+from mtm.platform.metrics import metrics_scope
+from mtm.platform.observe import ServiceTelemetry
 from mtm.platform.outbox import OutboxRelay
 from mtm.platform.projection import (
     LIVE_SCHEMA,
     SEARCH_PATH,
+    UnitOfWork,
     is_applied,
     platform_projection_migrations,
 )
+from mtm.platform.reading import EventReader
 from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
 from mtm.platform.service import (
     Command,
+    Database,
+    Publication,
     Query,
     ServiceHandlers,
     projection_consumer,
@@ -71,8 +96,13 @@ log = get_logger(__name__)
 BackgroundJob = Callable[["ServiceRuntime"], Awaitable[None]]
 # A command whose appends keep conflicting with other writers of the same patient gives up after this many tries.
 OCC_ATTEMPTS = 8
+# Erasing a patient twice records one event: its id is derived from the patient.
+ERASURE_NAMESPACE = uuid.UUID("5b7f1c9e-2d4a-4c83-9a61-0f3e8b2d7a44")
 # Poll interval while a command waits for its events to show in the projection (read-your-writes).
 APPLIED_POLL_S = 0.005
+# The patient's events this service recorded but the relay has not yet put on the log (the 4th subject token).
+PATIENT_IN_OUTBOX = "SELECT EXISTS (SELECT 1 FROM outbox WHERE split_part(subject, '.', 4) = $1)"
+POOL_CLOSE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,20 +117,38 @@ class ServiceDefinition:
     consumed_streams: tuple[str, ...] = ()
     background_jobs: Sequence[BackgroundJob] = ()
     registry: EventRegistry = EVENTS
+    database: Database | None = None
+    """Bound to the pool at start, for ports the handler table's use cases read through."""
+    keeps_keys: bool = False
+    """This service keeps the patients' event keys (and answers erasure); the others ask it for keys."""
+    job_emits: tuple[type[EventEnvelope], ...] = ()
+    """Events its background jobs record (notify's delivery worker), for its AsyncAPI document."""
+    sends: tuple[Publication, ...] = ()
+    """Messages it publishes outside the patient log, for its AsyncAPI document."""
 
     @property
     def projection_scopes(self) -> list[tuple[str, Traversable]]:
         return [("platform", platform_projection_migrations()), (self.name, self.handlers.projection.migrations)]
 
-    def consumers(self) -> list[BatchConsumer[Any]]:
-        """Every durable consumer of the service: one per reaction, and the projection's own when commands append."""
+    def consumers(self, reader: EventReader) -> list[BatchConsumer[Any]]:
+        """Every durable consumer of the service: one per reaction, and the projection's own (commands' events,
+        erasures)."""
         projection = self.handlers.projection
-        found: list[BatchConsumer[Any]] = [reaction_consumer(r, projection) for r in self.handlers.reactions]
-        appended = self.handlers.appended_directly()
-        if appended:
-            durable = self.handlers.projection_durable(self.name)
-            found.append(projection_consumer(durable, appended, projection, self.registry))
+        found: list[BatchConsumer[Any]] = [reaction_consumer(r, projection, reader) for r in self.handlers.reactions]
+        durable = self.handlers.projection_durable(self.name)
+        found.append(projection_consumer(durable, self.handlers.appended_directly(), projection, reader))
         return found
+
+
+@dataclass(frozen=True)
+class Answering:
+    """A request/reply subject the service answers (for its AsyncAPI document)."""
+
+    subject: str
+    request: type[BaseModel]
+    roles: tuple[Role, ...]
+    queue: str | None
+    reply: type[BaseModel] = CommandReply
 
 
 @dataclass
@@ -124,15 +172,35 @@ class ServiceRuntime:
     serving: bool = False
     verifier: TokenVerifier = field(default_factory=lambda: TokenVerifier(()))
     task_health: list[TaskHealth] = field(default_factory=list)
+    reader: EventReader | None = None
+    key_store: KeyStore | None = None
+    answering: list[Answering] = field(default_factory=list)
+    telemetry: ServiceTelemetry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.telemetry = ServiceTelemetry(self)
 
     @property
     def name(self) -> str:
         return self.definition.name
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Log lines, metrics and spans of work started here (and in the tasks it starts) are this service's."""
+        with service_scope(self.name), metrics_scope(self.telemetry.metrics):
+            yield
+
     @property
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "service not started"
         return self.pool
+
+    @property
+    def connections_needed(self) -> int:
+        """While a rebuild swaps tables in, every consumer and timer may wait on the writer lock holding a pooled
+        connection; the outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for,
+        and one is left for queries."""
+        return len(self.consumers) + len(self.definition.handlers.timers) + 3
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -151,19 +219,28 @@ class ServiceRuntime:
 
     async def connect(self) -> None:
         """Database (migrated), JetStream, the streams this service owns or waits for, its durable consumers."""
+        if self.settings.http_port is not None:
+            # First: /healthz answers while migrations or a first build of the projection take their time.
+            await self.telemetry.start_probes(self.settings.http_host, self.settings.http_port)
         self.pool = await create_pool(
             self.database_url,
             min_size=self.settings.pool_min_size,
-            max_size=self.settings.pool_max_size,
+            max_size=max(self.settings.pool_max_size, self.connections_needed),
             search_path=SEARCH_PATH,
         )
+        if self.definition.database is not None:
+            self.definition.database.bind(self.pool)
         public = [("platform", files("mtm.platform") / "migrations")]
+        if self.definition.keeps_keys:
+            public.append(("keys", files("mtm.platform") / "migrations" / "keeper"))
+            self.key_store = KeyStore(self.pool, self.settings.kek())
         if self.definition.migrations is not None:
             public.append((self.name, self.definition.migrations))
         applied = await apply_migrations(self.pool, public, [(LIVE_SCHEMA, self.definition.projection_scopes)])
         await self.broker.connect()
         self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
-        self.patient_log = PatientLog(self.broker.connection, self.js, self.definition.registry)
+        assert self.reader is not None
+        self.patient_log = PatientLog(self.broker.connection, self.js, self.reader, seal=self.settings.seal_events)
         await self._declare_streams()
         await self._declare_durables()
         max_payload = self.broker.connection.max_payload
@@ -175,6 +252,7 @@ class ServiceRuntime:
             # Past half the server's deduplication window, a row sent before is looked up before it is resent.
             trust_dedup_s=self.settings.duplicate_window_s / 2,
             max_payload=max_payload,
+            sealer=Sealer(self.reader.keyring, self._sealed) if self.settings.seal_events else None,
         )
         for consumer in self.consumers:
             self.processors[consumer.durable] = BatchProcessor(
@@ -186,17 +264,25 @@ class ServiceRuntime:
                 max_bytes=self.settings.max_message_bytes,
                 max_payload=max_payload,
                 after_commit=self.wake_relay,
+                observe_batch=self.telemetry.observe_batch(consumer.durable),
             )
         if f"{LIVE_SCHEMA}:platform/001_applied_events" in applied:
             await self._build_new_projection()
 
     async def _declare_streams(self) -> None:
         settings = self.settings
+        max_age = {"forever": 0.0, "intake": settings.intake_max_age_s, "dead-letters": settings.dead_letter_max_age_s}
         for spec in (*self.definition.owned_streams, dead_letter_stream(self.name)):
             await declare_stream(
-                self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+                self.jetstream,
+                spec,
+                replicas=settings.stream_replicas,
+                duplicate_window_s=settings.duplicate_window_s,
+                max_age_s=max_age[spec.kept_for],
             )
-        await declare_dead_letter_bodies(self.jetstream, self.name, replicas=settings.stream_replicas)
+        await declare_dead_letter_bodies(
+            self.jetstream, self.name, replicas=settings.stream_replicas, max_age_s=settings.dead_letter_max_age_s
+        )
         for name in self.definition.consumed_streams:
             await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
 
@@ -225,15 +311,54 @@ class ServiceRuntime:
 
     def rebuilder(self, progress: Any = None) -> Rebuilder:
         kwargs = {"progress": progress} if progress is not None else {}
+        assert self.reader is not None
         return Rebuilder(
             database_url=self.database_url,
             js=self.jetstream,
-            reader=rebuild_reader_name(self.name),
+            reader_name=rebuild_reader_name(self.name),
             projection=self.definition.handlers.projection,
             scopes=self.definition.projection_scopes,
-            registry=self.definition.registry,
+            reader=self.reader,
             **kwargs,
         )
+
+    # --- patients' keys ------------------------------------------------------------------------------------
+
+    async def fetch_keys(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+        """From the service's own key table when it keeps them, else from the keeper over NATS."""
+        if self.key_store is not None:
+            return await self.key_store.fetch(patient_ids, create)
+        return await nats_key_source(self.broker.connection)(patient_ids, create)
+
+    def _sealed(self, subject: str) -> bool:
+        try:
+            return self.definition.registry.current(event_name_of_subject(subject)).SEALED
+        except UnknownEvent:
+            return True
+
+    async def erase_patient(self, request: ErasePatient, actor: Actor) -> CommandReply:
+        """Destroy the patient's key and tell every service to forget them (only the key keeper answers)."""
+        assert self.key_store is not None
+        now = datetime.now(UTC)
+        erased = PatientErased.create(
+            source=f"mtm/{self.name}",
+            patient_id=request.patient_id,
+            data=Erasure(patient_id=request.patient_id, reason=request.reason, actor=actor),
+            causation_id=request.command_id,
+            event_id=uuid.uuid5(ERASURE_NAMESPACE, request.patient_id),
+            time=now,
+        )
+        async with self.db.acquire() as conn, conn.transaction():
+            first = await self.key_store.erase(conn, request.patient_id, request.reason)
+            uow = UnitOfWork(conn, self.definition.handlers.projection)
+            await uow.begin()
+            await uow.record([erased])
+        assert self.reader is not None
+        self.reader.keyring.forget(request.patient_id)
+        self.wake_relay()
+        log.info("patient erased", patient_ref=f"Patient/{request.patient_id}", outcome="accepted")
+        message = "patient erased" if first else "patient was erased before"
+        return CommandReply(outcome="accepted", message=message, resource_id=request.patient_id, status="erased")
 
     @property
     def group_keys(self) -> list[GroupKey]:
@@ -291,7 +416,9 @@ class ServiceRuntime:
         failing = tuple(
             f"{h.name}: failing ({h.last_error}, {h.failures} times in a row)" for h in tasks if not h.healthy
         )
-        return (*reasons, *failing), pulling
+        # Serving means connected once; nats-py reconnects on its own, and until then the service is not ready.
+        nats = ("nats: not connected",) if self.serving and not self.broker.connection.is_connected else ()
+        return (*reasons, *failing, *nats), pulling
 
     async def _lease_connection(self) -> asyncpg.Connection:
         # Named, so an operator (and the fault tests) can tell the session that holds the consumer groups.
@@ -329,7 +456,14 @@ class ServiceRuntime:
 
     async def close(self) -> None:
         if self.pool is not None:
-            await self.pool.close()
+            # A graceful close waits for every connection to come back; one held by a stuck task must not hold
+            # the shutdown forever, so past a grace period the rest are closed hard.
+            try:
+                await asyncio.wait_for(self.pool.close(), POOL_CLOSE_S)
+            except TimeoutError:
+                log.warning("connections still in use at shutdown; closing them")
+                self.pool.terminate()
+        await self.telemetry.stop_probes()
         log.info("service stopped")
 
     # --- what the service answers --------------------------------------------------------------------------
@@ -341,18 +475,44 @@ class ServiceRuntime:
         if patient_id is None:
             return CommandReply(outcome="not_found", message=command.not_found)
         assert self.patient_log is not None
+        await self._wait_relayed(patient_id)
         for _ in range(OCC_ATTEMPTS):
             history = await self.patient_log.read(patient_id, command.reads)
             decision = command.decide(history, body, actor, datetime.now(UTC))
             if not decision.events:
                 return decision.reply
+            span = _append_span(history, decision.events) if tracing.enabled() else None
             try:
-                await self.patient_log.append(decision.events, expected_last_seq=history.last_seq)
-            except ConcurrencyConflict:
+                await self.patient_log.append(
+                    decision.events,
+                    expected_last_seq=history.last_seq,
+                    headers=tracing.headers_for(tracing.context_of(span)),
+                )
+            except ConcurrencyConflict as exc:
+                tracing.failed(span, exc)
                 continue
+            finally:
+                if span is not None:
+                    span.end()
             await self._wait_applied(decision.events[-1].id)
             return decision.reply
         return CommandReply(outcome="conflict", message="the patient's record kept changing; try again")
+
+    async def _wait_relayed(self, patient_id: str) -> None:
+        """Until what this service recorded of the patient is on the log (bounded): the tables may show a task the
+        relay has not published yet, and a command decided on the log without it would not find it."""
+        deadline = asyncio.get_running_loop().time() + self.settings.command_apply_wait_s
+        token = subject_token(patient_id)
+        async with self.db.acquire() as conn:
+            while await conn.fetchval(PATIENT_IN_OUTBOX, token):
+                if self.relay is not None:
+                    self.relay.wake()
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning(
+                        "command decided before the outbox reached the log", patient_ref=f"Patient/{patient_id}"
+                    )
+                    return
+                await asyncio.sleep(APPLIED_POLL_S)
 
     async def _wait_applied(self, event_id: Any) -> None:
         """Until the projection applied the event, so a query right after the reply sees it (bounded)."""
@@ -395,6 +555,32 @@ class ServiceRuntime:
 
         self.rebuild = asyncio.create_task(run(), name="rebuild")
         return CommandReply(outcome="accepted", message="rebuild started", resource_id=str(request.rebuild_id))
+
+
+def _append_span(history: Any, events: Sequence[Any]) -> Any:
+    """A command's events continue their flow's trace after the latest event of the same flow in the history (the
+    request's own span, in its caller's trace, is linked)."""
+    flow = events[0].correlation_id
+    parent = next(
+        (stored.trace for stored in reversed(history.events) if stored.event.correlation_id == flow and stored.trace),
+        None,
+    )
+    return tracing.start(
+        f"publish {type(events[0]).EVENT_NAME}",
+        kind=tracing.PRODUCER,
+        flow=flow,
+        headers=parent,
+        links=[tracing.current_context()],
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.template": tracing.subject_template(f"mtm.patient.0.p.{events[0].EVENT_NAME}.v1"),
+            "messaging.message.id": str(events[0].id),
+            "messaging.batch.message_count": len(events),
+            "mtm.event_type": type(events[0]).EVENT_NAME,
+            "mtm.correlation_id": str(flow),
+        },
+    )
 
 
 PULL_WAIT_S = 1.0
@@ -492,20 +678,20 @@ def _reply_subscription(
     read, and nothing is recorded; the refusal is logged with ids only.
     """
 
-    async def on_request(msg: NatsMessage) -> bytes:
+    async def respond(msg: NatsMessage) -> tuple[bytes, str]:
         try:
             actor = runtime.verifier.verify((msg.headers or {}).get(ACTOR_TOKEN_HEADER))
             require_role(actor, roles)
         except (Unauthorized, Forbidden) as exc:
             outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
             log.warning("request refused", subject=subject, outcome=outcome)
-            return _encoded(CommandReply(outcome=outcome, message=str(exc)))
+            return _encoded(CommandReply(outcome=outcome, message=str(exc))), outcome
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:
-            return _encoded(CommandReply(outcome="invalid", message=describe_invalid(exc)))
+            return _encoded(CommandReply(outcome="invalid", message=describe_invalid(exc))), "invalid"
         except RecursionError:
-            return _encoded(CommandReply(outcome="invalid", message="body: nested too deeply to read"))
+            return _encoded(CommandReply(outcome="invalid", message="body: nested too deeply to read")), "invalid"
         try:
             reply = await answer(request, actor)
         except Exception as exc:
@@ -514,15 +700,32 @@ def _reply_subscription(
         body = _encoded(reply)
         if len(body) > runtime.broker.connection.max_payload - REPLY_HEADROOM:
             # One reply is one message: a list that does not fit must be read in smaller pages.
-            return _encoded(
-                CommandReply(
-                    outcome="invalid", message="the answer is too large for one message; ask for a smaller page (limit)"
-                )
+            too_large = "the answer is too large for one message; ask for a smaller page (limit)"
+            return _encoded(CommandReply(outcome="invalid", message=too_large)), "invalid"
+        return body, reply.outcome
+
+    async def on_request(msg: NatsMessage) -> bytes:
+        started = time.perf_counter()
+        span = (
+            tracing.start(
+                f"request {subject}",
+                kind=tracing.SERVER,
+                headers=msg.headers,
+                attributes={"messaging.system": "nats", "messaging.destination.name": subject},
             )
+            if tracing.enabled()
+            else None
+        )
+        with tracing.active(span):
+            body, outcome = await respond(msg)
+            if span is not None:
+                span.set_attribute("mtm.outcome", outcome)
+        runtime.telemetry.answered(subject, outcome, time.perf_counter() - started)
         return body
 
     on_request.__name__ = "on_" + subject.replace(".", "_")
     runtime.broker.subscriber(subject, decoder=_raw_body, **kw)(on_request)
+    runtime.answering.append(Answering(subject, model, roles, kw.get("queue")))
 
 
 def _subscribe_command(runtime: ServiceRuntime, command: Command[Any]) -> None:
@@ -547,6 +750,7 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
         runtime.name,
         runtime.readiness,
     )
+    runtime.answering.append(Answering(status_subject(runtime.name), GetServiceStatus, (), None, ServiceStatus))
 
     async def rebuild(request: RebuildProjection, actor: Actor) -> CommandReply:
         log.info("rebuild requested", outcome="accepted", reason_code=actor.role)
@@ -555,11 +759,75 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
     _reply_subscription(
         runtime, rebuild_subject(runtime.name), RebuildProjection, rebuild, ("admin",), queue=f"{runtime.name}-admin"
     )
+    _subscribe_dead_letters(runtime)
+    if runtime.definition.keeps_keys:
+        _reply_subscription(
+            runtime, ERASE_PATIENT, ErasePatient, runtime.erase_patient, ("admin",), queue=f"{runtime.name}-admin"
+        )
+        _subscribe_key_requests(runtime)
+
+
+def _subscribe_dead_letters(runtime: ServiceRuntime) -> None:
+    """An admin lists, reads and redrives the service's dead letters (`mtm dead-letters`)."""
+    from mtm.contracts.dead_letter import GetDeadLetter, ListDeadLetters, RedriveDeadLetter, dead_letters_subject
+    from mtm.platform.dead_letters import DeadLetters
+
+    grant = next((g for g in ACCESS.services if g.service == runtime.name), None)
+
+    def letters() -> DeadLetters:
+        return DeadLetters(runtime.jetstream, runtime.name, grant.may_publish if grant is not None else None)
+
+    for action, model, answer in (
+        ("list", ListDeadLetters, lambda request, actor: letters().list(request, actor)),
+        ("get", GetDeadLetter, lambda request, actor: letters().get(request, actor)),
+        ("redrive", RedriveDeadLetter, lambda request, actor: letters().redrive(request, actor)),
+    ):
+        _reply_subscription(
+            runtime,
+            dead_letters_subject(runtime.name, action),
+            model,
+            answer,
+            ("admin",),
+            queue=f"{runtime.name}-admin",
+        )
+
+
+def _subscribe_key_requests(runtime: ServiceRuntime) -> None:
+    """The keeper lends patients' keys to the other services (NATS permissions restrict who may ask)."""
+
+    async def on_keys(msg: NatsMessage) -> bytes:
+        try:
+            request = GetPatientKeys.model_validate_json(msg.body)
+        except ValidationError as exc:
+            return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump_json().encode()
+        keys, erased = await runtime.fetch_keys(request.patient_ids, request.create)
+        return key_reply(keys, erased, request.patient_ids).model_dump_json().encode()
+
+    runtime.broker.subscriber(PATIENT_KEYS, queue=f"{runtime.name}-keys", decoder=_raw_body)(on_keys)
+    runtime.answering.append(Answering(PATIENT_KEYS, GetPatientKeys, (), f"{runtime.name}-keys", PatientKeys))
+
+
+class ServiceApp(FastStream):
+    """A service's FastStream app: starting and stopping run in the service's scope, so every task it starts
+    (pull loops, relay, timers, FastStream's subscriptions) logs, counts and traces as this service, also when
+    several services share a process."""
+
+    runtime: ServiceRuntime
+
+    async def start(self, **run_extra_options: Any) -> None:
+        with self.runtime.scope():
+            await super().start(**run_extra_options)
+
+    async def stop(self) -> None:
+        with self.runtime.scope():
+            await super().stop()
 
 
 def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
     """The one composition root of a service process."""
-    configure_logging(definition.name, settings.log_level, settings.log_format)
+    configure_logging(None, settings.log_level, settings.log_format)
+    if not tracing.enabled():
+        tracing.configure_from_environment(definition.name)
     broker = NatsBroker(
         **settings.nats().broker_options(),
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -567,28 +835,33 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
         reconnect_time_wait=1,
         name=f"mtm-{definition.name}",
         graceful_timeout=10.0,
+        # FastStream's own lines go through the process's JSON handler like every other (its default prints text).
+        logger=logging.getLogger("faststream.access.nats"),
         log_level=10,
     )
     runtime = ServiceRuntime(
         definition=definition,
         settings=settings,
         broker=broker,
-        consumers=definition.consumers(),
+        consumers=[],
         verifier=TokenVerifier(settings.actor_keys()),
     )
+    runtime.reader = EventReader(definition.registry, KeyRing(runtime.fetch_keys))
+    runtime.consumers = definition.consumers(runtime.reader)
     for command in definition.handlers.commands:
         _subscribe_command(runtime, command)
     for query in definition.handlers.queries:
         _subscribe_query(runtime, query)
     _subscribe_admin(runtime)
-    app = FastStream(
+    app = ServiceApp(
         broker,
+        logger=logging.getLogger("faststream"),
         on_startup=[runtime.connect],
         after_startup=[runtime.start_consuming],
         on_shutdown=[runtime.stop_consuming],
         after_shutdown=[runtime.close],
     )
-    app.runtime = runtime  # type: ignore[attr-defined]
+    app.runtime = runtime
     return app
 
 
@@ -607,10 +880,16 @@ def serve(factory: Callable[[], FastStream]) -> None:
     """Run a service process until SIGTERM/SIGINT, on uvloop where available (asyncpg and nats-py run faster on it)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = factory()
+    runtime = getattr(app, "runtime", None)
+    if runtime is not None:
+        own_process(runtime.name)
     app.after_startup(_freeze_startup_heap)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(app.run())
-        return
-    uvloop.run(app.run())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(app.run())
+            return
+        uvloop.run(app.run())
+    finally:
+        tracing.shutdown()

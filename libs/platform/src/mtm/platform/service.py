@@ -6,7 +6,9 @@ consumer or a request/reply subscription. Reading that one table tells what the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,12 +16,15 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from mtm.contracts import CommandReply, EventEnvelope, EventRegistry
+from mtm.contracts import CommandReply, EventEnvelope
+from mtm.contracts.events import PatientErased
 from mtm.contracts.identity import Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
-from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, patient_event_consumer
+from mtm.platform import tracing
+from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.platform.projection import Projection, UnitOfWork
+from mtm.platform.reading import EventReader
 from mtm.platform.timers import Timer
 
 In = TypeVar("In")
@@ -28,6 +33,24 @@ Q = TypeVar("Q")
 
 Caused = Sequence[EventEnvelope]
 React = Callable[[In], "Caused | Awaitable[Caused]"]
+
+
+class Database:
+    """The service's connection pool for the ports its use cases read through (e.g. "was this id recorded?").
+
+    Handler tables are built before the service starts; the runtime binds the pool once it is open.
+    """
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+
+    def bind(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def acquire(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the service's database is not open yet")
+        return self._pool.acquire()
 
 
 @dataclass(frozen=True)
@@ -40,13 +63,20 @@ class Reaction(Generic[In]):
 
     durable: str
     react: React[In]
-    parse: Callable[[Delivery], In]
+    parse: Callable[[Delivery], In] | None = None
+    """How an intake message becomes the input; patient events (`events`) are read by the runtime's reader."""
+    events: tuple[type[EventEnvelope], ...] = ()
     stream: str = PATIENT_EVENTS_STREAM
     filter_subjects: tuple[str, ...] = ()
     keeps_input: bool = False
     """The input is a patient event the projection keeps too; it is applied with what it causes."""
     partitioned_by: tuple[type[EventEnvelope], ...] = ()
     after_commit: Callable[[], None] | None = None
+    emits: tuple[type[EventEnvelope], ...] = ()
+    """The events `react` may cause (what the service's AsyncAPI document says it publishes)."""
+    accepts: tuple[Any, ...] = ()
+    """What an intake message may be, where `parse` reads one (for the AsyncAPI document): contract models, or
+    JSON Schemas (dicts) of formats that are not mtm's own (a FHIR R4 Bundle)."""
 
 
 def on_event(
@@ -54,23 +84,35 @@ def on_event(
     react: React[In],
     *,
     durable: str,
-    registry: EventRegistry,
+    emits: tuple[type[EventEnvelope], ...] = (),
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
 ) -> Reaction[In]:
-    """A reaction to one event of the patient log, read through the registry (older versions are upcast)."""
+    """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
+    return on_events(
+        (event_cls,), react, durable=durable, emits=emits, keeps_input=keeps_input, after_commit=after_commit
+    )
 
-    def parse(delivery: Delivery) -> In:
-        return registry.parse(delivery.data, event_cls)  # type: ignore[arg-type,return-value]
 
+def on_events(
+    event_classes: tuple[type[EventEnvelope], ...],
+    react: React[Any],
+    *,
+    durable: str,
+    emits: tuple[type[EventEnvelope], ...] = (),
+    keeps_input: bool = False,
+    after_commit: Callable[[], None] | None = None,
+) -> Reaction[Any]:
+    """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
         durable=durable,
         react=react,
-        parse=parse,
-        filter_subjects=(event_filter(event_cls),),  # type: ignore[arg-type]
+        events=event_classes,
+        filter_subjects=tuple(event_filter(cls) for cls in event_classes),
         keeps_input=keeps_input,
-        partitioned_by=(event_cls,),  # type: ignore[arg-type]
+        partitioned_by=event_classes,
         after_commit=after_commit,
+        emits=emits,
     )
 
 
@@ -105,6 +147,19 @@ class Query(Generic[Q]):
 
 
 @dataclass(frozen=True)
+class Publication:
+    """A message a service publishes outside the patient log (e.g. notify's physician inbox), for its AsyncAPI
+    document: the address (with `{parameters}`), its stream, and the payload's model or JSON Schema."""
+
+    address: str
+    payload: Any
+    stream: str | None = None
+    description: str = ""
+    parameters: tuple[tuple[str, str], ...] = ()
+    """(name, description) of each `{parameter}` in the address."""
+
+
+@dataclass(frozen=True)
 class ServiceHandlers:
     """The one table of a service: every message it consumes or answers, and the projection it keeps."""
 
@@ -114,35 +169,124 @@ class ServiceHandlers:
     queries: tuple[Query[Any], ...] = ()
     timers: tuple[Timer, ...] = ()
 
+    def emitted(self) -> tuple[type[EventEnvelope], ...]:
+        """Every event the service publishes: what its reactions, commands and timers declare they cause."""
+        return tuple(
+            dict.fromkeys(
+                (
+                    *(cls for reaction in self.reactions for cls in reaction.emits),
+                    *(cls for command in self.commands for cls in command.emits),
+                    *(cls for timer in self.timers for cls in timer.emits),
+                )
+            )
+        )
+
     def projection_durable(self, service: str) -> str:
         return f"{service}-projection"
 
     def appended_directly(self) -> tuple[type[EventEnvelope], ...]:
-        """Events commands append to the log; the projection's own consumer applies them."""
-        return tuple(dict.fromkeys(cls for command in self.commands for cls in command.emits))
+        """Events commands append to the log (and erasures); the projection's own consumer applies them."""
+        return tuple(dict.fromkeys((*(cls for command in self.commands for cls in command.emits), PatientErased)))
 
 
-def reaction_consumer(reaction: Reaction[Any], projection: Projection) -> BatchConsumer[Any]:
+@dataclass(frozen=True, slots=True)
+class Reacted:
+    """One input read and reacted to: the input, what it caused, its JSON as read, its consume span (if traced)."""
+
+    input: Any
+    caused: Caused
+    clear: bytes
+    trace: Any = None
+
+
+def _consume_span(durable: str, delivery: Delivery, value: Any, started: int) -> Any:
+    """The consume step of the input's flow (its correlation id), from when its reading began; None when off."""
+    first = value[0] if isinstance(value, tuple) and value else value
+    attributes: dict[str, Any] = {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.consumer.group.name": durable,
+        "messaging.destination.template": tracing.subject_template(delivery.subject),
+        "mtm.stream_seq": delivery.stream_seq,
+    }
+    flow = None
+    if isinstance(first, EventEnvelope):
+        flow = first.correlation_id
+        attributes.update(
+            {
+                "messaging.message.id": str(first.id),
+                "mtm.event_type": type(first).EVENT_NAME,
+                "mtm.correlation_id": str(flow),
+            }
+        )
+    return tracing.start(
+        f"consume {durable}",
+        kind=tracing.CONSUMER,
+        flow=flow,
+        headers=delivery.headers,
+        attributes=attributes,
+        start_time=started,
+    )
+
+
+def _applied_spans(durable: str, batch: Sequence[Accepted[Any]], started: int) -> None:
+    """The batch's apply step, once in each message's flow (a batch mixes flows), over the same interval."""
+    tracing.record(
+        f"apply {durable}",
+        [item.value.trace for item in batch],
+        started,
+        time.time_ns(),
+        {"messaging.consumer.group.name": durable, "messaging.batch.message_count": len(batch)},
+    )
+
+
+def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: EventReader) -> BatchConsumer[Any]:
     """The durable consumer of a reaction: decide per message, then record the batch in one transaction."""
 
-    async def decode(delivery: Delivery) -> tuple[Any, Caused]:
-        value = reaction.parse(delivery)
-        caused = reaction.react(value)
-        if inspect.isawaitable(caused):
-            caused = await caused
-        return value, tuple(caused)
+    async def decode(delivery: Delivery) -> Reacted:
+        started = time.time_ns() if tracing.enabled() else 0
+        if len(reaction.events) == 1:
+            value, clear = await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
+        elif reaction.events:
+            value, clear = await reader.read(delivery.subject, delivery.data)
+            if not isinstance(value, reaction.events):
+                raise InvalidMessage(f"{type(value).__name__} is not among the events this reaction reads")
+        else:
+            assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
+            value, clear = reaction.parse(delivery), delivery.data
+        span = _consume_span(reaction.durable, delivery, value, started) if started else None
+        with tracing.active(span):
+            caused = reaction.react(value)
+            if inspect.isawaitable(caused):
+                caused = await caused
+        return Reacted(value, tuple(caused), clear, tracing.context_of(span))
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[Any, Caused]]]) -> int:
+    async def prepare(deliveries: Sequence[Delivery]) -> None:
+        if reaction.events:
+            await reader.prepare((d.subject, d.data) for d in deliveries)
+
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[Reacted]]) -> int:
+        started = time.time_ns() if tracing.enabled() else 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         # Inputs first, then what they caused: the order the log will hold them in.
         if reaction.keeps_input:
             for item in batch:
-                uow.tx.remember(item.value[0], item.delivery.data)
-        new = await uow.fold([item.value[0] for item in batch]) if reaction.keeps_input else set()
-        new |= await uow.record([event for item in batch for event in item.value[1]])
+                uow.tx.remember(item.value.input, item.value.clear)
+        new = await uow.fold([item.value.input for item in batch]) if reaction.keeps_input else set()
+        # Each caused event is published as a child of the step that decided it.
+        headers = (
+            {e.id: tracing.headers_for(item.value.trace) for item in batch for e in item.value.caused}
+            if started
+            else None
+        )
+        new |= await uow.record([event for item in batch for event in item.value.caused], headers)
+        if started:
+            _applied_spans(reaction.durable, batch, started)
         return sum(
-            1 for item in batch if any(e.id in new for e in item.value[1]) or getattr(item.value[0], "id", None) in new
+            1
+            for item in batch
+            if any(e.id in new for e in item.value.caused) or getattr(item.value.input, "id", None) in new
         )
 
     return BatchConsumer(
@@ -153,22 +297,36 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection) -> BatchC
         apply=apply,
         after_commit=reaction.after_commit,
         partitioned_by=reaction.partitioned_by,
+        prepare=prepare,
     )
 
 
 def projection_consumer(
-    durable: str, types: Sequence[type[EventEnvelope]], projection: Projection, registry: EventRegistry
-) -> BatchConsumer[EventEnvelope]:
-    """Applies events appended straight to the log (by commands) to the projection, in log order."""
+    durable: str, types: Sequence[type[EventEnvelope]], projection: Projection, reader: EventReader
+) -> BatchConsumer[Reacted]:
+    """Applies events appended straight to the log (commands' events, erasures) to the projection, in log order."""
 
-    def decode(delivery: Delivery) -> EventEnvelope:
-        return registry.parse_stored(delivery.subject, delivery.data)
+    async def decode(delivery: Delivery) -> Reacted:
+        started = time.time_ns() if tracing.enabled() else 0
+        event, clear = await reader.read(delivery.subject, delivery.data)
+        span = _consume_span(durable, delivery, event, started) if started else None
+        if span is not None:
+            span.end()
+        return Reacted(event, (), clear, tracing.context_of(span))
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[EventEnvelope]]) -> int:
+    async def prepare(deliveries: Sequence[Delivery]) -> None:
+        await reader.prepare((d.subject, d.data) for d in deliveries)
+
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[Reacted]]) -> int:
+        started = time.time_ns() if tracing.enabled() else 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         for item in batch:
-            uow.tx.remember(item.value, item.delivery.data)
-        return len(await uow.fold([item.value for item in batch]))
+            uow.tx.remember(item.value.input, item.value.clear)
+        applied = len(await uow.fold([item.value.input for item in batch]))
+        if started:
+            _applied_spans(durable, batch, started)
+        return applied
 
-    return patient_event_consumer(durable, types, apply, decode=decode)
+    consumer = patient_event_consumer(durable, tuple(dict.fromkeys((*types, PatientErased))), apply, decode=decode)
+    return dataclasses.replace(consumer, prepare=prepare)

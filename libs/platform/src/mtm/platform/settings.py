@@ -69,6 +69,16 @@ class ServiceSettings(NatsSettings):
     pool_max_size: int = 4
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams this service owns.")
     duplicate_window_s: float = Field(default=600.0, gt=0, description="Nats-Msg-Id deduplication window.")
+    intake_max_age_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="How long the intake streams (raw discharges and fills, as sent) keep a message; 0 = for ever.",
+    )
+    dead_letter_max_age_s: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        description="How long dead letters and their stored bodies are kept for review and redrive; 0 = for ever.",
+    )
     startup_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for streams owned elsewhere.")
     consumer_groups: int = Field(
         default=1,
@@ -78,6 +88,13 @@ class ServiceSettings(NatsSettings):
     )
     replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
     replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    seal_events: bool = Field(
+        default=True, description="Write patient events with their data encrypted under the patient's key."
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None, description="Base64 of 32 bytes: wraps the patients' keys (the key keeper, reconciliation)."
+    )
+    key_encryption_key_file: str | None = Field(default=None, description="A file holding `key_encryption_key`.")
     actor_public_keys: str | None = Field(
         default=None,
         description="PEM public key(s) of the issuers of actor tokens (the web app); several may be concatenated.",
@@ -89,6 +106,13 @@ class ServiceSettings(NatsSettings):
     takeover_after_s: float = Field(
         default=10.0, gt=0, description="How long a group must be left unowned before another replica takes it."
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics over HTTP on this port (0: any free port); unset: off.",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the health and metrics server listens on.")
 
     @model_validator(mode="after")
     def _groups_divide_partitions(self) -> ServiceSettings:
@@ -97,6 +121,21 @@ class ServiceSettings(NatsSettings):
         if self.replica_index >= self.replicas:
             raise ValueError("replica_index must be below replicas")
         return self
+
+    def kek(self) -> bytes:
+        """The key-encryption key the key keeper wraps patients' keys with (there is no default)."""
+        import base64
+
+        text = self.key_encryption_key.get_secret_value() if self.key_encryption_key else None
+        if text is None and self.key_encryption_key_file:
+            with open(self.key_encryption_key_file, encoding="utf-8") as handle:
+                text = handle.read().strip()
+        if not text:
+            raise ValueError("the key keeper needs MTM_KEY_ENCRYPTION_KEY or MTM_KEY_ENCRYPTION_KEY_FILE")
+        key = base64.b64decode(text)
+        if len(key) != 32:
+            raise ValueError("MTM_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes")
+        return key
 
     def actor_keys(self) -> list[str]:
         """Each configured public key as its own PEM text."""

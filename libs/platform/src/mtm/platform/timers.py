@@ -19,13 +19,17 @@ from typing import Any
 import asyncpg
 
 from mtm.contracts import EventEnvelope
+from mtm.platform import metrics, tracing
 from mtm.platform.faults import TaskHealth
 from mtm.platform.logging import get_logger
-from mtm.platform.projection import Projection, UnitOfWork
+from mtm.platform.projection import WRITER_LOCK_KEY, Projection, UnitOfWork
 
 log = get_logger(__name__)
 
 TRY_TIMER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
+# While a rebuild swaps the tables in (it holds the writer lock exclusively), a round is skipped rather than
+# waited out: a waiting timer would hold a pooled connection the outbox relay needs to let the swap finish.
+TRY_LOCK_AS_WRITER = "SELECT pg_try_advisory_xact_lock_shared($1)"
 TIMER_LOCK_NAMESPACE = 7_320_005
 # How many due items one round takes; the rest are taken by the next round, right away.
 ROUND_LIMIT = 500
@@ -43,6 +47,8 @@ class Timer:
     every_s: float
     due: Callable[[asyncpg.Connection, datetime, int], Awaitable[Sequence[Any]]]
     fire: Callable[[Any, datetime], Sequence[EventEnvelope]]
+    emits: tuple[type[EventEnvelope], ...] = ()
+    """The events `fire` may record (what the service's AsyncAPI document says it publishes)."""
 
     @property
     def lock_key(self) -> int:
@@ -54,11 +60,34 @@ async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projectio
     async with conn.transaction():
         if not await conn.fetchval(TRY_TIMER_LOCK, TIMER_LOCK_NAMESPACE, timer.lock_key):
             return 0
+        if not await conn.fetchval(TRY_LOCK_AS_WRITER, WRITER_LOCK_KEY):
+            return 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         items = await timer.due(conn, now, ROUND_LIMIT)
         events = [event for item in items for event in timer.fire(item, now)]
-        return len(await uow.record(events))
+        return len(await uow.record(events, _timer_spans(timer, events)))
+
+
+def _timer_spans(timer: Timer, events: Sequence[EventEnvelope]) -> dict[Any, dict[str, str]] | None:
+    """Each event a timer records starts a step of its own flow (a root of the flow's trace); None when off."""
+    if not tracing.enabled() or not events:
+        return None
+    headers = {}
+    for event in events:
+        span = tracing.start(
+            f"timer {timer.name}",
+            flow=event.correlation_id,
+            attributes={
+                "mtm.timer": timer.name,
+                "mtm.event_type": type(event).EVENT_NAME,
+                "messaging.message.id": str(event.id),
+                "mtm.correlation_id": str(event.correlation_id),
+            },
+        )
+        headers[event.id] = tracing.headers_for(tracing.context_of(span))
+        span.end()
+    return headers
 
 
 async def run_timer(
@@ -77,6 +106,9 @@ async def run_timer(
             health.ok()
         if recorded:
             log.info("timer fired", consumer=timer.name, count=recorded)
+            metrics.current().counter(
+                "mtm_timer_events", "Events recorded by timers (deadlines that passed).", ("timer",)
+            ).labels(timer.name).inc(recorded)
             after_record()
             if recorded >= ROUND_LIMIT:
                 continue

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
-from mtm.platform.service import Query, Reaction, ServiceHandlers, on_event
+from functools import partial
+
+from mtm.contracts import (
+    EVENTS,
+    EventRegistry,
+    GetMedicationHistory,
+    GetMedicationList,
+    MedicationDispensed,
+    MedicationsReconciled,
+    TransitionOfCareRecorded,
+)
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+)
+from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
 
 
-def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
+def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHandlers:
+    ledger = reconciliations.DischargeLedger(database)
     return ServiceHandlers(
         projection=reconciliations.RECONCILIATIONS,
         reactions=(
@@ -18,13 +36,24 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 stream=DISCHARGE_INTAKE_STREAM,
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
-                react=application.record_discharge,
+                react=partial(application.record_discharge, ledger=ledger),
+                emits=(TransitionOfCareRecorded,),
+                accepts=(TransitionOfCareRecorded, intake.FHIR_BUNDLE_SCHEMA),
+            ),
+            Reaction(
+                durable="reconciliation-fill-intake",
+                stream=FILL_INTAKE_STREAM,
+                filter_subjects=(FILL_INTAKE_SUBJECT,),
+                parse=intake.fill_parser(registry),
+                react=application.record_fills,
+                emits=(MedicationDispensed,),
+                accepts=(MedicationDispensed, intake.FHIR_BUNDLE_SCHEMA),
             ),
             on_event(
                 TransitionOfCareRecorded,
-                application.reconcile_discharge,
+                partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
-                registry=registry,
+                emits=(MedicationsReconciled,),
             ),
         ),
         queries=(
@@ -33,6 +62,12 @@ def handlers(registry: EventRegistry = EVENTS) -> ServiceHandlers:
                 GetMedicationList,
                 ("pharmacist", "physician", "admin"),
                 reconciliations.medication_list,
+            ),
+            Query(
+                GET_MEDICATION_HISTORY,
+                GetMedicationHistory,
+                ("pharmacist", "physician", "admin"),
+                reconciliations.medication_history,
             ),
         ),
     )
