@@ -277,7 +277,8 @@ def directions(entry: dict[str, Any]) -> str:
             parts.append(str(entry[key]))
     if entry.get("as_needed"):
         parts.append("when needed")
-    return " ".join(parts)
+    # What review writes when it makes the list from the chart and the entry states nothing to go by.
+    return " ".join(parts) or "as directed"
 
 
 def medication_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ from mtm.web.views import (
     patient_id_of,
     permissions,
     review_of,
+    settled,
     side_by_side,
     task_row,
     web_of,
@@ -318,6 +319,10 @@ async def claim(request: Request, session: Session, form: FormData) -> Response:
     return RedirectResponse(f"/tasks/{task_id}?done=claimed", status_code=303)
 
 
+def _completed(task: dict[str, Any]) -> bool:
+    return task["status"] == "completed" and task.get("completion") is not None
+
+
 @action("pharmacist")
 async def complete(request: Request, session: Session, form: FormData) -> Response:
     task_id = request.path_params["task_id"]
@@ -335,6 +340,8 @@ async def complete(request: Request, session: Session, form: FormData) -> Respon
     reply = await ask(request, session, COMPLETE_REVIEW_TASK, command)
     if not reply.ok:
         return await refused(request, session, task_id, reply, filled=form)
+    # Back on the page, the review shows as done, with its papers when it is a CMR.
+    await settled(request, session, GET_REVIEW_TASK, GetReviewTask(task_id=task_id), _completed)
     return RedirectResponse(f"/tasks/{task_id}?done=completed", status_code=303)
 
 

@@ -5,7 +5,9 @@ preview in the page, PDF download)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
@@ -15,6 +17,7 @@ from starlette.routing import Route
 
 from mtm.contracts import (
     GetActionPlan,
+    GetReviewRecord,
     GetReviewTask,
     OverrideAlert,
     ReassignReviewTask,
@@ -25,6 +28,7 @@ from mtm.contracts import (
 from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.subjects import (
     GET_ACTION_PLAN,
+    GET_REVIEW_RECORD,
     GET_REVIEW_TASK,
     OVERRIDE_ALERT,
     REASSIGN_REVIEW_TASK,
@@ -37,7 +41,7 @@ from mtm.web.accounts import Session
 from mtm.web.forms import one_line
 from mtm.web.pharmacist import refused, render_task
 from mtm.web.security import action, page
-from mtm.web.views import ask, ask_for_one, patient_id_of, web_of
+from mtm.web.views import Holds, ask, ask_for_one, patient_id_of, settled, web_of
 
 # The papers are a document of their own, framed by the task page: their inline print styles are allowed, and
 # only this site may frame them; nothing else (no scripts, no forms, no other resources).
@@ -53,10 +57,20 @@ def _field(form: FormData, name: str) -> str:
 
 
 async def _send(
-    request: Request, session: Session, subject: str, build: type[BaseModel], done: str, **fields: object
+    request: Request,
+    session: Session,
+    subject: str,
+    build: type[BaseModel],
+    done: str,
+    shows: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    **fields: Any,
 ) -> Response:
-    """Build the command from the form's fields, send it, and go back to the task with a notice, or show why not."""
+    """Build the command from the form's fields and send it; go back to the task with a notice once `shows` (the
+    task whole) has seen it applied, or show why not in one line."""
     task_id = request.path_params["task_id"]
+    task = await ask_for_one(request, session, GET_REVIEW_TASK, GetReviewTask, task_id=task_id)
+    if task is None:
+        return web_of(request).not_found(request, session, "There is no such review task.")
     try:
         command = build(**fields)
     except ValidationError as exc:
@@ -64,37 +78,72 @@ async def _send(
     reply = await ask(request, session, subject, command)
     if not reply.ok:
         return await refused(request, session, task_id, reply)
+    if shows is not None:
+        await shows(task)
     return RedirectResponse(f"/tasks/{task_id}?done={done}", status_code=303)
+
+
+def _task_settles(request: Request, session: Session, holds: Holds) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def wait(task: dict[str, Any]) -> None:
+        await settled(request, session, GET_REVIEW_TASK, GetReviewTask(task_id=task["task_id"]), holds)
+
+    return wait
+
+
+def _record_settles(request: Request, session: Session, holds: Holds) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def wait(task: dict[str, Any]) -> None:
+        query = GetReviewRecord(patient_id=patient_id_of(task["patient"]))
+        await settled(request, session, GET_REVIEW_RECORD, query, holds)
+
+    return wait
 
 
 @action("pharmacist", "admin")
 async def release(request: Request, session: Session, form: FormData) -> Response:
-    reason = _field(form, "reason") or None
     task_id = request.path_params["task_id"]
     return await _send(
-        request, session, RELEASE_REVIEW_TASK, ReleaseReviewTask, "released", task_id=task_id, reason=reason
+        request,
+        session,
+        RELEASE_REVIEW_TASK,
+        ReleaseReviewTask,
+        "released",
+        _task_settles(request, session, lambda task: task["status"] != "in-progress"),
+        task_id=task_id,
+        reason=_field(form, "reason") or None,
     )
 
 
 @action("pharmacist", "admin")
 async def reassign(request: Request, session: Session, form: FormData) -> Response:
     to = _field(form, "pharmacist_id")
-    task_id = request.path_params["task_id"]
     return await _send(
-        request, session, REASSIGN_REVIEW_TASK, ReassignReviewTask, "reassigned", task_id=task_id, pharmacist_id=to
+        request,
+        session,
+        REASSIGN_REVIEW_TASK,
+        ReassignReviewTask,
+        "reassigned",
+        _task_settles(request, session, lambda task: task["owner"] == to or task["status"] == "completed"),
+        task_id=request.path_params["task_id"],
+        pharmacist_id=to,
     )
 
 
 @action("pharmacist")
 async def override(request: Request, session: Session, form: FormData) -> Response:
+    task_id, alert = request.path_params["task_id"], request.path_params["alert"]
+
+    def overridden(record: dict[str, Any]) -> bool:
+        return any(o["task_id"] == task_id and o["alert"] == alert for o in record.get("overrides") or ())
+
     return await _send(
         request,
         session,
         OVERRIDE_ALERT,
         OverrideAlert,
         "overridden",
-        task_id=request.path_params["task_id"],
-        alert=request.path_params["alert"],
+        _record_settles(request, session, overridden),
+        task_id=task_id,
+        alert=alert,
         reason_code=str(form.get("reason_code") or ""),
         reason=str(form.get("reason") or "").strip(),
     )
@@ -102,34 +151,49 @@ async def override(request: Request, session: Session, form: FormData) -> Respon
 
 @action("pharmacist")
 async def record_outcome(request: Request, session: Session, form: FormData) -> Response:
+    recommendation_id = request.path_params["recommendation_id"]
+    outcome = str(form.get("outcome") or "")
+
+    def recorded(record: dict[str, Any]) -> bool:
+        return any(
+            r["recommendation_id"] == recommendation_id and r["outcome"] == outcome
+            for r in record.get("recommendations") or ()
+        )
+
     return await _send(
         request,
         session,
         RECORD_RECOMMENDATION_OUTCOME,
         RecordRecommendationOutcome,
         "outcome-recorded",
-        recommendation_id=request.path_params["recommendation_id"],
-        outcome=str(form.get("outcome") or ""),
+        _record_settles(request, session, recorded),
+        recommendation_id=recommendation_id,
+        outcome=outcome,
         note=str(form.get("note") or "").strip() or None,
     )
 
 
 @action("pharmacist")
 async def record_delivery(request: Request, session: Session, form: FormData) -> Response:
+    task_id = request.path_params["task_id"]
     try:
         delivered_on = date.fromisoformat(str(form.get("delivered_on") or ""))
     except ValueError:
-        task_id = request.path_params["task_id"]
         return await render_task(
             request, session, task_id, error="delivered_on: give the date (YYYY-MM-DD)", status=400
         )
+
+    def delivered(record: dict[str, Any]) -> bool:
+        return any(a["task_id"] == task_id and a["delivered_on"] for a in record.get("action_plans") or ())
+
     return await _send(
         request,
         session,
         RECORD_ACTION_PLAN_DELIVERY,
         RecordActionPlanDelivery,
         "delivered",
-        task_id=request.path_params["task_id"],
+        _record_settles(request, session, delivered),
+        task_id=task_id,
         method=str(form.get("method") or ""),
         delivered_on=delivered_on,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,23 @@ async def ask_for_one(
         return None
     reply = await ask(request, session, subject, query)
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
+
+
+Holds = Callable[[dict[str, Any]], bool]
+# How long an action waits for the service's tables to show it before going back to the page anyway.
+SETTLE_S = 5.0
+
+
+async def settled(request: Request, session: Session, subject: str, query: BaseModel, holds: Holds) -> None:
+    """Wait (bounded) until the service's tables show what it just accepted: it records the event first and its
+    tables follow, and the page the person goes back to should show what they did."""
+    await web_of(request).services.wait_until(
+        session.account.actor,
+        subject,
+        query,
+        lambda reply: reply.ok and isinstance(reply.data, dict) and holds(reply.data),
+        timeout_s=SETTLE_S,
+    )
 
 
 def live(request: Request, render: Render, snapshot: Snapshot | None = None) -> StreamingResponse:
