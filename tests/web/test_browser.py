@@ -133,12 +133,12 @@ async def test_a_pharmacist_overrides_an_alert_and_documents_a_cmr_with_its_pape
         alert_id = await alert.get_attribute("id")
         await alert.locator("summary").click()
         await alert.locator("select[name=reason_code]").select_option("will-monitor")
-        await alert.locator("input[name=reason]").fill("INR checked weekly by the anticoagulation clinic")
+        await alert.locator("input[name=reason]").fill("Confirmed with the member which one she takes; will monitor")
         await alert.locator("button[type=submit]").click()
         await page.wait_for_selector("text=Alert overridden")
         overridden = page.locator(f"#{alert_id}[data-overridden=yes]")
         await overridden.wait_for(timeout=STEP_MS)
-        assert "INR checked weekly" in await overridden.inner_text()
+        assert "Confirmed with the member" in await overridden.inner_text()
         await screenshot(page, "09-alert-overridden")
 
         # The CMR: claimed, documented with a recommendation and the member's action plan.
