@@ -18,7 +18,7 @@ from mtm.cli import output, tool
 from mtm.cli.errors import CliError, Refused, UsageError
 from mtm.cli.output import json_option
 from mtm.cli.params import DATE, PATIENT, PRACTITIONER, RECOMMENDATION, TASK
-from mtm.cli.stack import nats_url
+from mtm.cli.stack import nats_client
 from mtm.contracts import (
     ClaimReviewTask,
     CommandReply,
@@ -66,7 +66,7 @@ TASK_ARGUMENT = click.argument("task", type=TASK, help="The review task's id, as
 
 
 def send(subject: str, body: BaseModel) -> CommandReply:
-    return asyncio.run(tool.request(nats_url(), subject, body))
+    return asyncio.run(tool.request(nats_client(), subject, body))
 
 
 def build(model: type[BaseModel], **fields: Any) -> BaseModel:
@@ -403,7 +403,7 @@ def _data(reply: CommandReply, what: str) -> Any:
 async def _patient_record(patient: str) -> dict[str, Any]:
     """What each service holds for the patient, asked on one connection."""
     token = tool.require_token()
-    async with tool.connected(nats_url()) as nc:
+    async with tool.connected(nats_client()) as nc:
         return {
             "record": _data(
                 await tool.ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient), token), "review"
