@@ -326,6 +326,24 @@ async def test_release_reassign_and_override_each_shown_only_to_who_may(stack, w
     assert (await post(root, f"{path}/release", admin_page)).status_code == 303
     physician = await signed_in(web, "drlee")
     assert (await post(physician, f"{path}/release", (await physician.get("/referrals")).text)).status_code == 403
+
+    # Documented as a TMR (ticked): a problem raised by the overridden alert's neighbour, what was done about it.
+    page = (await ana.get(path)).text
+    assert (await post(ana, f"{path}/claim", page)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "Document as an MTM review (TMR)" in page and f'value="alert-{alert}"' in page
+    tmr = {
+        "doc": "on",
+        "doc-performed-on": datetime.now(UTC).date().isoformat(),
+        "prob-0-detail": "Two statins on the discharge list",
+        "prob-0-category": "unnecessary-drug-therapy",
+        "prob-0-origin": f"alert-{alert}",
+        "prob-0-mitigation": "3",
+        "pml-0-name": "",  # every row cleared: review makes the list from the chart
+    }
+    assert (await post(ana, f"{path}/complete", page, **tmr)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "Two statins on the discharge list" in page and "patient explanation" in page
     for client in (ana, ben, root, physician):
         await client.aclose()
 
