@@ -55,6 +55,8 @@ class RebuildResult:
     applied: int
     read: int
     seconds: float
+    unreadable: int = 0
+    """Events on the log no reader can read (the live consumers parked each with its reason); skipped here too."""
 
     @property
     def events_per_s(self) -> float:
@@ -173,6 +175,7 @@ class Rebuilder:
         self._scopes = scopes
         self._registry = registry
         self._progress = progress
+        self.unreadable = 0
 
     async def run(self) -> RebuildResult:
         started = time.monotonic()
@@ -190,9 +193,18 @@ class Rebuilder:
             applied += await self._swap(conn, reader, started)
             await self._drop_retired()
             seconds = time.monotonic() - started
-            result = RebuildResult(applied=applied, read=reader.delivered, seconds=seconds)
-            await self._progress("swapped", reader.delivered, reader.delivered, result.events_per_s, "")
-            log.info("projection rebuilt", count=reader.delivered, applied=applied, elapsed_ms=int(seconds * 1000))
+            result = RebuildResult(applied, reader.delivered, seconds, self.unreadable)
+            note = (
+                f"{self.unreadable} unreadable events skipped (parked by the live consumers)" if self.unreadable else ""
+            )
+            await self._progress("swapped", reader.delivered, reader.delivered, result.events_per_s, note)
+            log.info(
+                "projection rebuilt",
+                count=reader.delivered,
+                applied=applied,
+                parked=self.unreadable,
+                elapsed_ms=int(seconds * 1000),
+            )
             return result
         except BaseException:
             with contextlib.suppress(Exception):
@@ -206,7 +218,19 @@ class Rebuilder:
         tx = Tx(conn)
         events = []
         for message in messages:
-            event = self._registry.parse_stored(message.subject, message.data)
+            try:
+                event = self._registry.parse_stored(message.subject, message.data)
+            except Exception as exc:
+                # No reader can read it, so the live consumers parked it and no table ever applied it: the rebuilt
+                # tables skip it too, instead of the whole rebuild (or a new replica's first start) failing on it.
+                self.unreadable += 1
+                log.warning(
+                    "unreadable event skipped",
+                    subject=message.subject,
+                    stream_seq=message.metadata.sequence.stream,
+                    error_type=type(exc).__name__,
+                )
+                continue
             tx.remember(event, message.data)
             events.append(event)
         return await apply_events(tx, self._projection, events)
