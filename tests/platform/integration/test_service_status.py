@@ -49,3 +49,16 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
     finally:
         await leftover.close()
     assert await service_statuses(nc, ["referral"]) == {"referral": []}
+
+
+async def test_a_service_and_its_readiness_take_every_seed_of_a_cluster_url(
+    clean_jetstream, infra, settings_for, run_service
+):
+    """Regression: `MTM_NATS_URL` with several seeds (as the README says for a cluster) was passed to the client
+    as one URL, and the service could not start. A seed that is down is skipped for the next."""
+    await declare_as_owner(clean_jetstream, PATIENT_EVENTS)
+    down = "nats://127.0.0.1:1"
+    seeds = f"{down}, {infra.nats_url}"
+    async with run_service(create_app(settings_for(ReferralSettings, nats_url=seeds))):
+        ready = await wait_until_ready(seeds, ["referral"], timeout_s=30)
+    assert [status.ready for status in ready["referral"]] == [True]

@@ -563,7 +563,7 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
     """The one composition root of a service process."""
     configure_logging(definition.name, settings.log_level, settings.log_format)
     broker = NatsBroker(
-        settings.nats_url,
+        settings.nats_servers,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

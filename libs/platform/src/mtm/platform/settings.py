@@ -68,6 +68,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError("replica_index must be below replicas")
         return self
 
+    @property
+    def nats_servers(self) -> list[str]:
+        return nats_servers(self.nats_url)
+
     def actor_keys(self) -> list[str]:
         """Each configured public key as its own PEM text."""
         text = self.actor_public_keys or ""
@@ -89,6 +93,11 @@ class ServiceSettings(BaseSettings):
             return own
         name = self.database_name or f"mtm_{self.service}"
         return with_database(self.database_url, name)
+
+
+def nats_servers(url: str) -> list[str]:
+    """Every seed of `MTM_NATS_URL` (a cluster's are comma-separated), as the NATS client takes them."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def with_database(url: str, database: str) -> str:

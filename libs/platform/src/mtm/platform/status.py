@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mtm.contracts.admin import SERVICES, GetServiceStatus, ServiceStatus, status_subject
+from mtm.platform.settings import nats_servers
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
@@ -135,9 +136,11 @@ async def wait_until_ready(
 ) -> dict[str, list[ServiceStatus]]:
     """Until every instance of every service reports ready; TimeoutError names what each one said last.
 
+    `url` may list several seeds, comma-separated, as `MTM_NATS_URL` does for a cluster.
+
     `check` runs before each round (a caller's way to stop waiting, by raising, or to tend its processes).
     """
-    nc = await nats.connect(url, connect_timeout=5)
+    nc = await nats.connect(nats_servers(url), connect_timeout=5)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
