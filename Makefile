@@ -1,11 +1,12 @@
-# mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test.
+# mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test;
+# `make faults` runs the fault suite (R1-R4, about 30 minutes: faults/README.md).
 # Both set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies.
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas clean
+.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas clean
 
 $(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -34,6 +35,9 @@ test-e2e: $(VENV)
 bench: $(VENV)
 	$(UV) sync --locked --all-packages --group bench --python $(PYTHON)
 	$(UV) run --no-sync python -m bench
+
+faults: $(VENV)
+	$(UV) run --no-sync python -m faults
 
 lint: $(VENV)
 	$(UV) run --no-sync ruff check .
