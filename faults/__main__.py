@@ -30,10 +30,13 @@ class Sizes:
     r3_discharges: int
     r4_inputs: int
     r4_discharges: int
+    r2_leader_kills: int = 2
 
 
-FULL = Sizes(r1_discharges=20_000, r2_discharges=6_000, r3_discharges=4_000, r4_inputs=10_000, r4_discharges=1_000)
-QUICK = Sizes(r1_discharges=300, r2_discharges=300, r3_discharges=300, r4_inputs=600, r4_discharges=40)
+FULL = Sizes(r1_discharges=20_000, r2_discharges=3_000, r3_discharges=3_000, r4_inputs=10_000, r4_discharges=1_000)
+QUICK = Sizes(
+    r1_discharges=300, r2_discharges=300, r3_discharges=300, r4_inputs=600, r4_discharges=40, r2_leader_kills=1
+)
 
 
 def say(text: str) -> None:
@@ -45,7 +48,9 @@ def runners(sizes: Sizes, work_dir: Path) -> dict[str, Callable[[], Awaitable[Re
 
     return {
         "R1": lambda: scenarios.r1_kills(scenarios.KillPlan(sizes.r1_discharges), work_dir / "r1", say),
-        "R2": lambda: scenarios.r2_leader(scenarios.LeaderPlan(sizes.r2_discharges), work_dir / "r2", say),
+        "R2": lambda: scenarios.r2_leader(
+            scenarios.LeaderPlan(sizes.r2_discharges, leader_kills=sizes.r2_leader_kills), work_dir / "r2", say
+        ),
         "R3": lambda: scenarios.r3_outages(scenarios.OutagePlan(sizes.r3_discharges), work_dir / "r3", say),
         "R4": lambda: hostile.r4_hostile(
             hostile.HostilePlan(inputs=sizes.r4_inputs, discharges=sizes.r4_discharges), work_dir / "r4", say
