@@ -128,3 +128,36 @@ async def test_commands_and_lists_stay_within_one_message(clean_jetstream, setti
 async def _at_least(nc, n: int):
     found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
     return len(found) >= n
+
+
+async def test_nul_in_any_text_is_refused_where_it_enters_and_task_lists_keep_answering(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: a discharge with a NUL in a medication name flowed into a review task whose reason Postgres
+    could not read back, and every pharmacist's task list answered `error`; a note with a NUL went onto the log."""
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    pharmacist = actors.pharmacist("rph-1")
+    nul = native_discharge(new_patient_id()).model_dump(mode="json")
+    nul["data"]["home_medications"][0]["text"] = "Atorvastatin\x00 40 MG Oral Tablet"
+    neighbour = native_discharge(new_patient_id())
+    async with (
+        run_service(reconciliation_app(settings_for(ReconciliationSettings))),
+        run_service(review_app(settings_for(ReviewSettings))),
+    ):
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, json.dumps(nul).encode())
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, neighbour.model_dump_json().encode())
+        [letter] = await wait_for(lambda: letters(nc, "reconciliation", 1), timeout_s=30)
+        await wait_for(lambda: _at_least(nc, 1), timeout_s=30)
+        listed = await nc.request(LIST_REVIEW_TASKS, ListReviewTasks().model_dump_json().encode(), headers=pharmacist)
+        [task] = CommandReply.model_validate_json(listed.data).data
+        note = CompleteReviewTask(task_id=uuid.UUID(task["task_id"]), note="Reviewed\x00").model_dump_json()
+        completed = await nc.request(COMPLETE_REVIEW_TASK, note.encode(), headers=pharmacist, timeout=10)
+    assert "NUL" in letter.reason and letter.deliveries == 1
+    assert task["patient"] == f"Patient/{neighbour.patient_id}"
+    assert CommandReply.model_validate_json(completed.data).outcome == "invalid"

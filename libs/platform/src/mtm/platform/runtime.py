@@ -28,6 +28,7 @@ from mtm.contracts.admin import (
     rebuild_subject,
 )
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
+from mtm.contracts.limits import NUL_REFUSED, has_nul
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.db import apply_migrations, create_pool
@@ -502,6 +503,8 @@ def _reply_subscription(
             outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
             log.warning("request refused", subject=subject, outcome=outcome)
             return _encoded(CommandReply(outcome=outcome, message=str(exc)))
+        if has_nul(msg.body):
+            return _encoded(CommandReply(outcome="invalid", message=NUL_REFUSED))
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:
