@@ -78,6 +78,8 @@ class Stage:
     name: str
     expected: set[Any]
     found: dict[Any, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ignored: set[Any] = field(default_factory=set)
+    """Keys outside the run (R4's patients), neither expected nor unexpected."""
 
     def add(self, key: Any, event_id: str) -> None:
         self.found[key].append(event_id)
@@ -92,7 +94,7 @@ class Stage:
 
     @property
     def unexpected(self) -> int:
-        return len(self.found.keys() - self.expected)
+        return len(self.found.keys() - self.expected - self.ignored)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -155,7 +157,9 @@ class Audit:
 
     @property
     def duplicate_notifications(self) -> int:
-        return sum(s["duplicate_keys"] + s["unexpected"] for s in self.notifications().values())
+        """Referrals a physician received under more than one key (a second referral for the same recommendation
+        is counted by its stage; notifications of referrals outside the run, R4's, are only reported)."""
+        return sum(s["duplicate_keys"] for s in self.notifications().values())
 
     @property
     def lost_notifications(self) -> int:
@@ -188,11 +192,18 @@ async def dead_letters(nc: Client) -> list[DeadLetter]:
     return letters
 
 
-async def audit(nc: Client, patients: Iterable[str], receiver: WebhookReceiver | None) -> Audit:
-    """Follow every acknowledged discharge (by patient) through the log, the receiver and the inbox."""
+async def audit(
+    nc: Client, patients: Iterable[str], receiver: WebhookReceiver | None, others: Iterable[str] = ()
+) -> Audit:
+    """Follow every acknowledged discharge (by patient) through the log, the receiver and the inbox.
+
+    `others` are patients outside the run (R4 sends discharges that hostile requests act on): their discharges'
+    first three stages are kept (R4 checks them), everything that happened to them afterwards is not audited.
+    """
     wanted = set(patients)
+    outside = set(others)
     stages = {
-        name: Stage(name, set(wanted))
+        name: Stage(name, set(wanted), ignored=outside)
         for name in ("discharge recorded", "medications reconciled", "review task created")
     }
     by_event = {
@@ -216,6 +227,8 @@ async def audit(nc: Client, patients: Iterable[str], receiver: WebhookReceiver |
             stages[by_event[name]].add(patient, event_id)
             if name == "review_task_created" and patient in wanted:
                 tasks.add(str(data.task_id))
+        elif patient in outside:
+            return
         elif name == "review_task_claimed":
             claims.append((str(data.task_id), event_id))
         elif name == "review_task_completed":

@@ -113,9 +113,12 @@ class ToolStats:
     claimed: set[str] = field(default_factory=set)
     completed: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    """Tasks whose referral the physician answered."""
     tasks_seen: dict[str, float] = field(default_factory=dict)
     """Task id → when the pharmacists first saw it (monotonic)."""
     task_patients: dict[str, str] = field(default_factory=dict)
+    others: dict[str, str] = field(default_factory=dict)
+    """Tasks of patients this hospital did not send (R4's), left alone by the pharmacists: task id → patient."""
     referrals_seen: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
 
@@ -141,6 +144,10 @@ class Clinic:
         self.plan = plan
         self.run_id = run_id or uuid.uuid4().hex[:6]
         self.sent: dict[str, Sent] = {}
+        self.ours: set[str] = set()
+        """Patients this hospital is sending or sent for the clinic: the pharmacists work on their tasks only."""
+        self.aside: dict[str, Sent] = {}
+        """Discharges sent for others to act on (R4's hostile commands); nobody at the clinic touches them."""
         self.stats = ToolStats()
         self._next = 0
         self._population = synthea_transitions()
@@ -214,10 +221,12 @@ class Clinic:
         event = TransitionOfCareRecorded.create(source=SOURCE, patient_id=patient, data=data, time=datetime.now(UTC))
         return Sent(patient, str(event.id), physician, time.monotonic()), event.model_dump_json().encode()
 
-    async def send_discharge(self) -> Sent:
+    async def send_discharge(self, *, for_the_clinic: bool = True) -> Sent:
         """Publish one discharge until the intake acknowledged it (the same message id every time)."""
         assert self._hospital is not None
         sent, body = self.discharge()
+        if for_the_clinic:
+            self.ours.add(sent.patient_id)  # before it is sent: its task may come back before the acknowledgement
         js = self._hospital.jetstream()
         delay = 0.1
         while True:
@@ -233,7 +242,7 @@ class Clinic:
             raise ToolFailed(f"discharge stored in {ack.stream}")
         sent.acked = time.monotonic()
         sent.intake_seq = ack.seq
-        self.sent[sent.patient_id] = sent
+        (self.sent if for_the_clinic else self.aside)[sent.patient_id] = sent
         return sent
 
     @property
@@ -297,8 +306,12 @@ class Clinic:
 
     async def _on_task(self, event: dict[str, Any]) -> None:
         task_id = event["data"]["task_id"]
+        patient = event["subject"].removeprefix("Patient/")
+        if patient not in self.ours:
+            self.stats.others[task_id] = patient
+            return
         self.stats.tasks_seen.setdefault(task_id, time.monotonic())
-        self.stats.task_patients[task_id] = event["subject"].removeprefix("Patient/")
+        self.stats.task_patients[task_id] = patient
         pharmacist = pharmacist_for(task_id, self.plan.pharmacists)
         claim = ClaimReviewTask(command_id=derived("claim", task_id), task_id=uuid.UUID(task_id))
         reply = await self.command(CLAIM_REVIEW_TASK, claim, lambda: actors.pharmacist(pharmacist))
@@ -334,7 +347,7 @@ class Clinic:
         )
         reply = await self.command(ANSWER_REFERRAL, answer, lambda: actors.physician(physician))
         self._expect(reply, "answer", referral_id)
-        self.stats.answered.add(referral_id)
+        self.stats.answered.add(message["task_id"])
 
     def _expect(self, reply: CommandReply, what: str, key: str) -> None:
         if reply.outcome != "accepted":
@@ -368,19 +381,21 @@ class Clinic:
     def done(self) -> bool:
         """Every discharge sent became a task, was completed, and its referral answered."""
         sent = len(self.sent)
+        tasks = self.stats.tasks_seen.keys()
         return (
             sent > 0
-            and len(self.stats.tasks_seen) >= sent
-            and len(self.stats.completed) >= sent
-            and len(self.stats.answered) >= sent
+            and len(tasks) >= sent
+            and len(self.stats.completed & tasks) >= sent
+            and len(self.stats.answered & tasks) >= sent
             and not self._running
         )
 
     def progress(self) -> str:
         s = self.stats
+        tasks = s.tasks_seen.keys()
         return (
-            f"sent {len(self.sent)}, tasks {len(s.tasks_seen)}, completed {len(s.completed)}, "
-            f"referrals {len(s.referrals_seen)}, answered {len(s.answered)}"
+            f"sent {len(self.sent)}, tasks {len(tasks)}, completed {len(s.completed & tasks)}, "
+            f"referrals {len(s.referrals_seen)}, answered {len(s.answered & tasks)}"
         )
 
     async def wait_done(

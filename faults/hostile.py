@@ -24,9 +24,11 @@ nesting up to 100,000 deep, other encodings (UTF-16/32, Latin-1, invalid UTF-8, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib
 import inspect
+import itertools
 import json
 import time
 import uuid
@@ -43,9 +45,10 @@ from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from support import actors
+from support.jetstream import wait_for
 
 from faults import REPO_ROOT
-from faults.audit import dead_letter_counts, dead_letters
+from faults.audit import Audit, dead_letter_counts, dead_letters
 from faults.clinic import Clinic, ClinicPlan
 from faults.report import Result, must_be_zero, reported
 from faults.scenarios import Say, clinic_on_stack, flow_figures, health_figures, settle_and_audit
@@ -60,6 +63,7 @@ from mtm.contracts.limits import (
     MAX_RECOMMENDATION,
     MAX_RECOMMENDATIONS,
     MAX_TEXT,
+    has_nul,
 )
 from mtm.contracts.subjects import (
     CLAIM_REVIEW_TASK,
@@ -78,10 +82,15 @@ SAMPLES = REPO_ROOT / "contracts" / "samples"
 MAX_BODY = 1024 * 1024 - 8 * 1024
 REQUEST_TIMEOUT_S = 30.0
 PUBLISH_TIMEOUT_S = 30.0
-BATCH = 200
+BATCH = 25
 SENDERS = 8
 FOREIGN_PRIVATE_KEY, _ = generate_keypair()
 VALID_ANSWERS = ("accepted", "not_found", "conflict")
+FLOWS = "flows"
+# What a consumer logs when a message it read fails in its transaction (hostile input must be parked before that).
+FAILED_TO_APPLY = "message failed; redelivery scheduled"
+NAMESPACE = uuid.UUID("6d1f0c36-93a4-4c51-b7de-2a4c5e0f9d13")
+FLOW_STAGES = ("discharge recorded", "medications reconciled", "review task created")
 ROLES = ("pharmacist", "physician", "admin")
 
 
@@ -125,21 +134,22 @@ def _recommendation() -> dict[str, Any]:
     return {"recommendation_id": str(uuid.uuid4()), "text": "Restart atorvastatin", "needs_prescriber": True}
 
 
+# Where a template names a task or a patient, the input names a real one (R4 sets discharges aside for that, which
+# nobody at the clinic touches) or a made-up one.
+TASK = "\x02task\x02"
+PATIENT = "\x02patient\x02"
+
 # Valid bodies to start from, by subject (events: by event name, from contracts/samples). Anything else gets `{}`.
 TEMPLATES: dict[str, Callable[[], dict[str, Any]]] = {
     DISCHARGE_INTAKE_SUBJECT: _native_discharge,
     f"{DISCHARGE_INTAKE_SUBJECT}#fhir": _fhir_discharge,
-    CLAIM_REVIEW_TASK: lambda: {"task_id": str(uuid.uuid4())},
-    COMPLETE_REVIEW_TASK: lambda: {
-        "task_id": str(uuid.uuid4()),
-        "note": "Reviewed.",
-        "recommendations": [_recommendation()],
-    },
+    CLAIM_REVIEW_TASK: lambda: {"task_id": TASK},
+    COMPLETE_REVIEW_TASK: lambda: {"task_id": TASK, "note": "Reviewed.", "recommendations": [_recommendation()]},
     "mtm.query.review.tasks.v1": lambda: {"status": "requested", "limit": 50, "offset": 0},
-    "mtm.query.review.task.v1": lambda: {"task_id": str(uuid.uuid4())},
+    "mtm.query.review.task.v1": lambda: {"task_id": TASK},
     "mtm.cmd.referral.answer.v1": lambda: {"referral_id": str(uuid.uuid4()), "decision": "accepted", "note": "ok"},
     "mtm.query.referral.list.v1": lambda: {"physician_id": "dr-1", "status": "requested", "limit": 10},
-    "mtm.query.reconciliation.medlist.v1": lambda: {"patient_id": "p-1", "format": "fhir"},
+    "mtm.query.reconciliation.medlist.v1": lambda: {"patient_id": PATIENT, "format": "fhir"},
     **{rebuild_subject(service): lambda: {"rebuild_id": str(uuid.uuid4())} for service in SERVICES},
 }
 
@@ -225,7 +235,9 @@ class HostileInput:
     shape: str
     token: str = ""
     expect: tuple[str, ...] = ()
-    """Requests: the outcomes that are right. Intake and events: the durables that must park it."""
+    """Requests: the outcomes that are right. Intake and events: the durables that must park it, or `FLOWS`."""
+    patient: str = ""
+    """A valid discharge's patient, whose review task must come out of it."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,27 @@ COUNTS = st.one_of(
 DEPTHS = st.one_of(st.integers(2, 300), st.sampled_from((1_000, 10_000, 100_000)))
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Real resources hostile requests may name: the tasks and patients of the discharges set aside."""
+
+    tasks: tuple[str, ...] = ()
+    patients: tuple[str, ...] = ()
+
+
+def filled(draw: st.DrawFn, value: Any, pool: Pool) -> Any:
+    """The template with each task or patient placeholder replaced by a real one or a made-up one."""
+    if isinstance(value, dict):
+        return {key: filled(draw, item, pool) for key, item in value.items()}
+    if isinstance(value, list):
+        return [filled(draw, item, pool) for item in value]
+    if value == TASK:
+        return draw(st.sampled_from(pool.tasks)) if pool.tasks and draw(st.booleans()) else str(draw(st.uuids()))
+    if value == PATIENT:
+        return draw(st.sampled_from(pool.patients)) if pool.patients and draw(st.booleans()) else "p-unknown"
+    return value
+
+
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     yield prefix
     if isinstance(value, dict):
@@ -312,9 +345,9 @@ def nested(depth: int, kind: str) -> str:
 
 
 @st.composite
-def bodies(draw: st.DrawFn, templates: list[dict[str, Any]]) -> tuple[str, bytes]:
+def bodies(draw: st.DrawFn, templates: list[dict[str, Any]], pool: Pool) -> tuple[str, bytes]:
     """(shape, body): one template mutated in one hostile way."""
-    template = draw(st.sampled_from(templates))
+    template = filled(draw, draw(st.sampled_from(templates)), pool)
     paths = list(_paths(template))
     shape = draw(
         st.sampled_from(
@@ -368,16 +401,18 @@ def bodies(draw: st.DrawFn, templates: list[dict[str, Any]]) -> tuple[str, bytes
 def token_kinds(target: Target) -> st.SearchStrategy[tuple[str, str | None]]:
     """(kind, Authorization header or None): none, garbage, a foreign key, expired, or signed by the trusted key
     for a role and practitioner id (hostile ones too; whether that names a valid actor is the contract's call)."""
-    practitioners = st.one_of(st.none(), st.sampled_from(("dr-1", "rph-1", "a.b")), hostile_ids)
+    allowed = st.sampled_from(target.roles) if target.roles else st.sampled_from(ROLES)
     benign = st.builds(
         lambda role, pid: (f"role:{role}", "Bearer " + signed_token(role, "u-1", pid)),
-        st.sampled_from(target.roles) if target.roles else st.sampled_from(ROLES),
+        allowed,
         st.one_of(st.none(), st.sampled_from(("dr-1", "rph-1", "a.b"))),
     )
+    # Signed by the trusted key for a role the subject allows, naming a hostile practitioner id: whether that is an
+    # actor is the contract's call, and what it may do with a valid body is what it tests.
     signed = st.builds(
         lambda role, pid: (f"role:{role}", "Bearer " + signed_token(role, "u-1", pid)),
-        st.sampled_from(ROLES),
-        practitioners,
+        st.one_of(allowed, st.sampled_from(ROLES)),
+        hostile_ids,
     )
     hostile = st.one_of(
         st.just(("none", None)),
@@ -432,6 +467,9 @@ def verified_actor(header: str | None) -> Actor | None:
 
 
 def parses(model: type[BaseModel], body: bytes) -> bool:
+    """Whether a service would take the body: the contract's model, and no NUL anywhere in it."""
+    if has_nul(body):
+        return False
     try:
         model.model_validate_json(body)
     except (ValidationError, RecursionError, ValueError):
@@ -477,16 +515,60 @@ def matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
+# Text a person or a hospital system may well send: control characters, NUL, line and paragraph separators, a
+# right-to-left override, combining marks, emoji. Within the contract's limits it must flow like any other.
+nasty_text = st.text(
+    st.one_of(
+        st.sampled_from(
+            ("\x00", "\t", "\n", "\r", "\x1b", "\u2028", "\u2029", "\u202e", "\u0301", "\ufeff", "💊", "*", ">")
+        ),
+        st.characters(codec="utf-8"),
+    ),
+    min_size=1,
+    max_size=60,
+)
+_discharges = itertools.count()
+
+
 @st.composite
-def hostile_inputs(draw: st.DrawFn, all_targets: list[Target]) -> HostileInput:
-    # A kind first, so the one intake weighs as much as the many commands: intakes 30 %, the log 25 %, requests
-    # 35 %, status 10 %; then a subject of that kind.
-    kinds = [
-        kind for kind, weight in (("intake", 6), ("event", 5), ("request", 7), ("status", 2)) for _ in range(weight)
-    ]
-    kind = draw(st.sampled_from([k for k in kinds if any(t.kind == k for t in all_targets)]))
-    target = draw(st.sampled_from([t for t in all_targets if t.kind == kind]))
-    shape, body = draw(bodies(templates_for(target)))
+def nasty_discharges(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    """(shape, patient, body): a native discharge for a new patient, some of its texts replaced by nasty ones."""
+    body = _native_discharge()
+    patient = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,12}", fullmatch=True)) + f"-n{next(_discharges)}"
+    event_id = str(uuid.uuid5(NAMESPACE, f"nasty-discharge:{patient}"))
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient}")
+    body["data"]["patient"]["patient_id"] = patient
+    texts = [p for p in _paths(body["data"]) if isinstance(_get(body["data"], p), str) and p[-1] != "patient_id"]
+    for path in draw(st.lists(st.sampled_from(texts), min_size=1, max_size=6, unique=True)):
+        body["data"] = _replace(body["data"], path, draw(nasty_text))
+    return "valid discharge, nasty text", patient, json.dumps(body).encode()
+
+
+# Shares of the inputs by kind, so the one intake weighs as much as the many commands; each kind's share is split
+# evenly between its subjects.
+KIND_SHARES: dict[str, float] = {"intake": 0.30, "event": 0.25, "request": 0.35, "status": 0.10}
+
+
+def quotas(all_targets: list[Target], count: int) -> list[tuple[Target, int]]:
+    """How many inputs each subject gets out of `count` (at least one each)."""
+    shares = {kind: share for kind, share in KIND_SHARES.items() if any(t.kind == kind for t in all_targets)}
+    total = sum(shares.values())
+    found = []
+    for target in all_targets:
+        same = sum(1 for t in all_targets if t.kind == target.kind)
+        found.append((target, max(1, round(count * shares[target.kind] / total / same))))
+    return found
+
+
+@st.composite
+def hostile_inputs(draw: st.DrawFn, target: Target, all_targets: list[Target], pool: Pool = Pool()) -> HostileInput:
+    if target.subject == DISCHARGE_INTAKE_SUBJECT and draw(st.integers(0, 4)) == 0:
+        shape, patient, body = draw(nasty_discharges())
+        if not rejected_by_every_reader(target, target.subject, body):
+            return HostileInput(target, target.subject, body, {}, shape, expect=(FLOWS,), patient=patient)
+        shape = "nasty text beyond the contract"
+    else:
+        shape, body = draw(bodies(templates_for(target), pool))
     if len(body) > MAX_BODY:
         body = body[:MAX_BODY]
         shape += " (cut at the payload limit)"
@@ -512,25 +594,74 @@ def hostile_inputs(draw: st.DrawFn, all_targets: list[Target]) -> HostileInput:
     if target.kind == "status":
         return HostileInput(target, target.subject, body, headers, shape, kind, ("status",))
     assert target.model is not None
-    valid_body = draw(st.booleans()) and draw(st.booleans())
+    valid_body = draw(st.booleans())
     if valid_body:
-        shape, body = "valid body", json.dumps(draw(st.sampled_from(templates_for(target)))).encode()
-    actor = verified_actor(header)
-    valid = parses(target.model, body)
-    if actor is None:
-        expect: tuple[str, ...] = ("unauthorized",)
-    elif actor.role not in target.roles:
-        expect = ("forbidden",)
-    elif not valid:
-        expect = ("invalid",)
-    else:
-        assume(target.model is not RebuildProjection)  # a real rebuild is not hostile input
-        expect = VALID_ANSWERS
+        template = filled(draw, draw(st.sampled_from(templates_for(target))), pool)
+        shape, body = "valid body", json.dumps(template).encode()
+    expect = expected_reply(target, header, body)
+    assume(not (expect == VALID_ANSWERS and target.model is RebuildProjection))  # a real rebuild is not hostile
     return HostileInput(target, target.subject, body, headers, shape, kind, expect)
 
 
-def generate(all_targets: list[Target], count: int, run_seed: int) -> list[HostileInput]:
-    """`count` inputs (hypothesis, generation phase only, reproducible from the seed)."""
+def expected_reply(target: Target, header: str | None, body: bytes) -> tuple[str, ...]:
+    """What a service must answer: the token is checked first, then the role, then the body."""
+    assert target.model is not None
+    actor = verified_actor(header)
+    if actor is None:
+        return ("unauthorized",)
+    if actor.role not in target.roles:
+        return ("forbidden",)
+    if not parses(target.model, body):
+        return ("invalid",)
+    return VALID_ANSWERS
+
+
+# The characters the brief of every id names, and a few more a person or system may put in one.
+ID_CHARACTERS = (".", "*", ">", " ", "\n", "\x00", "\t", "\u2028", "%", "é")
+
+
+def actor_matrix(all_targets: list[Target], pool: Pool) -> list[HostileInput]:
+    """Every command and query, with a valid body naming a real task or patient, from a token the trusted key signed
+    for each role it allows, naming a practitioner id with each of `ID_CHARACTERS` (hypothesis may well never pair
+    them: this does, every run)."""
+    found = []
+    for target in all_targets:
+        if target.kind != "request" or target.model is RebuildProjection:
+            continue
+        for template in templates_for(target):
+            for role in target.roles:
+                for n, char in enumerate(ID_CHARACTERS):
+                    # A task of its own per character: the first pharmacist to claim one keeps it.
+                    body = json.dumps(_fill_first(template, pool, n)).encode()
+                    header = "Bearer " + signed_token(role, "u-1", f"id{char}1")
+                    expect = expected_reply(target, header, body)
+                    shape = f"practitioner id with {char!r}"
+                    found.append(
+                        HostileInput(target, target.subject, body, {"Authorization": header}, shape, role, expect)
+                    )
+    return found
+
+
+def _fill_first(value: Any, pool: Pool, n: int) -> Any:
+    if isinstance(value, dict):
+        return {key: _fill_first(item, pool, n) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill_first(item, pool, n) for item in value]
+    if value == TASK:
+        return pool.tasks[n % len(pool.tasks)] if pool.tasks else str(uuid.uuid4())
+    if value == PATIENT:
+        return pool.patients[n % len(pool.patients)] if pool.patients else "p-unknown"
+    return value
+
+
+def generate(
+    target: Target, all_targets: list[Target], count: int, run_seed: int, pool: Pool = Pool()
+) -> list[HostileInput]:
+    """`count` inputs for one subject (hypothesis, generation phase only, reproducible from the seed).
+
+    Hypothesis explores around what one run already generated, so a long run clumps; the suite runs many short
+    ones (`BATCH`), each with a seed of its own.
+    """
     found: list[HostileInput] = []
 
     @seed(run_seed)
@@ -541,7 +672,7 @@ def generate(all_targets: list[Target], count: int, run_seed: int) -> list[Hosti
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(hostile_inputs(all_targets))
+    @given(hostile_inputs(target, all_targets, pool))
     def collect(item: HostileInput) -> None:
         found.append(item)
 
@@ -556,6 +687,8 @@ def generate(all_targets: list[Target], count: int, run_seed: int) -> list[Hosti
 class HostilePlan:
     inputs: int
     discharges: int
+    aside: int = 20
+    """Discharges whose tasks and patients hostile requests may name (nobody at the clinic touches them)."""
     seed: int = 20_261_130
     stall_s: float = 180.0
 
@@ -593,11 +726,21 @@ async def send(nc: Any, item: HostileInput) -> Sent:
     return Sent(item, reply=reply.outcome, message=reply.message)
 
 
+async def set_aside(clinic: Clinic, count: int, stall_s: float) -> Pool:
+    """Discharges for hostile requests to name, once their review tasks exist."""
+    for _ in range(count):
+        await clinic.send_discharge(for_the_clinic=False)
+    with contextlib.suppress(AssertionError):
+        await wait_for(lambda: len(clinic.stats.others) >= count, timeout_s=stall_s, every_s=0.2)
+    return Pool(tuple(clinic.stats.others), tuple(clinic.aside))
+
+
 async def barrage(nc: Any, clinic: Clinic, plan: HostilePlan, tally: Tally, say: Say) -> None:
     """Generate and send the inputs in batches, a valid discharge between every few."""
     all_targets = await asyncio.to_thread(targets)
+    pool = await set_aside(clinic, plan.aside, plan.stall_s)
     every = max(1, plan.inputs // max(1, plan.discharges))
-    queue: asyncio.Queue[HostileInput | None] = asyncio.Queue(maxsize=BATCH)
+    queue: asyncio.Queue[HostileInput | None] = asyncio.Queue(maxsize=200)
 
     async def sender() -> None:
         while (item := await queue.get()) is not None:
@@ -605,11 +748,19 @@ async def barrage(nc: Any, clinic: Clinic, plan: HostilePlan, tally: Tally, say:
 
     senders = [asyncio.create_task(sender()) for _ in range(SENDERS)]
     produced = 0
-    batch_seed = plan.seed
     last_said = time.monotonic()
-    while produced < plan.inputs:
-        batch = await asyncio.to_thread(generate, all_targets, min(BATCH, plan.inputs - produced), batch_seed)
-        batch_seed += 1
+    # Every subject's quota in short batches, the subjects interleaved (a batch of each in turn).
+    batches = []
+    for index, (target, quota) in enumerate(quotas(all_targets, plan.inputs)):
+        for start in range(0, quota, BATCH):
+            batches.append((start, index, target, min(BATCH, quota - start)))
+    for item in actor_matrix(all_targets, pool):
+        await queue.put(item)
+        tally.by_target[item.target.name] += 1
+        tally.shapes["practitioner ids"] += 1
+    for start, index, target, size in sorted(batches, key=lambda b: (b[0], b[1])):
+        batch_seed = plan.seed + 1000 * index + start
+        batch = await asyncio.to_thread(generate, target, all_targets, size, batch_seed, pool)
         for item in batch:
             await queue.put(item)
             tally.by_target[item.target.name] += 1
@@ -669,20 +820,22 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
             say(f"{len(tally.sent):,} hostile inputs sent; waiting for the valid flow and the dead letters")
             done = await clinic.wait_done(stall_s=plan.stall_s, check=stack.check_alive, say=say)
             published = [s for s in tally.sent if s.seq is not None and not s.duplicate]
-            expected_letters = sum(len(s.item.expect) for s in published)
+            expected_letters = sum(len(s.item.expect) for s in published if s.item.expect != (FLOWS,))
             await wait_parked(nc, expected_letters, plan.stall_s)
             letters = await dead_letters(nc)
         finally:
             await nc.close()
-        found = await settle_and_audit(stack, clinic, receiver, result)
+        others = {*clinic.aside, *(s.item.patient for s in tally.sent if s.item.patient)}
+        found = await settle_and_audit(stack, clinic, receiver, result, others)
         exited = [name for name in SERVICES if not stack.services.alive(name) or stack.pids()[name] != pids[name]]  # type: ignore[union-attr]
         health = await health_figures("r4", stack, clinic, restarts_allowed=False)
+        failed_to_apply = sum(stack.log_lines(FAILED_TO_APPLY).values())
         admin = await stack.connect("faults-admin")
         try:
             rebuilt = await rebuild_all(admin)
         finally:
             await admin.close()
-        verdict = classify(tally, letters)
+        verdict = classify(tally, letters, found)
         result.details.update(verdict.details)
         result.details["rebuilds"] = rebuilt
         result.details["done"] = done
@@ -709,7 +862,21 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
             must_be_zero(
                 "r4_valid_parked", "valid messages dead-lettered", verdict.valid_parked, len(letters), "letters"
             ),
+            must_be_zero(
+                "r4_nasty_not_flowed",
+                "valid discharges with nasty text that did not become one review task",
+                verdict.not_flowed,
+                verdict.flowing,
+                "sent",
+            ),
             must_be_zero("r4_service_exits", "service processes that exited", len(exited), 4, "services"),
+            must_be_zero(
+                "r4_failed_to_apply",
+                "accepted messages that then failed to apply (logged)",
+                failed_to_apply,
+                len(published),
+                "published",
+            ),
             must_be_zero(
                 "r4_rebuilds_failed",
                 "rebuilds that failed on the hostile log",
@@ -725,6 +892,8 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
 
 @dataclass
 class Verdict:
+    flowing: int = 0
+    not_flowed: int = 0
     not_parked: int = 0
     wrong_replies: int = 0
     errors: int = 0
@@ -732,7 +901,7 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def classify(tally: Tally, letters: list[Any]) -> Verdict:
+def classify(tally: Tally, letters: list[Any], found: Audit) -> Verdict:
     """Each input against what should have happened to it; examples of what did not (ids and reasons only)."""
     verdict = Verdict()
     parked: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
@@ -752,6 +921,13 @@ def classify(tally: Tally, letters: list[Any]) -> Verdict:
             if sent.duplicate:
                 continue  # the server dropped it as a resend of an earlier message id: nothing to park
             key = (sent.stream or "", sent.seq or 0)
+            if item.expect == (FLOWS,):
+                verdict.flowing += 1
+                through = [len(found.stages[stage].found.get(item.patient, ())) for stage in FLOW_STAGES]
+                if through != [1] * len(FLOW_STAGES):
+                    verdict.not_flowed += 1
+                    examples["valid discharge did not flow"].append(f"seq {sent.seq}: {through} ({item.shape})")
+                continue
             hostile_keys.add(key)
             got = parked.get(key, {})
             missing = [d for d in item.expect if not got.get(d)]
