@@ -1,14 +1,16 @@
 # mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test;
-# `make faults` runs the fault suite (R1-R4, about 30 minutes: faults/README.md).
-# Both set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies.
+# `make faults` runs the fault suite (R1-R4, about 30 minutes; `make faults ARGS=--quick` for a few: faults/README.md).
+# All set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies;
+# `make test` also installs Debian's chromium for the browser tests when no Chromium is on the machine.
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas clean
+.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas clean browser
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
+$(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml web/pyproject.toml cli/pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --locked --all-packages --python $(PYTHON)
@@ -20,7 +22,14 @@ run: $(VENV)
 up: $(VENV)
 	$(UV) run --no-sync mtm up
 
-test: $(VENV)
+# Headless Chromium from the distribution (Playwright drives it; no browser is ever downloaded by a test tool).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$MTM_CHROMIUM" ] || { \
+		echo "installing chromium (Debian package) for the browser tests ..."; \
+		$(SUDO) apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV) browser
 	$(UV) run --no-sync pytest
 
 test-unit: $(VENV)
@@ -29,7 +38,7 @@ test-unit: $(VENV)
 test-integration: $(VENV)
 	$(UV) run --no-sync pytest -m integration
 
-test-e2e: $(VENV)
+test-e2e: $(VENV) browser
 	$(UV) run --no-sync pytest -m e2e
 
 bench: $(VENV)
@@ -37,7 +46,7 @@ bench: $(VENV)
 	$(UV) run --no-sync python -m bench
 
 faults: $(VENV)
-	$(UV) run --no-sync python -m faults
+	$(UV) run --no-sync python -m faults $(ARGS)
 
 lint: $(VENV)
 	$(UV) run --no-sync ruff check .

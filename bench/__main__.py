@@ -38,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / "cache"
-PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "dur", "rebuild")
+PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "web", "dur", "documents", "program", "rebuild")
 # The bound is 5 minutes on 2 cores; the rebuild, last, gets what is left of this.
 TOTAL_BUDGET_S = 285.0
 # The rebuild's own set-up (its NATS, a fresh service) and the final report run after its budget.
@@ -58,6 +58,7 @@ class Plan:
     latency_warmup_s: float
     latency_offered_s: float
     rebuild_budget_s: float
+    web_open_tasks: int = 10_000
 
 
 FULL = Plan(
@@ -79,6 +80,7 @@ QUICK = Plan(
     latency_warmup_s=1.0,
     latency_offered_s=3.0,
     rebuild_budget_s=15.0,
+    web_open_tasks=1_000,
 )
 
 
@@ -258,9 +260,26 @@ class Bench:
             offered_s=self.plan.latency_offered_s,
         )
 
+    async def phase_web(self, progress: Progress) -> dict[str, Any]:
+        from bench import web
+
+        return await web.run(self.servers, self.log_dir, progress, tasks=self.plan.web_open_tasks)
+
     async def phase_dur(self, progress: Progress) -> dict[str, Any]:
         progress("python -m bench.dur_check", 0.1)
         return await asyncio.to_thread(run_dur_check)
+
+    async def phase_documents(self, progress: Progress) -> dict[str, Any]:
+        from bench import documents
+
+        progress("MAP + PML: PDF, HTML, FHIR", 0.1)
+        return await asyncio.to_thread(documents.run, 3.0 if self.plan is FULL else 0.5)
+
+    async def phase_program(self, progress: Progress) -> dict[str, Any]:
+        from bench import program
+
+        figures = await asyncio.to_thread(program.run_sweep, progress)
+        return {**figures, **await program.run_fill_ingestion(self.servers, self.log_dir, progress)}
 
     async def phase_rebuild(self, progress: Progress) -> dict[str, Any]:
         from bench import rebuild

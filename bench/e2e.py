@@ -177,45 +177,64 @@ async def watch(
 async def run_projection(
     servers: Servers, log_dir: Path, messages: list[Encoded], progress: Progress, *, timeout_s: float = 180.0
 ) -> dict[str, Any]:
-    """The reconciliation service alone on pre-published discharges: events/s until every one is reconciled.
+    """The reconciliation service alone on pre-published discharges: events/s until every one is reconciled."""
+    from mtm.platform.streams import PATIENT_EVENTS
+
+    rate = await run_alone(
+        servers, log_dir, messages, progress, phase="projection", streams=(PATIENT_EVENTS,),
+        counted=MedicationsReconciled, timeout_s=timeout_s,
+    )  # fmt: skip
+    return {"recon_projection_events_per_s": rate, "recon_projection_events": len(messages)}
+
+
+async def run_alone(
+    servers: Servers,
+    log_dir: Path,
+    messages: list[Encoded],
+    progress: Progress,
+    *,
+    phase: str,
+    streams: tuple[Any, ...],
+    counted: type[EventEnvelope],
+    timeout_s: float = 180.0,
+) -> float:
+    """The reconciliation service alone on pre-published messages: per second until as many `counted` events.
 
     The clock starts when the service logs that it started (its consumers are pulling by then), or at the first
-    MedicationsReconciled if that comes first; it stops when the MedicationsReconciled count reaches the total.
+    counted event if that comes first; it stops when the count reaches the total.
     """
-    from mtm.platform.streams import PATIENT_EVENTS, declare_stream
+    from mtm.platform.streams import declare_stream
 
     total = len(messages)
-    async with servers.nats("projection") as nats_url:
+    async with servers.nats(phase) as nats_url:
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
-            # Declared exactly as its owner, the reconciliation service, declares it.
-            await declare_stream(js, PATIENT_EVENTS, replicas=1, duplicate_window_s=600.0)
+            # Declared exactly as their owner, the reconciliation service, declares them.
+            for spec in streams:
+                await declare_stream(js, spec, replicas=1, duplicate_window_s=600.0)
             await publish_windowed(js, messages, lambda sent: progress("pre-publishing", 0.2 * sent / total))
-            reconciled = EventCounter()
-            await reconciled.subscribe(nc, MedicationsReconciled)
-            fleet = ServiceFleet(nats_url, servers, "projection", log_dir, services=("reconciliation",))
+            seen = EventCounter()
+            await seen.subscribe(nc, counted)
+            fleet = ServiceFleet(nats_url, servers, phase, log_dir, services=("reconciliation",))
             async with running_fleet(fleet, ready=False):
                 first_process = next(iter(fleet.processes))
                 started = await fleet.wait_for_log(first_process, "service started")
-                started = min(started, reconciled.first_at or started)
+                started = min(started, seen.first_at or started)
                 last_count, last_change = 0, time.monotonic()
-                while reconciled.count < total:
+                while seen.count < total:
                     fleet.check_alive()
-                    if reconciled.count != last_count:
-                        last_count, last_change = reconciled.count, time.monotonic()
+                    if seen.count != last_count:
+                        last_count, last_change = seen.count, time.monotonic()
                     elif time.monotonic() - last_change > min(STALL_S, timeout_s):
                         raise PhaseFailed(
-                            f"reconciled {reconciled.count} of {total}, then nothing for {STALL_S:.0f} s; "
+                            f"{counted.EVENT_NAME}: {seen.count} of {total}, then nothing for {STALL_S:.0f} s; "
                             f"log: {fleet.log_path(first_process)}"
                         )
-                    progress(f"reconciling ({reconciled.count:,}/{total:,})", 0.2 + 0.8 * reconciled.count / total)
-                    await reconciled.wait_change(0.25)
-                finished = reconciled.last_at or time.monotonic()
+                    progress(f"processing ({seen.count:,}/{total:,})", 0.2 + 0.8 * seen.count / total)
+                    await seen.wait_change(0.25)
+                finished = seen.last_at or time.monotonic()
         finally:
             await nc.drain()
     progress("done", 1.0)
-    return {
-        "recon_projection_events_per_s": round(total / (finished - started), 1),
-        "recon_projection_events": total,
-    }
+    return round(total / (finished - started), 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import os
@@ -179,6 +180,9 @@ async def delete_streams(nats_url: str) -> None:
 MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "PHYSICIAN_INBOX"})
 
 
+BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
+
+
 # --- service processes ----------------------------------------------------------------------------------------
 
 
@@ -192,9 +196,17 @@ class ServiceFleet:
     log_dir: Path
     services: tuple[str, ...] = SERVICES
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "MTM_NATS_URL": self.nats_url, "MTM_DATABASE_URL": self.servers.database_url}
+        env = {
+            **os.environ,
+            "MTM_NATS_URL": self.nats_url,
+            "MTM_DATABASE_URL": self.servers.database_url,
+            # Reconciliation keeps the patients' event keys, wrapped with this (events are sealed as in production).
+            "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
+            **self.extra_env,
+        }
         for name in SERVICES:
             env[f"MTM_{name.upper()}_DATABASE_URL"] = self.servers.database(self.phase, name)
         return env

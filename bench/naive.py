@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -49,6 +50,7 @@ PROJECTION_MIGRATIONS = [
     (LIVE_SCHEMA, [("platform", platform_projection_migrations()), ("reconciliation", RECONCILIATIONS.migrations)])
 ]
 SERVICE_DURABLE = "reconciliation-transition-of-care"
+BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
 # --- helpers the other bench modules share --------------------------------------------------------------------
@@ -252,6 +254,7 @@ def service_env(nats_url: str, database_url: str) -> dict[str, str]:
         "MTM_NATS_URL": nats_url,
         "MTM_RECONCILIATION_DATABASE_URL": database_url,
         "MTM_LOG_LEVEL": "WARNING",
+        "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
     }
 
 

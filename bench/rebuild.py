@@ -1,7 +1,9 @@
 """Rebuild the reconciliation projection from a cached log of 1,000,000 MedicationsReconciled events; events/s.
 
-The rebuild is the one `mtm rebuild reconciliation` runs (the platform's Rebuilder with the service's projection):
-an ordered consumer on the log, batches applied into a fresh schema, then the swap.
+The rebuild is the one `mtm rebuild reconciliation` runs (the platform's Rebuilder with the service's projection
+and reader): the log is sealed as in production (each event's data under its patient's key), read in batches,
+opened, applied into a fresh schema, then the swap. Keys come from an in-process source here, as a service's
+key ring would hold them after its first request to reconciliation.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import hashlib
 import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,8 +30,10 @@ from bench.workload import synthea_transitions
 from mtm.contracts import EVENTS, MedicationsReconciled
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient_subject
 from mtm.devstack.embedded import EmbeddedNats
+from mtm.platform.crypto import KeyRing, PatientKey, seal, unseal
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.projection import SEARCH_PATH
+from mtm.platform.reading import EventReader
 from mtm.platform.rebuild import Rebuilder
 from mtm.platform.runtime import GC_THRESHOLDS
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
@@ -40,7 +45,7 @@ Progress = Callable[[str, float], None]
 
 LOG_EVENTS = 1_000_000
 PATIENTS = 100_000  # ten reconciliations per patient, so the projection folds each list over its history
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sealed events
 MARKER = "rebuild-log.json"
 SAMPLE_S = 0.5
 BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
@@ -57,6 +62,16 @@ _TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 def _patient_id(p: int) -> str:
     return f"rb-{p}"
+
+
+def _key(patient_id: str) -> PatientKey:
+    """The patient's key, the same on every run, so a cached log stays readable."""
+    digest = hashlib.sha256(f"mtm-bench-rebuild:{patient_id}".encode()).digest()
+    return PatientKey(key_id=digest[:16].hex(), key=digest)
+
+
+async def _keys(patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+    return {p: _key(p) for p in patient_ids}, set()
 
 
 @functools.cache
@@ -100,6 +115,7 @@ def _messages(count: int) -> Iterator[tuple[str, bytes, dict[str, str]]]:
     templates = [_split(t, placeholders) for t in _templates()]
     subjects = [patient_subject(_patient_id(p), MedicationsReconciled.EVENT_NAME) for p in range(PATIENTS)]
     patients = [_patient_id(p).encode() for p in range(PATIENTS)]
+    keys = [_key(_patient_id(p)) for p in range(PATIENTS)]
     times = [
         (_TIME + timedelta(days=30 * k)).isoformat().replace("+00:00", "Z").encode()
         for k in range(count // PATIENTS + 1)
@@ -115,7 +131,8 @@ def _messages(count: int) -> Iterator[tuple[str, bytes, dict[str, str]]]:
         values[2] = transition_prefix + suffix
         values[3] = times[i // PATIENTS]
         body = b"".join([values[piece] if isinstance(piece, int) else piece for piece in templates[i % len(templates)]])
-        yield subjects[p], body, {"Nats-Msg-Id": values[1].decode()}
+        event_id = values[1].decode()
+        yield subjects[p], seal(body, uuid.UUID(event_id), keys[p]), {"Nats-Msg-Id": event_id}
 
 
 def _sample_subject() -> str:
@@ -126,7 +143,7 @@ def _sample_subject() -> str:
 def _check_template() -> None:
     """The first message must parse to the event its subject names, so the templating cannot drift from contracts."""
     subject, body, _ = next(_messages(1))
-    event = MedicationsReconciled.model_validate_json(body)
+    event = MedicationsReconciled.model_validate_json(unseal(body, _key(_patient_id(0))))
     if event_subject(event) != subject or subject != _sample_subject():
         raise AssertionError(f"template yields {event_subject(event)}, published as {subject}")
 
@@ -198,7 +215,7 @@ async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_
         js=js,
         projection=RECONCILIATIONS,
         scopes=PROJECTION_MIGRATIONS[0][1],
-        registry=EVENTS,
+        reader=EventReader(EVENTS, KeyRing(_keys)),
         progress=sample,
     )
     # The service process runs with the collector tuned and its start-up heap frozen (`serve`); so does this.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import uuid
@@ -19,6 +20,7 @@ from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import StreamSpec, declare_stream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,9 @@ def settings_for(infra: Infrastructure) -> Callable[..., Any]:
             "startup_timeout_s": 10.0,
             "log_format": "console",
             "actor_public_keys": actors.PUBLIC_KEY,
+            "key_encryption_key": TEST_KEK,
+            # One service alone has no key keeper to ask; tests running reconciliation with others seal.
+            "seal_events": False,
         }
         values.update(overrides)
         return cls(**values)
@@ -89,6 +94,22 @@ async def declare_as_owner(nc: Client, *specs: StreamSpec) -> None:
     js = nc.jetstream()
     for spec in specs:
         await declare_stream(js, spec, replicas=1, duplicate_window_s=120)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real HTTP server that records webhook posts (tests may script its answers)."""
+    from support.webhook import WebhookReceiver, serve
+
+    yield from serve(WebhookReceiver())
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[Any]:
+    """A real SMTP server (STARTTLS, a login) that keeps what it received."""
+    from support.smtp import serve_smtp
+
+    yield from serve_smtp(tmp_path)
 
 
 os.environ.setdefault("MTM_LOG_FORMAT", "console")

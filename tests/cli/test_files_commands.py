@@ -88,3 +88,16 @@ def test_a_service_tool_with_its_own_arguments_runs_as_an_mtm_command() -> None:
     assert "atorvastatin" in found.stdout and "LIPITOR" in found.stdout
     usage = mtm("kb")
     assert usage.returncode == 2 and "coverage" in usage.stderr
+
+
+def test_the_readme_cmr_record_is_a_valid_completion() -> None:
+    """docs/examples/cmr-record.json, used in the README's worked example, is what `mtm complete --record` sends."""
+    import uuid
+
+    from mtm.contracts import CompleteReviewTask
+
+    body = json.loads((Path(__file__).resolve().parents[2] / "docs" / "examples" / "cmr-record.json").read_text())
+    command = CompleteReviewTask.model_validate({**body, "task_id": str(uuid.uuid4())})
+    assert command.documentation is not None and len(command.documentation.problems) == 2
+    linked = {r.problem_id for r in command.recommendations}
+    assert linked == {p.problem_id for p in command.documentation.problems}

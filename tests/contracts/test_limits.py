@@ -92,6 +92,90 @@ def test_the_largest_valid_discharge_and_everything_it_causes_fit_in_one_message
     assert len(reconciled.data.items) >= MAX_MEDICATIONS
 
 
+def test_the_largest_documented_review_fits_in_one_message() -> None:
+    """A CMR documented to every limit (problems, action plan, medication list, recommendations, follow-ups)."""
+    import uuid
+    from datetime import UTC, date, datetime
+
+    from mtm.contracts import Recommendation, ReviewTaskCompleted
+    from mtm.contracts.documentation import (
+        ActionPlanItem,
+        DrugTherapyProblem,
+        Mitigation,
+        PersonalMedication,
+        ReviewDocumentation,
+    )
+    from mtm.contracts.events import TaskCompletion
+    from mtm.contracts.limits import (
+        MAX_MITIGATIONS,
+        MAX_NOTE,
+        MAX_PLAN_ITEMS,
+        MAX_PLAN_STEPS,
+        MAX_PML,
+        MAX_PROBLEMS,
+        MAX_RECOMMENDATION,
+        MAX_RECOMMENDATIONS,
+        MAX_REMARK,
+    )
+
+    remark = "r" * MAX_REMARK
+    documentation = ReviewDocumentation(
+        performed_on=date(2026, 11, 30),
+        delivery_method="telephone",
+        problems=tuple(
+            DrugTherapyProblem(
+                problem_id=uuid.uuid4(),
+                category="adherence",
+                detail="d" * MAX_RECOMMENDATION,
+                ingredients=tuple("i" * 100 for _ in range(10)),
+                rule_id="x" * MAX_TEXT,
+                mitigations=tuple(Mitigation(action="10", on=date(2026, 11, 30), note=remark) for _ in range(10)),
+            )
+            for _ in range(MAX_PROBLEMS)
+        ),
+        action_plan=tuple(
+            ActionPlanItem(topic="t" * MAX_TEXT, steps=(remark,) * MAX_PLAN_STEPS, recommendation_id=uuid.uuid4())
+            for _ in range(MAX_PLAN_ITEMS)
+        ),
+        medications=tuple(
+            PersonalMedication(
+                name="n" * MAX_TEXT,
+                ingredients=tuple("i" * 100 for _ in range(10)),
+                rxnorm_code="1234567890",
+                how_i_use_it=remark,
+                why_i_use_it=remark,
+                prescriber="p" * MAX_TEXT,
+                started=date(2020, 1, 1),
+                stopped=date(2026, 1, 1),
+                why_stopped=remark,
+            )
+            for _ in range(MAX_PML)
+        ),
+        allergies=tuple("a" * MAX_TEXT for _ in range(MAX_ALLERGIES)),
+    )
+    recommendations = tuple(
+        Recommendation(
+            recommendation_id=uuid.uuid4(),
+            text="r" * MAX_RECOMMENDATION,
+            ingredients=tuple("i" * 100 for _ in range(20)),
+            problem_id=uuid.uuid4(),
+        )
+        for _ in range(MAX_RECOMMENDATIONS)
+    )
+    completion = TaskCompletion(
+        task_id=uuid.uuid4(),
+        pharmacist_id="p" * 128,
+        note="n" * MAX_NOTE,
+        recommendations=recommendations,
+        documentation=documentation,
+        care_team=CareTeam(attending_physician_id="a" * 64, primary_care_physician_id="b" * 64),
+    )
+    event = ReviewTaskCompleted.create(source="test", patient_id="p" * 64, data=completion, time=datetime.now(UTC))
+    assert MAX_MITIGATIONS == 10
+    size = len(event.model_dump_json().encode())
+    assert size < ONE_MESSAGE, size
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

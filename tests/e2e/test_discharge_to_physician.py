@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import nats
 import pytest
 from support import actors
 from support.events import new_patient_id
-from support.jetstream import Collector, stream_messages, wait_for
+from support.events import sample_discharge as discharge
+from support.jetstream import Collector, read_events, stream_messages, wait_for
 from support.processes import ServiceProcesses
 from support.webhook import WebhookReceiver, serve
 
@@ -38,17 +38,6 @@ from mtm.contracts.webhooks import verify
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret"
-SAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "samples" / "transition_of_care_recorded.v1.json"
-
-
-def discharge(patient_id: str, physician: str) -> bytes:
-    """The golden sample for a new patient: atorvastatin taken at home is missing at discharge."""
-    body = json.loads(SAMPLE.read_text())
-    event_id = str(uuid.uuid4())
-    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
-    body["data"]["patient"]["patient_id"] = patient_id
-    body["data"]["care_team"]["primary_care_physician_id"] = physician
-    return json.dumps(body).encode()
 
 
 async def send(nc, subject: str, command, headers: dict[str, str]) -> CommandReply:
@@ -65,9 +54,7 @@ async def send(nc, subject: str, command, headers: dict[str, str]) -> CommandRep
 
 
 async def events(nc, cls) -> list:
-    return [
-        cls.model_validate_json(m.data) for m in await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls))
-    ]
+    return await read_events(nc, cls, await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(cls)))
 
 
 async def at_least(nc, cls, n: int):
@@ -108,7 +95,7 @@ async def test_a_discharge_flows_to_one_physician_notification_through_a_crash(c
     assert [d.ingredients for d in omissions] == [("atorvastatin",)]
 
     await wait_for(lambda: tool.messages, timeout_s=30)
-    task = ReviewTaskCreated.model_validate_json(tool.messages[0].data)
+    (task,) = await read_events(nc, ReviewTaskCreated, tool.messages[:1])
     assert task.patient_id == patient and task.data.discrepancies
 
     # A burst of other discharges while the review service is killed mid-flow and restarted.

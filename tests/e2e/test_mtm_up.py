@@ -22,7 +22,7 @@ from support.jetstream import wait_for
 from support.services import native_discharge, new_patient_id
 
 from mtm.contracts import ReviewTaskCreated
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 240.0
@@ -125,17 +125,18 @@ async def a_discharge_flows_to_a_review_task(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         patient = new_patient_id()
-        tasks: list[ReviewTaskCreated] = []
+        tasks: list[str] = []
 
         async def on_task(msg) -> None:
-            tasks.append(ReviewTaskCreated.model_validate_json(msg.data))
+            # A tool learns from the envelope whose task it is (the task itself is sealed; it asks review for it).
+            tasks.append(patient_of_subject(msg.subject))
 
         await nc.subscribe(event_filter(ReviewTaskCreated), cb=on_task)
         event = native_discharge(patient)
         await nc.jetstream().publish(
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )
-        await wait_for(lambda: any(t.patient_id == patient for t in tasks), timeout_s=60)
+        await wait_for(lambda: patient in tasks, timeout_s=60)
     finally:
         await nc.drain()
 

@@ -24,12 +24,29 @@ def _uv() -> str:
     return found
 
 
+def workspace_members() -> list[str]:
+    return [
+        re.search(r'^name = "([^"]+)"', path.read_text(), re.M).group(1)  # type: ignore[union-attr]
+        for path in sorted([*REPO_ROOT.glob("*/pyproject.toml"), *REPO_ROOT.glob("*/*/pyproject.toml")])
+    ]
+
+
 def sync_into(venv: Path, sync_args: list[str]) -> set[str]:
-    """Run `uv sync …` from the repository into `venv`; the distributions installed there."""
+    """Run `uv sync …` from the repository into `venv`; the distributions installed there.
+
+    uv keeps the wheels it built of local packages keyed on their pyproject.toml, so a package whose code changed
+    since would come from that cache: the workspace's own packages are rebuilt from the tree, as an image build is.
+    """
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
     env.pop("VIRTUAL_ENV", None)
+    fresh = [arg for name in workspace_members() for arg in ("--reinstall-package", name)]
     sync = subprocess.run(
-        [_uv(), *sync_args, "--no-progress"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [_uv(), *sync_args, *fresh, "--no-progress"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert sync.returncode == 0, sync.stderr
     listing = subprocess.run(
@@ -68,7 +85,7 @@ def test_a_service_synced_without_dev_has_no_dev_stack_and_still_imports(tmp_pat
 def test_the_production_image_carries_every_service_and_the_cli_but_no_dev_stack(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     installed = sync_into(venv, image_sync_command())
-    services = {"mtm-reconciliation", "mtm-review", "mtm-referral", "mtm-notify", "mtm-cli"}
+    services = {"mtm-reconciliation", "mtm-review", "mtm-referral", "mtm-notify", "mtm-program", "mtm-web", "mtm-cli"}
     assert services <= installed
     assert not installed & DEV_ONLY, sorted(installed & DEV_ONLY)
     # The CLI runs a service's command there, and `mtm up` says the dev stack is missing instead of failing.

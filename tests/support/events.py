@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.api import PubAck
@@ -20,11 +23,31 @@ from mtm.contracts import (
     ReviewTaskCompleted,
 )
 from mtm.contracts.events import Reconciliation, TaskCompletion
+from mtm.contracts.program import (
+    AdherenceMeasured,
+    AdherenceMeasurement,
+    ClassAdherence,
+    Enrolment,
+    MtmEnrolled,
+)
 from mtm.contracts.subjects import event_subject
+
+SAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "samples"
 
 
 def new_patient_id() -> str:
     return f"p-{uuid.uuid4().hex[:12]}"
+
+
+def sample_discharge(patient_id: str, physician: str = "prac-pcp-42") -> bytes:
+    """The golden sample for a new patient and primary-care physician: atorvastatin taken at home is missing at
+    discharge."""
+    body = json.loads((SAMPLES / "transition_of_care_recorded.v1.json").read_text())
+    event_id = str(uuid.uuid4())
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
+    body["data"]["patient"]["patient_id"] = patient_id
+    body["data"]["care_team"]["primary_care_physician_id"] = physician
+    return json.dumps(body).encode()
 
 
 def review_task_completed(
@@ -102,5 +125,35 @@ def medications_reconciled(patient_id: str, *, omitted: str = "atorvastatin") ->
                     message=f"{omitted} taken at home is missing at discharge with no documented stop",
                 ),
             ),
+        ),
+    )
+
+
+def mtm_enrolled(patient_id: str, *, on: date | None = None) -> MtmEnrolled:
+    """The program's opt-out enrolment of a targeted member (what part of mtm that targets would publish)."""
+    on = on or datetime.now(UTC).date()
+    return MtmEnrolled.create(
+        source="test",
+        patient_id=patient_id,
+        data=Enrolment(
+            program_year=on.year,
+            enrolled_on=on,
+            criteria_met_on=on,
+            basis="chronic-diseases-drugs-cost",
+            eligibility_event_id=uuid.uuid4(),
+        ),
+    )
+
+
+def adherence_measured(patient_id: str, *, pdc: float = 0.72) -> AdherenceMeasured:
+    """Statin adherence measured below 80% for the first time this year."""
+    today = datetime.now(UTC).date()
+    statins = ClassAdherence(drug_class="statins", status="measured", pdc=pdc, days_covered=236, treatment_days=328)
+    low = ("statins",) if pdc < 0.8 else ()
+    return AdherenceMeasured.create(
+        source="test",
+        patient_id=patient_id,
+        data=AdherenceMeasurement(
+            measurement_year=today.year, period_end=today, classes=(statins,), below_threshold=low, newly_below=low
         ),
     )

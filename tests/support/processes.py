@@ -1,7 +1,8 @@
-"""The four services as real OS processes on the test infrastructure, each with a database of its own."""
+"""The services as real OS processes on the test infrastructure, each with a database of its own."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -14,7 +15,9 @@ from mtm.devstack.infra import Infrastructure
 from mtm.platform.settings import with_database
 from support import actors
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+KEK = base64.b64encode(os.urandom(32)).decode()
+
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ServiceProcesses:
             "MTM_OUTBOX_POLL_S": "0.1",
             "MTM_ACK_WAIT_S": "5",
             "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
+            "MTM_KEY_ENCRYPTION_KEY": KEK,
             **self.extra_env,
         }
         for name in SERVICES:

@@ -12,6 +12,7 @@ from typing import Any
 
 from mtm.contracts import (
     EventEnvelope,
+    MedicationDispensed,
     MedicationsReconciled,
     NotificationDelivered,
     ReferralRequested,
@@ -19,8 +20,8 @@ from mtm.contracts import (
     ReviewTaskCreated,
     TransitionOfCareRecorded,
 )
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_subject, patient_subject
-from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS, StreamSpec
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, FILL_INTAKE_SUBJECT, event_subject, patient_subject
+from mtm.platform.streams import DISCHARGE_INTAKE, FILL_INTAKE, PATIENT_EVENTS, StreamSpec
 from support.events import medications_reconciled, new_patient_id, referral_requested, review_task_completed
 
 SAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "samples"
@@ -32,6 +33,16 @@ def native_discharge(patient_id: str) -> TransitionOfCareRecorded:
     body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient_id}")
     body["data"]["patient"]["patient_id"] = patient_id
     return TransitionOfCareRecorded.model_validate(body)
+
+
+def native_fill(patient_id: str) -> MedicationDispensed:
+    """The golden fill sample for another patient, as a pharmacy sends it: metformin, not yet resolved."""
+    body = json.loads((SAMPLES / "medication_dispensed.v1.json").read_text())
+    event_id = str(uuid.uuid4())
+    body.update(id=event_id, correlation_id=event_id, causation_id=None, subject=f"Patient/{patient_id}")
+    body["data"].update(dispense_id=f"rx-{event_id[:8]}", ingredients=[], filled_on="2025-11-03")
+    body["data"]["medication"].update(text="Metformin 500 MG Oral Tablet", rxnorm_code=None)
+    return MedicationDispensed.model_validate(body)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,11 @@ def _intake(patient_id: str) -> tuple[str, bytes, str]:
     return DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), str(event.id)
 
 
+def _fill_intake(patient_id: str) -> tuple[str, bytes, str]:
+    event = native_fill(patient_id)
+    return FILL_INTAKE_SUBJECT, event.model_dump_json().encode(), str(event.id)
+
+
 def _patient_subject(event_cls: type[EventEnvelope]) -> Callable[[str], str]:
     return lambda patient_id: patient_subject(patient_id, event_cls.EVENT_NAME)
 
@@ -90,6 +106,19 @@ INBOUND_CASES = (
         good=_intake,
         bad_subject=lambda _: DISCHARGE_INTAKE_SUBJECT,
         output=TransitionOfCareRecorded,
+        outputs_per_input=1,
+        create_app=_lazy("mtm.reconciliation.bootstrap", "create_app"),
+        settings=_lazy("mtm.reconciliation.bootstrap", "ReconciliationSettings"),
+        extra_settings={},
+    ),
+    InboundCase(
+        service="reconciliation",
+        durable="reconciliation-fill-intake",
+        stream="FILL_INTAKE",
+        streams=(PATIENT_EVENTS, DISCHARGE_INTAKE, FILL_INTAKE),
+        good=_fill_intake,
+        bad_subject=lambda _: FILL_INTAKE_SUBJECT,
+        output=MedicationDispensed,
         outputs_per_input=1,
         create_app=_lazy("mtm.reconciliation.bootstrap", "create_app"),
         settings=_lazy("mtm.reconciliation.bootstrap", "ReconciliationSettings"),
@@ -149,4 +178,4 @@ INBOUND_CASES = (
     ),
 )
 
-__all__ = ["INBOUND_CASES", "InboundCase", "native_discharge", "new_patient_id"]
+__all__ = ["INBOUND_CASES", "InboundCase", "native_discharge", "native_fill", "new_patient_id"]

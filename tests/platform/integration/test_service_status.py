@@ -18,6 +18,7 @@ from mtm.referral.bootstrap import ReferralSettings, create_app
 pytestmark = pytest.mark.integration
 DURABLE = "referral-review-task-completed"
 PROJECTION = "referral-projection"
+FAILURES = "referral-notification-failed"
 
 
 async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_should_hold(
@@ -45,7 +46,7 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
             await leftover.close()
             ready = await wait_until_ready(infra.nats_url, ["referral"], timeout_s=30)
             [status] = ready["referral"]
-            assert status.ready and set(status.consumers) == {DURABLE, PROJECTION} and status.reasons == ()
+            assert status.ready and set(status.consumers) == {DURABLE, FAILURES, PROJECTION} and status.reasons == ()
     finally:
         await leftover.close()
     assert await service_statuses(nc, ["referral"]) == {"referral": []}

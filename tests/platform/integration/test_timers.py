@@ -84,7 +84,7 @@ def service(settings: ServiceSettings, migrations: Path):
     )
     handlers = ServiceHandlers(
         projection=projection,
-        reactions=(on_event(DeadlineSet, lambda e: [], durable="timers-set", registry=registry, keeps_input=True),),
+        reactions=(on_event(DeadlineSet, lambda e: [], durable="timers-set", keeps_input=True),),
         timers=(Timer(name="test-deadlines", every_s=0.05, due=due, fire=fire),),
     )
     return create_app(ServiceDefinition(name="timers", handlers=handlers, registry=registry), settings)

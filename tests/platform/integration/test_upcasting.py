@@ -78,9 +78,7 @@ def notes_service(settings: ServiceSettings, migrations: Path):
     handlers = ServiceHandlers(
         projection=projection,
         # Nothing to decide: the reaction only keeps each note it reads (the live path of the projection).
-        reactions=(
-            on_event(NoteRecorded, lambda event: [], durable="notes-noted", registry=registry, keeps_input=True),
-        ),
+        reactions=(on_event(NoteRecorded, lambda event: [], durable="notes-noted", keeps_input=True),),
     )
     return create_app(ServiceDefinition(name="notes", handlers=handlers, registry=registry), settings)
 

@@ -113,3 +113,55 @@ def test_the_list_round_trips_through_json() -> None:
     ml = apply_to_medication_list(None, FIRST, event_id=FIRST_EVENT, recorded_at=FIRST_AT)
 
     assert MedicationList.model_validate_json(ml.model_dump_json()) == ml
+
+
+def test_a_fill_updates_its_entry_and_an_unlisted_drug_joins_from_the_pharmacy() -> None:
+    import uuid
+    from datetime import UTC, date, datetime
+
+    from mtm.contracts.clinical import MedicationEntry
+    from mtm.contracts.program import Dispense
+    from mtm.reconciliation.domain import apply_fill
+
+    def dispense(dispense_id: str, text: str, ingredients: tuple[str, ...], on: date) -> Dispense:
+        return Dispense(
+            dispense_id=dispense_id,
+            medication=MedicationEntry(text=text),
+            ingredients=ingredients,
+            days_supply=30,
+            filled_on=on,
+        )
+
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    first = apply_fill(
+        None,
+        "p1",
+        dispense("a", "Atorvastatin 40", ("atorvastatin",), date(2026, 1, 5)),
+        event_id=uuid.uuid4(),
+        recorded_at=at,
+    )
+    later = apply_fill(
+        first,
+        "p1",
+        dispense("b", "Lipitor 40", ("atorvastatin",), date(2026, 2, 4)),
+        event_id=uuid.uuid4(),
+        recorded_at=at,
+    )
+    again = apply_fill(
+        later,
+        "p1",
+        dispense("b", "Lipitor 40", ("atorvastatin",), date(2026, 2, 4)),
+        event_id=uuid.uuid4(),
+        recorded_at=at,
+    )
+    [entry] = later.entries
+    assert entry.last_filled_on == date(2026, 2, 4) and [f.dispense_id for f in entry.fills] == ["a", "b"]
+    assert entry.provenance[0].source == "pharmacy" and again == later
+    with_other = apply_fill(
+        later,
+        "p1",
+        dispense("c", "Metformin 500", ("metformin",), date(2026, 2, 4)),
+        event_id=uuid.uuid4(),
+        recorded_at=at,
+    )
+    assert [e.ingredients for e in with_other.entries] == [("atorvastatin",), ("metformin",)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -52,10 +51,8 @@ async def test_a_task_reaches_a_subscribed_tool_and_one_of_two_racing_pharmacist
     tool = await Collector().start(nc, event_filter(ReviewTaskCreated))
     reconciled = medications_reconciled(new_patient_id())
     async with run_service(create_app(settings_for(ReviewSettings), checker=no_alerts)):
-        published = time.monotonic()
         await publish_event(nc, reconciled)
         await wait_for(lambda: tool.messages, timeout_s=5)
-        seen_after = time.monotonic() - published
         created = ReviewTaskCreated.model_validate_json(tool.messages[0].data)
         task_id = created.data.task_id
         assert created.data.priority == "urgent"
@@ -98,7 +95,6 @@ async def test_a_task_reaches_a_subscribed_tool_and_one_of_two_racing_pharmacist
     assert event.data.care_team.primary_care_physician_id == "dr-house"
     assert event.data.recommendations == (recommendation,)
     assert len(completed) == 1
-    assert seen_after < 5
 
 
 async def test_review_tasks_carry_the_drug_alerts_and_their_priority(clean_jetstream, settings_for, run_service):

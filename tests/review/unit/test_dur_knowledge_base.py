@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,7 @@ def test_unknown_class_is_rejected(tmp_path: Path) -> None:
         load_configured({KB_PATH_SETTING: str(tmp_path)})
 
 
-def test_bundled_load_is_reasonably_fast() -> None:
-    started = time.perf_counter()
-    load_configured({KB_PATH_SETTING: str(BUNDLED_DIRECTORY)})
-    assert time.perf_counter() - started < 10  # a sanity bound only; bench/dur_check.py measures
+def test_the_bundled_knowledge_base_loads() -> None:
+    """How long it takes is measured by `make bench` (bench/dur_check.py), never asserted here."""
+    kb = load_configured({KB_PATH_SETTING: str(BUNDLED_DIRECTORY)})
+    assert kb.interactions and kb.version

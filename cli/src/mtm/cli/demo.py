@@ -1,4 +1,9 @@
-"""`make run`: one discharge flowing to a physician's notification, narrated step by step."""
+"""`make run`: the stack with the web app, demo accounts and two discharges waiting for a pharmacist.
+
+Nobody is signed in: the demo makes three accounts (a pharmacist, the demo patients' primary-care physician and an
+admin), prints them with their passwords, publishes a FHIR R4 discharge bundle and a native discharge, and waits
+until both review tasks are open. The rest is done in the browser, by people.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,36 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 import nats
 
-from mtm.cli.identity import dev_issuer
 from mtm.cli.receiver import DemoReceiver
-from mtm.cli.tool import ToolError, request
-from mtm.contracts import (
-    AnswerReferral,
-    ClaimReviewTask,
-    CompleteReviewTask,
-    Recommendation,
-    ReviewTaskCreated,
-)
-from mtm.contracts.identity import Actor
-from mtm.contracts.subjects import (
-    ANSWER_REFERRAL,
-    CLAIM_REVIEW_TASK,
-    COMPLETE_REVIEW_TASK,
-    DISCHARGE_INTAKE_SUBJECT,
-    PHYSICIAN_INBOX_PREFIX,
-    event_filter,
-)
+from mtm.cli.stack import data_dir
+from mtm.cli.tool import ToolError
+from mtm.cli.up import StackInfo
+from mtm.contracts import ReviewTaskCreated
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
+from mtm.platform.settings import with_database
 
-PHARMACIST = Actor(user_id="ana", role="pharmacist", practitioner_id="rph-demo")
 STEP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    user_id: str
+    role: str
+    practitioner_id: str | None
+    what: str
+
+
+DEMO_ACCOUNTS = (
+    DemoAccount("ana", "pharmacist", "rph-ana", "reviews tasks: claim, complete, refer to the prescriber"),
+    DemoAccount("drlee", "physician", "prac-pcp-42", "the demo patients' primary-care physician: referrals"),
+    DemoAccount("admin", "admin", None, "accounts"),
+)
 
 
 def _demo_file(name: str) -> str:
@@ -62,90 +70,77 @@ def fhir_discharge() -> tuple[bytes, str, str]:
     return payload, f"demo-bundle:{uuid.uuid4()}", patient
 
 
-async def run_demo(url: str, say: Callable[[str], None], webhook_posts: asyncio.Queue[dict[str, Any]]) -> None:
-    nc = await nats.connect(url)
-    tasks: asyncio.Queue[ReviewTaskCreated] = asyncio.Queue()
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+def demo_passwords() -> dict[str, str]:
+    """The demo accounts' passwords: made once per data directory (readable by this user only), then kept."""
+    path = data_dir() / "demo-accounts.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    wanted = {a.user_id: known.get(a.user_id) or secrets.token_urlsafe(9) for a in DEMO_ACCOUNTS}
+    if wanted != known:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(wanted, indent=2))
+    return wanted
+
+
+async def create_demo_accounts(database_url: str) -> dict[str, str]:
+    from mtm.web.accounts import Store
+
+    passwords = demo_passwords()
+    store = await Store.open(with_database(database_url, "mtm_web"))
+    try:
+        for account in DEMO_ACCOUNTS:
+            await store.add_account(
+                account.user_id, account.role, account.practitioner_id, passwords[account.user_id], replace=True
+            )
+    finally:
+        await store.close()
+    return passwords
+
+
+async def run_demo(info: StackInfo, say: Callable[[str], None]) -> None:
+    passwords = await create_demo_accounts(info.database_url)
+    nc = await nats.connect(info.nats_url)
+    opened: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_task(msg: Any) -> None:
-        await tasks.put(ReviewTaskCreated.model_validate_json(msg.data))
-
-    async def on_inbox(msg: Any) -> None:
-        await inbox.put(json.loads(msg.data))
+        # The task itself is sealed with the patient's key: the envelope says whose task opened; people see the
+        # task in the web app, which asks review for it with their token.
+        await opened.put(patient_of_subject(msg.subject))
 
     await nc.subscribe(event_filter(ReviewTaskCreated), cb=on_task)
-    await nc.subscribe(f"{PHYSICIAN_INBOX_PREFIX}.>", cb=on_inbox)
     try:
         js = nc.jetstream()
-        payload, msg_id, patient = fhir_discharge()
-        await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
-        say(f"1. hospital published a FHIR R4 discharge bundle for Patient/{patient}")
-        payload, msg_id, other = native_discharge()
-        await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
-        say(f"   ... and a native TransitionOfCareRecorded for Patient/{other}")
-
-        while True:
-            task = await asyncio.wait_for(tasks.get(), STEP_TIMEOUT_S)
-            if task.patient_id == patient:
-                break
-        data = task.data
-        say(
-            f"2. pharmacist tool received review task {data.task_id}: priority {data.priority}, "
-            f"{len(data.discrepancies)} discrepancies, {len(data.alerts)} drug alerts"
-        )
-        for d in data.discrepancies:
-            say(f"     discrepancy {d.type}: {d.message}")
-        for a in data.alerts[:5]:
-            say(f"     alert {a.severity}/{a.kind}: {a.message}")
-
-        issuer = dev_issuer()
-        pharmacist = issuer.issue(PHARMACIST)
-        claim = await request(url, CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=data.task_id), pharmacist)
-        say(f"3. pharmacist {PHARMACIST.acting_as} claimed it: {claim.outcome}")
-        first = data.discrepancies[0] if data.discrepancies else None
-        recommendation = Recommendation(
-            recommendation_id=uuid.uuid4(),
-            text=f"Please review: {first.message}" if first else "Please review the discharge medication list.",
-            action="start" if first and first.type == "omission" else "other",
-            ingredients=first.ingredients if first else (),
-            needs_prescriber=True,
-            priority="urgent",
-        )
-        done = await request(
-            url,
-            COMPLETE_REVIEW_TASK,
-            CompleteReviewTask(task_id=data.task_id, note="Demo review", recommendations=(recommendation,)),
-            pharmacist,
-        )
-        say(f"4. pharmacist {PHARMACIST.acting_as} completed it, referring to the prescriber: {done.outcome}")
-
-        post = await asyncio.wait_for(webhook_posts.get(), STEP_TIMEOUT_S)
-        say(f"5. physician {post['physician_id']} received a signed webhook: referral {post['referral_id']}")
-        message = await asyncio.wait_for(inbox.get(), STEP_TIMEOUT_S)
-        say(f"6. ... and the same referral in the NATS inbox {PHYSICIAN_INBOX_PREFIX}.{message['physician_id']}")
-
-        physician = issuer.issue(Actor(user_id="dr.demo", role="physician", practitioner_id=post["physician_id"]))
-        answer = await request(
-            url,
-            ANSWER_REFERRAL,
-            AnswerReferral(referral_id=uuid.UUID(post["referral_id"]), decision="accepted"),
-            physician,
-        )
-        say(f"7. physician answered the referral: {answer.outcome} ({answer.message})")
+        patients = set()
+        for make, what in ((fhir_discharge, "a FHIR R4 discharge bundle"), (native_discharge, "a native discharge")):
+            payload, msg_id, patient = make()
+            await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+            patients.add(patient)
+            say(f"hospital published {what} for Patient/{patient}")
+        while patients:
+            patient = await asyncio.wait_for(opened.get(), STEP_TIMEOUT_S)
+            if patient in patients:
+                patients.discard(patient)
+                say(f"review task open for Patient/{patient}")
     finally:
         await nc.drain()
+    say("")
+    say(f"Open {info.web_url} and sign in (nobody is signed in yet):")
+    for account in DEMO_ACCOUNTS:
+        say(f"  {account.user_id:<7} password {passwords[account.user_id]:<14} {account.role:<10} {account.what}")
+    say(f"(the passwords are kept in {data_dir() / 'demo-accounts.json'}; `mtm login ana` signs the CLI in)")
 
 
 class DemoRun:
-    """The physician's webhook endpoint for the demo, and the demo flow once the stack is up."""
+    """The physician's webhook endpoint for the demo, and the demo once the stack is up."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self._say = say
         # A Standard Webhooks secret (`whsec_<base64>`), the form any receiver's library takes.
         self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self._receiver = DemoReceiver(self._secret.encode(), self._on_post)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._posts: asyncio.Queue[dict[str, Any]] | None = None
 
     def start(self) -> DemoRun:
         self._receiver.start()
@@ -156,20 +151,17 @@ class DemoRun:
         return {"MTM_NOTIFY_WEBHOOK_URL": self._receiver.url, "MTM_NOTIFY_WEBHOOK_SECRET": self._secret}
 
     def _on_post(self, body: bytes, webhook_id: str) -> None:
-        # Called on the receiver's thread; posts arrive only once the flow below has started.
-        if self._loop is not None and self._posts is not None:
-            self._loop.call_soon_threadsafe(self._posts.put_nowait, json.loads(body))
+        # On the receiver's thread, as a pharmacist's referral reaches the physician.
+        post = json.loads(body)
+        self._say(f"physician {post['physician_id']} received a signed webhook ({post['kind']} {post['referral_id']})")
 
-    async def run(self, url: str) -> int:
-        self._loop = asyncio.get_running_loop()
-        self._posts = asyncio.Queue()
-        self._say("running the demo flow (discharge → review task → referral → physician) ...")
+    async def run(self, info: StackInfo) -> int:
+        self._say("demo: accounts, and two discharges for the pharmacist ...")
         try:
-            await run_demo(url, self._say, self._posts)
-        except (TimeoutError, ToolError) as exc:
+            await run_demo(info, self._say)
+        except (TimeoutError, ToolError, OSError) as exc:
             self._say(f"demo did not finish: {exc or type(exc).__name__}; see the service logs above")
             return 1
-        self._say("demo finished: one discharge reached the physician.")
         return 0
 
     def stop(self) -> None:

@@ -1,21 +1,35 @@
-"""Actor tokens for the CLI: the dev stack's signing key, `mtm login`, and the token every command sends.
+"""Who the `mtm` command acts as: a token from the web app (`mtm login`), accounts (`mtm user add`), and the
+local stack's keys that `mtm up` makes.
 
-Services act only on commands that carry a verified actor token. In production the web app issues tokens to
-people who log in; for the local stack `mtm up` makes a signing key under its data directory, and
-`mtm login` signs a token with it for the account named (the web app's accounts replace this).
+Services act only on commands that carry a verified actor token, and only the web app signs them: `mtm login`
+signs in there with the account's password and keeps the token it gets. For the local stack `mtm up` makes
+the web app's signing key (the services are given its public key) and its session secret under the data
+directory; in production both come from the web app's settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import getpass
+import json
 import os
-from datetime import timedelta
+import secrets
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from mtm.cli.stack import data_dir
-from mtm.contracts.identity import Actor, Role
-from mtm.platform.identity import TokenIssuer, generate_keypair
+import httpx
 
-CLI_TOKEN_TTL = timedelta(hours=8)
+from mtm.cli.stack import data_dir, stack_value
+from mtm.platform.identity import generate_keypair
+from mtm.platform.settings import DEFAULT_DATABASE_URL, with_database
+
+DEFAULT_WEB_URL = "http://127.0.0.1:8000"
+
+
+class LoginError(Exception):
+    """Signing in did not work; the message says why (never the password)."""
 
 
 def keys_dir() -> Path:
@@ -26,37 +40,86 @@ def public_key_file() -> Path:
     return keys_dir() / "actor-signing.pub.pem"
 
 
+def private_key_file() -> Path:
+    return keys_dir() / "actor-signing.pem"
+
+
+def session_secret_file() -> Path:
+    return keys_dir() / "web-session.secret"
+
+
+def _private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
 def ensure_dev_keys() -> Path:
-    """The local stack's token signing key (made once, private key readable by this user only)."""
+    """The local stack's token signing key and web session secret (made once, readable by this user only)."""
     folder = keys_dir()
-    private, public = folder / "actor-signing.pem", public_key_file()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private, public = private_key_file(), public_key_file()
     if not private.exists() or not public.exists():
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         private_pem, public_pem = generate_keypair()
-        private.touch(mode=0o600)
-        private.write_text(private_pem)
+        _private(private, private_pem)
         public.write_text(public_pem)
+    if not session_secret_file().exists():
+        _private(session_secret_file(), secrets.token_urlsafe(48))
     return public
 
 
-def dev_issuer() -> TokenIssuer:
-    private = keys_dir() / "actor-signing.pem"
-    if not private.exists():
-        raise FileNotFoundError("no local signing key: start the stack once with `mtm up`")
-    return TokenIssuer(private.read_text(), ttl=CLI_TOKEN_TTL)
+def ensure_key_encryption_key() -> Path:
+    """The local stack's key-encryption key (reconciliation wraps patients' event keys with it), made once."""
+    path = keys_dir() / "key-encryption-key"
+    if not path.exists():
+        keys_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(os.urandom(32)).decode())
+    return path
 
 
 def token_file() -> Path:
     return data_dir() / "token"
 
 
-def login(user_id: str, role: Role, practitioner_id: str | None) -> str:
-    token = dev_issuer().issue(Actor(user_id=user_id, role=role, practitioner_id=practitioner_id))
+def web_url() -> str:
+    """Where the web app answers: MTM_WEB_URL, else the one `mtm up` started, else the default port."""
+    return (os.environ.get("MTM_WEB_URL") or stack_value("web_url") or DEFAULT_WEB_URL).rstrip("/")
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    """`MTM_PASSWORD`, else asked at the terminal, else the first line of standard input."""
+    if (found := os.environ.get("MTM_PASSWORD")) is not None:
+        return found
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    user_id: str
+    role: str
+    practitioner_id: str | None
+    expires_at: str
+
+
+def login(user_id: str, password: str, url: str | None = None) -> LoggedIn:
+    """Sign in at the web app; the token it signs is kept for the other commands (file readable by you only)."""
+    target = f"{url or web_url()}/api/login"
+    try:
+        response = httpx.post(target, json={"user": user_id, "password": password}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise LoginError(f"cannot reach the web app at {target} ({type(exc).__name__}): is the stack up?") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200:
+        raise LoginError(body.get("error") or f"the web app answered HTTP {response.status_code}")
     path = token_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(token)
-    return token
+    _private(path, body["token"])
+    return LoggedIn(body["user_id"], body["role"], body.get("practitioner_id"), body["expires_at"])
 
 
 def current_token() -> str | None:
@@ -67,3 +130,45 @@ def current_token() -> str | None:
         return token_file().read_text().strip() or None
     except OSError:
         return None
+
+
+def web_database_url() -> str:
+    """The web app's accounts database: MTM_WEB_DATABASE_URL, else `mtm_web` on the stack's Postgres."""
+    if found := os.environ.get("MTM_WEB_DATABASE_URL"):
+        return found
+    server = os.environ.get("MTM_DATABASE_URL") or stack_value("database_url") or DEFAULT_DATABASE_URL
+    return with_database(server, "mtm_web")
+
+
+def add_user(user_id: str, role: str, practitioner_id: str | None, password: str, *, replace: bool = False) -> None:
+    """Create (or with `replace`, reset) an account in the web app's database."""
+    from mtm.web.accounts import Store
+
+    async def run() -> None:
+        store = await Store.open(web_database_url())
+        try:
+            await store.add_account(user_id, role, practitioner_id, password, replace=replace)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def list_users() -> list[dict[str, object]]:
+    from mtm.web.accounts import Store
+
+    async def run() -> list[dict[str, object]]:
+        store = await Store.open(web_database_url())
+        try:
+            return [
+                {"user_id": a.user_id, "role": a.role, "practitioner_id": a.practitioner_id, "disabled": a.disabled}
+                for a in await store.accounts()
+            ]
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, indent=2)

@@ -6,29 +6,30 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
+from datetime import date
 from pathlib import Path
 
 from mtm.cli import tool
+from mtm.cli.reviews import add_review_commands
 from mtm.cli.service_commands import ServiceCommandError, add_service_commands
 from mtm.cli.stack import nats_url
 from mtm.contracts import (
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
-    CompleteReviewTask,
     GetMedicationList,
     ListReferrals,
-    ListReviewTasks,
-    Recommendation,
 )
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 from mtm.contracts.subjects import (
     ANSWER_REFERRAL,
     CLAIM_REVIEW_TASK,
-    COMPLETE_REVIEW_TASK,
+    DISENROLL_MEMBER,
+    GET_ALERT_REPORT,
+    GET_CMS_REPORT,
     GET_MEDICATION_LIST,
+    GET_PROGRAM_STATUS,
     LIST_REFERRALS,
-    LIST_REVIEW_TASKS,
 )
 
 
@@ -80,26 +81,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
-    reply = asyncio.run(tool.request(nats_url(), LIST_REVIEW_TASKS, ListReviewTasks(status=args.status)))
-    if args.json or not reply.ok:
-        return print_reply(reply)
-    for task in reply.data or []:
-        print(
-            f"{task['task_id']}  {task['priority']:<7} {task['status']:<12} {task['patient']}  "
-            f"discrepancies {task['discrepancies']}  alerts {task['alerts']}  owner {task['owner'] or '-'}"
-        )
+def cmd_login(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import LoginError, login, read_password, token_file
+
+    try:
+        who = login(args.user, read_password(), args.url)
+    except LoginError as exc:
+        raise tool.ToolError(f"login refused: {exc}") from exc
+    practitioner = f", practitioner {who.practitioner_id}" if who.practitioner_id else ""
+    say(f"logged in as {who.user_id} ({who.role}{practitioner}) until {who.expires_at}; token in {token_file()}")
     return 0
 
 
-def cmd_login(args: argparse.Namespace) -> int:
-    from mtm.cli.identity import login, token_file
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import add_user, read_password
+    from mtm.web.accounts import AccountError
 
     try:
-        login(args.user, args.role, args.practitioner_id)
-    except FileNotFoundError as exc:
+        add_user(args.name, args.role, args.practitioner_id, read_password("Password for the new account: "))
+    except AccountError as exc:
         raise tool.ToolError(str(exc)) from exc
-    say(f"logged in as {args.user} ({args.role}); token saved in {token_file()}")
+    except OSError as exc:
+        raise tool.ToolError(f"cannot reach the web app's database ({type(exc).__name__}): is the stack up?") from exc
+    say(f"account {args.name} added ({args.role})")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from mtm.cli.identity import dumps, list_users
+
+    print(dumps(list_users()))
     return 0
 
 
@@ -113,23 +124,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return asyncio.run(rebuild_services(nats_url(), services))
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    from mtm.contracts.admin import ErasePatient
+    from mtm.contracts.subjects import ERASE_PATIENT
+
+    patient = args.patient.removeprefix("Patient/")
+    command = ErasePatient(patient_id=patient, reason=args.reason)
+    return print_reply(asyncio.run(tool.request(nats_url(), ERASE_PATIENT, command)))
+
+
 def cmd_claim(args: argparse.Namespace) -> int:
     command = ClaimReviewTask(task_id=tool.parse_uuid(args.task, "task"))
     return print_reply(asyncio.run(tool.request(nats_url(), CLAIM_REVIEW_TASK, command)))
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    recommendations = tuple(
-        Recommendation(recommendation_id=uuid.uuid4(), text=text, needs_prescriber=refer)
-        for texts, refer in ((args.recommend, False), (args.refer, True))
-        for text in texts
-    )
-    command = CompleteReviewTask(
-        task_id=tool.parse_uuid(args.task, "task"),
-        note=args.note,
-        recommendations=recommendations,
-    )
-    return print_reply(asyncio.run(tool.request(nats_url(), COMPLETE_REVIEW_TASK, command)))
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:
@@ -151,11 +157,54 @@ def cmd_medlist(args: argparse.Namespace) -> int:
     return print_reply(asyncio.run(tool.request(nats_url(), GET_MEDICATION_LIST, query)))
 
 
+def cmd_publish_fill(args: argparse.Namespace) -> int:
+    for line in asyncio.run(tool.publish_fills(nats_url(), [Path(p) for p in args.files])):
+        print(json.dumps(line))
+    return 0
+
+
+def cmd_program(args: argparse.Namespace) -> int:
+    return print_reply(
+        asyncio.run(tool.request(nats_url(), GET_PROGRAM_STATUS, GetProgramStatus(patient_id=args.patient)))
+    )
+
+
+def cmd_disenroll(args: argparse.Namespace) -> int:
+    command = DisenrollMember(
+        patient_id=args.patient, program_year=args.year, reason=args.reason, effective=args.effective, note=args.note
+    )
+    return print_reply(asyncio.run(tool.request(nats_url(), DISENROLL_MEMBER, command)))
+
+
+def cmd_report_cms(args: argparse.Namespace) -> int:
+    reply = asyncio.run(tool.request(nats_url(), GET_CMS_REPORT, GetCmsReport(year=args.year)))
+    if not reply.ok:
+        return print_reply(reply)
+    data = reply.data or {}
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        tool.write_csv(out, data["rows"], data["columns"])
+    finally:
+        if args.output:
+            out.close()
+    print(json.dumps(data["summary"], indent=2), file=sys.stderr if not args.output else sys.stdout)
+    return 0
+
+
+def cmd_report_alerts(args: argparse.Namespace) -> int:
+    reply = asyncio.run(tool.request(nats_url(), GET_ALERT_REPORT, GetAlertReport(since=args.since)))
+    if args.json or not reply.ok:
+        return print_reply(reply)
+    columns = ("rule_id", "kind", "severity", "tier", "alerts", "patients", "accepted", "overridden")
+    tool.write_csv(sys.stdout, reply.data or [], (*columns, "acceptance_rate", "override_rate"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start NATS, Postgres and the four services; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start NATS, Postgres and the services; Ctrl-C stops everything")
     up.add_argument("--demo", action="store_true", help="also run one discharge through to a physician")
     up.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
     up.set_defaults(run=cmd_up)
@@ -169,34 +218,40 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="at most this many discharges")
     replay.set_defaults(run=cmd_replay)
 
-    tasks = sub.add_parser("tasks", help="review tasks, most urgent first")
-    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
-    tasks.add_argument("--json", action="store_true")
-    tasks.set_defaults(run=cmd_tasks)
-
-    login = sub.add_parser("login", help="sign in to the local stack: every command then acts as this account")
+    login = sub.add_parser(
+        "login", help="sign in at the web app (password from MTM_PASSWORD or stdin); commands then act as you"
+    )
     login.add_argument("user", help="account name, e.g. ana")
-    login.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
-    login.add_argument("--practitioner-id", help="FHIR Practitioner id (a physician's referrals are addressed to it)")
+    login.add_argument("--url", help="the web app (default: MTM_WEB_URL, else the stack `mtm up` started)")
     login.set_defaults(run=cmd_login)
+
+    user = sub.add_parser("user", help="accounts of the web app")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", help="add an account (password from MTM_PASSWORD or stdin)")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["pharmacist", "physician", "admin"])
+    user_add.add_argument("--practitioner-id", help="FHIR Practitioner id (required for a physician)")
+    user_add.set_defaults(run=cmd_user_add)
+    user_list = user_sub.add_parser("list", help="every account, with its role")
+    user_list.set_defaults(run=cmd_user_list)
 
     rebuild = sub.add_parser(
         "rebuild", help="rebuild a service's tables from the patient log while the stack runs, then swap them in"
     )
-    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral or notify")
+    rebuild.add_argument("service", nargs="?", help="reconciliation, review, referral, notify or program")
     rebuild.add_argument("--all", action="store_true", help="every service, one after the other")
     rebuild.set_defaults(run=cmd_rebuild)
+
+    erase = sub.add_parser(
+        "erase", help="forget a patient everywhere: their key is destroyed, every service deletes their rows (admin)"
+    )
+    erase.add_argument("patient", help="the patient id (or Patient/<id>)")
+    erase.add_argument("--reason", required=True, help="why, e.g. 'request of the patient'")
+    erase.set_defaults(run=cmd_erase)
 
     claim = sub.add_parser("claim", help="claim a review task as a pharmacist")
     claim.add_argument("task")
     claim.set_defaults(run=cmd_claim)
-
-    complete = sub.add_parser("complete", help="complete a claimed review task")
-    complete.add_argument("task")
-    complete.add_argument("--note")
-    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
-    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
-    complete.set_defaults(run=cmd_complete)
 
     referrals = sub.add_parser("referrals", help="referrals, optionally for one physician")
     referrals.add_argument("--physician")
@@ -213,6 +268,37 @@ def build_parser() -> argparse.ArgumentParser:
     medlist.add_argument("patient")
     medlist.add_argument("--fhir", action="store_true", help="as a FHIR R4 List of MedicationStatements")
     medlist.set_defaults(run=cmd_medlist)
+
+    fill = sub.add_parser(
+        "publish-fill", help="publish pharmacy fills (native JSON or FHIR R4 Bundle of MedicationDispense)"
+    )
+    fill.add_argument("files", nargs="+")
+    fill.set_defaults(run=cmd_publish_fill)
+
+    program = sub.add_parser("program", help="a patient's MTM eligibility, enrolments and adherence")
+    program.add_argument("patient")
+    program.set_defaults(run=cmd_program)
+
+    disenroll = sub.add_parser("disenroll", help="record that an enrolled member left the MTM program this year")
+    disenroll.add_argument("patient")
+    disenroll.add_argument("--year", type=int, required=True, help="program year")
+    disenroll.add_argument("--reason", required=True, choices=["opted-out", "death", "plan-disenrolled", "other"])
+    disenroll.add_argument("--effective", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
+    disenroll.add_argument("--note")
+    disenroll.set_defaults(run=cmd_disenroll)
+
+    report = sub.add_parser("report", help="MTM program reports").add_subparsers(dest="report", required=True)
+    cms = report.add_parser("cms", help="the CMS beneficiary-level MTM file (CSV) and the CMR completion rate")
+    cms.add_argument("--year", type=int, required=True, help="contract year")
+    cms.add_argument("-o", "--output", help="write the CSV here (default: standard output; summary on stderr)")
+    cms.set_defaults(run=cmd_report_cms)
+    alerts = report.add_parser("alerts", help="alert burden, acceptance and overrides per drug-check rule")
+    alerts.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
+    alerts.add_argument("--json", action="store_true")
+    alerts.set_defaults(run=cmd_report_alerts)
+
+    # Reviews: worklist, release, reassign, complete with documentation, overrides, outcomes, MAP, FHIR export.
+    add_review_commands(sub)
 
     # `mtm check`, `mtm reconcile`, ...: commands the services register (entry points), run without a stack.
     add_service_commands(sub, taken=set(sub.choices))

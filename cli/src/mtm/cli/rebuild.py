@@ -65,7 +65,7 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> R
 async def rebuild_services(url: str, services: list[str], out: TextIO = sys.stdout) -> int:
     token = current_token()
     if token is None:
-        raise ToolError("not logged in: rebuilding needs an admin (mtm login NAME --role admin)")
+        raise ToolError("not logged in: rebuilding needs an admin (mtm login NAME)")
     nc = await nats.connect(url, connect_timeout=5)
     try:
         for service in services:

@@ -45,6 +45,8 @@ def add_service_commands(sub: Any, taken: Iterable[str]) -> None:
       `mtm NAME FILE...` prints `{"source": FILE, **dict}` per file;
     - group `mtm.readers`: `discharge-bundle` → `Path -> Reconciliation`, raising ValueError saying what and where;
     - group `mtm.tools`: name → `argv -> exit code`, a command with arguments of its own (`mtm kb coverage`).
+    A factory with `reads = "path"` gets each file's path instead (it reads other bundles than discharges), and
+    one with `options` (argparse flag, keyword arguments) takes them as its own keyword arguments.
     """
     taken = set(taken)
     for name, entry in sorted(_registered(COMMANDS).items()):
@@ -53,13 +55,28 @@ def add_service_commands(sub: Any, taken: Iterable[str]) -> None:
         taken.add(name)
         parser = sub.add_parser(name, help=_help(entry))
         parser.add_argument("files", nargs="+")
-        parser.set_defaults(run=lambda args, entry=entry: run_service_command(entry, args.files))
+        options = _options(entry)
+        for flag, spec in options:
+            parser.add_argument(flag, **spec)
+        dests = [flag.lstrip("-").replace("-", "_") for flag, _ in options]
+        parser.set_defaults(
+            run=lambda args, entry=entry, dests=dests: run_service_command(
+                entry, args.files, options={d: getattr(args, d) for d in dests}
+            )
+        )
     for name, entry in sorted(_registered(TOOLS).items()):
         if name in taken:
             continue
         parser = sub.add_parser(name, help=_help(entry), add_help=False)
         parser.add_argument("argv", nargs=argparse.REMAINDER)
         parser.set_defaults(run=lambda args, entry=entry: int(entry.load()(args.argv)))
+
+
+def _options(entry: EntryPoint) -> tuple[tuple[str, dict[str, Any]], ...]:
+    try:
+        return tuple(getattr(entry.load(), "options", ()))
+    except Exception:  # a broken service package must not take the other commands down with it
+        return ()
 
 
 def _reader() -> Reader:
@@ -70,11 +87,14 @@ def _reader() -> Reader:
     return reader
 
 
-def run_service_command(entry: EntryPoint, paths: Iterable[str], out: TextIO | None = None) -> int:
+def run_service_command(
+    entry: EntryPoint, paths: Iterable[str], out: TextIO | None = None, options: dict[str, Any] | None = None
+) -> int:
     """Each file read and rendered on its own line; a file that fails gets `{"source", "error"}` and exit code 1."""
     out = out or sys.stdout
-    read = _reader()
-    render: Render = entry.load()()
+    factory = entry.load()
+    read: Callable[[Path], Any] = (lambda path: path) if getattr(factory, "reads", None) == "path" else _reader()
+    render: Callable[[Any], dict[str, Any]] = factory(**(options or {}))
     status = 0
     for name in paths:
         try:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import nats
 from pydantic import BaseModel, ValidationError
 
-from mtm.contracts import CommandReply, TransitionOfCareRecorded
+from mtm.contracts import CommandReply, MedicationDispensed, TransitionOfCareRecorded
 from mtm.contracts.identity import bearer
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, FILL_INTAKE_SUBJECT
 
 REQUEST_TIMEOUT_S = 10.0
 
@@ -24,6 +26,10 @@ class ToolError(Exception):
 
 def discharge_message(path: Path) -> tuple[bytes, str]:
     """The bytes to publish and their Nats-Msg-Id; a native event is validated here so mistakes show at once."""
+    return intake_message(path, TransitionOfCareRecorded)
+
+
+def intake_message(path: Path, native: type[TransitionOfCareRecorded] | type[MedicationDispensed]) -> tuple[bytes, str]:
     raw = path.read_bytes()
     try:
         body = json.loads(raw)
@@ -32,7 +38,7 @@ def discharge_message(path: Path) -> tuple[bytes, str]:
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
         return raw, "fhir-bundle:" + hashlib.sha256(raw).hexdigest()
     try:
-        event = TransitionOfCareRecorded.model_validate(body)
+        event = native.model_validate(body)
     except ValidationError as exc:
         from mtm.platform.consumer import describe_invalid
 
@@ -41,13 +47,24 @@ def discharge_message(path: Path) -> tuple[bytes, str]:
 
 
 async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    return await _publish(url, paths, DISCHARGE_INTAKE_SUBJECT, TransitionOfCareRecorded)
+
+
+async def publish_fills(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    """Pharmacy fills onto the fill intake: native MedicationDispensed JSON or FHIR Bundles of MedicationDispense."""
+    return await _publish(url, paths, FILL_INTAKE_SUBJECT, MedicationDispensed)
+
+
+async def _publish(
+    url: str, paths: list[Path], subject: str, native: type[TransitionOfCareRecorded] | type[MedicationDispensed]
+) -> list[dict[str, Any]]:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         published = []
         for path in paths:
-            payload, msg_id = discharge_message(path)
-            ack = await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+            payload, msg_id = intake_message(path, native)
+            ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
             published.append({"file": str(path), "stream": ack.stream, "seq": ack.seq, "duplicate": ack.duplicate})
         return published
     finally:
@@ -60,7 +77,7 @@ async def request(url: str, subject: str, command: BaseModel, token: str | None 
 
     token = token or current_token()
     if token is None:
-        raise ToolError("not logged in: run `mtm login USER --role pharmacist|physician|admin` first")
+        raise ToolError("not logged in: run `mtm login USER` first (the password from MTM_PASSWORD or the prompt)")
     nc = await nats.connect(url)
     try:
         reply = await nc.request(
@@ -102,3 +119,9 @@ async def replay_synthea(url: str, files: list[Path], limit: int | None) -> dict
     finally:
         await nc.drain()
     return {"published": published, "duplicates": duplicates}
+
+
+def write_csv(out: TextIO, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)

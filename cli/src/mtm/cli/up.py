@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from mtm.cli.identity import ensure_dev_keys
+import httpx
+
+from mtm.cli.identity import ensure_dev_keys, ensure_key_encryption_key, private_key_file, session_secret_file
 from mtm.cli.stack import data_dir, stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
@@ -25,6 +28,9 @@ from mtm.devstack.lock import AlreadyRunning, DataDirLock
 from mtm.platform.status import wait_until_ready
 
 READY_TIMEOUT_S = 120.0
+# The four services, then the web app (`python -m mtm.web`), the fifth process.
+PROCESSES = (*SERVICES, "web")
+WEB_PORT = 8000
 RESTART_DELAY_S = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
@@ -101,11 +107,51 @@ class Supervised:
         processes.record(self.pid_file, self.process.pid)
 
 
+def web_port() -> int:
+    """MTM_WEB_PORT, else 8000 when it is free, else any free port."""
+    if wanted := os.environ.get("MTM_WEB_PORT"):
+        return int(wanted)
+    for candidate in (WEB_PORT, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port for the web app")
+
+
+async def web_ready(url: str, *, timeout_s: float, check: Callable[[], None]) -> None:
+    """Until the web app answers ready on /healthz (connected to NATS and its database)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            check()
+            try:
+                if (await client.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the web app at {url} did not report ready within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What a demo needs of the running stack."""
+
+    nats_url: str
+    database_url: str
+    web_url: str
+
+
 @dataclass
 class Stack:
     base: Path
     infra: Infrastructure | None = None
     services: list[Supervised] = field(default_factory=list)
+    web_url: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -116,7 +162,7 @@ class Stack:
 
     def stop_leftovers(self, say: Say) -> None:
         """Service processes a killed `mtm up` left running (the embedded NATS and Postgres see to their own)."""
-        stopped = processes.stop_leftovers(*(self.pid_file(name) for name in SERVICES))
+        stopped = processes.stop_leftovers(*(self.pid_file(name) for name in PROCESSES))
         for path, pid in stopped.items():
             say(f"stopped {path.stem} (pid {pid}), left running by an earlier mtm up")
 
@@ -125,23 +171,36 @@ class Stack:
         return self.infra
 
     def start_services(self, extra_env: dict[str, str]) -> None:
-        missing = [name for name in SERVICES if importlib.util.find_spec(f"mtm.{name}") is None]
+        missing = [name for name in PROCESSES if importlib.util.find_spec(f"mtm.{name}") is None]
         if missing:
             raise RuntimeError(f"services not installed: {', '.join(missing)} (uv sync --all-packages installs them)")
         assert self.infra is not None
+        port = web_port()
+        self.web_url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
             "MTM_NATS_URL": self.infra.nats_url,
             "MTM_DATABASE_URL": self.infra.database_url,
-            # Services verify actor tokens with the local stack's key (`mtm login` signs with it).
+            # Services verify actor tokens with the local stack's key; the web app signs them with it.
             "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
+            "MTM_KEY_ENCRYPTION_KEY_FILE": str(ensure_key_encryption_key()),
+            "MTM_WEB_SIGNING_KEY_FILE": str(private_key_file()),
+            "MTM_WEB_SESSION_SECRET_FILE": str(session_secret_file()),
+            "MTM_WEB_HOST": "127.0.0.1",
+            "MTM_WEB_PORT": str(port),
+            # Emails to physicians (when an SMTP server is set) link to the referral in the web app.
+            "MTM_NOTIFY_WEB_URL": self.web_url,
             **extra_env,
         }
-        for name in SERVICES:
+        for name in PROCESSES:
             service = Supervised(name, env, self.base / "logs" / f"{name}.log", self.pid_file(name))
             self.services.append(service)
             service.start()
-        stack_file().write_text(json.dumps({"nats_url": self.infra.nats_url, "database_url": self.infra.database_url}))
+        stack_file().write_text(
+            json.dumps(
+                {"nats_url": self.infra.nats_url, "database_url": self.infra.database_url, "web_url": self.web_url}
+            )
+        )
 
     def describe(self) -> str:
         assert self.infra is not None
@@ -188,7 +247,7 @@ def up(
     say: Say,
     *,
     extra_env: dict[str, str] | None = None,
-    demo: Callable[[str], Awaitable[int]] | None = None,
+    demo: Callable[[StackInfo], Awaitable[int]] | None = None,
     exit_after_demo: bool = False,
 ) -> int:
     """Run the stack until a stop signal (or until the demo is done, with `exit_after_demo`); the exit code."""
@@ -220,9 +279,14 @@ def up(
             ready = wait_until_ready(infra.nats_url, timeout_s=READY_TIMEOUT_S, check=tend)
             loop.run_until_complete(signals.unless_stopped(ready))
             say(f"all {len(SERVICES)} services are up.")
+            loop.run_until_complete(
+                signals.unless_stopped(web_ready(stack.web_url, timeout_s=READY_TIMEOUT_S, check=tend))
+            )
+            say(f"web app is up: {stack.web_url}")
             announced = True
             if demo is not None:
-                status = loop.run_until_complete(signals.unless_stopped(demo(infra.nats_url)))
+                info = StackInfo(infra.nats_url, infra.database_url, stack.web_url)
+                status = loop.run_until_complete(signals.unless_stopped(demo(info)))
                 if exit_after_demo:
                     return status
             say("stack is up; Ctrl-C stops everything.")

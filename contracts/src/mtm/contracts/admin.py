@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field
 
 from mtm.contracts.envelope import Frozen
 
-SERVICES: tuple[str, ...] = ("reconciliation", "review", "referral", "notify")
+SERVICES: tuple[str, ...] = ("reconciliation", "review", "referral", "notify", "program")
 
 
 def status_subject(service: str) -> str:
@@ -50,6 +50,34 @@ class RebuildProjection(Frozen):
 
 
 RebuildPhase = Literal["started", "replaying", "catching-up", "swapped", "failed"]
+
+
+class ErasePatient(Frozen):
+    """Forget a patient everywhere (an admin's command to reconciliation, the keeper of patients' keys)."""
+
+    command_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    patient_id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    reason: str = Field(min_length=1, max_length=200)
+    schema_version: Literal[1] = 1
+
+
+class GetPatientKeys(Frozen):
+    """A service asks for the keys of the patients whose events it reads or writes (one request per batch)."""
+
+    patient_ids: tuple[str, ...] = Field(min_length=1, max_length=1000)
+    create: bool = Field(default=False, description="Make a key for a patient who has none yet (writers only).")
+    schema_version: Literal[1] = 1
+
+
+class PatientKey(Frozen):
+    key_id: str
+    key_base64: str
+
+
+class PatientKeys(Frozen):
+    keys: dict[str, PatientKey] = {}
+    erased: tuple[str, ...] = ()
+    missing: tuple[str, ...] = Field(default=(), description="Patients with no key yet (nothing was written).")
 
 
 class RebuildProgress(Frozen):

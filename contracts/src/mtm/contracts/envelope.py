@@ -27,6 +27,9 @@ class EventEnvelope(Frozen):
 
     EVENT_NAME: ClassVar[str]
     """Subject token of the event (snake_case, past tense), e.g. `medications_reconciled`."""
+    SEALED: ClassVar[bool] = True
+    """On the log, `data` is encrypted with the patient's key (see `mtm.platform.crypto`), so erasing the key
+    erases the event; only events that must outlive the key (the erasure itself) are written in the clear."""
 
     id: uuid.UUID = Field(description="Event id; also the Nats-Msg-Id used for deduplication.")
     source: str = Field(min_length=1, description="URI reference of the producer, e.g. `mtm/reconciliation`.")

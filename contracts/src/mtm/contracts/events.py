@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -15,19 +16,22 @@ from mtm.contracts.clinical import (
     Observation,
     PatientDemographics,
 )
+from mtm.contracts.documentation import MtmService, ReviewDocumentation, Severity
 from mtm.contracts.envelope import EventEnvelope, Frozen
 from mtm.contracts.identity import Actor
 from mtm.contracts.limits import (
     MAX_ALLERGIES,
     MAX_CONDITIONS,
+    MAX_INGREDIENTS,
     MAX_MEDICATIONS,
     MAX_OBSERVATIONS,
     MAX_RECOMMENDATION,
     MAX_RECOMMENDATIONS,
     FhirId,
+    Ingredient,
     Note,
-    Text,
 )
+from mtm.contracts.program import PROGRAM_EVENT_CLASSES
 from mtm.contracts.registry import EventRegistry
 
 ItemStatus = Literal["continued", "changed", "new", "stopped"]
@@ -44,15 +48,23 @@ AlertKind = Literal[
     "pharmacogenomic",
     "unresolved",
 ]
-Severity = Literal["high", "moderate", "low"]
 Tier = Literal["interruptive", "passive"]
 TaskPriority = Literal["routine", "urgent", "asap", "stat"]
 ReviewReason = Literal["post-discharge-review", "comprehensive-medication-review", "targeted-medication-review"]
+ReviewTrigger = Literal["discharge", "enrolment", "annual", "quarterly", "adherence", "follow-up"]
+"""What opened a review: a discharge, an enrolment (the CMR offer), the yearly CMR, the quarterly TMR, an
+adherence measure below its threshold, or a follow-up that came due."""
+RecommendationOutcome = Literal["accepted", "declined", "modified", "no-response"]
+OverrideReason = Literal[
+    "benefit-outweighs-risk", "tolerated-previously", "will-monitor", "not-clinically-relevant", "other"
+]
+ActionPlanDeliveryMethod = Literal["in-person", "mail", "electronic", "fax"]
 RecommendationAction = Literal[
     "start", "stop", "change-dose", "change-frequency", "substitute", "monitor", "educate", "other"
 ]
 ReferralDecision = Literal["accepted", "declined", "modified"]
 NotificationChannel = Literal["webhook", "nats", "email"]
+NotificationPurpose = Literal["referral", "reminder"]
 
 
 def _event_type(name: str) -> str:
@@ -181,13 +193,17 @@ class ReviewTask(Frozen):
     task_id: uuid.UUID
     reason: ReviewReason = "post-discharge-review"
     priority: TaskPriority
-    focus_event_id: uuid.UUID = Field(description="The MedicationsReconciled event under review.")
+    focus_event_id: uuid.UUID = Field(
+        description="What is under review: the MedicationsReconciled event, or the event that opened the review."
+    )
     encounter_id: str | None = None
     care_team: CareTeam = CareTeam()
     items: tuple[ReconciledItem, ...] = ()
     discrepancies: tuple[Discrepancy, ...] = ()
     alerts: tuple[Alert, ...] = ()
     due: AwareDatetime | None = None
+    trigger: ReviewTrigger | None = Field(default=None, description="Why it opened; a discharge when absent.")
+    schedule_id: uuid.UUID | None = Field(default=None, description="The scheduled review it opened, if any.")
 
 
 class ReviewTaskCreated(EventEnvelope):
@@ -216,9 +232,14 @@ class Recommendation(Frozen):
     recommendation_id: uuid.UUID
     text: str = Field(min_length=1, max_length=MAX_RECOMMENDATION)
     action: RecommendationAction = "other"
-    ingredients: tuple[Text, ...] = Field(default=(), max_length=20)
+    ingredients: tuple[Ingredient, ...] = Field(default=(), max_length=MAX_INGREDIENTS)
     needs_prescriber: bool = False
     priority: TaskPriority = "routine"
+    problem_id: uuid.UUID | None = Field(default=None, description="The drug therapy problem it addresses.")
+
+    @property
+    def target(self) -> Literal["patient", "prescriber"]:
+        return "prescriber" if self.needs_prescriber else "patient"
 
 
 class TaskCompletion(Frozen):
@@ -228,12 +249,160 @@ class TaskCompletion(Frozen):
     recommendations: tuple[Recommendation, ...] = Field(default=(), max_length=MAX_RECOMMENDATIONS)
     care_team: CareTeam = CareTeam()
     actor: Actor | None = Field(default=None, description="Who completed it, as their token said.")
+    service: MtmService | None = Field(
+        default=None, description="The CMS MTM service it counts as (a review of an enrolled member)."
+    )
+    documentation: ReviewDocumentation | None = None
 
 
 class ReviewTaskCompleted(EventEnvelope):
     EVENT_NAME: ClassVar[str] = "review_task_completed"
     type: Literal["mtm.review_task_completed.v1"] = _event_type("review_task_completed")
     data: TaskCompletion
+
+
+class TaskRelease(Frozen):
+    task_id: uuid.UUID
+    pharmacist_id: str = Field(min_length=1, description="Who held the task until now.")
+    reason: str | None = None
+    actor: Actor | None = Field(default=None, description="Who released it: its owner or an admin.")
+
+
+class ReviewTaskReleased(EventEnvelope):
+    """A claimed task is back in the queue for any pharmacist to claim."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_released"
+    type: Literal["mtm.review_task_released.v1"] = _event_type("review_task_released")
+    data: TaskRelease
+
+
+class TaskReassignment(Frozen):
+    task_id: uuid.UUID
+    from_pharmacist_id: str | None = None
+    to_pharmacist_id: str = Field(min_length=1)
+    actor: Actor | None = Field(default=None, description="Who reassigned it: its owner or an admin.")
+
+
+class ReviewTaskReassigned(EventEnvelope):
+    """A task now belongs to another pharmacist (in progress, as if they had claimed it)."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_reassigned"
+    type: Literal["mtm.review_task_reassigned.v1"] = _event_type("review_task_reassigned")
+    data: TaskReassignment
+
+
+class TaskOverdue(Frozen):
+    task_id: uuid.UUID
+    due: AwareDatetime
+    priority: TaskPriority = Field(description="The priority from now on (one step up, `stat` stays `stat`).")
+    previous_priority: TaskPriority
+
+
+class ReviewTaskOverdue(EventEnvelope):
+    """A review passed its due time unfinished; its priority is escalated (recorded once per deadline)."""
+
+    EVENT_NAME: ClassVar[str] = "review_task_overdue"
+    type: Literal["mtm.review_task_overdue.v1"] = _event_type("review_task_overdue")
+    data: TaskOverdue
+
+
+class ScheduledReviewSkip(Frozen):
+    schedule_id: uuid.UUID
+    trigger: ReviewTrigger
+    reason: Literal["not-enrolled", "open-review", "already-reviewed"]
+    covered_by_task_id: uuid.UUID | None = Field(default=None, description="The open review that covers it.")
+
+
+class ScheduledReviewSkipped(EventEnvelope):
+    """A scheduled or triggered review came due but opened no task, and why."""
+
+    EVENT_NAME: ClassVar[str] = "scheduled_review_skipped"
+    type: Literal["mtm.scheduled_review_skipped.v1"] = _event_type("scheduled_review_skipped")
+    data: ScheduledReviewSkip
+
+
+class FollowUp(Frozen):
+    follow_up_id: uuid.UUID
+    task_id: uuid.UUID = Field(description="The review it follows up.")
+    due: AwareDatetime
+    reason: str = Field(min_length=1)
+    actor: Actor | None = None
+
+
+class FollowUpScheduled(EventEnvelope):
+    """The pharmacist will follow up; a targeted review opens when it comes due."""
+
+    EVENT_NAME: ClassVar[str] = "follow_up_scheduled"
+    type: Literal["mtm.follow_up_scheduled.v1"] = _event_type("follow_up_scheduled")
+    data: FollowUp
+
+
+class AlertOverride(Frozen):
+    override_id: uuid.UUID
+    task_id: uuid.UUID
+    alert: int = Field(ge=0, description="Position of the alert in the task.")
+    rule_id: str | None = None
+    kind: AlertKind
+    severity: Severity
+    ingredients: tuple[str, ...]
+    reason_code: OverrideReason
+    reason: str = Field(min_length=1)
+    regimen: tuple[str, ...] = Field(
+        default=(), description="The alert's drugs as taken when overridden (ingredient, dose, route)."
+    )
+    actor: Actor | None = None
+
+
+class AlertOverridden(EventEnvelope):
+    """A pharmacist judged an alert not to need action; the same alert stays quiet until something relevant changes."""
+
+    EVENT_NAME: ClassVar[str] = "alert_overridden"
+    type: Literal["mtm.alert_overridden.v1"] = _event_type("alert_overridden")
+    data: AlertOverride
+
+
+class RecommendationResult(Frozen):
+    recommendation_id: uuid.UUID
+    task_id: uuid.UUID
+    outcome: RecommendationOutcome
+    note: str | None = None
+    actor: Actor | None = None
+
+
+class RecommendationOutcomeRecorded(EventEnvelope):
+    """What became of a recommendation, as the pharmacist learnt it (a prescriber's own answer is ReferralAnswered)."""
+
+    EVENT_NAME: ClassVar[str] = "recommendation_outcome_recorded"
+    type: Literal["mtm.recommendation_outcome_recorded.v1"] = _event_type("recommendation_outcome_recorded")
+    data: RecommendationResult
+
+
+class ActionPlanDelivery(Frozen):
+    task_id: uuid.UUID = Field(description="The CMR whose action plan and medication list went out.")
+    method: ActionPlanDeliveryMethod
+    delivered_on: date
+    actor: Actor | None = None
+
+
+class ActionPlanDelivered(EventEnvelope):
+    """The member received the CMR's Medication Action Plan and Personal Medication List."""
+
+    EVENT_NAME: ClassVar[str] = "action_plan_delivered"
+    type: Literal["mtm.action_plan_delivered.v1"] = _event_type("action_plan_delivered")
+    data: ActionPlanDelivery
+
+
+class ActionPlanDue(Frozen):
+    task_id: uuid.UUID
+    due: AwareDatetime = Field(description="14 days after the CMR (CMS: the written summary within 14 days).")
+
+
+class ActionPlanOverdue(EventEnvelope):
+    """A CMR's written summary was not delivered within its deadline (recorded once)."""
+
+    EVENT_NAME: ClassVar[str] = "action_plan_overdue"
+    type: Literal["mtm.action_plan_overdue.v1"] = _event_type("action_plan_overdue")
+    data: ActionPlanDue
 
 
 # --- referral -------------------------------------------------------------------------------------------------
@@ -248,6 +417,9 @@ class Referral(Frozen):
     pharmacist_id: str = Field(min_length=1, max_length=128)
     recommendation: Recommendation
     priority: TaskPriority = "routine"
+    respond_by: AwareDatetime | None = Field(
+        default=None, description="When an unanswered referral escalates (a reminder, and a notice to the pharmacist)."
+    )
 
 
 class ReferralRequested(EventEnvelope):
@@ -270,6 +442,40 @@ class ReferralAnswered(EventEnvelope):
     data: ReferralAnswer
 
 
+class ReferralAcknowledgement(Frozen):
+    """The physician opened the referral and says so (a read receipt); the answer may come later."""
+
+    referral_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    actor: Actor | None = Field(default=None, description="Who acknowledged it, as their token said.")
+
+
+class ReferralAcknowledged(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_acknowledged"
+    type: Literal["mtm.referral_acknowledged.v1"] = _event_type("referral_acknowledged")
+    data: ReferralAcknowledgement
+
+
+class ReferralEscalation(Frozen):
+    """A referral still unanswered at its deadline: the physician is reminded and the pharmacist told."""
+
+    referral_id: uuid.UUID
+    task_id: uuid.UUID
+    physician_id: str = Field(min_length=1)
+    pharmacist_id: str = Field(min_length=1)
+    escalation: int = Field(ge=1, description="1 for the first reminder, 2 for the second, ...")
+    respond_by: AwareDatetime = Field(description="The deadline that passed.")
+    next_escalation_at: AwareDatetime | None = Field(
+        default=None, description="When it escalates again if still unanswered; none after the last reminder."
+    )
+
+
+class ReferralEscalated(EventEnvelope):
+    EVENT_NAME: ClassVar[str] = "referral_escalated"
+    type: Literal["mtm.referral_escalated.v1"] = _event_type("referral_escalated")
+    data: ReferralEscalation
+
+
 # --- notify ---------------------------------------------------------------------------------------------------
 
 
@@ -280,6 +486,10 @@ class NotificationRequest(Frozen):
     referral_id: uuid.UUID
     recipient_id: str = Field(min_length=1)
     channel: NotificationChannel
+    purpose: NotificationPurpose = Field(
+        default="referral", description="The referral itself, or a reminder that it is still unanswered."
+    )
+    escalation: int = Field(default=0, ge=0, description="Which escalation a reminder is for (0: the referral).")
 
 
 class NotificationRequested(EventEnvelope):
@@ -338,18 +548,54 @@ class NotificationFailed(EventEnvelope):
     data: NotificationOutcome
 
 
+# --- erasure -------------------------------------------------------------------------------------------------
+
+
+class Erasure(Frozen):
+    """Everything mtm held about a patient is to be forgotten: their key is destroyed, their rows deleted."""
+
+    patient_id: FhirId
+    reason: str = Field(min_length=1, max_length=200, description="E.g. `request of the patient`, `retention`.")
+    actor: Actor | None = Field(default=None, description="Who erased, as their token said.")
+
+
+class PatientErased(EventEnvelope):
+    """The patient's key is destroyed: their earlier events can no longer be read, and every service forgets them.
+
+    Written in the clear (it must outlive the key) and carrying no PHI beyond the pseudonymous patient id.
+    """
+
+    EVENT_NAME: ClassVar[str] = "patient_erased"
+    SEALED: ClassVar[bool] = False
+    type: Literal["mtm.patient_erased.v1"] = _event_type("patient_erased")
+    data: Erasure
+
+
 EVENT_CLASSES: tuple[type[EventEnvelope], ...] = (
     TransitionOfCareRecorded,
     MedicationsReconciled,
     ReviewTaskCreated,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
+    ReviewTaskReleased,
+    ReviewTaskReassigned,
+    ReviewTaskOverdue,
+    ScheduledReviewSkipped,
+    FollowUpScheduled,
+    AlertOverridden,
+    RecommendationOutcomeRecorded,
+    ActionPlanDelivered,
+    ActionPlanOverdue,
     ReferralRequested,
     ReferralAnswered,
+    ReferralAcknowledged,
+    ReferralEscalated,
     NotificationRequested,
     NotificationRetryScheduled,
     NotificationDelivered,
     NotificationFailed,
+    PatientErased,
+    *PROGRAM_EVENT_CLASSES,
 )
 EVENT_TYPES: dict[str, type[EventEnvelope]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
 EVENTS = EventRegistry(EVENT_CLASSES)

@@ -19,6 +19,18 @@ MAX_CONDITIONS: Final = 200
 MAX_ALLERGIES: Final = 50
 MAX_OBSERVATIONS: Final = 200
 MAX_RECOMMENDATIONS: Final = 50
+MAX_FOLLOW_UPS: Final = 20
+MAX_INGREDIENTS: Final = 20
+"""Per product: combination products have a handful."""
+MAX_REMARK: Final = 500
+"""A short free-text field of a review's documentation (a step, directions, a reason)."""
+MAX_PROBLEMS: Final = 30
+"""Drug therapy problems documented in one review."""
+MAX_PLAN_ITEMS: Final = 50
+MAX_PLAN_STEPS: Final = 5
+MAX_PML: Final = 100
+"""Rows of a Personal Medication List."""
+MAX_MITIGATIONS: Final = 10
 MAX_TEXT: Final = 200
 """A medication, condition, allergy or observation as written."""
 MAX_CODE: Final = 64
@@ -46,3 +58,5 @@ FhirId = Annotated[
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Code = Annotated[str, Field(max_length=MAX_CODE)]
 Note = Annotated[str, Field(max_length=MAX_NOTE)]
+Remark = Annotated[str, Field(min_length=1, max_length=MAX_REMARK)]
+Ingredient = Annotated[str, Field(min_length=1, max_length=100)]

@@ -10,26 +10,59 @@ from typing import Any
 from pydantic import BaseModel
 
 from mtm.contracts.commands import (
+    AcknowledgeReferral,
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
+    GetActionPlan,
+    GetMedicationHistory,
     GetMedicationList,
+    GetReferral,
+    GetReviewRecord,
     GetReviewTask,
+    ListAlertRuleStats,
+    ListNotifications,
     ListReferrals,
     ListReviewTasks,
+    ListWorklist,
+    OverrideAlert,
+    ReassignReviewTask,
+    RecordActionPlanDelivery,
+    RecordRecommendationOutcome,
+    ReleaseReviewTask,
 )
 from mtm.contracts.dead_letter import DeadLetter
+from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.events import EVENT_CLASSES
+from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 
 COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     ClaimReviewTask,
     CompleteReviewTask,
+    ReleaseReviewTask,
+    ReassignReviewTask,
+    OverrideAlert,
+    RecordRecommendationOutcome,
+    RecordActionPlanDelivery,
     AnswerReferral,
+    AcknowledgeReferral,
     ListReviewTasks,
-    ListReferrals,
-    GetMedicationList,
+    ListWorklist,
     GetReviewTask,
+    ListReferrals,
+    GetReferral,
+    GetMedicationList,
+    GetMedicationHistory,
+    GetReviewRecord,
+    GetActionPlan,
+    ActionPlanDocument,
+    ListAlertRuleStats,
+    ListNotifications,
+    DisenrollMember,
+    GetProgramStatus,
+    GetCmsReport,
+    GetAlertReport,
     CommandReply,
     DeadLetter,
 )

@@ -22,6 +22,11 @@ DISCHARGE_INTAKE_STREAM: Final = "DISCHARGE_INTAKE"
 DISCHARGE_INTAKE_SUBJECT: Final = "mtm.intake.discharge.v1"
 DISCHARGE_INTAKE_OWNER: Final = "reconciliation"
 
+# --- inbound pharmacy fills (native MedicationDispensed JSON or a FHIR R4 Bundle of MedicationDispense) ---------
+FILL_INTAKE_STREAM: Final = "FILL_INTAKE"
+FILL_INTAKE_SUBJECT: Final = "mtm.intake.fill.v1"
+FILL_INTAKE_OWNER: Final = "reconciliation"
+
 # --- per-physician inbox (notify owns the stream so physicians' tools can catch up after being offline) -------
 PHYSICIAN_INBOX_STREAM: Final = "PHYSICIAN_INBOX"
 PHYSICIAN_INBOX_PREFIX: Final = "mtm.inbox.physician"
@@ -38,8 +43,34 @@ GET_REVIEW_TASK: Final = "mtm.query.review.task.v1"
 ANSWER_REFERRAL: Final = "mtm.cmd.referral.answer.v1"
 LIST_REFERRALS: Final = "mtm.query.referral.list.v1"
 GET_MEDICATION_LIST: Final = "mtm.query.reconciliation.medlist.v1"
+PATIENT_KEYS: Final = "mtm.keys.patient.v1"
+"""Services ask reconciliation for patients' event keys here (request/reply between services only)."""
+ERASE_PATIENT: Final = "mtm.admin.reconciliation.erase.v1"
+GET_MEDICATION_HISTORY: Final = "mtm.query.reconciliation.history.v1"
+ACKNOWLEDGE_REFERRAL: Final = "mtm.cmd.referral.acknowledge.v1"
+GET_REFERRAL: Final = "mtm.query.referral.get.v1"
+LIST_WORKLIST: Final = "mtm.query.review.worklist.v1"
+RELEASE_REVIEW_TASK: Final = "mtm.cmd.review.release.v1"
+REASSIGN_REVIEW_TASK: Final = "mtm.cmd.review.reassign.v1"
+OVERRIDE_ALERT: Final = "mtm.cmd.review.override_alert.v1"
+RECORD_RECOMMENDATION_OUTCOME: Final = "mtm.cmd.review.recommendation_outcome.v1"
+RECORD_ACTION_PLAN_DELIVERY: Final = "mtm.cmd.review.action_plan_delivery.v1"
+GET_REVIEW_RECORD: Final = "mtm.query.review.record.v1"
+GET_ACTION_PLAN: Final = "mtm.query.review.action_plan.v1"
+LIST_ALERT_RULE_STATS: Final = "mtm.query.review.alert_rule_stats.v1"
+LIST_NOTIFICATIONS: Final = "mtm.query.notify.list.v1"
+DISENROLL_MEMBER: Final = "mtm.cmd.program.disenroll.v1"
+GET_PROGRAM_STATUS: Final = "mtm.query.program.status.v1"
+GET_CMS_REPORT: Final = "mtm.query.program.cms-report.v1"
+GET_ALERT_REPORT: Final = "mtm.query.program.alert-report.v1"
 
 _UNSAFE_TOKEN = re.compile(r"[.*>\s%]")
+
+
+def patient_of_subject(subject: str) -> str:
+    """The patient id of a patient-log subject (`mtm.patient.<partition>.<patient>.<event>.v<n>`), unescaped."""
+    token = subject.split(".")[3]
+    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), token)
 
 
 def subject_token(value: str) -> str:

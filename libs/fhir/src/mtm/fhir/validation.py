@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
@@ -14,6 +15,18 @@ from fhir.resources.R4B.bundle import Bundle
 from mtm.fhir.errors import BundleError
 
 Loc = Sequence[str | int]
+
+
+def read_json_file(path: Path) -> Any:
+    """A file's JSON for the file commands; ValueError says what is wrong and where (unreadable, not JSON)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read file: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
 
 
 def is_fhir_bundle(obj: object) -> bool:
@@ -93,7 +106,9 @@ def _code_binding_violations(model: FHIRAbstractModel, loc: tuple[str | int, ...
         key = field.alias or name
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         allowed = extra.get("enum_values")
-        if allowed:
+        # fhir.resources ends a list it abridged with "+" (Task.status: "draft, requested, received, accepted, +"):
+        # such a list is not the binding, so it is not enforced.
+        if allowed and "+" not in allowed:
             values = value if isinstance(value, list) else [value]
             for index, item in enumerate(values):
                 if item not in allowed:

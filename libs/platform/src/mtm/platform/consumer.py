@@ -26,6 +26,7 @@ from mtm.contracts.subjects import (
     event_filter,
     partition_filters,
 )
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.faults import backoff, is_transient
 from mtm.platform.logging import get_logger
 from mtm.platform.outbox import MSG_ID_HEADER
@@ -113,6 +114,8 @@ class BatchConsumer(Generic[T]):
     after_commit: Callable[[], None] | None = None
     partitioned_by: tuple[type[EventEnvelope], ...] = ()
     """The patient events it reads; set, the consumer can be split into groups of patient partitions."""
+    prepare: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None
+    """Runs once per batch before its messages are decoded (e.g. fetch the patients' keys in one request)."""
 
     def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
         if not self.partitioned_by or groups == 1:
@@ -179,6 +182,7 @@ class BatchProcessor(Generic[T]):
         self.stopping = asyncio.Event()
         self.applied = 0
         self.parked = 0
+        self.skipped_erased = 0
         self.waited_out = 0
         """Infrastructure failures waited out in place (none of them counted against a message)."""
 
@@ -201,10 +205,18 @@ class BatchProcessor(Generic[T]):
         await self._ack_all([d for d, _ in invalid])
 
     async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
+        if self.consumer.prepare is not None:
+            await self.consumer.prepare(deliveries)
         accepted: list[Accepted[T]] = []
         invalid: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
-            reason = await self._decode(delivery, accepted)
+            try:
+                reason = await self._decode(delivery, accepted)
+            except ErasedPatient:
+                # Nothing wrong with it: the patient was erased, so the event is no longer to be read.
+                self.skipped_erased += 1
+                await delivery.raw.ack()
+                continue
             if reason is not None:
                 invalid.append((delivery, reason))
         return accepted, invalid
@@ -220,6 +232,8 @@ class BatchProcessor(Generic[T]):
             value = self.consumer.decode(delivery)
             if inspect.isawaitable(value):
                 value = await value
+        except ErasedPatient:
+            raise
         except (InvalidMessage, ValidationError, ValueError) as exc:
             return describe_invalid(exc)
         except RecursionError:

@@ -33,6 +33,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats_errors.ConnectionClosedError,
     nats_errors.ConnectionReconnectingError,
     nats_errors.NoServersError,
+    nats_errors.NoRespondersError,  # a service asked (e.g. the key keeper) is restarting
     nats_errors.StaleConnectionError,
     nats_errors.TimeoutError,
     nats_errors.FlushTimeoutError,

@@ -10,10 +10,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError
 
-from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts import EventEnvelope
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_name_of_subject, event_subject, patient_filter
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.decisions import PatientHistory, StoredEvent
 from mtm.platform.outbox import MSG_ID_HEADER
+from mtm.platform.reading import EventReader
 
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -35,10 +37,11 @@ class PatientLog:
     decision made on a history is stored only if nothing was appended to that patient since it was read.
     """
 
-    def __init__(self, nc: Client, js: JetStreamContext, registry: EventRegistry) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, reader: EventReader, *, seal: bool = True) -> None:
         self._nc = nc
         self._js = js
-        self._registry = registry
+        self._reader = reader
+        self._seal = seal
 
     async def read(self, patient_id: str, types: Sequence[type[EventEnvelope]]) -> PatientHistory:
         wanted = {cls.EVENT_NAME for cls in types}
@@ -50,7 +53,8 @@ class PatientLog:
             for seq, subject, data in batch:
                 last_seq = seq
                 if event_name_of_subject(subject) in wanted:
-                    events.append(StoredEvent(seq, self._registry.parse_stored(subject, data)))
+                    event, _ = await self._reader.read(subject, data)
+                    events.append(StoredEvent(seq, event))
             if done or not batch:
                 return PatientHistory(patient_id, tuple(events), last_seq)
             start = last_seq + 1
@@ -101,13 +105,17 @@ class PatientLog:
         """
         expected = expected_last_seq
         for event in events:
+            clear = event.model_dump_json()
+            body = await self._reader.keyring.close(event, clear) if self._seal else clear.encode()
+            if body is None:
+                raise ErasedPatient(event.patient_id)
             headers = {
                 MSG_ID_HEADER: str(event.id),
                 EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
                 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: patient_filter(event.patient_id),
             }
             try:
-                ack = await self._js.publish(event_subject(event), event.model_dump_json().encode(), headers=headers)
+                ack = await self._js.publish(event_subject(event), body, headers=headers)
             except BadRequestError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(str(exc.description)) from exc

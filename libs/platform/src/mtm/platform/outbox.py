@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 
 from mtm.contracts import EventEnvelope
 from mtm.contracts.subjects import event_subject
+from mtm.platform.crypto import Sealer
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.logging import get_logger
 
@@ -92,11 +93,13 @@ class OutboxRelay:
         stored: Callable[[str, str], Awaitable[bool]] | None = None,
         trust_dedup_s: float = 300.0,
         max_payload: int = 1024 * 1024,
+        sealer: Sealer | None = None,
     ) -> None:
         self._pool = pool
         self._js = js
         self._stored = stored
         self._max_payload = max_payload
+        self._sealer = sealer
         self.health = TaskHealth("outbox-relay")
         self._trust_dedup_s = trust_dedup_s
         self._poll_s = poll_s
@@ -156,7 +159,8 @@ class OutboxRelay:
             # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
-            futures = [await self._send(row) for row in rows]
+            bodies = await self._stored_forms(rows)
+            futures = [await self._send(row, body) for row, body in zip(rows, bodies, strict=True)]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), CONFIRM_TIMEOUT_S)
             except TimeoutError:
@@ -182,10 +186,22 @@ class OutboxRelay:
         for row in rows:
             log.error("outbox row parked: too large for the log", subject=row["subject"], count=len(row["payload"]))
 
-    async def _send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
-        if row["unsure"] and self._stored is not None and await self._stored(row["subject"], row["msg_id"]):
+    async def _stored_forms(self, rows: Sequence[asyncpg.Record]) -> list[bytes | None]:
+        """What the log stores for each row: sealed with its patient's key (None: the patient was erased)."""
+        if self._sealer is None:
+            return [bytes(row["payload"]) for row in rows]
+        await self._sealer.prepare(row["subject"] for row in rows)
+        return [await self._sealer.seal(row["subject"], bytes(row["payload"])) for row in rows]
+
+    async def _send(self, row: asyncpg.Record, body: bytes | None) -> asyncio.Future[Any]:
+        skip = body is None
+        if skip:
+            log.info("outbox row of an erased patient dropped", subject=row["subject"])
+        elif row["unsure"] and self._stored is not None and await self._stored(row["subject"], row["msg_id"]):
             log.info("outbox row already on the log; not sent again", subject=row["subject"])
+            skip = True
+        if skip:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        return await self._js.publish_async(row["subject"], row["payload"], headers={MSG_ID_HEADER: row["msg_id"]})
+        return await self._js.publish_async(row["subject"], body, headers={MSG_ID_HEADER: row["msg_id"]})

@@ -24,6 +24,7 @@ from importlib.resources.abc import Traversable
 import asyncpg
 
 from mtm.contracts import EventEnvelope
+from mtm.contracts.events import PatientErased
 from mtm.platform.outbox import OutgoingMessage, enqueue
 
 LIVE_SCHEMA = "projection"
@@ -92,11 +93,14 @@ class Projection:
     records: tuple[type[EventEnvelope], ...] = field(default=())
     """Events the service publishes that the tables ignore; their ids are still claimed, so a re-sent cause
     can never publish them twice, also after a rebuild."""
+    erase: tuple[str, ...] = field(default=())
+    """SQL that deletes everything the tables hold about one patient (`$1` = patient id), run on
+    `PatientErased`. Every table that holds patient data must be covered (the erasure test checks it)."""
 
     @property
     def replayed(self) -> tuple[type[EventEnvelope], ...]:
         """Every event a rebuild reads from the log."""
-        return tuple(dict.fromkeys((*self.handles, *self.records)))
+        return tuple(dict.fromkeys((*self.handles, *self.records, PatientErased)))
 
     def applies(self, event: EventEnvelope) -> bool:
         return isinstance(event, self.handles)
@@ -134,10 +138,24 @@ async def claim(conn: asyncpg.Connection, events: Sequence[EventEnvelope]) -> li
 async def apply_events(tx: Tx, projection: Projection, events: Sequence[EventEnvelope]) -> int:
     """Claim and apply events the projection has not seen; returns how many were new."""
     fresh = await claim(tx.conn, events)
-    handled = [e for e in fresh if projection.applies(e)]
-    if handled:
-        await projection.apply(tx, handled)
+    await apply_claimed(tx, projection, fresh)
     return len(fresh)
+
+
+async def apply_claimed(tx: Tx, projection: Projection, events: Sequence[EventEnvelope]) -> None:
+    """Apply events in order; a `PatientErased` among them deletes what the tables hold about its patient."""
+    pending: list[EventEnvelope] = []
+    for event in events:
+        if isinstance(event, PatientErased):
+            if pending:
+                await projection.apply(tx, pending)
+                pending = []
+            for statement in projection.erase:
+                await tx.conn.execute(statement, event.data.patient_id)
+        elif projection.applies(event):
+            pending.append(event)
+    if pending:
+        await projection.apply(tx, pending)
 
 
 async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
@@ -164,9 +182,7 @@ class UnitOfWork:
 
         Returns the ids that were new to the projection."""
         fresh = await claim(self.tx.conn, events)
-        handled = [e for e in fresh if self._projection.applies(e)]
-        if handled:
-            await self._projection.apply(self.tx, handled)
+        await apply_claimed(self.tx, self._projection, fresh)
         return {e.id for e in fresh}
 
     async def record(self, events: Sequence[EventEnvelope]) -> set[uuid.UUID]:
@@ -176,9 +192,7 @@ class UnitOfWork:
         fresh = await claim(self.tx.conn, events)
         if not fresh:
             return set()
-        handled = [e for e in fresh if self._projection.applies(e)]
-        if handled:
-            await self._projection.apply(self.tx, handled)
+        await apply_claimed(self.tx, self._projection, fresh)
         await enqueue(self.tx.conn, [OutgoingMessage.of_event(e, self.tx.body(e)) for e in fresh])
         self.recorded += len(fresh)
         return {e.id for e in fresh}

@@ -15,10 +15,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mtm.contracts import EventEnvelope, EventRegistry
+from mtm.contracts import EventEnvelope
 from mtm.contracts.admin import RebuildPhase
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform.crypto import ErasedPatient
 from mtm.platform.db import apply_schema_migrations
+from mtm.platform.faults import is_transient
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import (
     LIVE_SCHEMA,
@@ -29,6 +31,7 @@ from mtm.platform.projection import (
     Tx,
     apply_events,
 )
+from mtm.platform.reading import EventReader
 
 log = get_logger(__name__)
 
@@ -65,6 +68,13 @@ class RebuildResult:
 
 async def _no_progress(*_: object) -> None:
     return None
+
+
+class _StartOver(Exception):
+    """The swap failed after the tail was taken from the reader: the replay must begin again from the start."""
+
+
+START_OVER_ATTEMPTS = 3
 
 
 class _LogReader:
@@ -132,11 +142,20 @@ class _LogReader:
 
     async def caught_up_to(self, seq: int) -> bool:
         """Whether every matching message up to stream sequence `seq` has been taken (in order, so one past it
-        proves it; with none past it, neither the server nor the batch fetched ahead may hold any)."""
+        proves it; with none past it, neither the server, nor the batch fetched ahead, nor the connection may
+        hold any)."""
         if self.last_seq >= seq:
             return True
         await self._settle()
-        return not self._buffer and await self.pending_on_server() == 0
+        if self._buffer:
+            return False
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        # A pull that timed out on our side may still be served: the server counts what it sent as delivered
+        # (not pending) while it is on its way to us, or waiting in the subscription for the next fetch. Nothing
+        # is redelivered to this consumer, so its delivered count is exactly what it sent us.
+        sent = int(info.delivered.consumer_seq or 0) if info.delivered is not None else 0
+        return sent <= self.delivered and int(info.num_pending or 0) == 0
 
     async def stop(self) -> None:
         if self._ahead is not None:
@@ -166,19 +185,28 @@ class Rebuilder:
         js: JetStreamContext,
         projection: Projection,
         scopes: Sequence[tuple[str, Traversable]],
-        registry: EventRegistry,
+        reader: EventReader,
         progress: Progress = _no_progress,
     ) -> None:
         self._url = database_url
         self._js = js
         self._projection = projection
         self._scopes = scopes
-        self._registry = registry
+        self._reader = reader
         self._progress = progress
         self.unreadable = 0
 
     async def run(self) -> RebuildResult:
+        for attempt in range(1, START_OVER_ATTEMPTS + 1):
+            try:
+                return await self._run_once()
+            except _StartOver as exc:
+                log.warning("rebuild starting over", attempt=attempt, error_type=type(exc.__cause__).__name__)
+        raise TimeoutError(f"could not swap the rebuilt projection in after {START_OVER_ATTEMPTS} replays")
+
+    async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
+        self.unreadable = 0
         conn = await asyncpg.connect(self._url, timeout=10)
         reader = _LogReader(self._js, self._projection.replayed)
         try:
@@ -217,10 +245,15 @@ class Rebuilder:
     async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
         tx = Tx(conn)
         events = []
+        await self._reader.prepare((m.subject, m.data) for m in messages)
         for message in messages:
             try:
-                event = self._registry.parse_stored(message.subject, message.data)
+                event, clear = await self._reader.read(message.subject, message.data)
+            except ErasedPatient:
+                continue  # an erased patient's events are no longer read, by a rebuild or by anyone
             except Exception as exc:
+                if is_transient(exc):
+                    raise  # the key keeper or NATS is away: the event is readable, skipping it would lose it
                 # No reader can read it, so the live consumers parked it and no table ever applied it: the rebuilt
                 # tables skip it too, instead of the whole rebuild (or a new replica's first start) failing on it.
                 self.unreadable += 1
@@ -231,7 +264,7 @@ class Rebuilder:
                     error_type=type(exc).__name__,
                 )
                 continue
-            tx.remember(event, message.data)
+            tx.remember(event, clear)
             events.append(event)
         return await apply_events(tx, self._projection, events)
 
@@ -260,18 +293,24 @@ class Rebuilder:
     async def _swap(self, conn: asyncpg.Connection, reader: _LogReader, started: float) -> int:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
+            tail_taken = False
             try:
                 async with conn.transaction():
                     await conn.execute("SET LOCAL lock_timeout = '30s'")
                     await conn.execute(LOCK_AS_SWAPPER, WRITER_LOCK_KEY)
                     if not await self._outbox_drained(conn):
                         raise TimeoutError("the outbox did not reach the log")
-                    applied = await self._apply_tail(conn, reader)
+                    # Everything that may wait on a lock comes before the tail: what the reader hands over cannot
+                    # be read again, so once it is taken the swap must commit or the rebuild start over.
                     await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+                    tail_taken = True
+                    applied = await self._apply_tail(conn, reader)
                     await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {RETIRED_SCHEMA}")
                     await conn.execute(f"ALTER SCHEMA {REBUILD_SCHEMA} RENAME TO {LIVE_SCHEMA}")
                 return applied
             except (TimeoutError, asyncpg.LockNotAvailableError) as exc:
+                if tail_taken:
+                    raise _StartOver("the swap failed after the tail was read") from exc
                 log.warning("rebuild swap postponed", attempt=attempt, error_type=type(exc).__name__)
                 await self._replay(conn, reader, reader.delivered, started)
         raise TimeoutError(f"could not swap the rebuilt projection in after {SWAP_ATTEMPTS} attempts")
@@ -297,6 +336,9 @@ class Rebuilder:
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)
+                # Under steady traffic a batch is never empty: one past `end` proves the tail is in (as in _replay).
+                if reader.last_seq >= end:
+                    return applied
             elif await reader.caught_up_to(end):
                 return applied
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,20 +21,31 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
-from mtm.contracts import EVENTS, CommandReply, EventRegistry
+from mtm.contracts import EVENTS, CommandReply, EventRegistry, UnknownEvent
 from mtm.contracts.admin import (
+    ErasePatient,
+    GetPatientKeys,
     RebuildProgress,
     RebuildProjection,
     rebuild_progress_subject,
     rebuild_subject,
 )
+from mtm.contracts.events import Erasure, PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
 from mtm.contracts.limits import NUL_REFUSED, has_nul
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
+from mtm.contracts.subjects import (
+    ERASE_PATIENT,
+    PATIENT_EVENTS_STREAM,
+    PATIENT_KEYS,
+    event_name_of_subject,
+    subject_token,
+)
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
+from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
+from mtm.platform.keys import KeyStore, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
 from mtm.platform.logging import configure_logging, get_logger
@@ -41,9 +53,11 @@ from mtm.platform.outbox import OutboxRelay
 from mtm.platform.projection import (
     LIVE_SCHEMA,
     SEARCH_PATH,
+    UnitOfWork,
     is_applied,
     platform_projection_migrations,
 )
+from mtm.platform.reading import EventReader
 from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
 from mtm.platform.service import (
     Command,
@@ -71,8 +85,13 @@ log = get_logger(__name__)
 BackgroundJob = Callable[["ServiceRuntime"], Awaitable[None]]
 # A command whose appends keep conflicting with other writers of the same patient gives up after this many tries.
 OCC_ATTEMPTS = 8
+# Erasing a patient twice records one event: its id is derived from the patient.
+ERASURE_NAMESPACE = uuid.UUID("5b7f1c9e-2d4a-4c83-9a61-0f3e8b2d7a44")
 # Poll interval while a command waits for its events to show in the projection (read-your-writes).
 APPLIED_POLL_S = 0.005
+# The patient's events this service recorded but the relay has not yet put on the log (the 4th subject token).
+PATIENT_IN_OUTBOX = "SELECT EXISTS (SELECT 1 FROM outbox WHERE split_part(subject, '.', 4) = $1)"
+POOL_CLOSE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,19 +108,20 @@ class ServiceDefinition:
     registry: EventRegistry = EVENTS
     database: Database | None = None
     """Bound to the pool at start, for ports the handler table's use cases read through."""
+    keeps_keys: bool = False
+    """This service keeps the patients' event keys (and answers erasure); the others ask it for keys."""
 
     @property
     def projection_scopes(self) -> list[tuple[str, Traversable]]:
         return [("platform", platform_projection_migrations()), (self.name, self.handlers.projection.migrations)]
 
-    def consumers(self) -> list[BatchConsumer[Any]]:
-        """Every durable consumer of the service: one per reaction, and the projection's own when commands append."""
+    def consumers(self, reader: EventReader) -> list[BatchConsumer[Any]]:
+        """Every durable consumer of the service: one per reaction, and the projection's own (commands' events,
+        erasures)."""
         projection = self.handlers.projection
-        found: list[BatchConsumer[Any]] = [reaction_consumer(r, projection) for r in self.handlers.reactions]
-        appended = self.handlers.appended_directly()
-        if appended:
-            durable = self.handlers.projection_durable(self.name)
-            found.append(projection_consumer(durable, appended, projection, self.registry))
+        found: list[BatchConsumer[Any]] = [reaction_consumer(r, projection, reader) for r in self.handlers.reactions]
+        durable = self.handlers.projection_durable(self.name)
+        found.append(projection_consumer(durable, self.handlers.appended_directly(), projection, reader))
         return found
 
 
@@ -126,6 +146,8 @@ class ServiceRuntime:
     serving: bool = False
     verifier: TokenVerifier = field(default_factory=lambda: TokenVerifier(()))
     task_health: list[TaskHealth] = field(default_factory=list)
+    reader: EventReader | None = None
+    key_store: KeyStore | None = None
 
     @property
     def name(self) -> str:
@@ -135,6 +157,13 @@ class ServiceRuntime:
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "service not started"
         return self.pool
+
+    @property
+    def connections_needed(self) -> int:
+        """While a rebuild swaps tables in, every consumer and timer may wait on the writer lock holding a pooled
+        connection; the outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for,
+        and one is left for queries."""
+        return len(self.consumers) + len(self.definition.handlers.timers) + 3
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -156,18 +185,22 @@ class ServiceRuntime:
         self.pool = await create_pool(
             self.database_url,
             min_size=self.settings.pool_min_size,
-            max_size=self.settings.pool_max_size,
+            max_size=max(self.settings.pool_max_size, self.connections_needed),
             search_path=SEARCH_PATH,
         )
         if self.definition.database is not None:
             self.definition.database.bind(self.pool)
         public = [("platform", files("mtm.platform") / "migrations")]
+        if self.definition.keeps_keys:
+            public.append(("keys", files("mtm.platform") / "migrations" / "keeper"))
+            self.key_store = KeyStore(self.pool, self.settings.kek())
         if self.definition.migrations is not None:
             public.append((self.name, self.definition.migrations))
         applied = await apply_migrations(self.pool, public, [(LIVE_SCHEMA, self.definition.projection_scopes)])
         await self.broker.connect()
         self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
-        self.patient_log = PatientLog(self.broker.connection, self.js, self.definition.registry)
+        assert self.reader is not None
+        self.patient_log = PatientLog(self.broker.connection, self.js, self.reader, seal=self.settings.seal_events)
         await self._declare_streams()
         await self._declare_durables()
         max_payload = self.broker.connection.max_payload
@@ -179,6 +212,7 @@ class ServiceRuntime:
             # Past half the server's deduplication window, a row sent before is looked up before it is resent.
             trust_dedup_s=self.settings.duplicate_window_s / 2,
             max_payload=max_payload,
+            sealer=Sealer(self.reader.keyring, self._sealed) if self.settings.seal_events else None,
         )
         for consumer in self.consumers:
             self.processors[consumer.durable] = BatchProcessor(
@@ -196,11 +230,18 @@ class ServiceRuntime:
 
     async def _declare_streams(self) -> None:
         settings = self.settings
+        max_age = {"forever": 0.0, "intake": settings.intake_max_age_s, "dead-letters": settings.dead_letter_max_age_s}
         for spec in (*self.definition.owned_streams, dead_letter_stream(self.name)):
             await declare_stream(
-                self.jetstream, spec, replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s
+                self.jetstream,
+                spec,
+                replicas=settings.stream_replicas,
+                duplicate_window_s=settings.duplicate_window_s,
+                max_age_s=max_age[spec.kept_for],
             )
-        await declare_dead_letter_bodies(self.jetstream, self.name, replicas=settings.stream_replicas)
+        await declare_dead_letter_bodies(
+            self.jetstream, self.name, replicas=settings.stream_replicas, max_age_s=settings.dead_letter_max_age_s
+        )
         for name in self.definition.consumed_streams:
             await wait_for_stream(self.jetstream, name, timeout_s=settings.startup_timeout_s)
 
@@ -229,14 +270,53 @@ class ServiceRuntime:
 
     def rebuilder(self, progress: Any = None) -> Rebuilder:
         kwargs = {"progress": progress} if progress is not None else {}
+        assert self.reader is not None
         return Rebuilder(
             database_url=self.database_url,
             js=self.jetstream,
             projection=self.definition.handlers.projection,
             scopes=self.definition.projection_scopes,
-            registry=self.definition.registry,
+            reader=self.reader,
             **kwargs,
         )
+
+    # --- patients' keys ------------------------------------------------------------------------------------
+
+    async def fetch_keys(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+        """From the service's own key table when it keeps them, else from the keeper over NATS."""
+        if self.key_store is not None:
+            return await self.key_store.fetch(patient_ids, create)
+        return await nats_key_source(self.broker.connection)(patient_ids, create)
+
+    def _sealed(self, subject: str) -> bool:
+        try:
+            return self.definition.registry.current(event_name_of_subject(subject)).SEALED
+        except UnknownEvent:
+            return True
+
+    async def erase_patient(self, request: ErasePatient, actor: Actor) -> CommandReply:
+        """Destroy the patient's key and tell every service to forget them (only the key keeper answers)."""
+        assert self.key_store is not None
+        now = datetime.now(UTC)
+        erased = PatientErased.create(
+            source=f"mtm/{self.name}",
+            patient_id=request.patient_id,
+            data=Erasure(patient_id=request.patient_id, reason=request.reason, actor=actor),
+            causation_id=request.command_id,
+            event_id=uuid.uuid5(ERASURE_NAMESPACE, request.patient_id),
+            time=now,
+        )
+        async with self.db.acquire() as conn, conn.transaction():
+            first = await self.key_store.erase(conn, request.patient_id, request.reason)
+            uow = UnitOfWork(conn, self.definition.handlers.projection)
+            await uow.begin()
+            await uow.record([erased])
+        assert self.reader is not None
+        self.reader.keyring.forget(request.patient_id)
+        self.wake_relay()
+        log.info("patient erased", patient_ref=f"Patient/{request.patient_id}", outcome="accepted")
+        message = "patient erased" if first else "patient was erased before"
+        return CommandReply(outcome="accepted", message=message, resource_id=request.patient_id, status="erased")
 
     @property
     def group_keys(self) -> list[GroupKey]:
@@ -332,7 +412,13 @@ class ServiceRuntime:
 
     async def close(self) -> None:
         if self.pool is not None:
-            await self.pool.close()
+            # A graceful close waits for every connection to come back; one held by a stuck task must not hold
+            # the shutdown forever, so past a grace period the rest are closed hard.
+            try:
+                await asyncio.wait_for(self.pool.close(), POOL_CLOSE_S)
+            except TimeoutError:
+                log.warning("connections still in use at shutdown; closing them")
+                self.pool.terminate()
         log.info("service stopped")
 
     # --- what the service answers --------------------------------------------------------------------------
@@ -344,6 +430,7 @@ class ServiceRuntime:
         if patient_id is None:
             return CommandReply(outcome="not_found", message=command.not_found)
         assert self.patient_log is not None
+        await self._wait_relayed(patient_id)
         for _ in range(OCC_ATTEMPTS):
             history = await self.patient_log.read(patient_id, command.reads)
             decision = command.decide(history, body, actor, datetime.now(UTC))
@@ -356,6 +443,22 @@ class ServiceRuntime:
             await self._wait_applied(decision.events[-1].id)
             return decision.reply
         return CommandReply(outcome="conflict", message="the patient's record kept changing; try again")
+
+    async def _wait_relayed(self, patient_id: str) -> None:
+        """Until what this service recorded of the patient is on the log (bounded): the tables may show a task the
+        relay has not published yet, and a command decided on the log without it would not find it."""
+        deadline = asyncio.get_running_loop().time() + self.settings.command_apply_wait_s
+        token = subject_token(patient_id)
+        async with self.db.acquire() as conn:
+            while await conn.fetchval(PATIENT_IN_OUTBOX, token):
+                if self.relay is not None:
+                    self.relay.wake()
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning(
+                        "command decided before the outbox reached the log", patient_ref=f"Patient/{patient_id}"
+                    )
+                    return
+                await asyncio.sleep(APPLIED_POLL_S)
 
     async def _wait_applied(self, event_id: Any) -> None:
         """Until the projection applied the event, so a query right after the reply sees it (bounded)."""
@@ -560,6 +663,25 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
     _reply_subscription(
         runtime, rebuild_subject(runtime.name), RebuildProjection, rebuild, ("admin",), queue=f"{runtime.name}-admin"
     )
+    if runtime.definition.keeps_keys:
+        _reply_subscription(
+            runtime, ERASE_PATIENT, ErasePatient, runtime.erase_patient, ("admin",), queue=f"{runtime.name}-admin"
+        )
+        _subscribe_key_requests(runtime)
+
+
+def _subscribe_key_requests(runtime: ServiceRuntime) -> None:
+    """The keeper lends patients' keys to the other services (NATS permissions restrict who may ask)."""
+
+    async def on_keys(msg: NatsMessage) -> bytes:
+        try:
+            request = GetPatientKeys.model_validate_json(msg.body)
+        except ValidationError as exc:
+            return CommandReply(outcome="invalid", message=describe_invalid(exc)).model_dump_json().encode()
+        keys, erased = await runtime.fetch_keys(request.patient_ids, request.create)
+        return key_reply(keys, erased, request.patient_ids).model_dump_json().encode()
+
+    runtime.broker.subscriber(PATIENT_KEYS, queue=f"{runtime.name}-keys", decoder=_raw_body)(on_keys)
 
 
 def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
@@ -578,9 +700,11 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
         definition=definition,
         settings=settings,
         broker=broker,
-        consumers=definition.consumers(),
+        consumers=[],
         verifier=TokenVerifier(settings.actor_keys()),
     )
+    runtime.reader = EventReader(definition.registry, KeyRing(runtime.fetch_keys))
+    runtime.consumers = definition.consumers(runtime.reader)
     for command in definition.handlers.commands:
         _subscribe_command(runtime, command)
     for query in definition.handlers.queries:

@@ -6,6 +6,7 @@ consumer or a request/reply subscription. Reading that one table tells what the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,14 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from mtm.contracts import CommandReply, EventEnvelope, EventRegistry
+from mtm.contracts import CommandReply, EventEnvelope
+from mtm.contracts.events import PatientErased
 from mtm.contracts.identity import Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
-from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, patient_event_consumer
+from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.platform.projection import Projection, UnitOfWork
+from mtm.platform.reading import EventReader
 from mtm.platform.timers import Timer
 
 In = TypeVar("In")
@@ -58,7 +61,9 @@ class Reaction(Generic[In]):
 
     durable: str
     react: React[In]
-    parse: Callable[[Delivery], In]
+    parse: Callable[[Delivery], In] | None = None
+    """How an intake message becomes the input; patient events (`events`) are read by the runtime's reader."""
+    events: tuple[type[EventEnvelope], ...] = ()
     stream: str = PATIENT_EVENTS_STREAM
     filter_subjects: tuple[str, ...] = ()
     keeps_input: bool = False
@@ -72,22 +77,29 @@ def on_event(
     react: React[In],
     *,
     durable: str,
-    registry: EventRegistry,
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
 ) -> Reaction[In]:
-    """A reaction to one event of the patient log, read through the registry (older versions are upcast)."""
+    """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
+    return on_events((event_cls,), react, durable=durable, keeps_input=keeps_input, after_commit=after_commit)
 
-    def parse(delivery: Delivery) -> In:
-        return registry.parse(delivery.data, event_cls)  # type: ignore[arg-type,return-value]
 
+def on_events(
+    event_classes: tuple[type[EventEnvelope], ...],
+    react: React[Any],
+    *,
+    durable: str,
+    keeps_input: bool = False,
+    after_commit: Callable[[], None] | None = None,
+) -> Reaction[Any]:
+    """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
         durable=durable,
         react=react,
-        parse=parse,
-        filter_subjects=(event_filter(event_cls),),  # type: ignore[arg-type]
+        events=event_classes,
+        filter_subjects=tuple(event_filter(cls) for cls in event_classes),
         keeps_input=keeps_input,
-        partitioned_by=(event_cls,),  # type: ignore[arg-type]
+        partitioned_by=event_classes,
         after_commit=after_commit,
     )
 
@@ -136,27 +148,39 @@ class ServiceHandlers:
         return f"{service}-projection"
 
     def appended_directly(self) -> tuple[type[EventEnvelope], ...]:
-        """Events commands append to the log; the projection's own consumer applies them."""
-        return tuple(dict.fromkeys(cls for command in self.commands for cls in command.emits))
+        """Events commands append to the log (and erasures); the projection's own consumer applies them."""
+        return tuple(dict.fromkeys((*(cls for command in self.commands for cls in command.emits), PatientErased)))
 
 
-def reaction_consumer(reaction: Reaction[Any], projection: Projection) -> BatchConsumer[Any]:
+def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: EventReader) -> BatchConsumer[Any]:
     """The durable consumer of a reaction: decide per message, then record the batch in one transaction."""
 
-    async def decode(delivery: Delivery) -> tuple[Any, Caused]:
-        value = reaction.parse(delivery)
+    async def decode(delivery: Delivery) -> tuple[Any, Caused, bytes]:
+        if len(reaction.events) == 1:
+            value, clear = await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
+        elif reaction.events:
+            value, clear = await reader.read(delivery.subject, delivery.data)
+            if not isinstance(value, reaction.events):
+                raise InvalidMessage(f"{type(value).__name__} is not among the events this reaction reads")
+        else:
+            assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
+            value, clear = reaction.parse(delivery), delivery.data
         caused = reaction.react(value)
         if inspect.isawaitable(caused):
             caused = await caused
-        return value, tuple(caused)
+        return value, tuple(caused), clear
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[Any, Caused]]]) -> int:
+    async def prepare(deliveries: Sequence[Delivery]) -> None:
+        if reaction.events:
+            await reader.prepare((d.subject, d.data) for d in deliveries)
+
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[Any, Caused, bytes]]]) -> int:
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         # Inputs first, then what they caused: the order the log will hold them in.
         if reaction.keeps_input:
             for item in batch:
-                uow.tx.remember(item.value[0], item.delivery.data)
+                uow.tx.remember(item.value[0], item.value[2])
         new = await uow.fold([item.value[0] for item in batch]) if reaction.keeps_input else set()
         new |= await uow.record([event for item in batch for event in item.value[1]])
         return sum(
@@ -171,22 +195,27 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection) -> BatchC
         apply=apply,
         after_commit=reaction.after_commit,
         partitioned_by=reaction.partitioned_by,
+        prepare=prepare,
     )
 
 
 def projection_consumer(
-    durable: str, types: Sequence[type[EventEnvelope]], projection: Projection, registry: EventRegistry
-) -> BatchConsumer[EventEnvelope]:
-    """Applies events appended straight to the log (by commands) to the projection, in log order."""
+    durable: str, types: Sequence[type[EventEnvelope]], projection: Projection, reader: EventReader
+) -> BatchConsumer[tuple[EventEnvelope, bytes]]:
+    """Applies events appended straight to the log (commands' events, erasures) to the projection, in log order."""
 
-    def decode(delivery: Delivery) -> EventEnvelope:
-        return registry.parse_stored(delivery.subject, delivery.data)
+    async def decode(delivery: Delivery) -> tuple[EventEnvelope, bytes]:
+        return await reader.read(delivery.subject, delivery.data)
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[EventEnvelope]]) -> int:
+    async def prepare(deliveries: Sequence[Delivery]) -> None:
+        await reader.prepare((d.subject, d.data) for d in deliveries)
+
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[EventEnvelope, bytes]]]) -> int:
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         for item in batch:
-            uow.tx.remember(item.value, item.delivery.data)
-        return len(await uow.fold([item.value for item in batch]))
+            uow.tx.remember(*item.value)
+        return len(await uow.fold([item.value[0] for item in batch]))
 
-    return patient_event_consumer(durable, types, apply, decode=decode)
+    consumer = patient_event_consumer(durable, tuple(dict.fromkeys((*types, PatientErased))), apply, decode=decode)
+    return dataclasses.replace(consumer, prepare=prepare)

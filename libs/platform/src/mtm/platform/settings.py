@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -39,6 +39,16 @@ class ServiceSettings(BaseSettings):
     pool_max_size: int = 4
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams this service owns.")
     duplicate_window_s: float = Field(default=600.0, gt=0, description="Nats-Msg-Id deduplication window.")
+    intake_max_age_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="How long the intake streams (raw discharges and fills, as sent) keep a message; 0 = for ever.",
+    )
+    dead_letter_max_age_s: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        description="How long dead letters and their stored bodies are kept for review and redrive; 0 = for ever.",
+    )
     startup_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for streams owned elsewhere.")
     consumer_groups: int = Field(
         default=1,
@@ -48,6 +58,13 @@ class ServiceSettings(BaseSettings):
     )
     replicas: int = Field(default=1, ge=1, description="How many replicas of this service run.")
     replica_index: int = Field(default=0, ge=0, description="This replica's number, 0 to replicas - 1.")
+    seal_events: bool = Field(
+        default=True, description="Write patient events with their data encrypted under the patient's key."
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None, description="Base64 of 32 bytes: wraps the patients' keys (the key keeper, reconciliation)."
+    )
+    key_encryption_key_file: str | None = Field(default=None, description="A file holding `key_encryption_key`.")
     actor_public_keys: str | None = Field(
         default=None,
         description="PEM public key(s) of the issuers of actor tokens (the web app); several may be concatenated.",
@@ -71,6 +88,21 @@ class ServiceSettings(BaseSettings):
     @property
     def nats_servers(self) -> list[str]:
         return nats_servers(self.nats_url)
+
+    def kek(self) -> bytes:
+        """The key-encryption key the key keeper wraps patients' keys with (there is no default)."""
+        import base64
+
+        text = self.key_encryption_key.get_secret_value() if self.key_encryption_key else None
+        if text is None and self.key_encryption_key_file:
+            with open(self.key_encryption_key_file, encoding="utf-8") as handle:
+                text = handle.read().strip()
+        if not text:
+            raise ValueError("the key keeper needs MTM_KEY_ENCRYPTION_KEY or MTM_KEY_ENCRYPTION_KEY_FILE")
+        key = base64.b64decode(text)
+        if len(key) != 32:
+            raise ValueError("MTM_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes")
+        return key
 
     def actor_keys(self) -> list[str]:
         """Each configured public key as its own PEM text."""

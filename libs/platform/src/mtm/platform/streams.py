@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -24,6 +25,9 @@ from mtm.platform.logging import get_logger
 log = get_logger(__name__)
 
 
+Retention = Literal["forever", "intake", "dead-letters"]
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """A stream as its one owner declares it: file storage, limits retention, nothing deleted or purged."""
@@ -32,8 +36,12 @@ class StreamSpec:
     subjects: tuple[str, ...]
     owner: str
     description: str
+    kept_for: Retention = "forever"
+    """How long messages stay: the log for ever; raw intake and dead letters (raw PHI) for the operator's period."""
 
-    def config(self, *, replicas: int, duplicate_window_s: float) -> StreamConfig:
+    def config(self, *, replicas: int, duplicate_window_s: float, max_age_s: float = 0.0) -> StreamConfig:
+        # Expiry by age is not a purge: nobody can remove a message before its time. The log never expires.
+        max_age = max_age_s if self.kept_for != "forever" else 0.0
         return StreamConfig(
             name=self.name,
             description=self.description,
@@ -43,9 +51,10 @@ class StreamSpec:
             discard=DiscardPolicy.NEW,
             max_msgs=-1,
             max_bytes=-1,
-            max_age=0,
+            max_age=max_age,
             num_replicas=replicas,
-            duplicate_window=duplicate_window_s,
+            # The server wants the deduplication window within the age limit.
+            duplicate_window=min(duplicate_window_s, max_age) if max_age else duplicate_window_s,
             deny_delete=True,
             deny_purge=True,
             allow_direct=True,
@@ -63,6 +72,14 @@ DISCHARGE_INTAKE = StreamSpec(
     subjects=(subjects.DISCHARGE_INTAKE_SUBJECT,),
     owner=subjects.DISCHARGE_INTAKE_OWNER,
     description="Discharges as hospitals sent them (native contract or FHIR R4 Bundle), before validation.",
+    kept_for="intake",
+)
+FILL_INTAKE = StreamSpec(
+    name=subjects.FILL_INTAKE_STREAM,
+    subjects=(subjects.FILL_INTAKE_SUBJECT,),
+    owner=subjects.FILL_INTAKE_OWNER,
+    description="Pharmacy fills as sent (native contract or FHIR R4 Bundle of MedicationDispense), before validation.",
+    kept_for="intake",
 )
 PHYSICIAN_INBOX = StreamSpec(
     name=subjects.PHYSICIAN_INBOX_STREAM,
@@ -78,12 +95,15 @@ def dead_letter_stream(service: str) -> StreamSpec:
         subjects=(f"{subjects.DEAD_LETTER_PREFIX}.{service}.>",),
         owner=service,
         description=f"Messages {service} could not process, kept with the reason.",
+        kept_for="dead-letters",
     )
 
 
-async def declare_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float) -> None:
+async def declare_stream(
+    js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float, max_age_s: float = 0.0
+) -> None:
     """Create the stream, or bring an existing one to the owner's configuration."""
-    config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s)
+    config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
     try:
         await js.add_stream(config)
         log.info("stream declared", stream=spec.name)
@@ -140,7 +160,9 @@ async def ensure_durable(js: JetStreamContext, spec: DurableSpec) -> None:
     await js.add_consumer(spec.stream, spec.config())
 
 
-async def declare_dead_letter_bodies(js: JetStreamContext, service: str, *, replicas: int) -> None:
+async def declare_dead_letter_bodies(
+    js: JetStreamContext, service: str, *, replicas: int, max_age_s: float = 0.0
+) -> None:
     """The object store that keeps dead-lettered bodies too large to travel inside their letter."""
     from nats.js.api import ObjectStoreConfig
 
@@ -151,5 +173,15 @@ async def declare_dead_letter_bodies(js: JetStreamContext, service: str, *, repl
         description=f"Bodies of messages {service} parked that were too large for their dead letter.",
         storage=StorageType.FILE,
         replicas=replicas,
+        ttl=max_age_s or None,
     )
-    await js.create_object_store(dead_letter_bucket(service), config=config)
+    try:
+        await js.create_object_store(dead_letter_bucket(service), config=config)
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # the bucket exists with another configuration (an earlier retention)
+            raise
+        stream = f"OBJ_{dead_letter_bucket(service)}"
+        current = (await js.stream_info(stream)).config
+        current.max_age = max_age_s
+        await js.update_stream(current)
+        log.info("stream updated", stream=stream)

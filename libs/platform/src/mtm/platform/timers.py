@@ -21,11 +21,14 @@ import asyncpg
 from mtm.contracts import EventEnvelope
 from mtm.platform.faults import TaskHealth
 from mtm.platform.logging import get_logger
-from mtm.platform.projection import Projection, UnitOfWork
+from mtm.platform.projection import WRITER_LOCK_KEY, Projection, UnitOfWork
 
 log = get_logger(__name__)
 
 TRY_TIMER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
+# While a rebuild swaps the tables in (it holds the writer lock exclusively), a round is skipped rather than
+# waited out: a waiting timer would hold a pooled connection the outbox relay needs to let the swap finish.
+TRY_LOCK_AS_WRITER = "SELECT pg_try_advisory_xact_lock_shared($1)"
 TIMER_LOCK_NAMESPACE = 7_320_005
 # How many due items one round takes; the rest are taken by the next round, right away.
 ROUND_LIMIT = 500
@@ -53,6 +56,8 @@ async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projectio
     """One round in one transaction; returns how many events were recorded (0 when another replica holds it)."""
     async with conn.transaction():
         if not await conn.fetchval(TRY_TIMER_LOCK, TIMER_LOCK_NAMESPACE, timer.lock_key):
+            return 0
+        if not await conn.fetchval(TRY_LOCK_AS_WRITER, WRITER_LOCK_KEY):
             return 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()

@@ -10,9 +10,16 @@ from mtm.contracts import (
     NotificationFailed,
     NotificationRequested,
     NotificationRetryScheduled,
+    ReferralEscalated,
     ReferralRequested,
 )
-from mtm.contracts.events import NotificationAttempt, NotificationChannel, NotificationOutcome, NotificationRequest
+from mtm.contracts.events import (
+    NotificationAttempt,
+    NotificationChannel,
+    NotificationOutcome,
+    NotificationPurpose,
+    NotificationRequest,
+)
 from mtm.notify.domain.delivery import (
     Attempted,
     AttemptResult,
@@ -27,23 +34,40 @@ SOURCE = "mtm/notify"
 ChannelsFor = Callable[[str], Awaitable[Sequence[NotificationChannel]]]
 
 
-async def request_notifications(event: ReferralRequested, *, channels_for: ChannelsFor) -> list[NotificationRequested]:
-    """One notification per channel the physician can be reached on; each is delivered until it succeeds or fails."""
-    referral = event.data
+def _requests(
+    cause: ReferralRequested | ReferralEscalated,
+    channels: Sequence[NotificationChannel],
+    purpose: NotificationPurpose,
+    escalation: int,
+) -> list[NotificationRequested]:
+    """One notification per channel for a referral (or a reminder of it), each id derived from what it is."""
+    referral_id, physician_id = cause.data.referral_id, cause.data.physician_id
     return [
-        event.caused(
+        cause.caused(
             NotificationRequested,
             source=SOURCE,
             data=NotificationRequest(
-                notification_id=(nid := notification_id(referral.referral_id, channel)),
-                referral_id=referral.referral_id,
-                recipient_id=referral.physician_id,
+                notification_id=(nid := notification_id(referral_id, channel, escalation)),
+                referral_id=referral_id,
+                recipient_id=physician_id,
                 channel=channel,
+                purpose=purpose,
+                escalation=escalation,
             ),
             event_id=derived_event_id("notification-requested", nid),
         )
-        for channel in await channels_for(referral.physician_id)
+        for channel in channels
     ]
+
+
+async def request_notifications(event: ReferralRequested, *, channels_for: ChannelsFor) -> list[NotificationRequested]:
+    """One notification per channel the physician can be reached on; each is delivered until it succeeds or fails."""
+    return _requests(event, await channels_for(event.data.physician_id), "referral", 0)
+
+
+async def request_reminders(event: ReferralEscalated, *, channels_for: ChannelsFor) -> list[NotificationRequested]:
+    """An unanswered referral escalated: remind the physician on the same kinds of channel, once per escalation."""
+    return _requests(event, await channels_for(event.data.physician_id), "reminder", event.data.escalation)
 
 
 def record_attempt(

@@ -11,10 +11,10 @@ from faststream import FastStream
 
 from mtm.contracts.events import NotificationChannel
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
-from mtm.notify.adapters import notifications
-from mtm.notify.adapters.channels import NatsInboxChannel, WebhookChannel
-from mtm.notify.delivery_worker import DeliveryWorker
-from mtm.notify.domain.delivery import RetryPolicy
+from mtm.notify.adapters.channels import EmailChannel, NatsInboxChannel, WebhookChannel
+from mtm.notify.adapters.directory import Directory, load_directory_file
+from mtm.notify.delivery_worker import DeliveryWorker, EmailSetup
+from mtm.notify.domain.delivery import RetryPolicy, channels_for
 from mtm.notify.handlers import handlers
 from mtm.notify.settings import NotifySettings
 from mtm.platform.logging import get_logger
@@ -32,24 +32,37 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
     wake = asyncio.Event()
     runtime_ref: list[ServiceRuntime] = []
 
-    async def channels_for(physician_id: str) -> Sequence[NotificationChannel]:
-        """The physician's NATS inbox always; a signed webhook when it is configured for them."""
-        if not webhooks_enabled:
-            return ("nats",)
-        if settings.notify_webhook_url:
-            return ("webhook", "nats")
+    directory = Directory(load_directory_file(settings.notify_directory_file))
+    smtp = settings.smtp_server()
+
+    async def physician_channels(physician_id: str) -> Sequence[NotificationChannel]:
+        """What the directory says for the physician, else: webhook and email when known, and the NATS inbox."""
         async with runtime_ref[0].db.acquire() as conn:
-            known = await notifications.webhook_urls(conn, [physician_id])
-        return ("webhook", "nats") if physician_id in known else ("nats",)
+            contact = (await directory.contacts(conn, [physician_id])).get(physician_id)
+        return channels_for(
+            contact,
+            webhooks=webhooks_enabled,
+            webhook_for_everyone=bool(settings.notify_webhook_url),
+            email=smtp is not None,
+        )
 
     async def deliver_notifications(runtime: ServiceRuntime) -> None:
         if not webhooks_enabled:
             log.warning("webhook channel disabled: MTM_NOTIFY_WEBHOOK_SECRET is not set")
+        if smtp is None:
+            log.warning("email channel disabled: MTM_NOTIFY_SMTP_HOST or MTM_NOTIFY_WEB_URL is not set")
+        email = (
+            EmailSetup(EmailChannel(smtp), settings.notify_smtp_from, settings.notify_web_url or "")
+            if smtp is not None
+            else None
+        )
         async with httpx.AsyncClient(timeout=settings.notify_http_timeout_s) as client:
             worker = DeliveryWorker(
                 runtime.db,
                 webhook=WebhookChannel(client, secret.get_secret_value().encode()) if secret else None,
                 inbox=NatsInboxChannel(runtime.jetstream),
+                directory=directory,
+                email=email,
                 webhook_template=settings.notify_webhook_url,
                 policy=RetryPolicy(
                     max_attempts=settings.notify_max_attempts,
@@ -65,7 +78,7 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
 
     definition = ServiceDefinition(
         name="notify",
-        handlers=handlers(channels_for, wake_worker=wake.set),
+        handlers=handlers(physician_channels, wake_worker=wake.set),
         migrations=files("mtm.notify") / "migrations" / "operational",
         owned_streams=(PHYSICIAN_INBOX,),
         consumed_streams=(PATIENT_EVENTS_STREAM,),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -13,14 +14,28 @@ import asyncpg
 from mtm.contracts import ReferralRequested
 from mtm.contracts.subjects import ANSWER_REFERRAL
 from mtm.notify.adapters import notifications
-from mtm.notify.adapters.channels import NatsInboxChannel, WebhookChannel
+from mtm.notify.adapters.channels import EmailChannel, NatsInboxChannel, WebhookChannel
+from mtm.notify.adapters.directory import Directory
 from mtm.notify.application import record_attempt
-from mtm.notify.domain.delivery import AttemptResult, RetryPolicy, referral_message
+from mtm.notify.domain.delivery import AttemptResult, Contact, RetryPolicy, referral_email, referral_message
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import UnitOfWork
 
 log = get_logger(__name__)
 LEASE_BATCH = 50
+# On shutdown, a round in hand (attempts sent, outcomes not yet recorded) gets this long to record them, so a
+# restart does not send again what was just delivered.
+FINISH_ROUND_S = 20.0
+
+
+@dataclass(frozen=True)
+class EmailSetup:
+    channel: EmailChannel
+    sender: str
+    web_url: str
+
+    def link(self, referral_id: str) -> str:
+        return f"{self.web_url.rstrip('/')}/referrals/{referral_id}"
 
 
 class DeliveryWorker:
@@ -30,16 +45,20 @@ class DeliveryWorker:
         *,
         webhook: WebhookChannel | None,
         inbox: NatsInboxChannel,
+        directory: Directory,
         webhook_template: str | None,
         policy: RetryPolicy,
         lease_s: float,
         poll_s: float,
         wake: asyncio.Event,
+        email: EmailSetup | None = None,
         on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._webhook = webhook
         self._inbox = inbox
+        self._directory = directory
+        self._email = email
         self._template = webhook_template
         self._policy = policy
         self._lease_s = lease_s
@@ -51,8 +70,14 @@ class DeliveryWorker:
         while True:
             # Cleared before looking, so a notification committed during this round wakes the next one.
             self._wake.clear()
+            round_ = asyncio.ensure_future(self.deliver_due())
             try:
-                worked = await self.deliver_due()
+                worked = await asyncio.shield(round_)
+            except asyncio.CancelledError:
+                # Stopping: let the round in hand record what it sent (bounded), then stop.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(round_, timeout=FINISH_ROUND_S)
+                raise
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("delivery round failed; will retry", error_type=type(exc).__name__)
                 worked = 0
@@ -67,8 +92,9 @@ class DeliveryWorker:
             leased = await notifications.lease_due(conn, LEASE_BATCH, self._lease_s, now)
         if not leased:
             return 0
-        urls = await self._webhook_urls([n.attempted.request.recipient_id for n in leased])
-        results = await asyncio.gather(*(self._attempt(n, urls) for n in leased))
+        async with self._pool.acquire() as conn:
+            contacts = await self._directory.contacts(conn, [n.attempted.request.recipient_id for n in leased])
+        results = await asyncio.gather(*(self._attempt(n, contacts) for n in leased))
         finished = datetime.now(UTC)
         outcomes = [
             record_attempt(n.attempted, result, finished, self._policy)
@@ -83,6 +109,7 @@ class DeliveryWorker:
             log.info(
                 "notification attempt",
                 notification_id=str(n.attempted.request.notification_id),
+                referral_id=str(n.attempted.request.referral_id),
                 channel=n.attempted.request.channel,
                 attempt=n.attempted.attempt,
                 outcome=outcome.EVENT_NAME,
@@ -90,23 +117,39 @@ class DeliveryWorker:
         self._on_recorded()
         return len(leased)
 
-    async def _webhook_urls(self, recipients: list[str]) -> dict[str, str]:
-        if not recipients:
-            return {}
-        async with self._pool.acquire() as conn:
-            known = await notifications.webhook_urls(conn, recipients)
+    def _webhook_url(self, recipient: str, contact: Contact | None) -> str | None:
+        if contact is not None and contact.webhook_url:
+            return contact.webhook_url
         if self._template:
-            for recipient in recipients:
-                known.setdefault(recipient, self._template.replace("{recipient_id}", quote(recipient, safe="")))
-        return known
+            return self._template.replace("{recipient_id}", quote(recipient, safe=""))
+        return None
 
-    async def _attempt(self, leased: notifications.Leased, urls: dict[str, str]) -> AttemptResult:
+    async def _attempt(self, leased: notifications.Leased, contacts: dict[str, Contact]) -> AttemptResult:
         request = leased.attempted.request
-        referral = ReferralRequested.model_validate_json(leased.referral_event)
-        payload = referral_message(referral, request.notification_id, ANSWER_REFERRAL)
+        contact = contacts.get(request.recipient_id)
         notification = str(request.notification_id)
+        if request.channel == "email":
+            return await self._send_email(leased, contact)
+        referral = ReferralRequested.model_validate_json(leased.referral_event)
+        payload = referral_message(referral, request.notification_id, ANSWER_REFERRAL, request.purpose)
         if request.channel == "nats":
             return await self._inbox.deliver(request.recipient_id, payload, notification)
-        if request.channel == "webhook" and self._webhook is not None and request.recipient_id in urls:
-            return await self._webhook.deliver(urls[request.recipient_id], payload, notification)
+        url = self._webhook_url(request.recipient_id, contact)
+        if request.channel == "webhook" and self._webhook is not None and url is not None:
+            return await self._webhook.deliver(url, payload, notification)
         return AttemptResult(ok=False, retryable=False, detail=f"no {request.channel} endpoint for recipient")
+
+    async def _send_email(self, leased: notifications.Leased, contact: Contact | None) -> AttemptResult:
+        request = leased.attempted.request
+        if self._email is None:
+            return AttemptResult(ok=False, retryable=False, detail="email is not set up (MTM_NOTIFY_SMTP_HOST)")
+        if contact is None or not contact.email:
+            return AttemptResult(ok=False, retryable=False, detail="no email endpoint for recipient")
+        message = referral_email(
+            notification=request.notification_id,
+            link=self._email.link(str(request.referral_id)),
+            purpose=request.purpose,
+            sender=self._email.sender,
+            recipient=contact.email,
+        )
+        return await self._email.channel.deliver(message)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, ReferralRequested
+from mtm.contracts import ListNotifications, ReferralEscalated, ReferralRequested
+from mtm.contracts.subjects import LIST_NOTIFICATIONS
 from mtm.notify import application
 from mtm.notify.adapters import notifications
-from mtm.platform.service import ServiceHandlers, on_event
+from mtm.platform.service import Query, ServiceHandlers, on_event
 
 
-def handlers(
-    channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None], registry: EventRegistry = EVENTS
-) -> ServiceHandlers:
+def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[], None]) -> ServiceHandlers:
     return ServiceHandlers(
         projection=notifications.NOTIFICATIONS,
         reactions=(
@@ -21,9 +20,17 @@ def handlers(
                 ReferralRequested,
                 partial(application.request_notifications, channels_for=channels_for),
                 durable="notify-referral-requested",
-                registry=registry,
                 keeps_input=True,
                 after_commit=wake_worker,
             ),
+            on_event(
+                ReferralEscalated,
+                partial(application.request_reminders, channels_for=channels_for),
+                durable="notify-referral-escalated",
+                after_commit=wake_worker,
+            ),
+        ),
+        queries=(
+            Query(LIST_NOTIFICATIONS, ListNotifications, ("pharmacist", "admin"), notifications.list_notifications),
         ),
     )

@@ -1,11 +1,11 @@
-"""Reconciliation's use cases: take in a discharge, reconcile its medication lists."""
+"""Reconciliation's use cases: take in a discharge, reconcile its medication lists, take in pharmacy fills."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Protocol
 
-from mtm.contracts import MedicationsReconciled, TransitionOfCareRecorded
+from mtm.contracts import MedicationDispensed, MedicationsReconciled, TransitionOfCareRecorded
 from mtm.reconciliation.domain import reconcile
 from mtm.reconciliation.domain.identity import Recorded, discharge_digest, id_reused_for_another_discharge
 
@@ -62,3 +62,8 @@ def reconcile_now(event: TransitionOfCareRecorded) -> list[MedicationsReconciled
             event_id=reconciled_event_id(event.id),
         )
     ]
+
+
+def record_fills(fills: tuple[MedicationDispensed, ...]) -> list[MedicationDispensed]:
+    """Validated fills go on their patients' logs; the medication lists follow from them."""
+    return list(fills)

@@ -8,7 +8,7 @@ from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
 from mtm.platform.service import Database
 from mtm.platform.settings import ServiceSettings
-from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
+from mtm.platform.streams import DISCHARGE_INTAKE, FILL_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.handlers import handlers
 
 
@@ -21,7 +21,9 @@ def create_app(settings: ReconciliationSettings | None = None) -> FastStream:
     definition = ServiceDefinition(
         name="reconciliation",
         handlers=handlers(database),
-        owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
+        owned_streams=(PATIENT_EVENTS, DISCHARGE_INTAKE, FILL_INTAKE),
         database=database,
+        # Reconciliation sees every patient first (discharges and fills come in here), so it keeps their event keys.
+        keeps_keys=True,
     )
     return create_service_app(definition, settings or ReconciliationSettings())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,16 +18,10 @@ def read_discharge_bundle(path: Path) -> Reconciliation:
     `mtm` hands it to every file command, review's `mtm check` too, as NATS carries `MedicationsReconciled` live.
     """
     from mtm.fhir import parse_bundle
+    from mtm.fhir.validation import read_json_file
     from mtm.reconciliation.domain import reconcile
 
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read file: {exc.strerror or exc}") from exc
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    body = read_json_file(path)
     # The id is derived from the file, so reconciling the same file twice gives the same result.
     return reconcile(parse_bundle(body), uuid.uuid5(_NAMESPACE, str(path.resolve())))
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, GetMedicationList, TransitionOfCareRecorded
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, DISCHARGE_INTAKE_SUBJECT, GET_MEDICATION_LIST
+from mtm.contracts import EVENTS, EventRegistry, GetMedicationHistory, GetMedicationList, TransitionOfCareRecorded
+from mtm.contracts.subjects import (
+    DISCHARGE_INTAKE_STREAM,
+    DISCHARGE_INTAKE_SUBJECT,
+    FILL_INTAKE_STREAM,
+    FILL_INTAKE_SUBJECT,
+    GET_MEDICATION_HISTORY,
+    GET_MEDICATION_LIST,
+)
 from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
@@ -23,11 +30,17 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 parse=intake.discharge_parser(registry),
                 react=partial(application.record_discharge, ledger=ledger),
             ),
+            Reaction(
+                durable="reconciliation-fill-intake",
+                stream=FILL_INTAKE_STREAM,
+                filter_subjects=(FILL_INTAKE_SUBJECT,),
+                parse=intake.fill_parser(registry),
+                react=application.record_fills,
+            ),
             on_event(
                 TransitionOfCareRecorded,
                 partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
-                registry=registry,
             ),
         ),
         queries=(
@@ -36,6 +49,12 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 GetMedicationList,
                 ("pharmacist", "physician", "admin"),
                 reconciliations.medication_list,
+            ),
+            Query(
+                GET_MEDICATION_HISTORY,
+                GetMedicationHistory,
+                ("pharmacist", "physician", "admin"),
+                reconciliations.medication_history,
             ),
         ),
     )

@@ -7,14 +7,17 @@ from faststream import FastStream
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
-from mtm.platform.settings import ServiceSettings
 from mtm.referral.handlers import handlers
+from mtm.referral.settings import ReferralSettings
 
-
-class ReferralSettings(ServiceSettings):
-    service: str = "referral"
+__all__ = ["ReferralSettings", "create_app"]
 
 
 def create_app(settings: ReferralSettings | None = None) -> FastStream:
-    definition = ServiceDefinition(name="referral", handlers=handlers(), consumed_streams=(PATIENT_EVENTS_STREAM,))
-    return create_service_app(definition, settings or ReferralSettings())
+    settings = settings or ReferralSettings()
+    definition = ServiceDefinition(
+        name="referral",
+        handlers=handlers(settings.escalation_policy(), escalation_check_s=settings.referral_escalation_check_s),
+        consumed_streams=(PATIENT_EVENTS_STREAM,),
+    )
+    return create_service_app(definition, settings)

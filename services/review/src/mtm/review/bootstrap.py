@@ -16,7 +16,9 @@ def create_app(settings: ReviewSettings | None = None, *, checker: DrugChecker |
     settings = settings or ReviewSettings()
     definition = ServiceDefinition(
         name="review",
-        handlers=handlers(checker or build_drug_checker(settings.review_kb_path)),
+        handlers=handlers(
+            checker or build_drug_checker(settings.review_kb_path), timer_every_s=settings.review_timer_every_s
+        ),
         consumed_streams=(PATIENT_EVENTS_STREAM,),
     )
     return create_service_app(definition, settings)

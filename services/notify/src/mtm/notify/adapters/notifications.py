@@ -10,7 +10,9 @@ from importlib.resources import files
 import asyncpg
 
 from mtm.contracts import (
+    CommandReply,
     EventEnvelope,
+    ListNotifications,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -18,22 +20,30 @@ from mtm.contracts import (
     ReferralRequested,
 )
 from mtm.contracts.events import NotificationRequest
+from mtm.contracts.identity import Actor
 from mtm.notify.domain.delivery import Attempted
 from mtm.platform.projection import Projection, Tx, runs
 
 INSERT_REFERRAL_REQUESTS = """
-INSERT INTO referral_requests (referral_id, event) SELECT * FROM unnest($1::uuid[], $2::json[])
+INSERT INTO referral_requests (referral_id, patient_id, event) SELECT * FROM unnest($1::uuid[], $2::text[], $3::json[])
 ON CONFLICT (referral_id) DO NOTHING
 """
+ERASE = (
+    "DELETE FROM notification_attempts WHERE notification_id IN"
+    " (SELECT notification_id FROM notifications WHERE patient_id = $1)",
+    "DELETE FROM notifications WHERE patient_id = $1",
+    "DELETE FROM referral_requests WHERE patient_id = $1",
+)
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications
     (notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel, status,
-     next_attempt_at, requested_at)
+     next_attempt_at, requested_at, purpose, escalation)
 SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.cause_event_id, n.recipient_id,
-       n.channel, 'pending', n.requested_at, n.requested_at
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[])
+       n.channel, 'pending', n.requested_at, n.requested_at, n.purpose, n.escalation
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[],
+            $9::text[], $10::int[])
     AS n(notification_id, referral_id, patient_id, correlation_id, cause_event_id, recipient_id, channel,
-         requested_at)
+         requested_at, purpose, escalation)
 ON CONFLICT (notification_id) DO NOTHING
 """
 SCHEDULE_RETRY = """
@@ -46,11 +56,6 @@ INSERT_ATTEMPT = """
 INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT DO NOTHING
-"""
-SELECT_WEBHOOKS = "SELECT recipient_id, webhook_url FROM recipient_endpoints WHERE recipient_id = ANY($1::text[])"
-UPSERT_ENDPOINT = """
-INSERT INTO recipient_endpoints (recipient_id, webhook_url, email) VALUES ($1, $2, $3)
-ON CONFLICT (recipient_id) DO UPDATE SET webhook_url = EXCLUDED.webhook_url, email = EXCLUDED.email
 """
 # A worker leases due notifications before attempting them, so two workers never attempt the same one; a lease
 # left by a crashed worker expires and the notification is attempted again.
@@ -70,7 +75,7 @@ RETURNING notification_id
 """
 LEASED = """
 SELECT n.notification_id, n.referral_id, n.patient_id, n.correlation_id, n.attempts, n.cause_event_id,
-       n.recipient_id, n.channel, r.event AS referral_event
+       n.recipient_id, n.channel, n.purpose, n.escalation, r.event AS referral_event
 FROM notifications n JOIN referral_requests r USING (referral_id)
 WHERE n.notification_id = ANY($1::uuid[])
 """
@@ -83,7 +88,10 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         first = run[0]
         if isinstance(first, ReferralRequested):
             await tx.conn.execute(
-                INSERT_REFERRAL_REQUESTS, [e.data.referral_id for e in run], [tx.body(e) for e in run]
+                INSERT_REFERRAL_REQUESTS,
+                [e.data.referral_id for e in run],
+                [e.patient_id for e in run],
+                [tx.body(e) for e in run],
             )
         elif isinstance(first, NotificationRequested):
             await _insert_notifications(tx, run)  # type: ignore[arg-type]
@@ -115,6 +123,8 @@ async def _insert_notifications(tx: Tx, requested: Sequence[NotificationRequeste
         [e.data.recipient_id for e in requested],
         [e.data.channel for e in requested],
         [e.time for e in requested],
+        [e.data.purpose for e in requested],
+        [e.data.escalation for e in requested],
     )
 
 
@@ -129,6 +139,7 @@ NOTIFICATIONS = Projection(
         NotificationFailed,
     ),
     apply=apply,
+    erase=ERASE,
 )
 
 
@@ -153,6 +164,8 @@ async def lease_due(conn: asyncpg.Connection, limit: int, lease_s: float, now: d
                     referral_id=r["referral_id"],
                     recipient_id=r["recipient_id"],
                     channel=r["channel"],
+                    purpose=r["purpose"],
+                    escalation=r["escalation"],
                 ),
                 patient_id=r["patient_id"],
                 correlation_id=r["correlation_id"],
@@ -170,12 +183,32 @@ async def release(conn: asyncpg.Connection, notification_ids: Sequence[object]) 
     await conn.execute(RELEASE, list(notification_ids))
 
 
-async def webhook_urls(conn: asyncpg.Connection, recipient_ids: Sequence[str]) -> dict[str, str]:
-    rows = await conn.fetch(SELECT_WEBHOOKS, list(recipient_ids))
-    return {row["recipient_id"]: row["webhook_url"] for row in rows if row["webhook_url"]}
+LIST_NOTIFICATIONS = """
+SELECT notification_id, referral_id, patient_id, recipient_id, channel, status, attempts, last_error, requested_at,
+       finished_at
+FROM notifications
+WHERE ($1::text IS NULL OR patient_id = $1)
+ORDER BY requested_at, notification_id
+OFFSET $2 LIMIT $3
+"""
 
 
-async def set_endpoint(
-    conn: asyncpg.Connection, recipient_id: str, webhook_url: str | None, email: str | None = None
-) -> None:
-    await conn.execute(UPSERT_ENDPOINT, recipient_id, webhook_url, email)
+async def list_notifications(conn: asyncpg.Connection, query: ListNotifications, actor: Actor) -> CommandReply:
+    """Deliveries of referrals (FHIR Communication): status, attempts, and the last error (never PHI)."""
+    rows = await conn.fetch(LIST_NOTIFICATIONS, query.patient_id, query.offset, query.limit)
+    found = [
+        {
+            "notification_id": str(r["notification_id"]),
+            "referral_id": str(r["referral_id"]),
+            "patient": f"Patient/{r['patient_id']}",
+            "recipient_id": r["recipient_id"],
+            "channel": r["channel"],
+            "status": r["status"],
+            "attempts": r["attempts"],
+            "last_error": r["last_error"],
+            "requested_at": r["requested_at"].isoformat(),
+            "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+        }
+        for r in rows
+    ]
+    return CommandReply(outcome="accepted", message=f"{len(found)} notifications", data=found)

@@ -6,18 +6,21 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import Literal
 
 from mtm.contracts import ReferralRequested
-from mtm.contracts.events import NotificationChannel, NotificationRequest
+from mtm.contracts.events import NotificationChannel, NotificationPurpose, NotificationRequest
 
 _NAMESPACE = uuid.UUID("9c7e2a64-5f1b-4a8e-bb0e-3a8a0f6c5d42")
 # Status codes worth retrying: the receiver may accept the same request later.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-def notification_id(referral_id: uuid.UUID, channel: NotificationChannel) -> uuid.UUID:
-    """Stable per referral and channel, so redelivery never creates a second notification."""
+def notification_id(referral_id: uuid.UUID, channel: NotificationChannel, escalation: int = 0) -> uuid.UUID:
+    """Stable per referral, channel and escalation, so redelivery never creates a second notification."""
+    if escalation:
+        return uuid.uuid5(_NAMESPACE, f"{referral_id}:{channel}:reminder:{escalation}")
     return uuid.uuid5(_NAMESPACE, f"{referral_id}:{channel}")
 
 
@@ -25,12 +28,14 @@ def derived_event_id(kind: str, notification: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{kind}:{notification}")
 
 
-def referral_message(event: ReferralRequested, notification: uuid.UUID, answer_subject: str) -> bytes:
+def referral_message(
+    event: ReferralRequested, notification: uuid.UUID, answer_subject: str, purpose: NotificationPurpose = "referral"
+) -> bytes:
     """What the physician's endpoint receives: the referral (FHIR ServiceRequest-shaped) and how to answer."""
     referral = event.data
     body = {
         "notification_id": str(notification),
-        "kind": "referral",
+        "kind": purpose,
         "referral_id": str(referral.referral_id),
         "patient": event.subject,
         "physician_id": referral.physician_id,
@@ -96,3 +101,70 @@ def next_step(result: AttemptResult, attempt: int, policy: RetryPolicy) -> NextS
 
 def next_attempt_at(now: datetime, attempt: int, policy: RetryPolicy) -> datetime:
     return now + policy.delay_after(attempt)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """How a practitioner is reached, as the practitioner directory says."""
+
+    practitioner_id: str
+    email: str | None = None
+    webhook_url: str | None = None
+    channels: tuple[NotificationChannel, ...] | None = None
+
+
+def channels_for(
+    contact: Contact | None, *, webhooks: bool, webhook_for_everyone: bool, email: bool
+) -> tuple[NotificationChannel, ...]:
+    """The channels a referral goes out on.
+
+    A directory entry that lists channels is followed as it is (a channel that cannot be used then fails, and the
+    failure reaches the pharmacist's worklist). Otherwise: a signed webhook when one is known, an email when the
+    practitioner has an address and email is set up, and always the physician's NATS inbox.
+    """
+    if contact is not None and contact.channels is not None:
+        return contact.channels
+    found: list[NotificationChannel] = []
+    if webhooks and (webhook_for_everyone or (contact is not None and contact.webhook_url)):
+        found.append("webhook")
+    if email and contact is not None and contact.email:
+        found.append("email")
+    found.append("nats")
+    return tuple(found)
+
+
+EMAIL_SUBJECTS: dict[NotificationPurpose, str] = {
+    "referral": "A medication recommendation awaits your review",
+    "reminder": "Reminder: a medication recommendation still awaits your review",
+}
+
+
+def referral_email(
+    *, notification: uuid.UUID, link: str, purpose: NotificationPurpose, sender: str, recipient: str
+) -> EmailMessage:
+    """The email a physician receives: no patient information at all (minimum necessary), only that a pharmacist's
+    recommendation awaits and where to read it after signing in. Its Message-ID is the notification's, the same
+    on every attempt, so a mail client shows a retried message once."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = EMAIL_SUBJECTS[purpose]
+    message["Message-ID"] = f"<{notification}@mtm.notify>"
+    opening = (
+        "A pharmacist has sent you a medication therapy recommendation that awaits your review."
+        if purpose == "referral"
+        else "A pharmacist's medication therapy recommendation sent to you is still unanswered."
+    )
+    message.set_content(
+        f"{opening}\n\nRead and answer it here (you will be asked to sign in):\n{link}\n\n"
+        "This message carries no patient information by design.\n"
+    )
+    return message
+
+
+def classify_smtp(code: int | None, error: str) -> AttemptResult:
+    """A refusal with a 4xx code may pass later; a 5xx (bad address, refused credentials) will not. No code: the
+    server could not be reached or hung up, worth retrying."""
+    if code is None:
+        return AttemptResult(ok=False, retryable=True, detail=error)
+    return AttemptResult(ok=False, retryable=400 <= code < 500, detail=f"SMTP {code}", status_code=code)

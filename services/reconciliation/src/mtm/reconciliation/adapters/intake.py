@@ -1,15 +1,17 @@
-"""Discharges as hospitals send them (a native TransitionOfCareRecorded or a FHIR R4 Bundle) → the contract."""
+"""Discharges and pharmacy fills as they are sent (native contracts or FHIR R4 Bundles) → the contracts."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
-from mtm.contracts import EventRegistry, TransitionOfCareRecorded
+from mtm.contracts import EventRegistry, MedicationDispensed, TransitionOfCareRecorded
 from mtm.contracts.limits import NUL_REFUSED, has_nul
+from mtm.drugs import resolve
 from mtm.fhir import is_fhir_bundle, parse_bundle
+from mtm.fhir.member import parse_dispense_bundle
 from mtm.platform.consumer import Delivery, InvalidMessage
 
 SOURCE = "mtm/reconciliation/intake"
@@ -34,6 +36,35 @@ def discharge_parser(registry: EventRegistry):
             data=transition,
             event_id=event_id,
             time=transition.discharged_at or datetime.now(UTC),
+        )
+
+    return parse
+
+
+def fill_parser(registry: EventRegistry):
+    """Pharmacy fills: a native MedicationDispensed, or a FHIR R4 Bundle of MedicationDispense (one event each)."""
+
+    def parse(delivery: Delivery) -> tuple[MedicationDispensed, ...]:
+        body = json.loads(delivery.data)
+        if not isinstance(body, dict):
+            raise InvalidMessage(f"body: expected a JSON object, got {type(body).__name__}")
+        if not is_fhir_bundle(body):
+            event = registry.parse(delivery.data, MedicationDispensed)
+            if event.data.ingredients:
+                return (event,)
+            medication = event.data.medication
+            resolved = tuple(resolve(medication.text, medication.rxnorm_code).ingredients)
+            return (event.model_copy(update={"data": event.data.model_copy(update={"ingredients": resolved})}),)
+        return tuple(
+            MedicationDispensed.create(
+                source=SOURCE,
+                patient_id=patient_id,
+                data=dispense,
+                # The same fill sent again (a daily feed re-sends the last days) is the same event.
+                event_id=uuid.uuid5(_NAMESPACE, f"fill:{patient_id}:{dispense.dispense_id}"),
+                time=datetime.combine(dispense.filled_on, time(), UTC),
+            )
+            for patient_id, dispense in parse_dispense_bundle(body)
         )
 
     return parse

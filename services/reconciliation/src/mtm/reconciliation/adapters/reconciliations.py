@@ -11,14 +11,16 @@ import asyncpg
 from mtm.contracts import (
     CommandReply,
     EventEnvelope,
+    GetMedicationHistory,
     GetMedicationList,
+    MedicationDispensed,
     MedicationsReconciled,
     TransitionOfCareRecorded,
 )
 from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx
 from mtm.platform.service import Database
-from mtm.reconciliation.domain import MedicationList, apply_to_medication_list, to_fhir_list
+from mtm.reconciliation.domain import MedicationList, apply_fill, apply_to_medication_list, to_fhir_list
 from mtm.reconciliation.domain.identity import Recorded, discharge_digest
 
 INSERT_RECONCILIATIONS = """
@@ -27,6 +29,11 @@ INSERT INTO reconciliations
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::json[], $7::timestamptz[])
 ON CONFLICT (transition_event_id) DO NOTHING
 """
+# Discharges and fills of one patient are recorded by different consumers at once: each transaction takes the
+# patient's lock first, also for a patient with no list yet (where FOR UPDATE finds no row to lock), so one
+# list is never computed from a state another transaction is replacing, and they commit in the order they apply.
+LOCK_PATIENTS = "SELECT pg_advisory_xact_lock($1::int, hashtext(p)) FROM unnest($2::text[]) AS p ORDER BY p"
+PATIENT_LOCK_NAMESPACE = 7_320_011
 LOCK_LISTS = "SELECT patient_id, medication_list FROM medication_lists WHERE patient_id = ANY($1::text[]) FOR UPDATE"
 UPSERT_LISTS = """
 INSERT INTO medication_lists (patient_id, last_event_id, medication_list, updated_at)
@@ -48,6 +55,10 @@ SELECT EXISTS (
     WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
 )
 """
+SELECT_HISTORY = """
+SELECT medications_reconciled, reconciled_at FROM reconciliations WHERE patient_id = $1
+ORDER BY reconciled_at DESC, event_id LIMIT $2
+"""
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
@@ -62,8 +73,14 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
             [e.time for e in transitions],
         )
     reconciled = [e for e in events if isinstance(e, MedicationsReconciled)]
-    if not reconciled:
-        return
+    listed = [e for e in events if isinstance(e, MedicationsReconciled | MedicationDispensed)]
+    if reconciled:
+        await _insert_reconciliations(tx, reconciled)
+    if listed:
+        await _update_medication_lists(tx.conn, listed)
+
+
+async def _insert_reconciliations(tx: Tx, reconciled: Sequence[MedicationsReconciled]) -> None:
     await tx.conn.execute(
         INSERT_RECONCILIATIONS,
         [e.id for e in reconciled],
@@ -74,21 +91,29 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         [tx.body(e) for e in reconciled],
         [e.time for e in reconciled],
     )
-    await _update_medication_lists(tx.conn, reconciled)
 
 
-async def _update_medication_lists(conn: asyncpg.Connection, reconciled: Sequence[MedicationsReconciled]) -> None:
-    """Each patient's list after the batch's reconciliations, in order; one read and one write per batch."""
-    rows = await conn.fetch(LOCK_LISTS, sorted({e.patient_id for e in reconciled}))
+async def _update_medication_lists(
+    conn: asyncpg.Connection, events: Sequence[MedicationsReconciled | MedicationDispensed]
+) -> None:
+    """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch."""
+    patients = sorted({e.patient_id for e in events})
+    await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
+    rows = await conn.fetch(LOCK_LISTS, patients)
     lists: dict[str, MedicationList] = {
         r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows
     }
     last_event = {}
-    for event in reconciled:
+    for event in events:
         current = lists.get(event.patient_id)
-        lists[event.patient_id] = apply_to_medication_list(
-            current, event.data, event_id=event.id, recorded_at=event.time
-        )
+        if isinstance(event, MedicationsReconciled):
+            lists[event.patient_id] = apply_to_medication_list(
+                current, event.data, event_id=event.id, recorded_at=event.time
+            )
+        else:
+            lists[event.patient_id] = apply_fill(
+                current, event.patient_id, event.data, event_id=event.id, recorded_at=event.time
+            )
         last_event[event.patient_id] = event.id
     patients = sorted(last_event)
     await conn.execute(
@@ -103,8 +128,11 @@ async def _update_medication_lists(conn: asyncpg.Connection, reconciled: Sequenc
 RECONCILIATIONS = Projection(
     migrations=files("mtm.reconciliation") / "migrations" / "projection",
     tables=("transitions", "reconciliations", "medication_lists"),
-    handles=(TransitionOfCareRecorded, MedicationsReconciled),
+    handles=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed),
     apply=apply,
+    erase=tuple(
+        f"DELETE FROM {table} WHERE patient_id = $1" for table in ("transitions", "reconciliations", "medication_lists")
+    ),
 )
 
 
@@ -144,3 +172,38 @@ async def medication_list(conn: asyncpg.Connection, query: GetMedicationList, ac
     found = MedicationList.model_validate_json(raw)
     data = to_fhir_list(found) if query.format == "fhir" else found.model_dump(mode="json")
     return CommandReply(outcome="accepted", resource_id=query.patient_id, data=data)
+
+
+async def medication_history(conn: asyncpg.Connection, query: GetMedicationHistory, actor: Actor) -> CommandReply:
+    """Each reconciled transition of care of the patient, newest first: what changed, and what was not explained."""
+    rows = await conn.fetch(SELECT_HISTORY, query.patient_id, query.limit)
+    if not rows:
+        return CommandReply(outcome="not_found", message="no history for this patient", resource_id=query.patient_id)
+    history = []
+    for row in rows:
+        event = MedicationsReconciled.model_validate_json(row["medications_reconciled"])
+        rec = event.data
+        history.append(
+            {
+                "event_id": str(event.id),
+                "transition_event_id": str(rec.transition_event_id),
+                "encounter_id": rec.encounter_id,
+                "discharged_at": rec.discharged_at.isoformat() if rec.discharged_at else None,
+                "reconciled_at": row["reconciled_at"].isoformat(),
+                "items": [
+                    {
+                        "ingredients": list(item.ingredients),
+                        "status": item.status,
+                        "changes": list(item.changes),
+                        "documented": item.documented,
+                        "home": item.home.text if item.home else None,
+                        "discharge": item.discharge.text if item.discharge else None,
+                    }
+                    for item in rec.items
+                ],
+                "discrepancies": [
+                    d.model_dump(mode="json", include={"type", "ingredients", "message"}) for d in rec.discrepancies
+                ],
+            }
+        )
+    return CommandReply(outcome="accepted", resource_id=query.patient_id, data=history)

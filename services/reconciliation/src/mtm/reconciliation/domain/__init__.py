@@ -4,6 +4,7 @@ from mtm.reconciliation.domain.medication_list import (
     MedicationList,
     MedicationListEntry,
     Provenance,
+    apply_fill,
     apply_to_medication_list,
     to_fhir_list,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "MedicationList",
     "MedicationListEntry",
     "Provenance",
+    "apply_fill",
     "apply_to_medication_list",
     "reconcile",
     "reconcile_to_report",

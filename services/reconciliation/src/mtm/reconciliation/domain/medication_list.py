@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, computed_field
 
 from mtm.contracts.clinical import MedicationEntry
 from mtm.contracts.envelope import Frozen
 from mtm.contracts.events import ChangeKind, IngredientDose, ItemStatus, ReconciledItem, Reconciliation
+from mtm.contracts.program import Dispense
 from mtm.fhir import codes
 from mtm.reconciliation.domain.medications import normalized_name
 from mtm.reconciliation.domain.reconcile import describe
 
-SourceList = Literal["home", "discharge"]
+SourceList = Literal["home", "discharge", "pharmacy"]
+# How many fills each entry keeps: a year of monthly fills and then some; older ones are on the log.
+FILL_HISTORY = 24
 
 _FLAG_OF_STATUS: dict[ItemStatus, tuple[str, str]] = {
     "continued": ("01", "Unchanged"),
@@ -27,14 +30,26 @@ _FLAG_OF_STATUS: dict[ItemStatus, tuple[str, str]] = {
 class Provenance(Frozen):
     """One event that put or kept the entry on the list, and what it changed."""
 
-    event_id: UUID = Field(description="The MedicationsReconciled event applied.")
-    transition_event_id: UUID
+    event_id: UUID = Field(description="The MedicationsReconciled (or, for a pharmacy entry, MedicationDispensed).")
+    transition_event_id: UUID | None = None
     encounter_id: str | None = None
     source: SourceList = Field(description="The list the entry was taken from.")
     recorded_at: AwareDatetime
     status: ItemStatus
     changes: tuple[ChangeKind, ...] = ()
     documented: bool = False
+
+
+class Fill(Frozen):
+    """A pharmacy fill of the entry's medication (a MedicationDispensed event)."""
+
+    event_id: UUID
+    dispense_id: str
+    filled_on: date
+    days_supply: int
+    quantity: float | None = None
+    pharmacy_id: str | None = None
+    prescriber_id: str | None = None
 
 
 class MedicationListEntry(Frozen):
@@ -50,6 +65,12 @@ class MedicationListEntry(Frozen):
         description="Kept from the home list: missing at discharge with no documented stop; a pharmacist decides.",
     )
     provenance: tuple[Provenance, ...] = Field(description="Oldest first; the last one is the current state.")
+    fills: tuple[Fill, ...] = Field(default=(), description="Pharmacy fills, oldest first (the latest 24).")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def last_filled_on(self) -> date | None:
+        return self.fills[-1].filled_on if self.fills else None
 
     @property
     def last_change(self) -> Provenance:
@@ -115,10 +136,52 @@ def apply_to_medication_list(
         )
         earlier = history.get(entry.match_key)
         if earlier:
-            entry = entry.model_copy(update={"provenance": (*earlier.pop(0).provenance, step)})
+            before = earlier.pop(0)
+            entry = entry.model_copy(update={"provenance": (*before.provenance, step), "fills": before.fills})
         entries.append(entry)
     entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
     return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=recorded_at)
+
+
+def apply_fill(
+    current: MedicationList | None, patient_id: str, dispense: Dispense, *, event_id: UUID, recorded_at: datetime
+) -> MedicationList:
+    """The list after a pharmacy fill: the fill joins the entry of the same medication (its last fill date and
+    history), or the medication joins the list from the pharmacy. A fill seen before changes nothing."""
+    if current is not None and current.patient_id != patient_id:
+        raise ValueError(f"medication list of {current.patient_id} cannot take a fill of {patient_id}")
+    fill = Fill(
+        event_id=event_id,
+        dispense_id=dispense.dispense_id,
+        filled_on=dispense.filled_on,
+        days_supply=dispense.days_supply,
+        quantity=dispense.quantity,
+        pharmacy_id=dispense.pharmacy_id,
+        prescriber_id=dispense.prescriber_id,
+    )
+    key = tuple(dispense.ingredients) or ("?" + normalized_name(dispense.medication.text),)
+    entries = list(current.entries) if current else []
+    position = next((n for n, e in enumerate(entries) if e.match_key == key), None)
+    if position is None:
+        step = Provenance(event_id=event_id, source="pharmacy", recorded_at=recorded_at, status="new")
+        entries.append(
+            MedicationListEntry(
+                ingredients=tuple(dispense.ingredients),
+                medication=dispense.medication,
+                resolved=bool(dispense.ingredients),
+                provenance=(step,),
+                fills=(fill,),
+            )
+        )
+        entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
+    else:
+        entry = entries[position]
+        if any(f.dispense_id == fill.dispense_id for f in entry.fills):
+            return current  # type: ignore[return-value]
+        fills = sorted((*entry.fills, fill), key=lambda f: (f.filled_on, f.dispense_id))[-FILL_HISTORY:]
+        entries[position] = entry.model_copy(update={"fills": tuple(fills)})
+    updated = max(recorded_at, current.updated_at) if current and current.updated_at else recorded_at
+    return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=updated)
 
 
 def _kept_entry(item: ReconciledItem) -> tuple[MedicationEntry, SourceList] | None:
@@ -197,6 +260,10 @@ def _medication_statement(statement_id: str, entry: MedicationListEntry, subject
         "dateAsserted": entry.last_change.recorded_at.isoformat(),
         "dosage": [dosage],
     }
+    if entry.fills:
+        last = entry.fills[-1]
+        statement["effectivePeriod"] = {"start": entry.fills[0].filled_on.isoformat()}
+        statement["informationSource"] = {"display": f"pharmacy fill {last.filled_on.isoformat()}"}
     if entry.unresolved_omission:
         statement["note"] = [
             {"text": "On the home list but not on the discharge list, with no documented stop; to be reviewed."}

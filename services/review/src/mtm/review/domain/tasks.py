@@ -8,17 +8,37 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
-from mtm.contracts import Alert, EventEnvelope, MedicationsReconciled, ReviewTaskClaimed, ReviewTaskCompleted
+from mtm.contracts import (
+    Alert,
+    EventEnvelope,
+    MedicationsReconciled,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReviewTaskOverdue,
+    ReviewTaskReassigned,
+    ReviewTaskReleased,
+)
 from mtm.contracts import ReviewTaskCreated as Created
 from mtm.contracts.events import ReviewTask, TaskPriority
+from mtm.contracts.identity import Actor
 
 TaskStatus = Literal["requested", "in-progress", "completed"]
-# Post-discharge review is due within 72 hours: CMS transitional care management asks for contact
-# within 2 business days of discharge.
-POST_DISCHARGE_REVIEW_WINDOW = timedelta(hours=72)
+# The post-discharge medication review is due within 7 days of discharge: the issue's service level, well inside
+# HEDIS Medication Reconciliation Post-Discharge (MRP), which counts a reconciliation from the discharge date
+# through 30 days after it.
+POST_DISCHARGE_REVIEW_WINDOW = timedelta(days=7)
 _NAMESPACE = uuid.UUID("6b1d6f0e-39a4-4a57-9d6f-3c8d9a0e7f21")
-TASK_EVENTS: tuple[type[EventEnvelope], ...] = (Created, ReviewTaskClaimed, ReviewTaskCompleted)
+TASK_EVENTS: tuple[type[EventEnvelope], ...] = (
+    Created,
+    ReviewTaskClaimed,
+    ReviewTaskReleased,
+    ReviewTaskReassigned,
+    ReviewTaskOverdue,
+    ReviewTaskCompleted,
+)
 """The events a task's state is folded from."""
+ESCALATION: dict[TaskPriority, TaskPriority] = {"routine": "urgent", "urgent": "asap", "asap": "stat", "stat": "stat"}
+"""An overdue task moves one step up the FHIR request priority scale."""
 
 
 def task_id_for(reconciled_event_id: uuid.UUID) -> uuid.UUID:
@@ -44,6 +64,7 @@ def open_task(event: MedicationsReconciled, alerts: Sequence[Alert], priority: T
         discrepancies=rec.discrepancies,
         alerts=tuple(alerts),
         due=start + POST_DISCHARGE_REVIEW_WINDOW,
+        trigger="discharge",
     )
 
 
@@ -53,6 +74,9 @@ class TaskState:
     status: TaskStatus
     owner: str | None
     claims: int = 0
+    moves: int = 0
+    """Releases and reassignments so far (each such event's id is derived from its number)."""
+    priority: TaskPriority = "routine"
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,7 @@ def fold_task(events: Iterable[EventEnvelope], task_id: uuid.UUID) -> TaskRecord
     record: TaskRecord | None = None
     for event in events:
         if isinstance(event, Created) and event.data.task_id == task_id:
-            state = TaskState(task_id=task_id, status="requested", owner=None)
+            state = TaskState(task_id=task_id, status="requested", owner=None, priority=event.data.priority)
             record = TaskRecord(event.data, state, event.patient_id, event.correlation_id)
         elif record is None or getattr(event.data, "task_id", None) != task_id:
             continue
@@ -79,6 +103,15 @@ def fold_task(events: Iterable[EventEnvelope], task_id: uuid.UUID) -> TaskRecord
                 record.state, status="in-progress", owner=event.data.pharmacist_id, claims=record.state.claims + 1
             )
             record = replace(record, state=state)
+        elif isinstance(event, ReviewTaskReleased):
+            state = replace(record.state, status="requested", owner=None, moves=record.state.moves + 1)
+            record = replace(record, state=state)
+        elif isinstance(event, ReviewTaskReassigned):
+            owner = event.data.to_pharmacist_id
+            state = replace(record.state, status="in-progress", owner=owner, moves=record.state.moves + 1)
+            record = replace(record, state=state)
+        elif isinstance(event, ReviewTaskOverdue):
+            record = replace(record, state=replace(record.state, priority=event.data.priority))
         elif isinstance(event, ReviewTaskCompleted):
             record = replace(record, state=replace(record.state, status="completed"))
     return record
@@ -108,3 +141,26 @@ def decide_completion(task: TaskState, pharmacist_id: str) -> Decision:
     if task.owner != pharmacist_id:
         return Decision("conflict", f"task is claimed by {task.owner}")
     return Decision("accepted", "task completed")
+
+
+def decide_release(task: TaskState, actor: Actor) -> Decision:
+    """Its owner, or an admin (a supervisor covering an absence), puts a claimed task back in the queue."""
+    if task.status == "completed":
+        return Decision("conflict", "task is already completed")
+    if task.status == "requested":
+        return Decision("already", "task is not claimed")
+    if actor.role != "admin" and task.owner != actor.acting_as:
+        return Decision("conflict", f"task is claimed by {task.owner}")
+    return Decision("accepted", "task released")
+
+
+def decide_reassignment(task: TaskState, actor: Actor, to_pharmacist_id: str) -> Decision:
+    """Its owner hands it on, or an admin assigns any open task; the new owner holds it as if they had claimed it."""
+    if task.status == "completed":
+        return Decision("conflict", "task is already completed")
+    if task.owner == to_pharmacist_id:
+        return Decision("already", f"task is already held by {to_pharmacist_id}")
+    if actor.role != "admin" and task.owner != actor.acting_as:
+        owner = f"claimed by {task.owner}" if task.owner else "not claimed"
+        return Decision("conflict", f"task is {owner}: only its owner or an admin reassigns it")
+    return Decision("accepted", f"task reassigned to {to_pharmacist_id}")

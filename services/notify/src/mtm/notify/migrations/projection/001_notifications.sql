@@ -4,6 +4,7 @@
 
 CREATE TABLE referral_requests (
     referral_id uuid PRIMARY KEY,
+    patient_id  text NOT NULL,
     event       json NOT NULL -- ReferralRequested as published: what the physician receives is built from it
 );
 

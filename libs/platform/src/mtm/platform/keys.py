@@ -1,0 +1,86 @@
+"""Patients' event keys: kept (wrapped) by reconciliation, lent to the other services, destroyed on erasure."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import asyncpg
+from nats.aio.client import Client
+
+from mtm.contracts.admin import GetPatientKeys, PatientKeys
+from mtm.contracts.admin import PatientKey as WirePatientKey
+from mtm.contracts.subjects import PATIENT_KEYS
+from mtm.platform.crypto import KeySource, PatientKey, unwrap, wrap
+from mtm.platform.logging import get_logger
+
+log = get_logger(__name__)
+
+SELECT_KEYS = "SELECT patient_id, key_id, wrapped FROM patient_keys WHERE patient_id = ANY($1::text[])"
+SELECT_ERASED = "SELECT patient_id FROM erased_patients WHERE patient_id = ANY($1::text[])"
+INSERT_KEYS = """
+INSERT INTO patient_keys (patient_id, key_id, wrapped)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
+ON CONFLICT (patient_id) DO NOTHING
+"""
+DESTROY_KEY = "DELETE FROM patient_keys WHERE patient_id = $1"
+RECORD_ERASED = """
+INSERT INTO erased_patients (patient_id, reason) VALUES ($1, $2) ON CONFLICT (patient_id) DO NOTHING RETURNING 1
+"""
+KEY_REQUEST_TIMEOUT_S = 10.0
+
+
+class KeyStore:
+    """The keeper's table of keys (wrapped with the key-encryption key) and of erased patients."""
+
+    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
+        self._pool = pool
+        self._kek = kek
+
+    async def fetch(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+        async with self._pool.acquire() as conn:
+            erased = {row["patient_id"] for row in await conn.fetch(SELECT_ERASED, list(patient_ids))}
+            keys = await self._load(conn, patient_ids)
+            missing = [p for p in patient_ids if p not in keys and p not in erased]
+            if create and missing:
+                made = {p: PatientKey.new() for p in missing}
+                await conn.execute(
+                    INSERT_KEYS,
+                    missing,
+                    [made[p].key_id for p in missing],
+                    [wrap(made[p], self._kek) for p in missing],
+                )
+                # Another replica may have made some of them first: what the table holds is the key.
+                keys |= await self._load(conn, missing)
+        return keys, erased
+
+    async def _load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, PatientKey]:
+        rows = await conn.fetch(SELECT_KEYS, list(patient_ids))
+        return {r["patient_id"]: unwrap(r["key_id"], bytes(r["wrapped"]), self._kek) for r in rows}
+
+    @staticmethod
+    async def erase(conn: asyncpg.Connection, patient_id: str, reason: str) -> bool:
+        """Destroy the patient's key, in the caller's transaction; False when they were erased before."""
+        await conn.execute(DESTROY_KEY, patient_id)
+        return bool(await conn.fetchval(RECORD_ERASED, patient_id, reason))
+
+
+def nats_key_source(nc: Client) -> KeySource:
+    """How a service that does not keep keys gets them: one request to reconciliation per batch."""
+
+    async def fetch(patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+        request = GetPatientKeys(patient_ids=tuple(patient_ids), create=create)
+        reply = await nc.request(PATIENT_KEYS, request.model_dump_json().encode(), timeout=KEY_REQUEST_TIMEOUT_S)
+        answer = PatientKeys.model_validate_json(reply.data)
+        keys = {p: PatientKey(k.key_id, base64.b64decode(k.key_base64)) for p, k in answer.keys.items()}
+        return keys, set(answer.erased)
+
+    return fetch
+
+
+def key_reply(keys: dict[str, PatientKey], erased: set[str], asked: Sequence[str]) -> PatientKeys:
+    return PatientKeys(
+        keys={p: WirePatientKey(key_id=k.key_id, key_base64=base64.b64encode(k.key).decode()) for p, k in keys.items()},
+        erased=tuple(sorted(erased)),
+        missing=tuple(p for p in asked if p not in keys and p not in erased),
+    )

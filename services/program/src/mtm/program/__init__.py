@@ -1,0 +1,1 @@
+"""mtm program service: the MTM program's data (targeting, enrolment, adherence, reports)."""

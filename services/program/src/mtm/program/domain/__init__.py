@@ -1,0 +1,1 @@
+"""Pure program domain: targeting and adherence decisions, no I/O."""

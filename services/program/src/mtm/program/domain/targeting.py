@@ -1,0 +1,282 @@
+"""CMS Part D MTM targeting (42 CFR 423.153(d)(2)): who is eligible, and why, as a pure function of the record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from mtm.contracts.program import (
+    ChronicDisease,
+    EligibilityDetermination,
+    EvaluationTrigger,
+    TargetingCriteria,
+    TargetingFindings,
+)
+
+ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
+# A fill or order for fewer days than this is a short course (a 10-day antibiotic), not a maintenance drug.
+MAINTENANCE_MIN_DAYS = 28
+LOOKBACK_DAYS = 365
+# Costs seen over less than this are not projected to a year: a single early fill says little about a year.
+MIN_PROJECTION_DAYS = 90
+GENERIC_DRUGS_IN_THRESHOLD = 8
+"""CMS set the 2025 threshold at the average cost of 8 generic drugs: the default per-drug estimate is 1/8 of it."""
+
+_DISEASE_WORDS: dict[str, str] = {
+    "alzheimers-disease": "Alzheimer's disease",
+    "bone-disease-arthritis": "bone disease-arthritis",
+    "heart-failure": "heart failure",
+    "diabetes": "diabetes",
+    "dyslipidemia": "dyslipidemia",
+    "end-stage-renal-disease": "end-stage renal disease",
+    "hiv-aids": "HIV/AIDS",
+    "hypertension": "hypertension",
+    "mental-health": "mental health",
+    "respiratory-disease": "respiratory disease",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramYear:
+    year: int
+    annual_cost_threshold: float
+    max_chronic_diseases: int
+    max_maintenance_drugs: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiseaseCode:
+    system: str
+    code: str
+    prefix: bool
+    category: ChronicDisease
+
+
+@dataclass(frozen=True)
+class TargetingTables:
+    """The data files: program years with their thresholds, and condition codes → core chronic disease."""
+
+    years: Mapping[int, ProgramYear]
+    exact: Mapping[tuple[str, str], tuple[ChronicDisease, ...]]
+    prefixes: Mapping[str, tuple[tuple[str, ChronicDisease], ...]]
+
+    @classmethod
+    def of(cls, years: Iterable[ProgramYear], codes: Iterable[DiseaseCode]) -> TargetingTables:
+        exact: dict[tuple[str, str], list[ChronicDisease]] = {}
+        prefixes: dict[str, list[tuple[str, ChronicDisease]]] = {}
+        for row in codes:
+            code = _normal_code(row.code)
+            if row.prefix:
+                prefixes.setdefault(row.system, []).append((code, row.category))
+            else:
+                exact.setdefault((row.system, code), []).append(row.category)
+        return cls(
+            years={y.year: y for y in years},
+            exact={k: tuple(v) for k, v in exact.items()},
+            prefixes={k: tuple(v) for k, v in prefixes.items()},
+        )
+
+    def program_year(self, year: int) -> ProgramYear:
+        """The year's row, else the latest earlier one (a new year's memo may not be in the table yet)."""
+        known = [y for y in self.years if y <= year]
+        if not known:
+            raise ValueError(f"no targeting thresholds for program year {year} or earlier")
+        return self.years[max(known)]
+
+    def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
+        name = SYSTEMS.get(system or "")
+        if name is None or not code:
+            return ()
+        code = _normal_code(code)
+        found = list(self.exact.get((name, code), ()))
+        found += [category for prefix, category in self.prefixes.get(name, ()) if code.startswith(prefix)]
+        return tuple(found)
+
+
+SYSTEMS = {
+    "http://hl7.org/fhir/sid/icd-10-cm": "icd-10-cm",
+    "http://hl7.org/fhir/sid/icd-10": "icd-10-cm",
+    "http://snomed.info/sct": "snomed-ct",
+}
+
+
+def _normal_code(code: str) -> str:
+    """ICD-10-CM is written with or without its dot (E11.9, E119): compare without."""
+    return code.strip().upper().replace(".", "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan's own choices: N and M (at most 3 and 8), and its per-drug cost estimate when there are no claims."""
+
+    min_chronic_diseases: int = 3
+    min_maintenance_drugs: int = 8
+    cost_per_maintenance_drug: float | None = None
+    """US dollars per drug per year; the year's threshold / 8 when not set."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    system: str | None
+    code: str | None
+    clinical_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationFact:
+    """A current order or list entry; `course_days` when the order says how long the course is."""
+
+    key: str
+    course_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FillFact:
+    key: str
+    filled_on: date
+    days_supply: int
+    total_cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CostFact:
+    on: date
+    amount: float
+
+
+@dataclass(frozen=True)
+class TargetingInput:
+    """What targeting reads of one patient. A drug's `key` is its ingredient set (or its name when unresolved)."""
+
+    conditions: Sequence[ConditionFact] = ()
+    medications: Sequence[MedicationFact] = ()
+    fills: Sequence[FillFact] = ()
+    claims: Sequence[CostFact] = field(default=())
+    drug_management_program_at_risk: bool = False
+
+
+def drug_key(ingredients: Iterable[str], name: str) -> str:
+    """One drug, however it is written: its ingredients joined, or its name when the vocabulary did not resolve it."""
+    found = sorted(set(ingredients))
+    return " / ".join(found) if found else name.strip().lower()
+
+
+def determine(
+    record: TargetingInput,
+    *,
+    as_of: date,
+    tables: TargetingTables,
+    plan: Plan | None = None,
+    trigger: EvaluationTrigger = "quarterly",
+    inputs_considered: int = 0,
+) -> EligibilityDetermination:
+    """Eligibility for the program year of `as_of`, with the figures and a sentence per criterion."""
+    plan = plan or Plan()
+    year = tables.program_year(as_of.year)
+    if not 2 <= plan.min_chronic_diseases <= year.max_chronic_diseases:
+        raise ValueError(f"a plan may require 2 to {year.max_chronic_diseases} chronic diseases")
+    if not 2 <= plan.min_maintenance_drugs <= year.max_maintenance_drugs:
+        raise ValueError(f"a plan may require 2 to {year.max_maintenance_drugs} maintenance drugs")
+    criteria = TargetingCriteria(
+        program_year=as_of.year,
+        min_chronic_diseases=plan.min_chronic_diseases,
+        min_maintenance_drugs=plan.min_maintenance_drugs,
+        annual_cost_threshold=year.annual_cost_threshold,
+    )
+    diseases = chronic_diseases(record.conditions, tables)
+    drugs = maintenance_drugs(record, as_of)
+    per_drug = plan.cost_per_maintenance_drug or year.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
+    cost, basis = annual_cost(record, as_of, len(drugs), per_drug)
+    findings = TargetingFindings(
+        chronic_diseases=diseases,
+        maintenance_drugs=drugs,
+        annual_cost=cost,
+        cost_basis=basis,
+        drug_management_program_at_risk=record.drug_management_program_at_risk,
+        meets_chronic_diseases=len(diseases) >= criteria.min_chronic_diseases,
+        meets_maintenance_drugs=len(drugs) >= criteria.min_maintenance_drugs,
+        meets_annual_cost=cost >= criteria.annual_cost_threshold,
+    )
+    by_criteria = findings.meets_chronic_diseases and findings.meets_maintenance_drugs and findings.meets_annual_cost
+    if by_criteria:
+        basis_of = "chronic-diseases-drugs-cost"
+    elif findings.drug_management_program_at_risk:
+        basis_of = "drug-management-program"
+    else:
+        basis_of = None
+    return EligibilityDetermination(
+        program_year=as_of.year,
+        determined_on=as_of,
+        eligible=basis_of is not None,
+        basis=basis_of,
+        criteria=criteria,
+        findings=findings,
+        reasons=_reasons(criteria, findings, per_drug),
+        trigger=trigger,
+        inputs_considered=inputs_considered,
+    )
+
+
+def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
+    """Core chronic diseases of the active conditions; two codes of one disease count once."""
+    found: set[ChronicDisease] = set()
+    for condition in conditions:
+        if condition.clinical_status in ACTIVE_CONDITION:
+            found.update(tables.categories(condition.system, condition.code))
+    return tuple(sorted(found))
+
+
+def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
+    """Drugs in long-term use: current orders that are not short courses, and drugs filled for at least 28 days
+    over the last year (two 10-day antibiotic courses are not maintenance; one 30-day statin fill is)."""
+    drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
+    since = as_of - timedelta(days=LOOKBACK_DAYS)
+    supplied: dict[str, int] = {}
+    for fill in record.fills:
+        if since < fill.filled_on <= as_of:
+            supplied[fill.key] = supplied.get(fill.key, 0) + fill.days_supply
+    drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
+    return tuple(sorted(drugs))
+
+
+def annual_cost(record: TargetingInput, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
+    """The likely annual drug cost: pharmacy claim totals of the last year, projected to a year when they span
+    less; without any claim cost, the plan's estimate per maintenance drug."""
+    since = as_of - timedelta(days=LOOKBACK_DAYS)
+    costs = [CostFact(f.filled_on, f.total_cost) for f in record.fills if f.total_cost is not None]
+    costs += list(record.claims)
+    costs = [c for c in costs if since < c.on <= as_of]
+    if not costs:
+        return round(drug_count * per_drug, 2), "estimate"
+    total = sum(c.amount for c in costs)
+    span = (as_of - min(c.on for c in costs)).days + 1
+    if span < LOOKBACK_DAYS:
+        total = total * LOOKBACK_DAYS / max(span, MIN_PROJECTION_DAYS)
+    return round(total, 2), "claims"
+
+
+def _reasons(criteria: TargetingCriteria, findings: TargetingFindings, per_drug: float) -> tuple[str, ...]:
+    def met(flag: bool) -> str:
+        return "met" if flag else "not met"
+
+    diseases = ", ".join(_DISEASE_WORDS[d] for d in findings.chronic_diseases) or "none"
+    if findings.cost_basis == "estimate":
+        how = f"estimated at {_dollars(per_drug)} per maintenance drug, no pharmacy claim costs"
+    else:
+        how = "from pharmacy claim totals of the last 12 months"
+    reasons = [
+        f"{len(findings.chronic_diseases)} core chronic diseases ({diseases}); the plan requires "
+        f"{criteria.min_chronic_diseases}: {met(findings.meets_chronic_diseases)}",
+        f"{len(findings.maintenance_drugs)} maintenance drugs; the plan requires {criteria.min_maintenance_drugs}: "
+        f"{met(findings.meets_maintenance_drugs)}",
+        f"likely annual drug cost {_dollars(findings.annual_cost)} ({how}); the {criteria.program_year} threshold is "
+        f"{_dollars(criteria.annual_cost_threshold)}: {met(findings.meets_annual_cost)}",
+    ]
+    if findings.drug_management_program_at_risk:
+        reasons.append("at-risk beneficiary of a drug management program: eligible whatever the other criteria")
+    return tuple(reasons)
+
+
+def _dollars(amount: float) -> str:
+    return f"${amount:,.2f}"

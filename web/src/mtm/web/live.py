@@ -1,0 +1,185 @@
+"""Live updates: the web app follows the patient log and pushes changes to browsers with server-sent events.
+
+One core NATS subscription per watched event type feeds every open event stream of this process. Each stream
+belongs to a signed-in person and a view (the worklist with its filters, a task, the inbox, a referral): for an
+event that concerns the view it asks the services for the changed row or section as that person, waiting until
+their tables show the change (commands reach the log before the projections apply them), renders it and sends
+it. Browsers only swap what they receive; nothing is sent that the person could not open as a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from mtm.contracts import (
+    EVENTS,
+    EventEnvelope,
+    EventRegistry,
+    NotificationFailed,
+    ReferralAcknowledged,
+    ReferralAnswered,
+    ReferralEscalated,
+    ReferralRequested,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReviewTaskCreated,
+)
+from mtm.contracts.subjects import event_filter
+from mtm.platform.logging import get_logger
+
+log = get_logger(__name__)
+WATCHED: tuple[type[EventEnvelope], ...] = (
+    ReviewTaskCreated,
+    ReviewTaskClaimed,
+    ReviewTaskCompleted,
+    ReferralRequested,
+    ReferralAcknowledged,
+    ReferralAnswered,
+    ReferralEscalated,
+    NotificationFailed,
+)
+TASK_EVENTS = (ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted)
+REFERRAL_EVENTS = (ReferralRequested, ReferralAcknowledged, ReferralAnswered, ReferralEscalated, NotificationFailed)
+QUEUE_SIZE = 1000
+PING_EVERY_S = 15.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """An event of the log as a view sees it, with when this process received it."""
+
+    event: EventEnvelope
+    received: float
+
+    @property
+    def task_id(self) -> str | None:
+        value = getattr(self.event.data, "task_id", None)
+        return str(value) if value is not None else None
+
+    @property
+    def referral_id(self) -> str | None:
+        value = getattr(self.event.data, "referral_id", None)
+        return str(value) if value is not None else None
+
+    @property
+    def physician_id(self) -> str | None:
+        data = self.event.data
+        return getattr(data, "physician_id", None) or getattr(data, "recipient_id", None)
+
+    def about_tasks(self) -> bool:
+        return isinstance(self.event, TASK_EVENTS)
+
+    def about_referrals(self) -> bool:
+        return isinstance(self.event, REFERRAL_EVENTS)
+
+
+class LiveFeed:
+    def __init__(self, nc: Client, registry: EventRegistry = EVENTS) -> None:
+        self._nc = nc
+        self._registry = registry
+        self._listeners: set[asyncio.Queue[Change | None]] = set()
+        self._subscriptions: list[Any] = []
+
+    async def start(self) -> None:
+        for cls in WATCHED:
+            self._subscriptions.append(await self._nc.subscribe(event_filter(cls), cb=self._on_message))
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for queue in list(self._listeners):
+            queue.put_nowait(None)
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            event = self._registry.parse_stored(msg.subject, msg.data)
+        except ValueError:
+            log.warning("unreadable event on the log", subject=msg.subject)
+            return
+        change = Change(event, time.monotonic())
+        for queue in list(self._listeners):
+            if queue.full():  # a stream that does not keep up misses changes rather than holding others back
+                continue
+            queue.put_nowait(change)
+
+    @contextlib.contextmanager
+    def listen(self) -> Iterator[asyncio.Queue[Change | None]]:
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
+        self._listeners.add(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners.discard(queue)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+
+Message = tuple[str, dict[str, Any]]
+Render = Callable[[Change], "AsyncIterator[Message]"]
+Snapshot = Callable[[], "AsyncIterator[Message]"]
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    body = json.dumps(data, separators=(",", ":"))
+    return f"event: {event}\ndata: {body}\n\n".encode()
+
+
+async def stream(feed: LiveFeed, render: Render, snapshot: Snapshot | None = None) -> AsyncIterator[bytes]:
+    """An event stream: `ready`, then the view as it is now (`snapshot`: what changed between the page being
+    rendered and the stream listening is not missed), then what `render` makes of each change, and a comment now
+    and then so proxies keep the connection open."""
+    with feed.listen() as queue:
+        yield sse("ready", {})
+        if snapshot is not None:
+            async for name, data in snapshot():
+                yield sse(name, data)
+        while True:
+            try:
+                change = await asyncio.wait_for(queue.get(), timeout=PING_EVERY_S)
+            except TimeoutError:
+                yield b": ping\n\n"
+                continue
+            if change is None:
+                return
+            try:
+                async for name, data in render(change):
+                    yield sse(name, data)
+            except Exception as exc:  # one change that cannot be shown must not end the stream
+                log.warning("live update failed", event_type=change.event.EVENT_NAME, error_type=type(exc).__name__)
+
+
+def reflected(change: Change) -> Callable[[Any], bool]:
+    """Whether a reply about the changed task or referral already shows the change (the service applied it)."""
+    event = change.event
+
+    def shows(reply: Any) -> bool:
+        if not reply.ok:
+            return False
+        data = reply.data or {}
+        if isinstance(event, ReviewTaskClaimed):
+            return data.get("status") in ("in-progress", "completed")
+        if isinstance(event, ReviewTaskCompleted):
+            return data.get("status") == "completed"
+        if isinstance(event, ReferralAcknowledged):
+            return bool(data.get("acknowledged_at"))
+        if isinstance(event, ReferralAnswered):
+            return data.get("status") != "requested"
+        if isinstance(event, ReferralEscalated):
+            return int(data.get("escalations") or 0) >= event.data.escalation
+        if isinstance(event, NotificationFailed):
+            return bool(data.get("notification_failures"))
+        return True
+
+    return shows
