@@ -30,6 +30,7 @@ import importlib
 import inspect
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -53,7 +54,14 @@ from faults.clinic import Clinic, ClinicPlan
 from faults.report import Result, must_be_zero, reported
 from faults.scenarios import Say, clinic_on_stack, flow_figures, health_figures, settle_and_audit
 from mtm.contracts import CommandReply
-from mtm.contracts.admin import SERVICES, RebuildProjection, ServiceStatus, rebuild_subject, status_subject
+from mtm.contracts.admin import (
+    SERVICES,
+    ErasePatient,
+    RebuildProjection,
+    ServiceStatus,
+    rebuild_subject,
+    status_subject,
+)
 from mtm.contracts.identity import Actor
 from mtm.contracts.limits import (
     MAX_ALERTS,
@@ -69,12 +77,16 @@ from mtm.contracts.subjects import (
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     DISCHARGE_INTAKE_SUBJECT,
+    ERASE_PATIENT,
+    FILL_INTAKE_SUBJECT,
     PATIENT_EVENTS_STREAM,
     PATIENT_PARTITIONS,
     subject_token,
 )
-from mtm.platform.consumer import Delivery
+from mtm.platform.consumer import Delivery, InvalidMessage
+from mtm.platform.crypto import KeyRing
 from mtm.platform.identity import TokenIssuer, generate_keypair
+from mtm.platform.reading import EventReader
 
 Kind = Literal["intake", "event", "request", "status"]
 SAMPLES = REPO_ROOT / "contracts" / "samples"
@@ -150,6 +162,43 @@ TEMPLATES: dict[str, Callable[[], dict[str, Any]]] = {
     "mtm.cmd.referral.answer.v1": lambda: {"referral_id": str(uuid.uuid4()), "decision": "accepted", "note": "ok"},
     "mtm.query.referral.list.v1": lambda: {"physician_id": "dr-1", "status": "requested", "limit": 10},
     "mtm.query.reconciliation.medlist.v1": lambda: {"patient_id": PATIENT, "format": "fhir"},
+    "mtm.query.reconciliation.history.v1": lambda: {"patient_id": PATIENT, "limit": 20},
+    FILL_INTAKE_SUBJECT: lambda: json.loads((SAMPLES / "medication_dispensed.v1.json").read_text()),
+    "mtm.cmd.review.release.v1": lambda: {"task_id": TASK, "reason": "Out sick."},
+    "mtm.cmd.review.reassign.v1": lambda: {"task_id": TASK, "pharmacist_id": "rph-2"},
+    "mtm.cmd.review.override_alert.v1": lambda: {
+        "task_id": TASK,
+        "alert": 0,
+        "reason_code": "will-monitor",
+        "reason": "Checked with the patient.",
+    },
+    "mtm.cmd.review.recommendation_outcome.v1": lambda: {
+        "recommendation_id": str(uuid.uuid4()),
+        "outcome": "accepted",
+        "note": "Prescriber agreed.",
+    },
+    "mtm.cmd.review.action_plan_delivery.v1": lambda: {
+        "task_id": TASK,
+        "method": "mail",
+        "delivered_on": datetime.now(UTC).date().isoformat(),
+    },
+    "mtm.query.review.record.v1": lambda: {"patient_id": PATIENT},
+    "mtm.query.review.action_plan.v1": lambda: {"patient_id": PATIENT},
+    "mtm.query.review.alert_rule_stats.v1": lambda: {"limit": 100, "offset": 0},
+    "mtm.query.review.worklist.v1": lambda: {"limit": 50, "offset": 0, "status": "open", "overdue": False},
+    "mtm.cmd.referral.acknowledge.v1": lambda: {"referral_id": str(uuid.uuid4())},
+    "mtm.query.referral.get.v1": lambda: {"referral_id": str(uuid.uuid4())},
+    "mtm.query.notify.list.v1": lambda: {"limit": 100, "offset": 0, "patient_id": PATIENT},
+    "mtm.cmd.program.disenroll.v1": lambda: {
+        "patient_id": PATIENT,
+        "program_year": datetime.now(UTC).year,
+        "reason": "opted-out",
+    },
+    "mtm.query.program.status.v1": lambda: {"patient_id": PATIENT},
+    "mtm.query.program.cms-report.v1": lambda: {"year": datetime.now(UTC).year},
+    "mtm.query.program.alert-report.v1": lambda: {"since": None},
+    # Erasure names made-up patients only: erasing one the run follows would take its events out of the audit.
+    ERASE_PATIENT: lambda: {"patient_id": f"p-erased-{uuid.uuid4().hex[:12]}", "reason": "erasure request"},
     **{rebuild_subject(service): lambda: {"rebuild_id": str(uuid.uuid4())} for service in SERVICES},
 }
 
@@ -172,13 +221,39 @@ def definitions() -> dict[str, Any]:
     return found
 
 
+async def _no_keys(patient_ids: Any, create: bool) -> tuple[dict[str, Any], set[str]]:
+    return {}, set()
+
+
+def _event_parse(registry: Any, events: tuple[type[Any], ...]) -> Callable[[Delivery], Any]:
+    """How a consumer of the patient log reads a message before reacting (`mtm.platform.service`): through an event
+    reader, as one event class or as any of several. This reader holds no patient's key, which changes nothing for
+    hostile events (sent in the clear, or sealed under a key no patient has); a fresh one each time, so a valid
+    `PatientErased` the suite drew (and then discarded) is not remembered."""
+
+    async def parse(delivery: Delivery) -> Any:
+        reader = EventReader(registry, KeyRing(_no_keys))
+        if len(events) == 1:
+            return (await reader.read_as(events[0], delivery.subject, delivery.data))[0]
+        value, _ = await reader.read(delivery.subject, delivery.data)
+        if events and not isinstance(value, events):
+            raise InvalidMessage(f"{type(value).__name__} is not among the events this reaction reads")
+        return value
+
+    return parse
+
+
 def _readers(definition: Any) -> list[tuple[str, tuple[str, ...], Reader]]:
-    """(stream, filter subjects, reader) of each durable consumer, with the parse step it runs first."""
-    handlers = definition.handlers
-    parses = {reaction.durable: reaction.parse for reaction in handlers.reactions}
+    """(stream, filter subjects, reader) of each durable consumer, with the parse step it runs first (reactions
+    then decide, which may need the service's database: a hostile input must already fail to parse)."""
+    reactions = {reaction.durable: reaction for reaction in definition.handlers.reactions}
     found = []
-    for consumer in definition.consumers():
-        parse = parses.get(consumer.durable, consumer.decode)
+    for consumer in definition.consumers(EventReader(definition.registry, KeyRing(_no_keys))):
+        reaction = reactions.get(consumer.durable)
+        if reaction is not None and reaction.parse is not None:
+            parse = reaction.parse
+        else:
+            parse = _event_parse(definition.registry, reaction.events if reaction is not None else ())
         found.append((consumer.stream, consumer.filter_subjects, Reader(consumer.durable, parse)))
     return found
 
@@ -202,6 +277,10 @@ def targets() -> list[Target]:
                     roles=tuple(declared.roles),
                     service=service,
                 )
+            )
+        if definition.keeps_keys:
+            table.append(
+                Target(ERASE_PATIENT, "request", ERASE_PATIENT, model=ErasePatient, roles=("admin",), service=service)
             )
         table.append(Target(status_subject(service), "status", status_subject(service), service=service))
         table.append(
@@ -484,12 +563,22 @@ def rejected_by_every_reader(target: Target, subject: str, body: bytes) -> bool:
     for reader in target.readers:
         try:
             result = reader.parse(delivery)
+            if inspect.isawaitable(result):
+                _loop().run_until_complete(result)
         except Exception:
             continue
-        if inspect.isawaitable(result):
-            result.close()  # type: ignore[union-attr]
         return False
     return True
+
+
+_local = threading.local()
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """An event loop of this thread's own for the readers' decode steps (hypothesis generates in worker threads)."""
+    if getattr(_local, "loop", None) is None:
+        _local.loop = asyncio.new_event_loop()
+    return _local.loop
 
 
 def event_subject_for(target: Target, patient: str, partition: str, version: str) -> str:
@@ -869,7 +958,7 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
                 verdict.flowing,
                 "sent",
             ),
-            must_be_zero("r4_service_exits", "service processes that exited", len(exited), 4, "services"),
+            must_be_zero("r4_service_exits", "service processes that exited", len(exited), len(SERVICES), "services"),
             must_be_zero(
                 "r4_failed_to_apply",
                 "accepted messages that then failed to apply (logged)",
@@ -881,7 +970,7 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
                 "r4_rebuilds_failed",
                 "rebuilds that failed on the hostile log",
                 sum(1 for phase in rebuilt.values() if phase != "swapped"),
-                4,
+                len(SERVICES),
                 "services",
             ),
             *flow_figures("r4", found, clinic, dead_letters_expected=True),

@@ -156,8 +156,12 @@ async def health_figures(prefix: str, stack: Stack, clinic: Clinic, *, restarts_
     restarts = sum(stack.log_lines(BACKGROUND_FAILED).values())
     label = "background task restarts (logged)"
     return [
-        must_be_zero(f"{prefix}_services_not_ready", "services not ready at the end", len(not_ready), 4, "services"),
-        must_be_zero(f"{prefix}_outbox_rows", "outbox rows left undelivered", sum(outbox.values()), 4, "relays"),
+        must_be_zero(
+            f"{prefix}_services_not_ready", "services not ready at the end", len(not_ready), len(SERVICES), "services"
+        ),
+        must_be_zero(
+            f"{prefix}_outbox_rows", "outbox rows left undelivered", sum(outbox.values()), len(SERVICES), "relays"
+        ),
         reported(f"{prefix}_background_restarts", label, restarts)
         if restarts_allowed
         else must_be_zero(f"{prefix}_background_restarts", label, restarts, None, ""),
@@ -483,7 +487,7 @@ async def r3_outages(plan: OutagePlan, work_dir: Path, say: Say) -> Result:
         result.add(
             reported("r3_postgres_outages", "Postgres outages", len(postgres), count=plan.postgres_down_s, of="s each"),
             reported("r3_nats_restarts", "NATS restarts", len(restarts)),
-            must_be_zero("r3_service_exits", "service processes that exited", len(exited), 4, "services"),
+            must_be_zero("r3_service_exits", "service processes that exited", len(exited), len(SERVICES), "services"),
             *flow_figures("r3", found, clinic),
             *await health_figures("r3", stack, clinic),
         )

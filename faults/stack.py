@@ -1,4 +1,4 @@
-"""The stack a fault scenario runs on: servers of its own (one NATS or a cluster, Postgres) and the four services.
+"""The stack a fault scenario runs on: servers of its own (one NATS or a cluster, Postgres) and the services.
 
 The servers are always the embedded dev-stack ones started here, never the environment's: the scenarios stop,
 kill and restart them. Every connection the suite makes goes through `Stack.connect` (NATS) and
@@ -66,7 +66,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 @dataclass
 class Stack:
-    """Private servers and the four services as `python -m mtm.<service>` processes (`support.processes`)."""
+    """Private servers and the services as `python -m mtm.<service>` processes (`support.processes`)."""
 
     work_dir: Path
     nats_nodes: int = 1
