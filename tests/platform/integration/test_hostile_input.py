@@ -161,3 +161,48 @@ async def test_nul_in_any_text_is_refused_where_it_enters_and_task_lists_keep_an
     assert "NUL" in letter.reason and letter.deliveries == 1
     assert task["patient"] == f"Patient/{neighbour.patient_id}"
     assert CommandReply.model_validate_json(completed.data).outcome == "invalid"
+
+
+async def test_a_sealed_event_for_a_patient_no_key_can_exist_for_is_parked_and_its_neighbours_flow(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: the keys of a batch's sealed events are fetched in one request before any is read. An event that
+    only looks sealed, on a subject whose patient id holds a NUL (Postgres cannot hold it, so no key exists), failed
+    that request at the key keeper: reconciliation's own batch failed on every redelivery, and review's waited
+    forever on a keeper that never answered, with the valid events of the same batch."""
+    from mtm.contracts.subjects import patient_partition
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    hostile_patient = "a%00b"  # percent-encoded in the subject; the readers decode it to "a\x00b"
+    partition = patient_partition("a\x00b")
+
+    def looks_sealed(event) -> bytes:
+        return event.model_dump_json().encode()[:-1] + b',"datakey":"k-1"}'
+
+    valid = medications_reconciled(new_patient_id())
+    discharge = native_discharge(new_patient_id())
+    async with (
+        run_service(reconciliation_app(settings_for(ReconciliationSettings))),
+        run_service(review_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))),
+    ):
+        for event_name in ("transition_of_care_recorded", "medications_reconciled"):
+            subject = f"mtm.patient.{partition}.{hostile_patient}.{event_name}.v1"
+            await js.publish(subject, looks_sealed(medications_reconciled("p-1")))
+        await publish_event(nc, valid)
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, discharge.model_dump_json().encode())
+
+        async def tasks_for_both():
+            found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
+            patients = {m.subject.split(".")[3] for m in found}
+            return patients >= {valid.patient_id, discharge.patient_id}
+
+        await wait_for(tasks_for_both, timeout_s=60)
+        [review_letter] = await wait_for(lambda: letters(nc, "review", 1), timeout_s=30)
+        [reconciliation_letter] = await wait_for(lambda: letters(nc, "reconciliation", 1), timeout_s=30)
+    for letter in (review_letter, reconciliation_letter):
+        assert "datakey" in letter.reason and letter.deliveries == 1, letter.reason

@@ -245,7 +245,13 @@ class Rebuilder:
     async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
         tx = Tx(conn)
         events = []
-        await self._reader.prepare((m.subject, m.data) for m in messages)
+        try:
+            await self._reader.prepare((m.subject, m.data) for m in messages)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # As the live consumers do: one event may break the batch's key request; each is then read on its own.
+            log.warning("batch preparation failed; reading each event on its own", error_type=type(exc).__name__)
         for message in messages:
             try:
                 event, clear = await self._reader.read(message.subject, message.data)
