@@ -206,3 +206,39 @@ async def test_a_sealed_event_for_a_patient_no_key_can_exist_for_is_parked_and_i
         [reconciliation_letter] = await wait_for(lambda: letters(nc, "reconciliation", 1), timeout_s=30)
     for letter in (review_letter, reconciliation_letter):
         assert "datakey" in letter.reason and letter.deliveries == 1, letter.reason
+
+
+async def test_an_event_too_large_for_the_log_once_sealed_is_set_aside_and_later_events_flow(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: the relay compared the clear row with the payload limit, then published it sealed (its data in
+    base64, a third larger): an event that fit in the clear but not sealed failed to publish on every round, and
+    every later event of the service stayed in the outbox."""
+    import asyncpg
+
+    from mtm.platform.outbox import enqueue_events
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+
+    nc = clean_jetstream
+    big = medications_reconciled(new_patient_id())
+    discrepancy = big.data.discrepancies[0].model_copy(update={"message": "m" * (900 * 1024)})
+    big = big.model_copy(update={"data": big.data.model_copy(update={"discrepancies": (discrepancy,)})})
+    after = medications_reconciled(new_patient_id())
+    app = reconciliation_app(settings_for(ReconciliationSettings, seal_events=True))  # the keeper seals
+    async with run_service(app):
+        conn = await asyncpg.connect(app.runtime.database_url)
+        try:
+            await enqueue_events(conn, [big, after])
+            app.runtime.wake_relay()
+
+            async def after_on_the_log() -> bool:
+                found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(MedicationsReconciled))
+                return any(m.headers and m.headers.get("Nats-Msg-Id") == str(after.id) for m in found)
+
+            await wait_for(after_on_the_log, timeout_s=30)
+            parked = await conn.fetch("SELECT msg_id, reason FROM outbox_parked")
+        finally:
+            await conn.close()
+    assert len(big.model_dump_json()) < 1024 * 1024 - 8 * 1024  # it fit in the clear
+    assert [r["msg_id"] for r in parked] == [str(big.id)] and "larger" in parked[0]["reason"]

@@ -152,14 +152,17 @@ class OutboxRelay:
             rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
             if not rows:
                 return 0
-            oversized = [row for row in rows if len(row["payload"]) > self._max_payload - PAYLOAD_HEADROOM]
-            if oversized:
-                await self._park(conn, oversized)
-                rows = [row for row in rows if row not in oversized]
+            bodies = await self._stored_forms(rows)
+            # What the log would store is what must fit: a sealed event is a third larger than its clear row.
+            limit = self._max_payload - PAYLOAD_HEADROOM
+            too_large = {row["id"] for row, body in zip(rows, bodies, strict=True) if body and len(body) > limit}
+            if too_large:
+                await self._park(conn, [row for row in rows if row["id"] in too_large])
+                kept = [(row, body) for row, body in zip(rows, bodies, strict=True) if row["id"] not in too_large]
+                rows, bodies = [row for row, _ in kept], [body for _, body in kept]
             # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
-            bodies = await self._stored_forms(rows)
             futures = [await self._send(row, body) for row, body in zip(rows, bodies, strict=True)]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), CONFIRM_TIMEOUT_S)
