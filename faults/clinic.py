@@ -35,6 +35,7 @@ from support import actors
 
 from bench.workload import synthea_transitions
 from mtm.contracts import (
+    EVENTS,
     AnswerReferral,
     ClaimReviewTask,
     CommandReply,
@@ -55,6 +56,9 @@ from mtm.contracts.subjects import (
     PHYSICIAN_INBOX_STREAM,
     event_filter,
 )
+from mtm.platform.crypto import KeyRing
+from mtm.platform.keys import nats_key_source
+from mtm.platform.reading import EventReader
 
 SOURCE = "urn:mtm:faults:hospital"
 NAMESPACE = uuid.UUID("0b6f3a52-7c1e-4f0e-9a55-5d7f0c2b8e61")
@@ -121,6 +125,8 @@ class ToolStats:
     """Tasks of patients this hospital did not send (R4's), left alone by the pharmacists: task id → patient."""
     referrals_seen: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
+    unreadable: int = 0
+    """Messages the tools could not read and left (R4 sends hostile ones on the subjects they read)."""
 
 
 def physician_id(run: str, n: int, physicians: int) -> str:
@@ -153,6 +159,7 @@ class Clinic:
         self._population = synthea_transitions()
         self._hospital: Client | None = None
         self._tools: Client | None = None
+        self._reader: EventReader | None = None
         self._work = asyncio.Semaphore(plan.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -163,6 +170,7 @@ class Clinic:
     async def start(self) -> Clinic:
         self._hospital = await self._connect("faults-hospital")
         self._tools = await self._connect("faults-tools")
+        self._reader = EventReader(EVENTS, KeyRing(nats_key_source(self._tools)))
         js = self._tools.jetstream()
         await js.add_consumer(
             PATIENT_EVENTS_STREAM,
@@ -298,15 +306,34 @@ class Clinic:
     async def _work_on(self, msg: Any, handle: Callable[[Any], Any]) -> None:
         async with self._work:
             try:
-                await handle(json.loads(msg.data))
+                await handle(msg)
             except ToolFailed as exc:
                 self.stats.failures.append(str(exc))
             with contextlib.suppress(Exception):
                 await msg.ack()
 
-    async def _on_task(self, event: dict[str, Any]) -> None:
-        task_id = event["data"]["task_id"]
-        patient = event["subject"].removeprefix("Patient/")
+    async def _open_task(self, msg: Any) -> ReviewTaskCreated | None:
+        """The event with its data opened, as a pharmacist's tool would see it (keys lent by reconciliation, which
+        may be restarting: asked again until it answers); None for what no reader can read (R4's hostile events)."""
+        assert self._reader is not None
+        delay = 0.2
+        while True:
+            try:
+                return (await self._reader.read_as(ReviewTaskCreated, msg.subject, msg.data))[0]
+            except RETRYABLE as exc:
+                self.stats.retries[f"keys: {type(exc).__name__}"] += 1
+            except Exception:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _on_task(self, msg: Any) -> None:
+        event = await self._open_task(msg)
+        if event is None:
+            self.stats.unreadable += 1
+            return
+        task_id = str(event.data.task_id)
+        patient = event.patient_id
         if patient not in self.ours:
             self.stats.others[task_id] = patient
             return
@@ -338,7 +365,12 @@ class Clinic:
             self._expect(reply, "complete", task_id)
         self.stats.completed.add(task_id)
 
-    async def _on_referral(self, message: dict[str, Any]) -> None:
+    async def _on_referral(self, msg: Any) -> None:
+        try:
+            message = json.loads(msg.data)
+        except ValueError:
+            self.stats.unreadable += 1
+            return
         referral_id = message["referral_id"]
         physician = message["physician_id"]
         self.stats.referrals_seen.add(referral_id)

@@ -26,7 +26,7 @@ from faults.clinic import Clinic, ClinicPlan
 from faults.report import Figure, Result, must_be_zero, reported, within
 from faults.stack import WEBHOOK_SECRET, Stack, lagging_replicas, webhook_receiver
 from mtm.contracts import ReviewTaskCreated
-from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM, event_filter
+from mtm.contracts.subjects import DISCHARGE_INTAKE_STREAM, PATIENT_EVENTS_STREAM, event_filter, patient_of_subject
 
 Say = Callable[[str], None]
 SETTLE_TIMEOUT_S = 300.0
@@ -102,6 +102,7 @@ async def settle_and_audit(
         "replies": dict(clinic.stats.replies),
         "retries": dict(clinic.stats.retries),
         "failures": clinic.stats.failures[:20],
+        "unreadable": clinic.stats.unreadable,
     }
     return found
 
@@ -281,7 +282,7 @@ class TaskWatch:
 
     async def start(self, nc: Any) -> TaskWatch:
         async def on_task(msg: Any) -> None:
-            patient = ReviewTaskCreated.model_validate_json(msg.data).patient_id
+            patient = patient_of_subject(msg.subject)  # the data is sealed; the subject names the patient
             self.seen.setdefault(patient, time.monotonic())
 
         self._sub = await nc.subscribe(
