@@ -45,6 +45,8 @@ def fill_parser(registry: EventRegistry):
     """Pharmacy fills: a native MedicationDispensed, or a FHIR R4 Bundle of MedicationDispense (one event each)."""
 
     def parse(delivery: Delivery) -> tuple[MedicationDispensed, ...]:
+        if has_nul(delivery.data):
+            raise InvalidMessage(NUL_REFUSED)
         body = json.loads(delivery.data)
         if not isinstance(body, dict):
             raise InvalidMessage(f"body: expected a JSON object, got {type(body).__name__}")
