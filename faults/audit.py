@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +143,8 @@ class Audit:
     log_messages: int
     unreadable: int
     dead_letters: dict[str, int]
+    dispensed: Counter[str] = field(default_factory=Counter)
+    """Fills recorded (`MedicationDispensed`), by patient."""
 
     @property
     def expected_events(self) -> int:
@@ -223,6 +225,7 @@ async def audit(
     outcomes: list[tuple[str, str]] = []
     answers: list[tuple[str, str]] = []
     failed: list[str] = []
+    dispensed: Counter[str] = Counter()
     count = 0
 
     def read(event: Any) -> None:
@@ -231,6 +234,8 @@ async def audit(
             stages[by_event[name]].add(patient, event_id)
             if name == "review_task_created" and patient in wanted:
                 tasks.add(str(data.task_id))
+        elif name == "medication_dispensed":
+            dispensed[patient] += 1
         elif patient in outside:
             return
         elif name == "review_task_claimed":
@@ -325,4 +330,5 @@ async def audit(
         log_messages=count,
         unreadable=unreadable,
         dead_letters=await dead_letter_counts(nc),
+        dispensed=dispensed,
     )

@@ -101,6 +101,7 @@ SENDERS = 8
 FOREIGN_PRIVATE_KEY, _ = generate_keypair()
 VALID_ANSWERS = ("accepted", "not_found", "conflict")
 FLOWS = "flows"
+FILL_FLOWS = "fill flows"
 # What a consumer logs when a message it read fails in its transaction (hostile input must be parked before that).
 FAILED_TO_APPLY = "message failed; redelivery scheduled"
 NAMESPACE = uuid.UUID("6d1f0c36-93a4-4c51-b7de-2a4c5e0f9d13")
@@ -621,6 +622,9 @@ nasty_text = st.text(
 _discharges = itertools.count()
 
 
+FLOWING = (FLOWS, FILL_FLOWS)
+
+
 @st.composite
 def nasty_discharges(draw: st.DrawFn) -> tuple[str, str, bytes]:
     """(shape, patient, body): a native discharge for a new patient, some of its texts replaced by nasty ones."""
@@ -633,6 +637,19 @@ def nasty_discharges(draw: st.DrawFn) -> tuple[str, str, bytes]:
     for path in draw(st.lists(st.sampled_from(texts), min_size=1, max_size=6, unique=True)):
         body["data"] = _replace(body["data"], path, draw(nasty_text))
     return "valid discharge, nasty text", patient, json.dumps(body).encode()
+
+
+@st.composite
+def nasty_fills(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    """(shape, patient, body): a native fill for a new patient, some of its texts replaced by nasty ones."""
+    body = json.loads((SAMPLES / "medication_dispensed.v1.json").read_text())
+    patient = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,12}", fullmatch=True)) + f"-f{next(_discharges)}"
+    event_id = str(uuid.uuid5(NAMESPACE, f"nasty-fill:{patient}"))
+    body.update(id=event_id, correlation_id=event_id, subject=f"Patient/{patient}")
+    texts = [p for p in _paths(body["data"]) if isinstance(_get(body["data"], p), str)]
+    for path in draw(st.lists(st.sampled_from(texts), min_size=1, max_size=4, unique=True)):
+        body["data"] = _replace(body["data"], path, draw(nasty_text))
+    return "valid fill, nasty text", patient, json.dumps(body).encode()
 
 
 # Shares of the inputs by kind, so the one intake weighs as much as the many commands; each kind's share is split
@@ -653,10 +670,12 @@ def quotas(all_targets: list[Target], count: int) -> list[tuple[Target, int]]:
 
 @st.composite
 def hostile_inputs(draw: st.DrawFn, target: Target, all_targets: list[Target], pool: Pool = Pool()) -> HostileInput:
-    if target.subject == DISCHARGE_INTAKE_SUBJECT and draw(st.integers(0, 4)) == 0:
-        shape, patient, body = draw(nasty_discharges())
+    nasty = {DISCHARGE_INTAKE_SUBJECT: (nasty_discharges, FLOWS), FILL_INTAKE_SUBJECT: (nasty_fills, FILL_FLOWS)}
+    if target.subject in nasty and draw(st.integers(0, 4)) == 0:
+        build, flows = nasty[target.subject]
+        shape, patient, body = draw(build())
         if not rejected_by_every_reader(target, target.subject, body):
-            return HostileInput(target, target.subject, body, {}, shape, expect=(FLOWS,), patient=patient)
+            return HostileInput(target, target.subject, body, {}, shape, expect=(flows,), patient=patient)
         shape = "nasty text beyond the contract"
     else:
         shape, body = draw(bodies(templates_for(target), pool))
@@ -919,7 +938,7 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
             say(f"{len(tally.sent):,} hostile inputs sent; waiting for the valid flow and the dead letters")
             done = await clinic.wait_done(stall_s=plan.stall_s, check=stack.check_alive, say=say)
             published = [s for s in tally.sent if s.seq is not None and not s.duplicate]
-            expected_letters = sum(len(s.item.expect) for s in published if s.item.expect != (FLOWS,))
+            expected_letters = sum(len(s.item.expect) for s in published if s.item.expect[0] not in FLOWING)
             await wait_parked(nc, expected_letters, plan.stall_s)
             letters = await dead_letters(nc)
         finally:
@@ -963,7 +982,7 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
             ),
             must_be_zero(
                 "r4_nasty_not_flowed",
-                "valid discharges with nasty text that did not become one review task",
+                "valid discharges and fills with nasty text that did not flow (one review task; one fill recorded)",
                 verdict.not_flowed,
                 verdict.flowing,
                 "sent",
@@ -1026,6 +1045,13 @@ def classify(tally: Tally, letters: list[Any], found: Audit) -> Verdict:
                 if through != [1] * len(FLOW_STAGES):
                     verdict.not_flowed += 1
                     examples["valid discharge did not flow"].append(f"seq {sent.seq}: {through} ({item.shape})")
+                continue
+            if item.expect == (FILL_FLOWS,):
+                verdict.flowing += 1
+                recorded = found.dispensed.get(item.patient, 0)
+                if recorded != 1:
+                    verdict.not_flowed += 1
+                    examples["valid fill did not flow"].append(f"seq {sent.seq}: {recorded} recorded ({item.shape})")
                 continue
             hostile_keys.add(key)
             got = parked.get(key, {})
