@@ -27,7 +27,9 @@ DESTROY_KEY = "DELETE FROM patient_keys WHERE patient_id = $1"
 RECORD_ERASED = """
 INSERT INTO erased_patients (patient_id, reason) VALUES ($1, $2) ON CONFLICT (patient_id) DO NOTHING RETURNING 1
 """
-KEY_REQUEST_TIMEOUT_S = 10.0
+# The keeper answers in milliseconds; a request lost with a NATS server (the asker's or the keeper's connection
+# moving to another node) is asked again after this, and every reader of sealed events waits for it meanwhile.
+KEY_REQUEST_TIMEOUT_S = 5.0
 
 
 class KeyStore:

@@ -36,8 +36,10 @@ SELECT id, subject, msg_id, payload, $2, created_at FROM moved
 """
 TRY_RELAY_LOCK = "SELECT pg_try_advisory_lock($1)"
 STILL_HOLDING = "SELECT 1"
-# How long the relay waits for the server to confirm a round; unconfirmed rows are sent again (deduplicated).
-CONFIRM_TIMEOUT_S = 10.0
+# How long the relay waits for the next confirm of a round: none for this long means the server lost the rest (a
+# restart, a stream leader killed mid-round), and the unconfirmed rows are sent again (deduplicated). A slow server
+# still confirming a long round keeps it going.
+CONFIRM_STALL_S = 3.0
 # Room for headers beside a payload that must fit in one NATS message.
 PAYLOAD_HEADROOM = 4 * 1024
 RELAY_LOCK_KEY = 7_320_002
@@ -74,6 +76,18 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutgoingMessage])
 
 async def enqueue_events(conn: asyncpg.Connection, events: Sequence[EventEnvelope]) -> None:
     await enqueue(conn, [OutgoingMessage.of_event(e) for e in events])
+
+
+async def _confirmed(futures: Sequence[asyncio.Future[Any]]) -> list[Any] | None:
+    """Each publish's confirm or error, in order; None when confirms stopped coming (the rest are given up)."""
+    pending = set(futures)
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=CONFIRM_STALL_S)
+        if not done:
+            for future in pending:
+                future.cancel()
+            return None
+    return [asyncio.CancelledError() if f.cancelled() else (f.exception() or f.result()) for f in futures]
 
 
 class OutboxRelay:
@@ -164,11 +178,9 @@ class OutboxRelay:
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
             futures = [await self._send(row, body) for row, body in zip(rows, bodies, strict=True)]
-            try:
-                results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), CONFIRM_TIMEOUT_S)
-            except TimeoutError:
-                # A server restart can leave confirms unanswered: send the round again later (deduplicated).
-                log.warning("outbox publish confirms timed out; will send again", count=len(rows))
+            results = await _confirmed(futures)
+            if results is None:
+                log.warning("outbox publish confirms stalled; will send again", count=len(rows))
                 return 0
             confirmed: list[int] = []
             for row, result in zip(rows, results, strict=True):
