@@ -7,7 +7,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas clean browser
+.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas docs clean browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml web/pyproject.toml cli/pyproject.toml
@@ -59,6 +59,10 @@ format: $(VENV)
 
 schemas: $(VENV)
 	$(UV) run --no-sync python -m mtm.contracts.schema contracts/schemas
+
+# AsyncAPI 3.0 documents of each service and of the whole system, from the handler tables (a test fails when stale).
+docs: $(VENV)
+	$(UV) run --no-sync python -m mtm.platform.asyncapi docs/asyncapi
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .import_linter_cache

@@ -38,7 +38,22 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / "cache"
-PHASES = ("raw", "projection", "naive", "peer", "e2e", "latency", "web", "dur", "documents", "program", "rebuild")
+PHASES = (
+    "raw",
+    "projection",
+    "naive",
+    "peer",
+    "e2e",
+    "scaleout",
+    "latency",
+    "web",
+    "dur",
+    "documents",
+    "program",
+    "rebuild",
+)
+# Replicas of every service in the scale-out phase, each consuming its share of the patient partitions.
+SCALE_OUT_REPLICAS = (1, 2, 4)
 # The issue's bound is 5 minutes on 2 cores; the rebuild, last, gets what is left of this.
 TOTAL_BUDGET_S = 285.0
 # The rebuild's own set-up (its NATS, a fresh service) and the final report run after its budget.
@@ -245,6 +260,32 @@ class Bench:
         for name, mb in figures["service_rss_mb"].items():
             figures[f"rss_mb_{name}"] = mb
         return figures
+
+    async def phase_scaleout(self, progress: Progress) -> dict[str, Any]:
+        """End to end with 1, 2 and 4 replicas of every service (consumer groups to match), shorter runs."""
+        from bench import e2e
+
+        rates: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        pool = await asyncio.to_thread(encoded_events, 8 * 256)
+        for step, replicas in enumerate(SCALE_OUT_REPLICAS):
+
+            def scaled(text: str, fraction: float, step: int = step, replicas: int = replicas) -> None:
+                progress(f"{replicas} replicas: {text}", (step + fraction) / len(SCALE_OUT_REPLICAS))
+
+            figures = await e2e.run(
+                self.servers,
+                self.log_dir,
+                itertools.chain(pool, encoded_stream()),
+                scaled,
+                warmup_s=self.plan.e2e_warmup_s / 2,
+                measure_s=self.plan.e2e_measure_s / 3,
+                phase=f"scaleout{replicas}",
+                extra_env={"MTM_REPLICAS": str(replicas), "MTM_CONSUMER_GROUPS": str(replicas)},
+            )
+            rates[str(replicas)] = figures["e2e_events_per_s"]
+            cpu[str(replicas)] = round(sum(figures["e2e_cpu_cores"].values()), 2)
+        return {"scaleout_events_per_s": rates, "scaleout_cpu_cores": cpu}
 
     async def phase_latency(self, progress: Progress) -> dict[str, Any]:
         from bench import latency

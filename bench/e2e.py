@@ -89,11 +89,13 @@ async def run(
     warmup_s: float,
     measure_s: float,
     max_backlog: int | None = None,
+    phase: str = "e2e",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Review tasks per second with all four services under a bounded backlog, plus their RSS and the CPU split."""
     backlog = max_backlog or 8 * batch_size()
-    async with servers.nats("e2e") as nats_url:
-        fleet = ServiceFleet(nats_url, servers, "e2e", log_dir)
+    async with servers.nats(phase) as nats_url:
+        fleet = ServiceFleet(nats_url, servers, phase, log_dir, extra_env=dict(extra_env or {}))
         progress("starting services", 0.0)
         started = time.monotonic()
         async with running_fleet(fleet):

@@ -22,7 +22,7 @@ import nats
 from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from mtm.platform.settings import with_database
 
-SERVICES = ("reconciliation", "review", "referral", "notify")
+SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 # Knobs a service reads that change its speed; the bench passes none of its own, only what the caller exported.
 TUNING_ENV = (
     "MTM_BATCH_SIZE",

@@ -66,6 +66,10 @@ MTM_ROWS = (
         "publish_async",
         at_least(GOAL_E2E_PER_S, "≥ 5,000/s"),
     ),
+    *(
+        Row(f"End to end, {n} replica{'s' if n > 1 else ''} of every service", f"scaleout_{n}_events_per_s", "events/s")
+        for n in (1, 2, 4)
+    ),
     Row(
         "Reconciliation projection (service)",
         "recon_projection_events_per_s",
@@ -130,6 +134,8 @@ MTM_ROWS = (
 
 def derive(results: dict[str, Any]) -> None:
     """Figures computed from others: the comparisons the goals are stated on."""
+    for replicas, rate in dict(results.get("scaleout_events_per_s") or {}).items():
+        results[f"scaleout_{replicas}_events_per_s"] = rate
     projection = results.get("recon_projection_events_per_s")
     for other in ("naive", "peer"):
         baseline = results.get(f"{other}_events_per_s")

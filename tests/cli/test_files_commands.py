@@ -18,6 +18,11 @@ def mtm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mtm.cli.main", *args], capture_output=True, text=True, timeout=120)
 
 
+def mtm_json(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command for scripts: one JSON object per file on stdout."""
+    return mtm(*args[:1], "--json", *args[1:])
+
+
 @pytest.fixture
 def bad_files(tmp_path: Path) -> list[str]:
     broken = tmp_path / "broken.json"
@@ -29,7 +34,7 @@ def bad_files(tmp_path: Path) -> list[str]:
 
 def test_check_prints_alerts_per_file_and_keeps_going_after_errors(bad_files: list[str]) -> None:
     good = str(DATA / "discharge_mixed.json")
-    result = mtm("check", bad_files[0], good, *bad_files[1:])
+    result = mtm_json("check", bad_files[0], good, *bad_files[1:])
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1
     assert [line["source"] for line in lines] == [bad_files[0], good, *bad_files[1:]]
@@ -47,13 +52,13 @@ def test_check_prints_alerts_per_file_and_keeps_going_after_errors(bad_files: li
 
 
 def test_check_exits_zero_when_every_file_is_valid() -> None:
-    result = mtm("check", *map(str, SYNTHEA[:20]))
+    result = mtm_json("check", *map(str, SYNTHEA[:20]))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 20
 
 
 def test_reconcile_prints_items_and_discrepancies(bad_files: list[str]) -> None:
-    result = mtm("reconcile", str(DATA / "discharge_mixed.json"), bad_files[0])
+    result = mtm_json("reconcile", str(DATA / "discharge_mixed.json"), bad_files[0])
     good, bad = (json.loads(line) for line in result.stdout.splitlines())
     assert result.returncode == 1
     expected = json.loads((DATA / "discharge_mixed.report.json").read_text())

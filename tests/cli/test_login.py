@@ -56,12 +56,12 @@ async def test_user_add_then_login_keeps_a_token_naming_the_account(infra, tmp_p
         missing = await mtm({**env, "MTM_PASSWORD": "x-password-9"}, "user", "add", "drx", "--role", "physician")
         assert missing.returncode == 2 and "practitioner id" in missing.stderr
         twice = await mtm({**env, "MTM_PASSWORD": "lee-password-9"}, "user", "add", "drlee", "--role", "admin")
-        assert twice.returncode == 2 and "exists already" in twice.stderr
+        assert twice.returncode == 1 and "exists already" in twice.stderr
         from_stdin = await mtm(env, "user", "add", "ana", "--role", "pharmacist", stdin="ana-password-9\n")
         assert from_stdin.returncode == 0, from_stdin.stderr
 
         wrong = await mtm({**env, "MTM_PASSWORD": "not-it"}, "login", "drlee")
-        assert wrong.returncode == 2 and "Wrong user name or password" in wrong.stderr
+        assert wrong.returncode == 1 and "Wrong user name or password" in wrong.stderr
         assert not (tmp_path / "token").exists()
         ok = await mtm(env, "login", "drlee", stdin="lee-password-9\n")
         assert ok.returncode == 0, ok.stderr

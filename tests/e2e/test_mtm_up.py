@@ -13,14 +13,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
+import httpx
 import nats
 import psutil
 import pytest
 from support.jetstream import wait_for
 from support.services import native_discharge, new_patient_id
 
+from mtm.cli.up import PROCESSES
 from mtm.contracts import ReviewTaskCreated
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
 
@@ -141,6 +144,33 @@ async def a_discharge_flows_to_a_review_task(nats_url: str) -> None:
         await nc.drain()
 
 
+def probe_addresses(output: str) -> dict[str, str]:
+    """`name → http://host:port` from what `mtm up` prints: a process's line, then its health/ready/metrics line."""
+    found: dict[str, str] = {}
+    lines = output.splitlines()
+    for line, following in pairwise(lines):
+        name = line.split(" ", 1)[0]
+        if name in PROCESSES and " pid " in line and following.strip().startswith("health "):
+            found[name] = following.split()[1].removesuffix("/healthz")
+    return found
+
+
+async def every_process_serves_its_probes(addresses: dict[str, str]) -> None:
+    """Each service and the web app: alive, ready under its own name, and its metrics in Prometheus's format."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for name, address in addresses.items():
+            assert (await http.get(f"{address}/healthz")).json() == {"status": "ok"}, name
+
+            async def ready(address: str = address) -> dict | None:
+                answer = await http.get(f"{address}/readyz")
+                return answer.json() if answer.status_code == 200 else None
+
+            assert (await wait_for(ready, timeout_s=60))["service"] == name
+            metrics = await http.get(f"{address}/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain"), name
+            assert ("mtm_ready 1.0" if name != "web" else "mtm_web_live_streams 0.0") in metrics.text, name
+
+
 def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir: Path) -> None:
     first = MtmUp(data_dir).start()
     first.wait_for_line("stack is up")
@@ -165,6 +195,11 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
 
         stack = json.loads((data_dir / "stack.json").read_text())
         asyncio.run(a_discharge_flows_to_a_review_task(stack["nats_url"]))
+        # What it printed for each process answers: health, readiness and metrics, the web app's included.
+        second_start = second.output().rsplit("left running by an earlier mtm up", 1)[-1]
+        addresses = probe_addresses(second_start)
+        assert sorted(addresses) == sorted(PROCESSES), second.output()
+        asyncio.run(every_process_serves_its_probes(addresses))
     finally:
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()

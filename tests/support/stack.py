@@ -145,13 +145,14 @@ async def dead_letter_reasons(nc) -> list[str]:
     """Why each message the services parked was parked (reasons carry no PHI): what a failed wait should show."""
     from mtm.contracts import DeadLetter
     from mtm.contracts.admin import SERVICES
-    from mtm.contracts.subjects import dead_letter_stream
+    from mtm.contracts.subjects import DEAD_LETTER_PREFIX, dead_letter_stream
     from support.jetstream import stream_messages
 
     reasons = []
     for service in SERVICES:
         try:
-            letters = await stream_messages(nc, dead_letter_stream(service))
+            # Letters only (`mtm.dlq.<service>.<consumer>`): a redrive's record has a fifth token.
+            letters = await stream_messages(nc, dead_letter_stream(service), f"{DEAD_LETTER_PREFIX}.{service}.*")
         except Exception:  # the stream may not exist yet
             continue
         for letter in letters:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 
 import asyncpg
 import pytest
@@ -95,3 +97,22 @@ async def test_a_background_task_that_keeps_failing_makes_its_instance_not_ready
         broken = False
         [status] = (await wait_until_ready(infra.nats_url, ["referral"], timeout_s=60))["referral"]
     assert status.ready and status.reasons == ()
+
+
+async def test_replicas_starting_together_each_find_their_database(infra):
+    """Replicas start at once and each creates the service's database if missing: none of them may fail on it."""
+    from mtm.platform.settings import with_database
+
+    name = f"t_together_{uuid.uuid4().hex[:8]}"
+    url = with_database(infra.database_url, name)
+    await asyncio.gather(*(ensure_database(url) for _ in range(8)))
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == name
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(with_database(infra.database_url, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE "{name}"')
+        finally:
+            await admin.close()

@@ -14,7 +14,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def mtm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mtm.cli.main", *args], capture_output=True, text=True, timeout=120)
+    """The command for scripts (`--json`): one JSON object per file on stdout."""
+    command = [sys.executable, "-m", "mtm.cli.main", args[0], "--json", *args[1:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 def test_eligibility_reads_conditions_orders_claims_and_the_dmp_flag(tmp_path: Path) -> None:

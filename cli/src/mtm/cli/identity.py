@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import getpass
-import json
 import os
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,10 +26,16 @@ from mtm.platform.identity import generate_keypair
 from mtm.platform.settings import DEFAULT_DATABASE_URL, with_database
 
 DEFAULT_WEB_URL = "http://127.0.0.1:8000"
+# Seconds to reach the web app or the accounts database before saying the stack is not up.
+CONNECT_TIMEOUT_S = 3.0
 
 
 class LoginError(Exception):
     """Signing in did not work; the message says why (never the password)."""
+
+
+class Unreachable(LoginError):
+    """The web app (or its database) does not answer."""
 
 
 def keys_dir() -> Path:
@@ -107,9 +113,13 @@ def login(user_id: str, password: str, url: str | None = None) -> LoggedIn:
     """Sign in at the web app; the token it signs is kept for the other commands (file readable by you only)."""
     target = f"{url or web_url()}/api/login"
     try:
-        response = httpx.post(target, json={"user": user_id, "password": password}, timeout=30)
+        response = httpx.post(
+            target,
+            json={"user": user_id, "password": password},
+            timeout=httpx.Timeout(30, connect=CONNECT_TIMEOUT_S),
+        )
     except httpx.HTTPError as exc:
-        raise LoginError(f"cannot reach the web app at {target} ({type(exc).__name__}): is the stack up?") from exc
+        raise Unreachable(f"cannot reach the web app at {target} ({type(exc).__name__}): is the stack up?") from exc
     try:
         body = response.json()
     except ValueError:
@@ -140,12 +150,30 @@ def web_database_url() -> str:
     return with_database(server, "mtm_web")
 
 
-def add_user(user_id: str, role: str, practitioner_id: str | None, password: str, *, replace: bool = False) -> None:
-    """Create (or with `replace`, reset) an account in the web app's database."""
+async def _open_store() -> Any:
+    """The accounts store, or `Unreachable` within seconds when its Postgres does not answer (opening it would
+    otherwise retry for most of a minute, as a starting service does)."""
+    import asyncpg
+
     from mtm.web.accounts import Store
 
+    url = web_database_url()
+    try:
+        probe = await asyncpg.connect(with_database(url, "postgres"), timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError) as exc:
+        host = url.split("@")[-1].split("/")[0]
+        raise Unreachable(
+            f"cannot reach the web app's database at {host} ({type(exc).__name__}): is the stack up?"
+        ) from exc
+    await probe.close()
+    return await Store.open(url)
+
+
+def add_user(user_id: str, role: str, practitioner_id: str | None, password: str, *, replace: bool = False) -> None:
+    """Create (or with `replace`, reset) an account in the web app's database."""
+
     async def run() -> None:
-        store = await Store.open(web_database_url())
+        store = await _open_store()
         try:
             await store.add_account(user_id, role, practitioner_id, password, replace=replace)
         finally:
@@ -155,10 +183,8 @@ def add_user(user_id: str, role: str, practitioner_id: str | None, password: str
 
 
 def list_users() -> list[dict[str, object]]:
-    from mtm.web.accounts import Store
-
     async def run() -> list[dict[str, object]]:
-        store = await Store.open(web_database_url())
+        store = await _open_store()
         try:
             return [
                 {"user_id": a.user_id, "role": a.role, "practitioner_id": a.practitioner_id, "disabled": a.disabled}
@@ -168,7 +194,3 @@ def list_users() -> list[dict[str, object]]:
             await store.close()
 
     return asyncio.run(run())
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, indent=2)

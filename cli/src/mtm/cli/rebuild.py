@@ -9,8 +9,9 @@ from typing import TextIO
 import nats
 from nats.aio.msg import Msg
 
-from mtm.cli.identity import current_token
-from mtm.cli.tool import ToolError
+from mtm.cli.errors import CliError as ToolError
+from mtm.cli.errors import Unavailable
+from mtm.cli.tool import connect, require_token
 from mtm.contracts import CommandReply
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.identity import bearer
@@ -28,7 +29,8 @@ def render(report: RebuildProgress) -> str:
     return f"{report.service:<14} [{bar}] {report.applied:>9,}/{report.total:<9,} {report.phase:<11} {rate}"
 
 
-async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> RebuildProgress:
+async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO | None) -> RebuildProgress:
+    """Start the rebuild and follow it to the swap; progress goes to `out` (none: quiet)."""
     command = RebuildProjection()
     reports: asyncio.Queue[RebuildProgress] = asyncio.Queue()
 
@@ -42,7 +44,9 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> R
                 rebuild_subject(service), command.model_dump_json().encode(), timeout=10, headers=bearer(token)
             )
         except nats.errors.NoRespondersError as exc:
-            raise ToolError(f"{service} is not running: is the stack up (mtm up)?") from exc
+            raise Unavailable(f"{service} is not running: is the stack up (mtm up)?") from exc
+        except nats.errors.TimeoutError as exc:
+            raise Unavailable(f"{service} did not answer the rebuild request within 10 s") from exc
         reply = CommandReply.model_validate_json(raw.data)
         if not reply.ok:
             raise ToolError(f"{service}: {reply.outcome}: {reply.message}")
@@ -50,11 +54,13 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> R
             try:
                 report = await asyncio.wait_for(reports.get(), SILENCE_TIMEOUT_S)
             except TimeoutError as exc:
-                raise ToolError(f"{service}: no progress for {SILENCE_TIMEOUT_S:.0f} s; see its log") from exc
-            out.write("\r" + render(report))
-            out.flush()
+                raise Unavailable(f"{service}: no progress for {SILENCE_TIMEOUT_S:.0f} s; see its log") from exc
+            if out is not None:
+                out.write("\r" + render(report))
+                out.flush()
             if report.phase in ("swapped", "failed"):
-                out.write("\n")
+                if out is not None:
+                    out.write("\n")
                 if report.phase == "failed":
                     raise ToolError(f"{service}: rebuild failed: {report.message}")
                 return report
@@ -62,14 +68,11 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO) -> R
         await sub.unsubscribe()
 
 
-async def rebuild_services(url: str, services: list[str], out: TextIO = sys.stdout) -> int:
-    token = current_token()
-    if token is None:
-        raise ToolError("not logged in: rebuilding needs an admin (mtm login NAME)")
-    nc = await nats.connect(url, connect_timeout=5)
+async def rebuild_services(url: str, services: list[str], out: TextIO | None = sys.stdout) -> list[RebuildProgress]:
+    """Each service rebuilt in turn; the last report of each (its phase `swapped`)."""
+    token = require_token()
+    nc = await connect(url)
     try:
-        for service in services:
-            await rebuild_one(nc, service, token, out)
+        return [await rebuild_one(nc, service, token, out) for service in services]
     finally:
-        await nc.drain()
-    return 0
+        await nc.close()

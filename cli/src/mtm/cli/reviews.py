@@ -1,23 +1,26 @@
-"""`mtm` for the pharmacist's reviews: worklist, release and reassign, documentation, overrides, outcomes, the MAP
-and PML as HTML, PDF or FHIR, and a patient's FHIR export; all through NATS with the actor token."""
+"""`mtm` for the pharmacist's reviews: worklist, claim, release and reassign, documentation, overrides, outcomes,
+the MAP and PML as HTML, PDF or FHIR, and a patient's FHIR export; all through NATS with the actor token."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import rich_click as click
 from pydantic import BaseModel, ValidationError
 
-from mtm.cli import tool
+from mtm.cli import output, tool
+from mtm.cli.errors import CliError, Refused, UsageError
+from mtm.cli.output import json_option
+from mtm.cli.params import DATE, PATIENT, PRACTITIONER, RECOMMENDATION, TASK
 from mtm.cli.stack import nats_url
 from mtm.contracts import (
+    ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
     FollowUpRequest,
@@ -36,7 +39,9 @@ from mtm.contracts import (
     ReleaseReviewTask,
 )
 from mtm.contracts.documentation import ActionPlanDocument
+from mtm.contracts.events import ActionPlanDeliveryMethod, OverrideReason, RecommendationOutcome
 from mtm.contracts.subjects import (
+    CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     GET_ACTION_PLAN,
     GET_MEDICATION_LIST,
@@ -57,97 +62,118 @@ REASONS = {
     "cmr": "comprehensive-medication-review",
     "tmr": "targeted-medication-review",
 }
+TASK_ARGUMENT = click.argument("task", type=TASK, help="The review task's id, as `mtm tasks` lists it.")
 
 
-def _send(subject: str, body: BaseModel) -> CommandReply:
+def send(subject: str, body: BaseModel) -> CommandReply:
     return asyncio.run(tool.request(nats_url(), subject, body))
 
 
-def _print(reply: CommandReply) -> int:
-    print(json.dumps(reply.model_dump(mode="json"), indent=2))
-    return 0 if reply.ok else 1
-
-
-def _build(model: type[BaseModel], **fields: Any) -> BaseModel:
+def build(model: type[BaseModel], **fields: Any) -> BaseModel:
     """The command from the flags; a mistake is told the way a service would tell it, naming the field."""
     try:
         return model(**fields)
     except ValidationError as exc:
         from mtm.platform.consumer import describe_invalid
 
-        raise tool.ToolError(describe_invalid(exc)) from exc
+        raise UsageError(describe_invalid(exc)) from exc
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
-    query = _build(
+def _tasks_table(reply: CommandReply) -> None:
+    output.table(
+        ("Task", "Priority", "Due", "Kind", "Status", "Patient", "Alerts", "Discrepancies", "Owner"),
+        (
+            (
+                t["task_id"],
+                t["priority"],
+                ((t["due"] or "-")[:16].replace("T", " ") + (" OVERDUE" if t["overdue"] else "")),
+                t["reason"],
+                t["status"],
+                t["patient"],
+                t["alerts"],
+                t["discrepancies"],
+                t["owner"],
+            )
+            for t in output.rows_of(reply.data)
+        ),
+        empty="no tasks",
+    )
+    if reply.message.endswith("(more on the next page)"):
+        output.note("more on the next page (--offset)")
+
+
+@click.command("tasks")
+@click.option(
+    "--status", type=click.Choice(["requested", "in-progress", "completed"]), help="Only tasks in this state."
+)
+@click.option("--mine", is_flag=True, help="Only tasks held by the pharmacist logged in.")
+@click.option("--owner", type=PRACTITIONER, help="Only tasks held by this pharmacist (practitioner id).")
+@click.option("--reason", type=click.Choice(sorted(REASONS)), help="Only this kind of review.")
+@click.option("--patient", type=PATIENT, help="Only this patient's tasks (p1 or Patient/p1).")
+@click.option("--overdue", is_flag=True, help="Only tasks past their due time.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many tasks.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True, help="At most this many.")
+@json_option
+def tasks(
+    status: str | None,
+    mine: bool,
+    owner: str | None,
+    reason: str | None,
+    patient: str | None,
+    overdue: bool,
+    offset: int,
+    limit: int,
+    as_json: bool,
+) -> int:
+    """The review worklist: priority first, then due time."""
+    query = build(
         ListReviewTasks,
-        status=args.status,
-        mine=args.mine,
-        owner=args.owner,
-        reason=REASONS.get(args.reason) if args.reason else None,
-        patient_id=args.patient,
-        overdue=True if args.overdue else None,
-        offset=args.offset,
-        limit=args.limit,
+        status=status,
+        mine=mine,
+        owner=owner,
+        reason=REASONS.get(reason) if reason else None,
+        patient_id=patient,
+        overdue=True if overdue else None,
+        offset=offset,
+        limit=limit,
     )
-    reply = _send(LIST_REVIEW_TASKS, query)
-    if args.json or not reply.ok:
-        return _print(reply)
-    for task in reply.data or []:
-        due = (task["due"] or "-")[:16]
-        late = " OVERDUE" if task["overdue"] else ""
-        print(
-            f"{task['task_id']}  {task['priority']:<7} due {due}{late}  {task['reason']:<32} {task['status']:<12} "
-            f"{task['patient']}  alerts {task['alerts']}  discrepancies {task['discrepancies']}  "
-            f"owner {task['owner'] or '-'}"
-        )
-    return 0
+    return output.show_reply(send(LIST_REVIEW_TASKS, query), as_json, _tasks_table)
 
 
-def cmd_release(args: argparse.Namespace) -> int:
-    return _print(
-        _send(RELEASE_REVIEW_TASK, ReleaseReviewTask(task_id=tool.parse_uuid(args.task, "task"), reason=args.reason))
-    )
+@click.command("claim")
+@TASK_ARGUMENT
+@json_option
+def claim(task: uuid.UUID, as_json: bool) -> int:
+    """Claim a review task as the pharmacist logged in."""
+    return output.show_reply(send(CLAIM_REVIEW_TASK, ClaimReviewTask(task_id=task)), as_json)
 
 
-def cmd_reassign(args: argparse.Namespace) -> int:
-    command = _build(ReassignReviewTask, task_id=tool.parse_uuid(args.task, "task"), pharmacist_id=args.to)
-    return _print(_send(REASSIGN_REVIEW_TASK, command))
+@click.command("release")
+@TASK_ARGUMENT
+@click.option("--reason", help="Why it goes back to the queue.")
+@json_option
+def release(task: uuid.UUID, reason: str | None, as_json: bool) -> int:
+    """Put a claimed task back in the queue (its owner or an admin)."""
+    return output.show_reply(send(RELEASE_REVIEW_TASK, build(ReleaseReviewTask, task_id=task, reason=reason)), as_json)
 
 
-def _json_file(path: str) -> Any:
+@click.command("reassign")
+@TASK_ARGUMENT
+@click.option("--to", "to", required=True, type=PRACTITIONER, help="The pharmacist's practitioner id.")
+@json_option
+def reassign(task: uuid.UUID, to: str, as_json: bool) -> int:
+    """Hand a task to another pharmacist (its owner or an admin)."""
+    command = build(ReassignReviewTask, task_id=task, pharmacist_id=to)
+    return output.show_reply(send(REASSIGN_REVIEW_TASK, command), as_json)
+
+
+def _json_file(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise tool.ToolError(f"{path}: cannot read it ({exc.strerror})") from exc
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from exc
     except json.JSONDecodeError as exc:
-        raise tool.ToolError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    """The flags, or a whole documented review from `--record FILE` (documentation, recommendations, follow-ups)."""
-    body: dict[str, Any] = _json_file(args.record) if args.record else {}
-    if not isinstance(body, dict):
-        raise tool.ToolError(f"{args.record}: expected a JSON object")
-    recommendations = list(body.get("recommendations", []))
-    for texts, refer in ((args.recommend, False), (args.refer, True)):
-        recommendations += [
-            {"recommendation_id": str(uuid.uuid4()), "text": text, "needs_prescriber": refer} for text in texts
-        ]
-    for rec in recommendations:
-        rec.setdefault("recommendation_id", str(uuid.uuid4()))
-    follow_ups = list(body.get("follow_ups", []))
-    for when, reason in args.follow_up:
-        follow_ups.append({"due": _moment(when), "reason": reason})
-    command = _build(
-        CompleteReviewTask,
-        task_id=tool.parse_uuid(args.task, "task"),
-        note=args.note or body.get("note"),
-        recommendations=tuple(Recommendation.model_validate(r) for r in recommendations),
-        documentation=body.get("documentation"),
-        follow_ups=tuple(FollowUpRequest.model_validate(f) for f in follow_ups),
-    )
-    return _print(_send(COMPLETE_REVIEW_TASK, command))
+        raise Refused(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
 def _moment(value: str) -> str:
@@ -158,200 +184,276 @@ def _moment(value: str) -> str:
         return value
 
 
-def cmd_override(args: argparse.Namespace) -> int:
-    command = _build(
-        OverrideAlert,
-        task_id=tool.parse_uuid(args.task, "task"),
-        alert=args.alert,
-        reason_code=args.reason_code,
-        reason=args.reason,
-    )
-    return _print(_send(OVERRIDE_ALERT, command))
+@click.command("complete")
+@TASK_ARGUMENT
+@click.option("--note", help="The pharmacist's note.")
+@click.option("--recommend", multiple=True, help="A recommendation for the patient (repeatable).")
+@click.option("--refer", multiple=True, help="A recommendation that needs the prescriber: a referral (repeatable).")
+@click.option(
+    "--follow-up",
+    "follow_ups",
+    type=(str, str),
+    multiple=True,
+    metavar="WHEN REASON",
+    help="A follow-up review, e.g. 2027-01-15 'BP recheck' (repeatable).",
+)
+@click.option(
+    "--record",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON: documentation, recommendations, follow_ups, note (see docs/examples/cmr-record.json).",
+)
+@json_option
+def complete(
+    task: uuid.UUID,
+    note: str | None,
+    recommend: tuple[str, ...],
+    refer: tuple[str, ...],
+    follow_ups: tuple[tuple[str, str], ...],
+    record: Path | None,
+    as_json: bool,
+) -> int:
+    """Complete a claimed review task, documenting it (flags, or a whole documented review with --record)."""
+    body: Any = _json_file(record) if record else {}
+    if not isinstance(body, dict):
+        raise Refused(f"{record}: expected a JSON object")
+    recommendations = list(body.get("recommendations", []))
+    for texts, needs_prescriber in ((recommend, False), (refer, True)):
+        recommendations += [
+            {"recommendation_id": str(uuid.uuid4()), "text": text, "needs_prescriber": needs_prescriber}
+            for text in texts
+        ]
+    follow_up_list = list(body.get("follow_ups", []))
+    follow_up_list += [{"due": _moment(when), "reason": reason} for when, reason in follow_ups]
+    try:
+        for rec in recommendations:
+            rec.setdefault("recommendation_id", str(uuid.uuid4()))
+        command = build(
+            CompleteReviewTask,
+            task_id=task,
+            note=note or body.get("note"),
+            recommendations=tuple(Recommendation.model_validate(r) for r in recommendations),
+            documentation=body.get("documentation"),
+            follow_ups=tuple(FollowUpRequest.model_validate(f) for f in follow_up_list),
+        )
+    except (ValidationError, AttributeError, TypeError) as exc:
+        from mtm.platform.consumer import describe_invalid
+
+        raise Refused(f"{record or 'the review'}: {describe_invalid(exc)}") from exc
+    return output.show_reply(send(COMPLETE_REVIEW_TASK, command), as_json)
 
 
-def cmd_outcome(args: argparse.Namespace) -> int:
-    command = _build(
-        RecordRecommendationOutcome,
-        recommendation_id=tool.parse_uuid(args.recommendation, "recommendation"),
-        outcome=args.outcome,
-        note=args.note,
-    )
-    return _print(_send(RECORD_RECOMMENDATION_OUTCOME, command))
+@click.command("override")
+@TASK_ARGUMENT
+@click.option(
+    "--alert", type=click.IntRange(min=0), required=True, help="The alert's position in the task (0 = first)."
+)
+@click.option("--reason-code", type=click.Choice(get_args(OverrideReason)), required=True, help="Why, coded.")
+@click.option("--reason", required=True, help="Why, in words.")
+@json_option
+def override(task: uuid.UUID, alert: int, reason_code: str, reason: str, as_json: bool) -> int:
+    """Override an alert of a task, with the reason."""
+    command = build(OverrideAlert, task_id=task, alert=alert, reason_code=reason_code, reason=reason)
+    return output.show_reply(send(OVERRIDE_ALERT, command), as_json)
 
 
-def cmd_delivered(args: argparse.Namespace) -> int:
-    command = _build(
-        RecordActionPlanDelivery,
-        task_id=tool.parse_uuid(args.task, "task"),
-        method=args.method,
-        delivered_on=args.on or datetime.now(UTC).date().isoformat(),
-    )
-    return _print(_send(RECORD_ACTION_PLAN_DELIVERY, command))
+@click.command("outcome")
+@click.argument("recommendation", type=RECOMMENDATION, help="The recommendation's id (`mtm record PATIENT` lists it).")
+@click.option("--outcome", type=click.Choice(get_args(RecommendationOutcome)), required=True, help="What became of it.")
+@click.option("--note", help="A note on the outcome.")
+@json_option
+def outcome(recommendation: uuid.UUID, outcome: str, note: str | None, as_json: bool) -> int:
+    """Record what became of a recommendation."""
+    command = build(RecordRecommendationOutcome, recommendation_id=recommendation, outcome=outcome, note=note)
+    return output.show_reply(send(RECORD_RECOMMENDATION_OUTCOME, command), as_json)
 
 
-def cmd_record(args: argparse.Namespace) -> int:
-    return _print(_send(GET_REVIEW_RECORD, _build(GetReviewRecord, patient_id=args.patient)))
+@click.command("delivered")
+@TASK_ARGUMENT
+@click.option("--method", type=click.Choice(get_args(ActionPlanDeliveryMethod)), required=True, help="How it went out.")
+@click.option("--on", "on", type=DATE, help="The date it went out (default: today).")
+@json_option
+def delivered(task: uuid.UUID, method: str, on: date | None, as_json: bool) -> int:
+    """Record that a CMR's action plan and medication list reached the member."""
+    command = build(RecordActionPlanDelivery, task_id=task, method=method, delivered_on=on or datetime.now(UTC).date())
+    return output.show_reply(send(RECORD_ACTION_PLAN_DELIVERY, command), as_json)
 
 
-def cmd_alert_stats(args: argparse.Namespace) -> int:
-    return _print(_send(LIST_ALERT_RULE_STATS, ListAlertRuleStats(offset=args.offset, limit=args.limit)))
+@click.command("record")
+@click.argument("patient", type=PATIENT, help="The patient id (p1 or Patient/p1).")
+@json_option
+def record(patient: str, as_json: bool) -> int:
+    """Everything review holds for a patient: tasks, recommendations, overrides, follow-ups, schedule."""
+    reply = send(GET_REVIEW_RECORD, build(GetReviewRecord, patient_id=patient))
+    return output.show_reply(reply, as_json, lambda r: output.document(r.data, title=f"Patient/{patient}"))
 
 
-def _action_plan(patient: str, task: str | None) -> ActionPlanDocument:
-    query = _build(GetActionPlan, patient_id=patient, task_id=tool.parse_uuid(task, "task") if task else None)
-    reply = _send(GET_ACTION_PLAN, query)
+@click.command("alert-stats")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many rules.")
+@click.option("--limit", type=click.IntRange(1, 200), default=100, show_default=True, help="At most this many.")
+@json_option
+def alert_stats(offset: int, limit: int, as_json: bool) -> int:
+    """Per drug-check rule: fired, overridden, acted on, accepted."""
+    reply = send(LIST_ALERT_RULE_STATS, ListAlertRuleStats(offset=offset, limit=limit))
+    columns = ("rule", "kind", "severity", "fired", "tasks", "overridden", "override_rate", "problems")
+    columns += ("recommendations", "accepted", "acceptance_rate")
+
+    def render(r: CommandReply) -> None:
+        rows = output.rows_of(r.data)
+        output.table(columns, ([row.get(c) for c in columns] for row in rows), empty="no alerts yet")
+
+    return output.show_reply(reply, as_json, render)
+
+
+def _action_plan(patient: str, task: uuid.UUID | None) -> ActionPlanDocument:
+    reply = send(GET_ACTION_PLAN, build(GetActionPlan, patient_id=patient, task_id=task))
     if not reply.ok:
-        raise tool.ToolError(f"{reply.outcome}: {reply.message}")
+        raise CliError(f"{reply.outcome.replace('_', ' ')}: {reply.message}")
     return ActionPlanDocument.model_validate(reply.data)
 
 
-def cmd_map(args: argparse.Namespace) -> int:
-    """The CMR's written summary for the member, written to a file (PDF and HTML) or as a FHIR Bundle."""
-    from mtm.documents import Letterhead, render_html, render_pdf
-
-    document = _action_plan(args.patient, args.task)
-    letterhead = Letterhead(
-        member_name=args.member_name,
-        birth_date=date.fromisoformat(args.birth_date) if args.birth_date else None,
-        program_name=args.program_name,
-        provider_name=args.provider_name,
-        contact=args.contact,
-    )
-    if args.format == "fhir":
-        from mtm.fhir.export import action_plan_bundle
-
-        content: bytes = json.dumps(action_plan_bundle(document), indent=2).encode()
-    elif args.format == "html":
-        content = render_html(document, letterhead).encode()
-    else:
-        content = render_pdf(document, letterhead)
-    _write(args.output, content)
-    return 0
-
-
-def _write(output: str | None, content: bytes) -> None:
-    if output in (None, "-"):
+def _write(output_path: Path | None, content: bytes, what: str, as_json: bool) -> None:
+    if output_path is None or str(output_path) == "-":
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
         return
-    Path(output).write_bytes(content)
-    print(f"wrote {output} ({len(content)} bytes)", file=sys.stderr)
+    try:
+        output_path.write_bytes(content)
+    except OSError as exc:
+        raise UsageError(f"{output_path}: cannot write it ({exc.strerror})") from exc
+    if as_json:
+        output.json_line({"output": str(output_path), "bytes": len(content), "what": what})
+    else:
+        output.note(f"wrote {output_path} ({len(content)} bytes)")
 
 
-def _data(reply: CommandReply, what: str, missing_ok: bool = True) -> Any:
+OUTPUT_OPTION = click.option(
+    "-o",
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="File to write (standard output when absent or -).",
+)
+
+
+@click.command("map")
+@click.argument("patient", type=PATIENT, help="The member's patient id (p1 or Patient/p1).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf", "fhir"]),
+    default="pdf",
+    show_default=True,
+    help="What to write.",
+)
+@OUTPUT_OPTION
+@click.option("--task", type=TASK, help="A given CMR task (the latest CMR when absent).")
+@click.option("--member-name", help="Printed on the papers, never stored.")
+@click.option("--birth-date", type=DATE, help="YYYY-MM-DD, printed on the papers.")
+@click.option("--provider-name", help="Who signs the letter.")
+@click.option("--contact", help="Phone number and hours the member can call.")
+@click.option(
+    "--program-name", default="Medication Therapy Management Program", show_default=True, help="The program's name."
+)
+@json_option
+def map_(
+    patient: str,
+    fmt: str,
+    output_path: Path | None,
+    task: uuid.UUID | None,
+    member_name: str | None,
+    birth_date: date | None,
+    provider_name: str | None,
+    contact: str | None,
+    program_name: str,
+    as_json: bool,
+) -> int:
+    """The CMR's Medication Action Plan and Personal Medication List, as PDF, HTML or a FHIR Bundle.
+
+    With --json and -o, a JSON line says what was written."""
+    from mtm.documents import Letterhead, render_html, render_pdf
+
+    document = _action_plan(patient, task)
+    letterhead = Letterhead(
+        member_name=member_name,
+        birth_date=birth_date,
+        program_name=program_name,
+        provider_name=provider_name,
+        contact=contact,
+    )
+    if fmt == "fhir":
+        from mtm.fhir.export import action_plan_bundle
+
+        content: bytes = json.dumps(action_plan_bundle(document), indent=2).encode()
+    elif fmt == "html":
+        content = render_html(document, letterhead).encode()
+    else:
+        content = render_pdf(document, letterhead)
+    _write(output_path, content, f"map-{fmt}", as_json)
+    return 0
+
+
+def _data(reply: CommandReply, what: str) -> Any:
     if reply.ok:
         return reply.data
-    if reply.outcome == "not_found" and missing_ok:
+    if reply.outcome == "not_found":
         return None
-    raise tool.ToolError(f"{what}: {reply.outcome}: {reply.message}")
+    raise CliError(f"{what}: {reply.outcome.replace('_', ' ')}: {reply.message}")
 
 
-def cmd_fhir_export(args: argparse.Namespace) -> int:
-    """Everything mtm holds for the patient, from each service, as one FHIR R4 Bundle checked before it is printed."""
+async def _patient_record(patient: str) -> dict[str, Any]:
+    """What each service holds for the patient, asked on one connection."""
+    token = tool.require_token()
+    async with tool.connected(nats_url()) as nc:
+        return {
+            "record": _data(
+                await tool.ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient), token), "review"
+            ),
+            "medication_list": _data(
+                await tool.ask(nc, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient), token), "reconciliation"
+            ),
+            "referrals": _data(
+                await tool.ask(nc, LIST_REFERRALS, ListReferrals(patient_id=patient, limit=200), token), "referral"
+            ),
+            "notifications": _data(
+                await tool.ask(nc, LIST_NOTIFICATIONS, ListNotifications(patient_id=patient, limit=200), token),
+                "notify",
+            ),
+            "plan": _data(await tool.ask(nc, GET_ACTION_PLAN, GetActionPlan(patient_id=patient), token), "review"),
+        }
+
+
+@click.group("fhir")
+def fhir() -> None:
+    """FHIR R4 out of mtm."""
+
+
+@fhir.command("export")
+@click.argument("patient", type=PATIENT, help="The patient id (p1 or Patient/p1).")
+@OUTPUT_OPTION
+@json_option
+def fhir_export(patient: str, output_path: Path | None, as_json: bool) -> int:
+    """One FHIR R4 Bundle of everything mtm holds for a patient, checked before it is written.
+
+    The bundle is JSON already; with --json and -o, a JSON line says what was written."""
     from mtm.fhir.errors import BundleError
     from mtm.fhir.export import check_bundle, patient_bundle
 
-    patient = args.patient
-    record = _data(_send(GET_REVIEW_RECORD, _build(GetReviewRecord, patient_id=patient)), "review")
-    medication_list = _data(_send(GET_MEDICATION_LIST, GetMedicationList(patient_id=patient)), "reconciliation")
-    referrals = _data(_send(LIST_REFERRALS, ListReferrals(patient_id=patient, limit=1000)), "referral") or []
-    notifications = _data(_send(LIST_NOTIFICATIONS, ListNotifications(patient_id=patient, limit=1000)), "notify")
-    plan = _data(_send(GET_ACTION_PLAN, GetActionPlan(patient_id=patient)), "review")
+    found = asyncio.run(_patient_record(patient))
     bundle = patient_bundle(
         patient,
-        review_record=record,
-        medication_list=medication_list,
-        referrals=referrals,
-        notifications=notifications or [],
-        action_plan=ActionPlanDocument.model_validate(plan) if plan else None,
+        review_record=found["record"],
+        medication_list=found["medication_list"],
+        referrals=found["referrals"] or [],
+        notifications=found["notifications"] or [],
+        action_plan=ActionPlanDocument.model_validate(found["plan"]) if found["plan"] else None,
         timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     try:
         check_bundle(bundle)
     except BundleError as exc:
-        raise tool.ToolError(f"the export is not a valid FHIR bundle: {exc}") from exc
-    _write(args.output, (json.dumps(bundle, indent=2) + "\n").encode())
+        raise CliError(f"the export is not a valid FHIR bundle: {exc}") from exc
+    _write(output_path, (json.dumps(bundle, indent=2) + "\n").encode(), "fhir-bundle", as_json)
     return 0
 
 
-def add_review_commands(sub: Any) -> None:
-    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help)
-        parser.set_defaults(run=run)
-        return parser
-
-    tasks = command("tasks", cmd_tasks, "the review worklist: priority first, then due time")
-    tasks.add_argument("--status", choices=["requested", "in-progress", "completed"])
-    tasks.add_argument("--mine", action="store_true", help="only tasks held by the pharmacist logged in")
-    tasks.add_argument("--owner", help="only tasks held by this pharmacist")
-    tasks.add_argument("--reason", choices=sorted(REASONS))
-    tasks.add_argument("--patient")
-    tasks.add_argument("--overdue", action="store_true")
-    tasks.add_argument("--offset", type=int, default=0)
-    tasks.add_argument("--limit", type=int, default=50)
-    tasks.add_argument("--json", action="store_true")
-
-    release = command("release", cmd_release, "put a claimed task back in the queue (its owner or an admin)")
-    release.add_argument("task")
-    release.add_argument("--reason")
-
-    reassign = command("reassign", cmd_reassign, "hand a task to another pharmacist (its owner or an admin)")
-    reassign.add_argument("task")
-    reassign.add_argument("--to", required=True, help="the pharmacist's practitioner id")
-
-    complete = command("complete", cmd_complete, "complete a claimed review task, documenting it")
-    complete.add_argument("task")
-    complete.add_argument("--note")
-    complete.add_argument("--recommend", action="append", default=[], help="a recommendation for the patient")
-    complete.add_argument("--refer", action="append", default=[], help="a recommendation that needs the prescriber")
-    complete.add_argument(
-        "--follow-up", nargs=2, action="append", default=[], metavar=("WHEN", "REASON"), help="e.g. 2027-01-15 'BP'"
-    )
-    complete.add_argument(
-        "--record", metavar="FILE", help="JSON: documentation, recommendations, follow_ups, note (see the README)"
-    )
-
-    override = command("override", cmd_override, "override an alert of a task, with the reason")
-    override.add_argument("task")
-    override.add_argument("--alert", type=int, required=True, help="its position in the task (0 = first)")
-    override.add_argument(
-        "--reason-code",
-        required=True,
-        choices=["benefit-outweighs-risk", "tolerated-previously", "will-monitor", "not-clinically-relevant", "other"],
-    )
-    override.add_argument("--reason", required=True)
-
-    outcome = command("outcome", cmd_outcome, "record what became of a recommendation")
-    outcome.add_argument("recommendation")
-    outcome.add_argument("--outcome", required=True, choices=["accepted", "declined", "modified", "no-response"])
-    outcome.add_argument("--note")
-
-    delivered = command("delivered", cmd_delivered, "record that a CMR's action plan and medication list went out")
-    delivered.add_argument("task")
-    delivered.add_argument("--method", required=True, choices=["in-person", "mail", "electronic", "fax"])
-    delivered.add_argument("--on", help="the date (YYYY-MM-DD); today when absent")
-
-    record = command("record", cmd_record, "everything review holds for a patient, as JSON")
-    record.add_argument("patient")
-
-    stats = command("alert-stats", cmd_alert_stats, "per drug-check rule: fired, overridden, acted on, accepted")
-    stats.add_argument("--offset", type=int, default=0)
-    stats.add_argument("--limit", type=int, default=100)
-
-    map_ = command("map", cmd_map, "the CMR's Medication Action Plan and Personal Medication List")
-    map_.add_argument("patient")
-    map_.add_argument("--format", choices=["html", "pdf", "fhir"], default="pdf")
-    map_.add_argument("-o", "--output", help="file to write (stdout when absent or -)")
-    map_.add_argument("--task", help="a given CMR task (the latest CMR when absent)")
-    map_.add_argument("--member-name", help="printed on the papers, never stored")
-    map_.add_argument("--birth-date", help="YYYY-MM-DD, printed on the papers")
-    map_.add_argument("--provider-name", help="who signs the letter")
-    map_.add_argument("--contact", help="phone number and hours the member can call")
-    map_.add_argument("--program-name", default="Medication Therapy Management Program")
-
-    fhir = sub.add_parser("fhir", help="FHIR R4 out")
-    fhir_sub = fhir.add_subparsers(dest="fhir_command", required=True)
-    export = fhir_sub.add_parser("export", help="one FHIR R4 Bundle of everything mtm holds for a patient")
-    export.add_argument("patient")
-    export.add_argument("-o", "--output", help="file to write (stdout when absent or -)")
-    export.set_defaults(run=cmd_fhir_export)
+COMMANDS = (tasks, claim, release, reassign, complete, override, outcome, delivered, record, alert_stats, map_, fhir)

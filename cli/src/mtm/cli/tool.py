@@ -1,124 +1,133 @@
-"""A pharmacist's and a physician's tool over NATS: publish discharges, list, claim, complete, answer."""
+"""NATS for the `mtm` command: connect within seconds or say the stack is not up, ask a service with the actor
+token, publish onto an intake; every failure becomes one clear `CliError`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
-import hashlib
-import json
+import logging
 import uuid
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, TextIO
 
 import nats
-from pydantic import BaseModel, ValidationError
+from nats.aio.client import Client
+from nats.js import errors as js_errors
+from pydantic import BaseModel
 
-from mtm.contracts import CommandReply, MedicationDispensed, TransitionOfCareRecorded
+from mtm.cli.errors import CliError, Denied, Unavailable
+from mtm.contracts import CommandReply
 from mtm.contracts.identity import bearer
-from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, FILL_INTAKE_SUBJECT
 
-REQUEST_TIMEOUT_S = 10.0
+# How long `mtm` tries to reach NATS before it says the stack is not up (two attempts on each server).
+CONNECT_TIMEOUT_S = 4.0
+ATTEMPT_TIMEOUT_S = 2
+# A reply takes this long at most: commands wait (bounded) until their event is applied.
+REQUEST_TIMEOUT_S = 15.0
+PUBLISH_TIMEOUT_S = 10.0
+
+# Kept for callers of the former `mtm.cli.tool` (the demo, tests): one error type for the person at the terminal.
+ToolError = CliError
+
+# nats-py logs every failed connection attempt with a traceback unless told otherwise.
+logging.getLogger("nats").setLevel(logging.CRITICAL)
 
 
-class ToolError(Exception):
-    """Something the person at the terminal must fix; printed without a traceback."""
+def servers_of(url: str) -> list[str]:
+    """MTM_NATS_URL may list several seed servers, comma-separated (a cluster)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
-def discharge_message(path: Path) -> tuple[bytes, str]:
-    """The bytes to publish and their Nats-Msg-Id; a native event is validated here so mistakes show at once."""
-    return intake_message(path, TransitionOfCareRecorded)
+async def _quiet(_exc: Exception) -> None:
+    """nats-py's error callback: a failed attempt is reported once, by `connect`, not per attempt."""
 
 
-def intake_message(path: Path, native: type[TransitionOfCareRecorded] | type[MedicationDispensed]) -> tuple[bytes, str]:
-    raw = path.read_bytes()
+async def connect(url: str) -> Client:
+    """A connection within `CONNECT_TIMEOUT_S`, or `Unavailable` saying where NATS was looked for."""
     try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ToolError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-        return raw, "fhir-bundle:" + hashlib.sha256(raw).hexdigest()
+        return await asyncio.wait_for(
+            nats.connect(
+                servers_of(url),
+                connect_timeout=ATTEMPT_TIMEOUT_S,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                allow_reconnect=False,
+                error_cb=_quiet,
+                name="mtm-cli",
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+    except nats.errors.AuthorizationError as exc:
+        raise Denied(f"NATS at {url} refused this client's credentials") from exc
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise Unavailable(f"cannot reach NATS at {url}: is the stack up? (`mtm up`, or set MTM_NATS_URL)") from exc
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[Client]:
+    nc = await connect(url)
     try:
-        event = native.model_validate(body)
-    except ValidationError as exc:
-        from mtm.platform.consumer import describe_invalid
-
-        raise ToolError(f"{path}: {describe_invalid(exc)}") from exc
-    return raw, str(event.id)
-
-
-async def publish_discharges(url: str, paths: list[Path]) -> list[dict[str, Any]]:
-    return await _publish(url, paths, DISCHARGE_INTAKE_SUBJECT, TransitionOfCareRecorded)
-
-
-async def publish_fills(url: str, paths: list[Path]) -> list[dict[str, Any]]:
-    """Pharmacy fills onto the fill intake: native MedicationDispensed JSON or FHIR Bundles of MedicationDispense."""
-    return await _publish(url, paths, FILL_INTAKE_SUBJECT, MedicationDispensed)
-
-
-async def _publish(
-    url: str, paths: list[Path], subject: str, native: type[TransitionOfCareRecorded] | type[MedicationDispensed]
-) -> list[dict[str, Any]]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        published = []
-        for path in paths:
-            payload, msg_id = intake_message(path, native)
-            ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
-            published.append({"file": str(path), "stream": ack.stream, "seq": ack.seq, "duplicate": ack.duplicate})
-        return published
+        yield nc
+    except (
+        nats.errors.ConnectionClosedError,
+        nats.errors.StaleConnectionError,
+        nats.errors.OutboundBufferLimitError,
+    ) as exc:
+        raise Unavailable(f"lost the connection to NATS at {url}") from exc
     finally:
-        await nc.drain()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), PUBLISH_TIMEOUT_S)
+
+
+def require_token(token: str | None = None) -> str:
+    from mtm.cli.identity import current_token
+
+    found = token or current_token()
+    if found is None:
+        raise Denied("not logged in: run `mtm login USER` first (the password from MTM_PASSWORD or the prompt)")
+    return found
+
+
+async def ask(nc: Client, subject: str, body: BaseModel, token: str) -> CommandReply:
+    """One request with the actor token on an open connection; no answer at all is `Unavailable`."""
+    try:
+        reply = await nc.request(
+            subject, body.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S, headers=bearer(token)
+        )
+    except nats.errors.NoRespondersError as exc:
+        raise Unavailable(f"no service answers on {subject}: is the stack up (mtm up)?") from exc
+    except (nats.errors.TimeoutError, TimeoutError) as exc:
+        raise Unavailable(f"no answer on {subject} within {REQUEST_TIMEOUT_S:.0f} s") from exc
+    return CommandReply.model_validate_json(reply.data)
 
 
 async def request(url: str, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
     """Send a command or query with the actor token (the saved `mtm login` one unless given) and read the reply."""
-    from mtm.cli.identity import current_token
+    token = require_token(token)
+    async with connected(url) as nc:
+        return await ask(nc, subject, command, token)
 
-    token = token or current_token()
-    if token is None:
-        raise ToolError("not logged in: run `mtm login USER` first (the password from MTM_PASSWORD or the prompt)")
-    nc = await nats.connect(url)
+
+async def publish(nc: Client, subject: str, payload: bytes, msg_id: str) -> Any:
+    """Onto a JetStream stream, deduplicated by `msg_id`; no stream on the subject is `Unavailable`."""
     try:
-        reply = await nc.request(
-            subject, command.model_dump_json().encode(), timeout=REQUEST_TIMEOUT_S, headers=bearer(token)
+        return await nc.jetstream().publish(
+            subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S
         )
-    except nats.errors.NoRespondersError as exc:
-        raise ToolError(f"no service answers on {subject}: is the stack up (mtm up)?") from exc
-    except nats.errors.TimeoutError as exc:
-        raise ToolError(f"no answer on {subject} within {REQUEST_TIMEOUT_S:.0f} s") from exc
-    finally:
-        await nc.drain()
-    return CommandReply.model_validate_json(reply.data)
+    except (nats.errors.NoRespondersError, js_errors.NoStreamResponseError, js_errors.ServiceUnavailableError) as exc:
+        raise Unavailable(f"no stream takes {subject}: has the stack started once (mtm up)?") from exc
+    except (nats.errors.TimeoutError, TimeoutError) as exc:
+        raise Unavailable(
+            f"JetStream did not confirm the message on {subject} within {PUBLISH_TIMEOUT_S:.0f} s"
+        ) from exc
 
 
 def parse_uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError as exc:
-        raise ToolError(f"{what}: {value!r} is not a UUID") from exc
-
-
-async def replay_synthea(url: str, files: list[Path], limit: int | None) -> dict[str, int]:
-    """Publish the Synthea population's transitions of care as FHIR bundles on the discharge intake."""
-    from mtm.fhir.synthea import transitions_from_patient_bundle
-
-    nc = await nats.connect(url)
-    published = duplicates = 0
-    try:
-        js = nc.jetstream()
-        for path in files:
-            for bundle in transitions_from_patient_bundle(json.loads(path.read_bytes())):
-                if limit is not None and published + duplicates >= limit:
-                    return {"published": published, "duplicates": duplicates}
-                payload = json.dumps(bundle).encode()
-                msg_id = "fhir-bundle:" + hashlib.sha256(payload).hexdigest()
-                ack = await js.publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
-                duplicates += bool(ack.duplicate)
-                published += not ack.duplicate
-    finally:
-        await nc.drain()
-    return {"published": published, "duplicates": duplicates}
+        raise CliError(f"{what}: {value!r} is not a UUID") from exc
 
 
 def write_csv(out: TextIO, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -93,6 +93,8 @@ class Supervised:
     pid_file: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    http_port: int | None = None
+    """Where it serves /healthz, /readyz and /metrics (MTM_HTTP_PORT)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,20 @@ def web_port() -> int:
                 continue
             return int(sock.getsockname()[1])
     raise RuntimeError("no free port for the web app")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (each process's health and metrics server)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 async def web_ready(url: str, *, timeout_s: float, check: Callable[[], None]) -> None:
@@ -192,8 +208,11 @@ class Stack:
             "MTM_NOTIFY_WEB_URL": self.web_url,
             **extra_env,
         }
-        for name in PROCESSES:
-            service = Supervised(name, env, self.base / "logs" / f"{name}.log", self.pid_file(name))
+        for name, http_port in zip(PROCESSES, free_ports(len(PROCESSES)), strict=True):
+            own = {**env, "MTM_HTTP_PORT": str(http_port)}
+            service = Supervised(
+                name, own, self.base / "logs" / f"{name}.log", self.pid_file(name), http_port=http_port
+            )
             self.services.append(service)
             service.start()
         stack_file().write_text(
@@ -213,6 +232,9 @@ class Stack:
         for service in self.services:
             pid = service.process.pid if service.process else "-"
             lines.append(f"{service.name:<14} pid {pid:<8} log {service.log_path}")
+            if service.http_port is not None:
+                probes = f"http://127.0.0.1:{service.http_port}"
+                lines.append(f"{'':<14} health {probes}/healthz  ready {probes}/readyz  metrics {probes}/metrics")
         return "\n".join(lines)
 
     def supervise_once(self, say: Say) -> None:

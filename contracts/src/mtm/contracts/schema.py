@@ -32,7 +32,7 @@ from mtm.contracts.commands import (
     RecordRecommendationOutcome,
     ReleaseReviewTask,
 )
-from mtm.contracts.dead_letter import DeadLetter
+from mtm.contracts.dead_letter import DeadLetter, DeadLetterRedriven, GetDeadLetter, ListDeadLetters, RedriveDeadLetter
 from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.events import EVENT_CLASSES
 from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
@@ -65,6 +65,10 @@ COMMAND_CLASSES: tuple[type[BaseModel], ...] = (
     GetAlertReport,
     CommandReply,
     DeadLetter,
+    ListDeadLetters,
+    GetDeadLetter,
+    RedriveDeadLetter,
+    DeadLetterRedriven,
 )
 
 

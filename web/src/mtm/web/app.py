@@ -3,6 +3,7 @@ over NATS only (its own database holds accounts and sessions, nothing clinical).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +23,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from mtm.platform import tracing
 from mtm.platform.identity import TokenIssuer
-from mtm.platform.logging import configure_logging, get_logger
+from mtm.platform.logging import configure_logging, get_logger, service_scope
+from mtm.platform.metrics import Metrics, metrics_scope
+from mtm.platform.probes import ProbeServer
 from mtm.web import admin, auth, pharmacist, physician
 from mtm.web.accounts import Session, Store
 from mtm.web.live import LiveFeed
@@ -88,6 +92,8 @@ class WebApp:
     feed: LiveFeed | None = None
     throttle: LoginThrottle | None = None
     sso: Sso | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    probes: ProbeServer | None = None
 
     def render(
         self,
@@ -128,19 +134,28 @@ SECURITY_HEADERS = (
 
 class ResponseHeaders:
     """Security headers on every response, and `Server-Timing: app;dur=<ms>`: how long the app took until it
-    began to answer (what the bench reads)."""
+    began to answer (what the bench reads). Requests run in the web app's scope (log lines say `service: web`,
+    counts go to its metrics), and are counted by route (its template, never a path with ids in it) and status."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        web: WebApp | None = scope["app"].state.web if "app" in scope else None
+        metrics = web.metrics if web is not None else Metrics(process=False)
+        with service_scope("web"), metrics_scope(metrics):
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            await self._http(scope, receive, send, metrics)
+
+    async def _http(self, scope: Any, receive: Any, send: Any, metrics: Metrics) -> None:
         started = time.perf_counter()
+        status = [500]
 
         async def timed(message: Any) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 took = (time.perf_counter() - started) * 1000
                 present = {name.lower() for name, _ in message["headers"]}
                 extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
@@ -148,7 +163,15 @@ class ResponseHeaders:
                 message = {**message, "headers": [*message["headers"], *extra, timing]}
             await send(message)
 
-        await self.app(scope, receive, timed)
+        try:
+            await self.app(scope, receive, timed)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.counter(
+                "mtm_web_requests",
+                "HTTP requests answered, by route template, method and status.",
+                ("route", "method", "status"),
+            ).labels(route, scope.get("method", ""), str(status[0])).inc()
 
 
 async def healthz(request: Request) -> Response:
@@ -157,9 +180,27 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"ready": ready, "live_streams": web.feed.listeners if web.feed else 0}, 200 if ready else 503)
 
 
+async def readiness(web: WebApp) -> tuple[bool, dict[str, Any]]:
+    """Connected to NATS, and its database answers."""
+    reasons = []
+    if web.nc is None or not web.nc.is_connected:
+        reasons.append("nats: not connected")
+    if web.store is None:
+        reasons.append("starting: database and NATS")
+    else:
+        try:
+            async with asyncio.timeout(1.0), web.store.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as exc:
+            reasons.append(f"postgres: not answering ({type(exc).__name__})")
+    return not reasons, {"service": "web", "reasons": reasons, "live_streams": web.feed.listeners if web.feed else 0}
+
+
 def create_app(settings: WebSettings | None = None) -> Starlette:
     settings = settings or WebSettings()
-    configure_logging("web", settings.log_level, settings.log_format)
+    configure_logging(None, settings.log_level, settings.log_format)
+    if not tracing.enabled():
+        tracing.configure_from_environment("web")
     web = WebApp(
         settings=settings,
         issuer=TokenIssuer(settings.signing_key()),
@@ -168,6 +209,25 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with service_scope("web"), metrics_scope(web.metrics):
+            async with _running(app):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _running(app: Starlette) -> AsyncIterator[None]:
+        if settings.http_port is not None:
+
+            async def ready() -> tuple[bool, dict[str, Any]]:
+                return await readiness(web)
+
+            async def metrics() -> bytes:
+                web.metrics.gauge("mtm_web_live_streams", "Open live-update streams (browser tabs).").set(
+                    web.feed.listeners if web.feed else 0
+                )
+                return web.metrics.render()
+
+            web.probes = ProbeServer(host=settings.http_host, port=settings.http_port, ready=ready, metrics=metrics)
+            await web.probes.start()
         web.store = await Store.open(settings.accounts_database_url())
         web.throttle = LoginThrottle(
             web.store,
@@ -189,6 +249,8 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
             await web.feed.stop()
             await web.nc.drain()
             await web.store.close()
+            if web.probes is not None:
+                await web.probes.stop()
             log.info("web app stopped")
 
     routes = [

@@ -34,7 +34,10 @@ from mtm.contracts import (
     ReviewTaskCreated,
 )
 from mtm.contracts.subjects import event_filter
+from mtm.platform.crypto import ErasedPatient, KeyRing
+from mtm.platform.keys import nats_key_source
 from mtm.platform.logging import get_logger
+from mtm.platform.reading import EventReader
 
 log = get_logger(__name__)
 WATCHED: tuple[type[EventEnvelope], ...] = (
@@ -85,7 +88,9 @@ class Change:
 class LiveFeed:
     def __init__(self, nc: Client, registry: EventRegistry = EVENTS) -> None:
         self._nc = nc
-        self._registry = registry
+        # Events on the log are sealed under their patient's key: the feed opens them as services do, with keys
+        # from the key keeper (reconciliation), cached.
+        self._reader = EventReader(registry, KeyRing(nats_key_source(nc)))
         self._listeners: set[asyncio.Queue[Change | None]] = set()
         self._subscriptions: list[Any] = []
 
@@ -102,9 +107,11 @@ class LiveFeed:
 
     async def _on_message(self, msg: Msg) -> None:
         try:
-            event = self._registry.parse_stored(msg.subject, msg.data)
-        except ValueError:
-            log.warning("unreadable event on the log", subject=msg.subject)
+            event, _ = await self._reader.read(msg.subject, msg.data)
+        except ErasedPatient:
+            return
+        except Exception as exc:  # one unreadable event (or the key keeper away) must not end the feed
+            log.warning("unreadable event on the log", subject=msg.subject, error_type=type(exc).__name__)
             return
         change = Change(event, time.monotonic())
         for queue in list(self._listeners):

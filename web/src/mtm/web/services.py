@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from mtm.contracts import CommandReply
 from mtm.contracts.identity import Actor, bearer
+from mtm.platform import metrics, tracing
 from mtm.platform.identity import TokenIssuer
 from mtm.platform.logging import get_logger
 
@@ -41,12 +42,30 @@ class ServiceClient:
 
     async def ask(self, actor: Actor, subject: str, body: BaseModel) -> CommandReply:
         """The service's reply; when it does not answer, an `error` reply saying so (never an exception)."""
+        span = (
+            tracing.start(f"request {subject}", kind=tracing.CLIENT, attributes={"messaging.destination.name": subject})
+            if tracing.enabled()
+            else None
+        )
+        with tracing.active(span):
+            reply = await self._ask(actor, subject, body)
+            if span is not None:
+                span.set_attribute("mtm.outcome", reply.outcome)
+        metrics.current().counter(
+            "mtm_web_service_requests",
+            "Requests the web app sent to the services, by subject and outcome.",
+            ("subject", "outcome"),
+        ).labels(subject, reply.outcome).inc()
+        return reply
+
+    async def _ask(self, actor: Actor, subject: str, body: BaseModel) -> CommandReply:
         try:
             reply = await self.nc.request(
                 subject,
                 body.model_dump_json().encode(),
                 timeout=self._timeout_s,
-                headers=bearer(self.token_for(actor)),
+                # The service's span continues this request's trace (nothing is added when tracing is off).
+                headers={**tracing.current_headers(), **bearer(self.token_for(actor))},
             )
         except NoRespondersError:
             return CommandReply(outcome="error", message="the service is not running; try again shortly")

@@ -45,6 +45,13 @@ class WebSettings(BaseSettings):
     web_oidc_label: str = "hospital single sign-on"
     log_level: str = "INFO"
     log_format: str = "json"
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics on this port, apart from the pages (0: any free port).",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the health and metrics server listens on.")
 
     @property
     def public_url(self) -> str:

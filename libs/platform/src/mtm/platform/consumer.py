@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -168,6 +169,7 @@ class BatchProcessor(Generic[T]):
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_payload: int = NATS_DEFAULT_MAX_PAYLOAD,
         after_commit: Callable[[], None] = lambda: None,
+        observe_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self._service = service
@@ -180,6 +182,11 @@ class BatchProcessor(Generic[T]):
         self._dlq_subject = dead_letter_subject(service, consumer.durable)
         self._bodies: Any = None
         self.stopping = asyncio.Event()
+        self._observe_batch = observe_batch
+        # What the service's /metrics reports, counted as plain numbers (read when scraped).
+        self.consumed = 0
+        self.acked = 0
+        self.naked = 0
         self.applied = 0
         self.parked = 0
         self.skipped_erased = 0
@@ -187,6 +194,15 @@ class BatchProcessor(Generic[T]):
         """Infrastructure failures waited out in place (none of them counted against a message)."""
 
     async def handle(self, messages: Sequence[Msg]) -> None:
+        started = time.perf_counter()
+        self.consumed += len(messages)
+        try:
+            await self._handle(messages)
+        finally:
+            if self._observe_batch is not None:
+                self._observe_batch(len(messages), time.perf_counter() - started)
+
+    async def _handle(self, messages: Sequence[Msg]) -> None:
         deliveries = [Delivery.of(m) for m in messages]
         accepted, invalid = await self._until_infrastructure_answers(deliveries, partial(self._decode_all, deliveries))
         await self._until_infrastructure_answers(deliveries, partial(self._park, invalid))
@@ -202,7 +218,9 @@ class BatchProcessor(Generic[T]):
             await self._apply_one_by_one(accepted)
         else:
             await self._ack_all([a.delivery for a in accepted])
+            self.acked += len(accepted)
         await self._ack_all([d for d, _ in invalid])
+        self.acked += len(invalid)
 
     async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
         if self.consumer.prepare is not None:
@@ -228,6 +246,7 @@ class BatchProcessor(Generic[T]):
                 # Nothing wrong with it: the patient was erased, so the event is no longer to be read.
                 self.skipped_erased += 1
                 await delivery.raw.ack()
+                self.acked += 1
                 continue
             if reason is not None:
                 invalid.append((delivery, reason))
@@ -322,6 +341,7 @@ class BatchProcessor(Generic[T]):
                     reason = f"failed {delivery.deliveries} deliveries ({type(exc).__name__})"
                     await self._until_infrastructure_answers([delivery], partial(self._park, [(delivery, reason)]))
                     await delivery.raw.ack()
+                    self.acked += 1
                 else:
                     log.warning(
                         "message failed; redelivery scheduled",
@@ -334,6 +354,7 @@ class BatchProcessor(Generic[T]):
                     await self._nak(delivery)
             else:
                 await delivery.raw.ack()
+                self.acked += 1
 
     async def _park(self, items: Sequence[tuple[Delivery, str]]) -> None:
         """Publish each message with its reason to this service's dead-letter stream (deduplicated by sequence)."""
@@ -380,6 +401,7 @@ class BatchProcessor(Generic[T]):
     async def _nak(self, delivery: Delivery) -> None:
         delay = NAK_DELAYS_S[min(delivery.deliveries, len(NAK_DELAYS_S)) - 1]
         await delivery.raw.nak(delay=delay)
+        self.naked += 1
 
     async def _nak_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

@@ -44,7 +44,9 @@ async def ensure_database(url: str, *, attempts: int = 30) -> None:
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
                 log.info("database created", database=name)
-            except asyncpg.DuplicateDatabaseError:
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                # A replica starting at the same moment created it (two concurrent CREATE DATABASE of one name
+                # can also fail on the catalogue's unique index rather than with "already exists").
                 pass
     finally:
         await conn.close()

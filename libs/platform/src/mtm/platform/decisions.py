@@ -6,6 +6,7 @@ Pure values only, so services' application layers can use them without importing
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -30,6 +31,8 @@ class OfPatientFlow(Protocol):
 class StoredEvent:
     seq: int
     event: EventEnvelope
+    trace: Mapping[str, str] | None = None
+    """The trace context the event was written with (W3C headers), if any."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nats.aio.client import Client
@@ -16,6 +16,7 @@ from mtm.platform.crypto import ErasedPatient
 from mtm.platform.decisions import PatientHistory, StoredEvent
 from mtm.platform.outbox import MSG_ID_HEADER
 from mtm.platform.reading import EventReader
+from mtm.platform.tracing import TRACEPARENT, TRACESTATE
 
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -50,11 +51,11 @@ class PatientLog:
         start = 1
         while True:
             batch, done = await self._direct_batch(patient_filter(patient_id), start)
-            for seq, subject, data in batch:
+            for seq, subject, data, headers in batch:
                 last_seq = seq
                 if event_name_of_subject(subject) in wanted:
                     event, _ = await self._reader.read(subject, data)
-                    events.append(StoredEvent(seq, event))
+                    events.append(StoredEvent(seq, event, _trace_headers(headers)))
             if done or not batch:
                 return PatientHistory(patient_id, tuple(events), last_seq)
             start = last_seq + 1
@@ -63,16 +64,14 @@ class PatientLog:
         """Whether the log already stores a message with this Nats-Msg-Id on this exact subject."""
         start = 1
         while True:
-            batch, done = await self._direct_batch(subject, start, with_ids=True)
-            if any(found_id == msg_id for _, _, found_id in batch):
+            batch, done = await self._direct_batch(subject, start)
+            if any(headers.get(MSG_ID_HEADER) == msg_id for _, _, _, headers in batch):
                 return True
             if done or not batch:
                 return False
             start = batch[-1][0] + 1
 
-    async def _direct_batch(
-        self, subject_filter: str, start: int, *, with_ids: bool = False
-    ) -> tuple[list[tuple[int, str, Any]], bool]:
+    async def _direct_batch(self, subject_filter: str, start: int) -> tuple[list[tuple[int, str, bytes, Any]], bool]:
         """Messages from `start` on the filter, and whether none are left after them."""
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
@@ -81,7 +80,7 @@ class PatientLog:
             await self._nc.publish(
                 f"$JS.API.DIRECT.GET.{PATIENT_EVENTS_STREAM}", json.dumps(request).encode(), reply=inbox
             )
-            found: list[tuple[int, str, Any]] = []
+            found: list[tuple[int, str, bytes, Any]] = []
             pending = 0
             while True:
                 msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
@@ -91,17 +90,19 @@ class PatientLog:
                     if status in ("404", "204"):  # nothing (more) on the filter / end of batch
                         return found, pending == 0
                     raise RuntimeError(f"direct get failed: {status} {headers.get('Description', '')}")
-                third = headers.get(MSG_ID_HEADER) if with_ids else msg.data
-                found.append((int(headers["Nats-Sequence"]), headers["Nats-Subject"], third))
+                found.append((int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers))
                 pending = int(headers.get("Nats-Num-Pending", "0"))
         finally:
             await sub.unsubscribe()
 
-    async def append(self, events: Sequence[EventEnvelope], *, expected_last_seq: int) -> int:
+    async def append(
+        self, events: Sequence[EventEnvelope], *, expected_last_seq: int, headers: Mapping[str, str] | None = None
+    ) -> int:
         """Append the events in order, the first only if the patient's log still ends at `expected_last_seq`.
 
         Each following event expects the one before it, so a decision's events land together or, after a
         crash in between, as a prefix that the retried decision completes. Returns the last sequence.
+        `headers` go with every event besides its own (the trace context of the decision).
         """
         expected = expected_last_seq
         for event in events:
@@ -109,16 +110,23 @@ class PatientLog:
             body = await self._reader.keyring.close(event, clear) if self._seal else clear.encode()
             if body is None:
                 raise ErasedPatient(event.patient_id)
-            headers = {
+            sent = {
+                **(headers or {}),
                 MSG_ID_HEADER: str(event.id),
                 EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
                 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: patient_filter(event.patient_id),
             }
             try:
-                ack = await self._js.publish(event_subject(event), body, headers=headers)
+                ack = await self._js.publish(event_subject(event), body, headers=sent)
             except BadRequestError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(str(exc.description)) from exc
                 raise
             expected = ack.seq
         return expected
+
+
+def _trace_headers(headers: Mapping[str, str]) -> Mapping[str, str] | None:
+    """The trace context an event was written with, if any (a command continues its flow's trace from it)."""
+    found = {k: headers[k] for k in (TRACEPARENT, TRACESTATE) if k in headers}
+    return found or None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,8 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from mtm.contracts import EventEnvelope
-from mtm.contracts.subjects import event_subject
+from mtm.contracts.subjects import event_name_of_subject, event_subject
+from mtm.platform import tracing
 from mtm.platform.crypto import Sealer
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.logging import get_logger
@@ -23,8 +25,15 @@ ENQUEUE = """
 INSERT INTO outbox (subject, msg_id, payload)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
 """
+# With the headers each event is to be published with (its trace context).
+ENQUEUE_WITH_HEADERS = """
+INSERT INTO outbox (subject, msg_id, payload, headers)
+SELECT subject, msg_id, payload, headers::jsonb
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS t(subject, msg_id, payload, headers)
+"""
 SELECT_PENDING = """
-SELECT id, subject, msg_id, payload, attempted_at < now() - make_interval(secs => $2) AS unsure
+SELECT id, subject, msg_id, payload, headers::text AS headers,
+       attempted_at < now() - make_interval(secs => $2) AS unsure
 FROM outbox ORDER BY id LIMIT $1
 """
 MARK_ATTEMPTED = "UPDATE outbox SET attempted_at = now() WHERE id = ANY($1::bigint[]) AND attempted_at IS NULL"
@@ -51,14 +60,19 @@ class OutgoingMessage:
     subject: str
     msg_id: str
     payload: bytes
+    headers: Mapping[str, str] | None = None
+    """Published with the message besides its id: the trace context of the step that decided it."""
 
     @classmethod
-    def of_event(cls, event: EventEnvelope, body: str | None = None) -> OutgoingMessage:
+    def of_event(
+        cls, event: EventEnvelope, body: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> OutgoingMessage:
         """The event on its patient subject; pass `body` when the event was serialized already (e.g. to store it)."""
         return cls(
             subject=event_subject(event),
             msg_id=str(event.id),
             payload=(body if body is not None else event.model_dump_json()).encode(),
+            headers=headers or None,
         )
 
 
@@ -66,12 +80,13 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutgoingMessage])
     """Add messages to the outbox inside the caller's transaction."""
     if not messages:
         return
-    await conn.execute(
-        ENQUEUE,
-        [m.subject for m in messages],
-        [m.msg_id for m in messages],
-        [m.payload for m in messages],
-    )
+    columns = ([m.subject for m in messages], [m.msg_id for m in messages], [m.payload for m in messages])
+    if any(m.headers for m in messages):
+        await conn.execute(
+            ENQUEUE_WITH_HEADERS, *columns, [json.dumps(dict(m.headers)) if m.headers else None for m in messages]
+        )
+    else:
+        await conn.execute(ENQUEUE, *columns)
 
 
 async def enqueue_events(conn: asyncpg.Connection, events: Sequence[EventEnvelope]) -> None:
@@ -177,11 +192,15 @@ class OutboxRelay:
             # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
-            futures = [await self._send(row, body) for row, body in zip(rows, bodies, strict=True)]
+            spans = [self._publish_span(row) for row in rows] if tracing.enabled() else [None] * len(rows)
+            futures = [await self._send(row, body, span) for row, body, span in zip(rows, bodies, spans, strict=True)]
             results = await _confirmed(futures)
             if results is None:
                 log.warning("outbox publish confirms stalled; will send again", count=len(rows))
+                _end(spans, TimeoutError("publish confirms stalled"))
                 return 0
+            for span, result in zip(spans, results, strict=True):
+                _end([span], result if isinstance(result, BaseException) else None)
             confirmed: list[int] = []
             for row, result in zip(rows, results, strict=True):
                 if isinstance(result, BaseException):
@@ -208,7 +227,27 @@ class OutboxRelay:
         await self._sealer.prepare(row["subject"] for row in rows)
         return [await self._sealer.seal(row["subject"], bytes(row["payload"])) for row in rows]
 
-    async def _send(self, row: asyncpg.Record, body: bytes | None) -> asyncio.Future[Any]:
+    @staticmethod
+    def _publish_span(row: asyncpg.Record) -> Any:
+        """The publish step of the event's flow, a child of the step that decided it (none if it has no trace)."""
+        stored = json.loads(row["headers"]) if row["headers"] else None
+        if not stored:
+            return None
+        name = event_name_of_subject(row["subject"])
+        return tracing.start(
+            f"publish {name}",
+            kind=tracing.PRODUCER,
+            headers=stored,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.template": tracing.subject_template(row["subject"]),
+                "messaging.message.id": row["msg_id"],
+                "mtm.event_type": name,
+            },
+        )
+
+    async def _send(self, row: asyncpg.Record, body: bytes | None, span: Any = None) -> asyncio.Future[Any]:
         skip = body is None
         if skip:
             log.info("outbox row of an erased patient dropped", subject=row["subject"])
@@ -219,4 +258,18 @@ class OutboxRelay:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        return await self._js.publish_async(row["subject"], body, headers={MSG_ID_HEADER: row["msg_id"]})
+        headers = {MSG_ID_HEADER: row["msg_id"]}
+        if span is not None:
+            headers.update(tracing.headers_for(span.get_span_context()))
+        elif row["headers"]:
+            headers.update(json.loads(row["headers"]))
+        return await self._js.publish_async(row["subject"], body, headers=headers)
+
+
+def _end(spans: Sequence[Any], exc: BaseException | None) -> None:
+    for span in spans:
+        if span is None:
+            continue
+        if exc is not None:
+            tracing.failed(span, exc)
+        span.end()

@@ -16,7 +16,7 @@ A rebuild applies every event the projection handles, in log order, into a fresh
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -185,14 +185,18 @@ class UnitOfWork:
         await apply_claimed(self.tx, self._projection, fresh)
         return {e.id for e in fresh}
 
-    async def record(self, events: Sequence[EventEnvelope]) -> set[uuid.UUID]:
+    async def record(
+        self, events: Sequence[EventEnvelope], headers: Mapping[uuid.UUID, Mapping[str, str]] | None = None
+    ) -> set[uuid.UUID]:
         """Apply the service's own new events and enqueue them for the log, skipping any recorded before.
 
+        `headers`: what each event is to be published with besides its id (the trace context of its cause).
         Returns the ids that were new (recorded now)."""
         fresh = await claim(self.tx.conn, events)
         if not fresh:
             return set()
         await apply_claimed(self.tx, self._projection, fresh)
-        await enqueue(self.tx.conn, [OutgoingMessage.of_event(e, self.tx.body(e)) for e in fresh])
+        found = headers or {}
+        await enqueue(self.tx.conn, [OutgoingMessage.of_event(e, self.tx.body(e), found.get(e.id)) for e in fresh])
         self.recorded += len(fresh)
         return {e.id for e in fresh}

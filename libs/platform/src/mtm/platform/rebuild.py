@@ -47,6 +47,9 @@ SWAP_ATTEMPTS = 5
 OUTBOX_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM public.outbox)"
 
 Progress = Callable[[RebuildPhase, int, int, float, str], Awaitable[None]]
+# A stored message read: its event and clear JSON, or None for an erased patient's event (skipped by everyone).
+Read = tuple[EventEnvelope, bytes] | None
+Decode = Callable[[Sequence[Msg]], Awaitable[list[Read]]]
 
 
 class RebuildBusy(RuntimeError):
@@ -78,19 +81,21 @@ START_OVER_ATTEMPTS = 3
 
 
 class _LogReader:
-    """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer.
+    """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer and read.
 
     Pulling is the backpressure: the server sends only what was asked for, so a log larger than memory streams
     through. The consumer acknowledges nothing (nothing is redelivered to it) and is dropped by the server once
-    the reader is gone.
+    the reader is gone. The batch after the one taken is fetched and read (opened and parsed, the larger part of
+    a rebuild's CPU) while the caller waits on the database with the one it took.
     """
 
-    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]]) -> None:
+    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], decode: Decode) -> None:
         self._js = js
         self._filters = sorted({event_filter(cls) for cls in types})
+        self._decode = decode
         self._sub: Any = None
-        self._ahead: asyncio.Task[list[Msg]] | None = None
-        self._buffer: list[Msg] = []
+        self._ahead: asyncio.Task[list[tuple[Msg, Read]]] | None = None
+        self._buffer: list[tuple[Msg, Read]] = []
         self.delivered = 0
         self.last_seq = 0
         """Stream sequence of the last message taken: everything matching up to it has been taken."""
@@ -116,12 +121,13 @@ class _LogReader:
         info = await self._sub.consumer_info()
         return int(info.num_pending or 0)
 
-    async def _fetch(self, limit: int, wait_s: float) -> list[Msg]:
+    async def _fetch(self, limit: int, wait_s: float) -> list[tuple[Msg, Read]]:
         assert self._sub is not None
         try:
-            return list(await self._sub.fetch(batch=limit, timeout=wait_s))
+            messages = list(await self._sub.fetch(batch=limit, timeout=wait_s))
         except TimeoutError:
             return []
+        return list(zip(messages, await self._decode(messages), strict=True))
 
     async def _settle(self) -> None:
         """Wait for the batch being fetched ahead, into the buffer."""
@@ -129,7 +135,7 @@ class _LogReader:
             self._buffer.extend(await self._ahead)
             self._ahead = None
 
-    async def take(self, limit: int, wait_s: float) -> list[Msg]:
+    async def take(self, limit: int, wait_s: float) -> list[tuple[Msg, Read]]:
         """The next batch; the one after it is already being fetched while the caller applies this one."""
         await self._settle()
         taken = self._buffer or await self._fetch(limit, wait_s)
@@ -137,7 +143,7 @@ class _LogReader:
         self._ahead = asyncio.create_task(self._fetch(limit, wait_s))
         self.delivered += len(taken)
         if taken:
-            self.last_seq = taken[-1].metadata.sequence.stream
+            self.last_seq = taken[-1][0].metadata.sequence.stream
         return taken
 
     async def caught_up_to(self, seq: int) -> bool:
@@ -208,7 +214,7 @@ class Rebuilder:
         started = time.monotonic()
         self.unreadable = 0
         conn = await asyncpg.connect(self._url, timeout=10)
-        reader = _LogReader(self._js, self._projection.replayed)
+        reader = _LogReader(self._js, self._projection.replayed, self._read)
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
                 raise RebuildBusy("a rebuild of this projection is already running")
@@ -242,9 +248,7 @@ class Rebuilder:
             await reader.stop()
             await conn.close()
 
-    async def _apply(self, conn: asyncpg.Connection, messages: Sequence[Msg]) -> int:
-        tx = Tx(conn)
-        events = []
+    async def _read(self, messages: Sequence[Msg]) -> list[Read]:
         try:
             await self._reader.prepare((m.subject, m.data) for m in messages)
         except Exception as exc:
@@ -252,11 +256,12 @@ class Rebuilder:
                 raise
             # As the live consumers do: one event may break the batch's key request; each is then read on its own.
             log.warning("batch preparation failed; reading each event on its own", error_type=type(exc).__name__)
+        read: list[Read] = []
         for message in messages:
             try:
-                event, clear = await self._reader.read(message.subject, message.data)
+                read.append(await self._reader.read(message.subject, message.data))
             except ErasedPatient:
-                continue  # an erased patient's events are no longer read, by a rebuild or by anyone
+                read.append(None)  # an erased patient's events are no longer read, by a rebuild or by anyone
             except Exception as exc:
                 if is_transient(exc):
                     raise  # the key keeper or NATS is away: the event is readable, skipping it would lose it
@@ -269,9 +274,17 @@ class Rebuilder:
                     stream_seq=message.metadata.sequence.stream,
                     error_type=type(exc).__name__,
                 )
-                continue
-            tx.remember(event, clear)
-            events.append(event)
+                read.append(None)
+        return read
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Sequence[tuple[Msg, Read]]) -> int:
+        tx = Tx(conn)
+        events = []
+        for _, read in batch:
+            if read is not None:
+                event, clear = read
+                tx.remember(event, clear)
+                events.append(event)
         return await apply_events(tx, self._projection, events)
 
     async def _replay(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -21,14 +23,18 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
-from mtm.contracts import EVENTS, CommandReply, EventRegistry, UnknownEvent
+from mtm.contracts import EVENTS, CommandReply, EventEnvelope, EventRegistry, UnknownEvent
 from mtm.contracts.admin import (
     ErasePatient,
     GetPatientKeys,
+    GetServiceStatus,
+    PatientKeys,
     RebuildProgress,
     RebuildProjection,
+    ServiceStatus,
     rebuild_progress_subject,
     rebuild_subject,
+    status_subject,
 )
 from mtm.contracts.events import Erasure, PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
@@ -40,6 +46,7 @@ from mtm.contracts.subjects import (
     event_name_of_subject,
     subject_token,
 )
+from mtm.platform import tracing
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
@@ -48,7 +55,9 @@ from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, requir
 from mtm.platform.keys import KeyStore, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog
-from mtm.platform.logging import configure_logging, get_logger
+from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
+from mtm.platform.metrics import metrics_scope
+from mtm.platform.observe import ServiceTelemetry
 from mtm.platform.outbox import OutboxRelay
 from mtm.platform.projection import (
     LIVE_SCHEMA,
@@ -62,6 +71,7 @@ from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
 from mtm.platform.service import (
     Command,
     Database,
+    Publication,
     Query,
     ServiceHandlers,
     projection_consumer,
@@ -110,6 +120,10 @@ class ServiceDefinition:
     """Bound to the pool at start, for ports the handler table's use cases read through."""
     keeps_keys: bool = False
     """This service keeps the patients' event keys (and answers erasure); the others ask it for keys."""
+    job_emits: tuple[type[EventEnvelope], ...] = ()
+    """Events its background jobs record (notify's delivery worker), for its AsyncAPI document."""
+    sends: tuple[Publication, ...] = ()
+    """Messages it publishes outside the patient log, for its AsyncAPI document."""
 
     @property
     def projection_scopes(self) -> list[tuple[str, Traversable]]:
@@ -123,6 +137,17 @@ class ServiceDefinition:
         durable = self.handlers.projection_durable(self.name)
         found.append(projection_consumer(durable, self.handlers.appended_directly(), projection, reader))
         return found
+
+
+@dataclass(frozen=True)
+class Answering:
+    """A request/reply subject the service answers (for its AsyncAPI document)."""
+
+    subject: str
+    request: type[BaseModel]
+    roles: tuple[Role, ...]
+    queue: str | None
+    reply: type[BaseModel] = CommandReply
 
 
 @dataclass
@@ -148,10 +173,21 @@ class ServiceRuntime:
     task_health: list[TaskHealth] = field(default_factory=list)
     reader: EventReader | None = None
     key_store: KeyStore | None = None
+    answering: list[Answering] = field(default_factory=list)
+    telemetry: ServiceTelemetry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.telemetry = ServiceTelemetry(self)
 
     @property
     def name(self) -> str:
         return self.definition.name
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Log lines, metrics and spans of work started here (and in the tasks it starts) are this service's."""
+        with service_scope(self.name), metrics_scope(self.telemetry.metrics):
+            yield
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -182,6 +218,9 @@ class ServiceRuntime:
 
     async def connect(self) -> None:
         """Database (migrated), JetStream, the streams this service owns or waits for, its durable consumers."""
+        if self.settings.http_port is not None:
+            # First: /healthz answers while migrations or a first build of the projection take their time.
+            await self.telemetry.start_probes(self.settings.http_host, self.settings.http_port)
         self.pool = await create_pool(
             self.database_url,
             min_size=self.settings.pool_min_size,
@@ -224,6 +263,7 @@ class ServiceRuntime:
                 max_bytes=self.settings.max_message_bytes,
                 max_payload=max_payload,
                 after_commit=self.wake_relay,
+                observe_batch=self.telemetry.observe_batch(consumer.durable),
             )
         if f"{LIVE_SCHEMA}:platform/001_applied_events" in applied:
             await self._build_new_projection()
@@ -374,7 +414,9 @@ class ServiceRuntime:
         failing = tuple(
             f"{h.name}: failing ({h.last_error}, {h.failures} times in a row)" for h in tasks if not h.healthy
         )
-        return (*reasons, *failing), pulling
+        # Serving means connected once; nats-py reconnects on its own, and until then the service is not ready.
+        nats = ("nats: not connected",) if self.serving and not self.broker.connection.is_connected else ()
+        return (*reasons, *failing, *nats), pulling
 
     async def _lease_connection(self) -> asyncpg.Connection:
         # Named, so an operator (and the fault tests) can tell the session that holds the consumer groups.
@@ -419,6 +461,7 @@ class ServiceRuntime:
             except TimeoutError:
                 log.warning("connections still in use at shutdown; closing them")
                 self.pool.terminate()
+        await self.telemetry.stop_probes()
         log.info("service stopped")
 
     # --- what the service answers --------------------------------------------------------------------------
@@ -436,10 +479,19 @@ class ServiceRuntime:
             decision = command.decide(history, body, actor, datetime.now(UTC))
             if not decision.events:
                 return decision.reply
+            span = _append_span(history, decision.events) if tracing.enabled() else None
             try:
-                await self.patient_log.append(decision.events, expected_last_seq=history.last_seq)
-            except ConcurrencyConflict:
+                await self.patient_log.append(
+                    decision.events,
+                    expected_last_seq=history.last_seq,
+                    headers=tracing.headers_for(tracing.context_of(span)),
+                )
+            except ConcurrencyConflict as exc:
+                tracing.failed(span, exc)
                 continue
+            finally:
+                if span is not None:
+                    span.end()
             await self._wait_applied(decision.events[-1].id)
             return decision.reply
         return CommandReply(outcome="conflict", message="the patient's record kept changing; try again")
@@ -501,6 +553,32 @@ class ServiceRuntime:
 
         self.rebuild = asyncio.create_task(run(), name="rebuild")
         return CommandReply(outcome="accepted", message="rebuild started", resource_id=str(request.rebuild_id))
+
+
+def _append_span(history: Any, events: Sequence[Any]) -> Any:
+    """A command's events continue their flow's trace after the latest event of the same flow in the history (the
+    request's own span, in its caller's trace, is linked)."""
+    flow = events[0].correlation_id
+    parent = next(
+        (stored.trace for stored in reversed(history.events) if stored.event.correlation_id == flow and stored.trace),
+        None,
+    )
+    return tracing.start(
+        f"publish {type(events[0]).EVENT_NAME}",
+        kind=tracing.PRODUCER,
+        flow=flow,
+        headers=parent,
+        links=[tracing.current_context()],
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.template": tracing.subject_template(f"mtm.patient.0.p.{events[0].EVENT_NAME}.v1"),
+            "messaging.message.id": str(events[0].id),
+            "messaging.batch.message_count": len(events),
+            "mtm.event_type": type(events[0]).EVENT_NAME,
+            "mtm.correlation_id": str(flow),
+        },
+    )
 
 
 PULL_WAIT_S = 1.0
@@ -598,22 +676,22 @@ def _reply_subscription(
     read, and nothing is recorded; the refusal is logged with ids only.
     """
 
-    async def on_request(msg: NatsMessage) -> bytes:
+    async def respond(msg: NatsMessage) -> tuple[bytes, str]:
         try:
             actor = runtime.verifier.verify((msg.headers or {}).get(ACTOR_TOKEN_HEADER))
             require_role(actor, roles)
         except (Unauthorized, Forbidden) as exc:
             outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
             log.warning("request refused", subject=subject, outcome=outcome)
-            return _encoded(CommandReply(outcome=outcome, message=str(exc)))
+            return _encoded(CommandReply(outcome=outcome, message=str(exc))), outcome
         if has_nul(msg.body):
-            return _encoded(CommandReply(outcome="invalid", message=NUL_REFUSED))
+            return _encoded(CommandReply(outcome="invalid", message=NUL_REFUSED)), "invalid"
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:
-            return _encoded(CommandReply(outcome="invalid", message=describe_invalid(exc)))
+            return _encoded(CommandReply(outcome="invalid", message=describe_invalid(exc))), "invalid"
         except RecursionError:
-            return _encoded(CommandReply(outcome="invalid", message="body: nested too deeply to read"))
+            return _encoded(CommandReply(outcome="invalid", message="body: nested too deeply to read")), "invalid"
         try:
             reply = await answer(request, actor)
         except Exception as exc:
@@ -622,15 +700,32 @@ def _reply_subscription(
         body = _encoded(reply)
         if len(body) > runtime.broker.connection.max_payload - REPLY_HEADROOM:
             # One reply is one message: a list that does not fit must be read in smaller pages.
-            return _encoded(
-                CommandReply(
-                    outcome="invalid", message="the answer is too large for one message; ask for a smaller page (limit)"
-                )
+            too_large = "the answer is too large for one message; ask for a smaller page (limit)"
+            return _encoded(CommandReply(outcome="invalid", message=too_large)), "invalid"
+        return body, reply.outcome
+
+    async def on_request(msg: NatsMessage) -> bytes:
+        started = time.perf_counter()
+        span = (
+            tracing.start(
+                f"request {subject}",
+                kind=tracing.SERVER,
+                headers=msg.headers,
+                attributes={"messaging.system": "nats", "messaging.destination.name": subject},
             )
+            if tracing.enabled()
+            else None
+        )
+        with tracing.active(span):
+            body, outcome = await respond(msg)
+            if span is not None:
+                span.set_attribute("mtm.outcome", outcome)
+        runtime.telemetry.answered(subject, outcome, time.perf_counter() - started)
         return body
 
     on_request.__name__ = "on_" + subject.replace(".", "_")
     runtime.broker.subscriber(subject, decoder=_raw_body, **kw)(on_request)
+    runtime.answering.append(Answering(subject, model, roles, kw.get("queue")))
 
 
 def _subscribe_command(runtime: ServiceRuntime, command: Command[Any]) -> None:
@@ -655,6 +750,7 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
         runtime.name,
         runtime.readiness,
     )
+    runtime.answering.append(Answering(status_subject(runtime.name), GetServiceStatus, (), None, ServiceStatus))
 
     async def rebuild(request: RebuildProjection, actor: Actor) -> CommandReply:
         log.info("rebuild requested", outcome="accepted", reason_code=actor.role)
@@ -663,11 +759,35 @@ def _subscribe_admin(runtime: ServiceRuntime) -> None:
     _reply_subscription(
         runtime, rebuild_subject(runtime.name), RebuildProjection, rebuild, ("admin",), queue=f"{runtime.name}-admin"
     )
+    _subscribe_dead_letters(runtime)
     if runtime.definition.keeps_keys:
         _reply_subscription(
             runtime, ERASE_PATIENT, ErasePatient, runtime.erase_patient, ("admin",), queue=f"{runtime.name}-admin"
         )
         _subscribe_key_requests(runtime)
+
+
+def _subscribe_dead_letters(runtime: ServiceRuntime) -> None:
+    """An admin lists, reads and redrives the service's dead letters (`mtm dead-letters`)."""
+    from mtm.contracts.dead_letter import GetDeadLetter, ListDeadLetters, RedriveDeadLetter, dead_letters_subject
+    from mtm.platform.dead_letters import DeadLetters
+
+    def letters() -> DeadLetters:
+        return DeadLetters(runtime.jetstream, runtime.name)
+
+    for action, model, answer in (
+        ("list", ListDeadLetters, lambda request, actor: letters().list(request, actor)),
+        ("get", GetDeadLetter, lambda request, actor: letters().get(request, actor)),
+        ("redrive", RedriveDeadLetter, lambda request, actor: letters().redrive(request, actor)),
+    ):
+        _reply_subscription(
+            runtime,
+            dead_letters_subject(runtime.name, action),
+            model,
+            answer,
+            ("admin",),
+            queue=f"{runtime.name}-admin",
+        )
 
 
 def _subscribe_key_requests(runtime: ServiceRuntime) -> None:
@@ -682,11 +802,30 @@ def _subscribe_key_requests(runtime: ServiceRuntime) -> None:
         return key_reply(keys, erased, request.patient_ids).model_dump_json().encode()
 
     runtime.broker.subscriber(PATIENT_KEYS, queue=f"{runtime.name}-keys", decoder=_raw_body)(on_keys)
+    runtime.answering.append(Answering(PATIENT_KEYS, GetPatientKeys, (), f"{runtime.name}-keys", PatientKeys))
+
+
+class ServiceApp(FastStream):
+    """A service's FastStream app: starting and stopping run in the service's scope, so every task it starts
+    (pull loops, relay, timers, FastStream's subscriptions) logs, counts and traces as this service, also when
+    several services share a process."""
+
+    runtime: ServiceRuntime
+
+    async def start(self, **run_extra_options: Any) -> None:
+        with self.runtime.scope():
+            await super().start(**run_extra_options)
+
+    async def stop(self) -> None:
+        with self.runtime.scope():
+            await super().stop()
 
 
 def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastStream:
     """The one composition root of a service process."""
-    configure_logging(definition.name, settings.log_level, settings.log_format)
+    configure_logging(None, settings.log_level, settings.log_format)
+    if not tracing.enabled():
+        tracing.configure_from_environment(definition.name)
     broker = NatsBroker(
         settings.nats_servers,
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -694,6 +833,8 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
         reconnect_time_wait=1,
         name=f"mtm-{definition.name}",
         graceful_timeout=10.0,
+        # FastStream's own lines go through the process's JSON handler like every other (its default prints text).
+        logger=logging.getLogger("faststream.access.nats"),
         log_level=10,
     )
     runtime = ServiceRuntime(
@@ -710,14 +851,15 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
     for query in definition.handlers.queries:
         _subscribe_query(runtime, query)
     _subscribe_admin(runtime)
-    app = FastStream(
+    app = ServiceApp(
         broker,
+        logger=logging.getLogger("faststream"),
         on_startup=[runtime.connect],
         after_startup=[runtime.start_consuming],
         on_shutdown=[runtime.stop_consuming],
         after_shutdown=[runtime.close],
     )
-    app.runtime = runtime  # type: ignore[attr-defined]
+    app.runtime = runtime
     return app
 
 
@@ -736,10 +878,16 @@ def serve(factory: Callable[[], FastStream]) -> None:
     """Run a service process until SIGTERM/SIGINT, on uvloop where available (asyncpg and nats-py run faster on it)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = factory()
+    runtime = getattr(app, "runtime", None)
+    if runtime is not None:
+        own_process(runtime.name)
     app.after_startup(_freeze_startup_heap)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(app.run())
-        return
-    uvloop.run(app.run())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(app.run())
+            return
+        uvloop.run(app.run())
+    finally:
+        tracing.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from mtm.contracts import CommandReply, EventEnvelope
 from mtm.contracts.events import PatientErased
 from mtm.contracts.identity import Actor, Role
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
+from mtm.platform import tracing
 from mtm.platform.consumer import Accepted, BatchConsumer, Delivery, InvalidMessage, patient_event_consumer
 from mtm.platform.decisions import Decision, PatientHistory
 from mtm.platform.projection import Projection, UnitOfWork
@@ -70,6 +72,11 @@ class Reaction(Generic[In]):
     """The input is a patient event the projection keeps too; it is applied with what it causes."""
     partitioned_by: tuple[type[EventEnvelope], ...] = ()
     after_commit: Callable[[], None] | None = None
+    emits: tuple[type[EventEnvelope], ...] = ()
+    """The events `react` may cause (what the service's AsyncAPI document says it publishes)."""
+    accepts: tuple[Any, ...] = ()
+    """What an intake message may be, where `parse` reads one (for the AsyncAPI document): contract models, or
+    JSON Schemas (dicts) of formats that are not mtm's own (a FHIR R4 Bundle)."""
 
 
 def on_event(
@@ -77,11 +84,14 @@ def on_event(
     react: React[In],
     *,
     durable: str,
+    emits: tuple[type[EventEnvelope], ...] = (),
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
 ) -> Reaction[In]:
     """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
-    return on_events((event_cls,), react, durable=durable, keeps_input=keeps_input, after_commit=after_commit)
+    return on_events(
+        (event_cls,), react, durable=durable, emits=emits, keeps_input=keeps_input, after_commit=after_commit
+    )
 
 
 def on_events(
@@ -89,6 +99,7 @@ def on_events(
     react: React[Any],
     *,
     durable: str,
+    emits: tuple[type[EventEnvelope], ...] = (),
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
 ) -> Reaction[Any]:
@@ -101,6 +112,7 @@ def on_events(
         keeps_input=keeps_input,
         partitioned_by=event_classes,
         after_commit=after_commit,
+        emits=emits,
     )
 
 
@@ -135,6 +147,19 @@ class Query(Generic[Q]):
 
 
 @dataclass(frozen=True)
+class Publication:
+    """A message a service publishes outside the patient log (e.g. notify's physician inbox), for its AsyncAPI
+    document: the address (with `{parameters}`), its stream, and the payload's model or JSON Schema."""
+
+    address: str
+    payload: Any
+    stream: str | None = None
+    description: str = ""
+    parameters: tuple[tuple[str, str], ...] = ()
+    """(name, description) of each `{parameter}` in the address."""
+
+
+@dataclass(frozen=True)
 class ServiceHandlers:
     """The one table of a service: every message it consumes or answers, and the projection it keeps."""
 
@@ -144,6 +169,18 @@ class ServiceHandlers:
     queries: tuple[Query[Any], ...] = ()
     timers: tuple[Timer, ...] = ()
 
+    def emitted(self) -> tuple[type[EventEnvelope], ...]:
+        """Every event the service publishes: what its reactions, commands and timers declare they cause."""
+        return tuple(
+            dict.fromkeys(
+                (
+                    *(cls for reaction in self.reactions for cls in reaction.emits),
+                    *(cls for command in self.commands for cls in command.emits),
+                    *(cls for timer in self.timers for cls in timer.emits),
+                )
+            )
+        )
+
     def projection_durable(self, service: str) -> str:
         return f"{service}-projection"
 
@@ -152,10 +189,62 @@ class ServiceHandlers:
         return tuple(dict.fromkeys((*(cls for command in self.commands for cls in command.emits), PatientErased)))
 
 
+@dataclass(frozen=True, slots=True)
+class Reacted:
+    """One input read and reacted to: the input, what it caused, its JSON as read, its consume span (if traced)."""
+
+    input: Any
+    caused: Caused
+    clear: bytes
+    trace: Any = None
+
+
+def _consume_span(durable: str, delivery: Delivery, value: Any, started: int) -> Any:
+    """The consume step of the input's flow (its correlation id), from when its reading began; None when off."""
+    first = value[0] if isinstance(value, tuple) and value else value
+    attributes: dict[str, Any] = {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.consumer.group.name": durable,
+        "messaging.destination.template": tracing.subject_template(delivery.subject),
+        "mtm.stream_seq": delivery.stream_seq,
+    }
+    flow = None
+    if isinstance(first, EventEnvelope):
+        flow = first.correlation_id
+        attributes.update(
+            {
+                "messaging.message.id": str(first.id),
+                "mtm.event_type": type(first).EVENT_NAME,
+                "mtm.correlation_id": str(flow),
+            }
+        )
+    return tracing.start(
+        f"consume {durable}",
+        kind=tracing.CONSUMER,
+        flow=flow,
+        headers=delivery.headers,
+        attributes=attributes,
+        start_time=started,
+    )
+
+
+def _applied_spans(durable: str, batch: Sequence[Accepted[Any]], started: int) -> None:
+    """The batch's apply step, once in each message's flow (a batch mixes flows), over the same interval."""
+    tracing.record(
+        f"apply {durable}",
+        [item.value.trace for item in batch],
+        started,
+        time.time_ns(),
+        {"messaging.consumer.group.name": durable, "messaging.batch.message_count": len(batch)},
+    )
+
+
 def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: EventReader) -> BatchConsumer[Any]:
     """The durable consumer of a reaction: decide per message, then record the batch in one transaction."""
 
-    async def decode(delivery: Delivery) -> tuple[Any, Caused, bytes]:
+    async def decode(delivery: Delivery) -> Reacted:
+        started = time.time_ns() if tracing.enabled() else 0
         if len(reaction.events) == 1:
             value, clear = await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
         elif reaction.events:
@@ -165,26 +254,39 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         else:
             assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
             value, clear = reaction.parse(delivery), delivery.data
-        caused = reaction.react(value)
-        if inspect.isawaitable(caused):
-            caused = await caused
-        return value, tuple(caused), clear
+        span = _consume_span(reaction.durable, delivery, value, started) if started else None
+        with tracing.active(span):
+            caused = reaction.react(value)
+            if inspect.isawaitable(caused):
+                caused = await caused
+        return Reacted(value, tuple(caused), clear, tracing.context_of(span))
 
     async def prepare(deliveries: Sequence[Delivery]) -> None:
         if reaction.events:
             await reader.prepare((d.subject, d.data) for d in deliveries)
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[Any, Caused, bytes]]]) -> int:
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[Reacted]]) -> int:
+        started = time.time_ns() if tracing.enabled() else 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         # Inputs first, then what they caused: the order the log will hold them in.
         if reaction.keeps_input:
             for item in batch:
-                uow.tx.remember(item.value[0], item.value[2])
-        new = await uow.fold([item.value[0] for item in batch]) if reaction.keeps_input else set()
-        new |= await uow.record([event for item in batch for event in item.value[1]])
+                uow.tx.remember(item.value.input, item.value.clear)
+        new = await uow.fold([item.value.input for item in batch]) if reaction.keeps_input else set()
+        # Each caused event is published as a child of the step that decided it.
+        headers = (
+            {e.id: tracing.headers_for(item.value.trace) for item in batch for e in item.value.caused}
+            if started
+            else None
+        )
+        new |= await uow.record([event for item in batch for event in item.value.caused], headers)
+        if started:
+            _applied_spans(reaction.durable, batch, started)
         return sum(
-            1 for item in batch if any(e.id in new for e in item.value[1]) or getattr(item.value[0], "id", None) in new
+            1
+            for item in batch
+            if any(e.id in new for e in item.value.caused) or getattr(item.value.input, "id", None) in new
         )
 
     return BatchConsumer(
@@ -201,21 +303,30 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
 
 def projection_consumer(
     durable: str, types: Sequence[type[EventEnvelope]], projection: Projection, reader: EventReader
-) -> BatchConsumer[tuple[EventEnvelope, bytes]]:
+) -> BatchConsumer[Reacted]:
     """Applies events appended straight to the log (commands' events, erasures) to the projection, in log order."""
 
-    async def decode(delivery: Delivery) -> tuple[EventEnvelope, bytes]:
-        return await reader.read(delivery.subject, delivery.data)
+    async def decode(delivery: Delivery) -> Reacted:
+        started = time.time_ns() if tracing.enabled() else 0
+        event, clear = await reader.read(delivery.subject, delivery.data)
+        span = _consume_span(durable, delivery, event, started) if started else None
+        if span is not None:
+            span.end()
+        return Reacted(event, (), clear, tracing.context_of(span))
 
     async def prepare(deliveries: Sequence[Delivery]) -> None:
         await reader.prepare((d.subject, d.data) for d in deliveries)
 
-    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[tuple[EventEnvelope, bytes]]]) -> int:
+    async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[Reacted]]) -> int:
+        started = time.time_ns() if tracing.enabled() else 0
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         for item in batch:
-            uow.tx.remember(*item.value)
-        return len(await uow.fold([item.value[0] for item in batch]))
+            uow.tx.remember(item.value.input, item.value.clear)
+        applied = len(await uow.fold([item.value.input for item in batch]))
+        if started:
+            _applied_spans(durable, batch, started)
+        return applied
 
     consumer = patient_event_consumer(durable, tuple(dict.fromkeys((*types, PatientErased))), apply, decode=decode)
     return dataclasses.replace(consumer, prepare=prepare)

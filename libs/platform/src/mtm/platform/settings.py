@@ -76,6 +76,13 @@ class ServiceSettings(BaseSettings):
     takeover_after_s: float = Field(
         default=10.0, gt=0, description="How long a group must be left unowned before another replica takes it."
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics over HTTP on this port (0: any free port); unset: off.",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the health and metrics server listens on.")
 
     @model_validator(mode="after")
     def _groups_divide_partitions(self) -> ServiceSettings:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from mtm.contracts import EventEnvelope
+from mtm.platform import metrics, tracing
 from mtm.platform.faults import TaskHealth
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import WRITER_LOCK_KEY, Projection, UnitOfWork
@@ -46,6 +47,8 @@ class Timer:
     every_s: float
     due: Callable[[asyncpg.Connection, datetime, int], Awaitable[Sequence[Any]]]
     fire: Callable[[Any, datetime], Sequence[EventEnvelope]]
+    emits: tuple[type[EventEnvelope], ...] = ()
+    """The events `fire` may record (what the service's AsyncAPI document says it publishes)."""
 
     @property
     def lock_key(self) -> int:
@@ -63,7 +66,28 @@ async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projectio
         await uow.begin()
         items = await timer.due(conn, now, ROUND_LIMIT)
         events = [event for item in items for event in timer.fire(item, now)]
-        return len(await uow.record(events))
+        return len(await uow.record(events, _timer_spans(timer, events)))
+
+
+def _timer_spans(timer: Timer, events: Sequence[EventEnvelope]) -> dict[Any, dict[str, str]] | None:
+    """Each event a timer records starts a step of its own flow (a root of the flow's trace); None when off."""
+    if not tracing.enabled() or not events:
+        return None
+    headers = {}
+    for event in events:
+        span = tracing.start(
+            f"timer {timer.name}",
+            flow=event.correlation_id,
+            attributes={
+                "mtm.timer": timer.name,
+                "mtm.event_type": type(event).EVENT_NAME,
+                "messaging.message.id": str(event.id),
+                "mtm.correlation_id": str(event.correlation_id),
+            },
+        )
+        headers[event.id] = tracing.headers_for(tracing.context_of(span))
+        span.end()
+    return headers
 
 
 async def run_timer(
@@ -82,6 +106,9 @@ async def run_timer(
             health.ok()
         if recorded:
             log.info("timer fired", consumer=timer.name, count=recorded)
+            metrics.current().counter(
+                "mtm_timer_events", "Events recorded by timers (deadlines that passed).", ("timer",)
+            ).labels(timer.name).inc(recorded)
             after_record()
             if recorded >= ROUND_LIMIT:
                 continue

@@ -9,17 +9,19 @@ from importlib.resources import files
 import httpx
 from faststream import FastStream
 
+from mtm.contracts import NotificationDelivered, NotificationFailed, NotificationRetryScheduled
 from mtm.contracts.events import NotificationChannel
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, PHYSICIAN_INBOX_PREFIX, PHYSICIAN_INBOX_STREAM
 from mtm.notify.adapters.channels import EmailChannel, NatsInboxChannel, WebhookChannel
 from mtm.notify.adapters.directory import Directory, load_directory_file
 from mtm.notify.delivery_worker import DeliveryWorker, EmailSetup
-from mtm.notify.domain.delivery import RetryPolicy, channels_for
+from mtm.notify.domain.delivery import PhysicianNotification, RetryPolicy, channels_for
 from mtm.notify.handlers import handlers
 from mtm.notify.settings import NotifySettings
 from mtm.platform.logging import get_logger
 from mtm.platform.runtime import ServiceDefinition, ServiceRuntime
 from mtm.platform.runtime import create_app as create_service_app
+from mtm.platform.service import Publication
 from mtm.platform.streams import PHYSICIAN_INBOX
 
 log = get_logger(__name__)
@@ -83,6 +85,18 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
         owned_streams=(PHYSICIAN_INBOX,),
         consumed_streams=(PATIENT_EVENTS_STREAM,),
         background_jobs=(deliver_notifications,),
+        job_emits=(NotificationRetryScheduled, NotificationDelivered, NotificationFailed),
+        sends=(
+            Publication(
+                address=f"{PHYSICIAN_INBOX_PREFIX}.{{physician}}",
+                payload=PhysicianNotification,
+                stream=PHYSICIAN_INBOX_STREAM,
+                description="A referral (or its reminder) for the physician's own tool; the same body is posted to "
+                "the physician's webhook, signed the Standard Webhooks way. Deduplicated by Nats-Msg-Id = "
+                "notification_id.",
+                parameters=(("physician", "The physician's practitioner id (percent-encoded where it has a dot)."),),
+            ),
+        ),
     )
     app = create_service_app(definition, settings)
     runtime_ref.append(app.runtime)  # type: ignore[attr-defined]

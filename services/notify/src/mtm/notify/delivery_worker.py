@@ -18,6 +18,7 @@ from mtm.notify.adapters.channels import EmailChannel, NatsInboxChannel, Webhook
 from mtm.notify.adapters.directory import Directory
 from mtm.notify.application import record_attempt
 from mtm.notify.domain.delivery import AttemptResult, Contact, RetryPolicy, referral_email, referral_message
+from mtm.platform import metrics, tracing
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import UnitOfWork
 
@@ -94,18 +95,28 @@ class DeliveryWorker:
             return 0
         async with self._pool.acquire() as conn:
             contacts = await self._directory.contacts(conn, [n.attempted.request.recipient_id for n in leased])
-        results = await asyncio.gather(*(self._attempt(n, contacts) for n in leased))
+        traced = await asyncio.gather(*(self._traced_attempt(n, contacts) for n in leased))
         finished = datetime.now(UTC)
         outcomes = [
             record_attempt(n.attempted, result, finished, self._policy)
-            for n, result in zip(leased, results, strict=True)
+            for n, (result, _) in zip(leased, traced, strict=True)
         ]
+        # Each outcome is published as a child of its attempt's span (its flow's trace).
+        headers = (
+            {o.id: tracing.headers_for(span) for o, (_, span) in zip(outcomes, traced, strict=True)}
+            if tracing.enabled()
+            else None
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, notifications.NOTIFICATIONS)
             await uow.begin()
-            await uow.record(outcomes)
+            await uow.record(outcomes, headers)
             await notifications.release(conn, [n.attempted.request.notification_id for n in leased])
+        attempts = metrics.current().counter(
+            "mtm_notification_attempts", "Delivery attempts, by channel and what they led to.", ("channel", "outcome")
+        )
         for n, outcome in zip(leased, outcomes, strict=True):
+            attempts.labels(n.attempted.request.channel, outcome.EVENT_NAME.removeprefix("notification_")).inc()
             log.info(
                 "notification attempt",
                 notification_id=str(n.attempted.request.notification_id),
@@ -123,6 +134,35 @@ class DeliveryWorker:
         if self._template:
             return self._template.replace("{recipient_id}", quote(recipient, safe=""))
         return None
+
+    async def _traced_attempt(
+        self, leased: notifications.Leased, contacts: dict[str, Contact]
+    ) -> tuple[AttemptResult, object]:
+        """One attempt, as a span of its flow's trace (the referral's discharge), when tracing is on."""
+        attempted = leased.attempted
+        span = (
+            tracing.start(
+                f"notification {attempted.request.channel}",
+                kind=tracing.CLIENT,
+                flow=attempted.correlation_id,
+                attributes={
+                    "mtm.notification_id": str(attempted.request.notification_id),
+                    "mtm.channel": attempted.request.channel,
+                    "mtm.attempt": attempted.attempt,
+                    "mtm.purpose": attempted.request.purpose,
+                    "mtm.correlation_id": str(attempted.correlation_id),
+                },
+            )
+            if tracing.enabled()
+            else None
+        )
+        with tracing.active(span):
+            result = await self._attempt(leased, contacts)
+            if span is not None:
+                span.set_attribute("mtm.delivered", result.ok)
+                if result.status_code is not None:
+                    span.set_attribute("http.response.status_code", result.status_code)
+        return result, tracing.context_of(span)
 
     async def _attempt(self, leased: notifications.Leased, contacts: dict[str, Contact]) -> AttemptResult:
         request = leased.attempted.request

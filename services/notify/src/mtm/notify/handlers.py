@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from mtm.contracts import ListNotifications, ReferralEscalated, ReferralRequested
+from mtm.contracts import ListNotifications, NotificationRequested, ReferralEscalated, ReferralRequested
 from mtm.contracts.subjects import LIST_NOTIFICATIONS
 from mtm.notify import application
 from mtm.notify.adapters import notifications
@@ -20,6 +20,7 @@ def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[],
                 ReferralRequested,
                 partial(application.request_notifications, channels_for=channels_for),
                 durable="notify-referral-requested",
+                emits=(NotificationRequested,),
                 keeps_input=True,
                 after_commit=wake_worker,
             ),
@@ -27,6 +28,7 @@ def handlers(channels_for: application.ChannelsFor, *, wake_worker: Callable[[],
                 ReferralEscalated,
                 partial(application.request_reminders, channels_for=channels_for),
                 durable="notify-referral-escalated",
+                emits=(NotificationRequested,),
                 after_commit=wake_worker,
             ),
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtm.contracts import MtmDisenrolled
+from mtm.contracts import AdherenceMeasured, MtmDisenrolled, MtmEligibilityDetermined, MtmEnrolled
 from mtm.contracts.program_commands import DisenrollMember, GetAlertReport, GetCmsReport, GetProgramStatus
 from mtm.contracts.subjects import (
     DISENROLL_MEMBER,
@@ -56,6 +56,7 @@ def handlers(*, plan: Plan | None = None, evaluation_every_s: float = 5.0) -> Se
                 every_s=evaluation_every_s,
                 due=program.due_members,
                 fire=application.evaluator(plan or Plan(), targeting_tables(), adherence_tables()),
+                emits=(MtmEligibilityDetermined, MtmEnrolled, AdherenceMeasured),
             ),
         ),
     )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from mtm.contracts import EVENTS, EventRegistry, GetMedicationHistory, GetMedicationList, TransitionOfCareRecorded
+from mtm.contracts import (
+    EVENTS,
+    EventRegistry,
+    GetMedicationHistory,
+    GetMedicationList,
+    MedicationDispensed,
+    MedicationsReconciled,
+    TransitionOfCareRecorded,
+)
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
@@ -29,6 +37,8 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
                 react=partial(application.record_discharge, ledger=ledger),
+                emits=(TransitionOfCareRecorded,),
+                accepts=(TransitionOfCareRecorded, intake.FHIR_BUNDLE_SCHEMA),
             ),
             Reaction(
                 durable="reconciliation-fill-intake",
@@ -36,11 +46,14 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 filter_subjects=(FILL_INTAKE_SUBJECT,),
                 parse=intake.fill_parser(registry),
                 react=application.record_fills,
+                emits=(MedicationDispensed,),
+                accepts=(MedicationDispensed, intake.FHIR_BUNDLE_SCHEMA),
             ),
             on_event(
                 TransitionOfCareRecorded,
                 partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
+                emits=(MedicationsReconciled,),
             ),
         ),
         queries=(

@@ -12,6 +12,8 @@ from mtm.contracts import (
     NotificationFailed,
     ReferralAcknowledged,
     ReferralAnswered,
+    ReferralEscalated,
+    ReferralRequested,
     ReviewTaskCompleted,
 )
 from mtm.contracts.subjects import ACKNOWLEDGE_REFERRAL, ANSWER_REFERRAL, GET_REFERRAL, LIST_REFERRALS
@@ -36,6 +38,7 @@ def handlers(policy: EscalationPolicy, *, escalation_check_s: float = 30.0) -> S
                 ReviewTaskCompleted,
                 partial(application.request_referrals, policy=policy),
                 durable="referral-review-task-completed",
+                emits=(ReferralRequested,),
             ),
             # A notification notify could not deliver goes on the referral, for the pharmacist's follow-up.
             on_event(
@@ -77,6 +80,7 @@ def handlers(policy: EscalationPolicy, *, escalation_check_s: float = 30.0) -> S
                 every_s=escalation_check_s,
                 due=referrals.due_escalations,
                 fire=partial(application.escalate_referral, policy=policy),
+                emits=(ReferralEscalated,),
             ),
         ),
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from mtm.contracts import Alert
 from mtm.contracts.events import Reconciliation, TaskPriority
 from mtm.contracts.limits import MAX_ALERTS
+from mtm.platform import metrics, tracing
 
 DrugChecker = Callable[[Reconciliation], tuple[list[Alert], TaskPriority]]
 
@@ -18,11 +20,28 @@ def build_drug_checker(kb_path: str | None = None) -> DrugChecker:
     kb = load_from_directory(kb_path) if kb_path else load_bundled()
 
     def run(rec: Reconciliation) -> tuple[list[Alert], TaskPriority]:
-        context, medications = context_from_reconciliation(rec)
-        alerts = check(context, medications, kb)
+        started = time.perf_counter()
+        with tracing.child("drug check") as span:
+            context, medications = context_from_reconciliation(rec)
+            alerts = check(context, medications, kb)
+            if span is not None:
+                span.set_attribute("mtm.medications", len(medications))
+                span.set_attribute("mtm.alerts", len(alerts))
+        observe(time.perf_counter() - started, alerts)
         return within_limit(alerts), priority_from(alerts, len(rec.discrepancies))
 
     return run
+
+
+def observe(took_s: float, alerts: list[Alert]) -> None:
+    """How long the checks took and what they found (a redelivered reconciliation is checked, and counted, again)."""
+    found = metrics.current()
+    found.histogram("mtm_drug_check_duration_seconds", "Time to run the drug checks on one reconciliation.").observe(
+        took_s
+    )
+    raised = found.counter("mtm_alerts", "Alerts the drug checks raised, by kind and severity.", ("kind", "severity"))
+    for alert in alerts:
+        raised.labels(alert.kind, alert.severity).inc()
 
 
 _RANK = {"high": 0, "moderate": 1, "low": 2}

@@ -6,6 +6,7 @@ from functools import partial
 
 from mtm.contracts import (
     ActionPlanDelivered,
+    ActionPlanOverdue,
     AlertOverridden,
     ClaimReviewTask,
     CompleteReviewTask,
@@ -25,8 +26,11 @@ from mtm.contracts import (
     ReleaseReviewTask,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
+    ReviewTaskCreated,
+    ReviewTaskOverdue,
     ReviewTaskReassigned,
     ReviewTaskReleased,
+    ScheduledReviewSkipped,
 )
 from mtm.contracts.subjects import (
     CLAIM_REVIEW_TASK,
@@ -67,6 +71,7 @@ def handlers(check: DrugChecker, *, timer_every_s: float = 5.0) -> ServiceHandle
                 MedicationsReconciled,
                 partial(application.open_review_task, check=check),
                 durable="review-medications-reconciled",
+                emits=(ReviewTaskCreated,),
             ),
             # Enrolment opens the CMR offer and the quarterly TMRs; adherence newly below 80% opens a TMR.
             on_events(tasks.PROGRAM_EVENTS, _nothing, durable="review-mtm-program", keeps_input=True),
@@ -149,8 +154,26 @@ def handlers(check: DrugChecker, *, timer_every_s: float = 5.0) -> ServiceHandle
             Query(GET_REVIEW_TASK, GetReviewTask, ("pharmacist", "physician", "admin"), worklist.get_task),
         ),
         timers=(
-            Timer("review-task-deadlines", timer_every_s, tasks.overdue_tasks, application.task_overdue),
-            Timer("review-schedule", timer_every_s, tasks.due_reviews, application.scheduled_review),
-            Timer("action-plan-deadlines", timer_every_s, tasks.overdue_action_plans, application.action_plan_overdue),
+            Timer(
+                "review-task-deadlines",
+                timer_every_s,
+                tasks.overdue_tasks,
+                application.task_overdue,
+                emits=(ReviewTaskOverdue,),
+            ),
+            Timer(
+                "review-schedule",
+                timer_every_s,
+                tasks.due_reviews,
+                application.scheduled_review,
+                emits=(ReviewTaskCreated, ScheduledReviewSkipped),
+            ),
+            Timer(
+                "action-plan-deadlines",
+                timer_every_s,
+                tasks.overdue_action_plans,
+                application.action_plan_overdue,
+                emits=(ActionPlanOverdue,),
+            ),
         ),
     )

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from mtm.contracts.subjects import physician_inbox_subject
 from mtm.contracts.webhooks import signed_headers
 from mtm.notify.domain.delivery import AttemptResult, classify_http, classify_smtp
+from mtm.platform import tracing
 from mtm.platform.outbox import MSG_ID_HEADER
 
 
@@ -23,7 +24,12 @@ class WebhookChannel:
 
     async def deliver(self, url: str, body: bytes, notification_id: str) -> AttemptResult:
         # The notification id is the webhook-id: receivers deduplicate retries by it.
-        headers = {"Content-Type": "application/json", **signed_headers(self._secret, notification_id, body)}
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(self._secret, notification_id, body),
+            # The receiver may continue the referral's trace (W3C trace context); nothing when tracing is off.
+            **tracing.current_headers(),
+        }
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, ValueError) as exc:
@@ -44,7 +50,10 @@ class NatsInboxChannel:
     async def deliver(self, recipient_id: str, body: bytes, notification_id: str) -> AttemptResult:
         try:
             ack = await self._js.publish(
-                physician_inbox_subject(recipient_id), body, headers={MSG_ID_HEADER: notification_id}, timeout=5
+                physician_inbox_subject(recipient_id),
+                body,
+                headers={**tracing.current_headers(), MSG_ID_HEADER: notification_id},
+                timeout=5,
             )
         except Exception as exc:
             return AttemptResult(ok=False, retryable=True, detail=type(exc).__name__)

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mtm.contracts import ReferralRequested
-from mtm.contracts.events import NotificationChannel, NotificationPurpose, NotificationRequest
+from mtm.contracts.events import NotificationChannel, NotificationPurpose, NotificationRequest, Recommendation
 
 _NAMESPACE = uuid.UUID("9c7e2a64-5f1b-4a8e-bb0e-3a8a0f6c5d42")
 # Status codes worth retrying: the receiver may accept the same request later.
@@ -26,6 +28,32 @@ def notification_id(referral_id: uuid.UUID, channel: NotificationChannel, escala
 
 def derived_event_id(kind: str, notification: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{kind}:{notification}")
+
+
+class HowToAnswer(BaseModel):
+    nats_subject: str = Field(description="Where to send the answer (request/reply).")
+    command: Literal["AnswerReferral"] = "AnswerReferral"
+
+
+class PhysicianNotification(BaseModel):
+    """What a physician's endpoint receives (webhook body, NATS inbox message): a referral and how to answer it.
+
+    `referral_message` writes it; this model describes it (the notify service's AsyncAPI document)."""
+
+    model_config = ConfigDict(extra="forbid", title="PhysicianNotification")
+
+    notification_id: uuid.UUID = Field(description="Also the webhook-id and Nats-Msg-Id: the same on every retry.")
+    kind: NotificationPurpose
+    referral_id: uuid.UUID
+    patient: str = Field(description="FHIR reference of the patient: `Patient/<id>`.")
+    physician_id: str
+    pharmacist_id: str
+    priority: str
+    recommendation: Recommendation
+    task_id: uuid.UUID
+    requested_at: datetime
+    correlation_id: uuid.UUID
+    answer: HowToAnswer
 
 
 def referral_message(

@@ -15,6 +15,20 @@ from mtm.fhir.member import parse_dispense_bundle
 from mtm.platform.consumer import Delivery, InvalidMessage
 
 SOURCE = "mtm/reconciliation/intake"
+# The other form an intake message may take, for the AsyncAPI document: a FHIR R4 Bundle, read by mtm.fhir.
+FHIR_BUNDLE_SCHEMA = {
+    "title": "FhirR4Bundle",
+    "description": "A FHIR R4 Bundle holding the Patient and the resources mtm reads: MedicationStatement and "
+    "MedicationRequest (home and discharge lists), Condition, AllergyIntolerance, Observation (labs); for fills, "
+    "MedicationDispense. See https://hl7.org/fhir/R4/bundle.html.",
+    "type": "object",
+    "required": ["resourceType", "entry"],
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "type": {"type": "string"},
+        "entry": {"type": "array", "items": {"type": "object", "properties": {"resource": {"type": "object"}}}},
+    },
+}
 _NAMESPACE = uuid.UUID("3f6c1c8e-8d2f-4b0a-9f77-1d2e0c5b9a10")
 
 
