@@ -23,6 +23,7 @@ from support.webhook import WebhookReceiver
 from mtm.contracts import EVENTS, DeadLetter
 from mtm.contracts.admin import SERVICES
 from mtm.contracts.subjects import (
+    DEAD_LETTER_PREFIX,
     PATIENT_EVENTS_STREAM,
     PHYSICIAN_INBOX_STREAM,
     dead_letter_stream,
@@ -193,7 +194,8 @@ async def dead_letter_counts(nc: Client) -> dict[str, int]:
 async def dead_letters(nc: Client) -> list[DeadLetter]:
     letters = []
     for service in SERVICES:
-        async for stored in read_stream(nc, dead_letter_stream(service)):
+        # Letters only (`mtm.dlq.<service>.<consumer>`): a redrive's record sits beside them on five tokens.
+        async for stored in read_stream(nc, dead_letter_stream(service), f"{DEAD_LETTER_PREFIX}.{service}.*"):
             letters.append(DeadLetter.model_validate_json(stored.data))
     return letters
 

@@ -63,6 +63,7 @@ from mtm.contracts.admin import (
     rebuild_subject,
     status_subject,
 )
+from mtm.contracts.dead_letter import GetDeadLetter, ListDeadLetters, RedriveDeadLetter, dead_letters_subject
 from mtm.contracts.identity import Actor
 from mtm.contracts.limits import (
     MAX_ALERTS,
@@ -203,6 +204,9 @@ TEMPLATES: dict[str, Callable[[], dict[str, Any]]] = {
     # Erasure names made-up patients only: erasing one the run follows would take its events out of the audit.
     ERASE_PATIENT: lambda: {"patient_id": f"p-erased-{uuid.uuid4().hex[:12]}", "reason": "erasure request"},
     **{rebuild_subject(service): lambda: {"rebuild_id": str(uuid.uuid4())} for service in SERVICES},
+    **{dead_letters_subject(service, "list"): lambda: {"after_sequence": 0, "limit": 50} for service in SERVICES},
+    **{dead_letters_subject(service, "get"): lambda: {"sequence": 1, "body_limit": 4096} for service in SERVICES},
+    **{dead_letters_subject(service, "redrive"): lambda: {"sequence": 1} for service in SERVICES},
 }
 
 
@@ -212,6 +216,13 @@ def templates_for(target: Target) -> list[dict[str, Any]]:
         return [json.loads(sample.read_text())] if sample.exists() else [{}]
     found = [build() for key, build in TEMPLATES.items() if key.split("#", 1)[0] == target.subject]
     return found or [{}]
+
+
+DEAD_LETTER_REQUESTS: dict[str, type[BaseModel]] = {
+    "list": ListDeadLetters,
+    "get": GetDeadLetter,
+    "redrive": RedriveDeadLetter,
+}
 
 
 @cache
@@ -285,6 +296,9 @@ def targets() -> list[Target]:
             table.append(
                 Target(ERASE_PATIENT, "request", ERASE_PATIENT, model=ErasePatient, roles=("admin",), service=service)
             )
+        for action, model in DEAD_LETTER_REQUESTS.items():
+            subject = dead_letters_subject(service, action)
+            table.append(Target(subject, "request", subject, model=model, roles=("admin",), service=service))
         table.append(Target(status_subject(service), "status", status_subject(service), service=service))
         table.append(
             Target(
@@ -709,7 +723,8 @@ def hostile_inputs(draw: st.DrawFn, target: Target, all_targets: list[Target], p
         template = filled(draw, draw(st.sampled_from(templates_for(target))), pool)
         shape, body = "valid body", json.dumps(template).encode()
     expect = expected_reply(target, header, body)
-    assume(not ("accepted" in expect and target.model is RebuildProjection))  # a real rebuild is not hostile
+    # A real rebuild or redrive is not hostile (and a redriven hostile message would be parked a second time).
+    assume(not ("accepted" in expect and target.model in (RebuildProjection, RedriveDeadLetter)))
     return HostileInput(target, target.subject, body, headers, shape, kind, expect)
 
 
@@ -744,7 +759,7 @@ def actor_matrix(all_targets: list[Target], pool: Pool) -> list[HostileInput]:
     them: this does, every run)."""
     found = []
     for target in all_targets:
-        if target.kind != "request" or target.model is RebuildProjection:
+        if target.kind != "request" or target.model in (RebuildProjection, RedriveDeadLetter):
             continue
         for template in templates_for(target):
             for role in target.roles:
