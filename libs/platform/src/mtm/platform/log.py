@@ -30,6 +30,14 @@ class ConcurrencyConflict(Exception):
     """Something was appended to the patient's log after the history the decision was based on."""
 
 
+class TooLargeForTheLog(ValueError):
+    """A decided event does not fit in one message as the log stores it (sealed); nothing was appended."""
+
+
+# Room for the headers of an append (message id, expectations, trace context) and NATS's own framing.
+HEADER_ROOM = 4 * 1024
+
+
 class PatientLog:
     """Reads and appends one patient's events on the `PATIENT_EVENTS` stream.
 
@@ -104,12 +112,22 @@ class PatientLog:
         crash in between, as a prefix that the retried decision completes. Returns the last sequence.
         `headers` go with every event besides its own (the trace context of the decision).
         """
-        expected = expected_last_seq
+        bodies = []
+        # Every event is sealed and measured before the first is sent: a decision lands whole or not at all.
         for event in events:
             clear = event.model_dump_json()
             body = await self._reader.keyring.close(event, clear) if self._seal else clear.encode()
             if body is None:
                 raise ErasedPatient(event.patient_id)
+            limit = self._nc.max_payload - HEADER_ROOM
+            if len(body) > limit:
+                raise TooLargeForTheLog(
+                    f"{event.EVENT_NAME} is {len(body):,} bytes as the log stores it, over the {limit:,} one "
+                    "message may carry: shorten the text or lists"
+                )
+            bodies.append(body)
+        expected = expected_last_seq
+        for event, body in zip(events, bodies, strict=True):
             sent = {
                 **(headers or {}),
                 MSG_ID_HEADER: str(event.id),

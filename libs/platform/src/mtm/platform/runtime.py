@@ -56,7 +56,7 @@ from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
 from mtm.platform.keys import KeyStore, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
-from mtm.platform.log import ConcurrencyConflict, PatientLog
+from mtm.platform.log import ConcurrencyConflict, PatientLog, TooLargeForTheLog
 from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
 from mtm.platform.metrics import metrics_scope
 from mtm.platform.observe import ServiceTelemetry
@@ -492,6 +492,9 @@ class ServiceRuntime:
             except ConcurrencyConflict as exc:
                 tracing.failed(span, exc)
                 continue
+            except TooLargeForTheLog as exc:
+                tracing.failed(span, exc)
+                return CommandReply(outcome="invalid", message=str(exc))
             finally:
                 if span is not None:
                     span.end()
