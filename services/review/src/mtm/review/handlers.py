@@ -64,7 +64,9 @@ def _nothing(_event: object) -> list:
     return []
 
 
-def handlers(check: DrugChecker, database: Database, *, timer_every_s: float = 5.0) -> ServiceHandlers:
+def handlers(
+    check: DrugChecker, database: Database, *, fill_check: DrugChecker | None = None, timer_every_s: float = 5.0
+) -> ServiceHandlers:
     return ServiceHandlers(
         projection=tasks.TASKS,
         reactions=(
@@ -79,7 +81,7 @@ def handlers(check: DrugChecker, database: Database, *, timer_every_s: float = 5
             # A fill that raises a new high-severity alert for a member opens a targeted review.
             on_event(
                 MedicationDispensed,
-                partial(application.review_fill, check=check, records=fills.MemberFillRecords(database)),
+                partial(application.review_fill, check=fill_check or check, records=fills.MemberFillRecords(database)),
                 durable="review-fills",
                 emits=(ReviewTaskCreated,),
                 keeps_input=True,
