@@ -383,5 +383,5 @@ async def test_a_patients_record_comes_a_page_of_tasks_at_a_time(clean_jetstream
         whole = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient))).data
         assert len(whole["tasks"]) == 5 and whole["next"] is None  # the default page holds them all
 
-        bad = await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, before="yesterday|nope"))
+        bad = await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, before="1." + "-" * 36))
         assert bad.outcome == "invalid" and "before" in bad.message

@@ -163,8 +163,8 @@ class GetReviewRecord(Query):
     limit: int = Field(default=20, ge=1, le=MAX_RECORD_PAGE)
     before: str | None = Field(
         default=None,
-        max_length=100,
-        pattern=r"^[0-9A-Za-z:.+|-]+$",
+        max_length=60,
+        pattern=r"^[0-9]{1,19}\.[0-9a-fA-F-]{32,36}$",
         description="The `next` of the previous page (opaque): only tasks created before it.",
     )
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -193,18 +193,22 @@ async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks, actor: Ac
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def record_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
-    """Where a page of a patient's record ended: its oldest task (opaque to callers)."""
-    return f"{created_at.isoformat()}|{task_id}"
+    """Where a page of a patient's record ended: its oldest task, exactly (microseconds, as Postgres keeps them),
+    in characters a shell takes unquoted. Opaque to callers."""
+    return f"{(created_at - _EPOCH) // _MICROSECOND}.{task_id}"
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
-    created, _, task_id = cursor.partition("|")
+    micros, _, task_id = cursor.partition(".")
     try:
-        at, task = datetime.fromisoformat(created), uuid.UUID(task_id)
-    except ValueError:
+        return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(task_id)
+    except (ValueError, OverflowError):
         return None
-    return (at, task) if at.tzinfo is not None else None
 
 
 async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor: Actor) -> CommandReply:
