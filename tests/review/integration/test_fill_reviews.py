@@ -17,6 +17,7 @@ from mtm.contracts import (
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
+    GetReviewRecord,
     ListReviewTasks,
     MedicationDispensed,
     MedicationEntry,
@@ -26,7 +27,7 @@ from mtm.contracts import (
 )
 from mtm.contracts.events import Reconciliation
 from mtm.contracts.program import Dispense
-from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, LIST_REVIEW_TASKS
+from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, GET_REVIEW_RECORD, LIST_REVIEW_TASKS
 from mtm.platform.streams import PATIENT_EVENTS
 from mtm.review.bootstrap import create_app
 from mtm.review.settings import ReviewSettings
@@ -112,11 +113,23 @@ async def test_a_fill_adding_a_high_interaction_opens_one_targeted_review(clean_
         assert len(reviews) == 2
         second = next(t for t in reviews if t["task_id"] != first["task_id"])
 
-        # The review lists the drugs the member takes now, fill included, and the alert that opened it.
+        # Each review lists the drugs the member takes now, fill included, and only the alerts that are new.
+        record = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=member))).data
+        whole = {t["task_id"]: t["task"] for t in record["tasks"]}
+        first_alerts = whole[first["task_id"]]["alerts"]
+        assert "cur.warfarin.fluconazole" in {a["rule_id"] for a in first_alerts}
+        assert all(a["severity"] == "high" and "fluconazole" in a["ingredients"] for a in first_alerts)
+        second_alerts = whole[second["task_id"]]["alerts"]
+        assert "lbl.simvastatin.strong_cyp3a4" in {a["rule_id"] for a in second_alerts}
+        assert all(a["severity"] == "high" and "clarithromycin" in a["ingredients"] for a in second_alerts)
+        taken = {
+            i for item in whole[second["task_id"]]["items"] if item["status"] != "stopped" for i in item["ingredients"]
+        }
+        assert taken == {"warfarin", "simvastatin", "fluconazole", "clarithromycin"}
+
         claim = ClaimReviewTask(task_id=uuid.UUID(first["task_id"]))
         assert (await ask(nc, CLAIM_REVIEW_TASK, claim)).ok
         done = CompleteReviewTask(task_id=uuid.UUID(first["task_id"]), note="INR check booked")
         assert (await ask(nc, COMPLETE_REVIEW_TASK, done)).ok
         completed = (await tasks_of(nc, member, status="completed", reason=TMR))[0]
         assert completed["service"] == "tmr"  # counted as a TMR for the CMS report
-        assert second["alerts"] >= 1
