@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas docs clean browser
+.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas docs deploy-config clean browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml web/pyproject.toml cli/pyproject.toml
@@ -55,6 +55,13 @@ format: $(VENV)
 
 schemas: $(VENV)
 	$(UV) run --no-sync python -m mtm.contracts.schema contracts/schemas
+
+# The NATS accounts of the compose file and of the Helm chart, from the access table (tests fail when stale).
+deploy-config: $(VENV)
+	$(UV) run --no-sync python -m mtm.platform.access deploy/nats/nats.conf
+	{ echo "# Generated from mtm.platform.access by make deploy-config; passwords come from the environment."; \
+	  $(UV) run --no-sync python -c "from mtm.platform.access import nats_accounts; print(nats_accounts())"; \
+	} > deploy/helm/mtm/files/nats-accounts.conf
 
 # AsyncAPI 3.0 documents of each service and of the whole system, from the handler tables (a test fails when stale).
 docs: $(VENV)

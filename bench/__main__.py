@@ -205,10 +205,10 @@ class Bench:
         from bench import raw
 
         payloads = encoded_events(500)
-        async with self.servers.nats("raw") as nats_url:
+        async with self.servers.nats("raw") as phase:
             database_url = await create_database(self.servers.database("raw", "limits"))
             return await raw.run(
-                nats_url,
+                phase.nats_client(),
                 database_url,
                 payloads,
                 progress,
@@ -226,8 +226,8 @@ class Bench:
     async def phase_naive(self, progress: Progress) -> dict[str, Any]:
         from bench import naive
 
-        async with self.servers.nats("naive") as nats_url:
-            figures = await naive.run(nats_url, self.servers.database_url, self.compare_events(), progress)
+        async with self.servers.nats("naive") as phase:
+            figures = await naive.run(phase, self.compare_events(), progress)
         return {**figures, "naive_events": len(self.compare_events())}
 
     async def phase_peer(self, progress: Progress) -> dict[str, Any]:

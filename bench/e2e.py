@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from bench.harness import (
     OTHER_PROCESSES,
     Encoded,
@@ -94,14 +92,14 @@ async def run(
 ) -> dict[str, Any]:
     """Review tasks per second with all four services under a bounded backlog, plus their RSS and the CPU split."""
     backlog = max_backlog or 8 * batch_size()
-    async with servers.nats(phase) as nats_url:
-        fleet = ServiceFleet(nats_url, servers, phase, log_dir, extra_env=dict(extra_env or {}))
+    async with servers.nats(phase) as on_phase:
+        fleet = ServiceFleet(on_phase, servers, phase, log_dir, extra_env=dict(extra_env or {}))
         progress("starting services", 0.0)
         started = time.monotonic()
         async with running_fleet(fleet):
             sampler = ResourceSampler(fleet.pids(), servers.server_pids())
             sampler.start()
-            nc = await nats.connect(nats_url)
+            nc = await on_phase.nats_client().connect()
             stop = asyncio.Event()
             stats = {"published": 0}
             tasks = EventCounter()
@@ -208,8 +206,8 @@ async def run_alone(
     from mtm.platform.streams import declare_stream
 
     total = len(messages)
-    async with servers.nats(phase) as nats_url:
-        nc = await nats.connect(nats_url)
+    async with servers.nats(phase) as on_phase:
+        nc = await on_phase.nats_client().connect()
         try:
             js = nc.jetstream()
             # Declared exactly as their owner, the reconciliation service, declares them.
@@ -218,7 +216,7 @@ async def run_alone(
             await publish_windowed(js, messages, lambda sent: progress("pre-publishing", 0.2 * sent / total))
             seen = EventCounter()
             await seen.subscribe(nc, counted)
-            fleet = ServiceFleet(nats_url, servers, phase, log_dir, services=("reconciliation",))
+            fleet = ServiceFleet(on_phase, servers, phase, log_dir, services=("reconciliation",))
             async with running_fleet(fleet, ready=False):
                 first_process = next(iter(fleet.processes))
                 started = await fleet.wait_for_log(first_process, "service started")

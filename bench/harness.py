@@ -6,6 +6,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -17,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import nats
 
+from mtm.devstack import processes
 from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from mtm.devstack.infra import Infrastructure
+from mtm.devstack.security import LocalSecurity
+from mtm.platform.connection import NatsClient
 from mtm.platform.settings import with_database
 
 SERVICES = ("reconciliation", "review", "referral", "notify", "program")
@@ -62,8 +66,10 @@ def batch_size() -> int:
 class Servers:
     """The run's NATS and Postgres: the environment's when `MTM_NATS_URL`/`MTM_DATABASE_URL` are set, else embedded.
 
-    Each phase gets a fresh NATS (a new embedded server, or the external one with mtm and bench streams deleted)
-    and fresh database names, so one phase's backlog never slows the next.
+    Embedded servers are the secured stack `mtm up` runs (TLS, a NATS user per service, a Postgres role per
+    service): the services under test connect as themselves, the load generator and the comparisons as the
+    admin. Each phase gets a fresh NATS (a new embedded server, or the external one with mtm and bench streams
+    deleted) and fresh database names, so one phase's backlog never slows the next.
     """
 
     work_dir: Path
@@ -74,24 +80,33 @@ class Servers:
     nats_servers: list[EmbeddedNats] = field(default_factory=list)
     created_databases: list[str] = field(default_factory=list)
 
+    @functools.cached_property
+    def security(self) -> LocalSecurity:
+        return LocalSecurity(self.work_dir / "security")
+
     @property
     def origin(self) -> dict[str, str]:
         return {
-            "nats": "environment" if self.external_nats else "embedded (fresh server per phase)",
-            "postgres": "environment" if self.external_database else "embedded",
+            "nats": "environment" if self.external_nats else "embedded (fresh server per phase; TLS, a user each)",
+            "postgres": "environment" if self.external_database else "embedded (TLS, a role per service)",
         }
 
     def start(self) -> Servers:
         if not self.external_database:
-            self.postgres = EmbeddedPostgres(self.work_dir / "postgres").start()
+            self.postgres = EmbeddedPostgres(self.work_dir / "postgres", self.security).start()
         return self
 
     @property
     def database_url(self) -> str:
+        """The admin's URL: for creating and dropping the bench's databases, never for a service.
+
+        The embedded Postgres is reached on its Unix socket, by the services too: its TLS is a Python front of
+        the dev stack (its wheel has no OpenSSL), whose cost is not mtm's and not production's.
+        """
         if self.external_database:
             return self.external_database
         assert self.postgres is not None, "servers not started"
-        return self.postgres.url
+        return self.postgres.admin_url(tls=False)
 
     def database_name(self, phase: str, purpose: str) -> str:
         name = f"bench_{self.run_id}_{phase}_{purpose}"
@@ -102,21 +117,35 @@ class Servers:
         """URL of a database name no earlier phase used (services create it at start)."""
         return with_database(self.database_url, self.database_name(phase, purpose))
 
+    def _phase(self, nats_url: str, server: EmbeddedNats | None) -> Infrastructure:
+        return Infrastructure(
+            nats_url=nats_url,
+            database_url=self.database_url,
+            nats_origin="embedded" if server else "environment",
+            database_origin="embedded" if self.postgres else "environment",
+            security=self.security if server or self.postgres else None,
+            nats_server=server,
+            postgres=self.postgres,
+            postgres_tls=False,
+        )
+
     @contextlib.asynccontextmanager
-    async def nats(self, phase: str) -> AsyncIterator[str]:
+    async def nats(self, phase: str) -> AsyncIterator[Infrastructure]:
+        """The phase's servers; `.nats_client()` connects as the admin, `.service_env()` sets a service up."""
         if self.external_nats:
-            await delete_streams(self.external_nats)
+            servers = self._phase(self.external_nats, None)
+            await delete_streams(servers.nats_client())
             try:
-                yield self.external_nats
+                yield servers
             finally:
                 with contextlib.suppress(Exception):
-                    await delete_streams(self.external_nats)
+                    await delete_streams(servers.nats_client())
             return
-        server = EmbeddedNats(self.work_dir / f"nats-{phase}")
+        server = EmbeddedNats(self.work_dir / f"nats-{phase}", self.security)
         self.nats_servers.append(server)
         server.start()
         try:
-            yield server.url
+            yield self._phase(server.url, server)
         finally:
             server.stop()
 
@@ -130,6 +159,9 @@ class Servers:
             pid_file = self.postgres.pgdata / "postmaster.pid"
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pids["postgres"] = [int(pid_file.read_text().splitlines()[0])]
+            front = processes.read(self.postgres.tls_front_pid_file)
+            if front is not None:  # the embedded Postgres's TLS front: its work is the server's
+                pids.setdefault("postgres", []).append(front.pid)
         return pids
 
     async def drop_databases(self) -> None:
@@ -155,7 +187,7 @@ class Servers:
 
 async def create_database(url: str) -> str:
     """Create the database `url` names (fresh per phase) and return the URL."""
-    name = url.rsplit("/", 1)[-1]
+    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
     conn = await asyncpg.connect(with_database(url, "postgres"))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -164,20 +196,20 @@ async def create_database(url: str) -> str:
     return url
 
 
-async def delete_streams(nats_url: str) -> None:
+async def delete_streams(client: NatsClient) -> None:
     """Fresh stream state on a shared NATS: drop every mtm and bench stream (their durables go with them)."""
-    nc = await nats.connect(nats_url)
+    nc = await client.connect()
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
             name = info.config.name
-            if name in MTM_STREAMS or name.startswith(("DEAD_LETTERS_", "BENCH_")):
+            if name in MTM_STREAMS or name.startswith(("DEAD_LETTERS_", "BENCH_", "OBJ_")):
                 await js.delete_stream(name)
     finally:
         await nc.drain()
 
 
-MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "PHYSICIAN_INBOX"})
+MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "FILL_INTAKE", "PHYSICIAN_INBOX"})
 
 
 BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
@@ -188,9 +220,10 @@ BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
 
 @dataclass
 class ServiceFleet:
-    """Services as `python -m mtm.<service>` processes, tuned as the stack runs them, each with a fresh database."""
+    """Services as `python -m mtm.<service>` processes, tuned as the stack runs them, each with a fresh database
+    and, on the embedded servers, its own NATS user and Postgres role."""
 
-    nats_url: str
+    servers_of_phase: Infrastructure
     servers: Servers
     phase: str
     log_dir: Path
@@ -198,27 +231,30 @@ class ServiceFleet:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
-    def env(self) -> dict[str, str]:
-        env = {
-            **os.environ,
-            "MTM_NATS_URL": self.nats_url,
-            "MTM_DATABASE_URL": self.servers.database_url,
-            # Reconciliation keeps the patients' event keys, wrapped with this (events are sealed as in production).
-            "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
-            **self.extra_env,
-        }
-        for name in SERVICES:
-            env[f"MTM_{name.upper()}_DATABASE_URL"] = self.servers.database(self.phase, name)
+    service_envs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def env(self, service: str) -> dict[str, str]:
+        """The process's environment: its own NATS user and a fresh database as its own role (embedded servers)."""
+        if service not in self.service_envs:
+            database = self.servers.database_name(self.phase, service)
+            self.service_envs[service] = self.servers_of_phase.service_env(service, database)
+        env = {**os.environ, **self.service_envs[service], **self.extra_env}
+        if service == "reconciliation":
+            # It keeps the patients' event keys, wrapped with this (events are sealed as in production).
+            env["MTM_KEY_ENCRYPTION_KEY"] = BENCH_KEK
         return env
+
+    def database_url(self, service: str) -> str:
+        return self.env(service)[f"MTM_{service.upper()}_DATABASE_URL"]
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{self.phase}-{name}.log"
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = self.env()
-        replicas = int(env.get("MTM_REPLICAS", "1"))
+        replicas = int(os.environ.get("MTM_REPLICAS", "1"))
         for service in self.services:
+            env = self.env(service)
             for index in range(replicas):
                 name = service if replicas == 1 else f"{service}-{index}"
                 with open(self.log_path(name), "ab") as log:
@@ -240,9 +276,14 @@ class ServiceFleet:
                 )
 
     async def wait_until_ready(self, *, timeout_s: float = 90.0) -> None:
+        from mtm.contracts.admin import SERVICES as ALL_SERVICES
         from mtm.platform.status import wait_until_ready
 
-        waiting = asyncio.ensure_future(wait_until_ready(self.nats_url, timeout_s=timeout_s))
+        # The services this fleet runs (the web app answers no status request; the others are not started).
+        started = [name for name in self.services if name in ALL_SERVICES]
+        waiting = asyncio.ensure_future(
+            wait_until_ready(self.servers_of_phase.nats_client(), started, timeout_s=timeout_s)
+        )
         try:
             while not waiting.done():
                 self.check_alive()

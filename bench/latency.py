@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from bench.harness import Encoded, PhaseFailed, Progress, Servers, ServiceFleet, paced, percentile, running_fleet
 from mtm.contracts import MedicationsReconciled, ReviewTaskCreated
 from mtm.contracts.subjects import event_filter
@@ -70,11 +68,11 @@ async def run(
             if len(latencies_ms) == count:
                 all_received.set()
 
-    async with servers.nats("latency") as nats_url:
-        fleet = ServiceFleet(nats_url, servers, "latency", log_dir)
+    async with servers.nats("latency") as phase:
+        fleet = ServiceFleet(phase, servers, "latency", log_dir)
         progress("starting services", 0.0)
         async with running_fleet(fleet):
-            nc = await nats.connect(nats_url)
+            nc = await phase.nats_client().connect()
             try:
                 subscriptions = ((MedicationsReconciled, on_reconciled), (ReviewTaskCreated, on_review_task))
                 for event_cls, callback in subscriptions:

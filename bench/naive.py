@@ -31,6 +31,8 @@ from nats.js.errors import NotFoundError
 from bench.workload import encoded
 from mtm.contracts import TransitionOfCareRecorded
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
+from mtm.devstack.infra import Infrastructure
+from mtm.platform.connection import NatsClient
 from mtm.platform.db import apply_migrations
 from mtm.platform.projection import LIVE_SCHEMA, SEARCH_PATH, UnitOfWork, platform_projection_migrations
 from mtm.platform.settings import with_database
@@ -163,8 +165,10 @@ async def wait_for_rows(
         await asyncio.sleep(POLL_S)
 
 
-async def prepublish(nats_url: str, events: Sequence[TransitionOfCareRecorded], progress: Progress, label: str) -> None:
-    nc = await nats.connect(nats_url)
+async def prepublish(
+    nats_client: NatsClient, events: Sequence[TransitionOfCareRecorded], progress: Progress, label: str
+) -> None:
+    nc = await nats_client.connect()
     try:
         js = nc.jetstream(publish_async_max_pending=PUBLISH_WINDOW)
         await fresh_patient_log(js)
@@ -173,8 +177,8 @@ async def prepublish(nats_url: str, events: Sequence[TransitionOfCareRecorded], 
         await nc.drain()
 
 
-async def remove_streams(nats_url: str, names: Iterable[str]) -> None:
-    nc = await nats.connect(nats_url)
+async def remove_streams(nats_client: NatsClient, names: Iterable[str]) -> None:
+    nc = await nats_client.connect()
     try:
         js = nc.jetstream()
         for name in names:
@@ -186,9 +190,9 @@ async def remove_streams(nats_url: str, names: Iterable[str]) -> None:
 # --- the naive app --------------------------------------------------------------------------------------------
 
 
-def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
+def naive_broker(nats_client: NatsClient, pool: asyncpg.Pool) -> NatsBroker:
     # Per-message logs at DEBUG, as the service configures its broker, so neither design pays for console output.
-    broker = NatsBroker(nats_url, log_level=logging.DEBUG)
+    broker = NatsBroker(**nats_client.broker_options(), log_level=logging.DEBUG)
 
     # FastStream warns that a durable push consumer does not scale out: that is the design under test.
     with warnings.catch_warnings():
@@ -213,18 +217,20 @@ def naive_broker(nats_url: str, pool: asyncpg.Pool) -> NatsBroker:
     return broker
 
 
-async def run(
-    nats_url: str, database_url: str, events: list[TransitionOfCareRecorded], progress: Progress
-) -> dict[str, float]:
-    """Pre-publish `events`, then time the naive app projecting all of them."""
+async def run(servers: Infrastructure, events: list[TransitionOfCareRecorded], progress: Progress) -> dict[str, float]:
+    """Pre-publish `events`, then time the naive app projecting all of them.
+
+    The naive app is a design compared with mtm's, not a part of it: it runs as the admin, on NATS and Postgres.
+    """
     n = len(events)
     db_name = f"bench_naive_{uuid.uuid4().hex[:8]}"
+    admin, database_url = servers.nats_client(), servers.database_url
     try:
-        await prepublish(nats_url, events, progress, "naive: publish")
+        await prepublish(admin, events, progress, "naive: publish")
         url = await create_database(database_url, db_name)
         pool = await migrated_pool(url)
         try:
-            broker = naive_broker(nats_url, pool)
+            broker = naive_broker(admin, pool)
             watcher = await projection_connection(url)
             try:
                 started = time.monotonic()
@@ -241,28 +247,26 @@ async def run(
             await pool.close()
     finally:
         await drop_database(database_url, db_name)
-        await remove_streams(nats_url, [PATIENT_EVENTS_STREAM])
+        await remove_streams(admin, [PATIENT_EVENTS_STREAM])
     return {"naive_events_per_s": n / (done - started)}
 
 
 # --- the real service on the same events ----------------------------------------------------------------------
 
 
-def service_env(nats_url: str, database_url: str) -> dict[str, str]:
-    return {
+def start_service(servers: Infrastructure, database: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """The reconciliation service as `mtm up` runs it: its own NATS user and database role, its key-encryption
+    key (it keeps the patients' event keys)."""
+    env = {
         **os.environ,
-        "MTM_NATS_URL": nats_url,
-        "MTM_RECONCILIATION_DATABASE_URL": database_url,
+        **servers.service_env("reconciliation", database),
         "MTM_LOG_LEVEL": "WARNING",
         "MTM_KEY_ENCRYPTION_KEY": BENCH_KEK,
     }
-
-
-def start_service(nats_url: str, database_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "mtm.reconciliation"],
-            env=service_env(nats_url, database_url),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -300,8 +304,7 @@ async def wait_for_consumer(
 
 
 async def run_service(
-    nats_url: str,
-    database_url: str,
+    servers: Infrastructure,
     events: list[TransitionOfCareRecorded],
     progress: Progress,
     *,
@@ -316,11 +319,12 @@ async def run_service(
     db_name = f"bench_mtm_{uuid.uuid4().hex[:8]}"
     log_path = (log_dir or Path(tempfile.gettempdir())) / f"{db_name}.log"
     process: subprocess.Popen[bytes] | None = None
+    admin = servers.nats_client()
     try:
-        await prepublish(nats_url, events, progress, "mtm: publish")
-        url = await create_database(database_url, db_name)
-        process = start_service(nats_url, url, log_path)
-        nc = await nats.connect(nats_url)
+        await prepublish(admin, events, progress, "mtm: publish")
+        url = servers.service_database("reconciliation", db_name)
+        process = start_service(servers, db_name, log_path)
+        nc = await admin.connect()
         try:
             started = await wait_for_consumer(nc.jetstream(), SERVICE_DURABLE, process, timeout_s=60)
         finally:
@@ -339,30 +343,28 @@ async def run_service(
     finally:
         if process is not None:
             await asyncio.to_thread(stop_service, process)
-        await drop_database(database_url, db_name)
+        await drop_database(servers.database_url, db_name)
         await remove_streams(
-            nats_url, [PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE.name, dead_letter_stream("reconciliation")]
+            admin, [PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE.name, dead_letter_stream("reconciliation")]
         )
     return {"mtm_events_per_s": n / (listed - started), "mtm_reconcile_events_per_s": n / (reconciled - started)}
 
 
 async def _main(n: int) -> None:
     from bench.workload import transition_events
-    from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+    from mtm.devstack.infra import resolve_infrastructure
 
     def show(label: str, fraction: float) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="mtm-bench-naive-") as tmp:
-        nats_server = EmbeddedNats(Path(tmp) / "nats").start()
-        postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
+        servers = resolve_infrastructure(Path(tmp), use_containers=False)
         try:
             events = list(transition_events(n))
-            result = await run(nats_server.url, postgres.url, events, show)
-            result |= await run_service(nats_server.url, postgres.url, events, show, log_dir=Path(tmp))
+            result = await run(servers, events, show)
+            result |= await run_service(servers, events, show, log_dir=Path(tmp))
         finally:
-            nats_server.stop()
-            postgres.stop()
+            servers.stop()
     print(file=sys.stderr)
     for key, value in result.items():
         print(f"{key}: {value:,.0f} (N={n})")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.dispatch import singledispatchmethod
@@ -98,11 +100,12 @@ class ReconciliationProjection(EventSourcedProjection[uuid.UUID]):
 
 def eventsourcing_env(server_url: str, dbname: str) -> dict[str, str]:
     parts = urlsplit(server_url)
+    query = dict(parse_qsl(parts.query))  # a Unix socket is given as `?host=<directory>&port=<port>`
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_HOST": parts.hostname or query.get("host") or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         # eventsourcing refuses a missing password; an empty one is fine with trust auth.
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
@@ -139,12 +142,36 @@ def _catch_up(env: dict[str, str], last: int, report: Callable[[float], None]) -
             return caught_up
 
 
+@contextlib.contextmanager
+def libpq_tls(server_url: str) -> Iterator[None]:
+    """eventsourcing has no TLS setting of its own; libpq (under psycopg) takes the URL's from its environment."""
+    query = dict(parse_qsl(urlsplit(server_url).query))
+    wanted = {"PGSSLMODE": query.get("sslmode"), "PGSSLROOTCERT": query.get("sslrootcert")}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update({name: value for name, value in wanted.items() if value is not None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 async def run(database_url: str, events: list[TransitionOfCareRecorded], progress: Progress) -> dict[str, float]:
     """Record every transition upstream, then time the projection catching up from nothing."""
-    n = len(events)
     db_name = f"bench_peer_{uuid.uuid4().hex[:8]}"
     await create_database(database_url, db_name)
     env = eventsourcing_env(database_url, db_name)
+    with libpq_tls(database_url):
+        return await _timed(database_url, db_name, env, events, progress)
+
+
+async def _timed(
+    database_url: str, db_name: str, env: dict[str, str], events: list[TransitionOfCareRecorded], progress: Progress
+) -> dict[str, float]:
+    n = len(events)
     try:
         loop = asyncio.get_running_loop()
 
@@ -167,12 +194,13 @@ async def _main(n: int) -> None:
 
     from bench.workload import transition_events
     from mtm.devstack.embedded import EmbeddedPostgres
+    from mtm.devstack.security import LocalSecurity
 
     def show(label: str, fraction: float) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="mtm-bench-peer-") as tmp:
-        postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
+        postgres = EmbeddedPostgres(Path(tmp) / "pg", LocalSecurity(Path(tmp) / "security")).start()
         try:
             result = await run(postgres.url, list(transition_events(n)), show)
         finally:

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from bench.harness import Encoded, Progress, batch_size, paced, percentile, publish_windowed
+from mtm.platform.connection import NatsClient
 
 RAW_STREAM = "BENCH_RAW"
 RAW_PREFIX = "bench.raw"
@@ -62,7 +62,7 @@ def raw_messages(payloads: list[Encoded], prefix: str) -> Any:
 
 
 async def run(
-    nats_url: str,
+    nats_client: NatsClient,
     database_url: str,
     payloads: list[Encoded],
     progress: Progress,
@@ -82,7 +82,7 @@ async def run(
 
         return report
 
-    nc = await nats.connect(nats_url)
+    nc = await nats_client.connect()
     try:
         js = nc.jetstream()
         for name in (RAW_STREAM, HOP_STREAM):

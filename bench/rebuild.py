@@ -30,6 +30,8 @@ from bench.workload import synthea_transitions
 from mtm.contracts import EVENTS, MedicationsReconciled
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_subject, patient_subject
 from mtm.devstack.embedded import EmbeddedNats
+from mtm.devstack.security import LocalSecurity
+from mtm.platform.access import rebuild_reader_name
 from mtm.platform.crypto import KeyRing, PatientKey, seal, unseal
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.projection import SEARCH_PATH
@@ -216,6 +218,7 @@ async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_
         projection=RECONCILIATIONS,
         scopes=PROJECTION_MIGRATIONS[0][1],
         reader=EventReader(EVENTS, KeyRing(_keys)),
+        reader_name=rebuild_reader_name("reconciliation"),
         progress=sample,
     )
     # The service process runs with the collector tuned and its start-up heap frozen (`serve`); so does this.
@@ -244,10 +247,12 @@ async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_
 async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
     """Rebuild the reconciliation projection from the cached patient log until done or `budget_s` ran out."""
     # Starting the server creates the cache directory; it blocks until the port answers.
-    server = await asyncio.to_thread(EmbeddedNats(cache_dir / "rebuild-nats").start)
+    # The cached log's server keeps its users' passwords beside it, from one run to the next.
+    server = EmbeddedNats(cache_dir / "rebuild-nats", LocalSecurity(cache_dir / "rebuild-security"))
+    server = await asyncio.to_thread(server.start)
     db_name = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
     try:
-        nc = await nats.connect(server.url)
+        nc = await server.client().connect()
         try:
             js = nc.jetstream(publish_async_max_pending=BUILD_WINDOW)
             build_s = await ensure_log(nc, js, cache_dir, progress)
@@ -275,7 +280,7 @@ async def _main(budget_s: float, cache_dir: Path) -> None:
         print(f"\r{label:<28} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="mtm-bench-rebuild-") as tmp:
-        postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
+        postgres = EmbeddedPostgres(Path(tmp) / "pg", LocalSecurity(Path(tmp) / "security")).start()
         try:
             result = await run(cache_dir, postgres.url, show, budget_s=budget_s)
         finally:

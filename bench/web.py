@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 
 from bench.harness import (
     SERVICES,
@@ -37,6 +36,7 @@ from bench.harness import (
 from mtm.contracts import CommandReply, ListWorklist
 from mtm.contracts.identity import Actor, bearer
 from mtm.contracts.subjects import LIST_WORKLIST
+from mtm.platform.connection import NatsClient
 from mtm.platform.identity import TokenIssuer, generate_keypair
 
 OPEN_TASKS = 10_000
@@ -55,8 +55,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def open_tasks(nats_url: str, issuer: TokenIssuer) -> int:
-    nc = await nats.connect(nats_url)
+async def open_tasks(client: NatsClient, issuer: TokenIssuer) -> int:
+    nc = await client.connect()
     try:
         reply = await nc.request(
             LIST_WORKLIST,
@@ -137,10 +137,9 @@ async def run(servers: Servers, log_dir: Path, progress: Progress, *, tasks: int
     private, public = generate_keypair()
     issuer = TokenIssuer(private)
     port = free_port()
-    web_database = servers.database("web", "web")
-    async with servers.nats("web") as nats_url:
+    async with servers.nats("web") as on_phase:
         fleet = ServiceFleet(
-            nats_url,
+            on_phase,
             servers,
             "web",
             log_dir,
@@ -150,14 +149,14 @@ async def run(servers: Servers, log_dir: Path, progress: Progress, *, tasks: int
                 "MTM_WEB_SIGNING_KEY": private,
                 "MTM_WEB_SESSION_SECRET": secrets.token_urlsafe(32),
                 "MTM_WEB_PORT": str(port),
-                "MTM_WEB_DATABASE_URL": web_database,
             },
         )
         progress("starting the services and the web app", 0.0)
         async with running_fleet(fleet):
             from mtm.web.accounts import Store
 
-            store = await Store.open(web_database)
+            # The web app's accounts database, as the web app's own role.
+            store = await Store.open(fleet.database_url("web"))
             try:
                 await store.add_account(
                     PHARMACIST.user_id, PHARMACIST.role, PHARMACIST.practitioner_id, PASSWORD, replace=True
@@ -166,12 +165,13 @@ async def run(servers: Servers, log_dir: Path, progress: Progress, *, tasks: int
                 await store.close()
             progress(f"building {tasks:,} discharges", 0.02)
             discharges = await asyncio.to_thread(encoded_events, tasks)
-            nc = await nats.connect(nats_url)
+            admin = on_phase.nats_client()
+            nc = await admin.connect()
             try:
                 js = nc.jetstream(publish_async_max_pending=2000)
                 await publish_windowed(js, discharges, lambda n: progress(f"published {n:,}", 0.05 + 0.1 * n / tasks))
                 deadline = time.monotonic() + 600
-                while (found := await open_tasks(nats_url, issuer)) < tasks:
+                while (found := await open_tasks(admin, issuer)) < tasks:
                     fleet.check_alive()
                     if time.monotonic() > deadline:
                         raise PhaseFailed(f"only {found:,} of {tasks:,} tasks opened in 10 minutes; logs: {log_dir}")

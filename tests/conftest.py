@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from support import actors
 
 from mtm.devstack.infra import Infrastructure, resolve_infrastructure
+from mtm.platform.access import ACCESS, ADMIN
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import StreamSpec, declare_stream
 
@@ -32,7 +32,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
 
 @pytest.fixture
 async def nc(infra: Infrastructure) -> AsyncIterator[Client]:
-    client = await nats.connect(infra.nats_url)
+    """The tests' own connection, as the admin: they stand in for every producer and operator at once."""
+    client = await infra.nats_client().connect()
     yield client
     await client.drain()
 
@@ -48,15 +49,23 @@ async def clean_jetstream(nc: Client) -> Client:
 
 @pytest.fixture
 def settings_for(infra: Infrastructure) -> Callable[..., Any]:
-    """Settings of a service on the test infrastructure with a database of its own, tuned for quick tests."""
+    """Settings of a service on the test infrastructure with a database of its own, tuned for quick tests.
+
+    The service connects as its own NATS user and its own Postgres role (owner of its test databases only), as
+    it does in `mtm up`; `on=` puts it on other servers (a test's private ones). A service the access table does
+    not know (a test's own, to show a platform mechanism) connects to NATS as the admin.
+    """
     run = uuid.uuid4().hex[:8]
 
-    def make(cls: type[ServiceSettings], **overrides: Any) -> Any:
+    def make(cls: type[ServiceSettings], on: Infrastructure | None = None, **overrides: Any) -> Any:
+        servers = on or infra
         service = cls.model_fields["service"].default
+        database = f"t_{service}_{run}"
+        user = service if service in ACCESS.users() else ADMIN
         values: dict[str, Any] = {
-            "nats_url": infra.nats_url,
-            "database_url": infra.database_url,
-            "database_name": f"t_{service}_{run}",
+            **servers.nats_settings(user),
+            "database_url": servers.service_database(service, database),
+            "database_name": database,
             "fetch_timeout_s": 0.01,
             "outbox_poll_s": 0.1,
             "max_deliver": 3,
@@ -92,8 +101,16 @@ def run_service() -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]
 async def declare_as_owner(nc: Client, *specs: StreamSpec) -> None:
     """Declare streams the way their owning service does, for tests that run only a consumer."""
     js = nc.jetstream()
+    defaults = ServiceSettings.model_fields
+    window = defaults["duplicate_window_s"].default
+    max_age = {
+        "forever": 0.0,
+        "intake": defaults["intake_max_age_s"].default,
+        "dead-letters": defaults["dead_letter_max_age_s"].default,
+    }
     for spec in specs:
-        await declare_stream(js, spec, replicas=1, duplicate_window_s=120)
+        # As the owner does by default: a service bound to it later finds nothing to change.
+        await declare_stream(js, spec, replicas=1, duplicate_window_s=window, max_age_s=max_age[spec.kept_for])
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ async def test_raw_phase_and_report_write_every_key(
     labels: list[str] = []
 
     results = await raw.run(
-        infra.nats_url,
+        infra.nats_client(),
         database_url,
         encoded_events(20),
         lambda label, _fraction: labels.append(label),

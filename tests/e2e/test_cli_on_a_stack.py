@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from support import actors
 from support.processes import ServiceProcesses
@@ -28,6 +27,7 @@ from mtm.cli.demo import fhir_discharge
 from mtm.contracts.dead_letter import DeadLetterRedriven, redrive_record_subject
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, dead_letter_stream
 from mtm.devstack.infra import Infrastructure
+from mtm.platform.connection import NatsClient
 from mtm.platform.status import wait_until_ready
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +39,8 @@ PHYSICIAN = actors.token("user-dr-cli", "physician", "dr-cli")
 ADMIN = actors.token("ops", "admin")
 
 
-async def _delete_streams(url: str) -> None:
-    nc = await nats.connect(url)
+async def _delete_streams(client: NatsClient) -> None:
+    nc = await client.connect()
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
@@ -52,12 +52,12 @@ async def _delete_streams(url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
     """Reconciliation and review as OS processes on streams of their own."""
-    asyncio.run(_delete_streams(infra.nats_url))
+    asyncio.run(_delete_streams(infra.nats_client()))
     services = ServiceProcesses(infra, tmp_path_factory.mktemp("cli-stack") / "logs")
     for name in RUNNING:
         services.start(name)
     try:
-        asyncio.run(wait_until_ready(infra.nats_url, RUNNING, timeout_s=180))
+        asyncio.run(wait_until_ready(infra.nats_client("cli"), RUNNING, timeout_s=180))
         yield infra
     finally:
         codes = services.stop_all()
@@ -67,7 +67,7 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture
 def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MTM_")}
-    base.update(MTM_NATS_URL=stack.nats_url, MTM_DATA_DIR=str(tmp_path / "data"))
+    base.update(cli_env(stack), MTM_DATA_DIR=str(tmp_path / "data"))
 
     def run(*args: str, token: str = PHARMACIST) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -82,6 +82,15 @@ def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.Compl
         return result
 
     return run
+
+
+def cli_env(stack: Infrastructure) -> dict[str, str]:
+    """`mtm`'s connection as the stack's CLI user: its password, TLS against the stack's CA."""
+    client = stack.nats_client("cli")
+    found = {"MTM_NATS_URL": client.url, "MTM_NATS_USER": client.user, "MTM_NATS_TLS_CA": client.tls_ca}
+    if client.password is not None:
+        found["MTM_NATS_PASSWORD"] = client.password.get_secret_value()
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def until(condition: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
@@ -152,7 +161,7 @@ def test_refusals_by_role_and_token_exit_1(mtm) -> None:
 def test_mtm_tasks_into_a_closed_pipe_ends_quietly(mtm, stack: Infrastructure, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "mtm.cli.main", "tasks"],
-        env={**os.environ, "MTM_NATS_URL": stack.nats_url, "MTM_TOKEN": PHARMACIST, "MTM_DATA_DIR": str(tmp_path)},
+        env={**os.environ, **cli_env(stack), "MTM_TOKEN": PHARMACIST, "MTM_DATA_DIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -167,9 +176,9 @@ def test_mtm_tasks_into_a_closed_pipe_ends_quietly(mtm, stack: Infrastructure, t
     assert process.stderr.read() == ""
 
 
-async def _publish_raw(url: str, payload: bytes) -> int:
+async def _publish_raw(client: NatsClient, payload: bytes) -> int:
     """As a hospital's system publishes: straight onto the intake, without `mtm`'s check."""
-    nc = await nats.connect(url)
+    nc = await client.connect()
     try:
         ack = await nc.jetstream().publish(
             DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": f"hospital:{uuid.uuid4()}"}
@@ -179,8 +188,8 @@ async def _publish_raw(url: str, payload: bytes) -> int:
         await nc.drain()
 
 
-async def _redrive_record(url: str, sequence: int) -> DeadLetterRedriven:
-    nc = await nats.connect(url)
+async def _redrive_record(client: NatsClient, sequence: int) -> DeadLetterRedriven:
+    nc = await client.connect()
     try:
         raw = await nc.jetstream().get_last_msg(
             dead_letter_stream("reconciliation"), redrive_record_subject("reconciliation", sequence)
@@ -205,7 +214,7 @@ def test_a_parked_discharge_is_read_fixed_and_redriven_until_it_is_processed(
 
     refused = mtm("publish-discharge", str(broken_path))
     assert refused.returncode == 1 and "no Patient resource" in refused.stderr  # mtm would not send it
-    intake_seq = asyncio.run(_publish_raw(stack.nats_url, broken))  # the hospital's system does
+    intake_seq = asyncio.run(_publish_raw(stack.nats_client("hospital"), broken))  # the hospital's system does
 
     def parked() -> dict[str, Any] | None:
         listed = mtm("dead-letters", "list", "reconciliation", "--json", token=ADMIN)
@@ -243,7 +252,7 @@ def test_a_parked_discharge_is_read_fixed_and_redriven_until_it_is_processed(
     until(lambda: tasks_of(mtm, patient), "a review task for the redriven discharge")
     after = parked()
     assert after is not None and after["redriven"]["by"] == "ops" and after["redriven"]["edited"] is True
-    record = asyncio.run(_redrive_record(stack.nats_url, int(sequence)))
+    record = asyncio.run(_redrive_record(stack.nats_client(), int(sequence)))
     assert record.redriven_by == "ops" and record.edited and record.published_stream == "DISCHARGE_INTAKE"
 
     twice = mtm("dead-letters", "redrive", "reconciliation", sequence, "--body", str(fixed_path), token=ADMIN)

@@ -137,7 +137,7 @@ async def test_no_log_line_of_any_process_holds_patient_data(infra, clean_jetstr
     services.start_all()
     try:
         js = nc.jetstream()
-        await wait_until_ready(infra.nats_url, timeout_s=120)
+        await wait_until_ready(infra.nats_client("cli"), timeout_s=120)
         bundle, patient = marked_bundle()
         await js.publish(DISCHARGE_INTAKE_SUBJECT, bundle, headers={"Nats-Msg-Id": f"phi:{uuid.uuid4()}"})
         await js.publish(DISCHARGE_INTAKE_SUBJECT, unreadable_bundle())

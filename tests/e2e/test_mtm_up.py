@@ -17,7 +17,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import httpx
-import nats
 import psutil
 import pytest
 from support.jetstream import wait_for
@@ -26,6 +25,7 @@ from support.services import native_discharge, new_patient_id
 from mtm.cli.up import PROCESSES
 from mtm.contracts import ReviewTaskCreated
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
+from mtm.platform.connection import NatsClient
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 240.0
@@ -100,6 +100,10 @@ def stack_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def is_tls_front(process: psutil.Process) -> bool:
+    return "mtm.devstack.pgtls" in process.cmdline()
+
+
 def nats_servers(data_dir: Path) -> list[psutil.Process]:
     return [p for p in stack_processes(data_dir) if p.name() == "nats-server"]
 
@@ -124,8 +128,8 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def a_discharge_flows_to_a_review_task(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
+async def a_discharge_flows_to_a_review_task(client: NatsClient) -> None:
+    nc = await client.connect()
     try:
         patient = new_patient_id()
         tasks: list[str] = []
@@ -174,7 +178,8 @@ async def every_process_serves_its_probes(addresses: dict[str, str]) -> None:
 def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir: Path) -> None:
     first = MtmUp(data_dir).start()
     first.wait_for_line("stack is up")
-    first_services = [p for p in first.descendants() if p.name() != "nats-server"]
+    # Its Postgres (and the Postgres's TLS front) the next one adopts; its NATS server and services it replaces.
+    first_services = [p for p in first.descendants() if p.name() != "nats-server" and not is_tls_front(p)]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     # What a killed `mtm up` leaves: its NATS server and its services keep running.
@@ -194,7 +199,26 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         assert f"pid {second.pid}" in third.stderr and "is running" in third.stderr
 
         stack = json.loads((data_dir / "stack.json").read_text())
-        asyncio.run(a_discharge_flows_to_a_review_task(stack["nats_url"]))
+        # As the `mtm` commands do: the stack's CLI user, over TLS verified against the stack's CA.
+        asyncio.run(a_discharge_flows_to_a_review_task(NatsClient.model_validate(stack["nats"])))
+        # The operator's commands go through as the CLI's user: an account in the web app's database (as the web
+        # app's role), a sign-in at the web app `mtm up` started, a rebuild and its report, a query.
+        said = {}
+        env = {**second.env, "MTM_PASSWORD": "ops-password-9"}
+        commands = (
+            ["user", "add", "ops", "--role", "admin"],
+            ["login", "ops"],
+            ["rebuild", "review", "--json"],
+            ["tasks", "--json"],
+        )
+        for command in commands:
+            done = subprocess.run(
+                [sys.executable, "-m", "mtm.cli.main", *command], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            said[command[0]] = done.stdout
+        assert json.loads(said["rebuild"])["phase"] == "swapped"
+        assert json.loads(said["tasks"])["outcome"] == "accepted"
         # What it printed for each process answers: health, readiness and metrics, the web app's included.
         second_start = second.output().rsplit("left running by an earlier mtm up", 1)[-1]
         addresses = probe_addresses(second_start)
@@ -204,6 +228,18 @@ def test_after_a_killed_mtm_up_the_next_one_comes_up_alone_and_consumes(data_dir
         second.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert second.wait() == 0, second.output()
     assert stack_processes(data_dir) == [], [p.cmdline() for p in stack_processes(data_dir)]
+    assert_no_secret_was_written_out(data_dir, first.output() + second.output())
+
+
+def assert_no_secret_was_written_out(data_dir: Path, output: str) -> None:
+    """No generated password in what `mtm up` printed, nor in any log of its services and servers."""
+    generated = json.loads((data_dir / "embedded" / "security" / "secrets.json").read_text())
+    passwords = [password for kind in generated.values() for password in kind.values()]
+    assert len(passwords) >= 10
+    logs = [path for path in data_dir.rglob("*.log") if path.is_file()]
+    assert {path.name for path in logs} >= {"reconciliation.log", "nats-server.log", "postgres.log"}
+    for text in (output, *(path.read_text(errors="replace") for path in logs)):
+        assert not [p for p in passwords if p in text]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtm.devstack.infra import Infrastructure
-from mtm.platform.settings import with_database
 from support import actors
 
 KEK = base64.b64encode(os.urandom(32)).decode()
@@ -28,29 +27,27 @@ class ServiceProcesses:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def env(self) -> dict[str, str]:
+    def env(self, name: str) -> dict[str, str]:
+        """The service's environment: its own NATS user and database role, as `mtm up` gives it (and the
+        key-encryption key to the key keeper alone)."""
         env = {
             **os.environ,
-            "MTM_NATS_URL": self.infra.nats_url,
-            "MTM_DATABASE_URL": self.infra.database_url,
+            **self.infra.service_env(name, database=f"e2e_{name}_{self.run_id}"),
             "MTM_FETCH_TIMEOUT_S": "0.01",
             "MTM_OUTBOX_POLL_S": "0.1",
             "MTM_ACK_WAIT_S": "5",
             "MTM_ACTOR_PUBLIC_KEYS": actors.PUBLIC_KEY,
-            "MTM_KEY_ENCRYPTION_KEY": KEK,
             **self.extra_env,
         }
-        for name in SERVICES:
-            env[f"MTM_{name.upper()}_DATABASE_URL"] = with_database(
-                self.infra.database_url, f"e2e_{name}_{self.run_id}"
-            )
+        if name == "reconciliation":
+            env["MTM_KEY_ENCRYPTION_KEY"] = KEK
         return env
 
     def start(self, name: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"mtm.{name}"], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", f"mtm.{name}"], env=self.env(name), stdout=log, stderr=subprocess.STDOUT
             )
 
     def start_all(self) -> None:

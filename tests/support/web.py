@@ -16,7 +16,6 @@ import httpx
 import uvicorn
 
 from mtm.devstack.infra import Infrastructure
-from mtm.platform.settings import with_database
 from mtm.web.accounts import Store
 from mtm.web.app import create_app
 from mtm.web.settings import WebSettings
@@ -32,11 +31,12 @@ def free_port() -> int:
 
 
 def web_settings(infra: Infrastructure, **overrides: Any) -> WebSettings:
+    """The web app as `mtm up` runs it: its own NATS user, its accounts database as its own role."""
     port = overrides.pop("web_port", None) or free_port()
     values: dict[str, Any] = {
-        "nats_url": infra.nats_url,
+        **infra.nats_settings("web"),
         "database_url": infra.database_url,
-        "web_database_url": with_database(infra.database_url, f"t_web_{uuid.uuid4().hex[:8]}"),
+        "web_database_url": infra.service_database("web", f"t_web_{uuid.uuid4().hex[:8]}"),
         "web_host": "127.0.0.1",
         "web_port": port,
         "web_signing_key": actors.PRIVATE_KEY,

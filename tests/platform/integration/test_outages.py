@@ -20,32 +20,34 @@ from support.services import native_discharge
 
 from mtm.contracts import MedicationsReconciled
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
-from mtm.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.platform.status import wait_until_ready
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def private_servers(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, EmbeddedPostgres]]:
-    nats_server = await asyncio.to_thread(EmbeddedNats(tmp_path / "nats").start)
-    postgres = await asyncio.to_thread(EmbeddedPostgres(tmp_path / "pg").start)
+async def private_servers(tmp_path: Path) -> AsyncIterator[Infrastructure]:
+    """Secured embedded servers of the test's own, to stop and start (the shared ones serve the other tests)."""
+    # Not from the environment: these are the servers this test takes down.
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MTM_NATS_URL", raising=False)
+        env.delenv("MTM_DATABASE_URL", raising=False)
+        servers = await asyncio.to_thread(resolve_infrastructure, tmp_path, use_containers=False)
     try:
-        yield nats_server, postgres
+        yield servers
     finally:
-        await asyncio.to_thread(nats_server.stop)
-        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(servers.stop)
 
 
 async def test_postgres_and_nats_outages_lose_double_and_park_nothing(private_servers, settings_for, run_service):
     from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
 
-    nats_server, postgres = private_servers
-    settings = settings_for(
-        ReconciliationSettings, nats_url=nats_server.url, database_url=postgres.url, max_deliver=2, ack_wait_s=2.0
-    )
+    nats_server, postgres = private_servers.nats_server, private_servers.postgres
+    assert nats_server is not None and postgres is not None
+    settings = settings_for(ReconciliationSettings, on=private_servers, max_deliver=2, ack_wait_s=2.0)
     sent: list[str] = []
-    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    nc = await private_servers.nats_client().connect(max_reconnect_attempts=-1, reconnect_time_wait=0.2)
 
     async def discharge(n: int) -> None:
         for _ in range(n):
@@ -77,8 +79,8 @@ async def test_postgres_and_nats_outages_lose_double_and_park_nothing(private_se
             await asyncio.to_thread(nats_server.start)
             await discharge(20)
             results = await wait_for(lambda: _reconciled(nc, len(sent)), timeout_s=90)
-            await wait_for(lambda: _outbox_empty(postgres.url, settings), timeout_s=30)
-            await wait_until_ready(nats_server.url, ["reconciliation"], timeout_s=30)
+            await wait_for(lambda: _outbox_empty(settings), timeout_s=30)
+            await wait_until_ready(private_servers.nats_client("cli"), ["reconciliation"], timeout_s=30)
             parked = await stream_messages(nc, dead_letter_stream("reconciliation"))
             waited = sum(p.waited_out for p in app.runtime.processors.values())
     finally:
@@ -98,7 +100,7 @@ async def _reconciled(nc, n: int) -> list[MedicationsReconciled] | None:
     return events if len({e.patient_id for e in events}) >= n else None
 
 
-async def _outbox_empty(server_url: str, settings) -> bool:
+async def _outbox_empty(settings) -> bool:
     import asyncpg
 
     conn = await asyncpg.connect(settings.service_database_url())

@@ -31,7 +31,7 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
     settings = settings_for(ReferralSettings)
     assert await service_statuses(nc, ["referral"]) == {"referral": []}
     with pytest.raises(TimeoutError, match=re.escape(f"no instance answers on {status_subject('referral')}")):
-        await wait_until_ready(infra.nats_url, ["referral"], timeout_s=0.5)
+        await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=0.5)
 
     # A process left by an earlier run still holds the group's lease: the new instance runs but consumes nothing.
     await ensure_database(settings.service_database_url())
@@ -43,10 +43,10 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
             assert not status.ready and DURABLE not in status.consumers
             assert status.service == "referral" and status.reasons
             with pytest.raises(TimeoutError, match=f"{DURABLE}: group not held"):
-                await wait_until_ready(infra.nats_url, ["referral"], timeout_s=1)
+                await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=1)
 
             await leftover.close()
-            ready = await wait_until_ready(infra.nats_url, ["referral"], timeout_s=30)
+            ready = await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=30)
             [status] = ready["referral"]
             assert status.ready and set(status.consumers) == {DURABLE, FAILURES, PROJECTION} and status.reasons == ()
     finally:

@@ -114,9 +114,10 @@ async def test_a_member_is_targeted_enrolled_measured_and_opts_out(clean_jetstre
         left = await request(nc, DISENROLL_MEMBER, opt_out)
         again = await request(nc, DISENROLL_MEMBER, opt_out)
         physician = await request(nc, DISENROLL_MEMBER, opt_out, actors.physician("dr-house"))
-        # What `mtm report cms` asks and writes.
+        # What `mtm report cms` asks and writes, as the CLI's user.
         token = actors.token("rph-ana", "pharmacist", "rph-ana")
-        report = await tool.request(infra.nats_url, GET_CMS_REPORT, GetCmsReport(year=today.year), token=token)
+        cli = infra.nats_client("cli")
+        report = await tool.request(cli, GET_CMS_REPORT, GetCmsReport(year=today.year), token=token)
         determinations = await events_of(nc, MtmEligibilityDetermined, patient)
 
     assert [e.data.program_year for e in enrolled] == [today.year] and enrolled[0].data.basis == (

@@ -62,7 +62,8 @@ def test_common_well_chosen_regimen_has_no_moderate_or_high_alert() -> None:
         ("digoxin", "amiodarone", "high", "cur.digoxin.amiodarone"),
         ("lithium", "lisinopril", "moderate", "cur.lithium.acei"),
         ("oxycodone", "alprazolam", "high", "cur.opioid.benzodiazepine"),
-        ("sertraline", "linezolid", "high", "cur.serotonin.maoi"),
+        ("sertraline", "linezolid", "high", "lbl.sertraline.maoi"),
+        ("clomipramine", "linezolid", "high", "cur.serotonin.maoi"),
         ("sildenafil", "isosorbide mononitrate", "high", "lbl.isosorbide_mononitrate.pde5"),
         ("clopidogrel", "omeprazole", "moderate", "lbl.clopidogrel.omeprazole"),
         ("spironolactone", "potassium chloride", "high", "cur.k.ksparing_ksupp"),
@@ -298,7 +299,7 @@ def test_same_ingredient_allergy_is_high() -> None:
     assert [(alert.ingredients, alert.severity, alert.rule_id) for alert in alerts] == [
         (("sulfamethoxazole",), "high", "lbl.smx_tmp.hypersensitivity")
     ]
-    assert [a.rule_id for a in of_kind(check(_allergic("Sertraline"), [med("sertraline")], KB), "allergy")] == [
+    assert [a.rule_id for a in of_kind(check(_allergic("Trazodone"), [med("trazodone")], KB), "allergy")] == [
         "allergy.same_ingredient"
     ]
 

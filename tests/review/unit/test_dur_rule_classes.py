@@ -28,9 +28,9 @@ def _rules(context: PatientContext, medications: list[CheckedMedication], kind: 
 @pytest.mark.parametrize(
     ("a", "b", "rule_id", "severity"),
     [
-        ("bupropion", "phenelzine", "cur.maoi.contraindicated", "high"),
+        ("trazodone", "phenelzine", "cur.maoi.contraindicated", "high"),
         ("mirtazapine", "linezolid", "cur.maoi.contraindicated", "high"),
-        ("thioridazine", "fluoxetine", "cur.thioridazine.cyp2d6", "high"),
+        ("thioridazine", "terbinafine", "cur.thioridazine.cyp2d6", "high"),
         ("thioridazine", "paroxetine", "lbl.paroxetine.thioridazine_pimozide", "high"),
         ("warfarin", "phenytoin", "cur.warfarin.inducer", "moderate"),
         ("warfarin", "phenobarbital", "cur.warfarin.inducer", "moderate"),

@@ -52,3 +52,13 @@ def test_the_command_is_registered_by_the_review_package() -> None:
     assert tool.dist is not None and tool.dist.name == "mtm-review"
     [script] = entry_points(group="console_scripts", name="mtm-kb")
     assert script.value == "mtm.review.cli:kb_main"
+
+
+def test_a_systemic_label_does_not_speak_for_a_local_product(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kb(["coverage", "--json", "--drug", "ciprofloxacin"]) == 0
+    drugs = {drug["name"]: drug for drug in json.loads(capsys.readouterr().out)["drugs"]}
+    assert drugs["ciprofloxacin"]["labels"] and not drugs["ciprofloxacin ophthalmic"]["labels"]
+    assert drugs["ciprofloxacin ophthalmic"]["kinds"]["contraindication"]["status"] == "no-label"
+    assert kb(["coverage", "--json", "--drug", "fluorouracil"]) == 0
+    topical = {drug["name"]: drug for drug in json.loads(capsys.readouterr().out)["drugs"]}["fluorouracil topical"]
+    assert topical["labels"], "a topical label still speaks for the topical product"

@@ -23,13 +23,13 @@ from mtm.contracts.subjects import ERASE_PATIENT
 def rebuild(service: str | None, every: bool, as_json: bool) -> int:
     """Rebuild a service's tables from the patient log while the stack runs, then swap them in (admin)."""
     from mtm.cli.rebuild import rebuild_services
-    from mtm.cli.stack import nats_url
+    from mtm.cli.stack import nats_client
 
     if every == (service is not None):
         raise UsageError(f"name one service ({', '.join(SERVICES)}) or --all")
     services = list(SERVICES) if every else [str(service)]
     progress = None if as_json else (sys.stderr if not sys.stdout.isatty() else sys.stdout)
-    reports = asyncio.run(rebuild_services(nats_url(), services, progress))
+    reports = asyncio.run(rebuild_services(nats_client(), services, progress))
     if as_json:
         for report in reports:
             output.json_line(report.model_dump(mode="json"))

@@ -18,7 +18,7 @@ from mtm.cli import output, tool
 from mtm.cli.errors import CliError, UsageError
 from mtm.cli.output import json_option
 from mtm.cli.params import SERVICE
-from mtm.cli.stack import nats_url
+from mtm.cli.stack import nats_client
 from mtm.contracts import CommandReply
 from mtm.contracts.dead_letter import (
     MAX_REDRIVE_BODY,
@@ -37,7 +37,7 @@ SEQUENCE_ARGUMENT = click.argument(
 
 
 def _ask(service: str, action: str, body: Any) -> CommandReply:
-    return asyncio.run(tool.request(nats_url(), dead_letters_subject(service, action), body))
+    return asyncio.run(tool.request(nats_client(), dead_letters_subject(service, action), body))
 
 
 @click.group("dead-letters")
@@ -88,7 +88,7 @@ async def _whole_letter(service: str, sequence: int) -> CommandReply:
     """The letter with its whole body, read chunk by chunk (a body may be larger than one reply)."""
     token = tool.require_token()
     subject = dead_letters_subject(service, "get")
-    async with tool.connected(nats_url()) as nc:
+    async with tool.connected(nats_client()) as nc:
         first = await tool.ask(nc, subject, GetDeadLetter(sequence=sequence), token)
         if not first.ok or not isinstance(first.data, dict):
             return first
@@ -175,9 +175,8 @@ def _check_corrected(service: str, sequence: int, body: Path) -> None:
     """A corrected intake message is refused here when the intake would park it again."""
     from mtm.cli import intake
 
-    letter = asyncio.run(
-        tool.request(nats_url(), dead_letters_subject(service, "get"), GetDeadLetter(sequence=sequence, body_limit=1))
-    )
+    first = GetDeadLetter(sequence=sequence, body_limit=1)
+    letter = asyncio.run(tool.request(nats_client(), dead_letters_subject(service, "get"), first))
     if not letter.ok or not isinstance(letter.data, dict):
         return  # the redrive itself will say what is wrong
     known = {intake.DISCHARGE.subject: intake.DISCHARGE, intake.FILL.subject: intake.FILL}

@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-import nats
-
 from mtm.cli.receiver import DemoReceiver
 from mtm.cli.stack import data_dir
-from mtm.cli.tool import ToolError
+from mtm.cli.tool import ToolError, connect
 from mtm.cli.up import StackInfo
 from mtm.contracts import ReviewTaskCreated
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_filter, patient_of_subject
-from mtm.platform.settings import with_database
 
 STEP_TIMEOUT_S = 60.0
 
@@ -85,11 +82,12 @@ def demo_passwords() -> dict[str, str]:
     return wanted
 
 
-async def create_demo_accounts(database_url: str) -> dict[str, str]:
+async def create_demo_accounts(web_database_url: str) -> dict[str, str]:
+    """The demo accounts in the web app's database (reached as the web app's role)."""
     from mtm.web.accounts import Store
 
     passwords = demo_passwords()
-    store = await Store.open(with_database(database_url, "mtm_web"))
+    store = await Store.open(web_database_url)
     try:
         for account in DEMO_ACCOUNTS:
             await store.add_account(
@@ -101,8 +99,8 @@ async def create_demo_accounts(database_url: str) -> dict[str, str]:
 
 
 async def run_demo(info: StackInfo, say: Callable[[str], None]) -> None:
-    passwords = await create_demo_accounts(info.database_url)
-    nc = await nats.connect(info.nats_url)
+    passwords = await create_demo_accounts(info.web_database_url)
+    nc = await connect(info.nats)
     opened: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_task(msg: Any) -> None:

@@ -143,11 +143,13 @@ def current_token() -> str | None:
 
 
 def web_database_url() -> str:
-    """The web app's accounts database: MTM_WEB_DATABASE_URL, else `mtm_web` on the stack's Postgres."""
+    """The web app's accounts database: MTM_WEB_DATABASE_URL, else `mtm_web` on MTM_DATABASE_URL's server, else
+    the one `mtm up` gave the web app (as the web app's own role), else `mtm_web` on the default server."""
     if found := os.environ.get("MTM_WEB_DATABASE_URL"):
         return found
-    server = os.environ.get("MTM_DATABASE_URL") or stack_value("database_url") or DEFAULT_DATABASE_URL
-    return with_database(server, "mtm_web")
+    if server := os.environ.get("MTM_DATABASE_URL"):
+        return with_database(server, "mtm_web")
+    return stack_value("web_database_url") or with_database(DEFAULT_DATABASE_URL, "mtm_web")
 
 
 async def _open_store() -> Any:

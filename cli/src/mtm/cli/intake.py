@@ -24,6 +24,7 @@ from mtm.cli.errors import REFUSED, UsageError
 from mtm.cli.output import json_option
 from mtm.contracts import MedicationDispensed, TransitionOfCareRecorded
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, FILL_INTAKE_SUBJECT
+from mtm.platform.connection import NatsClient
 
 READERS = "mtm.readers"
 # Bodies the intake consumers accept (`MTM_MAX_MESSAGE_BYTES`, default 1 MiB); larger ones are parked unread.
@@ -128,11 +129,11 @@ def check(paths: Sequence[Path], intake: Intake) -> list[Checked]:
     return checked
 
 
-async def publish_checked(url: str, checked: Sequence[Checked], intake: Intake) -> list[dict[str, Any]]:
+async def publish_checked(client: NatsClient, checked: Sequence[Checked], intake: Intake) -> list[dict[str, Any]]:
     from mtm.cli.tool import connected, publish
 
     published = []
-    async with connected(url) as nc:
+    async with connected(client) as nc:
         for item in checked:
             ack = await publish(nc, intake.subject, item.payload, item.msg_id)
             published.append(
@@ -147,13 +148,13 @@ async def publish_checked(url: str, checked: Sequence[Checked], intake: Intake) 
     return published
 
 
-async def replay_synthea(url: str, files: Sequence[Path], limit: int | None) -> dict[str, int]:
+async def replay_synthea(client: NatsClient, files: Sequence[Path], limit: int | None) -> dict[str, int]:
     """Publish the Synthea population's transitions of care as FHIR bundles on the discharge intake."""
     from mtm.cli.tool import connected, publish
     from mtm.fhir.synthea import transitions_from_patient_bundle
 
     published = duplicates = 0
-    async with connected(url) as nc:
+    async with connected(client) as nc:
         for path in files:
             for bundle in transitions_from_patient_bundle(json.loads(path.read_bytes())):
                 if limit is not None and published + duplicates >= limit:
@@ -178,7 +179,7 @@ FILES_ARGUMENT = click.argument(
 
 def _publish_files(files: Sequence[Path], intake: Intake, as_json: bool) -> int:
     """Every file read first; one the service would park is named with the reason and nothing is sent."""
-    from mtm.cli.stack import nats_url
+    from mtm.cli.stack import nats_client
 
     checked = check(files, intake)
     refused = [item for item in checked if item.refused is not None]
@@ -189,7 +190,7 @@ def _publish_files(files: Sequence[Path], intake: Intake, as_json: bool) -> int:
             output.error(f"{item.path}: refused, the {intake.kind} intake would dead-letter it: {item.refused}")
         output.note(f"nothing published ({len(refused)} of {len(checked)} files refused)")
         return REFUSED
-    published = asyncio.run(publish_checked(nats_url(), checked, intake))
+    published = asyncio.run(publish_checked(nats_client(), checked, intake))
     if as_json:
         for row in published:
             output.json_line(row)
@@ -230,12 +231,12 @@ def publish_fill(files: tuple[Path, ...], as_json: bool) -> int:
 @json_option
 def replay_synthea_command(directory: Path, limit: int | None, as_json: bool) -> int:
     """Publish the Synthea population's discharges (FHIR bundles) onto the discharge intake."""
-    from mtm.cli.stack import nats_url
+    from mtm.cli.stack import nats_client
 
     files = sorted(directory.glob("*.json"))
     if not files:
         raise UsageError(f"{directory}: no Synthea bundles (*.json) found")
-    result = asyncio.run(replay_synthea(nats_url(), files, limit))
+    result = asyncio.run(replay_synthea(nats_client(), files, limit))
     if as_json:
         output.print_json(result)
     else:

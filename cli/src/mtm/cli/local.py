@@ -54,10 +54,11 @@ def up(demo: bool, exit_after_demo: bool, as_json: bool) -> int:
             print(text, flush=True)
 
     async def announce(info: StackInfo) -> int:
+        # No credentials: the `mtm` commands find the CLI user's in stack.json (readable by its owner only).
         output.json_line(
             {
-                "nats_url": info.nats_url,
-                "database_url": info.database_url,
+                "nats_url": info.nats.url,
+                "nats_user": info.nats.user,
                 "web_url": info.web_url,
                 "data_dir": str(data_dir()),
             }

@@ -15,6 +15,7 @@ from mtm.cli.tool import connect, require_token
 from mtm.contracts import CommandReply
 from mtm.contracts.admin import RebuildProgress, RebuildProjection, rebuild_progress_subject, rebuild_subject
 from mtm.contracts.identity import bearer
+from mtm.platform.connection import NatsClient
 
 BAR_WIDTH = 30
 # A rebuild reports at least every half second while it runs; this long without a word means it is gone.
@@ -68,10 +69,12 @@ async def rebuild_one(nc: nats.NATS, service: str, token: str, out: TextIO | Non
         await sub.unsubscribe()
 
 
-async def rebuild_services(url: str, services: list[str], out: TextIO | None = sys.stdout) -> list[RebuildProgress]:
+async def rebuild_services(
+    client: NatsClient, services: list[str], out: TextIO | None = sys.stdout
+) -> list[RebuildProgress]:
     """Each service rebuilt in turn; the last report of each (its phase `swapped`)."""
     token = require_token()
-    nc = await connect(url)
+    nc = await connect(client)
     try:
         return [await rebuild_one(nc, service, token, out) for service in services]
     finally:

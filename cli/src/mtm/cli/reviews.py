@@ -18,7 +18,7 @@ from mtm.cli import output, tool
 from mtm.cli.errors import CliError, Refused, UsageError
 from mtm.cli.output import json_option
 from mtm.cli.params import DATE, PATIENT, PRACTITIONER, RECOMMENDATION, TASK
-from mtm.cli.stack import nats_url
+from mtm.cli.stack import nats_client
 from mtm.contracts import (
     ClaimReviewTask,
     CommandReply,
@@ -67,7 +67,7 @@ TASK_ARGUMENT = click.argument("task", type=TASK, help="The review task's id, as
 
 
 def send(subject: str, body: BaseModel) -> CommandReply:
-    return asyncio.run(tool.request(nats_url(), subject, body))
+    return asyncio.run(tool.request(nats_client(), subject, body))
 
 
 def build(model: type[BaseModel], **fields: Any) -> BaseModel:
@@ -434,7 +434,7 @@ async def _whole_review_record(nc: Any, patient: str, token: str) -> dict[str, A
 async def _patient_record(patient: str) -> dict[str, Any]:
     """What each service holds for the patient, asked on one connection."""
     token = tool.require_token()
-    async with tool.connected(nats_url()) as nc:
+    async with tool.connected(nats_client()) as nc:
         return {
             "record": await _whole_review_record(nc, patient, token),
             "medication_list": _data(

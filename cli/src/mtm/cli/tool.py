@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from mtm.cli.errors import CliError, Denied, Unavailable
 from mtm.contracts import CommandReply
 from mtm.contracts.identity import bearer
+from mtm.platform.connection import NatsClient
 
 # How long `mtm` tries to reach NATS before it says the stack is not up (two attempts on each server).
 CONNECT_TIMEOUT_S = 4.0
@@ -34,21 +35,17 @@ ToolError = CliError
 logging.getLogger("nats").setLevel(logging.CRITICAL)
 
 
-def servers_of(url: str) -> list[str]:
-    """MTM_NATS_URL may list several seed servers, comma-separated (a cluster)."""
-    return [part.strip() for part in url.split(",") if part.strip()]
-
-
 async def _quiet(_exc: Exception) -> None:
     """nats-py's error callback: a failed attempt is reported once, by `connect`, not per attempt."""
 
 
-async def connect(url: str) -> Client:
-    """A connection within `CONNECT_TIMEOUT_S`, or `Unavailable` saying where NATS was looked for."""
+async def connect(client: NatsClient) -> Client:
+    """A connection as the client's user (TLS, its own inbox) within `CONNECT_TIMEOUT_S`, or `Unavailable` saying
+    where NATS was looked for (never with the password)."""
+    where = client.redacted()
     try:
         return await asyncio.wait_for(
-            nats.connect(
-                servers_of(url),
+            client.connect(
                 connect_timeout=ATTEMPT_TIMEOUT_S,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,  # type: ignore[arg-type]
@@ -59,14 +56,14 @@ async def connect(url: str) -> Client:
             CONNECT_TIMEOUT_S,
         )
     except nats.errors.AuthorizationError as exc:
-        raise Denied(f"NATS at {url} refused this client's credentials") from exc
+        raise Denied(f"NATS at {where} refused this client's credentials") from exc
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise Unavailable(f"cannot reach NATS at {url}: is the stack up? (`mtm up`, or set MTM_NATS_URL)") from exc
+        raise Unavailable(f"cannot reach NATS at {where}: is the stack up? (`mtm up`, or set MTM_NATS_URL)") from exc
 
 
 @contextlib.asynccontextmanager
-async def connected(url: str) -> AsyncIterator[Client]:
-    nc = await connect(url)
+async def connected(client: NatsClient) -> AsyncIterator[Client]:
+    nc = await connect(client)
     try:
         yield nc
     except (
@@ -74,7 +71,7 @@ async def connected(url: str) -> AsyncIterator[Client]:
         nats.errors.StaleConnectionError,
         nats.errors.OutboundBufferLimitError,
     ) as exc:
-        raise Unavailable(f"lost the connection to NATS at {url}") from exc
+        raise Unavailable(f"lost the connection to NATS at {client.redacted()}") from exc
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), PUBLISH_TIMEOUT_S)
@@ -102,10 +99,10 @@ async def ask(nc: Client, subject: str, body: BaseModel, token: str) -> CommandR
     return CommandReply.model_validate_json(reply.data)
 
 
-async def request(url: str, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
+async def request(client: NatsClient, subject: str, command: BaseModel, token: str | None = None) -> CommandReply:
     """Send a command or query with the actor token (the saved `mtm login` one unless given) and read the reply."""
     token = require_token(token)
-    async with connected(url) as nc:
+    async with connected(client) as nc:
         return await ask(nc, subject, command, token)
 
 

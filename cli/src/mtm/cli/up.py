@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import os
 import signal
 import socket
@@ -16,16 +15,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from mtm.cli.identity import ensure_dev_keys, ensure_key_encryption_key, private_key_file, session_secret_file
-from mtm.cli.stack import data_dir, stack_file
+from mtm.cli.stack import data_dir, stack_file, write_stack_file
 from mtm.contracts.admin import SERVICES
 from mtm.devstack import processes
 from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.devstack.lock import AlreadyRunning, DataDirLock
+from mtm.platform.connection import NatsClient
 from mtm.platform.status import wait_until_ready
+
+# The user the `mtm` commands (and `mtm up` itself, waiting for the services) connect as.
+TOOL_USER = "cli"
 
 READY_TIMEOUT_S = 120.0
 # The four services, then the web app (`python -m mtm.web`), the fifth process.
@@ -35,6 +39,15 @@ RESTART_DELAY_S = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
 Say = Callable[[str], None]
+
+
+def redact(url: str) -> str:
+    """A URL fit to print: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Interrupted(Exception):
@@ -157,8 +170,10 @@ async def web_ready(url: str, *, timeout_s: float, check: Callable[[], None]) ->
 class StackInfo:
     """What a demo needs of the running stack."""
 
-    nats_url: str
-    database_url: str
+    nats: NatsClient
+    """The `mtm` commands' connection (the `cli` user)."""
+    web_database_url: str
+    """The web app's accounts database, as the web app's role."""
     web_url: str
 
 
@@ -193,40 +208,54 @@ class Stack:
         assert self.infra is not None
         port = web_port()
         self.web_url = f"http://127.0.0.1:{port}"
-        env = {
+        common = {
             **os.environ,
-            "MTM_NATS_URL": self.infra.nats_url,
-            "MTM_DATABASE_URL": self.infra.database_url,
             # Services verify actor tokens with the local stack's key; the web app signs them with it.
             "MTM_ACTOR_PUBLIC_KEYS_FILE": str(ensure_dev_keys()),
-            "MTM_KEY_ENCRYPTION_KEY_FILE": str(ensure_key_encryption_key()),
-            "MTM_WEB_SIGNING_KEY_FILE": str(private_key_file()),
-            "MTM_WEB_SESSION_SECRET_FILE": str(session_secret_file()),
-            "MTM_WEB_HOST": "127.0.0.1",
-            "MTM_WEB_PORT": str(port),
-            # Emails to physicians (when an SMTP server is set) link to the referral in the web app.
-            "MTM_NOTIFY_WEB_URL": self.web_url,
             **extra_env,
         }
+        # Each process gets the secrets it uses and no other's.
+        private = {
+            # Reconciliation keeps the patients' event keys, wrapped with this.
+            "reconciliation": {"MTM_KEY_ENCRYPTION_KEY_FILE": str(ensure_key_encryption_key())},
+            # Emails to physicians (when an SMTP server is set) link to the referral in the web app.
+            "notify": {"MTM_NOTIFY_WEB_URL": self.web_url},
+            "web": {
+                "MTM_WEB_SIGNING_KEY_FILE": str(private_key_file()),
+                "MTM_WEB_SESSION_SECRET_FILE": str(session_secret_file()),
+                "MTM_WEB_HOST": "127.0.0.1",
+                "MTM_WEB_PORT": str(port),
+            },
+        }
         for name, http_port in zip(PROCESSES, free_ports(len(PROCESSES)), strict=True):
-            own = {**env, "MTM_HTTP_PORT": str(http_port)}
+            # Each with its own NATS user and its own database role, and nobody else's.
+            env = {
+                **common,
+                **private.get(name, {}),
+                **self.infra.service_env(name, database=f"mtm_{name}"),
+                "MTM_HTTP_PORT": str(http_port),
+            }
             service = Supervised(
-                name, own, self.base / "logs" / f"{name}.log", self.pid_file(name), http_port=http_port
+                name, env, self.base / "logs" / f"{name}.log", self.pid_file(name), http_port=http_port
             )
             self.services.append(service)
             service.start()
-        stack_file().write_text(
-            json.dumps(
-                {"nats_url": self.infra.nats_url, "database_url": self.infra.database_url, "web_url": self.web_url}
-            )
+        write_stack_file(
+            self.infra.nats_client(TOOL_USER),
+            web_url=self.web_url,
+            # `mtm user add/list` work on the web app's accounts, as the web app's role.
+            web_database_url=self.infra.service_database("web", "mtm_web"),
         )
 
     def describe(self) -> str:
         assert self.infra is not None
+        secured = "TLS, a user per service and tool" if self.infra.secured else "as configured"
         lines = [
-            f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin})",
-            f"Postgres  {self.infra.database_url}  ({self.infra.database_origin}; one database per service: "
-            + ", ".join(f"mtm_{s}" for s in SERVICES)
+            f"NATS      {self.infra.nats_url}  ({self.infra.nats_origin}; {secured})",
+            f"Postgres  {redact(self.infra.database_url)}  ({self.infra.database_origin}; one database per service "
+            + "and the web app: "
+            + ", ".join(f"mtm_{s}" for s in PROCESSES)
+            + (", each owned by its own role" if self.infra.secured else "")
             + ")",
         ]
         for service in self.services:
@@ -298,7 +327,8 @@ def up(
                 signals.check()
                 stack.supervise_once(say)
 
-            ready = wait_until_ready(infra.nats_url, timeout_s=READY_TIMEOUT_S, check=tend)
+            tool = infra.nats_client(TOOL_USER)
+            ready = wait_until_ready(tool, timeout_s=READY_TIMEOUT_S, check=tend)
             loop.run_until_complete(signals.unless_stopped(ready))
             say(f"all {len(SERVICES)} services are up.")
             loop.run_until_complete(
@@ -307,7 +337,7 @@ def up(
             say(f"web app is up: {stack.web_url}")
             announced = True
             if demo is not None:
-                info = StackInfo(infra.nats_url, infra.database_url, stack.web_url)
+                info = StackInfo(tool, infra.service_database("web", "mtm_web"), stack.web_url)
                 status = loop.run_until_complete(signals.unless_stopped(demo(info)))
                 if exit_after_demo:
                     return status

@@ -13,7 +13,6 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlencode
 
-import nats
 from nats.aio.client import Client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -235,7 +234,7 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
             per_address=settings.web_login_max_failures_per_ip,
             window=timedelta(seconds=settings.web_login_window_s),
         )
-        web.nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="mtm-web")
+        web.nc = await settings.nats().connect(max_reconnect_attempts=-1, name="mtm-web")
         web.services = ServiceClient(
             web.nc, web.issuer, token_ttl_s=settings.web_token_ttl_s, timeout_s=settings.web_request_timeout_s
         )

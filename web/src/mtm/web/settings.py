@@ -1,4 +1,5 @@
-"""Settings of the web app (prefix `MTM_`); the signing key and the session secret have no default."""
+"""Settings of the web app (prefix `MTM_`); the signing key, the session secret and the NATS password have no
+default."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from mtm.platform.settings import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, with_database
+from mtm.platform.settings import DEFAULT_DATABASE_URL, NatsSettings, with_database
 
 
-class WebSettings(BaseSettings):
+class WebSettings(NatsSettings):
+    """The web app connects to NATS as its own user (`MTM_NATS_USER=web`, `MTM_NATS_PASSWORD`, TLS as every client)
+    and to its accounts database as its own role (`MTM_WEB_DATABASE_URL`)."""
+
     model_config = SettingsConfigDict(env_prefix="MTM_", extra="ignore", frozen=True)
 
-    nats_url: str = DEFAULT_NATS_URL
     database_url: str = DEFAULT_DATABASE_URL
-    web_database_url: str | None = Field(default=None, description="Own database; else `mtm_web` on the server.")
+    web_database_url: str | None = Field(
+        default=None, description="Own database (as its own role); else `mtm_web` on MTM_DATABASE_URL's server."
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8000, ge=0, le=65535)
     web_public_url: str | None = Field(

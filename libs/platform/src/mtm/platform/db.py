@@ -33,16 +33,27 @@ DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 
 
 async def ensure_database(url: str, *, attempts: int = 30) -> None:
-    """Create the database named in `url` when it does not exist (needs CREATEDB on the server)."""
+    """Create the database named in `url` when it does not exist.
+
+    A role that owns only its database (no CREATEDB, no access to the `postgres` database) finds it there and
+    needs nothing more. Creating it takes CREATEDB; a database created here is closed to every other role
+    (`REVOKE CONNECT … FROM PUBLIC`), as a provisioned one is.
+    """
     name = urlsplit(url).path.lstrip("/")
     if not _SAFE_DB_NAME.match(name):
         raise ValueError(f"database name {name!r} must match {_SAFE_DB_NAME.pattern}")
+    try:
+        await (await _connect_with_retry(url, attempts=attempts)).close()
+        return
+    except asyncpg.InvalidCatalogNameError:
+        pass  # no such database yet
     admin_url = with_database(url, "postgres")
     conn = await _connect_with_retry(admin_url, attempts=attempts)
     try:
         if not await conn.fetchval(DATABASE_EXISTS, name):
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
+                await conn.execute(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC')
                 log.info("database created", database=name)
             except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 # A replica starting at the same moment created it (two concurrent CREATE DATABASE of one name

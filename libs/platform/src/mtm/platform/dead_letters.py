@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,9 +43,11 @@ REDRIVEN_FROM_HEADER = "Mtm-Redriven-From"
 class DeadLetters:
     """What the admin requests ask of one service's dead-letter stream and object store."""
 
-    def __init__(self, js: JetStreamContext, service: str) -> None:
+    def __init__(self, js: JetStreamContext, service: str, may_send: Callable[[str], bool] | None = None) -> None:
         self._js = js
         self._service = service
+        # What the server lets this service publish (the access table); None: anything (a test's own service).
+        self._may_send = may_send
         self._stream = dead_letter_stream(service)
         self._letters = f"{DEAD_LETTER_PREFIX}.{service}.*"
 
@@ -136,6 +139,15 @@ class DeadLetters:
                 f"{before.redriven_by}; send again to redrive it once more",
                 resource_id=str(command.sequence),
                 status="redriven",
+            )
+        if self._may_send is not None and not self._may_send(letter.original_subject):
+            # An event another service decided: only its producer may append it to the log (a forged one must not
+            # get there), so it is not sent back from here.
+            return CommandReply(
+                outcome="invalid",
+                message=f"{self._service} may not send this letter back: only the service that decided an event "
+                "of the patient log may append it (an admin may republish it as it was)",
+                resource_id=str(command.sequence),
             )
         if command.payload_base64 is not None:
             if letter.original_subject.startswith(f"{PATIENT_EVENTS_PREFIX}."):

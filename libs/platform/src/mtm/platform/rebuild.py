@@ -14,6 +14,7 @@ import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from mtm.contracts import EventEnvelope
 from mtm.contracts.admin import RebuildPhase
@@ -86,8 +87,9 @@ class _LogReader:
     a rebuild's CPU) while the caller waits on the database with the one it took.
     """
 
-    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], decode: Decode) -> None:
+    def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], name: str, decode: Decode) -> None:
         self._js = js
+        self._name = name
         self._filters = sorted({event_filter(cls) for cls in types})
         self._decode = decode
         self._sub: Any = None
@@ -98,12 +100,20 @@ class _LogReader:
         """Stream sequence of the last message taken: everything matching up to it has been taken."""
 
     async def start(self) -> int:
-        """Start reading; returns how many matching events the log holds now."""
-        self._sub = await self._js.pull_subscribe(
-            "",
-            stream=PATIENT_EVENTS_STREAM,
-            config=ConsumerConfig(
-                filter_subjects=self._filters,
+        """Start reading; returns how many matching events the log holds now.
+
+        The reader has a fixed name per service (its user may create no other consumer); one left by a rebuild
+        that crashed is deleted first, or its position would be taken over.
+        """
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(PATIENT_EVENTS_STREAM, self._name)
+        filters = self._filters
+        await self._js.add_consumer(
+            PATIENT_EVENTS_STREAM,
+            ConsumerConfig(
+                name=self._name,
+                filter_subject=filters[0] if len(filters) == 1 else None,
+                filter_subjects=filters if len(filters) > 1 else None,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_policy=AckPolicy.NONE,
                 inactive_threshold=READER_IDLE_S,
@@ -111,6 +121,7 @@ class _LogReader:
                 num_replicas=1,
             ),
         )
+        self._sub = await self._js.pull_subscribe_bind(stream=PATIENT_EVENTS_STREAM, consumer=self._name)
         return await self.pending_on_server()
 
     async def pending_on_server(self) -> int:
@@ -166,8 +177,7 @@ class _LogReader:
             await asyncio.gather(self._ahead, return_exceptions=True)
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                name = (await self._sub.consumer_info()).name
-                await self._js.delete_consumer(PATIENT_EVENTS_STREAM, name)
+                await self._js.delete_consumer(PATIENT_EVENTS_STREAM, self._name)
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
@@ -189,10 +199,12 @@ class Rebuilder:
         projection: Projection,
         scopes: Sequence[tuple[str, Traversable]],
         reader: EventReader,
+        reader_name: str,
         progress: Progress = _no_progress,
     ) -> None:
         self._url = database_url
         self._js = js
+        self._reader_name = reader_name
         self._projection = projection
         self._scopes = scopes
         self._reader = reader
@@ -209,7 +221,7 @@ class Rebuilder:
     async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
         conn = await asyncpg.connect(self._url, timeout=10)
-        reader = _LogReader(self._js, self._projection.replayed, self._read)
+        reader = _LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
                 raise RebuildBusy("a rebuild of this projection is already running")

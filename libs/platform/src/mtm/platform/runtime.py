@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from faststream import AckPolicy, FastStream
@@ -46,6 +47,7 @@ from mtm.contracts.subjects import (
     subject_token,
 )
 from mtm.platform import tracing
+from mtm.platform.access import ACCESS, group_durable_name, rebuild_reader_name
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
@@ -313,6 +315,7 @@ class ServiceRuntime:
         return Rebuilder(
             database_url=self.database_url,
             js=self.jetstream,
+            reader_name=rebuild_reader_name(self.name),
             projection=self.definition.handlers.projection,
             scopes=self.definition.projection_scopes,
             reader=self.reader,
@@ -396,7 +399,7 @@ class ServiceRuntime:
                 ),
             )
         self.serving = True
-        log.info("service started", database=self.database_url.rsplit("/", 1)[-1])
+        log.info("service started", database=urlsplit(self.database_url).path.lstrip("/"))
 
     def _supervised(self, name: str, run: Callable[[TaskHealth], Awaitable[None]]) -> None:
         """A background task restarted after any failure; its health counts toward the service's readiness."""
@@ -609,7 +612,7 @@ def groups_of(consumer: BatchConsumer[Any], settings: ServiceSettings) -> int:
 
 def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
     """The server-side durable of one group; a single group keeps the consumer's own name."""
-    return consumer.durable if groups == 1 else f"{consumer.durable}-g{group}of{groups}"
+    return group_durable_name(consumer.durable, group, groups)
 
 
 async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
@@ -769,8 +772,10 @@ def _subscribe_dead_letters(runtime: ServiceRuntime) -> None:
     from mtm.contracts.dead_letter import GetDeadLetter, ListDeadLetters, RedriveDeadLetter, dead_letters_subject
     from mtm.platform.dead_letters import DeadLetters
 
+    grant = next((g for g in ACCESS.services if g.service == runtime.name), None)
+
     def letters() -> DeadLetters:
-        return DeadLetters(runtime.jetstream, runtime.name)
+        return DeadLetters(runtime.jetstream, runtime.name, grant.may_publish if grant is not None else None)
 
     for action, model, answer in (
         ("list", ListDeadLetters, lambda request, actor: letters().list(request, actor)),
@@ -824,7 +829,7 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings) -> Fast
     if not tracing.enabled():
         tracing.configure_from_environment(definition.name)
     broker = NatsBroker(
-        settings.nats_url,
+        **settings.nats().broker_options(),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

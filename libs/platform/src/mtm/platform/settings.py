@@ -7,21 +7,51 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mtm.platform.connection import NatsClient
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-class ServiceSettings(BaseSettings):
+class NatsSettings(BaseSettings):
+    """How a client reaches NATS (`MTM_NATS_…`): URL(s), user and password, TLS. No secret has a default.
+
+    Production: `MTM_NATS_TLS_CA` names the CA bundle the servers' certificates are verified against (a `tls://`
+    URL with no CA uses the system's), `MTM_NATS_TLS_CERT`/`MTM_NATS_TLS_KEY` a client certificate when the
+    servers require mutual TLS.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MTM_", extra="ignore", frozen=True)
+
+    nats_url: str = DEFAULT_NATS_URL
+    nats_user: str | None = Field(default=None, description="This client's NATS user (one per service or tool).")
+    nats_password: SecretStr | None = None
+    nats_tls_ca: str | None = Field(default=None, description="CA bundle (PEM) that signed the servers' certificates.")
+    nats_tls_cert: str | None = Field(default=None, description="Client certificate (PEM), for mutual TLS.")
+    nats_tls_key: str | None = Field(default=None, description="The client certificate's private key (PEM).")
+
+    def nats(self) -> NatsClient:
+        return NatsClient(
+            url=self.nats_url,
+            user=self.nats_user,
+            password=self.nats_password,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
+
+
+class ServiceSettings(NatsSettings):
     """Connection and tuning knobs shared by all services.
 
     `MTM_DATABASE_URL` names a Postgres server; each service keeps its own database on it (`mtm_<service>`),
-    unless `MTM_<SERVICE>_DATABASE_URL` gives a full URL of its own.
+    unless `MTM_<SERVICE>_DATABASE_URL` gives a full URL of its own (with the service's own role, and
+    `?sslmode=verify-full&sslrootcert=<CA file>` for TLS).
     """
 
     model_config = SettingsConfigDict(env_prefix="MTM_", extra="ignore", frozen=True)
 
     service: str = "mtm"
-    nats_url: str = DEFAULT_NATS_URL
     database_url: str = DEFAULT_DATABASE_URL
     database_name: str | None = Field(default=None, description="Overrides the service's database name.")
     log_level: str = "INFO"

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mtm.contracts.admin import SERVICES, GetServiceStatus, ServiceStatus, status_subject
+from mtm.platform.connection import NatsClient
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
@@ -127,7 +127,7 @@ def not_ready(statuses: Mapping[str, list[ServiceStatus]]) -> dict[str, list[str
 
 
 async def wait_until_ready(
-    url: str,
+    nats_client: NatsClient | str,
     services: Sequence[str] = SERVICES,
     *,
     timeout_s: float = 120.0,
@@ -135,9 +135,12 @@ async def wait_until_ready(
 ) -> dict[str, list[ServiceStatus]]:
     """Until every instance of every service reports ready; TimeoutError names what each one said last.
 
+    `nats_client` says how to connect (a bare URL: anonymously, for servers without users).
+
     `check` runs before each round (a caller's way to stop waiting, by raising, or to tend its processes).
     """
-    nc = await nats.connect(url, connect_timeout=5)
+    client = nats_client if isinstance(nats_client, NatsClient) else NatsClient(url=nats_client)
+    nc = await client.connect(connect_timeout=5)
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -102,7 +103,14 @@ def dead_letter_stream(service: str) -> StreamSpec:
 async def declare_stream(
     js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float, max_age_s: float = 0.0
 ) -> None:
-    """Create the stream, or bring an existing one to the owner's configuration."""
+    """Create the stream, or bring an existing one to the owner's configuration where the owner may.
+
+    A service's NATS user may update only the streams it owns that expire (intake, dead letters), so a retention
+    set later reaches them on its next start. The log and the physicians' inboxes are kept for ever: their owner
+    may create them but not update them, since an update can also shrink what a stream keeps. A changed
+    configuration of those (replicas, the deduplication window) is an admin's to apply; the service then runs on
+    the stream as it is and says so in its log.
+    """
     config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
     try:
         await js.add_stream(config)
@@ -110,7 +118,16 @@ async def declare_stream(
     except BadRequestError as exc:
         if exc.err_code != 10058:  # stream name already in use with a different configuration
             raise
-        await js.update_stream(config)
+        try:
+            await js.update_stream(config)
+        except (TimeoutError, nats_errors.TimeoutError):
+            # A refused request gets no reply: the server drops it and reports a permissions violation.
+            log.warning(
+                "stream configuration differs and was not updated (an admin applies stream changes)",
+                stream=spec.name,
+                reason_code="update-refused",
+            )
+            return
         log.info("stream updated", stream=spec.name)
 
 
