@@ -42,7 +42,7 @@ RECORD = Path(__file__).resolve().parents[2] / "docs" / "examples" / "cmr-record
 @pytest.fixture(scope="module")
 def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
     """The services the MTM program runs on, as OS processes on streams of their own; timers look often."""
-    asyncio.run(_delete_streams(infra.nats_url))
+    asyncio.run(_delete_streams(infra.nats_client()))
     services = ServiceProcesses(
         infra,
         tmp_path_factory.mktemp("mtm-program-stack") / "logs",
@@ -51,7 +51,7 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
     for name in RUNNING:
         services.start(name)
     try:
-        asyncio.run(wait_until_ready(infra.nats_url, RUNNING, timeout_s=180))
+        asyncio.run(wait_until_ready(infra.nats_client("cli"), RUNNING, timeout_s=180))
         yield infra
     finally:
         codes = services.stop_all()
