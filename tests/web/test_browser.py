@@ -1,5 +1,8 @@
 """A pharmacist and a physician at work in a real browser (headless Chromium), on real NATS, Postgres and services.
 
+Second, a pharmacist's MTM review: she overrides an alert of a discharge's review, documents the member's CMR with a
+recommendation, previews the Medication Action Plan in the page, downloads it as PDF, and records the outcome.
+
 The worklist updates itself when a discharge arrives; the pharmacist claims and completes with a recommendation for
 the prescriber; the physician sees the referral, acknowledges it and accepts it; the pharmacist's open task page
 shows the outcome without a reload. Screenshots of each page go to test-artifacts/browser/ (set
@@ -13,6 +16,7 @@ import uuid
 
 import pytest
 from support.browser import REPO_ROOT, chromium, screenshot
+from support.events import mtm_enrolled, publish_event
 from support.events import sample_discharge as discharge
 from support.web import ACCOUNTS
 
@@ -100,3 +104,81 @@ async def test_pharmacist_and_physician_in_the_browser(stack, web, nc):
         await sign_in(other, web.url, "drkim")
         await other.wait_for_url(f"{web.url}/referrals")
         assert "atorvastatin" not in (await other.inner_text("main")).lower()
+
+
+async def test_a_pharmacist_overrides_an_alert_and_documents_a_cmr_with_its_papers(stack, web, nc, tmp_path):
+    payload, msg_id, patient = fhir_discharge()  # drug alerts to override
+    await nc.jetstream().publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id})
+    async with chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+        page = await context.new_page()
+        await sign_in(page, web.url, "ana")
+        await page.wait_for_url(f"{web.url}/worklist")
+        await page.wait_for_selector("body[data-live-state=connected]", timeout=STEP_MS)
+        discharge_row = f"#tasks tr:has-text('Patient/{patient}'):has-text('post discharge review')"
+        await page.wait_for_selector(discharge_row, timeout=STEP_MS)
+        await publish_event(nc, mtm_enrolled(patient))  # enrolled in the MTM program: a CMR is offered
+        cmr_row = f"#tasks tr:has-text('Patient/{patient}'):has-text('comprehensive medication review')"
+        await page.wait_for_selector(cmr_row, timeout=STEP_MS)
+        cmr_path = await page.get_attribute(f"{cmr_row} a", "href")
+        assert cmr_path and cmr_path.startswith("/tasks/")
+
+        # The discharge's review: claimed, then one alert overridden with the reason.
+        await page.click(f"{discharge_row} a")
+        await page.wait_for_selector("#claim")
+        assert await page.locator("details.override-form").count() == 0  # not hers until she claims it
+        await page.click("#claim")
+        await page.wait_for_selector("text=Task claimed")
+        alert = page.locator("li.alert:has(details.override-form)").first
+        alert_id = await alert.get_attribute("id")
+        await alert.locator("summary").click()
+        await alert.locator("select[name=reason_code]").select_option("will-monitor")
+        await alert.locator("input[name=reason]").fill("Confirmed with the member which one she takes; will monitor")
+        await alert.locator("button[type=submit]").click()
+        await page.wait_for_selector("text=Alert overridden")
+        overridden = page.locator(f"#{alert_id}[data-overridden=yes]")
+        await overridden.wait_for(timeout=STEP_MS)
+        assert "Confirmed with the member" in await overridden.inner_text()
+        await screenshot(page, "09-alert-overridden")
+
+        # The CMR: claimed, documented with a recommendation and the member's action plan.
+        await page.goto(f"{web.url}{cmr_path}")
+        await page.click("#claim")
+        await page.wait_for_selector("text=Task claimed")
+        await page.select_option("select[name=doc-delivery-method]", "telephone")
+        await page.fill("input[name=prob-0-detail]", "Misses evening doses of atorvastatin")
+        await page.select_option("select[name=prob-0-category]", "adherence")
+        await page.select_option("select[name=prob-0-mitigation]", "10")
+        await page.fill("input[name=rec-0-text]", "Take atorvastatin with the evening meal")
+        await page.select_option("select[name=rec-0-action]", "educate")
+        await page.select_option("select[name=rec-0-problem]", "0")
+        await page.fill("input[name=plan-0-topic]", "Remembering your cholesterol medicine")
+        await page.fill("textarea[name=plan-0-steps]", "Keep the bottle next to the dinner plates.")
+        await page.select_option("select[name=plan-0-rec]", "0")
+        await page.fill("input[name=doc-allergies]", "Penicillin (rash)")
+        await screenshot(page, "10-cmr-documented")
+        await page.click("#complete")
+        await page.wait_for_selector("text=Review completed")
+
+        # Its papers, previewed in the page and downloaded as PDF.
+        preview = page.frame_locator("#map-preview")
+        await preview.locator("text=Remembering your cholesterol medicine").wait_for(timeout=STEP_MS)
+        assert await preview.locator("h1", has_text="Medication Action Plan").count() == 1
+        await screenshot(page, "11-cmr-papers")
+        async with page.expect_download() as downloading:
+            await page.click("#map-pdf")
+        download = await downloading.value
+        assert download.suggested_filename == f"action-plan-{cmr_path.removeprefix('/tasks/')}.pdf"
+        saved = tmp_path / download.suggested_filename
+        await download.save_as(saved)
+        assert saved.read_bytes().startswith(b"%PDF")
+
+        # What became of the recommendation, as the member told her.
+        recommendation = page.locator("#recommendations tr", has_text="Take atorvastatin with the evening meal")
+        await recommendation.locator("select[name=outcome]").select_option("accepted")
+        await recommendation.locator("input[name=note]").fill("Has not missed a dose since")
+        await recommendation.locator("button[type=submit]").click()
+        await page.wait_for_selector("text=Outcome recorded")
+        await page.wait_for_selector("#recommendations tr[data-outcome=accepted]", timeout=STEP_MS)
+        assert "Has not missed a dose since" in await page.inner_text("#recommendations")
+        await screenshot(page, "12-cmr-outcome")

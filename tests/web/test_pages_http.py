@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import html
+import io
+import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pypdf import PdfReader
+from support.events import mtm_enrolled, publish_event
 from support.events import sample_discharge as discharge
 from support.jetstream import wait_for
 from support.web import ACCOUNTS, csrf_of, sign_in, signed_in
 
+from mtm.cli.demo import fhir_discharge
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT
+from mtm.documents.action_plan import STANDARD_HEADINGS
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +108,7 @@ def pages_and_actions(web) -> tuple[list[str], list[str]]:
         if route.path.startswith("/auth/"):
             continue
         path = route.path.replace("{task_id}", some).replace("{referral_id}", some).replace("{patient_id}", "p-1")
+        path = path.replace("{alert:int}", "0").replace("{recommendation_id}", some)
         if "POST" in (route.methods or ()):
             posts.append(path)
         if "GET" in (route.methods or ()) and path != "/":
@@ -225,3 +234,219 @@ async def test_the_worklist_stream_sends_the_view_then_each_new_task(stack, web,
     [upsert] = [data for name, data in events if name == "upsert"]
     assert upsert["list"] == "tasks" and upsert["id"].startswith("task-") and "requested" in upsert["html"]
     await pharmacist.aclose()
+
+
+TASK_ROW = re.compile(r'<tr id="task-([0-9a-f-]{36})"[^>]*>\s*<td>.*?</td>\s*<td>([^<]+)</td>', re.S)
+ERROR = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
+
+
+async def tasks_of(client, patient: str, *, count: int = 1) -> dict[str, str]:
+    """The patient's open tasks on the worklist, by reason (once `count` of them are there)."""
+
+    async def listed():
+        page = await client.get(f"/worklist?patient={patient}")
+        found = {reason.strip(): task_id for task_id, reason in TASK_ROW.findall(page.text)}
+        return found if len(found) >= count else None
+
+    return await wait_for(listed, timeout_s=30)
+
+
+def error_of(text: str) -> str:
+    found = ERROR.search(text)
+    assert found, "the page shows no error"
+    return html.unescape(found.group(1))
+
+
+async def post(client, path: str, page: str, **data):
+    return await client.post(path, data={"csrf_token": csrf_of(page), **data})
+
+
+async def test_release_reassign_and_override_each_shown_only_to_who_may(stack, web, nc):
+    payload, msg_id, patient = fhir_discharge()  # the demo's bundle: discrepancies and drug alerts
+    await nc.jetstream().publish(DISCHARGE_INTAKE_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id})
+    ana, ben, root = [await signed_in(web, user) for user in ("ana", "ben", "root")]
+    task_id = (await tasks_of(ana, patient))["post discharge review"]
+    path = f"/tasks/{task_id}"
+
+    page = (await ana.get(path)).text
+    assert 'id="claim"' in page and "complete-form" not in page and "release-form" not in page
+    assert "Override alert" not in page and "reassign-form" not in page
+    admin_page = (await root.get(path)).text
+    assert 'id="claim"' not in admin_page and "reassign-form" in admin_page and "release-form" not in admin_page
+
+    page = (await ben.get(path)).text
+    assert (await post(ben, f"{path}/claim", page)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "Claimed by rph-ben" in page and "release-form" not in page and "Override alert" not in page
+    refused = await post(ana, f"{path}/release", page)  # not hers: the service says so, in one line
+    assert refused.status_code == 409 and error_of(refused.text) == "task is claimed by rph-ben"
+
+    page = (await ben.get(path)).text
+    assert "release-form" in page and "reassign-form" in page and "complete-form" in page
+    released = await post(ben, f"{path}/release", page, reason="Off shift")
+    assert released.status_code == 303 and released.headers["location"] == f"{path}?done=released"
+    page = (await ben.get(released.headers["location"])).text
+    assert "Task released" in page and 'id="claim"' in page and "complete-form" not in page
+
+    page = (await ana.get(path)).text
+    assert (await post(ana, f"{path}/claim", page)).status_code == 303
+    page = (await ana.get(path)).text
+    assert 'value="rph-ben"' in page  # the other pharmacists to hand it to
+    handed = await post(ana, f"{path}/reassign", page, pharmacist_id="rph-ben")
+    assert handed.status_code == 303 and handed.headers["location"] == f"{path}?done=reassigned"
+    page = (await ana.get(path)).text
+    assert "Claimed by rph-ben" in page and "complete-form" not in page
+    bad_id = await post(ana, f"{path}/reassign", page, pharmacist_id="not an id!")
+    assert bad_id.status_code == 400 and error_of(bad_id.text).startswith("pharmacist_id:")
+
+    page = (await ben.get(path)).text
+    alerts = re.findall(r'action="/tasks/[^/]+/alerts/(\d+)/override"', page)
+    assert alerts, "the holder of the task can override its alerts"
+    alert = alerts[0]
+    empty = await post(ben, f"{path}/alerts/{alert}/override", page, reason_code="will-monitor", reason=" ")
+    assert empty.status_code == 400 and error_of(empty.text).startswith("reason:")
+    beyond = await post(ben, f"{path}/alerts/999/override", page, reason_code="will-monitor", reason="Watching")
+    assert beyond.status_code == 400 and "alert: the task has" in error_of(beyond.text)
+    done = await post(
+        ben, f"{path}/alerts/{alert}/override", page, reason_code="will-monitor", reason="INR checked weekly"
+    )
+    assert done.status_code == 303 and done.headers["location"] == f"{path}?done=overridden"
+
+    async def overridden():
+        shown = (await ben.get(path)).text
+        return shown if f'id="alert-{alert}" data-overridden="yes"' in shown else None
+
+    shown = await wait_for(overridden, timeout_s=15)
+    assert "Overridden (will monitor): INR checked weekly" in shown
+    assert f'action="/tasks/{task_id}/alerts/{alert}/override"' not in shown
+
+    # An admin covering an absence puts it back on the worklist; a physician may do none of it.
+    admin_page = (await root.get(path)).text
+    assert "release-form" in admin_page and "complete-form" not in admin_page
+    assert (await post(root, f"{path}/release", admin_page)).status_code == 303
+    physician = await signed_in(web, "drlee")
+    assert (await post(physician, f"{path}/release", (await physician.get("/referrals")).text)).status_code == 403
+
+    # Documented as a TMR (ticked): a problem raised by the overridden alert's neighbour, what was done about it.
+    page = (await ana.get(path)).text
+    assert (await post(ana, f"{path}/claim", page)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "Document as an MTM review (TMR)" in page and f'value="alert-{alert}"' in page
+    tmr = {
+        "doc": "on",
+        "doc-performed-on": datetime.now(UTC).date().isoformat(),
+        "prob-0-detail": "Two statins on the discharge list",
+        "prob-0-category": "unnecessary-drug-therapy",
+        "prob-0-origin": f"alert-{alert}",
+        "prob-0-mitigation": "3",
+        "pml-0-name": "",  # every row cleared: review makes the list from the chart
+    }
+    assert (await post(ana, f"{path}/complete", page, **tmr)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "Two statins on the discharge list" in page and "patient explanation" in page
+    for client in (ana, ben, root, physician):
+        await client.aclose()
+
+
+async def test_a_cmr_is_documented_its_papers_previewed_and_downloaded_and_outcomes_recorded(stack, web, nc):
+    patient = f"p-{uuid.uuid4().hex[:10]}"
+    await nc.jetstream().publish(DISCHARGE_INTAKE_SUBJECT, discharge(patient))
+    ana = await signed_in(web, "ana")
+    discharge_task = (await tasks_of(ana, patient))["post discharge review"]
+    await publish_event(nc, mtm_enrolled(patient))  # the member is enrolled: a CMR is offered
+    task_id = (await tasks_of(ana, patient, count=2))["comprehensive medication review"]
+    path = f"/tasks/{task_id}"
+
+    page = (await ana.get(path)).text
+    assert "action-plan" not in page  # nothing to preview before the review is done
+    assert (await post(ana, f"{path}/claim", page)).status_code == 303
+    page = (await ana.get(path)).text
+    assert "CMR documentation (required)" in page and 'name="pml-0-name" size="24" value="' in page
+    fields = {
+        "note": "Reviewed every medication with the member.",
+        "doc-performed-on": datetime.now(UTC).date().isoformat(),
+        "doc-delivery-method": "telephone",
+        "doc-recipient": "beneficiary",
+        "doc-provider-type": "local-pharmacist",
+        "prob-0-detail": "Statin stopped at discharge with no reason given",
+        "prob-0-category": "needs-additional-drug-therapy",
+        "prob-0-severity": "high",
+        "prob-0-mitigation": "5",
+        "rec-0-text": "Restart atorvastatin 40 mg daily",
+        "rec-0-action": "start",
+        "rec-0-ingredients": "atorvastatin",
+        "rec-0-refer": "on",
+        "rec-0-problem": "0",
+        "rec-1-text": "Take the evening dose with food",
+        "rec-1-action": "educate",
+        "plan-0-topic": "Your cholesterol medicine",
+        "plan-0-rec": "0",
+        "doc-allergies": "Penicillin (rash)",
+        "fu-0-due": (datetime.now(UTC) + timedelta(days=30)).date().isoformat(),
+        "fu-0-reason": "Check the statin was restarted",
+    }
+    # A plan topic with nothing to do is refused in one line, and what was typed stays in the form.
+    unread = await post(ana, f"{path}/complete", page, **fields)
+    assert unread.status_code == 400
+    assert error_of(unread.text).startswith("action plan 'Your cholesterol medicine': write at least one step")
+    assert "Restart atorvastatin 40 mg daily" in unread.text and 'value="telephone" selected' in unread.text
+    fields["plan-0-steps"] = "Ask Dr. Lee about restarting atorvastatin.\nTake it every evening."
+    done = await post(ana, f"{path}/complete", unread.text, **fields)
+    assert done.status_code == 303, error_of(done.text)
+
+    async def completed():
+        shown = (await ana.get(path)).text
+        return shown if 'id="rec-' in shown and "map-preview" in shown else None
+
+    page = await wait_for(completed, timeout_s=15)
+    assert "counts as a CMR" in page and "telephone" in page and "needs additional drug therapy" in page
+    assert "complete-form" not in page and "delivery-form" in page
+
+    preview = await ana.get(f"{path}/action-plan")
+    assert preview.status_code == 200 and preview.headers["content-type"].startswith("text/html")
+    assert all(heading in preview.text for heading in ("Medication Action Plan", "Personal Medication List"))
+    assert "Ask Dr. Lee about restarting atorvastatin." in preview.text
+    assert "frame-ancestors 'self'" in preview.headers["content-security-policy"]
+    pdf = await ana.get(f"{path}/action-plan.pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"] == f'attachment; filename="action-plan-{task_id}.pdf"'
+    text = " ".join(" ".join((p.extract_text() or "").split()) for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert all(heading in text for heading in STANDARD_HEADINGS) and "Penicillin (rash)" in text
+    assert (await ana.get(f"/tasks/{discharge_task}/action-plan")).status_code == 404
+
+    # The member's recommendation: its outcome as the pharmacist learnt it; the prescriber's comes from referral.
+    outcome_forms = re.findall(r'<tr id="rec-[^>]*>\s*<td>([^<]+)<.*?action="([^"]+/outcome)"', page, re.S)
+    forms = {text.strip(): action for text, action in outcome_forms}
+    assert forms.keys() == {"Restart atorvastatin 40 mg daily", "Take the evening dose with food"}
+    assert '<option value="no-response">no response</option></select>' in page  # all one may say for a prescriber
+    patients_rec = forms["Take the evening dose with food"]
+    recorded = await post(ana, patients_rec, page, outcome="accepted", note="Takes it with dinner now")
+    assert recorded.status_code == 303 and recorded.headers["location"] == f"{path}?done=outcome-recorded"
+    unknown = await post(ana, f"{path}/recommendations/{uuid.uuid4()}/outcome", page, outcome="accepted")
+    assert unknown.status_code == 404 and error_of(unknown.text) == "no such recommendation"
+
+    async def outcome_shown():
+        shown = (await ana.get(path)).text
+        return shown if 'data-outcome="accepted"' in shown else None
+
+    assert "Takes it with dinner now" in await wait_for(outcome_shown, timeout_s=15)
+
+    page = (await ana.get(path)).text
+    early = await post(
+        ana, f"/tasks/{discharge_task}/action-plan/delivery", page, method="mail", delivered_on="2026-01-02"
+    )
+    assert early.status_code == 409 and error_of(early.text) == "only a completed CMR has an action plan to deliver"
+    delivered = await post(
+        ana, f"{path}/action-plan/delivery", page, method="mail", delivered_on=fields["doc-performed-on"]
+    )
+    assert delivered.status_code == 303
+
+    async def delivery_shown():
+        shown = (await ana.get(path)).text
+        return shown if 'id="delivered"' in shown else None
+
+    assert "delivery-form" not in await wait_for(delivery_shown, timeout_s=15)
+    physician = await signed_in(web, "drlee")
+    assert (await physician.get(f"{path}/action-plan.pdf")).status_code == 403
+    for client in (ana, physician):
+        await client.aclose()

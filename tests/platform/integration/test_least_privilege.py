@@ -55,8 +55,8 @@ from mtm.contracts.subjects import (
     ERASE_PATIENT,
     FILL_INTAKE_STREAM,
     FILL_INTAKE_SUBJECT,
+    LIST_ALERT_RULE_STATS,
     LIST_WORKLIST,
-    OVERRIDE_ALERT,
     PATIENT_EVENTS_PREFIX,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
@@ -477,8 +477,8 @@ async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_i
     secured: Infrastructure, admin: Client
 ) -> None:
     """The web app signs tokens for anyone who signs in, so what it may send is what its pages send: no
-    disenrolment, no alert override, no rebuild, no erasure, no intake; and it reads only the events its live
-    updates show, from their envelopes."""
+    disenrolment, no program-wide alert statistics, no rebuild, no erasure, no intake; and it reads only the events
+    its live updates show, from their envelopes."""
     web = await Connection.open(secured, "web")
     try:
         # Sent (a refused request would time out): no review runs here, so the server finds no one to answer it.
@@ -486,7 +486,7 @@ async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_i
             await web.nc.request(LIST_WORKLIST, b"{}", timeout=5)
         for subject in (
             DISENROLL_MEMBER,
-            OVERRIDE_ALERT,
+            LIST_ALERT_RULE_STATS,
             rebuild_subject("review"),
             ERASE_PATIENT,
             FILL_INTAKE_SUBJECT,

@@ -27,7 +27,7 @@ from mtm.platform.identity import TokenIssuer
 from mtm.platform.logging import configure_logging, get_logger, service_scope
 from mtm.platform.metrics import Metrics, metrics_scope
 from mtm.platform.probes import ProbeServer
-from mtm.web import admin, auth, pharmacist, physician
+from mtm.web import admin, auth, pharmacist, physician, reviews
 from mtm.web.accounts import Session, Store
 from mtm.web.live import LiveFeed
 from mtm.web.oidc import Sso
@@ -257,6 +257,7 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
         Route("/healthz", healthz),
         *auth.routes,
         *pharmacist.routes,
+        *reviews.routes,
         *physician.routes,
         *admin.routes,
         Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),

@@ -32,6 +32,8 @@ from mtm.contracts import (
     ReviewTaskClaimed,
     ReviewTaskCompleted,
     ReviewTaskCreated,
+    ReviewTaskReassigned,
+    ReviewTaskReleased,
 )
 from mtm.contracts.subjects import event_filter
 from mtm.platform.crypto import ErasedPatient, KeyRing
@@ -44,13 +46,15 @@ WATCHED: tuple[type[EventEnvelope], ...] = (
     ReviewTaskCreated,
     ReviewTaskClaimed,
     ReviewTaskCompleted,
+    ReviewTaskReleased,
+    ReviewTaskReassigned,
     ReferralRequested,
     ReferralAcknowledged,
     ReferralAnswered,
     ReferralEscalated,
     NotificationFailed,
 )
-TASK_EVENTS = (ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted)
+TASK_EVENTS = (ReviewTaskCreated, ReviewTaskClaimed, ReviewTaskCompleted, ReviewTaskReleased, ReviewTaskReassigned)
 REFERRAL_EVENTS = (ReferralRequested, ReferralAcknowledged, ReferralAnswered, ReferralEscalated, NotificationFailed)
 QUEUE_SIZE = 1000
 PING_EVERY_S = 15.0
@@ -179,6 +183,11 @@ def reflected(change: Change) -> Callable[[Any], bool]:
             return data.get("status") in ("in-progress", "completed")
         if isinstance(event, ReviewTaskCompleted):
             return data.get("status") == "completed"
+        if isinstance(event, ReviewTaskReleased):
+            # Released, or moved on since (claimed again, completed): either way past this release.
+            return data.get("owner") != event.data.pharmacist_id or data.get("status") != "in-progress"
+        if isinstance(event, ReviewTaskReassigned):
+            return data.get("owner") == event.data.to_pharmacist_id or data.get("status") == "completed"
         if isinstance(event, ReferralAcknowledged):
             return bool(data.get("acknowledged_at"))
         if isinstance(event, ReferralAnswered):

@@ -1,9 +1,9 @@
-"""The pharmacist's pages: the live worklist, a task (both lists side by side, alerts, claim and complete, the
-referrals it led to), and a patient's medication list with its history."""
+"""The pharmacist's pages: the live worklist, a task (both lists side by side, alerts, claim and complete with the
+CMR/TMR documentation, the referrals it led to), and a patient's medication list with its history. Release,
+reassignment, overrides, outcomes and the member's action plan are in `reviews`."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, get_args
 
@@ -15,37 +15,46 @@ from starlette.routing import Route
 
 from mtm.contracts import (
     ClaimReviewTask,
+    CommandReply,
     CompleteReviewTask,
     GetMedicationHistory,
     GetMedicationList,
     GetReferral,
+    GetReviewRecord,
     GetReviewTask,
     ListReferrals,
     ListWorklist,
-    Recommendation,
 )
 from mtm.contracts.commands import WorklistStatus
-from mtm.contracts.events import RecommendationAction, TaskPriority
+from mtm.contracts.events import OverrideReason, RecommendationOutcome, TaskPriority
 from mtm.contracts.subjects import (
     CLAIM_REVIEW_TASK,
     COMPLETE_REVIEW_TASK,
     GET_MEDICATION_HISTORY,
     GET_MEDICATION_LIST,
     GET_REFERRAL,
+    GET_REVIEW_RECORD,
     GET_REVIEW_TASK,
     LIST_REFERRALS,
     LIST_WORKLIST,
 )
+from mtm.web import forms
 from mtm.web.accounts import Account, Session
+from mtm.web.forms import FormError, completion_of, medication_rows, one_line
 from mtm.web.live import Change, Message
 from mtm.web.security import action, page
 from mtm.web.views import (
+    CMR,
     alerts_by_severity,
     ask,
     ask_for_one,
     ask_once_applied,
     live,
+    now,
     patient_id_of,
+    permissions,
+    review_of,
+    settled,
     side_by_side,
     task_row,
     web_of,
@@ -53,7 +62,6 @@ from mtm.web.views import (
 
 PAGE_SIZE = 50
 PRIORITIES: tuple[str, ...] = get_args(TaskPriority)
-ACTIONS: tuple[str, ...] = get_args(RecommendationAction)
 STATUSES: tuple[str, ...] = get_args(WorklistStatus)
 STATUS_SETS = {
     "open": {"requested", "in-progress"},
@@ -61,7 +69,29 @@ STATUS_SETS = {
     "in-progress": {"in-progress"},
     "completed": {"completed"},
 }
-MAX_RECOMMENDATIONS = 10
+# The choices the task page's forms offer, as the contracts list them.
+CHOICES = {
+    "actions": forms.ACTIONS,
+    "priorities": forms.PRIORITIES,
+    "delivery_methods": forms.DELIVERY_METHODS,
+    "recipients": forms.RECIPIENTS,
+    "provider_types": forms.PROVIDER_TYPES,
+    "categories": forms.CATEGORIES,
+    "severities": forms.SEVERITIES,
+    "mitigations": forms.MITIGATIONS,
+    "override_reasons": get_args(OverrideReason),
+    "outcomes": get_args(RecommendationOutcome),
+    "plan_deliveries": forms.PLAN_DELIVERY_METHODS,
+}
+ROWS = {
+    "recommendations": forms.RECOMMENDATION_ROWS,
+    "problems": forms.PROBLEM_ROWS,
+    "plan": forms.PLAN_ROWS,
+    "extra_medications": forms.EXTRA_PML_ROWS,
+    "follow_ups": forms.FOLLOW_UP_ROWS,
+}
+# The HTTP status a service's refusal is shown with.
+REFUSAL_STATUS = {"invalid": 400, "unauthorized": 403, "forbidden": 403, "not_found": 404, "conflict": 409}
 
 
 def worklist_query(params: QueryParams, account: Account) -> ListWorklist:
@@ -163,30 +193,53 @@ async def worklist_events(request: Request, session: Session) -> Response:
     return live(request, render, snapshot)
 
 
-async def _task_view(request: Request, session: Session, task_id: str) -> dict[str, Any] | None:
+async def _task_view(request: Request, session: Session, task_id: str, *, full: bool = True) -> dict[str, Any] | None:
+    """What the task page shows; `full=False`: only what its live sections need (status, referrals)."""
     task = await ask_for_one(request, session, GET_REVIEW_TASK, GetReviewTask, task_id=task_id)
     if task is None:
         return None
     patient_id = patient_id_of(task["patient"])
-    medication_list = await ask(request, session, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient_id))
     referrals = await ask(request, session, LIST_REFERRALS, ListReferrals(task_id=task["task_id"], limit=100))
     body = task["task"]
+    view = {"task": task, "body": body, "patient_id": patient_id, "referrals": referrals.data if referrals.ok else []}
+    if not full:
+        return view
+    medication_list = await ask(request, session, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient_id))
+    # Overrides, outcomes, follow-ups and the action plan's delivery are in the patient's review record.
+    record = await ask(request, session, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient_id))
+    review = review_of(task, record.data if record.ok and isinstance(record.data, dict) else None)
+    may = permissions(task, session.account.actor)
+    pharmacists = []
+    if may["reassign"]:
+        pharmacists = [
+            a.actor.acting_as
+            for a in await web_of(request).store.accounts()
+            if a.role == "pharmacist" and not a.disabled and a.actor.acting_as != task["owner"]
+        ]
     return {
-        "task": task,
-        "body": body,
-        "patient_id": patient_id,
+        **view,
+        **review,
+        "may": may,
+        "pharmacists": pharmacists,
         "rows": side_by_side(body, medication_list.data if medication_list.ok else None),
-        "alert_groups": alerts_by_severity(body.get("alerts") or []),
-        "referrals": referrals.data if referrals.ok else [],
-        "actions": ACTIONS,
-        "priorities": PRIORITIES,
-        "max_recommendations": MAX_RECOMMENDATIONS,
+        "alert_groups": alerts_by_severity(review["alerts"]),
+        "medication_rows": medication_rows(body.get("items") or []),
+        "choices": CHOICES,
+        "rows_of": ROWS,
+        "today": now().date().isoformat(),
     }
 
 
-async def _render_task(
-    request: Request, session: Session, task_id: str, *, error: str | None = None, status: int = 200
+async def render_task(
+    request: Request,
+    session: Session,
+    task_id: str,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    filled: FormData | None = None,
 ) -> Response:
+    """The task page; after a refused form, with the one-line reason and what was typed into the form."""
     web = web_of(request)
     view = await _task_view(request, session, task_id)
     if view is None:
@@ -199,21 +252,31 @@ async def _render_task(
         status=status,
         error=error,
         mine=mine,
+        filled=filled or {},
         live_url=f"/tasks/{task_id}/events",
         **view,
     )
 
 
+async def refused(
+    request: Request, session: Session, task_id: str, reply: CommandReply, filled: FormData | None = None
+) -> Response:
+    """A service's refusal shown on the task page in one line, with the HTTP status its outcome stands for."""
+    message = " ".join(reply.message.split()) or reply.outcome.replace("_", " ")
+    status = REFUSAL_STATUS.get(reply.outcome, 409)
+    return await render_task(request, session, task_id, error=message, status=status, filled=filled)
+
+
 @page("pharmacist", "admin")
 async def task_page(request: Request, session: Session) -> Response:
-    return await _render_task(request, session, request.path_params["task_id"])
+    return await render_task(request, session, request.path_params["task_id"])
 
 
 @page("pharmacist", "admin")
 async def task_events(request: Request, session: Session) -> Response:
     web = web_of(request)
     task_id = request.path_params["task_id"]
-    view = await _task_view(request, session, task_id)
+    view = await _task_view(request, session, task_id, full=False)
     if view is None:
         return web.not_found(request, session, "There is no such review task.")
     patient = view["patient_id"]
@@ -231,7 +294,7 @@ async def task_events(request: Request, session: Session) -> Response:
                 yield "section", {"id": "referrals", "html": web.fragment("_task_referrals.html", referrals=found.data)}
 
     async def snapshot() -> AsyncIterator[Message]:
-        now = await _task_view(request, session, task_id)
+        now = await _task_view(request, session, task_id, full=False)
         if now is not None:
             mine = session.account.actor.acting_as
             yield (
@@ -252,46 +315,33 @@ async def claim(request: Request, session: Session, form: FormData) -> Response:
         return web_of(request).not_found(request, session, "There is no such review task.")
     reply = await ask(request, session, CLAIM_REVIEW_TASK, command)
     if not reply.ok:
-        return await _render_task(request, session, task_id, error=reply.message, status=409)
+        return await refused(request, session, task_id, reply)
     return RedirectResponse(f"/tasks/{task_id}?done=claimed", status_code=303)
 
 
-def recommendations_of(form: FormData) -> tuple[Recommendation, ...]:
-    """The filled-in recommendation rows of the completion form (`rec-<n>-text`, `-action`, `-refer`, `-priority`)."""
-    found = []
-    for n in range(MAX_RECOMMENDATIONS):
-        text = str(form.get(f"rec-{n}-text") or "").strip()
-        if not text:
-            continue
-        chosen = str(form.get(f"rec-{n}-action") or "other")
-        priority = str(form.get(f"rec-{n}-priority") or "routine")
-        ingredients = tuple(
-            part.strip().lower() for part in str(form.get(f"rec-{n}-ingredients") or "").split(",") if part.strip()
-        )
-        found.append(
-            Recommendation(
-                recommendation_id=uuid.uuid4(),
-                text=text,
-                action=chosen if chosen in ACTIONS else "other",  # type: ignore[arg-type]
-                ingredients=ingredients,
-                needs_prescriber=form.get(f"rec-{n}-refer") == "on",
-                priority=priority if priority in PRIORITIES else "routine",  # type: ignore[arg-type]
-            )
-        )
-    return tuple(found)
+def _completed(task: dict[str, Any]) -> bool:
+    return task["status"] == "completed" and task.get("completion") is not None
 
 
 @action("pharmacist")
 async def complete(request: Request, session: Session, form: FormData) -> Response:
     task_id = request.path_params["task_id"]
-    note = str(form.get("note") or "").strip() or None
+    task = await ask_for_one(request, session, GET_REVIEW_TASK, GetReviewTask, task_id=task_id)
+    if task is None:
+        return web_of(request).not_found(request, session, "There is no such review task.")
+    # A CMR is always documented; another review when the pharmacist ticks it (a TMR of an enrolled member).
+    documented = task["task"].get("reason") == CMR or form.get("doc") == "on"
     try:
-        command = CompleteReviewTask(task_id=task_id, note=note, recommendations=recommendations_of(form))
-    except ValidationError:
-        return await _render_task(request, session, task_id, error="A recommendation could not be read.", status=400)
+        command = CompleteReviewTask(task_id=task_id, **completion_of(form, documented=documented))
+    except FormError as exc:
+        return await render_task(request, session, task_id, error=str(exc), status=400, filled=form)
+    except ValidationError as exc:
+        return await render_task(request, session, task_id, error=one_line(exc), status=400, filled=form)
     reply = await ask(request, session, COMPLETE_REVIEW_TASK, command)
     if not reply.ok:
-        return await _render_task(request, session, task_id, error=reply.message, status=409)
+        return await refused(request, session, task_id, reply, filled=form)
+    # Back on the page, the review shows as done, with its papers when it is a CMR.
+    await settled(request, session, GET_REVIEW_TASK, GetReviewTask(task_id=task_id), _completed)
     return RedirectResponse(f"/tasks/{task_id}?done=completed", status_code=303)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +11,12 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from mtm.contracts import CommandReply
+from mtm.contracts.identity import Actor
 from mtm.web.accounts import Session
 from mtm.web.live import Change, Render, Snapshot, reflected, stream
 
 SEVERITIES = ("high", "moderate", "low")
+CMR = "comprehensive-medication-review"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -42,6 +45,23 @@ async def ask_for_one(
         return None
     reply = await ask(request, session, subject, query)
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
+
+
+Holds = Callable[[dict[str, Any]], bool]
+# How long an action waits for the service's tables to show it before going back to the page anyway.
+SETTLE_S = 5.0
+
+
+async def settled(request: Request, session: Session, subject: str, query: BaseModel, holds: Holds) -> None:
+    """Wait (bounded) until the service's tables show what it just accepted: it records the event first and its
+    tables follow, and the page the person goes back to should show what they did."""
+    await web_of(request).services.wait_until(
+        session.account.actor,
+        subject,
+        query,
+        lambda reply: reply.ok and isinstance(reply.data, dict) and holds(reply.data),
+        timeout_s=SETTLE_S,
+    )
 
 
 def live(request: Request, render: Render, snapshot: Snapshot | None = None) -> StreamingResponse:
@@ -84,6 +104,44 @@ def alerts_by_severity(alerts: list[dict[str, Any]]) -> list[tuple[str, list[dic
         for level in SEVERITIES
         if any(a["severity"] == level for a in alerts)
     ]
+
+
+def permissions(task: dict[str, Any], actor: Actor) -> dict[str, bool]:
+    """What the person may do on a task's page, so that only that is shown (the services decide again).
+
+    Overriding an alert and completing belong to the pharmacist holding the task; its owner or an admin releases
+    or hands it on (an admin also assigns an unclaimed one); outcomes and the action plan's delivery are recorded
+    by pharmacists once the review is done."""
+    status, owner, role = task["status"], task["owner"], actor.role
+    holds = role == "pharmacist" and status == "in-progress" and owner == actor.acting_as
+    completed_cmr = status == "completed" and task["task"].get("reason") == CMR
+    documented = bool((task.get("completion") or {}).get("documentation"))
+    return {
+        "claim": role == "pharmacist" and status == "requested",
+        "complete": holds,
+        "override": holds,
+        "release": status == "in-progress" and (holds or role == "admin"),
+        "reassign": status != "completed" and (holds or role == "admin"),
+        "record_outcome": role == "pharmacist" and status == "completed",
+        "deliver": role == "pharmacist" and completed_cmr and documented,
+        "action_plan": completed_cmr and documented,
+    }
+
+
+def review_of(task: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's part of the patient's review record (GetReviewRecord): its alerts with their overrides, its
+    recommendations with their outcomes, its follow-ups and its action plan; without a record, the task's alerts."""
+    task_id = task["task_id"]
+    record = record or {}
+    mine = next((t for t in record.get("tasks") or () if t["task_id"] == task_id), None)
+    alerts = (mine or task)["task"].get("alerts") or []
+    overrides = {o["alert"]: o for o in record.get("overrides") or () if o["task_id"] == task_id}
+    return {
+        "alerts": [{**alert, "index": n, "override": overrides.get(n)} for n, alert in enumerate(alerts)],
+        "recommendations": [r for r in record.get("recommendations") or () if r["task_id"] == task_id],
+        "follow_ups": [f for f in record.get("follow_ups") or () if f["task_id"] == task_id],
+        "action_plan": next((a for a in record.get("action_plans") or () if a["task_id"] == task_id), None),
+    }
 
 
 def last_changes(medication_list: dict[str, Any] | None) -> dict[tuple[str, ...], dict[str, Any]]:
