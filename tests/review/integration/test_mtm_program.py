@@ -382,6 +382,9 @@ async def test_a_patients_record_comes_a_page_of_tasks_at_a_time(clean_jetstream
         assert len({t["task_id"] for p in pages for t in p["tasks"]}) == 5
         whole = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient))).data
         assert len(whole["tasks"]) == 5 and whole["next"] is None  # the default page holds them all
+        oldest = pages[-1]["tasks"][0]["task_id"]
+        one = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, task_id=oldest, limit=1))).data
+        assert [t["task_id"] for t in one["tasks"]] == [oldest] and one["next"] is None  # a task page's part
 
         bad = await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, before="1." + "-" * 36))
         assert bad.outcome == "invalid" and "before" in bad.message

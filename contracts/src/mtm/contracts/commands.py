@@ -157,7 +157,8 @@ MAX_RECORD_PAGE = 50
 class GetReviewRecord(Query):
     """Everything review holds for one patient, a page of tasks at a time, newest first: each task whole, with the
     recommendations, overrides, follow-ups and action plans of the page's tasks; membership and the reviews
-    scheduled on every page. The reply's `next` is the `before` of the next (older) page, none after the last."""
+    scheduled on every page. The reply's `next` is the `before` of the next (older) page, none after the last.
+    With `task_id`, the page is that one task."""
 
     patient_id: FhirId
     limit: int = Field(default=20, ge=1, le=MAX_RECORD_PAGE)
@@ -166,6 +167,9 @@ class GetReviewRecord(Query):
         max_length=60,
         pattern=r"^[0-9]{1,19}\.[0-9a-fA-F-]{32,36}$",
         description="The `next` of the previous page (opaque): only tasks created before it.",
+    )
+    task_id: uuid.UUID | None = Field(
+        default=None, description="Only this task of the patient, with what belongs to it (a task page's part)."
     )
 
 

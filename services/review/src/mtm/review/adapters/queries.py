@@ -41,10 +41,11 @@ ORDER BY CASE t.priority WHEN 'stat' THEN 0 WHEN 'asap' THEN 1 WHEN 'urgent' THE
          t.due NULLS LAST, t.created_at, t.task_id
 OFFSET $6 LIMIT $7
 """
-# A page of a patient's tasks, newest first, before a (created_at, task_id) cursor.
+# A page of a patient's tasks, newest first, before a (created_at, task_id) cursor; or one task of theirs.
 PATIENT_TASKS = f"""
 SELECT {TASK_COLUMNS} FROM review_tasks t
 WHERE t.patient_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.task_id) < ($2, $3::uuid))
+  AND ($5::uuid IS NULL OR t.task_id = $5)
 ORDER BY t.created_at DESC, t.task_id DESC
 LIMIT $4
 """
@@ -221,7 +222,7 @@ async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor:
                 outcome="invalid", message="before: not a cursor this query gave (`next`)", resource_id=patient
             )
         after = parsed
-    found = await conn.fetch(PATIENT_TASKS, patient, *after, query.limit + 1)
+    found = await conn.fetch(PATIENT_TASKS, patient, *after, query.limit + 1, query.task_id)
     rows, more = found[: query.limit], len(found) > query.limit
     member = await conn.fetchrow(MEMBER, patient)
     if not rows and member is None and query.before is None:
