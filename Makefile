@@ -1,12 +1,13 @@
-# mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test.
-# Both set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies;
+# mtm: `make run` starts the stack and runs one discharge to a physician; `make test` runs every test;
+# `make faults` runs the fault suite (R1-R4, about 30 minutes; `make faults ARGS=--quick` for a few: faults/README.md).
+# All set themselves up: uv (installed with pip when missing), a virtual environment, the locked dependencies;
 # `make test` also installs Debian's chromium for the browser tests when no Chromium is on the machine.
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv/.synced
 
-.PHONY: run up test test-unit test-integration test-e2e bench lint format schemas docs deploy-config clean browser
+.PHONY: run up test test-unit test-integration test-e2e bench faults lint format schemas docs deploy-config clean browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV): uv.lock pyproject.toml contracts/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml web/pyproject.toml cli/pyproject.toml
@@ -43,6 +44,9 @@ test-e2e: $(VENV) browser
 bench: $(VENV)
 	$(UV) sync --locked --all-packages --group bench --python $(PYTHON)
 	$(UV) run --no-sync python -m bench
+
+faults: $(VENV)
+	$(UV) run --no-sync python -m faults $(ARGS)
 
 lint: $(VENV)
 	$(UV) run --no-sync ruff check .

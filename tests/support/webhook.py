@@ -52,7 +52,11 @@ def serve(receiver: WebhookReceiver) -> Iterator[WebhookReceiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", receiver.port), Handler)
+    class Server(ThreadingHTTPServer):
+        # socketserver listens with a backlog of 5: a burst of deliveries would be refused at the door.
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", receiver.port), Handler)
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -128,3 +128,117 @@ async def test_commands_and_lists_stay_within_one_message(clean_jetstream, setti
 async def _at_least(nc, n: int):
     found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
     return len(found) >= n
+
+
+async def test_nul_in_any_text_is_refused_where_it_enters_and_task_lists_keep_answering(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: a discharge with a NUL in a medication name flowed into a review task whose reason Postgres
+    could not read back, and every pharmacist's task list answered `error`; a note with a NUL went onto the log."""
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    pharmacist = actors.pharmacist("rph-1")
+    nul = native_discharge(new_patient_id()).model_dump(mode="json")
+    nul["data"]["home_medications"][0]["text"] = "Atorvastatin\x00 40 MG Oral Tablet"
+    neighbour = native_discharge(new_patient_id())
+    async with (
+        run_service(reconciliation_app(settings_for(ReconciliationSettings))),
+        run_service(review_app(settings_for(ReviewSettings))),
+    ):
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, json.dumps(nul).encode())
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, neighbour.model_dump_json().encode())
+        [letter] = await wait_for(lambda: letters(nc, "reconciliation", 1), timeout_s=30)
+        await wait_for(lambda: _at_least(nc, 1), timeout_s=30)
+        listed = await nc.request(LIST_REVIEW_TASKS, ListReviewTasks().model_dump_json().encode(), headers=pharmacist)
+        [task] = CommandReply.model_validate_json(listed.data).data
+        note = CompleteReviewTask(task_id=uuid.UUID(task["task_id"]), note="Reviewed\x00").model_dump_json()
+        completed = await nc.request(COMPLETE_REVIEW_TASK, note.encode(), headers=pharmacist, timeout=10)
+    assert "NUL" in letter.reason and letter.deliveries == 1
+    assert task["patient"] == f"Patient/{neighbour.patient_id}"
+    assert CommandReply.model_validate_json(completed.data).outcome == "invalid"
+
+
+async def test_a_sealed_event_for_a_patient_no_key_can_exist_for_is_parked_and_its_neighbours_flow(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: the keys of a batch's sealed events are fetched in one request before any is read. An event that
+    only looks sealed, on a subject whose patient id holds a NUL (Postgres cannot hold it, so no key exists), failed
+    that request at the key keeper: reconciliation's own batch failed on every redelivery, and review's waited
+    forever on a keeper that never answered, with the valid events of the same batch."""
+    from mtm.contracts.subjects import patient_partition
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    hostile_patient = "a%00b"  # percent-encoded in the subject; the readers decode it to "a\x00b"
+    partition = patient_partition("a\x00b")
+
+    def looks_sealed(event) -> bytes:
+        return event.model_dump_json().encode()[:-1] + b',"datakey":"k-1"}'
+
+    valid = medications_reconciled(new_patient_id())
+    discharge = native_discharge(new_patient_id())
+    async with (
+        run_service(reconciliation_app(settings_for(ReconciliationSettings))),
+        run_service(review_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))),
+    ):
+        for event_name in ("transition_of_care_recorded", "medications_reconciled"):
+            subject = f"mtm.patient.{partition}.{hostile_patient}.{event_name}.v1"
+            await js.publish(subject, looks_sealed(medications_reconciled("p-1")))
+        await publish_event(nc, valid)
+        await js.publish(DISCHARGE_INTAKE_SUBJECT, discharge.model_dump_json().encode())
+
+        async def tasks_for_both():
+            found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
+            patients = {m.subject.split(".")[3] for m in found}
+            return patients >= {valid.patient_id, discharge.patient_id}
+
+        await wait_for(tasks_for_both, timeout_s=60)
+        [review_letter] = await wait_for(lambda: letters(nc, "review", 1), timeout_s=30)
+        [reconciliation_letter] = await wait_for(lambda: letters(nc, "reconciliation", 1), timeout_s=30)
+    for letter in (review_letter, reconciliation_letter):
+        assert "datakey" in letter.reason and letter.deliveries == 1, letter.reason
+
+
+async def test_an_event_too_large_for_the_log_once_sealed_is_set_aside_and_later_events_flow(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: the relay compared the clear row with the payload limit, then published it sealed (its data in
+    base64, a third larger): an event that fit in the clear but not sealed failed to publish on every round, and
+    every later event of the service stayed in the outbox."""
+    import asyncpg
+
+    from mtm.platform.outbox import enqueue_events
+    from mtm.reconciliation.bootstrap import ReconciliationSettings
+    from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+
+    nc = clean_jetstream
+    big = medications_reconciled(new_patient_id())
+    discrepancy = big.data.discrepancies[0].model_copy(update={"message": "m" * (900 * 1024)})
+    big = big.model_copy(update={"data": big.data.model_copy(update={"discrepancies": (discrepancy,)})})
+    after = medications_reconciled(new_patient_id())
+    app = reconciliation_app(settings_for(ReconciliationSettings, seal_events=True))  # the keeper seals
+    async with run_service(app):
+        conn = await asyncpg.connect(app.runtime.database_url)
+        try:
+            await enqueue_events(conn, [big, after])
+            app.runtime.wake_relay()
+
+            async def after_on_the_log() -> bool:
+                found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(MedicationsReconciled))
+                return any(m.headers and m.headers.get("Nats-Msg-Id") == str(after.id) for m in found)
+
+            await wait_for(after_on_the_log, timeout_s=30)
+            parked = await conn.fetch("SELECT msg_id, reason FROM outbox_parked")
+        finally:
+            await conn.close()
+    assert len(big.model_dump_json()) < 1024 * 1024 - 8 * 1024  # it fit in the clear
+    assert [r["msg_id"] for r in parked] == [str(big.id)] and "larger" in parked[0]["reason"]

@@ -17,6 +17,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from program.integration.test_program_service import discharge as program_discharge
 from program.integration.test_program_service import statin_fill
@@ -284,3 +285,48 @@ async def keep_discharging(nc) -> None:
             DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
         )
         await asyncio.sleep(0.01)
+
+
+async def test_a_log_holding_unreadable_events_rebuilds_to_the_same_rows(clean_jetstream, settings_for, run_service):
+    """Regression: an event no reader can read (parked by the live consumers) made every rebuild fail, and with it
+    the first start of a new replica or database on that log. The rebuilt tables skip it, as the live ones did."""
+    from conftest import declare_as_owner
+    from support.events import medications_reconciled, publish_event
+
+    from mtm.contracts.subjects import dead_letter_stream, patient_subject
+    from mtm.platform.streams import PATIENT_EVENTS
+    from mtm.review.bootstrap import create_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    app = create_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))
+    async with run_service(app):
+        await publish_event(nc, medications_reconciled(new_patient_id()))
+        patient = new_patient_id()
+        for event_name in ("review_task_created", "review_task_claimed", "review_task_completed"):
+            await js.publish(patient_subject(patient, event_name), b"\xff not an event")
+        await js.publish(patient_subject(patient, "review_task_claimed"), b'{"id": "' + b"[" * 10_000 + b'"}')
+        await publish_event(nc, medications_reconciled(patient))
+
+        async def parked() -> bool:
+            return (await js.stream_info(dead_letter_stream("review"))).state.messages >= 3
+
+        await wait_for(parked, timeout_s=30)
+
+        async def both_tasks_relayed() -> bool:
+            if len((await dump(app))["review_tasks"]) != 2:
+                return False
+            conn = await asyncpg.connect(app.runtime.database_url)
+            try:
+                return not await conn.fetchval("SELECT count(*) FROM public.outbox")
+            finally:
+                await conn.close()
+
+        await wait_for(both_tasks_relayed, timeout_s=30)
+        before = await dump(app)
+        report = await rebuild(nc, "review")
+        assert report.phase == "swapped", report.message
+        assert "4 unreadable events skipped" in report.message
+        assert await dump(app) == before

@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 import pytest
 from conftest import declare_as_owner
+from support.jetstream import wait_for
 
 from mtm.contracts.admin import status_subject
 from mtm.platform.db import ensure_database
@@ -52,6 +53,50 @@ async def test_an_instance_is_ready_only_while_it_pulls_from_the_groups_it_shoul
     finally:
         await leftover.close()
     assert await service_statuses(nc, ["referral"]) == {"referral": []}
+
+
+async def test_a_service_and_its_readiness_take_every_seed_of_a_cluster_url(
+    clean_jetstream, infra, settings_for, run_service
+):
+    """Regression: `MTM_NATS_URL` with several seeds (as the README says for a cluster) was passed to the client
+    as one URL, and the service could not start. A seed that is down is skipped for the next."""
+    await declare_as_owner(clean_jetstream, PATIENT_EVENTS)
+    down = "nats://127.0.0.1:1"
+    seeds = f"{down}, {infra.nats_url}"
+    async with run_service(create_app(settings_for(ReferralSettings, nats_url=seeds))):
+        ready = await wait_until_ready(seeds, ["referral"], timeout_s=30)
+    assert [status.ready for status in ready["referral"]] == [True]
+
+
+async def test_a_background_task_that_keeps_failing_makes_its_instance_not_ready_until_it_recovers(
+    clean_jetstream, infra, settings_for, run_service, monkeypatch
+):
+    """A supervised task is restarted after each failure; one that keeps failing (here the outbox relay) is reported
+    by name instead of the instance running half dead, and a good round makes it ready again."""
+    from mtm.platform.outbox import OutboxRelay
+
+    await declare_as_owner(clean_jetstream, PATIENT_EVENTS)
+    broken = True
+    relay_once = OutboxRelay.relay_once
+
+    async def failing(self: OutboxRelay) -> int:
+        if broken:
+            raise RuntimeError("relay broken")
+        return await relay_once(self)
+
+    monkeypatch.setattr(OutboxRelay, "relay_once", failing)
+    async with run_service(create_app(settings_for(ReferralSettings))):
+
+        async def failing_reported() -> bool:
+            [status] = (await service_statuses(clean_jetstream, ["referral"]))["referral"]
+            return not status.ready and any(r.startswith("outbox-relay: failing") for r in status.reasons)
+
+        await wait_for(failing_reported, timeout_s=30)
+        with pytest.raises(TimeoutError, match=r"outbox-relay: failing \(RuntimeError, \d+ times in a row\)"):
+            await wait_until_ready(infra.nats_url, ["referral"], timeout_s=1)
+        broken = False
+        [status] = (await wait_until_ready(infra.nats_url, ["referral"], timeout_s=60))["referral"]
+    assert status.ready and status.reasons == ()
 
 
 async def test_replicas_starting_together_each_find_their_database(infra):

@@ -68,3 +68,23 @@ async def test_fills_are_recorded_and_kept_on_the_medication_list(clean_jetstrea
 async def _at_least(found, count: int):
     messages = await found
     return messages if len(messages) >= count else None
+
+
+async def test_a_fill_with_a_nul_in_its_text_is_refused_where_it_enters(clean_jetstream, settings_for, run_service):
+    """Regression: the fill intake took a NUL in a text (the discharge intake refused it), which no Postgres text
+    holds: the fill failed in the medication list's transaction on every delivery instead of being parked at once."""
+    nc = clean_jetstream
+    nul = native_fill(new_patient_id()).model_dump(mode="json")
+    nul["data"]["medication"]["text"] = "Metformin\x00 500 MG Oral Tablet"
+    neighbour = native_fill(new_patient_id())
+    async with run_service(create_app(settings_for(ReconciliationSettings))):
+        js = nc.jetstream()
+        await js.publish(FILL_INTAKE_SUBJECT, json.dumps(nul).encode())
+        await js.publish(FILL_INTAKE_SUBJECT, neighbour.model_dump_json().encode())
+        [fill] = await wait_for(
+            lambda: _at_least(stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(MedicationDispensed)), 1)
+        )
+        [letter] = await wait_for(lambda: stream_messages(nc, dead_letter_stream("reconciliation")))
+    assert MedicationDispensed.model_validate_json(fill.data).patient_id == neighbour.patient_id
+    parked = DeadLetter.model_validate_json(letter.data)
+    assert "NUL" in parked.reason and parked.deliveries == 1, parked.reason

@@ -46,6 +46,26 @@ async def test_each_recommendation_for_the_prescriber_becomes_one_referral(clean
     assert all(r.causation_id == completed.id and r.correlation_id == completed.correlation_id for r in found)
 
 
+async def test_a_recommendation_id_reused_on_another_task_is_another_referral(
+    clean_jetstream, settings_for, run_service
+):
+    """Regression: referral ids were derived from the recommendation id alone, so a second task reusing one (a
+    client that numbers its recommendations) was taken for a resend of the first, and its referral never sent."""
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    first = review_task_completed(new_patient_id())
+    reused = first.data.recommendations[0]
+    second = review_task_completed(new_patient_id())
+    second = second.model_copy(update={"data": second.data.model_copy(update={"recommendations": (reused,)})})
+    async with run_service(create_app(settings_for(ReferralSettings))):
+        await publish_event(nc, first)
+        await publish_event(nc, second)
+        found = await wait_for(lambda: _count_at_least(nc, 2))
+    assert {r.data.task_id for r in found} == {first.data.task_id, second.data.task_id}
+    assert len({r.data.referral_id for r in found}) == 2
+    assert {r.data.recommendation.recommendation_id for r in found} == {reused.recommendation_id}
+
+
 async def _count_at_least(nc, n: int) -> list[ReferralRequested] | None:
     found = await referrals_requested(nc)
     return found if len(found) >= n else None

@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 from conftest import declare_as_owner
+from cryptography.hazmat.primitives import serialization
 from support import actors
 from support.events import medications_reconciled, new_patient_id, publish_event
 from support.jetstream import Collector, stream_messages, wait_for
@@ -103,12 +105,23 @@ async def test_only_a_verified_pharmacist_can_claim_and_refusals_record_nothing(
         from mtm.platform.identity import TokenIssuer, generate_keypair
 
         forged = TokenIssuer(generate_keypair()[0]).issue(Actor(user_id="mallory", role="pharmacist"))
+        # Signed by the trusted key, but the practitioner id would make every projection that keeps who acted
+        # fail on the event (Postgres text takes no NUL): found by the fault suite's hostile actors.
+        nul = jwt.encode(
+            {
+                **jwt.decode(actors.token("ana", "pharmacist"), options={"verify_signature": False}),
+                "practitioner_id": "r\x00h",
+            },
+            serialization.load_pem_private_key(actors.PRIVATE_KEY.encode(), password=None),
+            algorithm="EdDSA",
+        )
         refused = {
             "no token": await claim(nc, task_id, None),
             "not a bearer token": await claim(nc, task_id, {"Authorization": "mallory-not-a-pharmacist"}),
             "expired": await claim(nc, task_id, bearer(expired)),
             "signed by another key": await claim(nc, task_id, bearer(forged)),
             "a physician": await claim(nc, task_id, actors.physician("dr-house")),
+            "a practitioner id with NUL": await claim(nc, task_id, bearer(nul)),
         }
         assert {why: reply.outcome for why, reply in refused.items()} == {
             "no token": "unauthorized",
@@ -116,6 +129,7 @@ async def test_only_a_verified_pharmacist_can_claim_and_refusals_record_nothing(
             "expired": "unauthorized",
             "signed by another key": "unauthorized",
             "a physician": "forbidden",
+            "a practitioner id with NUL": "unauthorized",
         }
         assert "expired" in refused["expired"].message
         assert await claims_in_log(nc) == []

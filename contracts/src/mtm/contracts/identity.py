@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
@@ -14,13 +14,22 @@ ACTOR_TOKEN_HEADER = "Authorization"
 TOKEN_AUDIENCE = "mtm"
 
 
+ACTOR_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
+"""User and practitioner ids: no NUL, control characters, spaces, `*` or `>`: they go into queries and onto the
+log, where such a character would make the event unstorable in every projection that keeps who acted."""
+
+
 class Actor(Frozen):
     """A person as a verified token names them; services take identity from here, never from a command's body."""
 
-    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    user_id: str = Field(min_length=1, max_length=128, pattern=ACTOR_ID_PATTERN)
     role: Role
     practitioner_id: str | None = Field(
-        default=None, max_length=128, description="FHIR Practitioner id (physicians' referrals are addressed to it)."
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=ACTOR_ID_PATTERN,
+        description="FHIR Practitioner id (physicians' referrals are addressed to it).",
     )
 
     @property

@@ -7,6 +7,7 @@ Anything beyond them is refused with the field and the limit named, never silent
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final
 
 from pydantic import Field
@@ -38,6 +39,18 @@ MAX_NOTE: Final = 10_000
 MAX_RECOMMENDATION: Final = 2_000
 MAX_ALERTS: Final = 300
 """Per review task: beyond it the least severe are left out and one notice says how many."""
+
+NUL_REFUSED: Final = "body: contains NUL (\\u0000 or a zero byte); mtm accepts no NUL in any text"
+"""No text mtm accepts may hold NUL: Postgres text cannot store it, so one would stop every table and query that
+keeps the text (a medication name in a task's reason made every pharmacist's task list fail). Checked on the raw
+body where messages enter mtm (discharges, commands, queries), before anything else reads it."""
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(raw: bytes) -> bool:
+    """Whether a JSON body carries NUL: a zero byte, or `\\u0000` that is not an escaped backslash's `u0000`."""
+    return b"\x00" in raw or (b"\\u0000" in raw and _ESCAPED_NUL.search(raw) is not None)
+
 
 FhirId = Annotated[
     str, Field(pattern=FHIR_ID_PATTERN, description="A FHIR id: letters, digits, `-` and `.`, 1 to 64 characters.")

@@ -224,7 +224,19 @@ class BatchProcessor(Generic[T]):
 
     async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
         if self.consumer.prepare is not None:
-            await self.consumer.prepare(deliveries)
+            try:
+                await self.consumer.prepare(deliveries)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # One message can break what is done for the whole batch at once (a key request naming a patient
+                # no key can exist for): each is then read on its own, and only what cannot be read is parked.
+                log.warning(
+                    "batch preparation failed; reading each message on its own",
+                    consumer=self.consumer.durable,
+                    count=len(deliveries),
+                    error_type=type(exc).__name__,
+                )
         accepted: list[Accepted[T]] = []
         invalid: list[tuple[Delivery, str]] = []
         for delivery in deliveries:

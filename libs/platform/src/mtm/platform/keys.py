@@ -27,7 +27,9 @@ DESTROY_KEY = "DELETE FROM patient_keys WHERE patient_id = $1"
 RECORD_ERASED = """
 INSERT INTO erased_patients (patient_id, reason) VALUES ($1, $2) ON CONFLICT (patient_id) DO NOTHING RETURNING 1
 """
-KEY_REQUEST_TIMEOUT_S = 10.0
+# The keeper answers in milliseconds; a request lost with a NATS server (the asker's or the keeper's connection
+# moving to another node) is asked again after this, and every reader of sealed events waits for it meanwhile.
+KEY_REQUEST_TIMEOUT_S = 5.0
 
 
 class KeyStore:
@@ -38,6 +40,12 @@ class KeyStore:
         self._kek = kek
 
     async def fetch(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
+        # Every key was made for the patient id of an event a contract accepted, which Postgres can hold; an id it
+        # cannot (a NUL, a lone surrogate) comes from a hostile subject or request and has no key. Asking the
+        # table for it would fail the whole request, and with it every reader's batch that held that event.
+        patient_ids = [p for p in patient_ids if storable(p)]
+        if not patient_ids:
+            return {}, set()
         async with self._pool.acquire() as conn:
             erased = {row["patient_id"] for row in await conn.fetch(SELECT_ERASED, list(patient_ids))}
             keys = await self._load(conn, patient_ids)
@@ -63,6 +71,17 @@ class KeyStore:
         """Destroy the patient's key, in the caller's transaction; False when they were erased before."""
         await conn.execute(DESTROY_KEY, patient_id)
         return bool(await conn.fetchval(RECORD_ERASED, patient_id, reason))
+
+
+def storable(text: str) -> bool:
+    """Whether Postgres can hold the text (no NUL, valid UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def nats_key_source(nc: Client) -> KeySource:

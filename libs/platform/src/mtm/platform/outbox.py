@@ -45,8 +45,10 @@ SELECT id, subject, msg_id, payload, $2, created_at FROM moved
 """
 TRY_RELAY_LOCK = "SELECT pg_try_advisory_lock($1)"
 STILL_HOLDING = "SELECT 1"
-# How long the relay waits for the server to confirm a round; unconfirmed rows are sent again (deduplicated).
-CONFIRM_TIMEOUT_S = 10.0
+# How long the relay waits for the next confirm of a round: none for this long means the server lost the rest (a
+# restart, a stream leader killed mid-round), and the unconfirmed rows are sent again (deduplicated). A slow server
+# still confirming a long round keeps it going.
+CONFIRM_STALL_S = 3.0
 # Room for headers beside a payload that must fit in one NATS message.
 PAYLOAD_HEADROOM = 4 * 1024
 RELAY_LOCK_KEY = 7_320_002
@@ -89,6 +91,18 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutgoingMessage])
 
 async def enqueue_events(conn: asyncpg.Connection, events: Sequence[EventEnvelope]) -> None:
     await enqueue(conn, [OutgoingMessage.of_event(e) for e in events])
+
+
+async def _confirmed(futures: Sequence[asyncio.Future[Any]]) -> list[Any] | None:
+    """Each publish's confirm or error, in order; None when confirms stopped coming (the rest are given up)."""
+    pending = set(futures)
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=CONFIRM_STALL_S)
+        if not done:
+            for future in pending:
+                future.cancel()
+            return None
+    return [asyncio.CancelledError() if f.cancelled() else (f.exception() or f.result()) for f in futures]
 
 
 class OutboxRelay:
@@ -167,22 +181,23 @@ class OutboxRelay:
             rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
             if not rows:
                 return 0
-            oversized = [row for row in rows if len(row["payload"]) > self._max_payload - PAYLOAD_HEADROOM]
-            if oversized:
-                await self._park(conn, oversized)
-                rows = [row for row in rows if row not in oversized]
+            bodies = await self._stored_forms(rows)
+            # What the log would store is what must fit: a sealed event is a third larger than its clear row.
+            limit = self._max_payload - PAYLOAD_HEADROOM
+            too_large = {row["id"] for row, body in zip(rows, bodies, strict=True) if body and len(body) > limit}
+            if too_large:
+                await self._park(conn, [row for row in rows if row["id"] in too_large])
+                kept = [(row, body) for row, body in zip(rows, bodies, strict=True) if row["id"] not in too_large]
+                rows, bodies = [row for row, _ in kept], [body for _, body in kept]
             # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
             # the log before it is sent again once the server's deduplication window may have forgotten it.
             await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
-            bodies = await self._stored_forms(rows)
             spans = [self._publish_span(row) for row in rows] if tracing.enabled() else [None] * len(rows)
             futures = [await self._send(row, body, span) for row, body, span in zip(rows, bodies, spans, strict=True)]
-            try:
-                results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), CONFIRM_TIMEOUT_S)
-            except TimeoutError as exc:
-                # A server restart can leave confirms unanswered: send the round again later (deduplicated).
-                log.warning("outbox publish confirms timed out; will send again", count=len(rows))
-                _end(spans, exc)
+            results = await _confirmed(futures)
+            if results is None:
+                log.warning("outbox publish confirms stalled; will send again", count=len(rows))
+                _end(spans, TimeoutError("publish confirms stalled"))
                 return 0
             for span, result in zip(spans, results, strict=True):
                 _end([span], result if isinstance(result, BaseException) else None)

@@ -21,6 +21,7 @@ from mtm.contracts.admin import RebuildPhase
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_filter
 from mtm.platform.crypto import ErasedPatient
 from mtm.platform.db import apply_schema_migrations
+from mtm.platform.faults import is_transient
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import (
     LIVE_SCHEMA,
@@ -61,6 +62,8 @@ class RebuildResult:
     applied: int
     read: int
     seconds: float
+    unreadable: int = 0
+    """Events on the log no reader can read (the live consumers parked each with its reason); skipped here too."""
 
     @property
     def events_per_s(self) -> float:
@@ -209,6 +212,7 @@ class Rebuilder:
         self._scopes = scopes
         self._reader = reader
         self._progress = progress
+        self.unreadable = 0
 
     async def run(self) -> RebuildResult:
         for attempt in range(1, START_OVER_ATTEMPTS + 1):
@@ -220,6 +224,7 @@ class Rebuilder:
 
     async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
+        self.unreadable = 0
         conn = await asyncpg.connect(self._url, timeout=10)
         reader = _LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
         try:
@@ -234,9 +239,18 @@ class Rebuilder:
             applied += await self._swap(conn, reader, started)
             await self._drop_retired()
             seconds = time.monotonic() - started
-            result = RebuildResult(applied=applied, read=reader.delivered, seconds=seconds)
-            await self._progress("swapped", reader.delivered, reader.delivered, result.events_per_s, "")
-            log.info("projection rebuilt", count=reader.delivered, applied=applied, elapsed_ms=int(seconds * 1000))
+            result = RebuildResult(applied, reader.delivered, seconds, self.unreadable)
+            note = (
+                f"{self.unreadable} unreadable events skipped (parked by the live consumers)" if self.unreadable else ""
+            )
+            await self._progress("swapped", reader.delivered, reader.delivered, result.events_per_s, note)
+            log.info(
+                "projection rebuilt",
+                count=reader.delivered,
+                applied=applied,
+                parked=self.unreadable,
+                elapsed_ms=int(seconds * 1000),
+            )
             return result
         except BaseException:
             with contextlib.suppress(Exception):
@@ -247,13 +261,32 @@ class Rebuilder:
             await conn.close()
 
     async def _read(self, messages: Sequence[Msg]) -> list[Read]:
-        await self._reader.prepare((m.subject, m.data) for m in messages)
+        try:
+            await self._reader.prepare((m.subject, m.data) for m in messages)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # As the live consumers do: one event may break the batch's key request; each is then read on its own.
+            log.warning("batch preparation failed; reading each event on its own", error_type=type(exc).__name__)
         read: list[Read] = []
         for message in messages:
             try:
                 read.append(await self._reader.read(message.subject, message.data))
             except ErasedPatient:
                 read.append(None)  # an erased patient's events are no longer read, by a rebuild or by anyone
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the key keeper or NATS is away: the event is readable, skipping it would lose it
+                # No reader can read it, so the live consumers parked it and no table ever applied it: the rebuilt
+                # tables skip it too, instead of the whole rebuild (or a new replica's first start) failing on it.
+                self.unreadable += 1
+                log.warning(
+                    "unreadable event skipped",
+                    subject=message.subject,
+                    stream_seq=message.metadata.sequence.stream,
+                    error_type=type(exc).__name__,
+                )
+                read.append(None)
         return read
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[tuple[Msg, Read]]) -> int:

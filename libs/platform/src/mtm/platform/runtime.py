@@ -39,6 +39,7 @@ from mtm.contracts.admin import (
 )
 from mtm.contracts.events import Erasure, PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER, Actor, Role
+from mtm.contracts.limits import NUL_REFUSED, has_nul
 from mtm.contracts.subjects import (
     ERASE_PATIENT,
     PATIENT_EVENTS_STREAM,
@@ -686,6 +687,8 @@ def _reply_subscription(
             outcome = "unauthorized" if isinstance(exc, Unauthorized) else "forbidden"
             log.warning("request refused", subject=subject, outcome=outcome)
             return _encoded(CommandReply(outcome=outcome, message=str(exc))), outcome
+        if has_nul(msg.body):
+            return _encoded(CommandReply(outcome="invalid", message=NUL_REFUSED)), "invalid"
         try:
             request = model.model_validate_json(msg.body)
         except ValidationError as exc:

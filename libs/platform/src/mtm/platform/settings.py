@@ -122,6 +122,10 @@ class ServiceSettings(NatsSettings):
             raise ValueError("replica_index must be below replicas")
         return self
 
+    @property
+    def nats_servers(self) -> list[str]:
+        return nats_servers(self.nats_url)
+
     def kek(self) -> bytes:
         """The key-encryption key the key keeper wraps patients' keys with (there is no default)."""
         import base64
@@ -158,6 +162,11 @@ class ServiceSettings(NatsSettings):
             return own
         name = self.database_name or f"mtm_{self.service}"
         return with_database(self.database_url, name)
+
+
+def nats_servers(url: str) -> list[str]:
+    """Every seed of `MTM_NATS_URL` (a cluster's are comma-separated), as the NATS client takes them."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def with_database(url: str, database: str) -> str:

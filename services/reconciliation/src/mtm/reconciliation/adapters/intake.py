@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, time
 
 from mtm.contracts import EventRegistry, MedicationDispensed, TransitionOfCareRecorded
+from mtm.contracts.limits import NUL_REFUSED, has_nul
 from mtm.drugs import resolve
 from mtm.fhir import is_fhir_bundle, parse_bundle
 from mtm.fhir.member import parse_dispense_bundle
@@ -33,6 +34,8 @@ _NAMESPACE = uuid.UUID("3f6c1c8e-8d2f-4b0a-9f77-1d2e0c5b9a10")
 
 def discharge_parser(registry: EventRegistry):
     def parse(delivery: Delivery) -> TransitionOfCareRecorded:
+        if has_nul(delivery.data):
+            raise InvalidMessage(NUL_REFUSED)
         body = json.loads(delivery.data)
         if not isinstance(body, dict):
             raise InvalidMessage(f"body: expected a JSON object, got {type(body).__name__}")
@@ -56,6 +59,8 @@ def fill_parser(registry: EventRegistry):
     """Pharmacy fills: a native MedicationDispensed, or a FHIR R4 Bundle of MedicationDispense (one event each)."""
 
     def parse(delivery: Delivery) -> tuple[MedicationDispensed, ...]:
+        if has_nul(delivery.data):
+            raise InvalidMessage(NUL_REFUSED)
         body = json.loads(delivery.data)
         if not isinstance(body, dict):
             raise InvalidMessage(f"body: expected a JSON object, got {type(body).__name__}")
