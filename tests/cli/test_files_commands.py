@@ -106,3 +106,34 @@ def test_the_readme_cmr_record_is_a_valid_completion() -> None:
     assert command.documentation is not None and len(command.documentation.problems) == 2
     linked = {r.problem_id for r in command.recommendations}
     assert linked == {p.problem_id for p in command.documentation.problems}
+
+
+def test_an_export_reads_every_page_of_the_review_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mtm fhir export` joins the record's pages: each page's own sections, the rest once."""
+    import asyncio
+
+    from mtm.cli import reviews, tool
+    from mtm.contracts import CommandReply
+
+    NEXT = "1796025192345678.49661783-142b-4b17-bf12-1f51411c16e6"
+    pages = {
+        None: {"member": {"enrolled": True}, "scheduled": [{"trigger": "quarterly"}], "next": NEXT,
+               "tasks": [{"task_id": "t3"}, {"task_id": "t2"}], "recommendations": [{"task_id": "t2"}],
+               "overrides": [], "follow_ups": [{"task_id": "t3"}], "action_plans": []},
+        NEXT: {"member": {"enrolled": True}, "scheduled": [{"trigger": "quarterly"}], "next": None,
+                "tasks": [{"task_id": "t1"}], "recommendations": [{"task_id": "t1"}],
+                "overrides": [{"task_id": "t1"}], "follow_ups": [], "action_plans": [{"task_id": "t1"}]},
+    }  # fmt: skip
+    asked = []
+
+    async def ask(nc, subject, query, token):
+        asked.append((query.limit, query.before))
+        return CommandReply(outcome="accepted", data=pages[query.before])
+
+    monkeypatch.setattr(tool, "ask", ask)
+    whole = asyncio.run(reviews._whole_review_record(None, "p1", "token"))
+    assert asked == [(50, None), (50, NEXT)]
+    assert [t["task_id"] for t in whole["tasks"]] == ["t3", "t2", "t1"]
+    assert [r["task_id"] for r in whole["recommendations"]] == ["t2", "t1"]
+    assert (len(whole["overrides"]), len(whole["follow_ups"]), len(whole["action_plans"])) == (1, 1, 1)
+    assert whole["scheduled"] == [{"trigger": "quarterly"}] and whole["next"] is None

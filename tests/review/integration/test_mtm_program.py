@@ -354,3 +354,37 @@ async def test_deadlines_fire_once_across_a_restart_and_two_replicas(clean_jetst
     assert (fired[0].data.previous_priority, fired[0].data.priority) == ("asap", "stat")
     assert escalated["priority"] == "stat" and escalated["overdue"] is True
     assert [ActionPlanOverdue.model_validate_json(m.data).data.task_id for m in plans] == [task_id]
+
+
+async def test_a_patients_record_comes_a_page_of_tasks_at_a_time(clean_jetstream, settings_for, run_service):
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    patient = new_patient_id()
+    async with run_service(review_app(settings_for)):
+        for days_ago in (5, 4, 3, 2, 1):
+            await publish_event(nc, discharge(patient, days_ago=days_ago))
+
+        async def five():
+            found = await tasks_of(nc, patient)
+            return found if len(found) == 5 else None
+
+        await wait_for(five, timeout_s=10)
+        first = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, limit=2))).data
+        assert len(first["tasks"]) == 2 and first["next"] is not None
+        pages, before = [first], first["next"]
+        while before is not None:
+            page = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, limit=2, before=before))).data
+            pages.append(page)
+            before = page["next"]
+        assert [len(p["tasks"]) for p in pages] == [2, 2, 1]
+        created = [t["created_at"] for p in pages for t in p["tasks"]]
+        assert created == sorted(created, reverse=True)  # newest first, across pages
+        assert len({t["task_id"] for p in pages for t in p["tasks"]}) == 5
+        whole = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient))).data
+        assert len(whole["tasks"]) == 5 and whole["next"] is None  # the default page holds them all
+        oldest = pages[-1]["tasks"][0]["task_id"]
+        one = (await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, task_id=oldest, limit=1))).data
+        assert [t["task_id"] for t in one["tasks"]] == [oldest] and one["next"] is None  # a task page's part
+
+        bad = await ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient, before="1." + "-" * 36))
+        assert bad.outcome == "invalid" and "before" in bad.message

@@ -38,6 +38,7 @@ from mtm.contracts import (
     RecordRecommendationOutcome,
     ReleaseReviewTask,
 )
+from mtm.contracts.commands import MAX_RECORD_PAGE
 from mtm.contracts.documentation import ActionPlanDocument
 from mtm.contracts.events import ActionPlanDeliveryMethod, OverrideReason, RecommendationOutcome
 from mtm.contracts.subjects import (
@@ -280,10 +281,16 @@ def delivered(task: uuid.UUID, method: str, on: date | None, as_json: bool) -> i
 
 @click.command("record")
 @click.argument("patient", type=PATIENT, help="The patient id (p1 or Patient/p1).")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_RECORD_PAGE), default=20, show_default=True, help="Tasks on this page."
+)
+@click.option("--before", help="The `next` a previous page printed: the tasks older than that page.")
 @json_option
-def record(patient: str, as_json: bool) -> int:
-    """Everything review holds for a patient: tasks, recommendations, overrides, follow-ups, schedule."""
-    reply = send(GET_REVIEW_RECORD, build(GetReviewRecord, patient_id=patient))
+def record(patient: str, limit: int, before: str | None, as_json: bool) -> int:
+    """What review holds for a patient, newest tasks first: tasks, recommendations, overrides, follow-ups, schedule.
+
+    A patient with more tasks than --limit has more pages: the page ends with `next`, given back as --before."""
+    reply = send(GET_REVIEW_RECORD, build(GetReviewRecord, patient_id=patient, limit=limit, before=before))
     return output.show_reply(reply, as_json, lambda r: output.document(r.data, title=f"Patient/{patient}"))
 
 
@@ -400,14 +407,36 @@ def _data(reply: CommandReply, what: str) -> Any:
     raise CliError(f"{what}: {reply.outcome.replace('_', ' ')}: {reply.message}")
 
 
+RECORD_SECTIONS = ("tasks", "recommendations", "overrides", "follow_ups", "action_plans")
+"""What each page of a review record holds of its own tasks; the rest (member, schedule) is on every page."""
+
+
+async def _whole_review_record(nc: Any, patient: str, token: str) -> dict[str, Any] | None:
+    """Every page of the patient's review record, joined into one (an export wants all of it)."""
+    whole: dict[str, Any] | None = None
+    before = None
+    while True:
+        query = GetReviewRecord(patient_id=patient, limit=MAX_RECORD_PAGE, before=before)
+        page = _data(await tool.ask(nc, GET_REVIEW_RECORD, query, token), "review")
+        if page is None:
+            return whole
+        if whole is None:
+            whole = page
+        else:
+            for section in RECORD_SECTIONS:
+                whole[section] = [*whole[section], *page[section]]
+        before = page["next"]
+        if before is None:
+            whole["next"] = None
+            return whole
+
+
 async def _patient_record(patient: str) -> dict[str, Any]:
     """What each service holds for the patient, asked on one connection."""
     token = tool.require_token()
     async with tool.connected(nats_client()) as nc:
         return {
-            "record": _data(
-                await tool.ask(nc, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient), token), "review"
-            ),
+            "record": await _whole_review_record(nc, patient, token),
             "medication_list": _data(
                 await tool.ask(nc, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient), token), "reconciliation"
             ),

@@ -150,10 +150,27 @@ class ListReviewTasks(Page):
     overdue: bool | None = Field(default=None, description="Only overdue (true) or not overdue (false) tasks.")
 
 
+MAX_RECORD_PAGE = 50
+"""Tasks per page of a patient's review record: each comes whole (its list, alerts, completion)."""
+
+
 class GetReviewRecord(Query):
-    """Everything review holds for one patient: tasks, alerts and overrides, documentation, outcomes, follow-ups."""
+    """Everything review holds for one patient, a page of tasks at a time, newest first: each task whole, with the
+    recommendations, overrides, follow-ups and action plans of the page's tasks; membership and the reviews
+    scheduled on every page. The reply's `next` is the `before` of the next (older) page, none after the last.
+    With `task_id`, the page is that one task."""
 
     patient_id: FhirId
+    limit: int = Field(default=20, ge=1, le=MAX_RECORD_PAGE)
+    before: str | None = Field(
+        default=None,
+        max_length=60,
+        pattern=r"^[0-9]{1,19}\.[0-9a-fA-F-]{32,36}$",
+        description="The `next` of the previous page (opaque): only tasks created before it.",
+    )
+    task_id: uuid.UUID | None = Field(
+        default=None, description="Only this task of the patient, with what belongs to it (a task page's part)."
+    )
 
 
 class GetActionPlan(Query):

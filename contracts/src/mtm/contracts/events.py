@@ -51,9 +51,10 @@ AlertKind = Literal[
 Tier = Literal["interruptive", "passive"]
 TaskPriority = Literal["routine", "urgent", "asap", "stat"]
 ReviewReason = Literal["post-discharge-review", "comprehensive-medication-review", "targeted-medication-review"]
-ReviewTrigger = Literal["discharge", "enrolment", "annual", "quarterly", "adherence", "follow-up"]
+ReviewTrigger = Literal["discharge", "enrolment", "annual", "quarterly", "adherence", "follow-up", "high-alert"]
 """What opened a review: a discharge, an enrolment (the CMR offer), the yearly CMR, the quarterly TMR, an
-adherence measure below its threshold, or a follow-up that came due."""
+adherence measure below its threshold, a follow-up that came due, or a pharmacy fill that raised a new
+high-severity alert."""
 RecommendationOutcome = Literal["accepted", "declined", "modified", "no-response"]
 OverrideReason = Literal[
     "benefit-outweighs-risk", "tolerated-previously", "will-monitor", "not-clinically-relevant", "other"

@@ -205,8 +205,10 @@ async def _task_view(request: Request, session: Session, task_id: str, *, full: 
     if not full:
         return view
     medication_list = await ask(request, session, GET_MEDICATION_LIST, GetMedicationList(patient_id=patient_id))
-    # Overrides, outcomes, follow-ups and the action plan's delivery are in the patient's review record.
-    record = await ask(request, session, GET_REVIEW_RECORD, GetReviewRecord(patient_id=patient_id))
+    # Overrides, outcomes, follow-ups and the action plan's delivery are in the patient's review record (this task's
+    # part of it, however long the patient's history).
+    query = GetReviewRecord(patient_id=patient_id, task_id=task["task_id"])
+    record = await ask(request, session, GET_REVIEW_RECORD, query)
     review = review_of(task, record.data if record.ok and isinstance(record.data, dict) else None)
     may = permissions(task, session.account.actor)
     pharmacists = []

@@ -92,7 +92,7 @@ def _task_settles(request: Request, session: Session, holds: Holds) -> Callable[
 
 def _record_settles(request: Request, session: Session, holds: Holds) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def wait(task: dict[str, Any]) -> None:
-        query = GetReviewRecord(patient_id=patient_id_of(task["patient"]))
+        query = GetReviewRecord(patient_id=patient_id_of(task["patient"]), task_id=task["task_id"])
         await settled(request, session, GET_REVIEW_RECORD, query, holds)
 
     return wait

@@ -336,7 +336,13 @@ SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
             ActionPlanDelivered,
             ActionPlanOverdue,
         ),
-        durables=_log("review-medications-reconciled", "review-mtm-program", "review-referrals", "review-projection"),
+        durables=_log(
+            "review-medications-reconciled",
+            "review-fills",
+            "review-mtm-program",
+            "review-referrals",
+            "review-projection",
+        ),
     ),
     ServiceGrant(
         "referral",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from mtm.contracts import (
     ActionPlanDelivered,
@@ -19,6 +19,7 @@ from mtm.contracts import (
     CommandReply,
     CompleteReviewTask,
     FollowUpScheduled,
+    MedicationDispensed,
     MedicationsReconciled,
     OverrideAlert,
     ReassignReviewTask,
@@ -52,6 +53,7 @@ from mtm.contracts.events import (
 from mtm.contracts.identity import Actor
 from mtm.platform.decisions import Decision, PatientHistory, decided
 from mtm.review.domain.documentation import DocumentationError, checked_documentation
+from mtm.review.domain.fills import FillContext, decide_fill_review
 from mtm.review.domain.overrides import regimen
 from mtm.review.domain.program import (
     MEMBERSHIP_EVENTS,
@@ -82,6 +84,31 @@ def open_review_task(event: MedicationsReconciled, *, check: DrugChecker) -> lis
     """A reconciliation → drug checks → one review task for pharmacists (its id derived from the reconciliation)."""
     alerts, priority = check(event.data)
     task = open_task(event, alerts, priority)
+    return [
+        event.caused(
+            ReviewTaskCreated,
+            source=SOURCE,
+            data=task,
+            event_id=derived_event_id("review-task-created", task.task_id),
+        )
+    ]
+
+
+class MemberRecords(Protocol):
+    """What review's projection knows of a member when a fill arrives."""
+
+    async def fill_context(self, event: MedicationDispensed) -> FillContext: ...
+
+
+async def review_fill(
+    event: MedicationDispensed, *, check: DrugChecker, records: MemberRecords
+) -> list[ReviewTaskCreated]:
+    """A pharmacy fill → the drug checks on the member's list with and without it → a targeted review when the fill
+    raises a high-severity alert that is new for this member (one review per finding, whatever the fills)."""
+    context = await records.fill_context(event)
+    task = decide_fill_review(event.patient_id, event.id, event.time, event.data, context, check)
+    if task is None:
+        return []
     return [
         event.caused(
             ReviewTaskCreated,

@@ -7,18 +7,20 @@ from faststream import FastStream
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM
 from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
-from mtm.review.drug_checks import DrugChecker, build_drug_checker
+from mtm.platform.service import Database
+from mtm.review.drug_checks import DrugChecker, build_drug_checkers
 from mtm.review.handlers import handlers
 from mtm.review.settings import ReviewSettings
 
 
 def create_app(settings: ReviewSettings | None = None, *, checker: DrugChecker | None = None) -> FastStream:
     settings = settings or ReviewSettings()
+    database = Database()
+    check, fill_check = (checker, checker) if checker else build_drug_checkers(settings.review_kb_path)
     definition = ServiceDefinition(
         name="review",
-        handlers=handlers(
-            checker or build_drug_checker(settings.review_kb_path), timer_every_s=settings.review_timer_every_s
-        ),
+        handlers=handlers(check, database, fill_check=fill_check, timer_every_s=settings.review_timer_every_s),
         consumed_streams=(PATIENT_EVENTS_STREAM,),
+        database=database,
     )
     return create_service_app(definition, settings)

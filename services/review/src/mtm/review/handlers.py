@@ -17,6 +17,7 @@ from mtm.contracts import (
     ListAlertRuleStats,
     ListReviewTasks,
     ListWorklist,
+    MedicationDispensed,
     MedicationsReconciled,
     OverrideAlert,
     ReassignReviewTask,
@@ -47,10 +48,10 @@ from mtm.contracts.subjects import (
     RECORD_RECOMMENDATION_OUTCOME,
     RELEASE_REVIEW_TASK,
 )
-from mtm.platform.service import Command, Query, ServiceHandlers, on_event, on_events
+from mtm.platform.service import Command, Database, Query, ServiceHandlers, on_event, on_events
 from mtm.platform.timers import Timer
 from mtm.review import application
-from mtm.review.adapters import queries, tasks, worklist
+from mtm.review.adapters import fills, queries, tasks, worklist
 from mtm.review.domain.program import MEMBERSHIP_EVENTS
 from mtm.review.domain.tasks import TASK_EVENTS
 from mtm.review.drug_checks import DrugChecker
@@ -63,15 +64,27 @@ def _nothing(_event: object) -> list:
     return []
 
 
-def handlers(check: DrugChecker, *, timer_every_s: float = 5.0) -> ServiceHandlers:
+def handlers(
+    check: DrugChecker, database: Database, *, fill_check: DrugChecker | None = None, timer_every_s: float = 5.0
+) -> ServiceHandlers:
     return ServiceHandlers(
         projection=tasks.TASKS,
         reactions=(
+            # The reconciliation is kept too: a later fill is checked against the list and the patient it holds.
             on_event(
                 MedicationsReconciled,
                 partial(application.open_review_task, check=check),
                 durable="review-medications-reconciled",
                 emits=(ReviewTaskCreated,),
+                keeps_input=True,
+            ),
+            # A fill that raises a new high-severity alert for a member opens a targeted review.
+            on_event(
+                MedicationDispensed,
+                partial(application.review_fill, check=fill_check or check, records=fills.MemberFillRecords(database)),
+                durable="review-fills",
+                emits=(ReviewTaskCreated,),
+                keeps_input=True,
             ),
             # Enrolment opens the CMR offer and the quarterly TMRs; adherence newly below 80% opens a TMR.
             on_events(tasks.PROGRAM_EVENTS, _nothing, durable="review-mtm-program", keeps_input=True),

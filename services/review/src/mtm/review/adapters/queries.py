@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -40,7 +41,14 @@ ORDER BY CASE t.priority WHEN 'stat' THEN 0 WHEN 'asap' THEN 1 WHEN 'urgent' THE
          t.due NULLS LAST, t.created_at, t.task_id
 OFFSET $6 LIMIT $7
 """
-PATIENT_TASKS = f"SELECT {TASK_COLUMNS} FROM review_tasks t WHERE t.patient_id = $1 ORDER BY t.created_at, t.task_id"
+# A page of a patient's tasks, newest first, before a (created_at, task_id) cursor; or one task of theirs.
+PATIENT_TASKS = f"""
+SELECT {TASK_COLUMNS} FROM review_tasks t
+WHERE t.patient_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.task_id) < ($2, $3::uuid))
+  AND ($5::uuid IS NULL OR t.task_id = $5)
+ORDER BY t.created_at DESC, t.task_id DESC
+LIMIT $4
+"""
 OVERRIDES_OF = """
 SELECT override_id, task_id, patient_id, alert_key, override, overridden_at FROM alert_overrides
 WHERE patient_id = ANY($1::text[]) ORDER BY overridden_at, override_id
@@ -50,12 +58,15 @@ RECOMMENDATIONS_OF = """
 SELECT r.recommendation_id, r.task_id, r.recommendation, r.recorded_at, r.outcome, r.outcome_note, r.outcome_at,
        f.referral_id, f.physician_id, f.decision, f.note AS answer_note, f.answered_at
 FROM recommendations r LEFT JOIN referral_outcomes f ON f.recommendation_id = r.recommendation_id
-WHERE r.patient_id = $1 ORDER BY r.recorded_at, r.recommendation_id
+WHERE r.patient_id = $1 AND r.task_id = ANY($2::uuid[]) ORDER BY r.recorded_at, r.recommendation_id
 """
-FOLLOW_UPS_OF = "SELECT follow_up_id, task_id, due, reason FROM follow_ups WHERE patient_id = $1 ORDER BY due"
+FOLLOW_UPS_OF = """
+SELECT follow_up_id, task_id, due, reason FROM follow_ups WHERE patient_id = $1 AND task_id = ANY($2::uuid[])
+ORDER BY due, follow_up_id
+"""
 ACTION_PLANS_OF = """
 SELECT task_id, performed_on, due, delivered_on, delivery_method, overdue_at FROM action_plans
-WHERE patient_id = $1 ORDER BY performed_on
+WHERE patient_id = $1 AND task_id = ANY($2::uuid[]) ORDER BY performed_on
 """
 SCHEDULED_OF = """
 SELECT schedule_id, service, trigger, opens_at, due FROM review_schedule
@@ -183,16 +194,46 @@ async def list_tasks(conn: asyncpg.Connection, query: ListReviewTasks, actor: Ac
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def record_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
+    """Where a page of a patient's record ended: its oldest task, exactly (microseconds, as Postgres keeps them),
+    in characters a shell takes unquoted. Opaque to callers."""
+    return f"{(created_at - _EPOCH) // _MICROSECOND}.{task_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    micros, _, task_id = cursor.partition(".")
+    try:
+        return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(task_id)
+    except (ValueError, OverflowError):
+        return None
+
+
 async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor: Actor) -> CommandReply:
     patient = query.patient_id
-    rows = await conn.fetch(PATIENT_TASKS, patient)
+    after: tuple[datetime | None, uuid.UUID | None] = (None, None)
+    if query.before is not None:
+        parsed = _parse_cursor(query.before)
+        if parsed is None:
+            return CommandReply(
+                outcome="invalid", message="before: not a cursor this query gave (`next`)", resource_id=patient
+            )
+        after = parsed
+    found = await conn.fetch(PATIENT_TASKS, patient, *after, query.limit + 1, query.task_id)
+    rows, more = found[: query.limit], len(found) > query.limit
     member = await conn.fetchrow(MEMBER, patient)
-    if not rows and member is None:
+    if not rows and member is None and query.before is None:
         return CommandReply(outcome="not_found", message="review holds nothing for this patient", resource_id=patient)
+    page = [r["task_id"] for r in rows]
+    on_page = {str(task_id) for task_id in page}
+    # Every override of the patient decides which alerts are silenced; only those made on the page's tasks are listed.
     override_rows = await conn.fetch(OVERRIDES_OF, [patient])
     overrides = _overrides_by_patient(override_rows)[patient]
     recommendations = []
-    for r in await conn.fetch(RECOMMENDATIONS_OF, patient):
+    for r in await conn.fetch(RECOMMENDATIONS_OF, patient, page):
         rec = json.loads(r["recommendation"])
         referral = None
         if r["referral_id"] is not None:
@@ -229,9 +270,12 @@ async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor:
             else None
         ),
         "tasks": [_task_view(r, overrides) for r in rows],
+        "next": record_cursor(rows[-1]["created_at"], rows[-1]["task_id"]) if more else None,
         "recommendations": recommendations,
         "overrides": [
-            {**json.loads(r["override"]), "overridden_at": r["overridden_at"].isoformat()} for r in override_rows
+            {**json.loads(r["override"]), "overridden_at": r["overridden_at"].isoformat()}
+            for r in override_rows
+            if str(r["task_id"]) in on_page
         ],
         "follow_ups": [
             {
@@ -240,7 +284,7 @@ async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor:
                 "due": _iso(r["due"]),
                 "reason": r["reason"],
             }
-            for r in await conn.fetch(FOLLOW_UPS_OF, patient)
+            for r in await conn.fetch(FOLLOW_UPS_OF, patient, page)
         ],
         "action_plans": [
             {
@@ -251,7 +295,7 @@ async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor:
                 "delivery_method": r["delivery_method"],
                 "overdue": r["overdue_at"] is not None,
             }
-            for r in await conn.fetch(ACTION_PLANS_OF, patient)
+            for r in await conn.fetch(ACTION_PLANS_OF, patient, page)
         ],
         "scheduled": [
             {
@@ -264,7 +308,8 @@ async def review_record(conn: asyncpg.Connection, query: GetReviewRecord, actor:
             for r in await conn.fetch(SCHEDULED_OF, patient)
         ],
     }
-    return CommandReply(outcome="accepted", resource_id=patient, data=data)
+    message = f"{len(rows)} tasks" + (" (older ones on the next page: `before` = `next`)" if more else "")
+    return CommandReply(outcome="accepted", message=message, resource_id=patient, data=data)
 
 
 async def action_plan(conn: asyncpg.Connection, query: GetActionPlan, actor: Actor) -> CommandReply:

@@ -17,6 +17,8 @@ from mtm.contracts import (
     AlertOverridden,
     EventEnvelope,
     FollowUpScheduled,
+    MedicationDispensed,
+    MedicationsReconciled,
     MtmDisenrolled,
     MtmEnrolled,
     RecommendationOutcomeRecorded,
@@ -117,6 +119,16 @@ ON CONFLICT (task_id) DO NOTHING
 """
 MARK_ACTION_PLAN_DELIVERED = "UPDATE action_plans SET delivered_on = $2, delivery_method = $3 WHERE task_id = $1"
 MARK_ACTION_PLAN_OVERDUE = "UPDATE action_plans SET overdue_at = $2 WHERE task_id = $1"
+# In log order, the last reconciliation applied is the latest.
+UPSERT_RECONCILIATION = """
+INSERT INTO latest_reconciliations (patient_id, event_id, reconciled_at, reconciliation) VALUES ($1, $2, $3, $4)
+ON CONFLICT (patient_id) DO UPDATE SET event_id = EXCLUDED.event_id, reconciled_at = EXCLUDED.reconciled_at,
+    reconciliation = EXCLUDED.reconciliation
+"""
+INSERT_FILL = """
+INSERT INTO fills (event_id, patient_id, dispense_id, filled_on, dispense, recorded_at) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (event_id) DO NOTHING
+"""
 
 PROGRAM_EVENTS: tuple[type[EventEnvelope], ...] = (MtmEnrolled, MtmDisenrolled, AdherenceMeasured)
 """Part of the MTM program review reacts to: who is a member, whose adherence calls for a review."""
@@ -316,6 +328,17 @@ async def _delivered(conn: asyncpg.Connection, event: ActionPlanDelivered) -> No
     await conn.execute(MARK_ACTION_PLAN_DELIVERED, event.data.task_id, event.data.delivered_on, event.data.method)
 
 
+async def _reconciled(conn: asyncpg.Connection, event: MedicationsReconciled) -> None:
+    await conn.execute(UPSERT_RECONCILIATION, event.patient_id, event.id, event.time, event.data.model_dump_json())
+
+
+async def _dispensed(conn: asyncpg.Connection, event: MedicationDispensed) -> None:
+    fill = event.data
+    await conn.execute(
+        INSERT_FILL, event.id, event.patient_id, fill.dispense_id, fill.filled_on, fill.model_dump_json(), event.time
+    )
+
+
 async def _plan_overdue(conn: asyncpg.Connection, event: ActionPlanOverdue) -> None:
     await conn.execute(MARK_ACTION_PLAN_OVERDUE, event.data.task_id, event.time)
 
@@ -332,6 +355,8 @@ APPLY_ONE: dict[type[EventEnvelope], Any] = {
     RecommendationOutcomeRecorded: _outcome,
     ActionPlanDelivered: _delivered,
     ActionPlanOverdue: _plan_overdue,
+    MedicationsReconciled: _reconciled,
+    MedicationDispensed: _dispensed,
 }
 
 TASKS = Projection(
@@ -347,6 +372,8 @@ TASKS = Projection(
         "follow_ups",
         "alert_overrides",
         "action_plans",
+        "latest_reconciliations",
+        "fills",
     ),
     handles=(
         ReviewTaskCreated,
@@ -373,6 +400,8 @@ TASKS = Projection(
                 "follow_ups",
                 "alert_overrides",
                 "action_plans",
+                "latest_reconciliations",
+                "fills",
             )
         ),
     ),
