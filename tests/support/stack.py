@@ -91,8 +91,16 @@ async def dump(app) -> dict[str, list[str]]:
     tables = (*runtime.definition.handlers.projection.tables, "applied_events")
     conn = await asyncpg.connect(runtime.database_url)
     try:
+        # A claim's position is the order this database claimed in (live, decisions before they reached the log),
+        # not part of what the log says: the ids are compared.
+        columns = {"applied_events": "event_id::text"}
         return {
-            table: sorted(row[0] for row in await conn.fetch(f"SELECT row_to_json(t)::text FROM projection.{table} t"))
+            table: sorted(
+                row[0]
+                for row in await conn.fetch(
+                    f"SELECT {columns.get(table, 'row_to_json(t)::text')} FROM projection.{table} t"
+                )
+            )
             for table in tables
         }
     finally:
