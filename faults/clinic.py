@@ -1,12 +1,18 @@
 """The clinical work the faults happen under: a hospital discharging, pharmacists and physicians at their tools.
 
-* The hospital publishes native discharges (the Synthea population, `bench.workload`) on the intake with
-  `Nats-Msg-Id` = the event id, and sends each again until the server acknowledged it, as an integrator must.
+* The hospital publishes native discharges (the Synthea population, `bench.workload`) on the intake as its
+  integrator user, with `Nats-Msg-Id` = the event id, and sends each again until the server acknowledged it, as
+  an integrator must.
   Every patient is new; every seventh id has a `.` in it (percent-encoded in subjects); each names one of the
   run's physicians as primary care.
 * Pharmacists read new review tasks from the log (a durable consumer of `ReviewTaskCreated`), claim each one and
   complete it with a recommendation for the prescriber, through the real commands with their actor tokens.
 * Physicians read their NATS inbox (a durable consumer of `PHYSICIAN_INBOX`) and answer each referral.
+
+The tools send their commands and open the sealed tasks as the web app's user (the requests pharmacists' and
+physicians' pages send, and the keys to open what they show). What they are fed comes from durable consumers,
+which only the admin may keep: the web app follows new tasks with a core subscription, which a NATS restart or a
+leader loss would make miss some, and the suite must see every one.
 
 Tools retry as people's tools do: a command that got no answer (service restarting, no responders, a timeout)
 or `error` is sent again with the same command id; `accepted`, and the `conflict` that says the work was done
@@ -56,6 +62,7 @@ from mtm.contracts.subjects import (
     PHYSICIAN_INBOX_STREAM,
     event_filter,
 )
+from mtm.platform.access import ADMIN
 from mtm.platform.crypto import KeyRing
 from mtm.platform.keys import nats_key_source
 from mtm.platform.reading import EventReader
@@ -64,6 +71,8 @@ SOURCE = "urn:mtm:faults:hospital"
 NAMESPACE = uuid.UUID("0b6f3a52-7c1e-4f0e-9a55-5d7f0c2b8e61")
 PHARMACISTS_DURABLE = "faults-pharmacists"
 PHYSICIANS_DURABLE = "faults-physicians"
+HOSPITAL = "hospital"
+TOOLS = "web"
 REQUEST_TIMEOUT_S = 15.0
 PUBLISH_TIMEOUT_S = 10.0
 # A task or referral that is `not_found` may not be in the service's tables yet (a restart rebuilding them).
@@ -159,6 +168,7 @@ class Clinic:
         self._population = synthea_transitions()
         self._hospital: Client | None = None
         self._tools: Client | None = None
+        self._feed: Client | None = None
         self._reader: EventReader | None = None
         self._work = asyncio.Semaphore(plan.concurrency)
         self._running: set[asyncio.Task[None]] = set()
@@ -168,10 +178,11 @@ class Clinic:
     # --- set-up --------------------------------------------------------------------------------------------
 
     async def start(self) -> Clinic:
-        self._hospital = await self._connect("faults-hospital")
-        self._tools = await self._connect("faults-tools")
+        self._hospital = await self._connect("faults-hospital", user=HOSPITAL)
+        self._tools = await self._connect("faults-tools", user=TOOLS)
+        self._feed = await self._connect("faults-feed", user=ADMIN)
         self._reader = EventReader(EVENTS, KeyRing(nats_key_source(self._tools)))
-        js = self._tools.jetstream()
+        js = self._feed.jetstream()
         await js.add_consumer(
             PATIENT_EVENTS_STREAM,
             ConsumerConfig(
@@ -205,7 +216,7 @@ class Clinic:
         for task in (*self._background, *self._running):
             task.cancel()
         await asyncio.gather(*self._background, *self._running, return_exceptions=True)
-        for nc in (self._hospital, self._tools):
+        for nc in (self._hospital, self._tools, self._feed):
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()
@@ -281,8 +292,8 @@ class Clinic:
 
     async def _read(self, stream: str, durable: str, handle: Callable[[Any], Any]) -> None:
         """Fetch what the tool is sent and work on it, never more at once than the plan's concurrency."""
-        assert self._tools is not None
-        js = self._tools.jetstream()
+        assert self._feed is not None
+        js = self._feed.jetstream()
         subscription = None
         while not self._stop.is_set():
             try:

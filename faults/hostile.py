@@ -17,6 +17,11 @@ Each input is built to be refused, and what should happen is decided before it i
   `CHECKED_AGAINST_THE_TASK`), never `error`;
 * on a status subject, any request gets the service's status.
 
+Each input comes from a user the access table lets send on its subject (`sender_of`): an intake's integrator
+(the hospital, the pharmacy), the service that decides a log event (as if it were compromised), the mtm command's
+user for requests. Where that user may not publish on the input's subject after all, NATS refuses it, which is
+itself the refusal wanted (`Sent.denied`), predicted from the same table.
+
 Shapes: any JSON value, fields replaced by hostile ids (`.`, `*`, `>`, spaces, newlines, NUL, other Unicode),
 wrong types, missing fields, lists and texts at and beyond `mtm.contracts.limits`, bodies near the 1 MiB payload,
 nesting up to 100,000 deep, other encodings (UTF-16/32, Latin-1, invalid UTF-8, BOM, NUL bytes), truncated JSON.
@@ -31,6 +36,7 @@ import importlib
 import inspect
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -54,6 +60,7 @@ from faults.audit import Audit, dead_letter_counts, dead_letters
 from faults.clinic import Clinic, ClinicPlan
 from faults.report import Result, must_be_zero, reported
 from faults.scenarios import Say, clinic_on_stack, flow_figures, health_figures, settle_and_audit
+from faults.stack import OPERATOR, Stack
 from mtm.contracts import CommandReply
 from mtm.contracts.admin import (
     SERVICES,
@@ -86,6 +93,7 @@ from mtm.contracts.subjects import (
     PATIENT_PARTITIONS,
     subject_token,
 )
+from mtm.platform.access import ACCESS, ADMIN, subject_matches
 from mtm.platform.consumer import Delivery, InvalidMessage
 from mtm.platform.crypto import KeyRing
 from mtm.platform.identity import TokenIssuer, generate_keypair
@@ -108,6 +116,9 @@ FAILED_TO_APPLY = "message failed; redelivery scheduled"
 NAMESPACE = uuid.UUID("6d1f0c36-93a4-4c51-b7de-2a4c5e0f9d13")
 FLOW_STAGES = ("discharge recorded", "medications reconciled", "review task created")
 ROLES = ("pharmacist", "physician", "admin")
+# What nats-server says (and nats-py hands the error callback) when a user publishes where it may not.
+PUBLISH_REFUSED = re.compile(r'Permissions Violation for Publish to "(.*)"', re.IGNORECASE)
+REFUSED_WITHIN_S = 5.0
 
 
 # --- the table ----------------------------------------------------------------------------------------------
@@ -345,6 +356,72 @@ class Sent:
     reply: str | None = None
     message: str = ""
     error: str | None = None
+    denied: bool = False
+    """NATS refused it: its sender may not publish on the subject, as the access table predicted."""
+
+
+def sender_of(target: Target) -> str:
+    """The user hostile input on `target` comes from: one the access table lets send there (an intake's
+    integrator, the service that decides the event, the mtm command for requests); the admin for an event no
+    service decides, which nobody else could put on the log."""
+    if target.kind == "intake":
+        return next((i.name for i in ACCESS.integrators if i.intake == target.subject), OPERATOR)
+    if target.kind == "event":
+        return next((g.service for g in ACCESS.services if g.may_publish(target.subject)), ADMIN)
+    return OPERATOR
+
+
+@cache
+def publish_allowed(user: str) -> tuple[str, ...]:
+    """The subjects the access table lets `user` publish on (the admin: everything)."""
+    if user in ACCESS.admins:
+        return (">",)
+    grants = {
+        **{g.service: g.permissions() for g in ACCESS.services},
+        **{t.name: t.permissions() for t in ACCESS.tools},
+        **{i.name: i.permissions() for i in ACCESS.integrators},
+    }
+    publish = grants[user]["publish"]
+    assert isinstance(publish, dict)
+    return tuple(publish["allow"])
+
+
+def may_publish(user: str, subject: str) -> bool:
+    """Whether the server lets `user` publish on `subject`."""
+    return any(subject_matches(pattern, subject) for pattern in publish_allowed(user))
+
+
+class Senders:
+    """A connection for each user hostile input comes from, and the publications NATS refused each of them."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self.connections: dict[str, Any] = {}
+        self.refused: dict[str, set[str]] = defaultdict(set)
+
+    async def open(self, users: set[str]) -> Senders:
+        for user in sorted(users):
+
+            async def on_error(exc: Exception, user: str = user) -> None:
+                found = PUBLISH_REFUSED.search(str(exc))
+                if found:
+                    self.refused[user].add(found.group(1))
+
+            self.connections[user] = await self._stack.connect(f"faults-hostile-{user}", user=user, error_cb=on_error)
+        return self
+
+    async def refused_within(self, user: str, subject: str, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while subject not in self.refused[user]:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def close(self) -> None:
+        for nc in self.connections.values():
+            with contextlib.suppress(Exception):
+                await nc.close()
 
 
 HOSTILE_CHARS = (".", "*", ">", " ", "\n", "\r", "\t", "\x00", "\x7f", "\u2028", "\ufeff", "%", "/", "\\", '"', "é")
@@ -833,7 +910,16 @@ class Tally:
     shapes: Counter[str] = field(default_factory=Counter)
 
 
-async def send(nc: Any, item: HostileInput) -> Sent:
+async def send(senders: Senders, item: HostileInput) -> Sent:
+    user = sender_of(item.target)
+    nc = senders.connections[user]
+    if not may_publish(user, item.subject):
+        # Refused by the server without an answer: published without waiting for one, the refusal is awaited.
+        await nc.publish(item.subject, item.body, headers=item.headers or None)
+        await nc.flush()
+        if await senders.refused_within(user, item.subject, REFUSED_WITHIN_S):
+            return Sent(item, denied=True)
+        return Sent(item, error=f"not refused by NATS ({user} may not publish here)")
     if item.target.kind in ("intake", "event"):
         try:
             ack = await nc.jetstream().publish(
@@ -868,18 +954,19 @@ async def set_aside(clinic: Clinic, count: int, stall_s: float) -> Pool:
     return Pool(tuple(clinic.stats.others), tuple(clinic.aside))
 
 
-async def barrage(nc: Any, clinic: Clinic, plan: HostilePlan, tally: Tally, say: Say) -> None:
+async def barrage(senders: Senders, clinic: Clinic, plan: HostilePlan, tally: Tally, say: Say) -> None:
     """Generate and send the inputs in batches, a valid discharge between every few."""
     all_targets = await asyncio.to_thread(targets)
+    await senders.open({sender_of(target) for target in all_targets})
     pool = await set_aside(clinic, plan.aside, plan.stall_s)
     every = max(1, plan.inputs // max(1, plan.discharges))
     queue: asyncio.Queue[HostileInput | None] = asyncio.Queue(maxsize=200)
 
     async def sender() -> None:
         while (item := await queue.get()) is not None:
-            tally.sent.append(await send(nc, item))
+            tally.sent.append(await send(senders, item))
 
-    senders = [asyncio.create_task(sender()) for _ in range(SENDERS)]
+    workers = [asyncio.create_task(sender()) for _ in range(SENDERS)]
     produced = 0
     last_said = time.monotonic()
     # Every subject's quota in short batches, the subjects interleaved (a batch of each in turn).
@@ -904,9 +991,9 @@ async def barrage(nc: Any, clinic: Clinic, plan: HostilePlan, tally: Tally, say:
         if time.monotonic() - last_said > 15:
             last_said = time.monotonic()
             say(f"{produced:,} hostile inputs sent; {clinic.progress()}")
-    for _ in senders:
+    for _ in workers:
         await queue.put(None)
-    await asyncio.gather(*senders)
+    await asyncio.gather(*workers)
     while len(clinic.sent) < plan.discharges:
         await clinic.send_discharge()
 
@@ -947,9 +1034,10 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
     clinic_plan = ClinicPlan(discharges=plan.discharges)
     async with clinic_on_stack(work_dir, clinic_plan) as (stack, clinic, receiver):
         pids = stack.pids()
-        nc = await stack.connect("faults-hostile")
+        senders = Senders(stack)
+        nc = await stack.connect("faults-dead-letters")
         try:
-            await barrage(nc, clinic, plan, tally, say)
+            await barrage(senders, clinic, plan, tally, say)
             say(f"{len(tally.sent):,} hostile inputs sent; waiting for the valid flow and the dead letters")
             done = await clinic.wait_done(stall_s=plan.stall_s, check=stack.check_alive, say=say)
             published = [s for s in tally.sent if s.seq is not None and not s.duplicate]
@@ -958,16 +1046,17 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
             letters = await dead_letters(nc)
         finally:
             await nc.close()
+            await senders.close()
         others = {*clinic.aside, *(s.item.patient for s in tally.sent if s.item.patient)}
         found = await settle_and_audit(stack, clinic, receiver, result, others)
         exited = [name for name in SERVICES if not stack.services.alive(name) or stack.pids()[name] != pids[name]]  # type: ignore[union-attr]
         health = await health_figures("r4", stack, clinic, restarts_allowed=False)
         failed_to_apply = sum(stack.log_lines(FAILED_TO_APPLY).values())
-        admin = await stack.connect("faults-admin")
+        operator = await stack.connect("faults-rebuild", user=OPERATOR)
         try:
-            rebuilt = await rebuild_all(admin)
+            rebuilt = await rebuild_all(operator)
         finally:
-            await admin.close()
+            await operator.close()
         verdict = classify(tally, letters, found)
         result.details.update(verdict.details)
         result.details["rebuilds"] = rebuilt
@@ -977,6 +1066,13 @@ async def r4_hostile(plan: HostilePlan, work_dir: Path, say: Say) -> Result:
         requests = [s for s in tally.sent if s.item.target.kind in ("request", "status")]
         result.add(
             reported("r4_inputs", "hostile inputs sent", len(tally.sent), count=len(tally.by_target), of="subjects"),
+            reported(
+                "r4_denied_by_nats",
+                "refused by NATS (the sender may not publish there)",
+                verdict.denied,
+                count=len(tally.sent),
+                of="inputs",
+            ),
             must_be_zero(
                 "r4_not_parked",
                 "hostile messages not parked by every reader, with a reason",
@@ -1031,6 +1127,7 @@ class Verdict:
     wrong_replies: int = 0
     errors: int = 0
     valid_parked: int = 0
+    denied: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -1046,6 +1143,9 @@ def classify(tally: Tally, letters: list[Any], found: Audit) -> Verdict:
     replies: Counter[str] = Counter()
     for sent in tally.sent:
         item = sent.item
+        if sent.denied:
+            verdict.denied += 1  # the refusal wanted, by the server before any service saw it
+            continue
         if item.target.kind in ("intake", "event"):
             if sent.error is not None:
                 verdict.not_parked += 1

@@ -22,7 +22,7 @@ from support.processes import SERVICES
 from support.webhook import WebhookReceiver
 
 from faults.audit import Audit, audit, read_stream
-from faults.clinic import Clinic, ClinicPlan
+from faults.clinic import TOOLS, Clinic, ClinicPlan
 from faults.report import Figure, Result, must_be_zero, reported, within
 from faults.stack import WEBHOOK_SECRET, Stack, lagging_replicas, webhook_receiver
 from mtm.contracts import ReviewTaskCreated
@@ -274,7 +274,8 @@ class LeaderLoss:
 
 
 class TaskWatch:
-    """A pharmacist's tool on the surviving nodes: when each patient's review task went by (core subscription)."""
+    """A pharmacist's tool on the surviving nodes: when each patient's review task went by (core subscription, as
+    the web app's live updates follow them)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
@@ -324,8 +325,9 @@ async def killing_leaders(
             await probe.close()
         leader = info.cluster.leader if info.cluster else None
         assert leader is not None, "the patient log has no leader"
-        survivors = [node.url for node in cluster.nodes if node.name != leader]
-        watcher = await stack.connect("faults-watch", servers=survivors)
+        survivors = stack.node_urls(leaving_out=leader)
+        watcher = await stack.connect("faults-watch", user=TOOLS, servers=survivors)
+        election = await stack.connect("faults-election", servers=survivors)
         try:
             watch = await TaskWatch().start(watcher)
             loss = LeaderLoss(leader, info.state.last_seq, intake.state.last_seq)
@@ -333,7 +335,7 @@ async def killing_leaders(
             await asyncio.to_thread(cluster.kill, leader)
             say(f"killed {leader}, the patient log's leader, at sequence {loss.acknowledged_before:,}")
             losses.append(loss)
-            js = watcher.jetstream(timeout=1.0)
+            js = election.jetstream(timeout=1.0)
             while loss.election_s is None or loss.resumed_s is None:
                 if loss.election_s is None:
                     with contextlib.suppress(Exception):
@@ -349,6 +351,7 @@ async def killing_leaders(
             say(f"new leader after {loss.election_s} s; flow resumed after {loss.resumed_s} s")
         finally:
             await watcher.close()
+            await election.close()
         await pause(stop, plan.rejoin_after_s)
         await asyncio.to_thread(cluster.start_node, leader)
         await cluster.wait_until_ready()
