@@ -63,8 +63,9 @@ async def test_a_service_and_its_readiness_take_every_seed_of_a_cluster_url(
     await declare_as_owner(clean_jetstream, PATIENT_EVENTS)
     down = "nats://127.0.0.1:1"
     seeds = f"{down}, {infra.nats_url}"
+    cli = infra.nats_client("cli")
     async with run_service(create_app(settings_for(ReferralSettings, nats_url=seeds))):
-        ready = await wait_until_ready(seeds, ["referral"], timeout_s=30)
+        ready = await wait_until_ready(cli.model_copy(update={"url": seeds}), ["referral"], timeout_s=30)
     assert [status.ready for status in ready["referral"]] == [True]
 
 
@@ -93,9 +94,9 @@ async def test_a_background_task_that_keeps_failing_makes_its_instance_not_ready
 
         await wait_for(failing_reported, timeout_s=30)
         with pytest.raises(TimeoutError, match=r"outbox-relay: failing \(RuntimeError, \d+ times in a row\)"):
-            await wait_until_ready(infra.nats_url, ["referral"], timeout_s=1)
+            await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=1)
         broken = False
-        [status] = (await wait_until_ready(infra.nats_url, ["referral"], timeout_s=60))["referral"]
+        [status] = (await wait_until_ready(infra.nats_client("cli"), ["referral"], timeout_s=60))["referral"]
     assert status.ready and status.reasons == ()
 
 
