@@ -359,22 +359,24 @@ APPLY_ONE: dict[type[EventEnvelope], Any] = {
     MedicationDispensed: _dispensed,
 }
 
+# Review's tables with a patient_id column (erasure deletes by it); `task_worklist` is found through `review_tasks`.
+PATIENT_TABLES = (
+    "review_tasks",
+    "members",
+    "review_schedule",
+    "problems",
+    "recommendations",
+    "referral_outcomes",
+    "follow_ups",
+    "alert_overrides",
+    "action_plans",
+    "latest_reconciliations",
+    "fills",
+)
+
 TASKS = Projection(
     migrations=files("mtm.review") / "migrations" / "projection",
-    tables=(
-        "review_tasks",
-        "task_worklist",
-        "members",
-        "review_schedule",
-        "problems",
-        "recommendations",
-        "referral_outcomes",
-        "follow_ups",
-        "alert_overrides",
-        "action_plans",
-        "latest_reconciliations",
-        "fills",
-    ),
+    tables=(*PATIENT_TABLES, "task_worklist"),
     handles=(
         ReviewTaskCreated,
         ReviewTaskClaimed,
@@ -388,22 +390,7 @@ TASKS = Projection(
     # Rows that name no patient go first, found through the rows that do.
     erase=(
         "DELETE FROM task_worklist WHERE task_id IN (SELECT task_id FROM review_tasks WHERE patient_id = $1)",
-        *(
-            f"DELETE FROM {table} WHERE patient_id = $1"
-            for table in (
-                "review_tasks",
-                "members",
-                "review_schedule",
-                "problems",
-                "recommendations",
-                "referral_outcomes",
-                "follow_ups",
-                "alert_overrides",
-                "action_plans",
-                "latest_reconciliations",
-                "fills",
-            )
-        ),
+        *(f"DELETE FROM {table} WHERE patient_id = $1" for table in PATIENT_TABLES),
     ),
 )
 
