@@ -384,6 +384,18 @@ def test_omission_is_silent_for_a_resolved_condition_unless_history_counts() -> 
     }
 
 
+def test_omission_value_sets_keep_look_alike_conditions_out() -> None:
+    # Drug-induced parkinsonism is treated by stopping the culprit, and one gout flare is not recurrent gout.
+    parkinsonism = Condition(system=ICD10, code="G21.11", text="Neuroleptic induced parkinsonism")
+    single_flare = Condition(system=ICD10, code="M10.9", text="Gout, unspecified")
+    alerts = check(PatientContext(age_years=80, conditions=(parkinsonism, single_flare)), [med("haloperidol")], KB)
+    assert not [a.rule_id for a in alerts if a.rule_id.startswith(("start.parkinson", "start.gout"))]
+    chronic = Condition(system=ICD10, code="M1A.071", text="Idiopathic chronic gout, right ankle")
+    assert "start.gout.urate_lowering" in {
+        a.rule_id for a in check(PatientContext(age_years=80, conditions=(chronic,)), [], KB)
+    }
+
+
 def test_a_known_dose_within_the_cap_silences_the_plain_pair_alert() -> None:
     within = check(PatientContext(age_years=70), [dosed("simvastatin", 10), dosed("amlodipine", 5)], KB)
     assert [a for a in within if a.kind == "interaction"] == []
