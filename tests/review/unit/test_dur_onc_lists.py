@@ -23,6 +23,8 @@ NONINTERRUPTIVE_EXCEPTIONS = {
     frozenset({"ketoconazole", "pantoprazole"}): "cur.ketoconazole.ppi",
     frozenset({"ketoconazole", "rabeprazole"}): "cur.ketoconazole.ppi",
     frozenset({"citalopram", "sotalol"}): "lbl.citalopram.qt",
+    # The sertraline label names sotalol among the QT-prolonging drugs to avoid.
+    frozenset({"sertraline", "sotalol"}): "lbl.sertraline.qt",
 }
 
 
