@@ -8,7 +8,7 @@ from typing import TypeVar
 from mtm.contracts import EventEnvelope, EventRegistry
 from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import event_name_of_subject, patient_of_subject
-from mtm.platform.bodies import BodyReference, EventBodies, is_reference
+from mtm.platform.bodies import BodyReference, EventBodies
 from mtm.platform.crypto import ErasedPatient, KeyRing, Unreadable, sealed_key_id
 
 E = TypeVar("E", bound=EventEnvelope)
@@ -31,11 +31,13 @@ class EventReader:
         """Where events too large for one message are kept; a service's is bound when it connects."""
 
     async def prepare(self, stored: Iterable[tuple[str, bytes]]) -> None:
-        """Fetch, in one request, the keys of the patients whose sealed (or stored) events these are."""
+        """Fetch, in one request, the keys of the patients whose sealed events these are (subject, body).
+
+        An event kept in the object store is seen sealed only once fetched; its key is asked for then (they are
+        few: only events too large for one message are kept there).
+        """
         await self.keyring.prepare(
-            patient_of_subject(subject)
-            for subject, body in stored
-            if sealed_key_id(body) is not None or is_reference(body)
+            patient_of_subject(subject) for subject, body in stored if sealed_key_id(body) is not None
         )
 
     async def read(self, subject: str, body: bytes) -> tuple[EventEnvelope, bytes]:
