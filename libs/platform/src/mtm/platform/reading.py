@@ -27,8 +27,8 @@ class EventReader:
     def __init__(self, registry: EventRegistry, keyring: KeyRing, bodies: EventBodies | None = None) -> None:
         self.registry = registry
         self.keyring = keyring
+        # Where events too large for one message are kept; a service's runtime binds it once connected.
         self.bodies = bodies
-        """Where events too large for one message are kept; a service's is bound when it connects."""
 
     async def prepare(self, stored: Iterable[tuple[str, bytes]]) -> None:
         """Fetch, in one request, the keys of the patients whose sealed events these are (subject, body).
