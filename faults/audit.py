@@ -29,6 +29,7 @@ from mtm.contracts.subjects import (
     dead_letter_stream,
 )
 from mtm.contracts.webhooks import WEBHOOK_ID_HEADER
+from mtm.platform.bodies import EventBodies
 from mtm.platform.crypto import ErasedPatient, KeyRing
 from mtm.platform.faults import is_transient
 from mtm.platform.keys import nats_key_source
@@ -258,7 +259,7 @@ async def audit(
             answers.append((str(data.referral_id), event_id))
 
     # Sealed events are opened with the keys reconciliation lends, as the services' readers open them.
-    reader = EventReader(EVENTS, KeyRing(nats_key_source(nc)))
+    reader = EventReader(EVENTS, KeyRing(nats_key_source(nc)), EventBodies(nc))
     unreadable = 0
     batch: list[Stored] = []
 

@@ -63,6 +63,7 @@ from mtm.contracts.subjects import (
     event_filter,
 )
 from mtm.platform.access import ADMIN
+from mtm.platform.bodies import EventBodies
 from mtm.platform.crypto import KeyRing
 from mtm.platform.keys import nats_key_source
 from mtm.platform.reading import EventReader
@@ -181,7 +182,7 @@ class Clinic:
         self._hospital = await self._connect("faults-hospital", user=HOSPITAL)
         self._tools = await self._connect("faults-tools", user=TOOLS)
         self._feed = await self._connect("faults-feed", user=ADMIN)
-        self._reader = EventReader(EVENTS, KeyRing(nats_key_source(self._tools)))
+        self._reader = EventReader(EVENTS, KeyRing(nats_key_source(self._tools)), EventBodies(self._feed))
         js = self._feed.jetstream()
         await js.add_consumer(
             PATIENT_EVENTS_STREAM,

@@ -1,4 +1,10 @@
-"""The contracts' limits keep every valid input inside one NATS message, and refuse what is beyond them by name."""
+"""The contracts' limits keep every valid input within what the log keeps for one event, and refuse what is beyond
+them by name.
+
+In plain text the largest inputs and everything they cause fit one NATS message; in multi-byte text, sealed, a
+documented review outgrows it and the log keeps its body in the object store (`mtm.platform.bodies`), which takes
+up to `MAX_STORED_BODY_BYTES` per event: the largest valid input in four-byte characters stays far below that.
+"""
 
 from __future__ import annotations
 
@@ -92,8 +98,9 @@ def test_the_largest_valid_discharge_and_everything_it_causes_fit_in_one_message
     assert len(reconciled.data.items) >= MAX_MEDICATIONS
 
 
-def test_the_largest_documented_review_fits_in_one_message() -> None:
-    """A CMR documented to every limit (problems, action plan, medication list, recommendations, follow-ups)."""
+def largest_documented_review(char: str = "r"):
+    """A CMR documented to every limit (problems, action plan, medication list, recommendations, follow-ups), its
+    free text written in `char`."""
     import uuid
     from datetime import UTC, date, datetime
 
@@ -118,7 +125,7 @@ def test_the_largest_documented_review_fits_in_one_message() -> None:
         MAX_REMARK,
     )
 
-    remark = "r" * MAX_REMARK
+    remark = char * MAX_REMARK
     documentation = ReviewDocumentation(
         performed_on=date(2026, 11, 30),
         delivery_method="telephone",
@@ -126,7 +133,7 @@ def test_the_largest_documented_review_fits_in_one_message() -> None:
             DrugTherapyProblem(
                 problem_id=uuid.uuid4(),
                 category="adherence",
-                detail="d" * MAX_RECOMMENDATION,
+                detail=char * MAX_RECOMMENDATION,
                 ingredients=tuple("i" * 100 for _ in range(10)),
                 rule_id="x" * MAX_TEXT,
                 mitigations=tuple(Mitigation(action="10", on=date(2026, 11, 30), note=remark) for _ in range(10)),
@@ -156,7 +163,7 @@ def test_the_largest_documented_review_fits_in_one_message() -> None:
     recommendations = tuple(
         Recommendation(
             recommendation_id=uuid.uuid4(),
-            text="r" * MAX_RECOMMENDATION,
+            text=char * MAX_RECOMMENDATION,
             ingredients=tuple("i" * 100 for _ in range(20)),
             problem_id=uuid.uuid4(),
         )
@@ -165,15 +172,28 @@ def test_the_largest_documented_review_fits_in_one_message() -> None:
     completion = TaskCompletion(
         task_id=uuid.uuid4(),
         pharmacist_id="p" * 128,
-        note="n" * MAX_NOTE,
+        note=char * MAX_NOTE,
         recommendations=recommendations,
         documentation=documentation,
         care_team=CareTeam(attending_physician_id="a" * 64, primary_care_physician_id="b" * 64),
     )
-    event = ReviewTaskCompleted.create(source="test", patient_id="p" * 64, data=completion, time=datetime.now(UTC))
     assert MAX_MITIGATIONS == 10
-    size = len(event.model_dump_json().encode())
+    return ReviewTaskCompleted.create(source="test", patient_id="p" * 64, data=completion, time=datetime.now(UTC))
+
+
+def test_the_largest_documented_review_fits_in_one_message() -> None:
+    size = len(largest_documented_review().model_dump_json().encode())
     assert size < ONE_MESSAGE, size
+
+
+def test_the_largest_documented_review_in_four_byte_characters_sealed_is_kept_by_the_log() -> None:
+    """It does not fit one message (so the log keeps its body in the object store), and that keeps it easily."""
+    from mtm.platform.bodies import MAX_STORED_BODY_BYTES
+    from mtm.platform.crypto import PatientKey, seal
+
+    event = largest_documented_review("\U0001d11e")
+    sealed = seal(event.model_dump_json().encode(), event.id, PatientKey.new())
+    assert ONE_MESSAGE < len(sealed) < MAX_STORED_BODY_BYTES // 4, len(sealed)
 
 
 @pytest.mark.parametrize(

@@ -78,10 +78,11 @@ class Collector:
 async def read_events(nc: Client, cls: type, messages: list[Msg]) -> list[Any]:
     """Events as a service reads them: sealed data opened with keys the key keeper lends (tests are privileged)."""
     from mtm.contracts import EVENTS
+    from mtm.platform.bodies import EventBodies
     from mtm.platform.crypto import KeyRing
     from mtm.platform.keys import nats_key_source
     from mtm.platform.reading import EventReader
 
-    reader = EventReader(EVENTS, KeyRing(nats_key_source(nc)))
+    reader = EventReader(EVENTS, KeyRing(nats_key_source(nc)), EventBodies(nc))
     await reader.prepare((m.subject, m.data) for m in messages)
     return [(await reader.read_as(cls, m.subject, m.data))[0] for m in messages]

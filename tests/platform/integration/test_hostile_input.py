@@ -208,37 +208,58 @@ async def test_a_sealed_event_for_a_patient_no_key_can_exist_for_is_parked_and_i
         assert "datakey" in letter.reason and letter.deliveries == 1, letter.reason
 
 
-async def test_an_event_too_large_for_the_log_once_sealed_is_set_aside_and_later_events_flow(
-    clean_jetstream, settings_for, run_service
+async def test_an_event_too_large_for_one_message_once_sealed_is_relayed_through_the_object_store(
+    clean_jetstream, settings_for, run_service, monkeypatch
 ):
     """Regression: the relay compared the clear row with the payload limit, then published it sealed (its data in
     base64, a third larger): an event that fit in the clear but not sealed failed to publish on every round, and
-    every later event of the service stayed in the outbox."""
+    every later event of the service stayed in the outbox. Then such an event was set aside, never reaching the
+    log; now its sealed form goes to the log's object store and the log holds a reference, which a consumer
+    (review) reads whole. Only an event past what the store keeps for one event is set aside."""
     import asyncpg
+    from support.jetstream import read_events
 
+    from mtm.platform.bodies import REFERENCE_MARKER
     from mtm.platform.outbox import enqueue_events
     from mtm.reconciliation.bootstrap import ReconciliationSettings
     from mtm.reconciliation.bootstrap import create_app as reconciliation_app
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
 
+    def with_message(size: int):
+        event = medications_reconciled(new_patient_id())
+        discrepancy = event.data.discrepancies[0].model_copy(update={"message": "m" * size})
+        return event.model_copy(update={"data": event.data.model_copy(update={"discrepancies": (discrepancy,)})})
+
+    monkeypatch.setattr("mtm.platform.outbox.MAX_STORED_BODY_BYTES", 2 * 1024 * 1024)
     nc = clean_jetstream
-    big = medications_reconciled(new_patient_id())
-    discrepancy = big.data.discrepancies[0].model_copy(update={"message": "m" * (900 * 1024)})
-    big = big.model_copy(update={"data": big.data.model_copy(update={"discrepancies": (discrepancy,)})})
+    big = with_message(900 * 1024)
+    beyond = with_message(2 * 1024 * 1024)
     after = medications_reconciled(new_patient_id())
     app = reconciliation_app(settings_for(ReconciliationSettings, seal_events=True))  # the keeper seals
-    async with run_service(app):
+    async with (
+        run_service(app),
+        run_service(review_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))),
+    ):
         conn = await asyncpg.connect(app.runtime.database_url)
         try:
-            await enqueue_events(conn, [big, after])
+            await enqueue_events(conn, [big, beyond, after])
             app.runtime.wake_relay()
 
-            async def after_on_the_log() -> bool:
-                found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(MedicationsReconciled))
-                return any(m.headers and m.headers.get("Nats-Msg-Id") == str(after.id) for m in found)
+            async def tasks_for_both() -> bool:
+                found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
+                return {m.subject.split(".")[3] for m in found} >= {big.patient_id, after.patient_id}
 
-            await wait_for(after_on_the_log, timeout_s=30)
+            await wait_for(tasks_for_both, timeout_s=60)
             parked = await conn.fetch("SELECT msg_id, reason FROM outbox_parked")
         finally:
             await conn.close()
+        stored = [
+            m
+            for m in await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(MedicationsReconciled))
+            if m.headers and m.headers.get("Nats-Msg-Id") == str(big.id)
+        ]
+        assert len(stored) == 1 and stored[0].data.startswith(REFERENCE_MARKER)
+        assert await read_events(nc, MedicationsReconciled, stored) == [big]
     assert len(big.model_dump_json()) < 1024 * 1024 - 8 * 1024  # it fit in the clear
-    assert [r["msg_id"] for r in parked] == [str(big.id)] and "larger" in parked[0]["reason"]
+    assert [r["msg_id"] for r in parked] == [str(beyond.id)] and "larger" in parked[0]["reason"]

@@ -511,6 +511,41 @@ async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_i
         await web.close()
 
 
+async def test_only_the_log_s_writers_store_large_events_and_only_its_readers_read_them(
+    secured: Infrastructure, admin: Client
+) -> None:
+    """The object store of events too large for one message holds what the log holds: a service stores one, the
+    web app (which opens the events it follows) reads it back, and nobody else may read, write or purge it."""
+    from mtm.contracts.subjects import PATIENT_EVENT_BODIES_STREAM
+    from mtm.platform.bodies import BodyReference, EventBodies
+
+    body = b'{"id":"a sealed event too large for one message"}' * 1000
+    writer = await Connection.open(secured, "review")
+    try:
+        reference = BodyReference.of(await EventBodies(writer.nc).store(str(uuid.uuid4()), body))
+        assert reference is not None
+        with pytest.raises(nats.errors.TimeoutError):
+            await writer.nc.jetstream().purge_stream(PATIENT_EVENT_BODIES_STREAM)
+        assert await writer.refused("publish", f"$JS.API.STREAM.PURGE.{PATIENT_EVENT_BODIES_STREAM}")
+    finally:
+        await writer.close()
+    web = await Connection.open(secured, "web")
+    try:
+        assert await EventBodies(web.nc).fetch(reference) == body
+        await web.nc.publish(f"$O.{reference.bucket}.C.forged", b"x")
+        assert await web.refused("publish", f"$O.{reference.bucket}.C.forged")
+    finally:
+        await web.close()
+    for user in ("hospital", "cli"):
+        outsider = await Connection.open(secured, user)
+        try:
+            with pytest.raises(nats.errors.TimeoutError):
+                await EventBodies(outsider.nc).fetch(reference)
+            assert await outsider.refused("publish", f"$JS.API.DIRECT.GET.{PATIENT_EVENT_BODIES_STREAM}")
+        finally:
+            await outsider.close()
+
+
 # --- who may change the streams and consumers ---------------------------------------------------------------
 
 

@@ -330,3 +330,60 @@ async def test_a_log_holding_unreadable_events_rebuilds_to_the_same_rows(clean_j
         assert report.phase == "swapped", report.message
         assert "4 unreadable events skipped" in report.message
         assert await dump(app) == before
+
+
+async def test_a_log_holding_events_kept_in_the_object_store_rebuilds_to_the_same_rows(
+    clean_jetstream, settings_for, run_service
+):
+    """Events too large for one message are references on the log: the live consumers and a rebuild read them
+    through the object store alike. A reference whose body the store lost is held by the live consumer (never
+    parked) and stops a rebuild, which keeps the live tables rather than swap in tables without that event."""
+    from conftest import declare_as_owner
+    from support.events import medications_reconciled, publish_event
+
+    from mtm.contracts.subjects import dead_letter_stream, event_subject
+    from mtm.platform.bodies import BodyReference, EventBodies
+    from mtm.platform.streams import PATIENT_EVENTS
+    from mtm.review.bootstrap import create_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    await declare_as_owner(nc, PATIENT_EVENTS)
+
+    async def publish_stored(event) -> bytes:
+        """As a producer appends an event too large for one message: the body first, then the reference."""
+        reference = await EventBodies(nc).store(str(event.id), event.model_dump_json().encode())
+        await js.publish(event_subject(event), reference, headers={"Nats-Msg-Id": str(event.id)})
+        return reference
+
+    app = create_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))
+    async with run_service(app):
+        await publish_event(nc, medications_reconciled(new_patient_id()))
+        await publish_stored(medications_reconciled(new_patient_id()))
+
+        async def both_tasks_relayed() -> bool:
+            if len((await dump(app))["review_tasks"]) != 2:
+                return False
+            conn = await asyncpg.connect(app.runtime.database_url)
+            try:
+                return not await conn.fetchval("SELECT count(*) FROM public.outbox")
+            finally:
+                await conn.close()
+
+        await wait_for(both_tasks_relayed, timeout_s=30)
+        before = await dump(app)
+        report = await rebuild(nc, "review")
+        assert report.phase == "swapped", report.message
+        assert await dump(app) == before
+
+        lost = medications_reconciled(new_patient_id())
+        reference = BodyReference.of(await publish_stored(lost))
+        assert reference is not None
+        await (await js.object_store(reference.bucket)).delete(reference.object)
+        processor = app.runtime.processors["review-medications-reconciled"]
+        await wait_for(lambda: processor.waited_out > 0, timeout_s=30)
+        report = await rebuild(nc, "review")
+        assert report.phase == "failed" and "StoredBodyMissing" in report.message, report.message
+        assert await dump(app) == before
+        assert (await js.stream_info(dead_letter_stream("review"))).state.messages == 0

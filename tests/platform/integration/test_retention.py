@@ -10,6 +10,7 @@ from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
     FILL_INTAKE_STREAM,
+    PATIENT_EVENT_BODIES_STREAM,
     PATIENT_EVENTS_STREAM,
     dead_letter_stream,
 )
@@ -29,6 +30,9 @@ async def test_raw_intake_and_dead_letters_expire_the_log_never_does(clean_jetst
             assert config.max_age == 1.0 and config.duplicate_window <= 1.0
         assert (await js.stream_info(dead_letter_stream("reconciliation"))).config.max_age == 2.0
         assert (await js.stream_info(PATIENT_EVENTS_STREAM)).config.max_age in (0, None)
+        # The log's object store (events too large for one message) is kept as long as the log.
+        log_bodies = (await js.stream_info(PATIENT_EVENT_BODIES_STREAM)).config
+        assert log_bodies.max_age in (0, None) and log_bodies.deny_delete
         bodies = await js.object_store(dead_letter_bucket("reconciliation"))
         assert (await bodies.status()).ttl == 2.0
 
@@ -44,7 +48,9 @@ async def test_raw_intake_and_dead_letters_expire_the_log_never_does(clean_jetst
         await wait_for(expired, timeout_s=30)
 
 
-async def test_a_longer_retention_set_later_reaches_existing_streams(clean_jetstream, settings_for, run_service):
+async def test_a_longer_retention_set_later_reaches_existing_streams(
+    clean_jetstream, settings_for, run_service, caplog
+):
     from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
 
     js = clean_jetstream.jetstream()
@@ -54,3 +60,5 @@ async def test_a_longer_retention_set_later_reaches_existing_streams(clean_jetst
         assert (await js.stream_info(dead_letter_stream("reconciliation"))).config.max_age == 3600.0
         bodies = await js.object_store(dead_letter_bucket("reconciliation"))
         assert (await bodies.status()).ttl == 3600.0
+    # What is kept for ever (the log and its object store) was declared again as it was: nothing to update.
+    assert not [r for r in caplog.records if "configuration differs" in r.getMessage()]

@@ -14,6 +14,9 @@ PATIENT_EVENTS_STREAM: Final = "PATIENT_EVENTS"
 PATIENT_EVENTS_PREFIX: Final = "mtm.patient"
 PATIENT_EVENTS_SUBJECTS: Final = f"{PATIENT_EVENTS_PREFIX}.>"
 PATIENT_EVENTS_OWNER: Final = "reconciliation"
+# The object store that keeps stored events too large for one message; the log holds a reference to each.
+PATIENT_EVENT_BODIES_BUCKET: Final = "PATIENT_EVENT_BODIES"
+PATIENT_EVENT_BODIES_STREAM: Final = f"OBJ_{PATIENT_EVENT_BODIES_BUCKET}"
 # Fixed for the life of the log: changing it moves patients between partitions (a rebuild, not a setting).
 PATIENT_PARTITIONS: Final = 16
 

@@ -36,6 +36,7 @@ from mtm.contracts import (
     ReviewTaskReleased,
 )
 from mtm.contracts.subjects import event_filter
+from mtm.platform.bodies import EventBodies
 from mtm.platform.crypto import ErasedPatient, KeyRing
 from mtm.platform.keys import nats_key_source
 from mtm.platform.logging import get_logger
@@ -105,7 +106,7 @@ class LiveFeed:
         self._nc = nc
         # Events on the log are sealed under their patient's key: the feed opens them as services do, with keys
         # from the key keeper (reconciliation), cached.
-        self._reader = EventReader(registry, KeyRing(nats_key_source(nc)))
+        self._reader = EventReader(registry, KeyRing(nats_key_source(nc)), EventBodies(nc))
         self._listeners: set[asyncio.Queue[Change | None]] = set()
         self._subscriptions: list[Any] = []
         self._received: asyncio.Queue[Msg] = asyncio.Queue(RECEIVED_SIZE)

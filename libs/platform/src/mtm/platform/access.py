@@ -79,6 +79,8 @@ from mtm.contracts.subjects import (
     LIST_REFERRALS,
     LIST_WORKLIST,
     OVERRIDE_ALERT,
+    PATIENT_EVENT_BODIES_BUCKET,
+    PATIENT_EVENT_BODIES_STREAM,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
     PATIENT_PARTITIONS,
@@ -202,7 +204,12 @@ class ServiceGrant:
     def permissions(self) -> dict[str, object]:
         bucket = dead_letter_bucket(self.service)
         declared = (*self.owns, self.dead_letter_stream)
-        streams = (*(spec.name for spec in declared), self.bucket_stream)
+        # A stream's object store of large messages is declared with it (and, kept for ever, updated by an admin).
+        streams = (
+            *(spec.name for spec in declared),
+            *(f"OBJ_{spec.bodies}" for spec in declared if spec.bodies is not None),
+            self.bucket_stream,
+        )
         # What expires may take a new retention from its owner (the dead-letter bodies expire with the letters);
         # what is kept for ever only an admin may change.
         expiring = (*(spec.name for spec in declared if spec.kept_for != "forever"), self.bucket_stream)
@@ -218,6 +225,10 @@ class ServiceGrant:
             *(f"{JS_API}.STREAM.UPDATE.{stream}" for stream in expiring),
             f"{JS_API}.STREAM.INFO.{PATIENT_EVENTS_STREAM}",
             f"{JS_API}.DIRECT.GET.{PATIENT_EVENTS_STREAM}",
+            # Every service appends to the patient log and reads it: events too large for one message go through
+            # the log's object store.
+            *event_body_reads(),
+            *event_body_writes(),
             # An admin's dead-letter requests read letters and redrive records by sequence and by subject.
             f"{JS_API}.STREAM.MSG.GET.{self.dead_letter_stream.name}",
             f"{JS_API}.DIRECT.GET.{self.dead_letter_stream.name}",
@@ -260,6 +271,25 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(given) == len(wanted)
 
 
+def event_body_reads() -> tuple[str, ...]:
+    """What reading an event kept in the patient log's object store takes (`mtm.platform.bodies`): the object's
+    metadata and chunks by direct get. Readers of the patient log have it; nobody else reads the bucket."""
+    return (
+        f"{JS_API}.DIRECT.GET.{PATIENT_EVENT_BODIES_STREAM}",
+        f"{JS_API}.DIRECT.GET.{PATIENT_EVENT_BODIES_STREAM}.>",
+    )
+
+
+def event_body_writes() -> tuple[str, ...]:
+    """What storing one takes besides reading: nats-py's object store binds to the bucket, reads the object's
+    metadata before it writes, and publishes chunks and metadata. Writers of the patient log have it."""
+    return (
+        f"$O.{PATIENT_EVENT_BODIES_BUCKET}.>",
+        f"{JS_API}.STREAM.INFO.{PATIENT_EVENT_BODIES_STREAM}",
+        f"{JS_API}.STREAM.MSG.GET.{PATIENT_EVENT_BODIES_STREAM}",
+    )
+
+
 def _consumer_subjects(stream: str, name: str, *, acks: bool = True) -> list[str]:
     api = f"{JS_API}.CONSUMER"
     found = [
@@ -278,10 +308,12 @@ class ToolGrant:
     name: str
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    reads_events: bool = False
+    """Opens the events it follows (the web app): it may also read those kept in the log's object store."""
 
     def permissions(self) -> dict[str, object]:
         return {
-            "publish": {"allow": list(self.publish)},
+            "publish": {"allow": [*self.publish, *(event_body_reads() if self.reads_events else ())]},
             "subscribe": {"allow": [f"{inbox_prefix(self.name)}.>", *self.subscribe]},
         }
 
@@ -423,6 +455,7 @@ TOOL_GRANTS: tuple[ToolGrant, ...] = (
         "web",
         publish=(*WEB_REQUESTS, PATIENT_KEYS),
         subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS),
+        reads_events=True,
     ),
 )
 

@@ -17,6 +17,7 @@ import asyncpg
 from nats import errors as nats_errors
 from nats.js import errors as js_errors
 
+from mtm.platform.bodies import StoredBodyMissing
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,6 +40,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats_errors.FlushTimeoutError,
     nats_errors.OutboundBufferLimitError,
     js_errors.ServiceUnavailableError,
+    # A body the log references and its object store does not give back whole: the store is away or damaged (its
+    # writers store before they append), so the event is held until an operator restores it, never parked.
+    StoredBodyMissing,
 )
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # A background task that failed this many times in a row without a clean round reports its service not ready.

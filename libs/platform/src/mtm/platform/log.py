@@ -12,6 +12,7 @@ from nats.js.errors import BadRequestError
 
 from mtm.contracts import EventEnvelope
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_name_of_subject, event_subject, patient_filter
+from mtm.platform.bodies import MAX_STORED_BODY_BYTES
 from mtm.platform.crypto import ErasedPatient
 from mtm.platform.decisions import PatientHistory, StoredEvent
 from mtm.platform.outbox import MSG_ID_HEADER
@@ -31,7 +32,7 @@ class ConcurrencyConflict(Exception):
 
 
 class TooLargeForTheLog(ValueError):
-    """A decided event does not fit in one message as the log stores it (sealed); nothing was appended."""
+    """A decided event is larger than even the object store keeps (`MAX_STORED_BODY_BYTES`); nothing was appended."""
 
 
 # Room for the headers of an append (message id, expectations, trace context) and NATS's own framing.
@@ -119,13 +120,20 @@ class PatientLog:
             body = await self._reader.keyring.close(event, clear) if self._seal else clear.encode()
             if body is None:
                 raise ErasedPatient(event.patient_id)
-            limit = self._nc.max_payload - HEADER_ROOM
-            if len(body) > limit:
+            if len(body) > MAX_STORED_BODY_BYTES:
                 raise TooLargeForTheLog(
-                    f"{event.EVENT_NAME} is {len(body):,} bytes as the log stores it, over the {limit:,} one "
-                    "message may carry: shorten the text or lists"
+                    f"{event.EVENT_NAME} is {len(body):,} bytes as the log stores it, over the "
+                    f"{MAX_STORED_BODY_BYTES:,} one event may take: shorten the text or lists"
                 )
             bodies.append(body)
+        # Bodies too large for one message go to the object store before anything is appended, so the log never
+        # references a body that is not there (a conflict below leaves objects no entry names, nothing worse).
+        limit = self._nc.max_payload - HEADER_ROOM
+        for i, (event, body) in enumerate(zip(events, bodies, strict=True)):
+            if len(body) > limit:
+                if self._reader.bodies is None:
+                    raise RuntimeError("the patient log was given no object store for events too large for a message")
+                bodies[i] = await self._reader.bodies.store(str(event.id), body)
         expected = expected_last_seq
         for event, body in zip(events, bodies, strict=True):
             sent = {

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from mtm.contracts import EventEnvelope
 from mtm.contracts.subjects import event_name_of_subject, event_subject
 from mtm.platform import tracing
+from mtm.platform.bodies import MAX_STORED_BODY_BYTES, EventBodies
 from mtm.platform.crypto import Sealer
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.logging import get_logger
@@ -110,6 +111,8 @@ class OutboxRelay:
 
     One relay per service database holds an advisory lock, so a second replica waits as a standby and
     per-patient order is kept. Re-sends after a crash are dropped by the server's Nats-Msg-Id dedup window.
+    A row whose stored form is too large for one message goes to the object store (`bodies`) just before its
+    reference is published in its place; only a row past what the object store keeps for one event is set aside.
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class OutboxRelay:
         trust_dedup_s: float = 300.0,
         max_payload: int = 1024 * 1024,
         sealer: Sealer | None = None,
+        bodies: EventBodies | None = None,
     ) -> None:
         self._pool = pool
+        self._bodies = bodies
         self._js = js
         self._stored = stored
         self._max_payload = max_payload
@@ -182,8 +187,10 @@ class OutboxRelay:
             if not rows:
                 return 0
             bodies = await self._stored_forms(rows)
-            # What the log would store is what must fit: a sealed event is a third larger than its clear row.
-            limit = self._max_payload - PAYLOAD_HEADROOM
+            # What the log would store is what must fit: a sealed event is a third larger than its clear row. Past
+            # one message it goes to the object store; past what that keeps for one event (or with no store) it
+            # could never be sent.
+            limit = MAX_STORED_BODY_BYTES if self._bodies is not None else self._max_payload - PAYLOAD_HEADROOM
             too_large = {row["id"] for row, body in zip(rows, bodies, strict=True) if body and len(body) > limit}
             if too_large:
                 await self._park(conn, [row for row in rows if row["id"] in too_large])
@@ -215,7 +222,8 @@ class OutboxRelay:
 
     async def _park(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
         """Rows the server cannot take would stop every later event of the service: set them aside, loudly."""
-        reason = f"payload larger than the server accepts ({self._max_payload} bytes)"
+        limit = MAX_STORED_BODY_BYTES if self._bodies is not None else self._max_payload
+        reason = f"payload larger than the log keeps for one event ({limit} bytes)"
         await conn.execute(PARK_OVERSIZED, [row["id"] for row in rows], reason)
         for row in rows:
             log.error("outbox row parked: too large for the log", subject=row["subject"], count=len(row["payload"]))
@@ -254,10 +262,13 @@ class OutboxRelay:
         elif row["unsure"] and self._stored is not None and await self._stored(row["subject"], row["msg_id"]):
             log.info("outbox row already on the log; not sent again", subject=row["subject"])
             skip = True
-        if skip:
+        if skip or body is None:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        if len(body) > self._max_payload - PAYLOAD_HEADROOM and self._bodies is not None:
+            # Stored (and confirmed) before its reference is published: the log never names a body not there.
+            body = await self._bodies.store(row["msg_id"], body)
         headers = {MSG_ID_HEADER: row["msg_id"]}
         if span is not None:
             headers.update(tracing.headers_for(span.get_span_context()))

@@ -49,6 +49,7 @@ from mtm.contracts.subjects import (
 )
 from mtm.platform import tracing
 from mtm.platform.access import ACCESS, group_durable_name, rebuild_reader_name
+from mtm.platform.bodies import EventBodies
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
@@ -241,6 +242,7 @@ class ServiceRuntime:
         await self.broker.connect()
         self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
         assert self.reader is not None
+        self.reader.bodies = EventBodies(self.broker.connection)
         self.patient_log = PatientLog(self.broker.connection, self.js, self.reader, seal=self.settings.seal_events)
         await self._declare_streams()
         await self._declare_durables()
@@ -254,6 +256,7 @@ class ServiceRuntime:
             trust_dedup_s=self.settings.duplicate_window_s / 2,
             max_payload=max_payload,
             sealer=Sealer(self.reader.keyring, self._sealed) if self.settings.seal_events else None,
+            bodies=self.reader.bodies,
         )
         for consumer in self.consumers:
             self.processors[consumer.durable] = BatchProcessor(

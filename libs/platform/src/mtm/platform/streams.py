@@ -39,6 +39,8 @@ class StreamSpec:
     description: str
     kept_for: Retention = "forever"
     """How long messages stay: the log for ever; raw intake and dead letters (raw PHI) for the operator's period."""
+    bodies: str | None = None
+    """The object store declared with the stream for its messages too large for one message (`mtm.platform.bodies`)."""
 
     def config(self, *, replicas: int, duplicate_window_s: float, max_age_s: float = 0.0) -> StreamConfig:
         # Expiry by age is not a purge: nobody can remove a message before its time. The log never expires.
@@ -61,12 +63,38 @@ class StreamSpec:
             allow_direct=True,
         )
 
+    def bodies_config(self, *, replicas: int) -> StreamConfig | None:
+        """The stream of the object store its large messages go to: kept as long as the stream, replicated alike.
+
+        Laid out as nats-py and the `nats` tool expect an object store (chunks and metadata subjects, rollups),
+        without their default expiry. Purges stay allowed: the object store's metadata is written with rollups,
+        which a stream that denies purges refuses; no service's user may purge it (`mtm.platform.access`).
+        """
+        if self.bodies is None:
+            return None
+        return StreamConfig(
+            name=f"OBJ_{self.bodies}",
+            description=f"Stored forms of {self.name} messages too large for one message; the log references them.",
+            subjects=[f"$O.{self.bodies}.C.>", f"$O.{self.bodies}.M.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            max_msgs=-1,
+            max_bytes=-1,
+            max_age=0.0,
+            num_replicas=replicas,
+            allow_rollup_hdrs=True,
+            deny_delete=True,
+            allow_direct=True,
+        )
+
 
 PATIENT_EVENTS = StreamSpec(
     name=subjects.PATIENT_EVENTS_STREAM,
     subjects=(subjects.PATIENT_EVENTS_SUBJECTS,),
     owner=subjects.PATIENT_EVENTS_OWNER,
     description="Append-only patient medication event log; subjects carry the patient id.",
+    bodies=subjects.PATIENT_EVENT_BODIES_BUCKET,
 )
 DISCHARGE_INTAKE = StreamSpec(
     name=subjects.DISCHARGE_INTAKE_STREAM,
@@ -103,7 +131,8 @@ def dead_letter_stream(service: str) -> StreamSpec:
 async def declare_stream(
     js: JetStreamContext, spec: StreamSpec, *, replicas: int, duplicate_window_s: float, max_age_s: float = 0.0
 ) -> None:
-    """Create the stream, or bring an existing one to the owner's configuration where the owner may.
+    """Create the stream (and its object store of large messages, if it has one), or bring an existing one to the
+    owner's configuration where the owner may.
 
     A service's NATS user may update only the streams it owns that expire (intake, dead letters), so a retention
     set later reaches them on its next start. The log and the physicians' inboxes are kept for ever: their owner
@@ -112,9 +141,16 @@ async def declare_stream(
     the stream as it is and says so in its log.
     """
     config = spec.config(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
+    await _create_or_update(js, config)
+    bodies = spec.bodies_config(replicas=replicas)
+    if bodies is not None:
+        await _create_or_update(js, bodies)
+
+
+async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)
-        log.info("stream declared", stream=spec.name)
+        log.info("stream declared", stream=config.name)
     except BadRequestError as exc:
         if exc.err_code != 10058:  # stream name already in use with a different configuration
             raise
@@ -124,11 +160,11 @@ async def declare_stream(
             # A refused request gets no reply: the server drops it and reports a permissions violation.
             log.warning(
                 "stream configuration differs and was not updated (an admin applies stream changes)",
-                stream=spec.name,
+                stream=config.name,
                 reason_code="update-refused",
             )
             return
-        log.info("stream updated", stream=spec.name)
+        log.info("stream updated", stream=config.name)
 
 
 async def wait_for_stream(js: JetStreamContext, name: str, *, timeout_s: float) -> None:
