@@ -161,6 +161,56 @@ def test_nasal_and_inhaled_fluticasone_are_not_a_duplication() -> None:
     assert [rule for rule, _, _ in _rules(ADULT, same_route, "duplication")] == ["dup.same_ingredient"]
 
 
+# --- local routes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["ophthalmic", "otic", "topical"])
+def test_a_locally_applied_product_does_not_meet_systemic_interaction_rules(route: str) -> None:
+    """Ciprofloxacin eye or ear drops do not raise tizanidine levels; the tablet does (high, interruptive)."""
+    assert _rules(ADULT, [med("ciprofloxacin", route=route), med("tizanidine")], "interaction") == []
+    for systemic in ("oral", "intravenous", None):
+        assert _rules(ADULT, [med("ciprofloxacin", route=systemic), med("tizanidine")], "interaction") == [
+            ("lbl.ciprofloxacin.tizanidine", "high", "interruptive")
+        ]
+
+
+def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
+    """Sumatriptan nasal spray is a systemic triptan; fluticasone nasal spray is not a systemic corticosteroid."""
+    assert _rules(ADULT, [med("sumatriptan", route="nasal"), med("sertraline")], "interaction") == [
+        ("cur.serotonin.triptan", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("nitroglycerin", route="topical"), med("sildenafil")], "interaction") == [
+        ("cur.pde5.nitrate", "high", "interruptive")
+    ]
+    assert KB.systemic("sumatriptan", "nasal") and not KB.systemic("fluticasone", "nasal")
+    assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
+
+
+def test_duplication_compares_products_acting_at_the_same_place() -> None:
+    """Oral and ophthalmic ciprofloxacin are not two fluoroquinolone courses; two fluoroquinolone eye drops are,
+    and so are two oral ones."""
+    apart = [med("ciprofloxacin", route="ophthalmic"), med("levofloxacin")]
+    assert _rules(ADULT, apart, "duplication") == []
+    assert _rules(ADULT, [med("ciprofloxacin", route="ophthalmic"), med("ciprofloxacin")], "duplication") == []
+    eyes = [med("ciprofloxacin", route="ophthalmic"), med("levofloxacin", route="ophthalmic")]
+    assert [rule for rule, _, _ in _rules(ADULT, eyes, "duplication")] == ["dup.fluoroquinolone"]
+    oral = [med("ciprofloxacin"), med("levofloxacin")]
+    assert [rule for rule, _, _ in _rules(ADULT, oral, "duplication")] == ["dup.fluoroquinolone"]
+    # Timolol eye drops act systemically (routes.csv): with an oral beta-blocker they are a duplication.
+    beta = [med("timolol", route="ophthalmic"), med("metoprolol")]
+    assert [rule for rule, _, _ in _rules(ADULT, beta, "duplication")] == ["dup.beta_blocker"]
+
+
+def test_class_combinations_count_only_systemic_exposure() -> None:
+    """Two strong anticholinergics in an older adult, one of them as eye drops (atropine), are not Beers's
+    anticholinergic burden; both by mouth they are."""
+    older = PatientContext(age_years=80)
+    eye = [med("atropine", route="ophthalmic"), med("oxybutynin")]
+    assert "beers.anticholinergic.2plus" not in [rule for rule, _, _ in _rules(older, eye, "geriatric")]
+    both = [med("hyoscyamine"), med("oxybutynin")]
+    assert "beers.anticholinergic.2plus" in [rule for rule, _, _ in _rules(older, both, "geriatric")]
+
+
 # --- multi-criterion dose (apixaban) --------------------------------------------------------------------------
 
 

@@ -126,15 +126,16 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
     """One alert per pair of medications: a combination product (e.g. sulfamethoxazole-trimethoprim) that
     interacts through several ingredients gives one alert carrying the most severe rule."""
     groups: dict[frozenset[frozenset[str]], None] = {}
+    acting = [systemic_ingredients(medication, kb) for medication in medications]
     for position, first in enumerate(medications):
-        first_candidates = [name for name in first.ingredients if name in kb.interacting]
+        first_candidates = [name for name in acting[position] if name in kb.interacting]
         if not first_candidates:
             continue
-        for second in medications[position + 1 :]:
+        for offset, second in enumerate(medications[position + 1 :], start=position + 1):
             pairs = {
                 pair
                 for a in first_candidates
-                for b in second.ingredients
+                for b in acting[offset]
                 if a != b
                 and (pair := frozenset((a, b))) in kb.interactions
                 and not _dose_decides(first, a, b, kb)
@@ -159,6 +160,27 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
         review.add("interaction", rule, {name for pair in pairs for name in pair}, message)
 
 
+def systemic_ingredients(medication: Medication, kb: KnowledgeBase) -> tuple[str, ...]:
+    """The ingredients that act systemically as this medication is given: ciprofloxacin eye drops do not meet
+    tizanidine in the liver, so systemic interaction rules skip them (see `KnowledgeBase.systemic`)."""
+    route = _route(medication)
+    return tuple(name for name in medication.ingredients if kb.systemic(name, route))
+
+
+def _route(medication: Medication) -> str | None:
+    route = medication.source.route
+    if route is None:
+        return None
+    return route.strip().lower() or None
+
+
+def _exposure(medication: Medication, ingredient: str, kb: KnowledgeBase) -> str:
+    """`systemic`, or the local route the ingredient acts by: two products duplicate one another only when they
+    act at the same place (oral and ophthalmic ciprofloxacin do not; two eye drops of one class do)."""
+    route = _route(medication)
+    return "systemic" if kb.systemic(ingredient, route) else str(route)
+
+
 def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
     """A label caps this ingredient's dose while the partner is taken, and its daily amount is known: the dose-aware
     rule (`pair_doses`) decides, so the plain pair alert would only repeat it or, within the cap, be noise. Without
@@ -173,17 +195,20 @@ def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: Kno
 
 
 def duplications(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    holders: dict[str, set[int]] = defaultdict(set)
+    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
     in_class: dict[str, list[tuple[int, str]]] = defaultdict(list)
     routes = {medication.index: medication.source.route for medication in medications}
+    exposures: dict[tuple[int, str], str] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
-            holders[ingredient].add(medication.index)
+            exposure = _exposure(medication, ingredient, kb)
+            exposures[(medication.index, ingredient)] = exposure
+            holders[(ingredient, exposure)].add(medication.index)
             for name in kb.classes_of.get(ingredient, ()):
                 in_class[name].append((medication.index, ingredient))
     for rule in kb.duplication:
         if rule.class_a == SAME_INGREDIENT:
-            for ingredient, indexes in sorted(holders.items()):
+            for (ingredient, _), indexes in sorted(holders.items()):
                 if len(indexes) > 1 and (not rule.same_route or _share_a_route(indexes, routes)):
                     review.add(
                         "duplication",
@@ -199,6 +224,7 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
             for index_b, ingredient_b in side_b
             if index_a != index_b
             and ingredient_a != ingredient_b
+            and exposures[(index_a, ingredient_a)] == exposures[(index_b, ingredient_b)]
             and (not rule.same_route or _share_a_route({index_a, index_b}, routes))
             and not _distinct_roles(rule, ingredient_a, ingredient_b, kb)
             for ingredient in (ingredient_a, ingredient_b)
@@ -228,7 +254,9 @@ def _share_a_route(indexes: set[int], routes: dict[int, str | None]) -> bool:
 
 def combinations(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     """Class combinations counted over distinct medications (Beers 2023 Table 5: two or more anticholinergics,
-    three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women)."""
+    three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women). A rule that
+    names routes counts medications by those routes; one that names none counts only systemic exposure."""
+    systemic = [systemic_ingredients(medication, kb) for medication in medications]
     for rule in kb.combinations:
         if rule.sex is not None and context.sex != rule.sex:
             continue
@@ -240,9 +268,9 @@ def combinations(context: PatientContext, medications: list[Medication], kb: Kno
             holders.append(
                 {
                     medication.index: ingredient
-                    for medication in medications
+                    for medication, acting in zip(medications, systemic, strict=True)
                     if not rule.routes or medication.source.route is None or medication.source.route in rule.routes
-                    for ingredient in medication.ingredients
+                    for ingredient in (medication.ingredients if rule.routes else acting)
                     if ingredient in members
                 }
             )
