@@ -94,7 +94,7 @@ def test_no_shipped_row_lacks_its_citation_and_every_staged_label_is_accounted_f
 CITED = ("label_interactions", "label_conditions", "label_renal", "label_dose_limits", "label_pair_dose_limits")
 
 
-@pytest.mark.parametrize("table", (*CITED, "label_allergies", "label_gaps"))
+@pytest.mark.parametrize("table", (*CITED, "label_allergies", "label_pgx", "label_gaps"))
 def test_every_quote_is_verbatim_in_the_label_section_it_cites(table: str) -> None:
     for row in _rows(table):
         if not row["quote"]:

@@ -82,6 +82,7 @@ class KnowledgeTables:
     label_dose_limits: Sequence[Row] = ()
     label_pair_dose_limits: Sequence[Row] = ()
     label_allergies: Sequence[Row] = ()
+    label_pgx: Sequence[Row] = ()
     class_duplication: Sequence[Row] = ()
     omissions: Sequence[Row] = ()
     dose_plausibility: Sequence[Row] = ()
