@@ -211,6 +211,42 @@ def test_class_combinations_count_only_systemic_exposure() -> None:
     assert "beers.anticholinergic.2plus" in [rule for rule, _, _ in _rules(older, both, "geriatric")]
 
 
+# --- pharmacodynamic classes: bleeding and hypotension --------------------------------------------------------
+
+
+def test_drugs_that_impair_hemostasis_alert_as_their_class_labeling_says() -> None:
+    """NSAID with clopidogrel or an SSRI, SSRI with aspirin: low and passive (the labels say monitor); an explicit or
+    more severe rule for the pair still wins (warfarin with an NSAID is high, with an SSRI moderate)."""
+    assert _rules(ADULT, [med("naproxen"), med("clopidogrel")], "interaction") == [
+        ("lbl.nsaid.hemostasis", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("sertraline"), med("aspirin")], "interaction") == [
+        ("lbl.ssri_snri.hemostasis", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("warfarin"), med("naproxen")], "interaction") == [
+        ("cur.anticoag.nsaid", "high", "interruptive")
+    ]
+    assert _rules(ADULT, [med("warfarin"), med("sertraline")], "interaction")[0][1] == "moderate"
+    assert "bleeding_risk" in KB.classes_of["cilostazol"]
+    # Not a hemostasis pair: an NSAID with an unrelated drug, an SSRI with an SNRI (serotonergic, not this rule).
+    assert _rules(ADULT, [med("naproxen"), med("metformin")], "interaction") == []
+    assert all(
+        rule != "lbl.ssri_snri.hemostasis"
+        for rule, _, _ in _rules(ADULT, [med("sertraline"), med("duloxetine")], "interaction")
+    )
+
+
+def test_vasodilator_pairs_the_labels_name_alert_for_hypotension() -> None:
+    assert _rules(ADULT, [med("tamsulosin"), med("sildenafil")], "interaction") == [
+        ("lbl.alpha_blocker.pde5", "moderate", "passive")
+    ]
+    assert _rules(ADULT, [med("isosorbide mononitrate"), med("amlodipine")], "interaction") == [
+        ("lbl.nitrate.ccb", "low", "passive")
+    ]
+    # As-needed sublingual nitroglycerin with a calcium channel blocker is the usual angina regimen: silent.
+    assert _rules(ADULT, [med("nitroglycerin", route="sublingual"), med("amlodipine")], "interaction") == []
+
+
 # --- multi-criterion dose (apixaban) --------------------------------------------------------------------------
 
 
