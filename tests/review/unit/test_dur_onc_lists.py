@@ -23,6 +23,11 @@ NONINTERRUPTIVE_EXCEPTIONS = {
     frozenset({"ketoconazole", "pantoprazole"}): "cur.ketoconazole.ppi",
     frozenset({"ketoconazole", "rabeprazole"}): "cur.ketoconazole.ppi",
     frozenset({"citalopram", "sotalol"}): "lbl.citalopram.qt",
+    # The paroxetine label names metoprolol and nebivolol among the CYP2D6 substrates whose dose to decrease
+    # (moderate, passive).
+    frozenset({"metoprolol", "paroxetine"}): "lbl.paroxetine.cyp2d6_substrates",
+    frozenset({"nebivolol", "paroxetine"}): "lbl.paroxetine.cyp2d6_substrates",
+    frozenset({"paroxetine", "propranolol"}): "lbl.paroxetine.cyp2d6_substrates",
 }
 
 
