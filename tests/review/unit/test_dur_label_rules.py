@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from review.unit.dur_support import med
 from mtm.contracts import Allergy, Condition
 from mtm.contracts.clinical import Observation
 from mtm.review.domain.dur import CheckedMedication, PatientContext, check
-from mtm.review.domain.dur.knowledge_base import _Builder
+from mtm.review.domain.dur.knowledge_base import KnowledgeBase, _Builder
 from mtm.review.domain.dur.rules import SEVERITY_RANK, CodeSet
 from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled, read_tables
 from mtm.review.knowledge.coverage import CORE_KINDS, coverage
@@ -122,6 +123,28 @@ def test_a_cited_row_without_a_section_does_not_load(tmp_path: Path) -> None:
 
 
 # --- interactions ----------------------------------------------------------------------------------------------------
+
+
+def test_a_class_or_mechanism_label_row_never_lowers_what_a_third_party_list_rates_higher() -> None:
+    """A `class:`/`role:` label row outranks the ONC non-interruptive and VA lists; where it covers a pair one of them
+    rates more severe, it would silently downgrade that pair, so it must be at least as severe there."""
+    tables = read_tables(BUNDLED_DIRECTORY)
+    third_party = KnowledgeBase.from_tables(
+        replace(tables, interactions_curated=(), label_interactions=(), onc_high_priority_pairs=())
+    )
+    broad = {
+        row["rule_id"]
+        for row in tables.label_interactions
+        if "class:" in row["a"] + row["b"] or "role:" in row["a"] + row["b"]
+    }
+    lowered = [
+        (sorted(pair), rule.rule_id, third_party.interactions[pair].rule_id)
+        for pair, rule in KB.interactions.items()
+        if rule.rule_id in broad
+        and pair in third_party.interactions
+        and SEVERITY_RANK[rule.severity] > SEVERITY_RANK[third_party.interactions[pair].severity]
+    ]
+    assert lowered == []
 
 
 @pytest.mark.parametrize("row", _rows("label_interactions"), ids=_ids(_rows("label_interactions")))
