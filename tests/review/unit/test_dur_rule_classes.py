@@ -186,6 +186,17 @@ def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
     assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
 
 
+def test_cyclosporine_eye_drops_are_not_the_partner_of_a_dose_cap_or_a_contraindication() -> None:
+    """Rosuvastatin is capped at 5 mg/day and simvastatin contraindicated with (systemic) cyclosporine."""
+    rosuvastatin = med("rosuvastatin", daily={"rosuvastatin": (20, "mg")}, per_day=1)
+    capped = [rule for rule, _, _ in _rules(ADULT, [rosuvastatin, med("cyclosporine")], "interaction")]
+    assert "lbl.rosuvastatin.cap5.cyclosporine" in capped
+    eye = [med("cyclosporine", route="ophthalmic")]
+    assert _rules(ADULT, [rosuvastatin, *eye], "interaction") == []
+    assert _rules(ADULT, [med("simvastatin"), *eye], "interaction") == []
+    assert _rules(ADULT, [med("simvastatin"), med("cyclosporine")], "interaction")[0][1] == "high"
+
+
 def test_duplication_compares_products_acting_at_the_same_place() -> None:
     """Oral and ophthalmic ciprofloxacin are not two fluoroquinolone courses; two fluoroquinolone eye drops are,
     and so are two oral ones."""

@@ -437,12 +437,13 @@ def _many_units(medication: Medication, rule: PlausibilityRule | None, review: R
 
 
 def pair_doses(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    """A label's dose cap that applies only with another drug (simvastatin at most 20 mg/day with amlodipine)."""
+    """A label's dose cap that applies only with another drug (simvastatin at most 20 mg/day with amlodipine); a
+    partner applied where it acts (cyclosporine eye drops) does not count."""
     if not kb.pair_dose_limits:
         return
     present: dict[str, set[int]] = defaultdict(set)
     for medication in medications:
-        for ingredient in medication.ingredients:
+        for ingredient in systemic_ingredients(medication, kb):
             present[ingredient].add(medication.index)
     for medication in medications:
         for ingredient in medication.ingredients:
