@@ -85,6 +85,21 @@ def test_every_supporting_row_has_a_source(name: str) -> None:
         assert all(row["source"].strip() for row in csv.DictReader(handle))
 
 
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ("ophthalmic,local,timolol,eye drops", "must name no ingredient"),
+        ("oral,systemic,timolol,tablets", "not listed as local"),
+        ("ophthalmic,absorbed,,eye drops", "must name no ingredient"),
+    ],
+)
+def test_a_malformed_routes_row_does_not_load(tmp_path: Path, row: str, error: str) -> None:
+    (tmp_path / "VERSION").write_text("test", encoding="utf-8")
+    (tmp_path / "routes.csv").write_text(f"route,exposure,ingredient,source\n{row}\n", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError, match=error):
+        load_configured({KB_PATH_SETTING: str(tmp_path)})
+
+
 def test_bundled_kb_has_a_version_and_counts() -> None:
     kb = load_bundled()
     assert kb.version == (BUNDLED_DIRECTORY / "VERSION").read_text(encoding="utf-8").strip()

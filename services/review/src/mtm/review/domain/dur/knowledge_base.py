@@ -211,7 +211,7 @@ class _Builder:
             elif exposure == "systemic" and ingredient:
                 systemic.add((self.canonical(ingredient), route))
             else:
-                raise KnowledgeBaseError(f"routes: {route!r}: a local row names no ingredient, a systemic row one")
+                raise KnowledgeBaseError(f"routes: {route!r}: a local row must name no ingredient, a systemic row one")
         unknown = {route for _, route in systemic} - local
         if unknown:
             raise KnowledgeBaseError(f"routes: systemic rows for routes not listed as local: {sorted(unknown)}")
