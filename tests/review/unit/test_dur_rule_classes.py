@@ -225,6 +225,22 @@ def test_class_combinations_count_only_systemic_exposure() -> None:
 # --- pharmacodynamic classes: bleeding and hypotension --------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("effect", "first", "second", "rule_id"),
+    [
+        ("QT prolongation", "haloperidol", "ondansetron", "cur.qt.qt"),
+        ("serotonin syndrome", "sertraline", "tramadol", "cur.serotonin.opioid"),
+        ("CNS depression", "meclizine", "zolpidem", "lbl.meclizine.cns"),
+        ("hyperkalaemia", "drospirenone", "lisinopril", "lbl.drospirenone.potassium"),
+        ("bleeding", "naproxen", "clopidogrel", "lbl.nsaid.hemostasis"),
+        ("hypotension", "doxazosin", "tadalafil", "lbl.alpha_blocker.pde5"),
+    ],
+)
+def test_each_pharmacodynamic_class_pair_alerts(effect: str, first: str, second: str, rule_id: str) -> None:
+    """One golden pair per pharmacodynamic effect the issue names (anticholinergic burden is a Beers combination)."""
+    assert rule_id in [rule for rule, _, _ in _rules(ADULT, [med(first), med(second)], "interaction")], effect
+
+
 def test_drugs_that_impair_hemostasis_alert_as_their_class_labeling_says() -> None:
     """NSAID with clopidogrel or an SSRI, SSRI with aspirin: low and passive (the labels say monitor); an explicit or
     more severe rule for the pair still wins (warfarin with an NSAID is high, with an SSRI moderate)."""
