@@ -35,11 +35,14 @@ _WORDS = re.compile(r"[a-z0-9][a-z0-9\-']*")
 
 @dataclass(frozen=True, slots=True)
 class Medication:
-    """A checked medication with its ingredients mapped to the knowledge base's names."""
+    """A checked medication with its ingredients mapped to the knowledge base's names; `acting` are those that act
+    systemically as it is given (`KnowledgeBase.acting`), which the interaction, duplication and class-combination
+    checks compare."""
 
     index: int
     source: CheckedMedication
     ingredients: tuple[str, ...]
+    acting: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -126,16 +129,15 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
     """One alert per pair of medications: a combination product (e.g. sulfamethoxazole-trimethoprim) that
     interacts through several ingredients gives one alert carrying the most severe rule."""
     groups: dict[frozenset[frozenset[str]], None] = {}
-    acting = [systemic_ingredients(medication, kb) for medication in medications]
     for position, first in enumerate(medications):
-        first_candidates = [name for name in acting[position] if name in kb.interacting]
+        first_candidates = [name for name in first.acting if name in kb.interacting]
         if not first_candidates:
             continue
-        for offset, second in enumerate(medications[position + 1 :], start=position + 1):
+        for second in medications[position + 1 :]:
             pairs = {
                 pair
                 for a in first_candidates
-                for b in acting[offset]
+                for b in second.acting
                 if a != b
                 and (pair := frozenset((a, b))) in kb.interactions
                 and not _dose_decides(first, a, b, kb)
@@ -160,25 +162,10 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
         review.add("interaction", rule, {name for pair in pairs for name in pair}, message)
 
 
-def systemic_ingredients(medication: Medication, kb: KnowledgeBase) -> tuple[str, ...]:
-    """The ingredients that act systemically as this medication is given: ciprofloxacin eye drops do not meet
-    tizanidine in the liver, so systemic interaction rules skip them (see `KnowledgeBase.systemic`)."""
-    route = _route(medication)
-    return tuple(name for name in medication.ingredients if kb.systemic(name, route))
-
-
-def _route(medication: Medication) -> str | None:
-    route = medication.source.route
-    if route is None:
-        return None
-    return route.strip().lower() or None
-
-
-def _exposure(medication: Medication, ingredient: str, kb: KnowledgeBase) -> str:
+def _exposure(medication: Medication, ingredient: str) -> str:
     """`systemic`, or the local route the ingredient acts by: two products duplicate one another only when they
     act at the same place (oral and ophthalmic ciprofloxacin do not; two eye drops of one class do)."""
-    route = _route(medication)
-    return "systemic" if kb.systemic(ingredient, route) else str(route)
+    return "systemic" if ingredient in medication.acting else str(medication.source.route).strip().lower()
 
 
 def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
@@ -201,7 +188,7 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
     exposures: dict[tuple[int, str], str] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
-            exposure = _exposure(medication, ingredient, kb)
+            exposure = _exposure(medication, ingredient)
             exposures[(medication.index, ingredient)] = exposure
             holders[(ingredient, exposure)].add(medication.index)
             for name in kb.classes_of.get(ingredient, ()):
@@ -256,7 +243,6 @@ def combinations(context: PatientContext, medications: list[Medication], kb: Kno
     """Class combinations counted over distinct medications (Beers 2023 Table 5: two or more anticholinergics,
     three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women). A rule that
     names routes counts medications by those routes; one that names none counts only systemic exposure."""
-    systemic = [systemic_ingredients(medication, kb) for medication in medications]
     for rule in kb.combinations:
         if rule.sex is not None and context.sex != rule.sex:
             continue
@@ -268,9 +254,9 @@ def combinations(context: PatientContext, medications: list[Medication], kb: Kno
             holders.append(
                 {
                     medication.index: ingredient
-                    for medication, acting in zip(medications, systemic, strict=True)
+                    for medication in medications
                     if not rule.routes or medication.source.route is None or medication.source.route in rule.routes
-                    for ingredient in (medication.ingredients if rule.routes else acting)
+                    for ingredient in (medication.ingredients if rule.routes else medication.acting)
                     if ingredient in members
                 }
             )
@@ -443,7 +429,7 @@ def pair_doses(medications: list[Medication], kb: KnowledgeBase, review: Review)
         return
     present: dict[str, set[int]] = defaultdict(set)
     for medication in medications:
-        for ingredient in systemic_ingredients(medication, kb):
+        for ingredient in medication.acting:
             present[ingredient].add(medication.index)
     for medication in medications:
         for ingredient in medication.ingredients:

@@ -129,6 +129,14 @@ class KnowledgeBase:
         An unknown route counts as systemic, to err towards flagging."""
         return route is None or route not in self.local_routes or (ingredient, route) in self.systemic_by_local_route
 
+    def acting(self, ingredients: tuple[str, ...], route: str | None) -> tuple[str, ...]:
+        """The ingredients that act systemically as a product given by this route: ciprofloxacin eye drops do not
+        meet tizanidine in the liver, so systemic interaction rules skip them (see `systemic`)."""
+        where = (route or "").strip().lower()
+        if where not in self.local_routes:
+            return ingredients
+        return tuple(name for name in ingredients if (name, where) in self.systemic_by_local_route)
+
     def canonical(self, ingredient: str) -> str:
         name = ingredient.strip().lower()
         return self.aliases.get(name, name)
