@@ -135,7 +135,7 @@ class KnowledgeBase:
         where = (route or "").strip().lower()
         if where not in self.local_routes:
             return ingredients
-        return tuple(name for name in ingredients if (name, where) in self.systemic_by_local_route)
+        return tuple(name for name in ingredients if self.systemic(name, where))
 
     def canonical(self, ingredient: str) -> str:
         name = ingredient.strip().lower()
