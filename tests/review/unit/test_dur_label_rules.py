@@ -16,7 +16,7 @@ from mtm.contracts import Allergy, Condition
 from mtm.contracts.clinical import Observation
 from mtm.review.domain.dur import CheckedMedication, PatientContext, check
 from mtm.review.domain.dur.knowledge_base import KnowledgeBase, _Builder
-from mtm.review.domain.dur.rules import SEVERITY_RANK, CodeSet
+from mtm.review.domain.dur.rules import ANY_ROUTE, SEVERITY_RANK, CodeSet
 from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled, read_tables
 from mtm.review.knowledge.coverage import CORE_KINDS, coverage
 
@@ -176,7 +176,7 @@ CONDITION_ROWS = [rule for rules in KB.conditions.values() for rule in rules if 
 def test_label_condition_row(rule) -> None:  # type: ignore[no-untyped-def]
     age = _age(rule.min_age, rule.max_age)
     sex = rule.sex or "female"
-    route = rule.route or "oral"
+    route = rule.route if rule.route not in (None, ANY_ROUTE) else "oral"
     over = (rule.max_daily * 2, rule.unit) if rule.max_daily is not None and rule.unit else None
     medication = med(rule.ingredient, daily={rule.ingredient: over} if over else {}, per_day=1, route=route)
     condition = _condition_for(rule.codes)

@@ -197,6 +197,31 @@ def test_cyclosporine_eye_drops_are_not_the_partner_of_a_dose_cap_or_a_contraind
     assert _rules(ADULT, [med("simvastatin"), med("cyclosporine")], "interaction")[0][1] == "high"
 
 
+def test_drug_condition_rules_skip_eye_drops_unless_the_rule_holds_for_every_route() -> None:
+    """Fluoroquinolone eye drops do not exacerbate myasthenia gravis as tablets do; ketorolac eye drops are not an
+    NSAID in kidney disease; the topical fluorouracil label's pregnancy contraindication holds for the cream."""
+    myasthenia = PatientContext(
+        age_years=50, conditions=(Condition(system=ICD10, code="G70.00", text="Myasthenia gravis"),)
+    )
+    assert _rules(myasthenia, [med("ciprofloxacin", route="ophthalmic")], "condition") == []
+    assert _rules(myasthenia, [med("ciprofloxacin")], "condition") == [("cond.fq.mg", "high", "interruptive")]
+    ckd = PatientContext(age_years=50, conditions=(Condition(system=ICD10, code="N18.4", text="CKD stage 4"),))
+    assert _rules(ckd, [med("ketorolac", route="ophthalmic")], "condition") == []
+    assert ("cond.nsaid.ckd", "moderate", "passive") in _rules(ckd, [med("ketorolac")], "condition")
+    pregnant = PatientContext(age_years=30, sex="female", conditions=(Condition(text="Pregnancy", code="Z33.1"),))
+    for route in ("topical", "intravenous"):
+        assert ("lbl.fluorouracil.pregnancy", "high", "interruptive") in _rules(
+            pregnant, [med("fluorouracil", route=route)], "condition"
+        ), route
+
+
+def test_beers_rules_skip_eye_drops() -> None:
+    """Beers lists atropine "excludes ophthalmic": atropine eye drops in an 80-year-old are not a geriatric alert."""
+    older = PatientContext(age_years=80)
+    assert _rules(older, [med("atropine", route="ophthalmic")], "geriatric") == []
+    assert [rule for rule, _, _ in _rules(older, [med("atropine")], "geriatric")] == ["ger.antispasmodic"]
+
+
 def test_duplication_compares_products_acting_at_the_same_place() -> None:
     """Oral and ophthalmic ciprofloxacin are not two fluoroquinolone courses; two fluoroquinolone eye drops are,
     and so are two oral ones."""

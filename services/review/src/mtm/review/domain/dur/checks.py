@@ -13,6 +13,7 @@ from mtm.contracts.events import AlertKind
 from mtm.review.domain.dur.knowledge_base import LABEL_ORIGIN, KnowledgeBase
 from mtm.review.domain.dur.model import CheckedMedication, CodedCondition, KidneyFunction, PatientContext
 from mtm.review.domain.dur.rules import (
+    ANY_ROUTE,
     SAME_INGREDIENT,
     SEVERITY_RANK,
     AllergyRule,
@@ -616,13 +617,22 @@ def _in_population(context: PatientContext, rule: ConditionRule) -> bool:
     return rule.sex is None or context.sex == rule.sex
 
 
+def _route_applies(rule: ConditionRule, medication: Medication, ingredient: str) -> bool:
+    """The rule's own route (an unknown route may be any), `*` for every route, else systemic exposure."""
+    if rule.route == ANY_ROUTE:
+        return True
+    if rule.route is not None:
+        return medication.source.route in (None, rule.route)
+    return ingredient in medication.acting
+
+
 def conditions(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     """Drug-condition and drug-population rules. A rule without codes is a population rule (age, sex) alone."""
     kept: dict[tuple[str, str], tuple[ConditionRule, str, str]] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.conditions.get(ingredient, ()):
-                if rule.route is not None and medication.source.route not in (None, rule.route):
+                if not _route_applies(rule, medication, ingredient):
                     continue
                 if not _in_population(context, rule):
                     continue
@@ -756,7 +766,8 @@ def allergies(context: PatientContext, medications: list[Medication], kb: Knowle
 def geriatric(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     age = context.age_years
     for medication in medications:
-        for ingredient in medication.ingredients:
+        # Beers criteria are about systemic use (atropine "excludes ophthalmic"): eye drops and creams are left out.
+        for ingredient in medication.acting:
             rules = kb.geriatric.get(ingredient, ())
             if rules and age is None:
                 review.could_not_run(medication, "geriatric", "age unknown")
