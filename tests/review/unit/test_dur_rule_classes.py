@@ -288,6 +288,20 @@ def test_drugs_that_impair_hemostasis_alert_as_their_class_labeling_says() -> No
     )
 
 
+def test_a_vasodilator_with_orthostatic_hypotension_alerts() -> None:
+    """STOPP K3: alpha-1 blockers, calcium channel blockers, long-acting nitrates, ACE inhibitors and ARBs with
+    postural hypotension (coded or written); not metformin, nor without the condition."""
+    coded = PatientContext(
+        age_years=78, conditions=(Condition(system=ICD10, code="I95.1", text="Orthostatic hypotension"),)
+    )
+    written = PatientContext(age_years=78, conditions=(Condition(text="Postural hypotension with falls"),))
+    for drug in ("doxazosin", "amlodipine", "isosorbide mononitrate", "lisinopril", "losartan"):
+        for context in (coded, written):
+            assert ("cond.vasodilator.orthostatic", "moderate", "passive") in _rules(context, [med(drug)], "condition")
+    assert _rules(coded, [med("metformin")], "condition") == []
+    assert _rules(PatientContext(age_years=78), [med("amlodipine")], "condition") == []
+
+
 def test_vasodilator_pairs_the_labels_name_alert_for_hypotension() -> None:
     assert _rules(ADULT, [med("tamsulosin"), med("sildenafil")], "interaction") == [
         ("lbl.alpha_blocker.pde5", "moderate", "passive")
