@@ -42,6 +42,7 @@ def test_every_rule_table_has_a_declaration_and_a_file() -> None:
     declared = {spec.table for spec in TABLES}
     assert declared == {path.stem for path in RULE_FILES}
     supporting = {"aliases", "classes", "allergy_keywords", "pgx_diplotypes", "labels", "value_sets", "mechanism_roles"}
+    supporting |= {"routes"}
     supporting |= {"label_gaps", "top300"}  # read by the coverage report, not by the engine
     supporting |= {p.stem for p in BUNDLED_DIRECTORY.glob("*members.csv")}
     assert {path.stem for path in BUNDLED_DIRECTORY.glob("*.csv")} == declared | supporting
@@ -69,11 +70,34 @@ def test_severity_and_message_come_from_the_row(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["classes.csv", "aliases.csv", "allergy_keywords.csv", "value_sets.csv", "mechanism_roles.csv", "top300.csv"],
+    [
+        "classes.csv",
+        "aliases.csv",
+        "allergy_keywords.csv",
+        "value_sets.csv",
+        "mechanism_roles.csv",
+        "top300.csv",
+        "routes.csv",
+    ],
 )
 def test_every_supporting_row_has_a_source(name: str) -> None:
     with (BUNDLED_DIRECTORY / name).open(newline="", encoding="utf-8") as handle:
         assert all(row["source"].strip() for row in csv.DictReader(handle))
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ("ophthalmic,local,timolol,eye drops", "must name no ingredient"),
+        ("oral,systemic,timolol,tablets", "not listed as local"),
+        ("ophthalmic,absorbed,,eye drops", "must name no ingredient"),
+    ],
+)
+def test_a_malformed_routes_row_does_not_load(tmp_path: Path, row: str, error: str) -> None:
+    (tmp_path / "VERSION").write_text("test", encoding="utf-8")
+    (tmp_path / "routes.csv").write_text(f"route,exposure,ingredient,source\n{row}\n", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError, match=error):
+        load_configured({KB_PATH_SETTING: str(tmp_path)})
 
 
 def test_bundled_kb_has_a_version_and_counts() -> None:

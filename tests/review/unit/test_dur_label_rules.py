@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from review.unit.dur_support import med
 from mtm.contracts import Allergy, Condition
 from mtm.contracts.clinical import Observation
 from mtm.review.domain.dur import CheckedMedication, PatientContext, check
-from mtm.review.domain.dur.knowledge_base import _Builder
-from mtm.review.domain.dur.rules import SEVERITY_RANK, CodeSet
+from mtm.review.domain.dur.knowledge_base import KnowledgeBase, _Builder
+from mtm.review.domain.dur.rules import ANY_ROUTE, SEVERITY_RANK, CodeSet
 from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled, read_tables
 from mtm.review.knowledge.coverage import CORE_KINDS, coverage
 
@@ -94,7 +95,7 @@ def test_no_shipped_row_lacks_its_citation_and_every_staged_label_is_accounted_f
 CITED = ("label_interactions", "label_conditions", "label_renal", "label_dose_limits", "label_pair_dose_limits")
 
 
-@pytest.mark.parametrize("table", (*CITED, "label_allergies", "label_gaps"))
+@pytest.mark.parametrize("table", (*CITED, "label_allergies", "label_pgx", "label_gaps"))
 def test_every_quote_is_verbatim_in_the_label_section_it_cites(table: str) -> None:
     for row in _rows(table):
         if not row["quote"]:
@@ -122,6 +123,28 @@ def test_a_cited_row_without_a_section_does_not_load(tmp_path: Path) -> None:
 
 
 # --- interactions ----------------------------------------------------------------------------------------------------
+
+
+def test_a_class_or_mechanism_label_row_never_lowers_what_a_third_party_list_rates_higher() -> None:
+    """A `class:`/`role:` label row outranks the ONC non-interruptive and VA lists; where it covers a pair one of them
+    rates more severe, it would silently downgrade that pair, so it must be at least as severe there."""
+    tables = read_tables(BUNDLED_DIRECTORY)
+    third_party = KnowledgeBase.from_tables(
+        replace(tables, interactions_curated=(), label_interactions=(), onc_high_priority_pairs=())
+    )
+    broad = {
+        row["rule_id"]
+        for row in tables.label_interactions
+        if "class:" in row["a"] + row["b"] or "role:" in row["a"] + row["b"]
+    }
+    lowered = [
+        (sorted(pair), rule.rule_id, third_party.interactions[pair].rule_id)
+        for pair, rule in KB.interactions.items()
+        if rule.rule_id in broad
+        and pair in third_party.interactions
+        and SEVERITY_RANK[rule.severity] > SEVERITY_RANK[third_party.interactions[pair].severity]
+    ]
+    assert lowered == []
 
 
 @pytest.mark.parametrize("row", _rows("label_interactions"), ids=_ids(_rows("label_interactions")))
@@ -153,7 +176,7 @@ CONDITION_ROWS = [rule for rules in KB.conditions.values() for rule in rules if 
 def test_label_condition_row(rule) -> None:  # type: ignore[no-untyped-def]
     age = _age(rule.min_age, rule.max_age)
     sex = rule.sex or "female"
-    route = rule.route or "oral"
+    route = rule.route if rule.route not in (None, ANY_ROUTE) else "oral"
     over = (rule.max_daily * 2, rule.unit) if rule.max_daily is not None and rule.unit else None
     medication = med(rule.ingredient, daily={rule.ingredient: over} if over else {}, per_day=1, route=route)
     condition = _condition_for(rule.codes)

@@ -25,6 +25,11 @@ NONINTERRUPTIVE_EXCEPTIONS = {
     frozenset({"citalopram", "sotalol"}): "lbl.citalopram.qt",
     # The sertraline label names sotalol among the QT-prolonging drugs to avoid.
     frozenset({"sertraline", "sotalol"}): "lbl.sertraline.qt",
+    # The paroxetine label names metoprolol and nebivolol among the CYP2D6 substrates whose dose to decrease
+    # (moderate, passive).
+    frozenset({"metoprolol", "paroxetine"}): "lbl.paroxetine.cyp2d6_substrates",
+    frozenset({"nebivolol", "paroxetine"}): "lbl.paroxetine.cyp2d6_substrates",
+    frozenset({"paroxetine", "propranolol"}): "lbl.paroxetine.cyp2d6_substrates",
 }
 
 

@@ -30,7 +30,7 @@ def _rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-RULE_ROWS = _rows("pgx_cpic.csv") + _rows("pgx_curated.csv")
+RULE_ROWS = _rows("pgx_cpic.csv") + _rows("pgx_curated.csv") + _rows("label_pgx.csv")
 
 
 def _context(gene: str, result: str) -> PatientContext:
@@ -96,6 +96,19 @@ def test_ultrarapid_spellings() -> None:
 def test_hla_detected() -> None:
     alerts = of_kind(check(PatientContext(hla={"HLA-B*57:01": "Detected"}), [med("abacavir")], KB), "pharmacogenomic")
     assert alerts and alerts[0].severity == "high"
+
+
+def test_lamotrigine_hla_b_15_02_from_its_boxed_warning() -> None:
+    """CPIC has no lamotrigine guideline; the label's boxed warning names HLA-B*15:02 as a serious-rash risk factor."""
+    positive = of_kind(
+        check(PatientContext(hla={"HLA-B*15:02": "positive"}), [med("lamotrigine")], KB), "pharmacogenomic"
+    )
+    assert [(a.rule_id, a.severity, a.tier) for a in positive] == [
+        ("lbl.lamotrigine.hla_b_15_02", "moderate", "passive")
+    ]
+    assert "Boxed Warning" in positive[0].source and "HLA-B*1502" in positive[0].source
+    negative = PatientContext(hla={"HLA-B*15:02": "negative"})
+    assert of_kind(check(negative, [med("lamotrigine")], KB), "pharmacogenomic") == []
 
 
 def test_tacrolimus_cyp3a5_expresser_but_not_non_expresser() -> None:

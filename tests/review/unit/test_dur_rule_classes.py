@@ -161,6 +161,158 @@ def test_nasal_and_inhaled_fluticasone_are_not_a_duplication() -> None:
     assert [rule for rule, _, _ in _rules(ADULT, same_route, "duplication")] == ["dup.same_ingredient"]
 
 
+# --- local routes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["ophthalmic", "otic", "topical"])
+def test_a_locally_applied_product_does_not_meet_systemic_interaction_rules(route: str) -> None:
+    """Ciprofloxacin eye or ear drops do not raise tizanidine levels; the tablet does (high, interruptive)."""
+    assert _rules(ADULT, [med("ciprofloxacin", route=route), med("tizanidine")], "interaction") == []
+    for systemic in ("oral", "intravenous", None):
+        assert _rules(ADULT, [med("ciprofloxacin", route=systemic), med("tizanidine")], "interaction") == [
+            ("lbl.ciprofloxacin.tizanidine", "high", "interruptive")
+        ]
+
+
+def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
+    """Sumatriptan nasal spray is a systemic triptan; fluticasone nasal spray is not a systemic corticosteroid."""
+    assert _rules(ADULT, [med("sumatriptan", route="nasal"), med("sertraline")], "interaction") == [
+        ("cur.serotonin.triptan", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("nitroglycerin", route="topical"), med("sildenafil")], "interaction") == [
+        ("cur.pde5.nitrate", "high", "interruptive")
+    ]
+    assert KB.systemic("sumatriptan", "nasal") and not KB.systemic("fluticasone", "nasal")
+    assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
+
+
+def test_cyclosporine_eye_drops_are_not_the_partner_of_a_dose_cap_or_a_contraindication() -> None:
+    """Rosuvastatin is capped at 5 mg/day and simvastatin contraindicated with (systemic) cyclosporine."""
+    rosuvastatin = med("rosuvastatin", daily={"rosuvastatin": (20, "mg")}, per_day=1)
+    capped = [rule for rule, _, _ in _rules(ADULT, [rosuvastatin, med("cyclosporine")], "interaction")]
+    assert "lbl.rosuvastatin.cap5.cyclosporine" in capped
+    eye = [med("cyclosporine", route="ophthalmic")]
+    assert _rules(ADULT, [rosuvastatin, *eye], "interaction") == []
+    assert _rules(ADULT, [med("simvastatin"), *eye], "interaction") == []
+    assert _rules(ADULT, [med("simvastatin"), med("cyclosporine")], "interaction")[0][1] == "high"
+
+
+def test_drug_condition_rules_skip_eye_drops_unless_the_rule_holds_for_every_route() -> None:
+    """Fluoroquinolone eye drops do not exacerbate myasthenia gravis as tablets do; ketorolac eye drops are not an
+    NSAID in kidney disease; the topical fluorouracil label's pregnancy contraindication holds for the cream."""
+    myasthenia = PatientContext(
+        age_years=50, conditions=(Condition(system=ICD10, code="G70.00", text="Myasthenia gravis"),)
+    )
+    assert _rules(myasthenia, [med("ciprofloxacin", route="ophthalmic")], "condition") == []
+    assert _rules(myasthenia, [med("ciprofloxacin")], "condition") == [("cond.fq.mg", "high", "interruptive")]
+    ckd = PatientContext(age_years=50, conditions=(Condition(system=ICD10, code="N18.4", text="CKD stage 4"),))
+    assert _rules(ckd, [med("ketorolac", route="ophthalmic")], "condition") == []
+    assert ("cond.nsaid.ckd", "moderate", "passive") in _rules(ckd, [med("ketorolac")], "condition")
+    pregnant = PatientContext(age_years=30, sex="female", conditions=(Condition(text="Pregnancy", code="Z33.1"),))
+    for route in ("topical", "intravenous"):
+        assert ("lbl.fluorouracil.pregnancy", "high", "interruptive") in _rules(
+            pregnant, [med("fluorouracil", route=route)], "condition"
+        ), route
+
+
+def test_beers_rules_skip_eye_drops() -> None:
+    """Beers lists atropine "excludes ophthalmic": atropine eye drops in an 80-year-old are not a geriatric alert."""
+    older = PatientContext(age_years=80)
+    assert _rules(older, [med("atropine", route="ophthalmic")], "geriatric") == []
+    assert [rule for rule, _, _ in _rules(older, [med("atropine")], "geriatric")] == ["ger.antispasmodic"]
+
+
+def test_duplication_compares_products_acting_at_the_same_place() -> None:
+    """Oral and ophthalmic ciprofloxacin are not two fluoroquinolone courses; two fluoroquinolone eye drops are,
+    and so are two oral ones."""
+    apart = [med("ciprofloxacin", route="ophthalmic"), med("levofloxacin")]
+    assert _rules(ADULT, apart, "duplication") == []
+    assert _rules(ADULT, [med("ciprofloxacin", route="ophthalmic"), med("ciprofloxacin")], "duplication") == []
+    eyes = [med("ciprofloxacin", route="ophthalmic"), med("levofloxacin", route="ophthalmic")]
+    assert [rule for rule, _, _ in _rules(ADULT, eyes, "duplication")] == ["dup.fluoroquinolone"]
+    oral = [med("ciprofloxacin"), med("levofloxacin")]
+    assert [rule for rule, _, _ in _rules(ADULT, oral, "duplication")] == ["dup.fluoroquinolone"]
+    # Timolol eye drops act systemically (routes.csv): with an oral beta-blocker they are a duplication.
+    beta = [med("timolol", route="ophthalmic"), med("metoprolol")]
+    assert [rule for rule, _, _ in _rules(ADULT, beta, "duplication")] == ["dup.beta_blocker"]
+
+
+def test_class_combinations_count_only_systemic_exposure() -> None:
+    """Two strong anticholinergics in an older adult, one of them as eye drops (atropine), are not Beers's
+    anticholinergic burden; both by mouth they are."""
+    older = PatientContext(age_years=80)
+    eye = [med("atropine", route="ophthalmic"), med("oxybutynin")]
+    assert "beers.anticholinergic.2plus" not in [rule for rule, _, _ in _rules(older, eye, "geriatric")]
+    both = [med("hyoscyamine"), med("oxybutynin")]
+    assert "beers.anticholinergic.2plus" in [rule for rule, _, _ in _rules(older, both, "geriatric")]
+
+
+# --- pharmacodynamic classes: bleeding and hypotension --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("effect", "first", "second", "rule_id"),
+    [
+        ("QT prolongation", "haloperidol", "ondansetron", "cur.qt.qt"),
+        ("serotonin syndrome", "sertraline", "tramadol", "cur.serotonin.opioid"),
+        ("CNS depression", "meclizine", "zolpidem", "lbl.meclizine.cns"),
+        ("hyperkalaemia", "drospirenone", "lisinopril", "lbl.drospirenone.potassium"),
+        ("bleeding", "naproxen", "clopidogrel", "lbl.nsaid.hemostasis"),
+        ("hypotension", "doxazosin", "tadalafil", "lbl.alpha_blocker.pde5"),
+    ],
+)
+def test_each_pharmacodynamic_class_pair_alerts(effect: str, first: str, second: str, rule_id: str) -> None:
+    """One golden pair per pharmacodynamic effect the issue names (anticholinergic burden is a Beers combination)."""
+    assert rule_id in [rule for rule, _, _ in _rules(ADULT, [med(first), med(second)], "interaction")], effect
+
+
+def test_drugs_that_impair_hemostasis_alert_as_their_class_labeling_says() -> None:
+    """NSAID with clopidogrel or an SSRI, SSRI with aspirin: low and passive (the labels say monitor); an explicit or
+    more severe rule for the pair still wins (warfarin with an NSAID is high, with an SSRI moderate)."""
+    assert _rules(ADULT, [med("naproxen"), med("clopidogrel")], "interaction") == [
+        ("lbl.nsaid.hemostasis", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("sertraline"), med("aspirin")], "interaction") == [
+        ("lbl.ssri_snri.hemostasis", "low", "passive")
+    ]
+    assert _rules(ADULT, [med("warfarin"), med("naproxen")], "interaction") == [
+        ("cur.anticoag.nsaid", "high", "interruptive")
+    ]
+    assert _rules(ADULT, [med("warfarin"), med("sertraline")], "interaction")[0][1] == "moderate"
+    assert "bleeding_risk" in KB.classes_of["cilostazol"]
+    # Not a hemostasis pair: an NSAID with an unrelated drug, an SSRI with an SNRI (serotonergic, not this rule).
+    assert _rules(ADULT, [med("naproxen"), med("metformin")], "interaction") == []
+    assert all(
+        rule != "lbl.ssri_snri.hemostasis"
+        for rule, _, _ in _rules(ADULT, [med("sertraline"), med("duloxetine")], "interaction")
+    )
+
+
+def test_a_vasodilator_with_orthostatic_hypotension_alerts() -> None:
+    """STOPP K3: alpha-1 blockers, calcium channel blockers, long-acting nitrates, ACE inhibitors and ARBs with
+    postural hypotension (coded or written); not metformin, nor without the condition."""
+    coded = PatientContext(
+        age_years=78, conditions=(Condition(system=ICD10, code="I95.1", text="Orthostatic hypotension"),)
+    )
+    written = PatientContext(age_years=78, conditions=(Condition(text="Postural hypotension with falls"),))
+    for drug in ("doxazosin", "amlodipine", "isosorbide mononitrate", "lisinopril", "losartan"):
+        for context in (coded, written):
+            assert ("cond.vasodilator.orthostatic", "moderate", "passive") in _rules(context, [med(drug)], "condition")
+    assert _rules(coded, [med("metformin")], "condition") == []
+    assert _rules(PatientContext(age_years=78), [med("amlodipine")], "condition") == []
+
+
+def test_vasodilator_pairs_the_labels_name_alert_for_hypotension() -> None:
+    assert _rules(ADULT, [med("tamsulosin"), med("sildenafil")], "interaction") == [
+        ("lbl.alpha_blocker.pde5", "moderate", "passive")
+    ]
+    assert _rules(ADULT, [med("isosorbide mononitrate"), med("amlodipine")], "interaction") == [
+        ("lbl.nitrate.ccb", "low", "passive")
+    ]
+    # As-needed sublingual nitroglycerin with a calcium channel blocker is the usual angina regimen: silent.
+    assert _rules(ADULT, [med("nitroglycerin", route="sublingual"), med("amlodipine")], "interaction") == []
+
+
 # --- multi-criterion dose (apixaban) --------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from mtm.contracts.events import AlertKind
 from mtm.review.domain.dur.knowledge_base import LABEL_ORIGIN, KnowledgeBase
 from mtm.review.domain.dur.model import CheckedMedication, CodedCondition, KidneyFunction, PatientContext
 from mtm.review.domain.dur.rules import (
+    ANY_ROUTE,
     SAME_INGREDIENT,
     SEVERITY_RANK,
     AllergyRule,
@@ -35,11 +36,14 @@ _WORDS = re.compile(r"[a-z0-9][a-z0-9\-']*")
 
 @dataclass(frozen=True, slots=True)
 class Medication:
-    """A checked medication with its ingredients mapped to the knowledge base's names."""
+    """A checked medication with its ingredients mapped to the knowledge base's names; `acting` are those that act
+    systemically as it is given (`KnowledgeBase.acting`), which the interaction, duplication and class-combination
+    checks compare."""
 
     index: int
     source: CheckedMedication
     ingredients: tuple[str, ...]
+    acting: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -127,14 +131,14 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
     interacts through several ingredients gives one alert carrying the most severe rule."""
     groups: dict[frozenset[frozenset[str]], None] = {}
     for position, first in enumerate(medications):
-        first_candidates = [name for name in first.ingredients if name in kb.interacting]
+        first_candidates = [name for name in first.acting if name in kb.interacting]
         if not first_candidates:
             continue
         for second in medications[position + 1 :]:
             pairs = {
                 pair
                 for a in first_candidates
-                for b in second.ingredients
+                for b in second.acting
                 if a != b
                 and (pair := frozenset((a, b))) in kb.interactions
                 and not _dose_decides(first, a, b, kb)
@@ -159,6 +163,12 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
         review.add("interaction", rule, {name for pair in pairs for name in pair}, message)
 
 
+def _exposure(medication: Medication, ingredient: str) -> str:
+    """`systemic`, or the local route the ingredient acts by: two products duplicate one another only when they
+    act at the same place (oral and ophthalmic ciprofloxacin do not; two eye drops of one class do)."""
+    return "systemic" if ingredient in medication.acting else str(medication.source.route).strip().lower()
+
+
 def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
     """A label caps this ingredient's dose while the partner is taken, and its daily amount is known: the dose-aware
     rule (`pair_doses`) decides, so the plain pair alert would only repeat it or, within the cap, be noise. Without
@@ -173,17 +183,20 @@ def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: Kno
 
 
 def duplications(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    holders: dict[str, set[int]] = defaultdict(set)
+    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
     in_class: dict[str, list[tuple[int, str]]] = defaultdict(list)
     routes = {medication.index: medication.source.route for medication in medications}
+    exposures: dict[tuple[int, str], str] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
-            holders[ingredient].add(medication.index)
+            exposure = _exposure(medication, ingredient)
+            exposures[(medication.index, ingredient)] = exposure
+            holders[(ingredient, exposure)].add(medication.index)
             for name in kb.classes_of.get(ingredient, ()):
                 in_class[name].append((medication.index, ingredient))
     for rule in kb.duplication:
         if rule.class_a == SAME_INGREDIENT:
-            for ingredient, indexes in sorted(holders.items()):
+            for (ingredient, _), indexes in sorted(holders.items()):
                 if len(indexes) > 1 and (not rule.same_route or _share_a_route(indexes, routes)):
                     review.add(
                         "duplication",
@@ -199,6 +212,7 @@ def duplications(medications: list[Medication], kb: KnowledgeBase, review: Revie
             for index_b, ingredient_b in side_b
             if index_a != index_b
             and ingredient_a != ingredient_b
+            and exposures[(index_a, ingredient_a)] == exposures[(index_b, ingredient_b)]
             and (not rule.same_route or _share_a_route({index_a, index_b}, routes))
             and not _distinct_roles(rule, ingredient_a, ingredient_b, kb)
             for ingredient in (ingredient_a, ingredient_b)
@@ -228,7 +242,8 @@ def _share_a_route(indexes: set[int], routes: dict[int, str | None]) -> bool:
 
 def combinations(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     """Class combinations counted over distinct medications (Beers 2023 Table 5: two or more anticholinergics,
-    three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women)."""
+    three or more CNS-active drugs, corticosteroid + NSAID, alpha-1 blocker + loop diuretic in women). A rule that
+    names routes counts medications by those routes; one that names none counts only systemic exposure."""
     for rule in kb.combinations:
         if rule.sex is not None and context.sex != rule.sex:
             continue
@@ -242,7 +257,7 @@ def combinations(context: PatientContext, medications: list[Medication], kb: Kno
                     medication.index: ingredient
                     for medication in medications
                     if not rule.routes or medication.source.route is None or medication.source.route in rule.routes
-                    for ingredient in medication.ingredients
+                    for ingredient in (medication.ingredients if rule.routes else medication.acting)
                     if ingredient in members
                 }
             )
@@ -409,12 +424,13 @@ def _many_units(medication: Medication, rule: PlausibilityRule | None, review: R
 
 
 def pair_doses(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
-    """A label's dose cap that applies only with another drug (simvastatin at most 20 mg/day with amlodipine)."""
+    """A label's dose cap that applies only with another drug (simvastatin at most 20 mg/day with amlodipine); a
+    partner applied where it acts (cyclosporine eye drops) does not count."""
     if not kb.pair_dose_limits:
         return
     present: dict[str, set[int]] = defaultdict(set)
     for medication in medications:
-        for ingredient in medication.ingredients:
+        for ingredient in medication.acting:
             present[ingredient].add(medication.index)
     for medication in medications:
         for ingredient in medication.ingredients:
@@ -601,13 +617,22 @@ def _in_population(context: PatientContext, rule: ConditionRule) -> bool:
     return rule.sex is None or context.sex == rule.sex
 
 
+def _route_applies(rule: ConditionRule, medication: Medication, ingredient: str) -> bool:
+    """The rule's own route (an unknown route may be any), `*` for every route, else systemic exposure."""
+    if rule.route == ANY_ROUTE:
+        return True
+    if rule.route is not None:
+        return medication.source.route in (None, rule.route)
+    return ingredient in medication.acting
+
+
 def conditions(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     """Drug-condition and drug-population rules. A rule without codes is a population rule (age, sex) alone."""
     kept: dict[tuple[str, str], tuple[ConditionRule, str, str]] = {}
     for medication in medications:
         for ingredient in medication.ingredients:
             for rule in kb.conditions.get(ingredient, ()):
-                if rule.route is not None and medication.source.route not in (None, rule.route):
+                if not _route_applies(rule, medication, ingredient):
                     continue
                 if not _in_population(context, rule):
                     continue
@@ -741,7 +766,8 @@ def allergies(context: PatientContext, medications: list[Medication], kb: Knowle
 def geriatric(context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
     age = context.age_years
     for medication in medications:
-        for ingredient in medication.ingredients:
+        # Beers criteria are about systemic use (atropine "excludes ophthalmic"): eye drops and creams are left out.
+        for ingredient in medication.acting:
             rules = kb.geriatric.get(ingredient, ())
             if rules and age is None:
                 review.could_not_run(medication, "geriatric", "age unknown")

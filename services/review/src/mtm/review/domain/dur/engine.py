@@ -42,7 +42,7 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
                 )
             )
             continue
-        resolved.append(Medication(index, medication, ingredients))
+        resolved.append(Medication(index, medication, ingredients, kb.acting(ingredients, medication.route)))
 
     checks.interactions(resolved, kb, review)
     checks.duplications(resolved, kb, review)

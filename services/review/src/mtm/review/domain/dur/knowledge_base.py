@@ -74,6 +74,7 @@ class KnowledgeTables:
     labels: Sequence[Row] = ()
     value_sets: Sequence[Row] = ()
     mechanism_roles: Sequence[Row] = ()
+    routes: Sequence[Row] = ()
     label_interactions: Sequence[Row] = ()
     label_mechanisms: Sequence[Row] = ()
     label_conditions: Sequence[Row] = ()
@@ -81,6 +82,7 @@ class KnowledgeTables:
     label_dose_limits: Sequence[Row] = ()
     label_pair_dose_limits: Sequence[Row] = ()
     label_allergies: Sequence[Row] = ()
+    label_pgx: Sequence[Row] = ()
     class_duplication: Sequence[Row] = ()
     omissions: Sequence[Row] = ()
     dose_plausibility: Sequence[Row] = ()
@@ -117,6 +119,23 @@ class KnowledgeBase:
     omissions: tuple[OmissionRule, ...] = ()
     plausibility: tuple[PlausibilityRule, ...] = ()
     value_sets: Mapping[str, CodeSet] = field(default_factory=dict)
+    local_routes: frozenset[str] = frozenset()
+    systemic_by_local_route: frozenset[tuple[str, str]] = frozenset()
+
+    def systemic(self, ingredient: str, route: str | None) -> bool:
+        """Whether this ingredient, given by this route, reaches the circulation enough for systemic rules
+        (interactions, class duplication, class combinations): a local route (eye, ear, nose, skin) does not,
+        unless `routes.csv` names the ingredient as systemic by that route (timolol eye drops, testosterone gel).
+        An unknown route counts as systemic, to err towards flagging."""
+        return route is None or route not in self.local_routes or (ingredient, route) in self.systemic_by_local_route
+
+    def acting(self, ingredients: tuple[str, ...], route: str | None) -> tuple[str, ...]:
+        """The ingredients that act systemically as a product given by this route: ciprofloxacin eye drops do not
+        meet tizanidine in the liver, so systemic interaction rules skip them (see `systemic`)."""
+        where = (route or "").strip().lower()
+        if where not in self.local_routes:
+            return ingredients
+        return tuple(name for name in ingredients if self.systemic(name, where))
 
     def canonical(self, ingredient: str) -> str:
         name = ingredient.strip().lower()
@@ -185,6 +204,26 @@ class _Builder:
             key = (row["mechanism"].strip().lower(), row["role"].strip().lower(), row["strength"].strip().lower())
             roles[key].add(self.canonical(row["drug"]))
         self.roles = {key: frozenset(drugs) for key, drugs in roles.items()}
+        self.local_routes, self.systemic_by_local_route = self.route_exposure()
+
+    def route_exposure(self) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """routes.csv: `local` rows name routes whose products act where applied; `systemic` rows name an
+        ingredient that, by one of those routes, is meant to act systemically (or is absorbed enough to)."""
+        local: set[str] = set()
+        systemic: set[tuple[str, str]] = set()
+        for row in self.tables.routes:
+            route, exposure = row["route"].strip().lower(), row["exposure"].strip().lower()
+            ingredient = (row.get("ingredient") or "").strip()
+            if exposure == "local" and not ingredient:
+                local.add(route)
+            elif exposure == "systemic" and ingredient:
+                systemic.add((self.canonical(ingredient), route))
+            else:
+                raise KnowledgeBaseError(f"routes: {route!r}: a local row must name no ingredient, a systemic row one")
+        unknown = {route for _, route in systemic} - local
+        if unknown:
+            raise KnowledgeBaseError(f"routes: systemic rows for routes not listed as local: {sorted(unknown)}")
+        return frozenset(local), frozenset(systemic)
 
     # --- the Names protocol the column readers use ----------------------------------------------------------
 
@@ -366,6 +405,8 @@ class _Builder:
             omissions=frozen.get("omissions", ()),
             plausibility=frozen.get("plausibility", ()),
             value_sets=MappingProxyType(self.value_sets),
+            local_routes=self.local_routes,
+            systemic_by_local_route=self.systemic_by_local_route,
             diplotypes=MappingProxyType(
                 {
                     (row["gene"].strip().upper(), row["diplotype"].strip().lower()): normalize_phenotype(value)

@@ -11,6 +11,10 @@ Tier = Literal["interruptive", "passive"]
 
 SEVERITY_RANK: dict[str, int] = {"high": 0, "moderate": 1, "low": 2}
 
+ANY_ROUTE = "*"
+"""Route of a condition rule that holds however the drug is given, a locally applied product included (topical
+fluorouracil in pregnancy)."""
+
 SAME_INGREDIENT = "same_ingredient"
 """Class token of duplication and allergy rules that apply to one ingredient found twice."""
 
@@ -121,7 +125,9 @@ class CodeSet:
 class ConditionRule(Rule):
     """A drug with a condition or patient state (pregnancy, smoking) the codes say the patient has.
 
-    route, when set, limits the rule to that route (oral estrogen, not transdermal, after a VTE); min_age
+    route, when set, limits the rule to that route (oral estrogen, not transdermal, after a VTE), or is `*` for
+    any route; unset, the rule holds for every route by which the drug acts systemically (not for eye drops of a
+    fluoroquinolone in myasthenia gravis, see `KnowledgeBase.systemic`); min_age
     (inclusive), max_age (exclusive: "younger than 12" is 12) and sex limit it to the population the label names;
     with max_daily it applies only above that daily dose (a hepatic cap), and asks for the dose when unknown.
     unless names an exception the label makes (warfarin in pregnancy unless a mechanical heart valve).

@@ -335,12 +335,12 @@ def pair_dose_limits(table: str, cited: bool = False) -> TableSpec:
     return TableSpec(table, PairDoseLimit, "pair_dose_limits", fields, expand="drug", index="ingredient", cited=cited)
 
 
-def pharmacogenomic(table: str) -> TableSpec:
+def pharmacogenomic(table: str, cited: bool = False) -> TableSpec:
     fields: dict[str, Read] = {
         "gene": lambda _names, row: _cell(row, "gene").upper(),
         "phenotype": phenotype("gene", "phenotype"),
     }
-    return TableSpec(table, PharmacogenomicRule, "pgx", fields, expand="drug", index="ingredient")
+    return TableSpec(table, PharmacogenomicRule, "pgx", fields, expand="drug", index="ingredient", cited=cited)
 
 
 TABLES: tuple[TableSpec, ...] = (
@@ -489,4 +489,6 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     pharmacogenomic("pgx_cpic"),
     pharmacogenomic("pgx_curated"),
+    # A label's own genetic risk factor where CPIC has no guideline (lamotrigine and HLA-B*15:02).
+    pharmacogenomic("label_pgx", cited=True),
 )
