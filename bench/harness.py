@@ -247,16 +247,24 @@ class ServiceFleet:
     def database_url(self, service: str) -> str:
         return self.env(service)[f"MTM_{service.upper()}_DATABASE_URL"]
 
+    @property
+    def replicas(self) -> int:
+        """Processes per service: the phase's own setting (the scale-out steps) over the shell's.
+
+        Each process must be started: one process told `MTM_REPLICAS=4` holds only its own groups, and the other
+        groups' partitions wait for a takeover (`takeover_after_s`), which made more replicas look slower.
+        """
+        return int({**os.environ, **self.extra_env}.get("MTM_REPLICAS", "1"))
+
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{self.phase}-{name}.log"
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        replicas = int(os.environ.get("MTM_REPLICAS", "1"))
         for service in self.services:
             env = self.env(service)
-            for index in range(replicas):
-                name = service if replicas == 1 else f"{service}-{index}"
+            for index in range(self.replicas):
+                name = service if self.replicas == 1 else f"{service}-{index}"
                 with open(self.log_path(name), "ab") as log:
                     self.processes[name] = subprocess.Popen(
                         [sys.executable, "-m", f"mtm.{service}"],

@@ -44,7 +44,10 @@ def transition_events(
     for n, transition in zip(range(count), itertools.cycle(population), strict=False):
         patient_id = f"b{run}-{n % patients if patients else n}"
         data = transition.model_copy(
-            update={"patient": transition.patient.model_copy(update={"patient_id": patient_id})}
+            update={
+                "patient": transition.patient.model_copy(update={"patient_id": patient_id}),
+                **discharged_now(transition, now),
+            }
         )
         yield TransitionOfCareRecorded.create(source=SOURCE, patient_id=patient_id, data=data, time=now)
 
@@ -52,3 +55,19 @@ def transition_events(
 def encoded(event: TransitionOfCareRecorded) -> tuple[str, bytes, dict[str, str]]:
     """Subject, body and headers exactly as a producer publishes the event on the patient log."""
     return event_subject(event), event.model_dump_json().encode(), {"Nats-Msg-Id": str(event.id)}
+
+
+def discharged_now(transition: TransitionOfCare, now: datetime) -> dict[str, datetime]:
+    """The stay moved to end now, as a hospital sends a discharge when it happens.
+
+    Synthea's stays ended years ago: their review tasks (due 7 days after discharge) were overdue on arrival, so
+    every discharge also cost an escalation (a timer query, a `ReviewTaskOverdue` through the outbox, the log
+    and its readers) that live traffic does not.
+    """
+    if transition.discharged_at is None:
+        return {}
+    shift = now - transition.discharged_at
+    moved = {"discharged_at": now}
+    if transition.admitted_at is not None:
+        moved["admitted_at"] = transition.admitted_at + shift
+    return moved

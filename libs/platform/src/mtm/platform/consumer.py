@@ -225,7 +225,8 @@ class BatchProcessor(Generic[T]):
     async def _decode_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Accepted[T]], list[tuple[Delivery, str]]]:
         if self.consumer.prepare is not None:
             try:
-                await self.consumer.prepare(deliveries)
+                # What `_decode` parks unread is not read ahead either.
+                await self.consumer.prepare([d for d in deliveries if self._unread_reason(d) is None])
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -254,11 +255,8 @@ class BatchProcessor(Generic[T]):
 
     async def _decode(self, delivery: Delivery, accepted: list[Accepted[T]]) -> str | None:
         """Read one message into `accepted`, or say why it can never be read; infrastructure failures propagate."""
-        size = len(delivery.data)
-        if size > self._max_bytes:
-            return f"body: {size} bytes, over the {self._max_bytes} bytes this consumer accepts"
-        if delivery.deliveries > self._max_deliver + CRASH_ALLOWANCE:
-            return f"delivered {delivery.deliveries} times without an outcome (it may stop the service that reads it)"
+        if (reason := self._unread_reason(delivery)) is not None:
+            return reason
         try:
             value = self.consumer.decode(delivery)
             if inspect.isawaitable(value):
@@ -281,6 +279,15 @@ class BatchProcessor(Generic[T]):
             )
             return f"could not be read ({type(exc).__name__})"
         accepted.append(Accepted(delivery, value))  # type: ignore[arg-type]
+        return None
+
+    def _unread_reason(self, delivery: Delivery) -> str | None:
+        """Why a message is parked without being read, if it is."""
+        size = len(delivery.data)
+        if size > self._max_bytes:
+            return f"body: {size} bytes, over the {self._max_bytes} bytes this consumer accepts"
+        if delivery.deliveries > self._max_deliver + CRASH_ALLOWANCE:
+            return f"delivered {delivery.deliveries} times without an outcome (it may stop the service that reads it)"
         return None
 
     async def _until_infrastructure_answers(

@@ -22,6 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mtm.contracts import EventEnvelope
 
 SEAL_MARKER = b',"datakey":"'
+DATA_BASE64_FIELD = b'","data_base64":"'
 DATA_FIELD = b',"data":'
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -53,6 +55,11 @@ class PatientKey:
     def new(cls) -> PatientKey:
         return cls(key_id=uuid.uuid4().hex, key=AESGCM.generate_key(bit_length=KEY_BYTES * 8))
 
+    @cached_property
+    def cipher(self) -> AESGCM:
+        """Made once per key: every event of the patient is sealed and opened with it."""
+        return AESGCM(self.key)
+
 
 def seal(clear_json: bytes, event_id: uuid.UUID, key: PatientKey) -> bytes:
     """The event as the log stores it: the envelope in the clear, `data` encrypted under the patient's key.
@@ -65,7 +72,7 @@ def seal(clear_json: bytes, event_id: uuid.UUID, key: PatientKey) -> bytes:
         raise ValueError("an event's JSON must end with its data")
     data_json = clear_json[at + len(DATA_FIELD) : -1]
     nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(key.key).encrypt(nonce, data_json, str(event_id).encode())
+    sealed = key.cipher.encrypt(nonce, data_json, str(event_id).encode())
     blob = base64.b64encode(nonce + sealed)
     return clear_json[:at] + SEAL_MARKER + key.key_id.encode() + b'","data_base64":"' + blob + b'"}'
 
@@ -82,16 +89,25 @@ def sealed_key_id(body: bytes) -> str | None:
 def unseal(body: bytes, key: PatientKey) -> bytes:
     """The event's JSON with its `data` in the clear again (the bytes a contract parses)."""
     at = body.rfind(SEAL_MARKER)
-    tail = body[at:]
     try:
-        blob = json.loads(b"{" + tail[1:])["data_base64"]
-        raw = base64.b64decode(blob, validate=True)
+        raw = base64.b64decode(_data_base64(body, at), validate=True)
         # Written by `seal`, the envelope starts with the event id; anything else is parsed to find it.
         event_id = body[7:43] if body.startswith(b'{"id":"') else str(json.loads(body[:at] + b"}")["id"]).encode()
-        data = AESGCM(key.key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], event_id)
+        data = key.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], event_id)
     except (InvalidTag, ValueError, KeyError, TypeError) as exc:
         raise Unreadable(f"data_base64: cannot be opened with the patient's key ({type(exc).__name__})") from None
     return body[:at] + DATA_FIELD + data + b"}"
+
+
+def _data_base64(body: bytes, at: int) -> str | bytes:
+    """The sealed data of the tail `seal` writes, read without a JSON parser; any other tail is parsed as JSON."""
+    start = body.find(DATA_BASE64_FIELD, at + len(SEAL_MARKER))
+    if start > 0 and body.endswith(b'"}'):
+        blob = body[start + len(DATA_BASE64_FIELD) : -2]
+        # An escape would mean something else in JSON than in these bytes.
+        if b"\\" not in blob and b'"' not in blob:
+            return blob
+    return json.loads(b"{" + body[at + 1 :])["data_base64"]
 
 
 KeySource = Callable[[Sequence[str], bool], Awaitable[tuple[dict[str, PatientKey], set[str]]]]

@@ -16,8 +16,16 @@ from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
 
-SELECT_KEYS = "SELECT patient_id, key_id, wrapped FROM patient_keys WHERE patient_id = ANY($1::text[])"
-SELECT_ERASED = "SELECT patient_id FROM erased_patients WHERE patient_id = ANY($1::text[])"
+# Joined with the ids rather than `patient_id = ANY($1)`: while the table's statistics lag its growth (a young
+# table filling fast), the planner scanned it and compared every row with every id asked (15 % of the Postgres
+# CPU of a bench run; a batch asks for a few hundred ids).
+SELECT_KEYS = """
+SELECT k.patient_id, k.key_id, k.wrapped
+FROM unnest($1::text[]) AS asked(patient_id) JOIN patient_keys k USING (patient_id)
+"""
+SELECT_ERASED = """
+SELECT e.patient_id FROM unnest($1::text[]) AS asked(patient_id) JOIN erased_patients e USING (patient_id)
+"""
 INSERT_KEYS = """
 INSERT INTO patient_keys (patient_id, key_id, wrapped)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])

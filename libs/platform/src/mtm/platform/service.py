@@ -77,6 +77,9 @@ class Reaction(Generic[In]):
     accepts: tuple[Any, ...] = ()
     """What an intake message may be, where `parse` reads one (for the AsyncAPI document): contract models, or
     JSON Schemas (dicts) of formats that are not mtm's own (a FHIR R4 Bundle)."""
+    prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
+    """Runs once per batch on the inputs that could be read, before `react` sees any of them: one query for what
+    `react` would otherwise look up message by message (each a round trip and a pooled connection)."""
 
 
 def on_event(
@@ -87,10 +90,17 @@ def on_event(
     emits: tuple[type[EventEnvelope], ...] = (),
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
+    prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
 ) -> Reaction[In]:
     """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
     return on_events(
-        (event_cls,), react, durable=durable, emits=emits, keeps_input=keeps_input, after_commit=after_commit
+        (event_cls,),
+        react,
+        durable=durable,
+        emits=emits,
+        keeps_input=keeps_input,
+        after_commit=after_commit,
+        prefetch=prefetch,
     )
 
 
@@ -102,6 +112,7 @@ def on_events(
     emits: tuple[type[EventEnvelope], ...] = (),
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
+    prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
 ) -> Reaction[Any]:
     """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
@@ -113,6 +124,7 @@ def on_events(
         partitioned_by=event_classes,
         after_commit=after_commit,
         emits=emits,
+        prefetch=prefetch,
     )
 
 
@@ -243,17 +255,24 @@ def _applied_spans(durable: str, batch: Sequence[Accepted[Any]], started: int) -
 def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: EventReader) -> BatchConsumer[Any]:
     """The durable consumer of a reaction: decide per message, then record the batch in one transaction."""
 
-    async def decode(delivery: Delivery) -> Reacted:
-        started = time.time_ns() if tracing.enabled() else 0
+    # Inputs `prepare` read for the reaction's prefetch, taken by `decode` so that no message is read twice (keyed by
+    # stream sequence: the pull loops of several groups share this consumer).
+    read_ahead: dict[tuple[str, int], tuple[Any, bytes]] = {}
+
+    async def read(delivery: Delivery) -> tuple[Any, bytes]:
         if len(reaction.events) == 1:
-            value, clear = await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
-        elif reaction.events:
+            return await reader.read_as(reaction.events[0], delivery.subject, delivery.data)
+        if reaction.events:
             value, clear = await reader.read(delivery.subject, delivery.data)
             if not isinstance(value, reaction.events):
                 raise InvalidMessage(f"{type(value).__name__} is not among the events this reaction reads")
-        else:
-            assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
-            value, clear = reaction.parse(delivery), delivery.data
+            return value, clear
+        assert reaction.parse is not None, "a reaction reads either a patient event or its own intake"
+        return reaction.parse(delivery), delivery.data
+
+    async def decode(delivery: Delivery) -> Reacted:
+        started = time.time_ns() if tracing.enabled() else 0
+        value, clear = read_ahead.pop((delivery.stream, delivery.stream_seq), None) or await read(delivery)
         span = _consume_span(reaction.durable, delivery, value, started) if started else None
         with tracing.active(span):
             caused = reaction.react(value)
@@ -264,6 +283,17 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
     async def prepare(deliveries: Sequence[Delivery]) -> None:
         if reaction.events:
             await reader.prepare((d.subject, d.data) for d in deliveries)
+        if reaction.prefetch is None:
+            return
+        inputs = []
+        for delivery in deliveries:
+            try:
+                value, clear = await read(delivery)
+            except Exception:
+                continue  # `decode` reads it again and says why it cannot be read
+            read_ahead[(delivery.stream, delivery.stream_seq)] = (value, clear)
+            inputs.append(value)
+        await reaction.prefetch(inputs)
 
     async def apply(conn: asyncpg.Connection, batch: Sequence[Accepted[Reacted]]) -> int:
         started = time.time_ns() if tracing.enabled() else 0

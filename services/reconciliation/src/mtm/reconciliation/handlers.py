@@ -39,6 +39,7 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 react=partial(application.record_discharge, ledger=ledger),
                 emits=(TransitionOfCareRecorded,),
                 accepts=(TransitionOfCareRecorded, intake.FHIR_BUNDLE_SCHEMA),
+                prefetch=ledger.look_up_recorded,
             ),
             Reaction(
                 durable="reconciliation-fill-intake",
@@ -54,6 +55,7 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 partial(application.reconcile_discharge, ledger=ledger),
                 durable="reconciliation-transition-of-care",
                 emits=(MedicationsReconciled,),
+                prefetch=ledger.look_up_said_before,
             ),
         ),
         queries=(

@@ -49,12 +49,16 @@ ACTIVITY_EVENTS: tuple[type[EventEnvelope], ...] = (
 )
 INPUT_EVENTS: tuple[type[EventEnvelope], ...] = (MedicationsReconciled, MedicationDispensed)
 
-UPSERT_DISCHARGE = """
+# One row per patient (an upsert may not touch a row twice): how many discharges, the latest one's lists.
+UPSERT_DISCHARGES = """
 INSERT INTO members (patient_id, birth_date, conditions, medications, inputs_seen, last_input)
-VALUES ($1, $2, $3, $4, 1, 'discharge')
+SELECT patient_id, birth_date, conditions, medications, seen, 'discharge'
+FROM unnest($1::text[], $2::date[], $3::json[], $4::json[], $5::int[])
+    AS d(patient_id, birth_date, conditions, medications, seen)
 ON CONFLICT (patient_id) DO UPDATE
 SET birth_date = COALESCE(EXCLUDED.birth_date, members.birth_date), conditions = EXCLUDED.conditions,
-    medications = EXCLUDED.medications, inputs_seen = members.inputs_seen + 1, last_input = 'discharge'
+    medications = EXCLUDED.medications, inputs_seen = members.inputs_seen + EXCLUDED.inputs_seen,
+    last_input = 'discharge'
 """
 INSERT_FILL = """
 INSERT INTO fills (event_id, patient_id, dispense_id, drug_key, ingredients, filled_on, days_supply, total_cost)
@@ -65,16 +69,23 @@ COUNT_FILL = """
 INSERT INTO members (patient_id, inputs_seen, last_input) VALUES ($1, 1, 'fill')
 ON CONFLICT (patient_id) DO UPDATE SET inputs_seen = members.inputs_seen + 1, last_input = 'fill'
 """
-SET_LAST_INPUT = "UPDATE members SET last_input = $2 WHERE patient_id = $1"
-INSERT_DETERMINATION = """
-INSERT INTO determinations (event_id, patient_id, program_year, determined_on, eligible, basis, trigger)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SET_LAST_INPUT = """
+UPDATE members SET last_input = d.last_input
+FROM unnest($1::text[], $2::text[]) AS d(patient_id, last_input)
+WHERE members.patient_id = d.patient_id
 """
+INSERT_DETERMINATIONS = """
+INSERT INTO determinations (event_id, patient_id, program_year, determined_on, eligible, basis, trigger)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::date[], $5::bool[], $6::text[], $7::text[])
+"""
+# One row per patient: the greatest count considered, the latest determination.
 MARK_EVALUATED = """
 UPDATE members
-SET inputs_evaluated = GREATEST(inputs_evaluated, $2), evaluated_on = $3, next_review_on = $4, eligible = $5,
-    determination = $6
-WHERE patient_id = $1
+SET inputs_evaluated = GREATEST(members.inputs_evaluated, d.inputs), evaluated_on = d.evaluated_on,
+    next_review_on = d.next_review_on, eligible = d.eligible, determination = d.determination
+FROM unnest($1::text[], $2::int[], $3::date[], $4::date[], $5::bool[], $6::json[])
+    AS d(patient_id, inputs, evaluated_on, next_review_on, eligible, determination)
+WHERE members.patient_id = d.patient_id
 """
 INSERT_ENROLMENT = """
 INSERT INTO enrolments (patient_id, program_year, enrolled_on, criteria_met_on, basis, event_id)
@@ -96,8 +107,10 @@ MARK_ADHERENCE = """
 UPDATE members SET adherence_year = $2, adherence_below = $3
 WHERE patient_id = $1 AND (adherence_year IS NULL OR adherence_year <= $2)
 """
-INSERT_REVIEW = """
-INSERT INTO reviews (task_id, patient_id, reason, created_on) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+INSERT_REVIEWS = """
+INSERT INTO reviews (task_id, patient_id, reason, created_on)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::date[])
+ON CONFLICT DO NOTHING
 """
 COMPLETE_REVIEW = """
 UPDATE reviews
@@ -109,9 +122,10 @@ INSERT_OVERRIDE = """
 INSERT INTO alert_overrides (override_id, task_id, position, rule_id, reason_code, overridden_on)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
 """
-INSERT_ALERT = """
+INSERT_ALERTS = """
 INSERT INTO alerts (task_id, position, patient_id, rule_id, kind, severity, tier, raised_on)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::date[])
+ON CONFLICT DO NOTHING
 """
 INSERT_RECOMMENDATION = """
 INSERT INTO prescriber_recommendations (referral_id, patient_id, requested_on) VALUES ($1, $2, $3)
@@ -121,7 +135,8 @@ ANSWER_RECOMMENDATION = "UPDATE prescriber_recommendations SET decision = $2, an
 
 
 async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
-    """One statement per event type and batch (a rebuild's batches interleave every patient's events).
+    """One statement per event type and batch (a rebuild's batches interleave every patient's events), its rows
+    as arrays where the server would otherwise run the statement once per row.
 
     Types go in cause order: inputs, then what was decided on them. That gives the rows applying them one by one
     gives, because what the rows keep commutes across types: inputs count up, a determination takes the greatest
@@ -140,12 +155,14 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         return by_type.get(cls, [])
 
     if of(MedicationsReconciled):
-        await conn.executemany(UPSERT_DISCHARGE, [_discharge_row(e) for e in of(MedicationsReconciled)])
+        await conn.execute(UPSERT_DISCHARGES, *_discharge_columns(of(MedicationsReconciled)))
     if of(MedicationDispensed):
         await conn.executemany(INSERT_FILL, [_fill_row(e) for e in of(MedicationDispensed)])
         await conn.executemany(COUNT_FILL, [(e.patient_id,) for e in of(MedicationDispensed)])
-    if last_input:
-        await conn.executemany(SET_LAST_INPUT, sorted(last_input.items()))
+    if of(MedicationsReconciled) and of(MedicationDispensed):
+        # Each statement above set its own kind; with both in the batch, the later input of each patient wins.
+        patients = sorted(last_input)
+        await conn.execute(SET_LAST_INPUT, patients, [last_input[p] for p in patients])
     if of(MtmEligibilityDetermined):
         await _apply_determinations(conn, of(MtmEligibilityDetermined))
     if of(MtmEnrolled):
@@ -160,6 +177,27 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
     if of(AdherenceMeasured):
         await _apply_adherence(conn, of(AdherenceMeasured))
     await _apply_activity(conn, of)
+
+
+def _discharge_columns(run: Sequence[MedicationsReconciled]) -> tuple[list[Any], ...]:
+    """Per patient, as applying the run one by one leaves the row: every discharge counted, the latest lists, the
+    latest birth date given."""
+    latest: dict[str, MedicationsReconciled] = {}
+    seen: dict[str, int] = {}
+    birth: dict[str, Any] = {}
+    for event in run:
+        latest[event.patient_id] = event
+        seen[event.patient_id] = seen.get(event.patient_id, 0) + 1
+        if event.data.patient.birth_date is not None or event.patient_id not in birth:
+            birth[event.patient_id] = event.data.patient.birth_date
+    rows = [_discharge_row(event) for event in latest.values()]
+    return (
+        [row[0] for row in rows],
+        [birth[row[0]] for row in rows],
+        [row[2] for row in rows],
+        [row[3] for row in rows],
+        [seen[row[0]] for row in rows],
+    )
 
 
 def _discharge_row(event: MedicationsReconciled) -> tuple[Any, ...]:
@@ -188,34 +226,30 @@ def _fill_row(event: MedicationDispensed) -> tuple[Any, ...]:
 
 
 async def _apply_determinations(conn: asyncpg.Connection, run: Sequence[MtmEligibilityDetermined]) -> None:
-    await conn.executemany(
-        INSERT_DETERMINATION,
-        [
-            (
-                e.id,
-                e.patient_id,
-                e.data.program_year,
-                e.data.determined_on,
-                e.data.eligible,
-                e.data.basis,
-                e.data.trigger,
-            )
-            for e in run
-        ],
+    await conn.execute(
+        INSERT_DETERMINATIONS,
+        [e.id for e in run],
+        [e.patient_id for e in run],
+        [e.data.program_year for e in run],
+        [e.data.determined_on for e in run],
+        [e.data.eligible for e in run],
+        [e.data.basis for e in run],
+        [e.data.trigger for e in run],
     )
-    await conn.executemany(
+    latest: dict[str, MtmEligibilityDetermined] = {}
+    considered: dict[str, int] = {}
+    for e in run:
+        latest[e.patient_id] = e
+        considered[e.patient_id] = max(considered.get(e.patient_id, 0), e.data.inputs_considered)
+    last = list(latest.values())
+    await conn.execute(
         MARK_EVALUATED,
-        [
-            (
-                e.patient_id,
-                e.data.inputs_considered,
-                e.data.determined_on,
-                next_quarter(e.data.determined_on),
-                e.data.eligible,
-                e.data.model_dump_json(),
-            )
-            for e in run
-        ],
+        [e.patient_id for e in last],
+        [considered[e.patient_id] for e in last],
+        [e.data.determined_on for e in last],
+        [next_quarter(e.data.determined_on) for e in last],
+        [e.data.eligible for e in last],
+        [e.data.model_dump_json() for e in last],
     )
 
 
@@ -234,8 +268,12 @@ async def _apply_adherence(conn: asyncpg.Connection, run: Sequence[AdherenceMeas
 async def _apply_activity(conn: asyncpg.Connection, of: Callable[[type[EventEnvelope]], list[Any]]) -> None:
     created: list[ReviewTaskCreated] = of(ReviewTaskCreated)
     if created:
-        await conn.executemany(
-            INSERT_REVIEW, [(e.data.task_id, e.patient_id, e.data.reason, e.time.date()) for e in created]
+        await conn.execute(
+            INSERT_REVIEWS,
+            [e.data.task_id for e in created],
+            [e.patient_id for e in created],
+            [e.data.reason for e in created],
+            [e.time.date() for e in created],
         )
         alerts = [
             (e.data.task_id, n, e.patient_id, a.rule_id or a.kind, a.kind, a.severity, a.tier, e.time.date())
@@ -243,7 +281,7 @@ async def _apply_activity(conn: asyncpg.Connection, of: Callable[[type[EventEnve
             for n, a in enumerate(e.data.alerts)
         ]
         if alerts:
-            await conn.executemany(INSERT_ALERT, alerts)
+            await conn.execute(INSERT_ALERTS, *(list(column) for column in zip(*alerts, strict=True)))
     if of(ReviewTaskCompleted):
         await conn.executemany(COMPLETE_REVIEW, [_completion_row(e) for e in of(ReviewTaskCompleted)])
     if of(AlertOverridden):

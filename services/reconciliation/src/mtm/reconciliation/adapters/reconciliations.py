@@ -49,10 +49,21 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timesta
 ON CONFLICT (event_id) DO NOTHING
 """
 SELECT_RECORDED = "SELECT patient_id, digest FROM transitions WHERE event_id = $1"
+SELECT_RECORDED_MANY = "SELECT event_id, patient_id, digest FROM transitions WHERE event_id = ANY($1::uuid[])"
 SAME_ENCOUNTER_SAID_BEFORE = """
 SELECT EXISTS (
     SELECT 1 FROM transitions
     WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
+)
+"""
+# Of these discharges, the ones whose encounter was recorded with the same content under another id.
+SAID_BEFORE_MANY = """
+SELECT d.event_id
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS d(event_id, patient_id, encounter_id, digest)
+WHERE EXISTS (
+    SELECT 1 FROM transitions t
+    WHERE t.patient_id = d.patient_id AND t.encounter_id = d.encounter_id AND t.digest = d.digest
+      AND t.event_id <> d.event_id
 )
 """
 SELECT_HISTORY = """
@@ -136,13 +147,55 @@ RECONCILIATIONS = Projection(
 )
 
 
+# Answers looked up but never asked for (a batch given up half way) are dropped past this many.
+LOOKED_UP_MAX = 100_000
+
+
 class DischargeLedger:
-    """What the projection knows of discharges already recorded, for the use cases that must not repeat them."""
+    """What the projection knows of discharges already recorded, for the use cases that must not repeat them.
+
+    A consumer looks a whole batch up at once (`look_up_recorded`, `look_up_said_before`): each answer is then
+    taken once by the use case asking about that discharge, and a discharge not looked up is asked on its own.
+    The answers are as of the batch's start, as those asked one by one were: a batch's own discharges are
+    recorded only when it commits.
+    """
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        self._recorded: dict[uuid.UUID, Recorded | None] = {}
+        self._said_before: dict[uuid.UUID, bool] = {}
+
+    async def look_up_recorded(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
+        ids = [t.id for t in transitions]
+        if not ids:
+            return
+        async with self._database.acquire() as conn:
+            rows = await conn.fetch(SELECT_RECORDED_MANY, ids)
+        found = {row["event_id"]: Recorded(row["patient_id"], row["digest"]) for row in rows}
+        if len(self._recorded) > LOOKED_UP_MAX:
+            self._recorded.clear()
+        self._recorded.update({event_id: found.get(event_id) for event_id in ids})
+
+    async def look_up_said_before(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
+        asked = [t for t in transitions if t.data.encounter_id is not None]
+        if not asked:
+            return
+        async with self._database.acquire() as conn:
+            rows = await conn.fetch(
+                SAID_BEFORE_MANY,
+                [t.id for t in asked],
+                [t.patient_id for t in asked],
+                [t.data.encounter_id for t in asked],
+                [discharge_digest(t.data) for t in asked],
+            )
+        said = {row["event_id"] for row in rows}
+        if len(self._said_before) > LOOKED_UP_MAX:
+            self._said_before.clear()
+        self._said_before.update({t.id: t.id in said for t in asked})
 
     async def recorded(self, event_id: uuid.UUID) -> Recorded | None:
+        if event_id in self._recorded:
+            return self._recorded.pop(event_id)
         async with self._database.acquire() as conn:
             row = await conn.fetchrow(SELECT_RECORDED, event_id)
         return Recorded(row["patient_id"], row["digest"]) if row else None
@@ -151,6 +204,8 @@ class DischargeLedger:
         """Whether the same encounter was recorded with the same content under another id (a resend)."""
         if event.data.encounter_id is None:
             return False
+        if event.id in self._said_before:
+            return self._said_before.pop(event.id)
         async with self._database.acquire() as conn:
             return bool(
                 await conn.fetchval(

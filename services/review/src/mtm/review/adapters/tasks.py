@@ -119,9 +119,10 @@ ON CONFLICT (task_id) DO NOTHING
 """
 MARK_ACTION_PLAN_DELIVERED = "UPDATE action_plans SET delivered_on = $2, delivery_method = $3 WHERE task_id = $1"
 MARK_ACTION_PLAN_OVERDUE = "UPDATE action_plans SET overdue_at = $2 WHERE task_id = $1"
-# In log order, the last reconciliation applied is the latest.
-UPSERT_RECONCILIATION = """
-INSERT INTO latest_reconciliations (patient_id, event_id, reconciled_at, reconciliation) VALUES ($1, $2, $3, $4)
+# In log order, the last reconciliation applied is the latest (a run holds one per patient: its last).
+UPSERT_RECONCILIATIONS = """
+INSERT INTO latest_reconciliations (patient_id, event_id, reconciled_at, reconciliation)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::json[])
 ON CONFLICT (patient_id) DO UPDATE SET event_id = EXCLUDED.event_id, reconciled_at = EXCLUDED.reconciled_at,
     reconciliation = EXCLUDED.reconciliation
 """
@@ -150,6 +151,8 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
             await tx.conn.executemany(MARK_REASSIGNED, [(e.data.task_id, e.data.to_pharmacist_id, e.time) for e in run])
         elif isinstance(first, ReviewTaskOverdue):
             await tx.conn.executemany(MARK_OVERDUE, [(e.data.task_id, e.time, e.data.priority) for e in run])
+        elif isinstance(first, MedicationsReconciled):
+            await _reconciled(tx.conn, run)  # type: ignore[arg-type]
         elif isinstance(first, ReviewTaskCompleted):
             for event in run:
                 await _completed(tx.conn, event)  # type: ignore[arg-type]
@@ -328,8 +331,16 @@ async def _delivered(conn: asyncpg.Connection, event: ActionPlanDelivered) -> No
     await conn.execute(MARK_ACTION_PLAN_DELIVERED, event.data.task_id, event.data.delivered_on, event.data.method)
 
 
-async def _reconciled(conn: asyncpg.Connection, event: MedicationsReconciled) -> None:
-    await conn.execute(UPSERT_RECONCILIATION, event.patient_id, event.id, event.time, event.data.model_dump_json())
+async def _reconciled(conn: asyncpg.Connection, run: Sequence[MedicationsReconciled]) -> None:
+    """A run of reconciliations in one statement (one row per patient: an upsert may not touch a row twice)."""
+    latest = list({event.patient_id: event for event in run}.values())
+    await conn.execute(
+        UPSERT_RECONCILIATIONS,
+        [e.patient_id for e in latest],
+        [e.id for e in latest],
+        [e.time for e in latest],
+        [e.data.model_dump_json() for e in latest],
+    )
 
 
 async def _dispensed(conn: asyncpg.Connection, event: MedicationDispensed) -> None:
@@ -355,7 +366,6 @@ APPLY_ONE: dict[type[EventEnvelope], Any] = {
     RecommendationOutcomeRecorded: _outcome,
     ActionPlanDelivered: _delivered,
     ActionPlanOverdue: _plan_overdue,
-    MedicationsReconciled: _reconciled,
     MedicationDispensed: _dispensed,
 }
 
@@ -384,6 +394,7 @@ TASKS = Projection(
         ReviewTaskReassigned,
         ReviewTaskOverdue,
         ReviewTaskCompleted,
+        MedicationsReconciled,
         *APPLY_ONE,
     ),
     apply=apply,

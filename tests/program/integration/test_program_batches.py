@@ -1,0 +1,66 @@
+"""A batch applied at once leaves the program's members as applying its events one by one does."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import asyncpg
+import pytest
+from support.events import medications_reconciled
+
+from mtm.contracts import MedicationsReconciled
+from mtm.platform.db import apply_schema_migrations, ensure_database
+from mtm.platform.projection import Tx, platform_projection_migrations
+from mtm.platform.settings import with_database
+from mtm.program.adapters.program import PROGRAM
+
+pytestmark = pytest.mark.integration
+
+MEMBER = "SELECT patient_id, birth_date, conditions::text, medications::text, inputs_seen, last_input FROM members"
+
+
+def discharge(patient_id: str, birth_date: date | None, omitted: str) -> MedicationsReconciled:
+    event = medications_reconciled(patient_id, omitted=omitted)
+    patient = event.data.patient.model_copy(update={"birth_date": birth_date})
+    return event.model_copy(update={"data": event.data.model_copy(update={"patient": patient})})
+
+
+@pytest.fixture
+async def conn(infra):
+    url = with_database(infra.database_url, f"t_program_{uuid.uuid4().hex[:8]}")
+    await ensure_database(url)
+    connection = await asyncpg.connect(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def members_after(conn: asyncpg.Connection, schema: str, batches: list[list[MedicationsReconciled]]) -> list:
+    async with conn.transaction():
+        await apply_schema_migrations(
+            conn, schema, [("platform", platform_projection_migrations()), ("program", PROGRAM.migrations)]
+        )
+    await conn.execute(f"SET search_path TO {schema}, public")
+    for batch in batches:
+        async with conn.transaction():
+            await PROGRAM.apply(Tx(conn), batch)
+    return [dict(row) for row in await conn.fetch(MEMBER + " ORDER BY patient_id")]
+
+
+async def test_discharges_of_one_patient_in_one_batch_count_each_and_keep_the_latest(conn):
+    events = [
+        discharge("p-1", date(1950, 3, 1), "atorvastatin"),
+        discharge("p-2", None, "lisinopril"),
+        discharge("p-1", None, "metformin"),
+        discharge("p-2", date(1961, 7, 9), "warfarin"),
+        discharge("p-1", None, "amlodipine"),
+    ]
+    one_by_one = await members_after(conn, "one_by_one", [[event] for event in events])
+    at_once = await members_after(conn, "at_once", [events])
+    assert at_once == one_by_one
+    assert [(m["patient_id"], m["inputs_seen"], m["birth_date"]) for m in at_once] == [
+        ("p-1", 3, date(1950, 3, 1)),
+        ("p-2", 2, date(1961, 7, 9)),
+    ]
