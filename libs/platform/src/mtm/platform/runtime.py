@@ -438,7 +438,10 @@ class ServiceRuntime:
         self.pull_loops[key] = (task, stop)
 
     async def _stop_group(self, key: GroupKey) -> None:
-        task, stop = self.pull_loops.pop(key)
+        held = self.pull_loops.pop(key, None)
+        if held is None:  # already released: a lost lease session and a shutdown may both let a group go
+            return
+        task, stop = held
         # Let the batch in hand finish (its transaction and acks) before the lease goes.
         stop.set()
         _, pending = await asyncio.wait([task], timeout=PULL_WAIT_S + 5)
