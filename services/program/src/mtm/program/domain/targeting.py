@@ -20,6 +20,8 @@ MAINTENANCE_MIN_DAYS = 28
 LOOKBACK_DAYS = 365
 # Costs seen over less than this are not projected to a year: a single early fill says little about a year.
 MIN_PROJECTION_DAYS = 90
+# Distinct written codes remembered by the tables before they start again: bounds the memory of a long sweep.
+_SEEN_CODES = 50_000
 GENERIC_DRUGS_IN_THRESHOLD = 8
 """CMS set the 2025 threshold at the average cost of 8 generic drugs: the default per-drug estimate is 1/8 of it."""
 
@@ -60,6 +62,26 @@ class TargetingTables:
     years: Mapping[int, ProgramYear]
     exact: Mapping[tuple[str, str], tuple[ChronicDisease, ...]]
     prefixes: Mapping[str, tuple[tuple[str, ChronicDisease], ...]]
+    # The prefixes again, by length: a code is looked up once per distinct prefix length (a handful) instead of
+    # being compared with every prefix of its system, which dominated a targeting sweep.
+    _by_length: Mapping[str, tuple[tuple[int, Mapping[str, tuple[ChronicDisease, ...]]], ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # Codes as written → their categories: a plan's members share a few thousand codes, each normalised once.
+    _seen: dict[tuple[str | None, str | None], tuple[ChronicDisease, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[str, dict[int, dict[str, list[ChronicDisease]]]] = {}
+        for system, rows in self.prefixes.items():
+            for prefix, category in rows:
+                index.setdefault(system, {}).setdefault(len(prefix), {}).setdefault(prefix, []).append(category)
+        by_length = {
+            system: tuple((n, {p: tuple(c) for p, c in found.items()}) for n, found in sorted(lengths.items()))
+            for system, lengths in index.items()
+        }
+        object.__setattr__(self, "_by_length", by_length)
 
     @classmethod
     def of(cls, years: Iterable[ProgramYear], codes: Iterable[DiseaseCode]) -> TargetingTables:
@@ -85,12 +107,25 @@ class TargetingTables:
         return self.years[max(known)]
 
     def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
+        key = (system, code)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._categories(system, code)
+            if len(self._seen) >= _SEEN_CODES:
+                self._seen.clear()
+            self._seen[key] = found
+        return found
+
+    def _categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
         name = SYSTEMS.get(system or "")
         if name is None or not code:
             return ()
         code = _normal_code(code)
         found = list(self.exact.get((name, code), ()))
-        found += [category for prefix, category in self.prefixes.get(name, ()) if code.startswith(prefix)]
+        for length, by_prefix in self._by_length.get(name, ()):
+            if length > len(code):
+                break
+            found += by_prefix.get(code[:length], ())
         return tuple(found)
 
 
@@ -221,9 +256,10 @@ def determine(
 def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
     """Core chronic diseases of the active conditions; two codes of one disease count once."""
     found: set[ChronicDisease] = set()
+    categories = tables.categories
     for condition in conditions:
         if condition.clinical_status in ACTIVE_CONDITION:
-            found.update(tables.categories(condition.system, condition.code))
+            found.update(categories(condition.system, condition.code))
     return tuple(sorted(found))
 
 
