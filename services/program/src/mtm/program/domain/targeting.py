@@ -220,9 +220,10 @@ def determine(
         annual_cost_threshold=year.annual_cost_threshold,
     )
     diseases = chronic_diseases(record.conditions, tables)
-    drugs = maintenance_drugs(record, as_of)
+    last_year = _last_year(record, as_of)
+    drugs = _maintenance(record, last_year.supplied)
     per_drug = plan.cost_per_maintenance_drug or year.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
-    cost, basis = annual_cost(record, as_of, len(drugs), per_drug)
+    cost, basis = _cost(last_year, as_of, len(drugs), per_drug)
     findings = TargetingFindings(
         chronic_diseases=diseases,
         maintenance_drugs=drugs,
@@ -266,27 +267,62 @@ def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTable
 def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
     """Drugs in long-term use: current orders that are not short courses, and drugs filled for at least 28 days
     over the last year (two 10-day antibiotic courses are not maintenance; one 30-day statin fill is)."""
-    drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
-    since = as_of - timedelta(days=LOOKBACK_DAYS)
-    supplied: dict[str, int] = {}
-    for fill in record.fills:
-        if since < fill.filled_on <= as_of:
-            supplied[fill.key] = supplied.get(fill.key, 0) + fill.days_supply
-    drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
-    return tuple(sorted(drugs))
+    return _maintenance(record, _last_year(record, as_of).supplied)
 
 
 def annual_cost(record: TargetingInput, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
     """The likely annual drug cost: pharmacy claim totals of the last year, projected to a year when they span
     less; without any claim cost, the plan's estimate per maintenance drug."""
+    return _cost(_last_year(record, as_of), as_of, drug_count, per_drug)
+
+
+@dataclass(frozen=True, slots=True)
+class _LastYear:
+    supplied: dict[str, int]
+    """Days supplied per drug."""
+    amounts: list[float]
+    """Claim costs, fills' then other claims', in record order."""
+    first_cost_on: date | None
+
+
+def _last_year(record: TargetingInput, as_of: date) -> _LastYear:
+    # One pass over the fills serves both the maintenance drugs and the cost: a sweep spends most of its time here.
     since = as_of - timedelta(days=LOOKBACK_DAYS)
-    costs = [CostFact(f.filled_on, f.total_cost) for f in record.fills if f.total_cost is not None]
-    costs += list(record.claims)
-    costs = [c for c in costs if since < c.on <= as_of]
-    if not costs:
+    supplied: dict[str, int] = {}
+    amounts: list[float] = []
+    first: date | None = None
+    days_of = supplied.get
+    for fill in record.fills:
+        on = fill.filled_on
+        if since < on <= as_of:
+            key = fill.key
+            supplied[key] = days_of(key, 0) + fill.days_supply
+            cost = fill.total_cost
+            if cost is not None:
+                amounts.append(cost)
+                if first is None or on < first:
+                    first = on
+    for claim in record.claims:
+        on = claim.on
+        if since < on <= as_of:
+            amounts.append(claim.amount)
+            if first is None or on < first:
+                first = on
+    return _LastYear(supplied, amounts, first)
+
+
+def _maintenance(record: TargetingInput, supplied: Mapping[str, int]) -> tuple[str, ...]:
+    drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
+    drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
+    return tuple(sorted(drugs))
+
+
+def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
+    if last_year.first_cost_on is None:
         return round(drug_count * per_drug, 2), "estimate"
-    total = sum(c.amount for c in costs)
-    span = (as_of - min(c.on for c in costs)).days + 1
+    # sum() over the list, in record order, as before: the same float whatever the Python version's summation.
+    total = sum(last_year.amounts)
+    span = (as_of - last_year.first_cost_on).days + 1
     if span < LOOKBACK_DAYS:
         total = total * LOOKBACK_DAYS / max(span, MIN_PROJECTION_DAYS)
     return round(total, 2), "claims"
