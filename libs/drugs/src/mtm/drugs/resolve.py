@@ -241,6 +241,11 @@ def resolve_text(text: str) -> Resolution:
     )
 
 
+def load_vocabulary() -> None:
+    """Read the packaged tables now (a service at start), not in the first message's batch."""
+    vocabulary()
+
+
 @lru_cache(maxsize=8192)
 def resolve(text: str, rxnorm_code: str | None = None) -> Resolution:
     """Resolve a medication; a known RxNorm code decides the ingredients, the text fills in the rest."""

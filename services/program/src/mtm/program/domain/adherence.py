@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from mtm.contracts.program import AdherenceClass, AdherenceMeasurement, ChronicDisease, ClassAdherence
 
@@ -67,9 +67,11 @@ def measure(
     start, end = date(year, 1, 1), min(date(year, 12, 31), as_of)
     in_period = [f for f in fills if start <= f.filled_on <= end]
     disease_set = set(diseases)
+    # Each fill's classes once, not once per class measured.
+    fill_classes = [(f, classes_of(f.ingredients, tables)) for f in in_period]
     results = []
     for drug_class in CLASSES:
-        class_fills = [f for f in in_period if drug_class in classes_of(f.ingredients, tables)]
+        class_fills = [f for f, classes in fill_classes if drug_class in classes]
         exclusion = _exclusion(drug_class, in_period, disease_set, tables)
         results.append(_class_pdc(drug_class, class_fills, end, exclusion))
     below = tuple(r.drug_class for r in results if r.pdc is not None and r.pdc < THRESHOLD)
@@ -126,14 +128,20 @@ def covered_days(fills: Sequence[DispensedFill], first: date, last: date) -> int
     by_drug: dict[tuple[str, ...], list[DispensedFill]] = {}
     for fill in fills:
         by_drug.setdefault(tuple(sorted(fill.ingredients)), []).append(fill)
-    days: set[date] = set()
+    # Supplies as day-number intervals, merged, instead of a set of every covered date: the same count.
+    lo, hi = first.toordinal(), last.toordinal()
+    spans: list[tuple[int, int]] = []
     for drug_fills in by_drug.values():
-        supplied_until = date.min
+        supplied_until = date.min.toordinal()
         for fill in sorted(drug_fills, key=lambda f: f.filled_on):
-            begin = max(fill.filled_on, supplied_until + timedelta(days=1))
-            supplied_until = begin + timedelta(days=fill.days_supply - 1)
-            day = max(begin, first)
-            while day <= min(supplied_until, last):
-                days.add(day)
-                day += timedelta(days=1)
-    return len(days)
+            begin = max(fill.filled_on.toordinal(), supplied_until + 1)
+            supplied_until = begin + fill.days_supply - 1
+            start, end = max(begin, lo), min(supplied_until, hi)
+            if start <= end:
+                spans.append((start, end))
+    covered, reached = 0, lo - 1
+    for start, end in sorted(spans):
+        if end > reached:
+            covered += end - max(start, reached + 1) + 1
+            reached = end
+    return covered

@@ -20,6 +20,8 @@ MAINTENANCE_MIN_DAYS = 28
 LOOKBACK_DAYS = 365
 # Costs seen over less than this are not projected to a year: a single early fill says little about a year.
 MIN_PROJECTION_DAYS = 90
+# Distinct written codes remembered by the tables before they start again: bounds the memory of a long sweep.
+_SEEN_CODES = 50_000
 GENERIC_DRUGS_IN_THRESHOLD = 8
 """CMS set the 2025 threshold at the average cost of 8 generic drugs: the default per-drug estimate is 1/8 of it."""
 
@@ -60,6 +62,26 @@ class TargetingTables:
     years: Mapping[int, ProgramYear]
     exact: Mapping[tuple[str, str], tuple[ChronicDisease, ...]]
     prefixes: Mapping[str, tuple[tuple[str, ChronicDisease], ...]]
+    # The prefixes again, by length: a code is looked up once per distinct prefix length (a handful) instead of
+    # being compared with every prefix of its system, which dominated a targeting sweep.
+    _by_length: Mapping[str, tuple[tuple[int, Mapping[str, tuple[ChronicDisease, ...]]], ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # Codes as written → their categories: a plan's members share a few thousand codes, each normalised once.
+    _seen: dict[tuple[str | None, str | None], tuple[ChronicDisease, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[str, dict[int, dict[str, list[ChronicDisease]]]] = {}
+        for system, rows in self.prefixes.items():
+            for prefix, category in rows:
+                index.setdefault(system, {}).setdefault(len(prefix), {}).setdefault(prefix, []).append(category)
+        by_length = {
+            system: tuple((n, {p: tuple(c) for p, c in found.items()}) for n, found in sorted(lengths.items()))
+            for system, lengths in index.items()
+        }
+        object.__setattr__(self, "_by_length", by_length)
 
     @classmethod
     def of(cls, years: Iterable[ProgramYear], codes: Iterable[DiseaseCode]) -> TargetingTables:
@@ -85,12 +107,25 @@ class TargetingTables:
         return self.years[max(known)]
 
     def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
+        key = (system, code)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._categories(system, code)
+            if len(self._seen) >= _SEEN_CODES:
+                self._seen.clear()
+            self._seen[key] = found
+        return found
+
+    def _categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
         name = SYSTEMS.get(system or "")
         if name is None or not code:
             return ()
         code = _normal_code(code)
         found = list(self.exact.get((name, code), ()))
-        found += [category for prefix, category in self.prefixes.get(name, ()) if code.startswith(prefix)]
+        for length, by_prefix in self._by_length.get(name, ()):
+            if length > len(code):
+                break
+            found += by_prefix.get(code[:length], ())
         return tuple(found)
 
 
@@ -185,9 +220,10 @@ def determine(
         annual_cost_threshold=year.annual_cost_threshold,
     )
     diseases = chronic_diseases(record.conditions, tables)
-    drugs = maintenance_drugs(record, as_of)
+    last_year = _last_year(record, as_of)
+    drugs = _maintenance(record, last_year.supplied)
     per_drug = plan.cost_per_maintenance_drug or year.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
-    cost, basis = annual_cost(record, as_of, len(drugs), per_drug)
+    cost, basis = _cost(last_year, as_of, len(drugs), per_drug)
     findings = TargetingFindings(
         chronic_diseases=diseases,
         maintenance_drugs=drugs,
@@ -221,36 +257,72 @@ def determine(
 def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
     """Core chronic diseases of the active conditions; two codes of one disease count once."""
     found: set[ChronicDisease] = set()
+    categories = tables.categories
     for condition in conditions:
         if condition.clinical_status in ACTIVE_CONDITION:
-            found.update(tables.categories(condition.system, condition.code))
+            found.update(categories(condition.system, condition.code))
     return tuple(sorted(found))
 
 
 def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
     """Drugs in long-term use: current orders that are not short courses, and drugs filled for at least 28 days
     over the last year (two 10-day antibiotic courses are not maintenance; one 30-day statin fill is)."""
-    drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
-    since = as_of - timedelta(days=LOOKBACK_DAYS)
-    supplied: dict[str, int] = {}
-    for fill in record.fills:
-        if since < fill.filled_on <= as_of:
-            supplied[fill.key] = supplied.get(fill.key, 0) + fill.days_supply
-    drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
-    return tuple(sorted(drugs))
+    return _maintenance(record, _last_year(record, as_of).supplied)
 
 
 def annual_cost(record: TargetingInput, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
     """The likely annual drug cost: pharmacy claim totals of the last year, projected to a year when they span
     less; without any claim cost, the plan's estimate per maintenance drug."""
+    return _cost(_last_year(record, as_of), as_of, drug_count, per_drug)
+
+
+@dataclass(frozen=True, slots=True)
+class _LastYear:
+    supplied: dict[str, int]
+    """Days supplied per drug."""
+    amounts: list[float]
+    """Claim costs, fills' then other claims', in record order."""
+    first_cost_on: date | None
+
+
+def _last_year(record: TargetingInput, as_of: date) -> _LastYear:
+    # One pass over the fills serves both the maintenance drugs and the cost: a sweep spends most of its time here.
     since = as_of - timedelta(days=LOOKBACK_DAYS)
-    costs = [CostFact(f.filled_on, f.total_cost) for f in record.fills if f.total_cost is not None]
-    costs += list(record.claims)
-    costs = [c for c in costs if since < c.on <= as_of]
-    if not costs:
+    supplied: dict[str, int] = {}
+    amounts: list[float] = []
+    first: date | None = None
+    days_of = supplied.get
+    for fill in record.fills:
+        on = fill.filled_on
+        if since < on <= as_of:
+            key = fill.key
+            supplied[key] = days_of(key, 0) + fill.days_supply
+            cost = fill.total_cost
+            if cost is not None:
+                amounts.append(cost)
+                if first is None or on < first:
+                    first = on
+    for claim in record.claims:
+        on = claim.on
+        if since < on <= as_of:
+            amounts.append(claim.amount)
+            if first is None or on < first:
+                first = on
+    return _LastYear(supplied, amounts, first)
+
+
+def _maintenance(record: TargetingInput, supplied: Mapping[str, int]) -> tuple[str, ...]:
+    drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
+    drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
+    return tuple(sorted(drugs))
+
+
+def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
+    if last_year.first_cost_on is None:
         return round(drug_count * per_drug, 2), "estimate"
-    total = sum(c.amount for c in costs)
-    span = (as_of - min(c.on for c in costs)).days + 1
+    # sum() over the list, in record order, as before: the same float whatever the Python version's summation.
+    total = sum(last_year.amounts)
+    span = (as_of - last_year.first_cost_on).days + 1
     if span < LOOKBACK_DAYS:
         total = total * LOOKBACK_DAYS / max(span, MIN_PROJECTION_DAYS)
     return round(total, 2), "claims"

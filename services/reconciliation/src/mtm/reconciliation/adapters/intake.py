@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time
 
 from mtm.contracts import EventRegistry, MedicationDispensed, TransitionOfCareRecorded
 from mtm.contracts.limits import NUL_REFUSED, has_nul
-from mtm.drugs import resolve
+from mtm.drugs import load_vocabulary, resolve
 from mtm.fhir import is_fhir_bundle, parse_bundle
 from mtm.fhir.member import parse_dispense_bundle
 from mtm.platform.consumer import Delivery, InvalidMessage
@@ -57,6 +57,8 @@ def discharge_parser(registry: EventRegistry):
 
 def fill_parser(registry: EventRegistry):
     """Pharmacy fills: a native MedicationDispensed, or a FHIR R4 Bundle of MedicationDispense (one event each)."""
+    # Fills arrive in bulk: the vocabulary is read when the service starts, not inside the first batch.
+    load_vocabulary()
 
     def parse(delivery: Delivery) -> tuple[MedicationDispensed, ...]:
         if has_nul(delivery.data):
