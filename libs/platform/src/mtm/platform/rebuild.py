@@ -28,6 +28,7 @@ from mtm.platform.projection import (
     LOCK_AS_SWAPPER,
     REBUILD_SCHEMA,
     WRITER_LOCK_KEY,
+    Kept,
     Projection,
     Tx,
     apply_events,
@@ -213,6 +214,7 @@ class Rebuilder:
         self._reader = reader
         self._progress = progress
         self.unreadable = 0
+        self._kept = Kept()
 
     async def run(self) -> RebuildResult:
         for attempt in range(1, START_OVER_ATTEMPTS + 1):
@@ -225,6 +227,7 @@ class Rebuilder:
     async def _run_once(self) -> RebuildResult:
         started = time.monotonic()
         self.unreadable = 0
+        self._kept = Kept()
         conn = await asyncpg.connect(self._url, timeout=10)
         reader = _LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
         try:
@@ -290,7 +293,8 @@ class Rebuilder:
         return read
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[tuple[Msg, Read]]) -> int:
-        tx = Tx(conn)
+        # Only this rebuild writes the new schema: what the projection wrote, it may keep instead of reading back.
+        tx = Tx(conn, self._kept)
         events = []
         for _, read in batch:
             if read is not None:
