@@ -16,6 +16,7 @@ of nonce + ciphertext>"}` (CloudEvents' `data_base64`). Readers accept sealed an
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import uuid
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mtm.contracts import EventEnvelope
 
 SEAL_MARKER = b',"datakey":"'
+DATA_BASE64 = b'","data_base64":"'
 DATA_FIELD = b',"data":'
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -52,6 +54,11 @@ class PatientKey:
     @classmethod
     def new(cls) -> PatientKey:
         return cls(key_id=uuid.uuid4().hex, key=AESGCM.generate_key(bit_length=KEY_BYTES * 8))
+
+    @functools.cached_property
+    def cipher(self) -> AESGCM:
+        """Made once per key: a rebuild opens each patient's events with the same one."""
+        return AESGCM(self.key)
 
 
 def seal(clear_json: bytes, event_id: uuid.UUID, key: PatientKey) -> bytes:
@@ -82,13 +89,15 @@ def sealed_key_id(body: bytes) -> str | None:
 def unseal(body: bytes, key: PatientKey) -> bytes:
     """The event's JSON with its `data` in the clear again (the bytes a contract parses)."""
     at = body.rfind(SEAL_MARKER)
-    tail = body[at:]
     try:
-        blob = json.loads(b"{" + tail[1:])["data_base64"]
+        # Written by `seal`, the blob is the body's last string, right after the key id; anything else is parsed.
+        start = body.find(DATA_BASE64, at)
+        written = body[start + len(DATA_BASE64) : -2] if start > 0 and body.endswith(b'"}') else b'"'
+        blob = json.loads(b"{" + body[at + 1 :])["data_base64"] if b'"' in written else written
         raw = base64.b64decode(blob, validate=True)
         # Written by `seal`, the envelope starts with the event id; anything else is parsed to find it.
         event_id = body[7:43] if body.startswith(b'{"id":"') else str(json.loads(body[:at] + b"}")["id"]).encode()
-        data = AESGCM(key.key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], event_id)
+        data = key.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], event_id)
     except (InvalidTag, ValueError, KeyError, TypeError) as exc:
         raise Unreadable(f"data_base64: cannot be opened with the patient's key ({type(exc).__name__})") from None
     return body[:at] + DATA_FIELD + data + b"}"
