@@ -16,6 +16,7 @@ A rebuild applies every event the projection handles, in log order, into a fresh
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -52,18 +53,46 @@ WITH claimed AS (
 SELECT event_id FROM claimed
 """
 IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM applied_events WHERE event_id = $1)"
+# Patients whose state a rebuild keeps in memory between batches; the log's patients past this are read back.
+KEPT_PATIENTS = 200_000
+
+
+class Kept:
+    """What a projection keeps in memory about each patient while its process is the only writer of its tables
+    (a rebuild), instead of reading back rows it wrote itself; the least recent patients are let go past a bound.
+    """
+
+    __slots__ = ("_capacity", "_state")
+
+    def __init__(self, capacity: int = KEPT_PATIENTS) -> None:
+        self._capacity = capacity
+        self._state: OrderedDict[str, object] = OrderedDict()
+
+    def get(self, patient_id: str) -> object | None:
+        return self._state.get(patient_id)
+
+    def put(self, patient_id: str, state: object) -> None:
+        self._state[patient_id] = state
+        self._state.move_to_end(patient_id)
+        while len(self._state) > self._capacity:
+            self._state.popitem(last=False)
+
+    def forget(self, patient_id: str) -> None:
+        self._state.pop(patient_id, None)
 
 
 class Tx:
     """A projection's view of one transaction: the connection, and each event's JSON serialized at most once.
 
-    Tables that keep an event's JSON and the outbox that publishes it share the same serialization.
+    Tables that keep an event's JSON and the outbox that publishes it share the same serialization. `kept` is
+    given only where nothing else writes the tables (a rebuild): live, other writers change rows between batches.
     """
 
-    __slots__ = ("_bodies", "conn")
+    __slots__ = ("_bodies", "conn", "kept")
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, kept: Kept | None = None) -> None:
         self.conn = conn
+        self.kept = kept
         self._bodies: dict[uuid.UUID, str] = {}
 
     def body(self, event: EventEnvelope) -> str:
@@ -161,6 +190,8 @@ async def apply_claimed(tx: Tx, projection: Projection, events: Sequence[EventEn
             if pending:
                 await projection.apply(tx, pending)
                 pending = []
+            if tx.kept is not None:
+                tx.kept.forget(event.data.patient_id)
             for statement in projection.erase:
                 await tx.conn.execute(statement, event.data.patient_id)
         elif projection.applies(event):

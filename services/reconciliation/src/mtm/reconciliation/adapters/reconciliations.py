@@ -88,7 +88,7 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
     if reconciled:
         await _insert_reconciliations(tx, reconciled)
     if listed:
-        await _update_medication_lists(tx.conn, listed)
+        await _update_medication_lists(tx, listed)
 
 
 async def _insert_reconciliations(tx: Tx, reconciled: Sequence[MedicationsReconciled]) -> None:
@@ -104,16 +104,25 @@ async def _insert_reconciliations(tx: Tx, reconciled: Sequence[MedicationsReconc
     )
 
 
-async def _update_medication_lists(
-    conn: asyncpg.Connection, events: Sequence[MedicationsReconciled | MedicationDispensed]
-) -> None:
-    """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch."""
+async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconciled | MedicationDispensed]) -> None:
+    """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch.
+
+    In a rebuild (the only writer of its tables) the lists written are kept in memory, not locked and read back.
+    """
+    conn = tx.conn
     patients = sorted({e.patient_id for e in events})
-    await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
-    rows = await conn.fetch(LOCK_LISTS, patients)
-    lists: dict[str, MedicationList] = {
-        r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows
-    }
+    lists: dict[str, MedicationList] = {}
+    if tx.kept is not None:
+        for patient in patients:
+            found = tx.kept.get(patient)
+            if isinstance(found, MedicationList):
+                lists[patient] = found
+    else:
+        await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
+    unknown = [p for p in patients if p not in lists]
+    if unknown:
+        rows = await conn.fetch(LOCK_LISTS, unknown)
+        lists |= {r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows}
     last_event = {}
     for event in events:
         current = lists.get(event.patient_id)
@@ -127,6 +136,9 @@ async def _update_medication_lists(
             )
         last_event[event.patient_id] = event.id
     patients = sorted(last_event)
+    if tx.kept is not None:
+        for patient in patients:
+            tx.kept.put(patient, lists[patient])
     await conn.execute(
         UPSERT_LISTS,
         patients,
