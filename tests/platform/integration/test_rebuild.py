@@ -320,16 +320,7 @@ async def test_a_log_holding_unreadable_events_rebuilds_to_the_same_rows(clean_j
 
         await wait_for(parked, timeout_s=30)
 
-        async def both_tasks_relayed() -> bool:
-            if len((await dump(app))["review_tasks"]) != 2:
-                return False
-            conn = await asyncpg.connect(app.runtime.database_url)
-            try:
-                return not await conn.fetchval("SELECT count(*) FROM public.outbox")
-            finally:
-                await conn.close()
-
-        await wait_for(both_tasks_relayed, timeout_s=30)
+        await wait_for(lambda: tasks_relayed(app, 2), timeout_s=30)
         before = await dump(app)
         report = await rebuild(nc, "review")
         assert report.phase == "swapped", report.message
@@ -367,16 +358,7 @@ async def test_a_log_holding_events_kept_in_the_object_store_rebuilds_to_the_sam
         await publish_event(nc, medications_reconciled(new_patient_id()))
         await publish_stored(medications_reconciled(new_patient_id()))
 
-        async def both_tasks_relayed() -> bool:
-            if len((await dump(app))["review_tasks"]) != 2:
-                return False
-            conn = await asyncpg.connect(app.runtime.database_url)
-            try:
-                return not await conn.fetchval("SELECT count(*) FROM public.outbox")
-            finally:
-                await conn.close()
-
-        await wait_for(both_tasks_relayed, timeout_s=30)
+        await wait_for(lambda: tasks_relayed(app, 2), timeout_s=30)
         before = await dump(app)
         report = await rebuild(nc, "review")
         assert report.phase == "swapped", report.message
@@ -392,3 +374,14 @@ async def test_a_log_holding_events_kept_in_the_object_store_rebuilds_to_the_sam
         assert report.phase == "failed" and "StoredBodyMissing" in report.message, report.message
         assert await dump(app) == before
         assert (await js.stream_info(dead_letter_stream("review"))).state.messages == 0
+
+
+async def tasks_relayed(app, count: int) -> bool:
+    """Review holds `count` tasks and its outbox has sent every event about them."""
+    if len((await dump(app))["review_tasks"]) != count:
+        return False
+    conn = await asyncpg.connect(app.runtime.database_url)
+    try:
+        return not await conn.fetchval("SELECT count(*) FROM public.outbox")
+    finally:
+        await conn.close()
