@@ -29,6 +29,7 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from mtm.contracts.subjects import PATIENT_EVENT_BODIES_BUCKET
+from mtm.platform.direct import DirectGetFailed, direct_batch
 
 REFERENCE_MARKER = b"mtm-stored-body/v1 "
 # A reference is a few hundred bytes; anything longer after the marker is not one.
@@ -36,7 +37,6 @@ MAX_REFERENCE_BYTES = 1024
 # What one stored event may take in the object store. The largest valid input is a few megabytes sealed even in
 # four-byte characters; a body far past that is a fault of the code that decided it, kept out of the log.
 MAX_STORED_BODY_BYTES = 64 * 1024 * 1024
-READ_TIMEOUT_S = 5.0
 CHUNK_BYTES = 128 * 1024
 CHUNK_HEADROOM = 4 * 1024
 # Chunks per direct-get batch (the object store writes 128 KiB chunks).
@@ -159,27 +159,13 @@ class EventBodies:
         data = bytearray()
         start = 1
         while len(data) <= size:
-            inbox = self._nc.new_inbox()
-            sub = await self._nc.subscribe(inbox)
             try:
-                request = {"seq": start, "next_by_subj": subject, "batch": CHUNK_BATCH}
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{self._stream}", json.dumps(request).encode(), reply=inbox)
-                pending = 0
-                got = 0
-                while True:
-                    msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
-                    headers = msg.headers or {}
-                    status = headers.get("Status")
-                    if status is not None and not msg.data:
-                        if status in ("404", "204"):  # nothing (more) on the subject / end of batch
-                            break
-                        raise StoredBodyMissing(f"stored body: direct get failed ({status})")
-                    data += msg.data
-                    got += 1
-                    start = int(headers["Nats-Sequence"]) + 1
-                    pending = int(headers.get("Nats-Num-Pending", "0"))
-            finally:
-                await sub.unsubscribe()
-            if got == 0 or pending == 0:
+                batch, done = await direct_batch(self._nc, self._stream, subject, start, CHUNK_BATCH)
+            except DirectGetFailed as exc:
+                raise StoredBodyMissing(f"stored body: {exc}") from exc
+            for seq, _, chunk, _ in batch:
+                data += chunk
+                start = seq + 1
+            if not batch or done:
                 break
         return bytes(data)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -15,6 +13,7 @@ from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, event_name_of_subject,
 from mtm.platform.bodies import MAX_STORED_BODY_BYTES
 from mtm.platform.crypto import ErasedPatient
 from mtm.platform.decisions import PatientHistory, StoredEvent
+from mtm.platform.direct import DirectMessage, direct_batch
 from mtm.platform.outbox import MSG_ID_HEADER
 from mtm.platform.reading import EventReader
 from mtm.platform.tracing import TRACEPARENT, TRACESTATE
@@ -24,7 +23,6 @@ EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Su
 WRONG_LAST_SEQUENCE = 10071
 # Messages per direct-get batch; a patient's history is read in as many batches as it takes.
 HISTORY_BATCH = 1000
-READ_TIMEOUT_S = 5.0
 
 
 class ConcurrencyConflict(Exception):
@@ -80,29 +78,9 @@ class PatientLog:
                 return False
             start = batch[-1][0] + 1
 
-    async def _direct_batch(self, subject_filter: str, start: int) -> tuple[list[tuple[int, str, bytes, Any]], bool]:
+    async def _direct_batch(self, subject_filter: str, start: int) -> tuple[list[DirectMessage], bool]:
         """Messages from `start` on the filter, and whether none are left after them."""
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)
-        try:
-            request = {"seq": start, "next_by_subj": subject_filter, "batch": HISTORY_BATCH}
-            await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{PATIENT_EVENTS_STREAM}", json.dumps(request).encode(), reply=inbox
-            )
-            found: list[tuple[int, str, bytes, Any]] = []
-            pending = 0
-            while True:
-                msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status is not None and not msg.data:
-                    if status in ("404", "204"):  # nothing (more) on the filter / end of batch
-                        return found, pending == 0
-                    raise RuntimeError(f"direct get failed: {status} {headers.get('Description', '')}")
-                found.append((int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers))
-                pending = int(headers.get("Nats-Num-Pending", "0"))
-        finally:
-            await sub.unsubscribe()
+        return await direct_batch(self._nc, PATIENT_EVENTS_STREAM, subject_filter, start, HISTORY_BATCH)
 
     async def append(
         self, events: Sequence[EventEnvelope], *, expected_last_seq: int, headers: Mapping[str, str] | None = None
