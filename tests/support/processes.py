@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +18,16 @@ from support import actors
 KEK = base64.b64encode(os.urandom(32)).decode()
 
 SERVICES = ("reconciliation", "review", "referral", "notify", "program")
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_harness() -> None:
+    """Runs in the child before exec: the kernel kills it when the thread that started it ends, so a harness that
+    is itself killed (Ctrl-C twice, SIGKILL, an abandoned fault run) cannot leave services running behind it.
+    Every caller starts services from the main thread."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -47,7 +58,11 @@ class ServiceProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"mtm.{name}"], env=self.env(name), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", f"mtm.{name}"],
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_harness,
             )
 
     def start_all(self) -> None:
