@@ -20,14 +20,16 @@ KEK = base64.b64encode(os.urandom(32)).decode()
 SERVICES = ("reconciliation", "review", "referral", "notify", "program")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up here, not in the child: between fork and exec the child may only call what needs no import or lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _die_with_harness() -> None:
     """Runs in the child before exec: the kernel kills it when the thread that started it ends, so a harness that
     is itself killed (Ctrl-C twice, SIGKILL, an abandoned fault run) cannot leave services running behind it.
     Every caller starts services from the main thread."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
