@@ -202,6 +202,16 @@ def test_services_connect_to_the_nats_cluster_as_their_own_users_with_r3_streams
             assert component in users, f"{component} has no NATS user in mtm.platform.access"
 
 
+def test_jetstream_stops_accepting_writes_before_its_volume_is_full() -> None:
+    """A full disk turns JetStream off until a restart (README, "When a disk fills"); its own limit does not."""
+    conf = manifests("ConfigMap")[f"{RELEASE}-nats-config"]["data"]["nats.conf"]
+    limit = re.search(r'"max_file_store": (\d+)Gi', conf)
+    assert limit is not None, "the chart's nats.conf sets no max_file_store"
+    (claim,) = manifests("StatefulSet")[f"{RELEASE}-nats"]["spec"]["volumeClaimTemplates"]
+    claimed = claim["spec"]["resources"]["requests"]["storage"]
+    assert claimed.endswith("Gi") and int(limit.group(1)) < int(claimed.removesuffix("Gi"))
+
+
 def test_the_reconciliation_service_gets_the_key_encryption_key_from_the_secret() -> None:
     env = container_env(mtm_workloads()[f"{RELEASE}-reconciliation"])
     assert env["MTM_KEY_ENCRYPTION_KEY"]["valueFrom"]["secretKeyRef"] == {
