@@ -170,11 +170,13 @@ class OutboxRelay:
             try:
                 while not self._stopping:
                     await lock_conn.fetchval(STILL_HOLDING)
+                    # Cleared before the round, not after it: a commit that wakes the relay while it sends must
+                    # get its rows sent by the next round, not by the next poll up to `poll_s` later.
+                    self._wake.clear()
                     sent = await self.relay_once()
                     health.ok()
                     if sent >= self._batch_size:
                         continue
-                    self._wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
             finally:

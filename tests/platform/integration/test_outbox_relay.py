@@ -1,0 +1,62 @@
+"""The outbox relay on real Postgres and JetStream: what a commit wakes it for is sent without waiting for its poll."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from importlib.resources import files
+
+import pytest
+from nats.js.errors import NotFoundError
+
+from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.outbox import OutboxRelay, OutgoingMessage, enqueue
+from mtm.platform.settings import with_database
+
+pytestmark = pytest.mark.integration
+
+STREAM = "RELAY_TEST"
+
+
+async def test_a_row_committed_while_the_relay_sends_is_sent_at_once_not_at_the_next_poll(
+    infra, clean_jetstream, monkeypatch
+):
+    js = clean_jetstream.jetstream()
+    await js.add_stream(name=STREAM, subjects=["relaytest.>"])
+    pool = await create_pool(with_database(infra.database_url, f"t_relay_{uuid.uuid4().hex[:8]}"))
+    await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
+    async with pool.acquire() as conn:
+        await enqueue(conn, [OutgoingMessage("relaytest.first", "first", b"1")])
+
+    relay_once = OutboxRelay.relay_once
+    rounds = 0
+
+    async def a_consumer_commits_meanwhile(self: OutboxRelay) -> int:
+        # The first round has read its rows when a consumer commits another and wakes the relay (its
+        # after-commit hook), before the round is over.
+        nonlocal rounds
+        rounds += 1
+        sent = await relay_once(self)
+        if rounds == 1:
+            async with pool.acquire() as conn:
+                await enqueue(conn, [OutgoingMessage("relaytest.second", "second", b"2")])
+            self.wake()
+        return sent
+
+    monkeypatch.setattr(OutboxRelay, "relay_once", a_consumer_commits_meanwhile)
+    # A poll that never comes within the test: only the wake can get the second row out.
+    relay = OutboxRelay(pool, js, poll_s=3600)
+    relay.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    second = await js.get_last_msg(STREAM, "relaytest.second")
+                    break
+                except NotFoundError:
+                    await asyncio.sleep(0.05)
+        assert second.data == b"2"
+        assert (await js.get_last_msg(STREAM, "relaytest.first")).data == b"1"
+    finally:
+        await relay.stop()
+        await pool.close()
