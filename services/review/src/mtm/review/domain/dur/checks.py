@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -126,9 +126,17 @@ def _preferred(candidate: Rule, kept: Rule | None) -> bool:
 # --- interaction ----------------------------------------------------------------------------------------------
 
 
-def interactions(medications: list[Medication], kb: KnowledgeBase, review: Review) -> None:
+def interactions(
+    medications: list[Medication],
+    kb: KnowledgeBase,
+    review: Review,
+    decided: Mapping[frozenset[str], Rule] | None = None,
+) -> None:
     """One alert per pair of medications: a combination product (e.g. sulfamethoxazole-trimethoprim) that
-    interacts through several ingredients gives one alert carrying the most severe rule."""
+    interacts through several ingredients gives one alert carrying the most severe rule. A pair in `decided` (a
+    kidney-conditioned label rule fired for it, see `renal_interactions`) is left out unless its plain rule is the
+    more severe."""
+    decided = decided or {}
     groups: dict[frozenset[frozenset[str]], None] = {}
     for position, first in enumerate(medications):
         first_candidates = [name for name in first.acting if name in kb.interacting]
@@ -143,6 +151,7 @@ def interactions(medications: list[Medication], kb: KnowledgeBase, review: Revie
                 and (pair := frozenset((a, b))) in kb.interactions
                 and not _dose_decides(first, a, b, kb)
                 and not _dose_decides(second, b, a, kb)
+                and not _renal_decides(pair, decided, kb)
             }
             if pairs:
                 groups[frozenset(pairs)] = None
@@ -167,6 +176,65 @@ def _exposure(medication: Medication, ingredient: str) -> str:
     """`systemic`, or the local route the ingredient acts by: two products duplicate one another only when they
     act at the same place (oral and ophthalmic ciprofloxacin do not; two eye drops of one class do)."""
     return "systemic" if ingredient in medication.acting else str(medication.source.route).strip().lower()
+
+
+def _renal_decides(pair: frozenset[str], decided: Mapping[frozenset[str], Rule], kb: KnowledgeBase) -> bool:
+    """A kidney-conditioned rule already reported this pair, and the plain rule would say no more."""
+    rule = decided.get(pair)
+    return rule is not None and SEVERITY_RANK[kb.interactions[pair].severity] >= SEVERITY_RANK[rule.severity]
+
+
+def renal_interactions(
+    context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review
+) -> dict[frozenset[str], Rule]:
+    """A label's interaction that holds only in a range of kidney function (rivaroxaban with combined P-gp and
+    moderate CYP3A inhibitors at CrCl 15 to <80): the alert names the measure and its value, and a measure that
+    cannot be computed is noted as a check that did not run. Returns the pairs reported, for `interactions`."""
+    reported: dict[frozenset[str], Rule] = {}
+    if not kb.renal_interactions:
+        return reported
+    measures: dict[tuple[str, str], KidneyFunction | None] = {}
+    for medication in medications:
+        for ingredient in medication.acting:
+            for rule in kb.renal_interactions.get(ingredient, ()):
+                partners = sorted(
+                    {
+                        name
+                        for other in medications
+                        if other.index != medication.index
+                        for name in other.acting
+                        if name in rule.partners and name != ingredient
+                    }
+                )
+                if not partners:
+                    continue
+                key = (rule.measure, rule.weight)
+                if key not in measures:
+                    measures[key] = context.kidney_function(rule.measure, rule.weight)
+                kidney = measures[key]
+                if kidney is None:
+                    review.could_not_run(
+                        medication,
+                        "kidney-conditioned interaction",
+                        f"its label limits it with {', '.join(partners)} by {_MEASURE_INPUTS[key]}",
+                    )
+                    continue
+                if rule.min_value is not None and kidney.value < rule.min_value:
+                    continue
+                if rule.max_value is not None and kidney.value >= rule.max_value:
+                    continue
+                for partner in partners:
+                    pair = frozenset((ingredient, partner))
+                    if pair in reported:
+                        continue
+                    reported[pair] = rule
+                    review.add(
+                        "interaction",
+                        rule,
+                        pair,
+                        f"{display(ingredient)} + {partner} with {kidney.label}: {rule.message}",
+                    )
+    return reported
 
 
 def _dose_decides(medication: Medication, ingredient: str, partner: str, kb: KnowledgeBase) -> bool:
@@ -569,12 +637,13 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
                 review.could_not_run(medication, "renal", "; ".join(sorted(missing)))
 
 
-_MEASURE_NEEDS = {
-    ("crcl", "actual"): "its label doses by creatinine clearance, which needs age, weight and serum creatinine",
-    ("crcl", "adjusted"): "its label doses by creatinine clearance on adjusted body weight, which needs age, "
-    "weight, height and serum creatinine",
-    ("egfr", "actual"): "its label doses by eGFR, which needs an eGFR result or age and serum creatinine",
+_MEASURE_INPUTS = {
+    ("crcl", "actual"): "creatinine clearance, which needs age, weight and serum creatinine",
+    ("crcl", "adjusted"): "creatinine clearance on adjusted body weight, which needs age, weight, height and serum "
+    "creatinine",
+    ("egfr", "actual"): "eGFR, which needs an eGFR result or age and serum creatinine",
 }
+_MEASURE_NEEDS = {key: f"its label doses by {inputs}" for key, inputs in _MEASURE_INPUTS.items()}
 
 
 # --- condition ------------------------------------------------------------------------------------------------
@@ -687,6 +756,44 @@ def omissions(
             continue
         note = f" ({unresolved} medication(s) could not be matched: check them too.)" if unresolved else ""
         review.add("condition", rule, (), f"{found}, no {rule.therapy}: {rule.message}{note}")
+
+
+def drug_omissions(
+    context: PatientContext, medications: list[Medication], kb: KnowledgeBase, review: Review, unresolved: int = 0
+) -> None:
+    """Passive reminders triggered by a drug on the list: a companion therapy it calls for is missing (folic acid
+    with methotrexate, a laxative with a regular opioid). A drug counts where it acts systemically, by the rule's
+    routes when it names some, and, for a rule about regular use, not when it is taken only as needed."""
+    if not kb.drug_omissions or not medications:
+        return
+    taking = {ingredient for medication in medications for ingredient in medication.ingredients}
+    allergic: frozenset[str] | None = None
+    age = context.age_years
+    for rule in kb.drug_omissions:
+        if rule.min_age is not None and (age is None or age < rule.min_age):
+            continue
+        if rule.max_age is not None and (age is None or age >= rule.max_age):
+            continue
+        triggers = sorted(
+            {
+                ingredient
+                for medication in medications
+                if not (rule.regular_only and medication.source.as_needed)
+                and (not rule.routes or medication.source.route is None or medication.source.route in rule.routes)
+                for ingredient in medication.acting
+                if ingredient in rule.trigger_ingredients
+            }
+        )
+        if not triggers or taking & rule.therapy_ingredients:
+            continue
+        if allergic is None:
+            allergic = _allergens(context, kb)[0]
+        if allergic & rule.therapy_ingredients or find_condition(context, rule.unless, True) is not None:
+            continue
+        note = f" ({unresolved} medication(s) could not be matched: check them too.)" if unresolved else ""
+        review.add(
+            "condition", rule, triggers, f"{display(' + '.join(triggers))}, no {rule.therapy}: {rule.message}{note}"
+        )
 
 
 # --- allergy --------------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def _medication(item: ReconciledItem) -> CheckedMedication | None:
         dose_value=entry.dose_value,
         dose_unit=entry.dose_unit,
         strengths=strengths(entry.text, ingredients),
+        as_needed=entry.as_needed,
     )
 
 

@@ -44,7 +44,8 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
             continue
         resolved.append(Medication(index, medication, ingredients, kb.acting(ingredients, medication.route)))
 
-    checks.interactions(resolved, kb, review)
+    decided = checks.renal_interactions(context, resolved, kb, review)
+    checks.interactions(resolved, kb, review, decided)
     checks.duplications(resolved, kb, review)
     checks.combinations(context, resolved, kb, review)
     checks.doses(resolved, kb, review)
@@ -53,6 +54,7 @@ def check(context: PatientContext, medications: Sequence[CheckedMedication], kb:
     checks.renal(context, resolved, kb, review)
     checks.conditions(context, resolved, kb, review)
     checks.omissions(context, resolved, kb, review, unresolved=len(medications) - len(resolved))
+    checks.drug_omissions(context, resolved, kb, review, unresolved=len(medications) - len(resolved))
     checks.allergies(context, resolved, kb, review)
     checks.geriatric(context, resolved, kb, review)
     checks.pharmacogenomics(context, resolved, kb, review)

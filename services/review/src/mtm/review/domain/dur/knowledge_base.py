@@ -19,6 +19,7 @@ from mtm.review.domain.dur.rules import (
     CriteriaRule,
     DoseLimit,
     DoseSchedule,
+    DrugOmissionRule,
     DuplicationRule,
     GeriatricRule,
     InteractionRule,
@@ -26,6 +27,7 @@ from mtm.review.domain.dur.rules import (
     PairDoseLimit,
     PharmacogenomicRule,
     PlausibilityRule,
+    RenalInteractionRule,
     RenalRule,
     Rule,
     Severity,
@@ -86,6 +88,8 @@ class KnowledgeTables:
     class_duplication: Sequence[Row] = ()
     omissions: Sequence[Row] = ()
     dose_plausibility: Sequence[Row] = ()
+    drug_omissions: Sequence[Row] = ()
+    label_renal_interactions: Sequence[Row] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,8 @@ class KnowledgeBase:
     value_sets: Mapping[str, CodeSet] = field(default_factory=dict)
     local_routes: frozenset[str] = frozenset()
     systemic_by_local_route: frozenset[tuple[str, str]] = frozenset()
+    drug_omissions: tuple[DrugOmissionRule, ...] = ()
+    renal_interactions: Mapping[str, tuple[RenalInteractionRule, ...]] = field(default_factory=dict)
 
     def systemic(self, ingredient: str, route: str | None) -> bool:
         """Whether this ingredient, given by this route, reaches the circulation enough for systemic rules
@@ -158,14 +164,20 @@ class KnowledgeBase:
             self.renal,
             self.conditions,
             self.pair_dose_limits,
+            self.renal_interactions,
         ):
             names.update(index)
         names.update(self.geriatric)
         for rule in self.omissions:
             names.update(rule.therapy_ingredients)
+        for drug_rule in self.drug_omissions:
+            names.update(drug_rule.trigger_ingredients | drug_rule.therapy_ingredients)
         for rules in self.pair_dose_limits.values():
             for pair_rule in rules:
                 names.update(pair_rule.partners)
+        for renal_rules in self.renal_interactions.values():
+            for renal_rule in renal_rules:
+                names.update(renal_rule.partners)
         return frozenset(names)
 
     @classmethod
@@ -403,6 +415,8 @@ class _Builder:
             dose_criteria=frozen.get("dose_criteria", empty_index),
             pair_dose_limits=frozen.get("pair_dose_limits", empty_index),
             omissions=frozen.get("omissions", ()),
+            drug_omissions=frozen.get("drug_omissions", ()),
+            renal_interactions=frozen.get("renal_interactions", empty_index),
             plausibility=frozen.get("plausibility", ()),
             value_sets=MappingProxyType(self.value_sets),
             local_routes=self.local_routes,

@@ -189,7 +189,7 @@ class CheckedMedication:
     total amount per day in a canonical unit (`mg`, `mcg`, `g`, `unit`, `meq`, `ml`). dose_value and
     dose_unit are the dose as the list wrote it (`100`, `mg`); strengths the product's strength per ingredient
     as its name states it (`(100.0, "mcg")`, `(20.0, "mg/ml")`), for telling a unit or product slip from an
-    overdose.
+    overdose. as_needed: taken only when needed (PRN), not on a schedule.
     """
 
     ingredients: tuple[str, ...]
@@ -201,6 +201,7 @@ class CheckedMedication:
     dose_value: float | None = None
     dose_unit: str | None = None
     strengths: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    as_needed: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ingredients", tuple(self.ingredients))

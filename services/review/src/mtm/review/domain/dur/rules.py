@@ -190,6 +190,41 @@ class OmissionRule(Rule):
     max_age: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class DrugOmissionRule(Rule):
+    """A drug on the list that calls for a companion therapy the list lacks (START-style, passive): folic acid with
+    methotrexate, a laxative with a regular opioid, bone protection with a systemic corticosteroid.
+
+    trigger_ingredients are the drugs that call for it, counted only where they act systemically and, when routes are
+    given, only by one of those routes (an unknown route counts); regular_only leaves out medications taken as
+    needed. Silent when the patient takes (or is allergic to) one of therapy_ingredients, has an `unless` code, or is
+    outside the ages."""
+
+    trigger: str
+    trigger_ingredients: frozenset[str]
+    routes: tuple[str, ...]
+    regular_only: bool
+    therapy: str
+    therapy_ingredients: frozenset[str]
+    unless: CodeSet
+    min_age: int | None
+    max_age: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenalInteractionRule(Rule):
+    """ingredient with one of `partners` while kidney function is within [min_value, max_value): a label's interaction
+    that holds only in a range of renal function (rivaroxaban with combined P-gp and moderate CYP3A inhibitors at CrCl
+    15 to <80). measure and weight are read as for `RenalRule`."""
+
+    ingredient: str
+    partners: frozenset[str]
+    measure: Measure
+    weight: WeightBasis
+    min_value: float | None
+    max_value: float | None
+
+
 PlausibilityCheck = Literal["ratio_to_max", "unit_slip", "units_per_dose"]
 
 

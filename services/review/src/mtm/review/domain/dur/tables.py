@@ -23,6 +23,7 @@ from mtm.review.domain.dur.rules import (
     Criterion,
     DoseLimit,
     DoseSchedule,
+    DrugOmissionRule,
     DuplicationRule,
     GeriatricRule,
     InteractionRule,
@@ -30,6 +31,7 @@ from mtm.review.domain.dur.rules import (
     PairDoseLimit,
     PharmacogenomicRule,
     PlausibilityRule,
+    RenalInteractionRule,
     RenalRule,
     Rule,
 )
@@ -303,12 +305,18 @@ def condition_rules(table: str, cited: bool = False) -> TableSpec:
     return TableSpec(table, ConditionRule, "conditions", fields, expand="drug", index="ingredient", cited=cited)
 
 
+KIDNEY_RANGE: Mapping[str, Read] = {
+    "measure": choice("measure", ("crcl", "egfr")),
+    "weight": choice("weight", ("actual", "adjusted"), default="actual"),
+    "min_value": optional_number("min_value"),
+    "max_value": optional_number("max_value"),
+}
+"""The kidney-function columns renal rules and renal-conditioned interactions share."""
+
+
 def renal_rules(table: str, cited: bool = False) -> TableSpec:
     fields: dict[str, Read] = {
-        "measure": choice("measure", ("crcl", "egfr")),
-        "weight": choice("weight", ("actual", "adjusted"), default="actual"),
-        "min_value": optional_number("min_value"),
-        "max_value": optional_number("max_value"),
+        **KIDNEY_RANGE,
         "max_daily": optional_number("max_daily"),
         "unit": lowered("unit"),
         "route": lowered("route"),
@@ -455,6 +463,33 @@ TABLES: tuple[TableSpec, ...] = (
             "min_age": integer("min_age"),
             "max_age": integer("max_age"),
         },
+    ),
+    # Omissions triggered by a drug on the list rather than a condition (folic acid with methotrexate).
+    TableSpec(
+        "drug_omissions",
+        DrugOmissionRule,
+        "drug_omissions",
+        {
+            "trigger": text("trigger"),
+            "trigger_ingredients": drug_set("trigger_drugs"),
+            "routes": items("routes", str.lower),
+            "regular_only": flag("regular_only"),
+            "therapy": text("therapy"),
+            "therapy_ingredients": drug_set("therapy_drugs"),
+            "unless": codes("unless_value_set", inline=False),
+            "min_age": integer("min_age"),
+            "max_age": integer("max_age"),
+        },
+    ),
+    # A label's interaction that holds only within a range of kidney function, keyed on the drug whose label says so.
+    TableSpec(
+        "label_renal_interactions",
+        RenalInteractionRule,
+        "renal_interactions",
+        {**KIDNEY_RANGE, "partners": drug_set("b")},
+        expand="a",
+        index="ingredient",
+        cited=True,
     ),
     TableSpec(
         "allergy_rules",
