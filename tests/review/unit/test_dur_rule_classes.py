@@ -28,7 +28,7 @@ def _rules(context: PatientContext, medications: list[CheckedMedication], kind: 
 @pytest.mark.parametrize(
     ("a", "b", "rule_id", "severity"),
     [
-        ("trazodone", "phenelzine", "cur.maoi.contraindicated", "high"),
+        ("trazodone", "phenelzine", "lbl.trazodone.maoi", "high"),
         ("mirtazapine", "linezolid", "cur.maoi.contraindicated", "high"),
         ("thioridazine", "terbinafine", "cur.thioridazine.cyp2d6", "high"),
         ("thioridazine", "paroxetine", "lbl.paroxetine.thioridazine_pimozide", "high"),
@@ -179,8 +179,9 @@ def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
     assert _rules(ADULT, [med("sumatriptan", route="nasal"), med("sertraline")], "interaction") == [
         ("cur.serotonin.triptan", "low", "passive")
     ]
+    # The sildenafil label's own nitrate contraindication outranks the curated PDE5/nitrate class row.
     assert _rules(ADULT, [med("nitroglycerin", route="topical"), med("sildenafil")], "interaction") == [
-        ("cur.pde5.nitrate", "high", "interruptive")
+        ("lbl.sildenafil.nitrate", "high", "interruptive")
     ]
     assert KB.systemic("sumatriptan", "nasal") and not KB.systemic("fluticasone", "nasal")
     assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
