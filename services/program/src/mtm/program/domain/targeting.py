@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from mtm.contracts.program import (
     ChronicDisease,
+    CostBasis,
     EligibilityDetermination,
     EvaluationTrigger,
+    TargetingBasis,
     TargetingCriteria,
     TargetingFindings,
 )
@@ -71,6 +73,7 @@ class TargetingTables:
     _seen: dict[tuple[str | None, str | None], tuple[ChronicDisease, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _terms: dict[tuple[int, Plan], _Terms] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, dict[int, dict[str, list[ChronicDisease]]]] = {}
@@ -105,6 +108,25 @@ class TargetingTables:
         if not known:
             raise ValueError(f"no targeting thresholds for program year {year} or earlier")
         return self.years[max(known)]
+
+    def terms(self, year: int, plan: Plan) -> _Terms:
+        """The plan's criteria for a program year, checked against the year's limits once per year and plan."""
+        found = self._terms.get((year, plan))
+        if found is None:
+            program = self.program_year(year)
+            if not 2 <= plan.min_chronic_diseases <= program.max_chronic_diseases:
+                raise ValueError(f"a plan may require 2 to {program.max_chronic_diseases} chronic diseases")
+            if not 2 <= plan.min_maintenance_drugs <= program.max_maintenance_drugs:
+                raise ValueError(f"a plan may require 2 to {program.max_maintenance_drugs} maintenance drugs")
+            criteria = TargetingCriteria(
+                program_year=year,
+                min_chronic_diseases=plan.min_chronic_diseases,
+                min_maintenance_drugs=plan.min_maintenance_drugs,
+                annual_cost_threshold=program.annual_cost_threshold,
+            )
+            per_drug = plan.cost_per_maintenance_drug or program.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
+            found = self._terms[(year, plan)] = _Terms(criteria, per_drug)
+        return found
 
     def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
         key = (system, code)
@@ -207,51 +229,111 @@ def determine(
     inputs_considered: int = 0,
 ) -> EligibilityDetermination:
     """Eligibility for the program year of `as_of`, with the figures and a sentence per criterion."""
-    plan = plan or Plan()
-    year = tables.program_year(as_of.year)
-    if not 2 <= plan.min_chronic_diseases <= year.max_chronic_diseases:
-        raise ValueError(f"a plan may require 2 to {year.max_chronic_diseases} chronic diseases")
-    if not 2 <= plan.min_maintenance_drugs <= year.max_maintenance_drugs:
-        raise ValueError(f"a plan may require 2 to {year.max_maintenance_drugs} maintenance drugs")
-    criteria = TargetingCriteria(
-        program_year=as_of.year,
-        min_chronic_diseases=plan.min_chronic_diseases,
-        min_maintenance_drugs=plan.min_maintenance_drugs,
-        annual_cost_threshold=year.annual_cost_threshold,
-    )
+    return screen(record, as_of=as_of, tables=tables, plan=plan).determination(trigger, inputs_considered)
+
+
+def screen(record: TargetingInput, *, as_of: date, tables: TargetingTables, plan: Plan | None = None) -> Screening:
+    """Whether the member is targeted for the program year of `as_of`, cheapest criterion first.
+
+    The chronic diseases come from a few conditions, the drugs and the cost from a year of fills: a member short of
+    the diseases (most of a plan) and not at risk is not targeted whatever the fills say, so the fills are read only
+    when the determination is asked for. A sweep asks for it of the targeted members alone.
+    """
+    terms = tables.terms(as_of.year, plan or _DEFAULT_PLAN)
     diseases = chronic_diseases(record.conditions, tables)
+    at_risk = record.drug_management_program_at_risk
+    if len(diseases) < terms.criteria.min_chronic_diseases and not at_risk:
+        return Screening(record, as_of, terms, diseases, None, None)
+    figures = _figures(record, as_of, terms)
+    return Screening(record, as_of, terms, diseases, figures, _basis(terms, diseases, figures, at_risk))
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """A plan's criteria for one program year, checked and built once: every member of a sweep shares them."""
+
+    criteria: TargetingCriteria
+    per_drug: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    drugs: Set[str]
+    annual_cost: float
+    cost_basis: CostBasis
+
+
+class Screening:
+    """A member's targeting: `eligible` and `basis` at once, the determination (figures, sentences) on demand."""
+
+    __slots__ = ("_as_of", "_diseases", "_figures", "_record", "_terms", "basis")
+
+    def __init__(
+        self,
+        record: TargetingInput,
+        as_of: date,
+        terms: _Terms,
+        diseases: tuple[ChronicDisease, ...],
+        figures: _Figures | None,
+        basis: TargetingBasis | None,
+    ) -> None:
+        self._record, self._as_of, self._terms, self._diseases = record, as_of, terms, diseases
+        self._figures, self.basis = figures, basis
+
+    @property
+    def eligible(self) -> bool:
+        return self.basis is not None
+
+    def determination(
+        self, trigger: EvaluationTrigger = "quarterly", inputs_considered: int = 0
+    ) -> EligibilityDetermination:
+        criteria = self._terms.criteria
+        figures = self._figures or _figures(self._record, self._as_of, self._terms)
+        drugs = tuple(sorted(figures.drugs))
+        findings = TargetingFindings(
+            chronic_diseases=self._diseases,
+            maintenance_drugs=drugs,
+            annual_cost=figures.annual_cost,
+            cost_basis=figures.cost_basis,
+            drug_management_program_at_risk=self._record.drug_management_program_at_risk,
+            meets_chronic_diseases=len(self._diseases) >= criteria.min_chronic_diseases,
+            meets_maintenance_drugs=len(drugs) >= criteria.min_maintenance_drugs,
+            meets_annual_cost=figures.annual_cost >= criteria.annual_cost_threshold,
+        )
+        return EligibilityDetermination(
+            program_year=criteria.program_year,
+            determined_on=self._as_of,
+            eligible=self.basis is not None,
+            basis=self.basis,
+            criteria=criteria,
+            findings=findings,
+            reasons=_reasons(criteria, findings, self._terms.per_drug),
+            trigger=trigger,
+            inputs_considered=inputs_considered,
+        )
+
+
+_DEFAULT_PLAN = Plan()
+
+
+def _figures(record: TargetingInput, as_of: date, terms: _Terms) -> _Figures:
     last_year = _last_year(record, as_of)
-    drugs = _maintenance(record, last_year.supplied)
-    per_drug = plan.cost_per_maintenance_drug or year.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
-    cost, basis = _cost(last_year, as_of, len(drugs), per_drug)
-    findings = TargetingFindings(
-        chronic_diseases=diseases,
-        maintenance_drugs=drugs,
-        annual_cost=cost,
-        cost_basis=basis,
-        drug_management_program_at_risk=record.drug_management_program_at_risk,
-        meets_chronic_diseases=len(diseases) >= criteria.min_chronic_diseases,
-        meets_maintenance_drugs=len(drugs) >= criteria.min_maintenance_drugs,
-        meets_annual_cost=cost >= criteria.annual_cost_threshold,
-    )
-    by_criteria = findings.meets_chronic_diseases and findings.meets_maintenance_drugs and findings.meets_annual_cost
-    if by_criteria:
-        basis_of = "chronic-diseases-drugs-cost"
-    elif findings.drug_management_program_at_risk:
-        basis_of = "drug-management-program"
-    else:
-        basis_of = None
-    return EligibilityDetermination(
-        program_year=as_of.year,
-        determined_on=as_of,
-        eligible=basis_of is not None,
-        basis=basis_of,
-        criteria=criteria,
-        findings=findings,
-        reasons=_reasons(criteria, findings, per_drug),
-        trigger=trigger,
-        inputs_considered=inputs_considered,
-    )
+    drugs = _maintenance_set(record, last_year.supplied)
+    cost, basis = _cost(last_year, as_of, len(drugs), terms.per_drug)
+    return _Figures(drugs, cost, basis)
+
+
+def _basis(
+    terms: _Terms, diseases: tuple[ChronicDisease, ...], figures: _Figures, at_risk: bool
+) -> TargetingBasis | None:
+    criteria = terms.criteria
+    if (
+        len(diseases) >= criteria.min_chronic_diseases
+        and len(figures.drugs) >= criteria.min_maintenance_drugs
+        and figures.annual_cost >= criteria.annual_cost_threshold
+    ):
+        return "chronic-diseases-drugs-cost"
+    return "drug-management-program" if at_risk else None
 
 
 def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
@@ -312,9 +394,13 @@ def _last_year(record: TargetingInput, as_of: date) -> _LastYear:
 
 
 def _maintenance(record: TargetingInput, supplied: Mapping[str, int]) -> tuple[str, ...]:
+    return tuple(sorted(_maintenance_set(record, supplied)))
+
+
+def _maintenance_set(record: TargetingInput, supplied: Mapping[str, int]) -> set[str]:
     drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
     drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
-    return tuple(sorted(drugs))
+    return drugs
 
 
 def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
