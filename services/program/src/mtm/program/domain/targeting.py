@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import chain
 
 from mtm.contracts.program import (
     ChronicDisease,
@@ -24,6 +25,8 @@ LOOKBACK_DAYS = 365
 MIN_PROJECTION_DAYS = 90
 # Distinct written codes remembered by the tables before they start again: bounds the memory of a long sweep.
 _SEEN_CODES = 50_000
+# Plans whose terms are remembered: a service has one; more only in tests, which make a plan per call.
+_TERMS = 64
 GENERIC_DRUGS_IN_THRESHOLD = 8
 """CMS set the 2025 threshold at the average cost of 8 generic drugs: the default per-drug estimate is 1/8 of it."""
 
@@ -73,7 +76,13 @@ class TargetingTables:
     _seen: dict[tuple[str | None, str | None], tuple[ChronicDisease, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    _terms: dict[tuple[int, Plan], _Terms] = field(default_factory=dict, repr=False, compare=False)
+    # The same codes → their categories as bits (one per category, in name order), and bits → the sorted names:
+    # a member's diseases are an OR of a few ints and one lookup, not a set to fill and sort.
+    _bits: dict[tuple[str | None, str | None], int] = field(default_factory=dict, repr=False, compare=False)
+    _named: dict[int, tuple[ChronicDisease, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _bit_of: Mapping[ChronicDisease, int] = field(default_factory=dict, repr=False, compare=False)
+    # (program year, id of the plan) → its terms, each holding its plan so that the id is not reused while cached.
+    _terms: dict[tuple[int, int], _Terms] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, dict[int, dict[str, list[ChronicDisease]]]] = {}
@@ -85,6 +94,10 @@ class TargetingTables:
             for system, lengths in index.items()
         }
         object.__setattr__(self, "_by_length", by_length)
+        named = sorted(
+            {c for found in self.exact.values() for c in found} | {c for _, c in chain(*self.prefixes.values())}
+        )
+        object.__setattr__(self, "_bit_of", {category: 1 << n for n, category in enumerate(named)})
 
     @classmethod
     def of(cls, years: Iterable[ProgramYear], codes: Iterable[DiseaseCode]) -> TargetingTables:
@@ -111,7 +124,7 @@ class TargetingTables:
 
     def terms(self, year: int, plan: Plan) -> _Terms:
         """The plan's criteria for a program year, checked against the year's limits once per year and plan."""
-        found = self._terms.get((year, plan))
+        found = self._terms.get((year, id(plan)))
         if found is None:
             program = self.program_year(year)
             if not 2 <= plan.min_chronic_diseases <= program.max_chronic_diseases:
@@ -125,7 +138,24 @@ class TargetingTables:
                 annual_cost_threshold=program.annual_cost_threshold,
             )
             per_drug = plan.cost_per_maintenance_drug or program.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
-            found = self._terms[(year, plan)] = _Terms(criteria, per_drug)
+            if len(self._terms) >= _TERMS:
+                self._terms.clear()
+            found = self._terms[(year, id(plan))] = _Terms(plan, criteria, per_drug)
+        return found
+
+    def disease_bits(self, system: str | None, code: str | None) -> int:
+        bits = 0
+        for category in self.categories(system, code):
+            bits |= self._bit_of[category]
+        if len(self._bits) >= _SEEN_CODES:
+            self._bits.clear()
+        self._bits[(system, code)] = bits
+        return bits
+
+    def diseases_of(self, bits: int) -> tuple[ChronicDisease, ...]:
+        found = self._named.get(bits)
+        if found is None:
+            found = self._named[bits] = tuple(c for c, bit in self._bit_of.items() if bits & bit)
         return found
 
     def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
@@ -252,6 +282,7 @@ def screen(record: TargetingInput, *, as_of: date, tables: TargetingTables, plan
 class _Terms:
     """A plan's criteria for one program year, checked and built once: every member of a sweep shares them."""
 
+    plan: Plan
     criteria: TargetingCriteria
     per_drug: float
 
@@ -338,12 +369,15 @@ def _basis(
 
 def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
     """Core chronic diseases of the active conditions; two codes of one disease count once."""
-    found: set[ChronicDisease] = set()
-    categories = tables.categories
+    bits = 0
+    remembered = tables._bits.get
     for condition in conditions:
         if condition.clinical_status in ACTIVE_CONDITION:
-            found.update(categories(condition.system, condition.code))
-    return tuple(sorted(found))
+            key = (condition.system, condition.code)
+            found = remembered(key)
+            bits |= tables.disease_bits(*key) if found is None else found
+    found = tables._named.get(bits)
+    return tables.diseases_of(bits) if found is None else found
 
 
 def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
