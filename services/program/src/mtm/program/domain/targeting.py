@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import chain
+from operator import attrgetter
 
 from mtm.contracts.program import (
     ChronicDisease,
@@ -266,16 +267,35 @@ def screen(record: TargetingInput, *, as_of: date, tables: TargetingTables, plan
     """Whether the member is targeted for the program year of `as_of`, cheapest criterion first.
 
     The chronic diseases come from a few conditions, the drugs and the cost from a year of fills: a member short of
-    the diseases (most of a plan) and not at risk is not targeted whatever the fills say, so the fills are read only
-    when the determination is asked for. A sweep asks for it of the targeted members alone.
+    the diseases (most of a plan), or with fewer drugs on the whole record than the plan requires, and not at risk
+    is not targeted whatever the year's fills add up to, so those are read only when the determination is asked
+    for. A sweep asks for it of the targeted members alone.
     """
     terms = tables.terms(as_of.year, plan or _DEFAULT_PLAN)
     diseases = chronic_diseases(record.conditions, tables)
-    at_risk = record.drug_management_program_at_risk
-    if len(diseases) < terms.criteria.min_chronic_diseases and not at_risk:
+    if not record.drug_management_program_at_risk and (
+        len(diseases) < terms.criteria.min_chronic_diseases
+        or _too_few_drugs(record, terms.criteria.min_maintenance_drugs)
+    ):
         return Screening(record, as_of, terms, diseases, None, None)
     figures = _figures(record, as_of, terms)
-    return Screening(record, as_of, terms, diseases, figures, _basis(terms, diseases, figures, at_risk))
+    return Screening(
+        record,
+        as_of,
+        terms,
+        diseases,
+        figures,
+        _basis(terms, diseases, figures, record.drug_management_program_at_risk),
+    )
+
+
+def _too_few_drugs(record: TargetingInput, needed: int) -> bool:
+    """Fewer distinct drugs ordered or filled ever than `needed`: no subset of them can be enough maintenance drugs."""
+    keys = {m.key for m in record.medications}
+    if len(keys) >= needed:
+        return False
+    keys.update(map(_KEY, record.fills))
+    return len(keys) < needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +365,7 @@ class Screening:
 
 
 _DEFAULT_PLAN = Plan()
+_KEY = attrgetter("key")
 
 
 def _figures(record: TargetingInput, as_of: date, terms: _Terms) -> _Figures:
