@@ -164,7 +164,7 @@ def format_value(value: float | None, unit: str) -> str:
         return "∞ (missing)"
     if unit == "x":
         return f"{value:.2f}x"
-    if unit in ("ms", "MB"):
+    if unit in ("ms", "µs", "MB"):
         return f"{value:,.3f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
     return f"{value:,.0f} {unit}"
 
