@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cache
 from itertools import chain
 from operator import attrgetter
 
@@ -470,25 +471,39 @@ def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -
 
 
 def _reasons(criteria: TargetingCriteria, findings: TargetingFindings, per_drug: float) -> tuple[str, ...]:
-    def met(flag: bool) -> str:
-        return "met" if flag else "not met"
-
-    diseases = ", ".join(_DISEASE_WORDS[d] for d in findings.chronic_diseases) or "none"
     if findings.cost_basis == "estimate":
         how = f"estimated at {_dollars(per_drug)} per maintenance drug, no pharmacy claim costs"
     else:
         how = "from pharmacy claim totals of the last 12 months"
     reasons = [
-        f"{len(findings.chronic_diseases)} core chronic diseases ({diseases}); the plan requires "
-        f"{criteria.min_chronic_diseases}: {met(findings.meets_chronic_diseases)}",
-        f"{len(findings.maintenance_drugs)} maintenance drugs; the plan requires {criteria.min_maintenance_drugs}: "
-        f"{met(findings.meets_maintenance_drugs)}",
+        _diseases_reason(findings.chronic_diseases, criteria.min_chronic_diseases),
+        _drugs_reason(len(findings.maintenance_drugs), criteria.min_maintenance_drugs),
         f"likely annual drug cost {_dollars(findings.annual_cost)} ({how}); the {criteria.program_year} threshold is "
-        f"{_dollars(criteria.annual_cost_threshold)}: {met(findings.meets_annual_cost)}",
+        f"{_dollars(criteria.annual_cost_threshold)}: {_met(findings.meets_annual_cost)}",
     ]
     if findings.drug_management_program_at_risk:
         reasons.append("at-risk beneficiary of a drug management program: eligible whatever the other criteria")
     return tuple(reasons)
+
+
+# The first two sentences depend on a handful of values (at most 2^10 sets of diseases, a few drug counts): each is
+# written once per process, not once per member.
+@cache
+def _diseases_reason(diseases: tuple[ChronicDisease, ...], required: int) -> str:
+    named = ", ".join(_DISEASE_WORDS[d] for d in diseases) or "none"
+    return (
+        f"{len(diseases)} core chronic diseases ({named}); the plan requires {required}: "
+        f"{_met(len(diseases) >= required)}"
+    )
+
+
+@cache
+def _drugs_reason(count: int, required: int) -> str:
+    return f"{count} maintenance drugs; the plan requires {required}: {_met(count >= required)}"
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "not met"
 
 
 def _dollars(amount: float) -> str:
