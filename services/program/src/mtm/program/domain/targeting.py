@@ -145,7 +145,7 @@ class TargetingTables:
             found = self._terms[(year, id(plan))] = _Terms(plan, criteria, per_drug)
         return found
 
-    def disease_bits(self, system: str | None, code: str | None) -> int:
+    def _disease_bits(self, system: str | None, code: str | None) -> int:
         bits = 0
         for category in self.categories(system, code):
             bits |= self._bit_of[category]
@@ -154,7 +154,7 @@ class TargetingTables:
         self._bits[(system, code)] = bits
         return bits
 
-    def diseases_of(self, bits: int) -> tuple[ChronicDisease, ...]:
+    def _diseases_of(self, bits: int) -> tuple[ChronicDisease, ...]:
         found = self._named.get(bits)
         if found is None:
             found = self._named[bits] = tuple(c for c, bit in self._bit_of.items() if bits & bit)
@@ -397,9 +397,9 @@ def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTable
         if condition.clinical_status in ACTIVE_CONDITION:
             key = (condition.system, condition.code)
             found = remembered(key)
-            bits |= tables.disease_bits(*key) if found is None else found
+            bits |= tables._disease_bits(*key) if found is None else found
     found = tables._named.get(bits)
-    return tables.diseases_of(bits) if found is None else found
+    return tables._diseases_of(bits) if found is None else found
 
 
 def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
