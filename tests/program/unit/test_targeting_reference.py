@@ -1,4 +1,4 @@
-"""Targeting's fast paths (prefixes by length, remembered codes, one pass over fills) decide as a plain reading."""
+"""Targeting's fast paths (remembered codes, one pass over fills, cheapest criterion first) match a plain reading."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from mtm.program.domain.targeting import (
     CostFact,
     FillFact,
     MedicationFact,
+    Plan,
     TargetingInput,
     TargetingTables,
     _normal_code,
     annual_cost,
     determine,
     maintenance_drugs,
+    screen,
 )
 from mtm.program.tables import targeting_tables
 
@@ -119,3 +121,48 @@ def test_a_remembered_code_has_the_categories_it_had_the_first_time(system: str 
     first = TABLES.categories(system, code)
     assert set(first) == reference_categories(TABLES, system, code)
     assert TABLES.categories(system, code) == first
+
+
+plans = st.builds(Plan, st.integers(2, 3), st.integers(2, 8), st.one_of(st.none(), st.sampled_from((50.0, 400.0))))
+maintenance_fills = st.builds(
+    FillFact,
+    st.sampled_from(DRUGS),
+    st.integers(min_value=0, max_value=LOOKBACK_DAYS - 1).map(lambda n: AS_OF - timedelta(days=n)),
+    st.sampled_from((28, 30, 90)),
+    st.floats(min_value=0, max_value=2_000, allow_nan=False),
+)
+# Members with several active coded conditions and not at risk: most meet the diseases, so the drugs and the cost
+# decide (the records above are mostly short of diseases or at risk).
+chronic_records = st.builds(
+    TargetingInput,
+    conditions=st.lists(
+        st.builds(ConditionFact, st.sampled_from(tuple(SYSTEMS)[:2]), st.sampled_from(CODES), st.just("active")),
+        min_size=2,
+        max_size=8,
+    ),
+    medications=st.lists(
+        st.builds(MedicationFact, st.sampled_from(DRUGS), st.one_of(st.none(), st.integers(1, 120))), max_size=6
+    ),
+    fills=st.lists(st.one_of(fills, maintenance_fills), max_size=25),
+    claims=st.lists(st.builds(CostFact, days, st.floats(min_value=0, max_value=5_000, allow_nan=False)), max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(records, chronic_records), plans)
+def test_a_screening_targets_whom_a_plain_reading_of_the_criteria_targets(record: TargetingInput, plan: Plan) -> None:
+    screening = screen(record, as_of=AS_OF, tables=TABLES, plan=plan)
+    year = TABLES.program_year(AS_OF.year)
+    drugs = reference_drugs(record)
+    cost, _ = reference_cost(record, len(drugs), plan.cost_per_maintenance_drug or year.annual_cost_threshold / 8)
+    by_criteria = (
+        len(reference_diseases(record)) >= plan.min_chronic_diseases
+        and len(drugs) >= plan.min_maintenance_drugs
+        and cost >= year.annual_cost_threshold
+    )
+    at_risk = "drug-management-program" if record.drug_management_program_at_risk else None
+    expected = "chronic-diseases-drugs-cost" if by_criteria else at_risk
+    assert (screening.basis, screening.eligible) == (expected, expected is not None)
+    determination = screening.determination()
+    assert (determination.basis, determination.eligible) == (expected, expected is not None)
+    assert determination == determine(record, as_of=AS_OF, tables=TABLES, plan=plan)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cache
+from itertools import chain
+from operator import attrgetter
 
 from mtm.contracts.program import (
     ChronicDisease,
+    CostBasis,
     EligibilityDetermination,
     EvaluationTrigger,
+    TargetingBasis,
     TargetingCriteria,
     TargetingFindings,
 )
@@ -22,6 +27,8 @@ LOOKBACK_DAYS = 365
 MIN_PROJECTION_DAYS = 90
 # Distinct written codes remembered by the tables before they start again: bounds the memory of a long sweep.
 _SEEN_CODES = 50_000
+# Plans whose terms are remembered: a service has one; more only in tests, which make a plan per call.
+_TERMS = 64
 GENERIC_DRUGS_IN_THRESHOLD = 8
 """CMS set the 2025 threshold at the average cost of 8 generic drugs: the default per-drug estimate is 1/8 of it."""
 
@@ -71,6 +78,13 @@ class TargetingTables:
     _seen: dict[tuple[str | None, str | None], tuple[ChronicDisease, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # The same codes → their categories as bits (one per category, in name order), and bits → the sorted names:
+    # a member's diseases are an OR of a few ints and one lookup, not a set to fill and sort.
+    _bits: dict[tuple[str | None, str | None], int] = field(default_factory=dict, repr=False, compare=False)
+    _named: dict[int, tuple[ChronicDisease, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _bit_of: Mapping[ChronicDisease, int] = field(default_factory=dict, repr=False, compare=False)
+    # (program year, id of the plan) → its terms, each holding its plan so that the id is not reused while cached.
+    _terms: dict[tuple[int, int], _Terms] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, dict[int, dict[str, list[ChronicDisease]]]] = {}
@@ -82,6 +96,10 @@ class TargetingTables:
             for system, lengths in index.items()
         }
         object.__setattr__(self, "_by_length", by_length)
+        named = sorted(
+            {c for found in self.exact.values() for c in found} | {c for _, c in chain(*self.prefixes.values())}
+        )
+        object.__setattr__(self, "_bit_of", {category: 1 << n for n, category in enumerate(named)})
 
     @classmethod
     def of(cls, years: Iterable[ProgramYear], codes: Iterable[DiseaseCode]) -> TargetingTables:
@@ -105,6 +123,42 @@ class TargetingTables:
         if not known:
             raise ValueError(f"no targeting thresholds for program year {year} or earlier")
         return self.years[max(known)]
+
+    def terms(self, year: int, plan: Plan) -> _Terms:
+        """The plan's criteria for a program year, checked against the year's limits once per year and plan."""
+        found = self._terms.get((year, id(plan)))
+        if found is None:
+            program = self.program_year(year)
+            if not 2 <= plan.min_chronic_diseases <= program.max_chronic_diseases:
+                raise ValueError(f"a plan may require 2 to {program.max_chronic_diseases} chronic diseases")
+            if not 2 <= plan.min_maintenance_drugs <= program.max_maintenance_drugs:
+                raise ValueError(f"a plan may require 2 to {program.max_maintenance_drugs} maintenance drugs")
+            criteria = TargetingCriteria(
+                program_year=year,
+                min_chronic_diseases=plan.min_chronic_diseases,
+                min_maintenance_drugs=plan.min_maintenance_drugs,
+                annual_cost_threshold=program.annual_cost_threshold,
+            )
+            per_drug = plan.cost_per_maintenance_drug or program.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
+            if len(self._terms) >= _TERMS:
+                self._terms.clear()
+            found = self._terms[(year, id(plan))] = _Terms(plan, criteria, per_drug)
+        return found
+
+    def _disease_bits(self, system: str | None, code: str | None) -> int:
+        bits = 0
+        for category in self.categories(system, code):
+            bits |= self._bit_of[category]
+        if len(self._bits) >= _SEEN_CODES:
+            self._bits.clear()
+        self._bits[(system, code)] = bits
+        return bits
+
+    def _diseases_of(self, bits: int) -> tuple[ChronicDisease, ...]:
+        found = self._named.get(bits)
+        if found is None:
+            found = self._named[bits] = tuple(c for c, bit in self._bit_of.items() if bits & bit)
+        return found
 
     def categories(self, system: str | None, code: str | None) -> tuple[ChronicDisease, ...]:
         key = (system, code)
@@ -207,61 +261,145 @@ def determine(
     inputs_considered: int = 0,
 ) -> EligibilityDetermination:
     """Eligibility for the program year of `as_of`, with the figures and a sentence per criterion."""
-    plan = plan or Plan()
-    year = tables.program_year(as_of.year)
-    if not 2 <= plan.min_chronic_diseases <= year.max_chronic_diseases:
-        raise ValueError(f"a plan may require 2 to {year.max_chronic_diseases} chronic diseases")
-    if not 2 <= plan.min_maintenance_drugs <= year.max_maintenance_drugs:
-        raise ValueError(f"a plan may require 2 to {year.max_maintenance_drugs} maintenance drugs")
-    criteria = TargetingCriteria(
-        program_year=as_of.year,
-        min_chronic_diseases=plan.min_chronic_diseases,
-        min_maintenance_drugs=plan.min_maintenance_drugs,
-        annual_cost_threshold=year.annual_cost_threshold,
-    )
+    return screen(record, as_of=as_of, tables=tables, plan=plan).determination(trigger, inputs_considered)
+
+
+def screen(record: TargetingInput, *, as_of: date, tables: TargetingTables, plan: Plan | None = None) -> Screening:
+    """Whether the member is targeted for the program year of `as_of`, cheapest criterion first.
+
+    The chronic diseases come from a few conditions, the drugs and the cost from a year of fills: a member short of
+    the diseases (most of a plan), or with fewer drugs on the whole record than the plan requires, and not at risk
+    is not targeted whatever the year's fills add up to, so those are read only when the determination is asked
+    for. A sweep asks for it of the targeted members alone.
+    """
+    terms = tables.terms(as_of.year, plan or _DEFAULT_PLAN)
     diseases = chronic_diseases(record.conditions, tables)
+    if not record.drug_management_program_at_risk and (
+        len(diseases) < terms.criteria.min_chronic_diseases
+        or _too_few_drugs(record, terms.criteria.min_maintenance_drugs)
+    ):
+        return Screening(record, as_of, terms, diseases, None, None)
+    figures = _figures(record, as_of, terms)
+    return Screening(
+        record,
+        as_of,
+        terms,
+        diseases,
+        figures,
+        _basis(terms, diseases, figures, record.drug_management_program_at_risk),
+    )
+
+
+def _too_few_drugs(record: TargetingInput, needed: int) -> bool:
+    """Fewer distinct drugs ordered or filled ever than `needed`: no subset of them can be enough maintenance drugs."""
+    keys = {m.key for m in record.medications}
+    if len(keys) >= needed:
+        return False
+    keys.update(map(_KEY, record.fills))
+    return len(keys) < needed
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """A plan's criteria for one program year, checked and built once: every member of a sweep shares them."""
+
+    plan: Plan
+    criteria: TargetingCriteria
+    per_drug: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    drugs: Set[str]
+    annual_cost: float
+    cost_basis: CostBasis
+
+
+class Screening:
+    """A member's targeting: `eligible` and `basis` at once, the determination (figures, sentences) on demand."""
+
+    __slots__ = ("_as_of", "_diseases", "_figures", "_record", "_terms", "basis")
+
+    def __init__(
+        self,
+        record: TargetingInput,
+        as_of: date,
+        terms: _Terms,
+        diseases: tuple[ChronicDisease, ...],
+        figures: _Figures | None,
+        basis: TargetingBasis | None,
+    ) -> None:
+        self._record, self._as_of, self._terms, self._diseases = record, as_of, terms, diseases
+        self._figures, self.basis = figures, basis
+
+    @property
+    def eligible(self) -> bool:
+        return self.basis is not None
+
+    def determination(
+        self, trigger: EvaluationTrigger = "quarterly", inputs_considered: int = 0
+    ) -> EligibilityDetermination:
+        criteria = self._terms.criteria
+        figures = self._figures or _figures(self._record, self._as_of, self._terms)
+        drugs = tuple(sorted(figures.drugs))
+        findings = TargetingFindings(
+            chronic_diseases=self._diseases,
+            maintenance_drugs=drugs,
+            annual_cost=figures.annual_cost,
+            cost_basis=figures.cost_basis,
+            drug_management_program_at_risk=self._record.drug_management_program_at_risk,
+            meets_chronic_diseases=len(self._diseases) >= criteria.min_chronic_diseases,
+            meets_maintenance_drugs=len(drugs) >= criteria.min_maintenance_drugs,
+            meets_annual_cost=figures.annual_cost >= criteria.annual_cost_threshold,
+        )
+        return EligibilityDetermination(
+            program_year=criteria.program_year,
+            determined_on=self._as_of,
+            eligible=self.basis is not None,
+            basis=self.basis,
+            criteria=criteria,
+            findings=findings,
+            reasons=_reasons(criteria, findings, self._terms.per_drug),
+            trigger=trigger,
+            inputs_considered=inputs_considered,
+        )
+
+
+_DEFAULT_PLAN = Plan()
+_KEY = attrgetter("key")
+
+
+def _figures(record: TargetingInput, as_of: date, terms: _Terms) -> _Figures:
     last_year = _last_year(record, as_of)
-    drugs = _maintenance(record, last_year.supplied)
-    per_drug = plan.cost_per_maintenance_drug or year.annual_cost_threshold / GENERIC_DRUGS_IN_THRESHOLD
-    cost, basis = _cost(last_year, as_of, len(drugs), per_drug)
-    findings = TargetingFindings(
-        chronic_diseases=diseases,
-        maintenance_drugs=drugs,
-        annual_cost=cost,
-        cost_basis=basis,
-        drug_management_program_at_risk=record.drug_management_program_at_risk,
-        meets_chronic_diseases=len(diseases) >= criteria.min_chronic_diseases,
-        meets_maintenance_drugs=len(drugs) >= criteria.min_maintenance_drugs,
-        meets_annual_cost=cost >= criteria.annual_cost_threshold,
-    )
-    by_criteria = findings.meets_chronic_diseases and findings.meets_maintenance_drugs and findings.meets_annual_cost
-    if by_criteria:
-        basis_of = "chronic-diseases-drugs-cost"
-    elif findings.drug_management_program_at_risk:
-        basis_of = "drug-management-program"
-    else:
-        basis_of = None
-    return EligibilityDetermination(
-        program_year=as_of.year,
-        determined_on=as_of,
-        eligible=basis_of is not None,
-        basis=basis_of,
-        criteria=criteria,
-        findings=findings,
-        reasons=_reasons(criteria, findings, per_drug),
-        trigger=trigger,
-        inputs_considered=inputs_considered,
-    )
+    drugs = _maintenance_set(record, last_year.supplied)
+    cost, basis = _cost(last_year, as_of, len(drugs), terms.per_drug)
+    return _Figures(drugs, cost, basis)
+
+
+def _basis(
+    terms: _Terms, diseases: tuple[ChronicDisease, ...], figures: _Figures, at_risk: bool
+) -> TargetingBasis | None:
+    criteria = terms.criteria
+    if (
+        len(diseases) >= criteria.min_chronic_diseases
+        and len(figures.drugs) >= criteria.min_maintenance_drugs
+        and figures.annual_cost >= criteria.annual_cost_threshold
+    ):
+        return "chronic-diseases-drugs-cost"
+    return "drug-management-program" if at_risk else None
 
 
 def chronic_diseases(conditions: Iterable[ConditionFact], tables: TargetingTables) -> tuple[ChronicDisease, ...]:
     """Core chronic diseases of the active conditions; two codes of one disease count once."""
-    found: set[ChronicDisease] = set()
-    categories = tables.categories
+    bits = 0
+    remembered = tables._bits.get
     for condition in conditions:
         if condition.clinical_status in ACTIVE_CONDITION:
-            found.update(categories(condition.system, condition.code))
-    return tuple(sorted(found))
+            key = (condition.system, condition.code)
+            found = remembered(key)
+            bits |= tables._disease_bits(*key) if found is None else found
+    found = tables._named.get(bits)
+    return tables._diseases_of(bits) if found is None else found
 
 
 def maintenance_drugs(record: TargetingInput, as_of: date) -> tuple[str, ...]:
@@ -312,9 +450,13 @@ def _last_year(record: TargetingInput, as_of: date) -> _LastYear:
 
 
 def _maintenance(record: TargetingInput, supplied: Mapping[str, int]) -> tuple[str, ...]:
+    return tuple(sorted(_maintenance_set(record, supplied)))
+
+
+def _maintenance_set(record: TargetingInput, supplied: Mapping[str, int]) -> set[str]:
     drugs = {m.key for m in record.medications if m.course_days is None or m.course_days >= MAINTENANCE_MIN_DAYS}
     drugs.update(key for key, days in supplied.items() if days >= MAINTENANCE_MIN_DAYS)
-    return tuple(sorted(drugs))
+    return drugs
 
 
 def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -> tuple[float, str]:
@@ -329,25 +471,39 @@ def _cost(last_year: _LastYear, as_of: date, drug_count: int, per_drug: float) -
 
 
 def _reasons(criteria: TargetingCriteria, findings: TargetingFindings, per_drug: float) -> tuple[str, ...]:
-    def met(flag: bool) -> str:
-        return "met" if flag else "not met"
-
-    diseases = ", ".join(_DISEASE_WORDS[d] for d in findings.chronic_diseases) or "none"
     if findings.cost_basis == "estimate":
         how = f"estimated at {_dollars(per_drug)} per maintenance drug, no pharmacy claim costs"
     else:
         how = "from pharmacy claim totals of the last 12 months"
     reasons = [
-        f"{len(findings.chronic_diseases)} core chronic diseases ({diseases}); the plan requires "
-        f"{criteria.min_chronic_diseases}: {met(findings.meets_chronic_diseases)}",
-        f"{len(findings.maintenance_drugs)} maintenance drugs; the plan requires {criteria.min_maintenance_drugs}: "
-        f"{met(findings.meets_maintenance_drugs)}",
+        _diseases_reason(findings.chronic_diseases, criteria.min_chronic_diseases),
+        _drugs_reason(len(findings.maintenance_drugs), criteria.min_maintenance_drugs),
         f"likely annual drug cost {_dollars(findings.annual_cost)} ({how}); the {criteria.program_year} threshold is "
-        f"{_dollars(criteria.annual_cost_threshold)}: {met(findings.meets_annual_cost)}",
+        f"{_dollars(criteria.annual_cost_threshold)}: {_met(findings.meets_annual_cost)}",
     ]
     if findings.drug_management_program_at_risk:
         reasons.append("at-risk beneficiary of a drug management program: eligible whatever the other criteria")
     return tuple(reasons)
+
+
+# The first two sentences depend on a handful of values (at most 2^10 sets of diseases, a few drug counts): each is
+# written once per process, not once per member.
+@cache
+def _diseases_reason(diseases: tuple[ChronicDisease, ...], required: int) -> str:
+    named = ", ".join(_DISEASE_WORDS[d] for d in diseases) or "none"
+    return (
+        f"{len(diseases)} core chronic diseases ({named}); the plan requires {required}: "
+        f"{_met(len(diseases) >= required)}"
+    )
+
+
+@cache
+def _drugs_reason(count: int, required: int) -> str:
+    return f"{count} maintenance drugs; the plan requires {required}: {_met(count >= required)}"
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "not met"
 
 
 def _dollars(amount: float) -> str:
