@@ -29,7 +29,7 @@ def _rules(context: PatientContext, medications: list[CheckedMedication], kind: 
     ("a", "b", "rule_id", "severity"),
     [
         ("trazodone", "phenelzine", "lbl.trazodone.maoi", "high"),
-        ("mirtazapine", "linezolid", "cur.maoi.contraindicated", "high"),
+        ("mirtazapine", "linezolid", "lbl.mirtazapine.maoi", "high"),
         ("thioridazine", "terbinafine", "cur.thioridazine.cyp2d6", "high"),
         ("thioridazine", "paroxetine", "lbl.paroxetine.thioridazine_pimozide", "high"),
         ("warfarin", "phenytoin", "cur.warfarin.inducer", "moderate"),
@@ -119,7 +119,8 @@ def test_triptan_with_coronary_disease() -> None:
         age_years=60, conditions=(Condition(text="Coronary artery disease", code="I25.10", system=ICD10),)
     )
     rules = [rule for rule in _rules(context, [med("sumatriptan")], "condition") if not rule[0].startswith("start.")]
-    assert rules == [("cond.triptan.cad", "high", "interruptive")]
+    # Sumatriptan's own label row wins over the triptan class row at equal severity (one rule per drug and condition).
+    assert rules == [("lbl.sumatriptan.cad", "high", "interruptive")]
     assert _rules(ADULT, [med("sumatriptan")], "condition") == []
 
 
@@ -128,9 +129,10 @@ def test_triptan_with_coronary_disease() -> None:
 
 def test_ace_inhibitor_angioedema_blocks_other_ace_inhibitors_and_sacubitril() -> None:
     context = PatientContext(allergies=(Allergy(text="Lisinopril (angioedema)"),))
-    assert _rules(context, [med("enalapril")], "allergy") == [("allergy.acei.acei", "high", "interruptive")]
+    # The labels' own rows (angioedema with a previous ACE inhibitor) win over the class rule at equal severity.
+    assert _rules(context, [med("enalapril")], "allergy") == [("lbl.enalapril.acei", "high", "interruptive")]
     assert _rules(context, [med("sacubitril", "valsartan")], "allergy") == [
-        ("allergy.acei.sacubitril", "high", "interruptive")
+        ("lbl.sacubitril.acei_angioedema", "high", "interruptive")
     ]
     assert _rules(context, [med("losartan")], "allergy") == []
 

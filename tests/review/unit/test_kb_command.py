@@ -62,3 +62,28 @@ def test_a_systemic_label_does_not_speak_for_a_local_product(capsys: pytest.Capt
     assert kb(["coverage", "--json", "--drug", "fluorouracil"]) == 0
     topical = {drug["name"]: drug for drug in json.loads(capsys.readouterr().out)["drugs"]}["fluorouracil topical"]
     assert topical["labels"], "a topical label still speaks for the topical product"
+
+
+def test_a_dietary_supplement_shows_as_having_no_drug_label(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kb(["coverage", "--json", "--drug", "melatonin"]) == 0
+    [melatonin] = json.loads(capsys.readouterr().out)["drugs"]
+    assert not melatonin["labels"]
+    kinds = melatonin["kinds"]
+    assert {entry["status"] for entry in kinds.values()} == {"no-drug-label"}
+    assert kinds["contraindication"]["gaps"][0].startswith("no FDA drug label (dietary supplement)")
+    assert kb(["coverage", "--drug", "melatonin"]) == 0
+    assert "no FDA drug label (dietary supplement)" in capsys.readouterr().out
+
+
+def test_a_supplement_row_without_a_source_or_outside_the_list_fails_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "kb"
+    shutil.copytree(BUNDLED_DIRECTORY, site)
+    with (site / "no_drug_label.csv").open("a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(
+            [["melatonin", "dietary supplement", "a second reading", ""], ["kale", "food", "x", "y"]]
+        )
+    assert kb(["coverage", "--kb", str(site)]) == 1
+    out = capsys.readouterr().out
+    assert "source are all required" in out and "'kale' is not in top300.csv" in out

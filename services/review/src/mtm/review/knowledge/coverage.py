@@ -17,6 +17,7 @@ from mtm.review.knowledge.loader import BUNDLED_DIRECTORY, load_from_directory
 TOP_DRUGS = "top300.csv"
 LABELS = "labels.csv"
 GAPS = "label_gaps.csv"
+NO_DRUG_LABEL = "no_drug_label.csv"
 
 KINDS = ("contraindication", "boxed-warning", "interaction", "renal", "hepatic", "max-dose", "population", "warning")
 """What a label-cited row encodes; the first six are the sections every staged label is accounted for in."""
@@ -41,7 +42,8 @@ Row = Mapping[str, str]
 @dataclass(frozen=True, slots=True)
 class KindCoverage:
     """One kind for one drug: `encoded` (label-cited rules), `accounted` (a gap row says why not or where), `none`
-    (the label has no such section), `no-label` (no label text staged) or `not-reviewed`."""
+    (the label has no such section), `no-label` (no label text staged), `no-drug-label` (the product has no FDA drug
+    label at all: a dietary supplement) or `not-reviewed`."""
 
     status: str
     rules: tuple[str, ...] = ()
@@ -84,7 +86,12 @@ def _cited_tables() -> tuple[str, ...]:
     return tuple(spec.table for spec in TABLES if spec.cited)
 
 
-def _problems(labels: Mapping[str, Row], cited: Mapping[str, list[dict[str, str]]], gaps: Sequence[Row]) -> list[str]:
+def _problems(
+    labels: Mapping[str, Row],
+    cited: Mapping[str, list[dict[str, str]]],
+    gaps: Sequence[Row],
+    unlabeled: Sequence[Row] = (),
+) -> list[str]:
     """Rows that would ship without a full citation: CI fails on any."""
     problems = []
     for table, rows in cited.items():
@@ -109,6 +116,9 @@ def _problems(labels: Mapping[str, Row], cited: Mapping[str, list[dict[str, str]
             problems.append(f"{where}: kind {row.get('kind')!r}")
         if not row.get("detail", "").strip():
             problems.append(f"{where}: no detail")
+    for number, row in enumerate(unlabeled, start=2):
+        if not all((row.get(column) or "").strip() for column in ("name", "category", "detail", "source")):
+            problems.append(f"{NO_DRUG_LABEL} line {number}: name, category, detail and source are all required")
     for set_id, label in labels.items():
         for column in ("title", "version", "effective", "provenance"):
             if not (label.get(column) or "").strip():
@@ -150,7 +160,13 @@ def coverage(directory: Path | str = BUNDLED_DIRECTORY) -> CoverageReport:
     labels = {row["set_id"].strip(): row for row in _read(directory / LABELS)}
     cited = {table: _read(directory / f"{table}.csv") for table in _cited_tables()}
     gap_rows = _read(directory / GAPS)
-    problems += _problems(labels, cited, gap_rows)
+    unlabeled_rows = _read(directory / NO_DRUG_LABEL)
+    problems += _problems(labels, cited, gap_rows, unlabeled_rows)
+    unlabeled = {row["name"].strip(): row for row in unlabeled_rows}
+    top = _read(directory / TOP_DRUGS)
+    problems += [
+        f"{NO_DRUG_LABEL}: {name!r} is not in {TOP_DRUGS}" for name in unlabeled.keys() - {r["name"] for r in top}
+    ]
 
     encoded: dict[tuple[str, str], list[str]] = defaultdict(list)
     for rows in cited.values():
@@ -168,7 +184,7 @@ def coverage(directory: Path | str = BUNDLED_DIRECTORY) -> CoverageReport:
         by_ingredients[row["ingredients"].strip()].append(set_id)
 
     drugs = []
-    for row in _read(directory / TOP_DRUGS):
+    for row in top:
         ingredients = tuple(part.strip() for part in row["ingredients"].split(";") if part.strip())
         label_ids = [
             set_id
@@ -176,6 +192,11 @@ def coverage(directory: Path | str = BUNDLED_DIRECTORY) -> CoverageReport:
             if _same_product_route(row["name"], labels[set_id].get("route", ""))
         ]
         kinds = {kind: _kind(kind, label_ids, labels, encoded, gaps) for kind in KINDS}
+        if not label_ids and row["name"] in unlabeled:
+            # A dietary supplement is not missing label text: there is no FDA drug label to stage.
+            reason = unlabeled[row["name"]]
+            note = f"no FDA drug label ({reason['category']}): {reason['detail']} [{reason['source']}]"
+            kinds = {kind: KindCoverage("no-drug-label", (), (note,)) for kind in KINDS}
         drugs.append(
             DrugCoverage(
                 rank=int(row["rank"]),
@@ -217,22 +238,23 @@ def _other_rules(kb: KnowledgeBase, ingredients: Iterable[str]) -> dict[str, tup
     return {kind: tuple(sorted(values)) for kind, values in sorted(found.items())}
 
 
-_LETTER = {"encoded": "E", "accounted": "A", "none": "-", "no-label": ".", "not-reviewed": "?"}
+_LETTER = {"encoded": "E", "accounted": "A", "none": "-", "no-label": ".", "no-drug-label": "x", "not-reviewed": "?"}
 
 
 def render(report: CoverageReport, detail: bool = False) -> str:
     """A table: one line per drug, one letter per core kind (E encoded, A accounted for by a listed gap, - none in
-    the label, . no label text, ? not reviewed), then per-kind totals and any problem."""
+    the label, . no label text, x no FDA drug label, ? not reviewed), then per-kind totals and any problem."""
     lines = [
         f"Knowledge base {report.version}: label coverage of {len(report.drugs)} most prescribed drugs",
         "E encoded with its citation, A listed as not yet encoded (or encoded by another rule) with the reason, "
-        "- the label has no such section, . no label text available, ? not reviewed",
+        "- the label has no such section, . no label text available, x no FDA drug label (dietary supplement), "
+        "? not reviewed",
         "",
         f"{'rank':>4}  {'drug':<42} " + " ".join(f"{kind[:8]:>8}" for kind in CORE_KINDS) + "  label",
     ]
     for drug in report.drugs:
         letters = " ".join(f"{_LETTER[drug.kinds[kind].status]:>8}" for kind in CORE_KINDS)
-        label = drug.labels[0] if drug.labels else "no label text staged"
+        label = drug.labels[0] if drug.labels else _no_label(drug)
         lines.append(f"{drug.rank:>4}  {drug.name[:42]:<42} {letters}  {label}")
         if detail:
             for kind in KINDS:
@@ -248,6 +270,11 @@ def render(report: CoverageReport, detail: bool = False) -> str:
         lines.append(f"{kind:<17} {parts}")
     lines.extend(f"PROBLEM: {problem}" for problem in report.problems)
     return "\n".join(lines)
+
+
+def _no_label(drug: DrugCoverage) -> str:
+    entry = drug.kinds[CORE_KINDS[0]]
+    return entry.gaps[0].split(":", 1)[0] if entry.status == "no-drug-label" else "no label text staged"
 
 
 def as_json(report: CoverageReport) -> str:
