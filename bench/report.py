@@ -130,7 +130,8 @@ MTM_ROWS = (
         "batch insert",
         at_least(GOAL_FILLS_PER_S, "≥ 20,000/s"),
     ),
-    Row("Pharmacy fills, intake → patient log", "fill_ingestion_to_log_per_s", "fills/s"),
+    Row("Pharmacy fills, the same from start-up", "fill_ingestion_from_start_per_s", "fills/s"),
+    Row("Pharmacy fills, intake → patient log, from start-up", "fill_ingestion_to_log_per_s", "fills/s"),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
 )
 
