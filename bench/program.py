@@ -153,7 +153,7 @@ async def run_fill_ingestion(
                         fleet, total, on_log, progress, warm_up=total // 10, warmed=warmed
                     )
                     finished = time.monotonic()
-                    cpu = sampler.cpu_cores_used()
+                    cpu = sampler.cpu_seconds_used()
                     sampler.sample_rss()
                 finally:
                     await sampler.stop()
@@ -170,7 +170,7 @@ async def run_fill_ingestion(
         "fill_ingestion_measured_fills": steady_fills,
         "fill_ingestion_s": round(finished - started, 2),
         "fill_ingestion_cpu_ms_per_fill": {
-            name: round(cores * steady_s / steady_fills * 1000, 4) for name, cores in cpu.items()
+            name: round(seconds / steady_fills * 1000, 4) for name, seconds in cpu.items()
         },
         "fill_ingestion_rss_mb": {name: round(mb, 1) for name, mb in sampler.max_rss_mb.items()},
     }
