@@ -402,10 +402,14 @@ class ResourceSampler:
         `other processes` is what the rest of the machine took meanwhile: a noisy neighbour shows up there.
         """
         elapsed = max(1e-9, time.monotonic() - self._window_start)
-        used = {name: (self._cpu_seconds(name) - start) / elapsed for name, start in self._cpu_start.items()}
-        machine = (machine_busy_seconds() - self._machine_start) / elapsed
+        return {name: round(seconds / elapsed, 2) for name, seconds in self.cpu_seconds_used().items()}
+
+    def cpu_seconds_used(self) -> dict[str, float]:
+        """CPU seconds each component used since `begin_cpu_window`, unrounded (for CPU per unit of work)."""
+        used = {name: self._cpu_seconds(name) - start for name, start in self._cpu_start.items()}
+        machine = machine_busy_seconds() - self._machine_start
         used[OTHER_PROCESSES] = max(0.0, machine - sum(used.values()))
-        return {name: round(cores, 2) for name, cores in used.items()}
+        return used
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 from support.events import medications_reconciled
 
-from mtm.contracts import MedicationsReconciled
+from mtm.contracts import MedicationDispensed, MedicationEntry, MedicationsReconciled
+from mtm.contracts.program import Dispense
 from mtm.platform.db import apply_schema_migrations, ensure_database
 from mtm.platform.projection import Tx, platform_projection_migrations
 from mtm.platform.settings import with_database
@@ -18,6 +19,10 @@ from mtm.program.adapters.program import PROGRAM
 pytestmark = pytest.mark.integration
 
 MEMBER = "SELECT patient_id, birth_date, conditions::text, medications::text, inputs_seen, last_input FROM members"
+FILLS = """
+SELECT patient_id, dispense_id, drug_key, ingredients, filled_on, days_supply, total_cost FROM fills
+ORDER BY patient_id, dispense_id
+"""
 
 
 def discharge(patient_id: str, birth_date: date | None, omitted: str) -> MedicationsReconciled:
@@ -63,4 +68,49 @@ async def test_discharges_of_one_patient_in_one_batch_count_each_and_keep_the_la
     assert [(m["patient_id"], m["inputs_seen"], m["birth_date"]) for m in at_once] == [
         ("p-1", 3, date(1950, 3, 1)),
         ("p-2", 2, date(1961, 7, 9)),
+    ]
+
+
+def fill(patient_id: str, dispense_id: str, ingredients: tuple[str, ...], cost: float | None) -> MedicationDispensed:
+    return MedicationDispensed.create(
+        source="test/pharmacy",
+        patient_id=patient_id,
+        data=Dispense(
+            dispense_id=dispense_id,
+            medication=MedicationEntry(text=" / ".join(ingredients) or "Unknown compound"),
+            ingredients=ingredients,
+            days_supply=30,
+            filled_on=date(2025, 3, len(dispense_id)),
+            total_cost=cost,
+        ),
+    )
+
+
+async def test_fills_in_one_batch_leave_the_rows_applying_them_one_by_one_leaves(conn):
+    events = [
+        fill("p-1", "rx-1", ("atorvastatin",), 12.5),
+        discharge("p-2", date(1961, 7, 9), "warfarin"),
+        fill("p-2", "rx-22", ("sacubitril", "valsartan"), None),
+        fill("p-1", "rx-333", (), None),
+        # The same dispense sent again under another event id: counted, its first row kept.
+        fill("p-1", "rx-1", ("atorvastatin",), 99.0),
+        discharge("p-1", None, "metformin"),
+        fill("p-3", "rx-4444", ("valsartan", "hydrochlorothiazide"), 3.0),
+    ]
+    one_by_one = await members_after(conn, "one_by_one", [[event] for event in events])
+    fills_one_by_one = await conn.fetch(FILLS)
+    at_once = await members_after(conn, "at_once", [events])
+    fills_at_once = await conn.fetch(FILLS)
+    assert at_once == one_by_one
+    assert [dict(row) for row in fills_at_once] == [dict(row) for row in fills_one_by_one]
+    assert [(m["patient_id"], m["inputs_seen"], m["last_input"]) for m in at_once] == [
+        ("p-1", 4, "discharge"),
+        ("p-2", 2, "fill"),
+        ("p-3", 1, "fill"),
+    ]
+    assert [(f["dispense_id"], f["ingredients"], f["total_cost"]) for f in fills_at_once] == [
+        ("rx-1", ["atorvastatin"], 12.5),
+        ("rx-333", [], None),
+        ("rx-22", ["sacubitril", "valsartan"], None),
+        ("rx-4444", ["valsartan", "hydrochlorothiazide"], 3.0),
     ]

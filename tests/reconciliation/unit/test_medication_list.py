@@ -115,6 +115,32 @@ def test_the_list_round_trips_through_json() -> None:
     assert MedicationList.model_validate_json(ml.model_dump_json()) == ml
 
 
+def test_the_stored_form_without_defaults_reads_back_equal() -> None:
+    from datetime import date
+
+    from mtm.contracts.clinical import MedicationEntry
+    from mtm.contracts.program import Dispense
+    from mtm.reconciliation.domain import apply_fill
+
+    ml = apply_to_medication_list(None, FIRST, event_id=FIRST_EVENT, recorded_at=FIRST_AT)
+    for number, (text, ingredients) in enumerate(
+        [("Warfarin 5", ("warfarin",)), ("Metformin 500", ("metformin",)), ("House blend", ())], start=1
+    ):
+        fill = Dispense(
+            dispense_id=f"rx-{number}",
+            medication=MedicationEntry(text=text),
+            ingredients=ingredients,
+            days_supply=30,
+            quantity=30.0 if number == 1 else None,
+            filled_on=date(2024, 4, number),
+        )
+        ml = apply_fill(ml, ml.patient_id, fill, event_id=uuid.UUID(int=number), recorded_at=SECOND_AT)
+    stored = ml.model_dump_json(exclude_defaults=True)
+
+    assert MedicationList.model_validate_json(stored) == ml
+    assert len(stored) < 0.75 * len(ml.model_dump_json())
+
+
 def test_a_fill_updates_its_entry_and_an_unlisted_drug_joins_from_the_pharmacy() -> None:
     import uuid
     from datetime import UTC, date, datetime

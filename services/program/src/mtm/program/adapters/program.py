@@ -60,14 +60,22 @@ SET birth_date = COALESCE(EXCLUDED.birth_date, members.birth_date), conditions =
     medications = EXCLUDED.medications, inputs_seen = members.inputs_seen + EXCLUDED.inputs_seen,
     last_input = 'discharge'
 """
-INSERT_FILL = """
+# A fill sent again under another event id (same patient and dispense) is counted but keeps the first row.
+# Ingredients travel as one JSON array per fill: Postgres has no array of arrays of varying length.
+INSERT_FILLS = """
 INSERT INTO fills (event_id, patient_id, dispense_id, drug_key, ingredients, filled_on, days_supply, total_cost)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+SELECT event_id, patient_id, dispense_id, drug_key,
+       ARRAY(SELECT i FROM json_array_elements_text(ingredients) WITH ORDINALITY AS e(i, n) ORDER BY n),
+       filled_on, days_supply, total_cost
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::json[], $6::date[], $7::int[], $8::float8[])
+    AS f(event_id, patient_id, dispense_id, drug_key, ingredients, filled_on, days_supply, total_cost)
 ON CONFLICT (patient_id, dispense_id) DO NOTHING
 """
-COUNT_FILL = """
-INSERT INTO members (patient_id, inputs_seen, last_input) VALUES ($1, 1, 'fill')
-ON CONFLICT (patient_id) DO UPDATE SET inputs_seen = members.inputs_seen + 1, last_input = 'fill'
+# One row per patient (an upsert may not touch a row twice): how many fills the batch brought.
+COUNT_FILLS = """
+INSERT INTO members (patient_id, inputs_seen, last_input)
+SELECT patient_id, seen, 'fill' FROM unnest($1::text[], $2::int[]) AS d(patient_id, seen)
+ON CONFLICT (patient_id) DO UPDATE SET inputs_seen = members.inputs_seen + EXCLUDED.inputs_seen, last_input = 'fill'
 """
 SET_LAST_INPUT = """
 UPDATE members SET last_input = d.last_input
@@ -157,8 +165,7 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
     if of(MedicationsReconciled):
         await conn.execute(UPSERT_DISCHARGES, *_discharge_columns(of(MedicationsReconciled)))
     if of(MedicationDispensed):
-        await conn.executemany(INSERT_FILL, [_fill_row(e) for e in of(MedicationDispensed)])
-        await conn.executemany(COUNT_FILL, [(e.patient_id,) for e in of(MedicationDispensed)])
+        await _apply_fills(conn, of(MedicationDispensed))
     if of(MedicationsReconciled) and of(MedicationDispensed):
         # Each statement above set its own kind; with both in the batch, the later input of each patient wins.
         patients = sorted(last_input)
@@ -211,18 +218,23 @@ def _discharge_row(event: MedicationsReconciled) -> tuple[Any, ...]:
     return (event.patient_id, rec.patient.birth_date, json.dumps(conditions), json.dumps(medications))
 
 
-def _fill_row(event: MedicationDispensed) -> tuple[Any, ...]:
-    fill = event.data
-    return (
-        event.id,
-        event.patient_id,
-        fill.dispense_id,
-        drug_key(fill.ingredients, fill.medication.text),
-        list(fill.ingredients),
-        fill.filled_on,
-        fill.days_supply,
-        fill.total_cost,
+async def _apply_fills(conn: asyncpg.Connection, run: Sequence[MedicationDispensed]) -> None:
+    """The batch's fills as one insert, and each patient's count of them as one upsert."""
+    await conn.execute(
+        INSERT_FILLS,
+        [e.id for e in run],
+        [e.patient_id for e in run],
+        [e.data.dispense_id for e in run],
+        [drug_key(e.data.ingredients, e.data.medication.text) for e in run],
+        [json.dumps(e.data.ingredients) for e in run],
+        [e.data.filled_on for e in run],
+        [e.data.days_supply for e in run],
+        [e.data.total_cost for e in run],
     )
+    seen: dict[str, int] = {}
+    for event in run:
+        seen[event.patient_id] = seen.get(event.patient_id, 0) + 1
+    await conn.execute(COUNT_FILLS, list(seen), list(seen.values()))
 
 
 async def _apply_determinations(conn: asyncpg.Connection, run: Sequence[MtmEligibilityDetermined]) -> None:

@@ -108,6 +108,8 @@ async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconcile
     """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch.
 
     In a rebuild (the only writer of its tables) the lists written are kept in memory, not locked and read back.
+    Lists are stored without the fields at their defaults (they read back equal): a fill rewrites its patient's
+    whole list, and much of an entry is empty fields: about half the bytes written, read and parsed per fill.
     """
     conn = tx.conn
     patients = sorted({e.patient_id for e in events})
@@ -143,7 +145,7 @@ async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconcile
         UPSERT_LISTS,
         patients,
         [last_event[p] for p in patients],
-        [lists[p].model_dump_json() for p in patients],
+        [lists[p].model_dump_json(exclude_defaults=True) for p in patients],
         [lists[p].updated_at for p in patients],
     )
 
