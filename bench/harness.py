@@ -396,13 +396,17 @@ class ResourceSampler:
         self._cpu_start = {name: self._cpu_seconds(name) for name in (*self.services, *self.servers)}
         self._machine_start = machine_busy_seconds()
 
+    def cpu_seconds_used(self) -> dict[str, float]:
+        """CPU seconds each service and server used since `begin_cpu_window`."""
+        return {name: self._cpu_seconds(name) - start for name, start in self._cpu_start.items()}
+
     def cpu_cores_used(self) -> dict[str, float]:
         """Average cores each component used since `begin_cpu_window` (1.0 = one core fully busy).
 
         `other processes` is what the rest of the machine took meanwhile: a noisy neighbour shows up there.
         """
         elapsed = max(1e-9, time.monotonic() - self._window_start)
-        used = {name: (self._cpu_seconds(name) - start) / elapsed for name, start in self._cpu_start.items()}
+        used = {name: seconds / elapsed for name, seconds in self.cpu_seconds_used().items()}
         machine = (machine_busy_seconds() - self._machine_start) / elapsed
         used[OTHER_PROCESSES] = max(0.0, machine - sum(used.values()))
         return {name: round(cores, 2) for name, cores in used.items()}

@@ -109,8 +109,8 @@ async def run_fill_ingestion(servers: Servers, log_dir: Path, progress: Progress
     from mtm.platform.streams import FILL_INTAKE, PATIENT_EVENTS
 
     messages = fill_messages()
-    rate = await run_alone(
+    run = await run_alone(
         servers, log_dir, messages, progress, phase="fills", streams=(PATIENT_EVENTS, FILL_INTAKE),
         counted=MedicationDispensed,
     )  # fmt: skip
-    return {"fill_ingestion_per_s": rate, "fill_ingestion_fills": len(messages)}
+    return {"fill_ingestion_per_s": run.rate, "fill_ingestion_fills": len(messages)}
