@@ -428,6 +428,13 @@ def notes(bench: Bench, total_s: float) -> list[str]:
             + ", ".join(f"{name} {ms:.2f}" for name, ms in costs if ms >= 0.005)
             + ")"
         )
+    if per_event := results.get("recon_projection_cpu_ms_per_event"):
+        costs = sorted(per_event.items(), key=lambda kv: -kv[1])
+        lines.append(
+            f"CPU per event in the projection phase: {sum(per_event.values()):.3f} ms ("
+            + ", ".join(f"{name} {ms:.3f}" for name, ms in costs if ms >= 0.0005)
+            + ")"
+        )
     busy = {"before the run": results.get("machine_busy_cores_before") or 0.0}
     if cpu:
         busy["during e2e"] = cpu.get(OTHER_PROCESSES, 0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from mtm.contracts.clinical import ListItemFlag, MedicationEntry, MedicationStatus
 from mtm.contracts.events import ChangeKind, IngredientDose
@@ -28,6 +28,33 @@ _STOP_FLAGS = frozenset({ListItemFlag.CANCELLED, ListItemFlag.CEASED, ListItemFl
 _CHANGE_FLAGS = frozenset({ListItemFlag.CHANGED, ListItemFlag.PRESCRIBED})
 _NAME_NOISE = re.compile(r"[^a-z ]+")
 _UNIT_WORDS = frozenset({"mg", "mcg", "g", "ml", "unt", "units", "unit", "actuat", "hr", "day", "mg/ml"})
+
+T = TypeVar("T")
+
+
+class cached_property(Generic[T]):
+    """`functools.cached_property` without its lock: Python 3.11's takes an RLock on every first access (3.12
+    dropped it), and a discharge's reconciliation makes about 25 of them. Values are computed on one thread."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached_property[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | cached_property[T]:
+        if instance is None:
+            return self
+        # Stored in the instance's own dict (as functools does, also on a frozen dataclass): the next read finds it
+        # there without calling this descriptor.
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 @dataclass(frozen=True)
