@@ -321,8 +321,27 @@ class Rebuilder:
                 events.append(event)
         return await apply_events(tx, self._projection, events)
 
+    async def _write_kept(self, conn: asyncpg.Connection) -> None:
+        """Write what the projection kept unwritten (in the schema on the connection's search path)."""
+        write = self._projection.write_kept
+        unwritten = self._kept.take_unwritten()
+        if write is None or not unwritten:
+            return
+        tx = Tx(conn, self._kept)
+        for start in range(0, len(unwritten), APPLY_BATCH):
+            await write(tx, unwritten[start : start + APPLY_BATCH])
+
     async def _replay(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
-        """Apply batches until the reader has everything the log held when this phase began (more may arrive)."""
+        """Apply batches until the reader has everything the log held when this phase began (more may arrive),
+        then write what the projection kept unwritten, so the swap's tail holds writers off only for its own."""
+        applied = await self._replay_batches(conn, reader, total, started)
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {REBUILD_SCHEMA}, public")
+            await self._write_kept(conn)
+        return applied
+
+    async def _replay_batches(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
+        """Apply batches until the reader has everything the log held when this phase began."""
         target = await self._log_end()
         applied = 0
         last_report = 0.0
@@ -391,9 +410,11 @@ class Rebuilder:
                 applied += await self._apply(conn, batch)
                 # Under steady traffic a batch is never empty: one past `end` proves the tail is in (as in _replay).
                 if reader.last_seq >= end:
-                    return applied
+                    break
             elif await reader.caught_up_to(end):
-                return applied
+                break
+        await self._write_kept(conn)
+        return applied
 
     async def _log_end(self) -> int:
         return int((await self._js.stream_info(PATIENT_EVENTS_STREAM)).state.last_seq)
