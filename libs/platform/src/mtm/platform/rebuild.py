@@ -120,6 +120,8 @@ class _LogReader:
         self._filters = sorted({event_filter(cls) for cls in types})
         self._decode = decode
         self._sub: Any = None
+        # The pull request nats-py's fetch sends, under the context's API prefix (nats-py gives no public accessor
+        # for it, nor for the connection below).
         self._next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{PATIENT_EVENTS_STREAM}.{name}"
         self._arrived: list[Msg] = []
         self._wanted = 0
