@@ -16,6 +16,7 @@ import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, DEFAULT_JS_SUB_PENDING_MSGS_LIMIT
 from nats.js.errors import NotFoundError
 
 from mtm.contracts import EventEnvelope
@@ -123,6 +124,7 @@ class _LogReader:
         # The pull request nats-py's fetch sends, under the context's API prefix (nats-py gives no public accessor
         # for it, nor for the connection below).
         self._next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{PATIENT_EVENTS_STREAM}.{name}"
+        self._inbox = ""
         self._arrived: list[Msg] = []
         self._wanted = 0
         self._pulled: asyncio.Future[None] | None = None
@@ -156,7 +158,13 @@ class _LogReader:
         )
         nc = self._js._nc
         self._inbox = nc.new_inbox()
-        self._sub = await nc.subscribe(self._inbox, cb=self._on_message)
+        # The limits nats-py's pull subscriptions take: what one pull brings waits there while a batch is decoded.
+        self._sub = await nc.subscribe(
+            self._inbox,
+            cb=self._on_message,
+            pending_msgs_limit=DEFAULT_JS_SUB_PENDING_MSGS_LIMIT,
+            pending_bytes_limit=DEFAULT_JS_SUB_PENDING_BYTES_LIMIT,
+        )
         return await self.pending_on_server()
 
     async def _on_message(self, msg: Msg) -> None:
