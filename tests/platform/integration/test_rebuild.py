@@ -385,3 +385,43 @@ async def tasks_relayed(app, count: int) -> bool:
         return not await conn.fetchval("SELECT count(*) FROM public.outbox")
     finally:
         await conn.close()
+
+
+async def test_medication_lists_let_go_from_memory_during_a_rebuild_are_written_as_folded(
+    clean_jetstream, settings_for, run_service, monkeypatch
+):
+    """A rebuild writes each patient's list once, when it is let go from memory or at the end of the replay. With
+    room for one patient and batches of two events, lists are let go and read back between discharges and fills:
+    the rows must still be the ones the live service wrote."""
+    from mtm.platform import projection
+    from mtm.platform import rebuild as rebuilding
+    from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
+
+    nc = clean_jetstream
+    js = nc.jetstream()
+    app = create_app(settings_for(ReconciliationSettings, seal_events=True))
+    patients = [new_patient_id() for _ in range(3)]
+    today = datetime.now(UTC).date()
+    async with run_service(app):
+        for stay in ("first-stay", "second-stay"):
+            for patient in patients:
+                event = native_discharge(patient)
+                event = event.model_copy(update={"data": event.data.model_copy(update={"encounter_id": stay})})
+                await js.publish(
+                    DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)}
+                )
+                filled_on = today - timedelta(days=30 if stay == "first-stay" else 0)
+                await js.publish(FILL_INTAKE_SUBJECT, statin_fill(patient, filled_on).model_dump_json().encode())
+        apps = {"reconciliation": app}
+
+        async def all_in() -> bool:
+            return await quiet(apps, nc) and len((await dump(app))["reconciliations"]) == 2 * len(patients)
+
+        await wait_for(all_in, timeout_s=60)
+        before = await dump(app)
+        assert len(before["medication_lists"]) == len(patients)
+        monkeypatch.setattr(projection, "KEPT_PATIENTS", 1)
+        monkeypatch.setattr(rebuilding, "APPLY_BATCH", 2)
+        report = await rebuild(nc, "reconciliation")
+        assert report.phase == "swapped", report.message
+        assert await dump(app) == before

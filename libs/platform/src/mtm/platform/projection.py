@@ -60,25 +60,48 @@ KEPT_PATIENTS = 200_000
 class Kept:
     """What a projection keeps in memory about each patient while its process is the only writer of its tables
     (a rebuild), instead of reading back rows it wrote itself; the least recent patients are let go past a bound.
+
+    A state put as unwritten is not in the tables yet: the projection writes it (its `write_kept`) when it is let
+    go, and the rebuild writes the rest before the swap, so each patient's row is written once per replay instead
+    of once per batch that touched it.
     """
 
-    __slots__ = ("_capacity", "_state")
+    __slots__ = ("_capacity", "_let_go", "_state", "_unwritten")
 
-    def __init__(self, capacity: int = KEPT_PATIENTS) -> None:
-        self._capacity = capacity
+    def __init__(self, capacity: int | None = None) -> None:
+        self._capacity = KEPT_PATIENTS if capacity is None else capacity
         self._state: OrderedDict[str, object] = OrderedDict()
+        self._unwritten: set[str] = set()
+        self._let_go: list[object] = []
 
     def get(self, patient_id: str) -> object | None:
         return self._state.get(patient_id)
 
-    def put(self, patient_id: str, state: object) -> None:
+    def put(self, patient_id: str, state: object, *, unwritten: bool = False) -> None:
         self._state[patient_id] = state
         self._state.move_to_end(patient_id)
+        if unwritten:
+            self._unwritten.add(patient_id)
         while len(self._state) > self._capacity:
-            self._state.popitem(last=False)
+            gone, gone_state = self._state.popitem(last=False)
+            if gone in self._unwritten:
+                self._unwritten.discard(gone)
+                self._let_go.append(gone_state)
 
     def forget(self, patient_id: str) -> None:
         self._state.pop(patient_id, None)
+        self._unwritten.discard(patient_id)
+
+    def take_let_go(self) -> list[object]:
+        """Unwritten states let go since the last call: the tables must have them before a patient is read back."""
+        let_go, self._let_go = self._let_go, []
+        return let_go
+
+    def take_unwritten(self) -> list[object]:
+        """Every state not in the tables yet (patients in order), now counted as written."""
+        unwritten = self.take_let_go() + [self._state[p] for p in sorted(self._unwritten)]
+        self._unwritten.clear()
+        return unwritten
 
 
 class Tx:
@@ -111,6 +134,7 @@ class Tx:
 
 
 Apply = Callable[[Tx, Sequence[EventEnvelope]], Awaitable[None]]
+WriteKept = Callable[[Tx, Sequence[object]], Awaitable[None]]
 
 
 def platform_projection_migrations() -> Traversable:
@@ -136,6 +160,8 @@ class Projection:
     erase: tuple[str, ...] = field(default=())
     """SQL that deletes everything the tables hold about one patient (`$1` = patient id), run on
     `PatientErased`. Every table that holds patient data must be covered (the erasure test checks it)."""
+    write_kept: WriteKept | None = None
+    """Writes states `apply` put in `Tx.kept` as unwritten (a rebuild); required if `apply` defers any."""
 
     @property
     def replayed(self) -> tuple[type[EventEnvelope], ...]:

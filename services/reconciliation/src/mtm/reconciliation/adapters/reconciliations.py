@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from importlib.resources import files
+from typing import NamedTuple
 
 import asyncpg
 
@@ -104,28 +105,37 @@ async def _insert_reconciliations(tx: Tx, reconciled: Sequence[MedicationsReconc
     )
 
 
+class _KeptList(NamedTuple):
+    """A patient's list as a rebuild keeps it, with the last event that touched it (the row's `last_event_id`)."""
+
+    patient_id: str
+    medication_list: MedicationList
+    last_event_id: uuid.UUID
+
+
 async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconciled | MedicationDispensed]) -> None:
     """Each patient's list after the batch's reconciliations and fills, in order; one read and one write per batch.
 
-    In a rebuild (the only writer of its tables) the lists written are kept in memory, not locked and read back.
-    Lists are stored without the fields at their defaults (they read back equal): a fill rewrites its patient's
-    whole list, and much of an entry is empty fields: about half the bytes written, read and parsed per fill.
+    In a rebuild (the only writer of its tables) the lists are kept in memory, not locked and read back, and
+    written once: when let go from memory, or at the end of the replay (`write_lists`). Lists are stored without the
+    fields at their defaults (they read back equal): a fill rewrites its patient's whole list, and much of an entry is
+    empty fields: about half the bytes written, read and parsed per fill.
     """
     conn = tx.conn
     patients = sorted({e.patient_id for e in events})
     lists: dict[str, MedicationList] = {}
+    last_event: dict[str, uuid.UUID] = {}
     if tx.kept is not None:
         for patient in patients:
             found = tx.kept.get(patient)
-            if isinstance(found, MedicationList):
-                lists[patient] = found
+            if isinstance(found, _KeptList):
+                lists[patient] = found.medication_list
     else:
         await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
     unknown = [p for p in patients if p not in lists]
     if unknown:
         rows = await conn.fetch(LOCK_LISTS, unknown)
         lists |= {r["patient_id"]: MedicationList.model_validate_json(r["medication_list"]) for r in rows}
-    last_event = {}
     for event in events:
         current = lists.get(event.patient_id)
         if isinstance(event, MedicationsReconciled):
@@ -138,15 +148,32 @@ async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconcile
             )
         last_event[event.patient_id] = event.id
     patients = sorted(last_event)
-    if tx.kept is not None:
-        for patient in patients:
-            tx.kept.put(patient, lists[patient])
+    if tx.kept is None:
+        await _upsert_lists(conn, [_KeptList(p, lists[p], last_event[p]) for p in patients])
+        return
+    for patient in patients:
+        tx.kept.put(patient, _KeptList(patient, lists[patient], last_event[patient]), unwritten=True)
+    # A list let go from memory is read back from the table the next time its patient comes up.
+    let_go = tx.kept.take_let_go()
+    if let_go:
+        await write_lists(tx, let_go)
+
+
+async def write_lists(tx: Tx, kept: Sequence[object]) -> None:
+    """Write lists a rebuild kept in memory."""
+    lists = [k for k in kept if isinstance(k, _KeptList)]
+    if len(lists) != len(kept):
+        raise TypeError("the medication lists' projection was given a state it did not keep")
+    await _upsert_lists(tx.conn, lists)
+
+
+async def _upsert_lists(conn: asyncpg.Connection, lists: Sequence[_KeptList]) -> None:
     await conn.execute(
         UPSERT_LISTS,
-        patients,
-        [last_event[p] for p in patients],
-        [lists[p].model_dump_json(exclude_defaults=True) for p in patients],
-        [lists[p].updated_at for p in patients],
+        [k.patient_id for k in lists],
+        [k.last_event_id for k in lists],
+        [k.medication_list.model_dump_json(exclude_defaults=True) for k in lists],
+        [k.medication_list.updated_at for k in lists],
     )
 
 
@@ -155,6 +182,7 @@ RECONCILIATIONS = Projection(
     tables=("transitions", "reconciliations", "medication_lists"),
     handles=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed),
     apply=apply,
+    write_kept=write_lists,
     erase=tuple(
         f"DELETE FROM {table} WHERE patient_id = $1" for table in ("transitions", "reconciliations", "medication_lists")
     ),
