@@ -1,4 +1,4 @@
-"""Rebuild the reconciliation projection from a cached log of 1,000,000 MedicationsReconciled events; events/s.
+"""Rebuild the reconciliation projection from a cached log of 200,000 MedicationsReconciled events; events/s.
 
 The rebuild is the one `mtm rebuild reconciliation` runs (the platform's Rebuilder with the service's projection
 and reader): the log is sealed as in production (each event's data under its patient's key), read in batches,
@@ -45,9 +45,11 @@ from mtm.reconciliation.domain import reconcile
 
 Progress = Callable[[str, float], None]
 
-LOG_EVENTS = 1_000_000
-PATIENTS = 100_000  # ten reconciliations per patient, so the projection folds each list over its history
-FORMAT_VERSION = 2  # 2: sealed events
+# Small enough that the rebuild runs to its swap within the phase's budget: a rate taken mid-replay would leave out
+# the lists a rebuild writes once, at the end of the replay.
+LOG_EVENTS = 200_000
+PATIENTS = 20_000  # ten reconciliations per patient, so the projection folds each list over its history
+FORMAT_VERSION = 3  # 2: sealed events; 3: 200,000 events
 MARKER = "rebuild-log.json"
 SAMPLE_S = 0.5
 BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
@@ -166,7 +168,7 @@ async def _cached_log_is_current(js: JetStreamContext, cache_dir: Path, sample_s
         first = await js.get_msg(PATIENT_EVENTS_STREAM, seq=1)
     except NotFoundError:
         return False
-    return info.state.messages >= LOG_EVENTS and first.subject == sample_subject
+    return info.state.messages == LOG_EVENTS and first.subject == sample_subject
 
 
 async def ensure_log(nc: nats.aio.client.Client, js: JetStreamContext, cache_dir: Path, progress: Progress) -> float:

@@ -113,6 +113,8 @@ MTM_ROWS = (
         "fetch + ack",
         at_least(GOAL_REBUILD_PER_S, "≥ 30,000/s"),
     ),
+    Row("  ran to the swap (1) or out of time (0)", "rebuild_completed", ""),
+    Row("  CPU per event of the rebuilding process", "rebuild_cpu_us_per_event", "µs"),
     Row("Worklist page, 10,000 open tasks: server p50", "web_worklist_server_p50_ms", "ms"),
     Row("Worklist page, 10,000 open tasks: server p99", "web_worklist_server_p99_ms", "ms"),
     Row("Worklist page, filtered, page 100: server p99", "web_worklist_filtered_server_p99_ms", "ms"),
