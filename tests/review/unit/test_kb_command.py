@@ -64,6 +64,14 @@ def test_a_systemic_label_does_not_speak_for_a_local_product(capsys: pytest.Capt
     assert topical["labels"], "a topical label still speaks for the topical product"
 
 
+def test_a_local_products_label_does_not_speak_for_the_same_drug_by_mouth() -> None:
+    from mtm.review.knowledge.coverage import coverage
+
+    drugs = {drug.name: drug for drug in coverage().drugs}
+    assert drugs["diclofenac topical"].labels and all("topical" not in label for label in drugs["diclofenac"].labels)
+    assert not any("gel" in label.lower() for label in drugs["diclofenac"].labels), drugs["diclofenac"].labels
+
+
 def test_a_dietary_supplement_shows_as_having_no_drug_label(capsys: pytest.CaptureFixture[str]) -> None:
     assert kb(["coverage", "--json", "--drug", "melatonin"]) == 0
     [melatonin] = json.loads(capsys.readouterr().out)["drugs"]

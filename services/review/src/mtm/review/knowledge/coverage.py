@@ -211,9 +211,14 @@ def coverage(directory: Path | str = BUNDLED_DIRECTORY) -> CoverageReport:
 
 
 def _same_product_route(name: str, label_route: str) -> bool:
-    """Whether a label can speak for the top-300 entry: one named for a local route needs a label for that route."""
+    """Whether a label can speak for the top-300 entry: one named for a local route needs a label for that route,
+    and one named without a route (taken by mouth, injected, inhaled) is not spoken for by the label of an eye
+    drop, a nasal spray or a skin product (a diclofenac gel's Drug Facts say nothing of diclofenac tablets)."""
     local = name.strip().lower().rsplit(" ", 1)[-1]
-    return local not in LOCAL_ROUTES or local in label_route.lower()
+    route = label_route.lower()
+    if local in LOCAL_ROUTES:
+        return local in route
+    return not any(word in route for word in LOCAL_ROUTES)
 
 
 def _other_rules(kb: KnowledgeBase, ingredients: Iterable[str]) -> dict[str, tuple[str, ...]]:
