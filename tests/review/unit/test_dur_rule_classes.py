@@ -179,8 +179,9 @@ def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
     assert _rules(ADULT, [med("sumatriptan", route="nasal"), med("sertraline")], "interaction") == [
         ("cur.serotonin.triptan", "low", "passive")
     ]
+    # The nitroglycerin label's own PDE-5 inhibitor row names nitroglycerin, so it outranks the class pair.
     assert _rules(ADULT, [med("nitroglycerin", route="topical"), med("sildenafil")], "interaction") == [
-        ("cur.pde5.nitrate", "high", "interruptive")
+        ("lbl.nitroglycerin.pde5", "high", "interruptive")
     ]
     assert KB.systemic("sumatriptan", "nasal") and not KB.systemic("fluticasone", "nasal")
     assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
