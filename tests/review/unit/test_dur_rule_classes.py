@@ -181,9 +181,9 @@ def test_a_local_product_routes_csv_names_as_systemic_still_interacts() -> None:
     assert _rules(ADULT, [med("sumatriptan", route="nasal"), med("sertraline")], "interaction") == [
         ("cur.serotonin.triptan", "low", "passive")
     ]
-    # The sildenafil label's own nitrate contraindication outranks the curated PDE5/nitrate class row.
+    # Both labels contraindicate the pair and outrank the curated PDE5/nitrate class row; one alert is raised.
     assert _rules(ADULT, [med("nitroglycerin", route="topical"), med("sildenafil")], "interaction") == [
-        ("lbl.sildenafil.nitrate", "high", "interruptive")
+        ("lbl.nitroglycerin.pde5", "high", "interruptive")
     ]
     assert KB.systemic("sumatriptan", "nasal") and not KB.systemic("fluticasone", "nasal")
     assert KB.systemic("ciprofloxacin", None) and KB.systemic("ciprofloxacin", "transdermal")
