@@ -67,6 +67,7 @@ def _nothing(_event: object) -> list:
 def handlers(
     check: DrugChecker, database: Database, *, fill_check: DrugChecker | None = None, timer_every_s: float = 5.0
 ) -> ServiceHandlers:
+    records = fills.MemberFillRecords(database)
     return ServiceHandlers(
         projection=tasks.TASKS,
         reactions=(
@@ -81,10 +82,11 @@ def handlers(
             # A fill that raises a new high-severity alert for a member opens a targeted review.
             on_event(
                 MedicationDispensed,
-                partial(application.review_fill, check=fill_check or check, records=fills.MemberFillRecords(database)),
+                partial(application.review_fill, check=fill_check or check, records=records),
                 durable="review-fills",
                 emits=(ReviewTaskCreated,),
                 keeps_input=True,
+                prefetch=records.look_up,
             ),
             # Enrolment opens the CMR offer and the quarterly TMRs; adherence newly below 80% opens a TMR.
             on_events(tasks.PROGRAM_EVENTS, _nothing, durable="review-mtm-program", keeps_input=True),

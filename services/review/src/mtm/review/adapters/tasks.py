@@ -126,8 +126,9 @@ SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::json[])
 ON CONFLICT (patient_id) DO UPDATE SET event_id = EXCLUDED.event_id, reconciled_at = EXCLUDED.reconciled_at,
     reconciliation = EXCLUDED.reconciliation
 """
-INSERT_FILL = """
-INSERT INTO fills (event_id, patient_id, dispense_id, filled_on, dispense, recorded_at) VALUES ($1, $2, $3, $4, $5, $6)
+INSERT_FILLS = """
+INSERT INTO fills (event_id, patient_id, dispense_id, filled_on, dispense, recorded_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::date[], $5::json[], $6::timestamptz[])
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -153,6 +154,8 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
             await tx.conn.executemany(MARK_OVERDUE, [(e.data.task_id, e.time, e.data.priority) for e in run])
         elif isinstance(first, MedicationsReconciled):
             await _reconciled(tx.conn, run)  # type: ignore[arg-type]
+        elif isinstance(first, MedicationDispensed):
+            await _dispensed(tx.conn, run)  # type: ignore[arg-type]
         elif isinstance(first, ReviewTaskCompleted):
             for event in run:
                 await _completed(tx.conn, event)  # type: ignore[arg-type]
@@ -343,10 +346,15 @@ async def _reconciled(conn: asyncpg.Connection, run: Sequence[MedicationsReconci
     )
 
 
-async def _dispensed(conn: asyncpg.Connection, event: MedicationDispensed) -> None:
-    fill = event.data
+async def _dispensed(conn: asyncpg.Connection, run: Sequence[MedicationDispensed]) -> None:
     await conn.execute(
-        INSERT_FILL, event.id, event.patient_id, fill.dispense_id, fill.filled_on, fill.model_dump_json(), event.time
+        INSERT_FILLS,
+        [e.id for e in run],
+        [e.patient_id for e in run],
+        [e.data.dispense_id for e in run],
+        [e.data.filled_on for e in run],
+        [e.data.model_dump_json() for e in run],
+        [e.time for e in run],
     )
 
 
@@ -366,7 +374,6 @@ APPLY_ONE: dict[type[EventEnvelope], Any] = {
     RecommendationOutcomeRecorded: _outcome,
     ActionPlanDelivered: _delivered,
     ActionPlanOverdue: _plan_overdue,
-    MedicationDispensed: _dispensed,
 }
 
 # Review's tables with a patient_id column (erasure deletes by it); `task_worklist` is found through `review_tasks`.
@@ -395,6 +402,7 @@ TASKS = Projection(
         ReviewTaskOverdue,
         ReviewTaskCompleted,
         MedicationsReconciled,
+        MedicationDispensed,
         *APPLY_ONE,
     ),
     apply=apply,
