@@ -1,4 +1,4 @@
-"""Rebuild the reconciliation projection from a cached log of 200,000 MedicationsReconciled events; events/s.
+"""Rebuild the reconciliation projection from a cached log of 100,000 MedicationsReconciled events; events/s.
 
 The rebuild is the one `mtm rebuild reconciliation` runs (the platform's Rebuilder with the service's projection
 and reader): the log is sealed as in production (each event's data under its patient's key), read in batches,
@@ -47,9 +47,9 @@ Progress = Callable[[str, float], None]
 
 # Small enough that the rebuild runs to its swap within the phase's budget: a rate taken mid-replay would leave out
 # the lists a rebuild writes once, at the end of the replay.
-LOG_EVENTS = 200_000
-PATIENTS = 20_000  # ten reconciliations per patient, so the projection folds each list over its history
-FORMAT_VERSION = 3  # 2: sealed events; 3: 200,000 events
+LOG_EVENTS = 100_000
+PATIENTS = 10_000  # ten reconciliations per patient, so the projection folds each list over its history
+FORMAT_VERSION = 4  # 2: sealed events; 3: 200,000 events; 4: 100,000 events
 MARKER = "rebuild-log.json"
 SAMPLE_S = 0.5
 BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 messages
