@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -125,6 +125,29 @@ def medications_reconciled(patient_id: str, *, omitted: str = "atorvastatin") ->
                     message=f"{omitted} taken at home is missing at discharge with no documented stop",
                 ),
             ),
+        ),
+    )
+
+
+def warfarin_and_simvastatin_continued(patient_id: str) -> MedicationsReconciled:
+    """A discharge two days ago that continued warfarin 5 mg and simvastatin 20 mg daily: the list a later fill of an
+    interacting drug is checked against."""
+
+    def continued(name: str, mg: int) -> ReconciledItem:
+        entry = MedicationEntry(
+            text=f"{name.title()} {mg} MG Oral Tablet", dose_value=mg, dose_unit="mg", frequency="QD"
+        )
+        return ReconciledItem(ingredients=(name,), status="continued", home=entry, discharge=entry, route="oral")
+
+    return MedicationsReconciled.create(
+        source="test",
+        patient_id=patient_id,
+        data=Reconciliation(
+            transition_event_id=uuid.uuid4(),
+            patient=PatientDemographics(patient_id=patient_id),
+            discharged_at=datetime.now(UTC) - timedelta(days=2),
+            care_team=CareTeam(primary_care_physician_id="dr-okafor"),
+            items=(continued("warfarin", 5), continued("simvastatin", 20)),
         ),
     )
 

@@ -11,17 +11,12 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import declare_as_owner
-from support.events import mtm_enrolled, new_patient_id
+from support.events import mtm_enrolled, new_patient_id, warfarin_and_simvastatin_continued
 
 from mtm.contracts import (
-    CareTeam,
     MedicationDispensed,
     MedicationEntry,
-    MedicationsReconciled,
-    PatientDemographics,
-    ReconciledItem,
 )
-from mtm.contracts.events import Reconciliation
 from mtm.contracts.program import Dispense
 from mtm.platform.db import create_pool
 from mtm.platform.projection import SEARCH_PATH, Tx
@@ -36,25 +31,6 @@ from mtm.review.settings import ReviewSettings
 
 pytestmark = pytest.mark.integration
 TODAY = datetime.now(UTC).date()
-
-
-def _item(name: str, mg: int) -> ReconciledItem:
-    entry = MedicationEntry(text=f"{name.title()} {mg} MG Oral Tablet", dose_value=mg, dose_unit="mg", frequency="QD")
-    return ReconciledItem(ingredients=(name,), status="continued", home=entry, discharge=entry, route="oral")
-
-
-def discharge(patient_id: str) -> MedicationsReconciled:
-    return MedicationsReconciled.create(
-        source="test",
-        patient_id=patient_id,
-        data=Reconciliation(
-            transition_event_id=uuid.uuid4(),
-            patient=PatientDemographics(patient_id=patient_id),
-            discharged_at=datetime.now(UTC) - timedelta(days=2),
-            care_team=CareTeam(primary_care_physician_id="dr-okafor"),
-            items=(_item("warfarin", 5), _item("simvastatin", 20)),
-        ),
-    )
 
 
 def dispensed(patient_id: str, ingredient: str, filled_on: date) -> MedicationDispensed:
@@ -126,8 +102,8 @@ async def test_a_batch_of_fills_is_looked_up_and_written_as_one_at_a_time_would(
         try:
             # The member takes warfarin and simvastatin and was reviewed for fluconazole; the other is not a member.
             seen = [
-                discharge(member),
-                discharge(other),
+                warfarin_and_simvastatin_continued(member),
+                warfarin_and_simvastatin_continued(other),
                 mtm_enrolled(member),
                 dispensed(member, "fluconazole", TODAY - timedelta(days=20)),
                 dispensed(member, "metformin", TODAY - timedelta(days=450)),

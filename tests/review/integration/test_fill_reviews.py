@@ -9,11 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import declare_as_owner
 from support import actors
-from support.events import mtm_enrolled, new_patient_id, publish_event
+from support.events import mtm_enrolled, new_patient_id, publish_event, warfarin_and_simvastatin_continued
 from support.jetstream import wait_for
 
 from mtm.contracts import (
-    CareTeam,
     ClaimReviewTask,
     CommandReply,
     CompleteReviewTask,
@@ -21,11 +20,7 @@ from mtm.contracts import (
     ListReviewTasks,
     MedicationDispensed,
     MedicationEntry,
-    MedicationsReconciled,
-    PatientDemographics,
-    ReconciledItem,
 )
-from mtm.contracts.events import Reconciliation
 from mtm.contracts.program import Dispense
 from mtm.contracts.subjects import CLAIM_REVIEW_TASK, COMPLETE_REVIEW_TASK, GET_REVIEW_RECORD, LIST_REVIEW_TASKS
 from mtm.platform.streams import PATIENT_EVENTS
@@ -35,25 +30,6 @@ from mtm.review.settings import ReviewSettings
 pytestmark = pytest.mark.integration
 RPH = "rph-ana"
 TMR = "targeted-medication-review"
-
-
-def _item(name: str, mg: int) -> ReconciledItem:
-    entry = MedicationEntry(text=f"{name.title()} {mg} MG Oral Tablet", dose_value=mg, dose_unit="mg", frequency="QD")
-    return ReconciledItem(ingredients=(name,), status="continued", home=entry, discharge=entry, route="oral")
-
-
-def discharge(patient_id: str) -> MedicationsReconciled:
-    return MedicationsReconciled.create(
-        source="test",
-        patient_id=patient_id,
-        data=Reconciliation(
-            transition_event_id=uuid.uuid4(),
-            patient=PatientDemographics(patient_id=patient_id),
-            discharged_at=datetime.now(UTC) - timedelta(days=2),
-            care_team=CareTeam(primary_care_physician_id="dr-okafor"),
-            items=(_item("warfarin", 5), _item("simvastatin", 20)),
-        ),
-    )
 
 
 def dispensed(patient_id: str, text: str, ingredient: str) -> MedicationDispensed:
@@ -85,7 +61,7 @@ async def test_a_fill_adding_a_high_interaction_opens_one_targeted_review(clean_
     await declare_as_owner(nc, PATIENT_EVENTS)
     member = new_patient_id()
     async with run_service(create_app(settings_for(ReviewSettings, review_timer_every_s=0.05))):
-        await publish_event(nc, discharge(member))
+        await publish_event(nc, warfarin_and_simvastatin_continued(member))
         await wait_for(lambda: tasks_of(nc, member), timeout_s=20)
         await publish_event(nc, mtm_enrolled(member))
 
