@@ -178,6 +178,15 @@ def _exposure(medication: Medication, ingredient: str) -> str:
     return "systemic" if ingredient in medication.acting else str(medication.source.route).strip().lower()
 
 
+def _kidney_function(
+    context: PatientContext, measures: dict[tuple[str, str], KidneyFunction | None], key: tuple[str, str]
+) -> KidneyFunction | None:
+    """The patient's kidney function by a rule's measure and weight, computed once per check (`measures`)."""
+    if key not in measures:
+        measures[key] = context.kidney_function(*key)
+    return measures[key]
+
+
 def _renal_decides(pair: frozenset[str], decided: Mapping[frozenset[str], Rule], kb: KnowledgeBase) -> bool:
     """A kidney-conditioned rule already reported this pair, and the plain rule would say no more."""
     rule = decided.get(pair)
@@ -209,9 +218,7 @@ def renal_interactions(
                 if not partners:
                     continue
                 key = (rule.measure, rule.weight)
-                if key not in measures:
-                    measures[key] = context.kidney_function(rule.measure, rule.weight)
-                kidney = measures[key]
+                kidney = _kidney_function(context, measures, key)
                 if kidney is None:
                     review.could_not_run(
                         medication,
@@ -604,9 +611,7 @@ def renal(context: PatientContext, medications: list[Medication], kb: KnowledgeB
                 if rule.route is not None and medication.source.route not in (None, rule.route):
                     continue
                 key = (rule.measure, rule.weight)
-                if key not in measures:
-                    measures[key] = context.kidney_function(rule.measure, rule.weight)
-                kidney = measures[key]
+                kidney = _kidney_function(context, measures, key)
                 if kidney is None:
                     missing.add(_MEASURE_NEEDS[key])
                     continue
