@@ -3,22 +3,21 @@ on a case built from it and stays silent on its negatives."""
 
 from __future__ import annotations
 
-import csv
 import json
 import uuid
 from dataclasses import replace
 from datetime import date
-from functools import cache
 from pathlib import Path
 
 import pytest
 from review.unit.dur_support import med
+from support.knowledge import bundled_rows
 
 from mtm.contracts import Allergy, Condition, MedicationEntry, PatientDemographics
 from mtm.contracts.events import ReconciledItem, Reconciliation
 from mtm.review.domain.dur import CheckedMedication, PatientContext, check
 from mtm.review.domain.dur.context import context_from_reconciliation
-from mtm.review.domain.dur.knowledge_base import KnowledgeBase, _Builder
+from mtm.review.domain.dur.knowledge_base import KnowledgeBase
 from mtm.review.domain.dur.rules import CodeSet
 from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled, read_tables
 
@@ -28,16 +27,6 @@ KB = load_bundled()
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 LABEL_TEXT = Path(__file__).resolve().parents[1] / "data" / "labels"
 UNRELATED = "acetaminophen"
-
-
-@cache
-def _names() -> _Builder:
-    return _Builder(read_tables(BUNDLED_DIRECTORY))
-
-
-def _rows(table: str) -> list[dict[str, str]]:
-    with (BUNDLED_DIRECTORY / f"{table}.csv").open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _ids(rules: object) -> str:
@@ -170,7 +159,7 @@ RENAL_PAIRS = [rule for rules in KB.renal_interactions.values() for rule in rule
 
 
 def test_every_quote_of_a_kidney_conditioned_row_is_verbatim_in_its_label() -> None:
-    rows = _rows("label_renal_interactions")
+    rows = bundled_rows("label_renal_interactions")
     assert rows
     for row in rows:
         label = json.loads((LABEL_TEXT / f"{row['label_set_id']}.json").read_text(encoding="utf-8"))

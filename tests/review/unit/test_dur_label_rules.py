@@ -6,16 +6,16 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
-from functools import cache
 from pathlib import Path
 
 import pytest
 from review.unit.dur_support import med
+from support.knowledge import bundled_rows, token_reader
 
 from mtm.contracts import Allergy, Condition
 from mtm.contracts.clinical import Observation
 from mtm.review.domain.dur import CheckedMedication, PatientContext, check
-from mtm.review.domain.dur.knowledge_base import KnowledgeBase, _Builder
+from mtm.review.domain.dur.knowledge_base import KnowledgeBase
 from mtm.review.domain.dur.rules import ANY_ROUTE, SEVERITY_RANK, CodeSet
 from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled, read_tables
 from mtm.review.knowledge.coverage import CORE_KINDS, coverage
@@ -27,17 +27,6 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LABEL_TEXT = Path(__file__).resolve().parents[1] / "data" / "labels"
 UNRELATED = "acetaminophen"
-
-
-@cache
-def _names() -> _Builder:
-    """The loader's own reading of tokens (`class:`, `role:`, `a;b`, `a&b`, `a!b`), so cases expand as rules do."""
-    return _Builder(read_tables(BUNDLED_DIRECTORY))
-
-
-def _rows(table: str) -> list[dict[str, str]]:
-    with (BUNDLED_DIRECTORY / f"{table}.csv").open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _ids(rows: list[dict[str, str]]) -> list[str]:
@@ -97,7 +86,7 @@ CITED = ("label_interactions", "label_conditions", "label_renal", "label_dose_li
 
 @pytest.mark.parametrize("table", (*CITED, "label_allergies", "label_pgx", "label_gaps"))
 def test_every_quote_is_verbatim_in_the_label_section_it_cites(table: str) -> None:
-    for row in _rows(table):
+    for row in bundled_rows(table):
         if not row["quote"]:
             continue
         label = json.loads((LABEL_TEXT / f"{row['label_set_id']}.json").read_text(encoding="utf-8"))
@@ -111,7 +100,7 @@ def test_a_cited_row_without_a_section_does_not_load(tmp_path: Path) -> None:
 
     for name in ("VERSION", "labels.csv", "classes.csv"):
         (tmp_path / name).write_bytes((BUNDLED_DIRECTORY / name).read_bytes())
-    row = _rows("label_interactions")[0]
+    row = bundled_rows("label_interactions")[0]
     header = list(row)
     row["section"] = ""
     with (tmp_path / "label_interactions.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -147,9 +136,9 @@ def test_a_class_or_mechanism_label_row_never_lowers_what_a_third_party_list_rat
     assert lowered == []
 
 
-@pytest.mark.parametrize("row", _rows("label_interactions"), ids=_ids(_rows("label_interactions")))
+@pytest.mark.parametrize("row", bundled_rows("label_interactions"), ids=_ids(bundled_rows("label_interactions")))
 def test_label_interaction_row(row: dict[str, str]) -> None:
-    names = _names()
+    names = token_reader()
     pairs = {frozenset((a, b)) for a in names.expand(row["a"]) for b in names.expand(row["b"]) if a != b}
     assert pairs, "the row names no pair"
     won = sorted(sorted(pair) for pair in pairs if KB.interactions[pair].rule_id == row["rule_id"])
@@ -290,7 +279,7 @@ def test_label_renal_row(rule) -> None:  # type: ignore[no-untyped-def]
     assert rule.rule_id not in {a.rule_id for a in check(_kidney(rule.measure, outside), [medication], KB)}
 
 
-@pytest.mark.parametrize("row", _rows("label_dose_limits"), ids=_ids(_rows("label_dose_limits")))
+@pytest.mark.parametrize("row", bundled_rows("label_dose_limits"), ids=_ids(bundled_rows("label_dose_limits")))
 def test_label_dose_limit_row(row: dict[str, str]) -> None:
     limit, unit, route = float(row["max_daily"]), row["unit"], row["route"] or "oral"
     over = check(PatientContext(age_years=50), [dosed(row["ingredient"], limit * 1.5, unit, route)], KB)

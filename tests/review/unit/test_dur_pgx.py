@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from review.unit.dur_support import med, of_kind
+from support.knowledge import bundled_rows
 
 from mtm.review.domain.dur import PatientContext, check
-from mtm.review.knowledge import BUNDLED_DIRECTORY, load_bundled
+from mtm.review.knowledge import load_bundled
 
 pytestmark = pytest.mark.unit
 
@@ -25,12 +26,7 @@ NOT_PHENOTYPE_RULES = {
 }
 
 
-def _rows(name: str) -> list[dict[str, str]]:
-    with (BUNDLED_DIRECTORY / name).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-RULE_ROWS = _rows("pgx_cpic.csv") + _rows("pgx_curated.csv") + _rows("label_pgx.csv")
+RULE_ROWS = bundled_rows("pgx_cpic") + bundled_rows("pgx_curated") + bundled_rows("label_pgx")
 
 
 def _context(gene: str, result: str) -> PatientContext:
