@@ -369,7 +369,16 @@ async def test_a_log_holding_events_kept_in_the_object_store_rebuilds_to_the_sam
         assert reference is not None
         await (await js.object_store(reference.bucket)).delete(reference.object)
         processor = app.runtime.processors["review-medications-reconciled"]
-        await wait_for(lambda: processor.waited_out > 0, timeout_s=30)
+        try:
+            await wait_for(lambda: processor.waited_out > 0, timeout_s=30)
+        except AssertionError as exc:
+            # Seen rarely under load: say where the message was, so the cause can be told from the report.
+            info = await js.consumer_info(PATIENT_EVENTS, "review-medications-reconciled")
+            raise AssertionError(
+                f"{exc}; consumer pending={info.num_pending} ack_pending={info.num_ack_pending} "
+                f"redelivered={info.num_redelivered} delivered={info.delivered}; processor consumed="
+                f"{processor.consumed} acked={processor.acked} applied={processor.applied} parked={processor.parked}"
+            ) from exc
         report = await rebuild(nc, "review")
         assert report.phase == "failed" and "StoredBodyMissing" in report.message, report.message
         assert await dump(app) == before
