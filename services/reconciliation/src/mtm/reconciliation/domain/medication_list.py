@@ -159,7 +159,7 @@ def apply_fill(
         pharmacy_id=dispense.pharmacy_id,
         prescriber_id=dispense.prescriber_id,
     )
-    key = tuple(dispense.ingredients) or ("?" + normalized_name(dispense.medication.text),)
+    key = fill_key(dispense)
     entries = list(current.entries) if current else []
     position = next((n for n, e in enumerate(entries) if e.match_key == key), None)
     if position is None:
@@ -176,12 +176,24 @@ def apply_fill(
         entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
     else:
         entry = entries[position]
-        if any(f.dispense_id == fill.dispense_id for f in entry.fills):
+        fills = with_fill(entry.fills, fill)
+        if fills is None:
             return current  # type: ignore[return-value]
-        fills = sorted((*entry.fills, fill), key=lambda f: (f.filled_on, f.dispense_id))[-FILL_HISTORY:]
-        entries[position] = entry.model_copy(update={"fills": tuple(fills)})
+        entries[position] = entry.model_copy(update={"fills": fills})
     updated = max(recorded_at, current.updated_at) if current and current.updated_at else recorded_at
     return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=updated)
+
+
+def fill_key(dispense: Dispense) -> tuple[str, ...]:
+    """The `match_key` of the entry a fill joins: the first entry of the list with it."""
+    return tuple(dispense.ingredients) or ("?" + normalized_name(dispense.medication.text),)
+
+
+def with_fill(fills: tuple[Fill, ...], fill: Fill) -> tuple[Fill, ...] | None:
+    """An entry's fills with one more, oldest first, the latest FILL_HISTORY kept; None for a fill seen before."""
+    if any(f.dispense_id == fill.dispense_id for f in fills):
+        return None
+    return tuple(sorted((*fills, fill), key=lambda f: (f.filled_on, f.dispense_id))[-FILL_HISTORY:])
 
 
 def _kept_entry(item: ReconciledItem) -> tuple[MedicationEntry, SourceList] | None:
