@@ -21,7 +21,7 @@ from mtm.reconciliation.domain import FILL_HISTORY, MedicationList, apply_fill, 
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("medication_lists", "medication_fills")
+TABLES = ("medication_lists", "medication_list_entries", "medication_fills")
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -172,7 +172,7 @@ async def test_a_refill_writes_a_row_and_leaves_the_document_and_a_fill_seen_bef
     ]
     await applied(conn, "seen", [log])
     before = await stored(conn, "p-1")
-    document = await conn.fetchval("SELECT medication_list::text FROM medication_lists")
+    entries = await conn.fetch("SELECT entry_key, entry_slot, entry::text FROM medication_list_entries")
 
     def not_read(row):
         raise AssertionError("a refill read the list's document")
@@ -184,11 +184,14 @@ async def test_a_refill_writes_a_row_and_leaves_the_document_and_a_fill_seen_bef
     refill = fill("p-1", "w-2", ("warfarin",), 33)
     async with conn.transaction():
         await RECONCILIATIONS.apply(Tx(conn), [refill])
+    assert await conn.fetch("SELECT entry_key, entry_slot, entry::text FROM medication_list_entries") == entries
+    new = fill("p-1", "m-1", ("metformin",), 20)
+    async with conn.transaction():
+        await RECONCILIATIONS.apply(Tx(conn), [new])
     monkeypatch.undo()
 
-    assert await conn.fetchval("SELECT medication_list::text FROM medication_lists") == document
-    assert await conn.fetchval("SELECT last_event_id FROM medication_lists") == refill.id
-    assert await stored(conn, "p-1") == folded([*log, later_copy, refill])["p-1"]
+    assert await conn.fetchval("SELECT last_event_id FROM medication_lists") == new.id
+    assert await stored(conn, "p-1") == folded([*log, later_copy, refill, new])["p-1"]
     assert (await stored(conn, "p-1")).updated_at == refill.time
     after_copy = folded([*log, later_copy])["p-1"]
     assert after_copy == before
@@ -213,7 +216,7 @@ async def test_a_list_stored_with_its_fills_in_its_document_reads_right_and_move
         await RECONCILIATIONS.apply(Tx(conn), log[-4:])
     for patient, ml in folded(log).items():
         assert await stored(conn, patient) == ml
-    assert await conn.fetchval("SELECT count(*) FROM medication_lists WHERE entry_keys IS NULL") == 0
+    assert await conn.fetchval("SELECT count(*) FROM medication_lists WHERE medication_list IS NOT NULL") == 0
     assert await conn.fetchval("SELECT count(*) FROM medication_fills WHERE patient_id = 'p-1'") > FILL_HISTORY
 
 

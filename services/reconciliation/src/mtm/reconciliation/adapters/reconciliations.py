@@ -27,9 +27,13 @@ from mtm.reconciliation.domain import (
     FILL_HISTORY,
     Fill,
     MedicationList,
+    MedicationListEntry,
     apply_fill,
     apply_to_medication_list,
+    as_fill,
     fill_key,
+    list_order,
+    pharmacy_entry,
     to_fhir_list,
 )
 from mtm.reconciliation.domain.identity import Recorded, discharge_digest
@@ -45,9 +49,11 @@ ON CONFLICT (transition_event_id) DO NOTHING
 # list is never computed from a state another transaction is replacing, and they commit in the order they apply.
 LOCK_PATIENTS = "SELECT pg_advisory_xact_lock($1::int, hashtext(p)) FROM unnest($2::text[]) AS p ORDER BY p"
 PATIENT_LOCK_NAMESPACE = 7_320_011
-# A list with its fills: one round trip, the fills as one JSON array per patient.
+# A list with its entries and their fills: one round trip, entries and fills as one JSON array each per patient.
 _SELECT_LISTS = """
-SELECT l.patient_id, l.medication_list, l.entry_keys, l.updated_at,
+SELECT l.patient_id, l.medication_list, l.updated_at,
+    (SELECT json_agg(json_build_array(e.entry_key, e.entry_slot, e.entry))
+     FROM medication_list_entries e WHERE e.patient_id = l.patient_id) AS entries,
     (SELECT json_agg(json_build_array(f.entry_key, f.entry_slot, f.event_id, f.dispense_id, f.filled_on,
                                       f.days_supply, f.quantity, f.pharmacy_id, f.prescriber_id))
      FROM medication_fills f WHERE f.patient_id = l.patient_id) AS fills
@@ -55,18 +61,33 @@ FROM medication_lists l
 """
 LOCK_LISTS = _SELECT_LISTS + "WHERE l.patient_id = ANY($1::text[]) FOR UPDATE OF l"
 SELECT_LIST = _SELECT_LISTS + "WHERE l.patient_id = $1"
-# What a fill needs to know of a list to tell a refill from a new medication, without reading the document.
-LOCK_ENTRY_KEYS = "SELECT patient_id, entry_keys FROM medication_lists WHERE patient_id = ANY($1::text[]) FOR UPDATE"
-UPSERT_LISTS = """
-INSERT INTO medication_lists (patient_id, last_event_id, medication_list, updated_at, entry_keys)
-SELECT p, e, l, u, string_to_array(k, $6) FROM unnest($1::text[], $2::uuid[], $3::json[], $4::timestamptz[], $5::text[])
-    AS t(p, e, l, u, k)
-ON CONFLICT (patient_id) DO UPDATE
-SET last_event_id = EXCLUDED.last_event_id, medication_list = EXCLUDED.medication_list,
-    updated_at = EXCLUDED.updated_at, entry_keys = EXCLUDED.entry_keys
+# What a fill needs to know of a list: which medications are on it (the keys of the entries fills join).
+LOCK_ENTRY_KEYS = """
+SELECT l.patient_id, l.medication_list IS NOT NULL AS in_document,
+    ARRAY(SELECT e.entry_key FROM medication_list_entries e WHERE e.patient_id = l.patient_id AND e.entry_slot = 0)
+        AS entry_keys
+FROM medication_lists l WHERE l.patient_id = ANY($1::text[]) FOR UPDATE OF l
 """
-# Refills of entries already on the lists: a fill seen before (the same dispense on the entry) is not inserted, and
-# the ones that were tell when each list last changed.
+UPSERT_LISTS = """
+INSERT INTO medication_lists (patient_id, last_event_id, medication_list, updated_at)
+SELECT p, e, NULL, u FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS t(p, e, u)
+ON CONFLICT (patient_id) DO UPDATE
+SET last_event_id = EXCLUDED.last_event_id, medication_list = NULL, updated_at = EXCLUDED.updated_at
+"""
+# Fills change a list's last event and, unless all were seen before (no time given), when it last changed.
+UPSERT_LIST_HEADS = """
+INSERT INTO medication_lists AS l (patient_id, last_event_id, medication_list, updated_at)
+SELECT p, e, NULL, coalesce(u, '-infinity') FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS t(p, e, u)
+ON CONFLICT (patient_id) DO UPDATE
+SET last_event_id = EXCLUDED.last_event_id, updated_at = greatest(l.updated_at, EXCLUDED.updated_at)
+"""
+INSERT_ENTRIES = """
+INSERT INTO medication_list_entries (patient_id, entry_key, entry_slot, entry)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::json[])
+"""
+DELETE_PATIENTS_ENTRIES = "DELETE FROM medication_list_entries WHERE patient_id = ANY($1::text[])"
+# A fill seen before (the same dispense on the entry) is not inserted; the ones that were tell when each list last
+# changed.
 INSERT_FILLS = """
 INSERT INTO medication_fills
     (patient_id, entry_key, entry_slot, dispense_id, event_id, filled_on, days_supply, quantity, pharmacy_id,
@@ -98,12 +119,6 @@ WHERE f.patient_id = d.patient_id AND f.entry_key = d.entry_key AND f.entry_slot
     AND f.dispense_id = d.dispense_id
 """
 DELETE_PATIENTS_FILLS = "DELETE FROM medication_fills WHERE patient_id = ANY($1::text[])"
-# A refill changes the list's last event and, unless seen before, when it last changed; its document stays.
-UPDATE_LIST_HEADS = """
-UPDATE medication_lists l SET last_event_id = h.last_event_id, updated_at = greatest(l.updated_at, h.updated_at)
-FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS h(patient_id, last_event_id, updated_at)
-WHERE l.patient_id = h.patient_id
-"""
 INSERT_TRANSITIONS = """
 INSERT INTO transitions (event_id, patient_id, encounter_id, digest, recorded_at)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
@@ -173,35 +188,40 @@ class _KeptList(NamedTuple):
     last_event_id: uuid.UUID
 
 
-# A match key's ingredients joined in `entry_key`, and entry keys joined to pass a list's keys as one text; neither
-# can be in a name (names are normalised words).
+# A match key's ingredients joined in `entry_key`; no name holds it (names are normalised words).
 KEY_JOIN = "\x1f"
-KEYS_JOIN = "\x1e"
 # A fill row as `medication_fills` holds it, from patient_id to prescriber_id.
 FillRow = tuple[str, str, int, str, uuid.UUID, date, int, float | None, str | None, str | None]
+# What `medication_list_entries.entry` leaves out: the fills (rows of their own) and what follows from them.
+_ENTRY_APART = {"fills", "last_filled_on"}
 
 
 def _entry_key(match_key: tuple[str, ...]) -> str:
     return KEY_JOIN.join(match_key)
 
 
+def _entry_json(entry: MedicationListEntry) -> str:
+    return entry.model_dump_json(exclude_defaults=True, exclude=_ENTRY_APART)
+
+
 async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconciled | MedicationDispensed]) -> None:
     """Each patient's list after the batch's reconciliations and fills, in order.
 
-    A refill of a medication already on the list is a row of `medication_fills`: the list's document is not read
-    or written (it was about 40 % of the CPU a fill cost). The other patients of the batch (a reconciliation, a
-    new medication) have their lists read whole, changed by the domain and written back; one read and one write
-    per batch. In a rebuild (the only writer of its tables) every list is kept in memory, not locked and read back,
-    and written once: when let go from memory, or at the end of the replay (`write_lists`).
+    Live, a patient whose events in the batch are all fills is written without reading the list: each fill is a
+    row, and a medication not on the list yet one entry more (rewriting the whole list was about 40 % of the CPU a
+    fill cost). A patient with a reconciliation has the list read whole, changed by the domain and written back;
+    one read and one write per batch. In a rebuild (the only writer of its tables) every list is kept in memory,
+    not locked and read back, and written once: when let go from memory, or at the end of the replay
+    (`write_lists`).
     """
     conn = tx.conn
     patients = sorted({e.patient_id for e in events})
     if tx.kept is None:
         await conn.execute(LOCK_PATIENTS, PATIENT_LOCK_NAMESPACE, patients)
-        refilled = await _refills(conn, events, patients)
-        if refilled:
-            await _insert_refills(conn, [e for e in events if e.patient_id in refilled])
-            events = [e for e in events if e.patient_id not in refilled]
+        filled = await _only_filled(conn, events)
+        if filled:
+            await _record_fills(conn, [e for e in events if e.patient_id in filled], filled)  # type: ignore[misc]
+            events = [e for e in events if e.patient_id not in filled]
             if not events:
                 return
             patients = sorted({e.patient_id for e in events})
@@ -240,68 +260,76 @@ async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconcile
         await write_lists(tx, let_go)
 
 
-async def _refills(
-    conn: asyncpg.Connection, events: Sequence[MedicationsReconciled | MedicationDispensed], patients: list[str]
-) -> set[str]:
-    """The patients whose events in the batch are all fills of medications already on their lists (locked)."""
-    candidates = {e.patient_id for e in events if isinstance(e, MedicationDispensed)}
-    candidates -= {e.patient_id for e in events if not isinstance(e, MedicationDispensed)}
-    if not candidates:
-        return set()
-    keys = {
-        row["patient_id"]: set(row["entry_keys"])
-        for row in await conn.fetch(LOCK_ENTRY_KEYS, patients)
-        if row["entry_keys"] is not None  # a list whose fills are still in its document: read whole
-    }
-    for event in events:
-        if event.patient_id in candidates:
-            on_list = keys.get(event.patient_id)
-            if on_list is None or _entry_key(fill_key(event.data)) not in on_list:  # type: ignore[arg-type]
-                candidates.discard(event.patient_id)
-    return candidates
+async def _only_filled(
+    conn: asyncpg.Connection, events: Sequence[MedicationsReconciled | MedicationDispensed]
+) -> dict[str, set[str]]:
+    """The patients whose events in the batch are all fills, with the keys of the entries on their lists (locked);
+    a list still in its document (written before the entries had their table) is read whole instead."""
+    filled = {e.patient_id for e in events if isinstance(e, MedicationDispensed)}
+    filled -= {e.patient_id for e in events if not isinstance(e, MedicationDispensed)}
+    if not filled:
+        return {}
+    keys: dict[str, set[str]] = {p: set() for p in filled}
+    for row in await conn.fetch(LOCK_ENTRY_KEYS, sorted(filled)):
+        if row["in_document"]:
+            del keys[row["patient_id"]]
+        else:
+            keys[row["patient_id"]] = set(row["entry_keys"])
+    return keys
 
 
-async def _insert_refills(conn: asyncpg.Connection, fills: Sequence[MedicationDispensed]) -> None:
-    """Refills as rows of the first entry with their key (the one `apply_fill` adds to), the oldest past the
-    latest FILL_HISTORY let go, and each list's last event and change time as `apply_fill` would leave them."""
-    rows = [_fill_row(e.patient_id, _entry_key(fill_key(e.data)), 0, e) for e in fills]
+async def _record_fills(
+    conn: asyncpg.Connection, fills: Sequence[MedicationDispensed], keys: dict[str, set[str]]
+) -> None:
+    """Fills as rows of the first entry with their key (the one `apply_fill` adds to), a medication not on the list
+    joining it from the pharmacy; the oldest past the latest FILL_HISTORY let go; each list's last event and change
+    time as `apply_fill` would leave them."""
+    entries: list[tuple[str, str, int, str]] = []
+    rows: list[FillRow] = []
+    for event in fills:
+        key = _entry_key(fill_key(event.data))
+        fill = as_fill(event.data, event.id)
+        if key not in keys[event.patient_id]:
+            keys[event.patient_id].add(key)
+            entry = pharmacy_entry(event.data, fill, recorded_at=event.time)
+            entries.append((event.patient_id, key, 0, _entry_json(entry)))
+        rows.append(_fill_row(event.patient_id, key, 0, fill))
+    if entries:
+        await conn.execute(INSERT_ENTRIES, *zip(*entries, strict=True))
     inserted = {r["event_id"] for r in await conn.fetch(INSERT_FILLS, *zip(*rows, strict=True))}
-    entries = sorted({(r[0], r[1]) for r in rows})
-    await conn.execute(TRIM_FILLS, [e[0] for e in entries], [e[1] for e in entries], [0] * len(entries), FILL_HISTORY)
+    joined = sorted({(r[0], r[1]) for r in rows})
+    await conn.execute(TRIM_FILLS, [j[0] for j in joined], [j[1] for j in joined], [0] * len(joined), FILL_HISTORY)
     heads: dict[str, tuple[uuid.UUID, datetime | None]] = {}
     for event in fills:
         _, changed = heads.get(event.patient_id, (event.id, None))
         if event.id in inserted:
             changed = event.time if changed is None else max(changed, event.time)
         heads[event.patient_id] = (event.id, changed)
-    await conn.execute(UPDATE_LIST_HEADS, list(heads), [h[0] for h in heads.values()], [h[1] for h in heads.values()])
+    await conn.execute(UPSERT_LIST_HEADS, list(heads), [h[0] for h in heads.values()], [h[1] for h in heads.values()])
 
 
-def _fill_row(patient_id: str, entry_key: str, slot: int, fill: MedicationDispensed | Fill) -> FillRow:
-    if isinstance(fill, MedicationDispensed):
-        d = fill.data
-        return (patient_id, entry_key, slot, d.dispense_id, fill.id, d.filled_on, d.days_supply, d.quantity,
-                d.pharmacy_id, d.prescriber_id)  # fmt: skip
+def _fill_row(patient_id: str, entry_key: str, slot: int, fill: Fill) -> FillRow:
     return (patient_id, entry_key, slot, fill.dispense_id, fill.event_id, fill.filled_on, fill.days_supply,
             fill.quantity, fill.pharmacy_id, fill.prescriber_id)  # fmt: skip
 
 
-def _fill_rows(ml: MedicationList) -> set[FillRow]:
-    rows: set[FillRow] = set()
+def _slotted(ml: MedicationList) -> list[tuple[str, int, MedicationListEntry]]:
+    """The list's entries with their keys and slots, in list order."""
     slots: dict[str, int] = {}
+    out = []
     for entry in ml.entries:
         key = _entry_key(entry.match_key)
         slot = slots[key] = slots.get(key, -1) + 1
-        rows.update(_fill_row(ml.patient_id, key, slot, f) for f in entry.fills)
-    return rows
+        out.append((key, slot, entry))
+    return out
 
 
 def _read_list(row: asyncpg.Record) -> tuple[MedicationList, set[FillRow]]:
-    """A stored list with its fills joined back, and the fill rows it was read from."""
-    found = MedicationList.model_validate_json(row["medication_list"])
-    found = found.model_copy(update={"updated_at": row["updated_at"]})
-    if row["entry_keys"] is None:
-        return found, set()  # written before fills had their table: the document holds them
+    """A stored list with its entries and fills joined back, and the fill rows it was read from."""
+    if row["medication_list"] is not None:  # written before entries had their table: the document holds it all
+        found = MedicationList.model_validate_json(row["medication_list"])
+        return found.model_copy(update={"updated_at": row["updated_at"]}), set()
+    patient_id = row["patient_id"]
     by_entry: dict[tuple[str, int], list[Fill]] = {}
     rows: set[FillRow] = set()
     for key, slot, event_id, dispense_id, filled_on, days_supply, quantity, pharmacy_id, prescriber_id in json.loads(
@@ -317,15 +345,15 @@ def _read_list(row: asyncpg.Record) -> tuple[MedicationList, set[FillRow]]:
             prescriber_id=prescriber_id,
         )
         by_entry.setdefault((key, slot), []).append(fill)
-        rows.add(_fill_row(found.patient_id, key, slot, fill))
-    entries = []
-    slots: dict[str, int] = {}
-    for entry in found.entries:
-        key = _entry_key(entry.match_key)
-        slot = slots[key] = slots.get(key, -1) + 1
+        rows.add(_fill_row(patient_id, key, slot, fill))
+    slotted = []
+    for key, slot, stored in json.loads(row["entries"] or "[]"):
         fills = sorted(by_entry.get((key, slot), ()), key=lambda f: (f.filled_on, f.dispense_id))
-        entries.append(entry.model_copy(update={"fills": tuple(fills)}) if fills else entry)
-    return found.model_copy(update={"entries": tuple(entries)}), rows
+        entry = MedicationListEntry.model_validate({**stored, "fills": fills})
+        slotted.append((list_order(entry), key, slot, entry))
+    slotted.sort(key=lambda s: s[:3])
+    entries = tuple(s[3] for s in slotted)
+    return MedicationList(patient_id=patient_id, entries=entries, updated_at=row["updated_at"]), rows
 
 
 async def write_lists(tx: Tx, kept: Sequence[object]) -> None:
@@ -337,29 +365,27 @@ async def write_lists(tx: Tx, kept: Sequence[object]) -> None:
     await _write_lists(tx.conn, lists, {})
 
 
-# The document leaves out what the columns and `medication_fills` hold, and fields at their defaults (they read
-# back equal): so a refill, which changes neither, leaves it as it is.
-_STORED_APART = {"updated_at": True, "entries": {"__all__": {"fills", "last_filled_on"}}}
-
-
 async def _write_lists(conn: asyncpg.Connection, lists: Sequence[_KeptList], stored: dict[str, set[FillRow]]) -> None:
-    """Upsert the lists, and change their fill rows from the `stored` ones (none, if not given) to theirs."""
+    """Write the lists whole: heads, entries, and their fill rows changed from the `stored` ones (none if not given)
+    to theirs."""
+    patients = [k.patient_id for k in lists]
     await conn.execute(
-        UPSERT_LISTS,
-        [k.patient_id for k in lists],
-        [k.last_event_id for k in lists],
-        [k.medication_list.model_dump_json(exclude_defaults=True, exclude=_STORED_APART) for k in lists],
-        [k.medication_list.updated_at for k in lists],
-        [KEYS_JOIN.join(dict.fromkeys(_entry_key(e.match_key) for e in k.medication_list.entries)) for k in lists],
-        KEYS_JOIN,
+        UPSERT_LISTS, patients, [k.last_event_id for k in lists], [k.medication_list.updated_at for k in lists]
     )
+    await conn.execute(DELETE_PATIENTS_ENTRIES, patients)
+    entries: list[tuple[str, str, int, str]] = []
     gone: list[FillRow] = []
     new: list[FillRow] = []
     for k in lists:
+        after: set[FillRow] = set()
+        for key, slot, entry in _slotted(k.medication_list):
+            entries.append((k.patient_id, key, slot, _entry_json(entry)))
+            after.update(_fill_row(k.patient_id, key, slot, f) for f in entry.fills)
         before = stored.get(k.patient_id, set())
-        after = _fill_rows(k.medication_list)
         gone.extend(before - after)
         new.extend(after - before)
+    if entries:
+        await conn.execute(INSERT_ENTRIES, *zip(*entries, strict=True))
     if gone:
         await conn.execute(DELETE_FILLS, *list(zip(*gone, strict=True))[:4])
     if new:
@@ -372,13 +398,19 @@ def _row_order(row: FillRow) -> tuple[str, str, int, date, str]:
 
 RECONCILIATIONS = Projection(
     migrations=files("mtm.reconciliation") / "migrations" / "projection",
-    tables=("transitions", "reconciliations", "medication_lists", "medication_fills"),
+    tables=("transitions", "reconciliations", "medication_lists", "medication_list_entries", "medication_fills"),
     handles=(TransitionOfCareRecorded, MedicationsReconciled, MedicationDispensed),
     apply=apply,
     write_kept=write_lists,
     erase=tuple(
         f"DELETE FROM {table} WHERE patient_id = $1"
-        for table in ("transitions", "reconciliations", "medication_lists", "medication_fills")
+        for table in (
+            "transitions",
+            "reconciliations",
+            "medication_lists",
+            "medication_list_entries",
+            "medication_fills",
+        )
     ),
 )
 

@@ -8,8 +8,12 @@ from mtm.reconciliation.domain.medication_list import (
     Provenance,
     apply_fill,
     apply_to_medication_list,
+    as_fill,
     fill_key,
+    list_order,
+    pharmacy_entry,
     to_fhir_list,
+    with_fill,
 )
 from mtm.reconciliation.domain.reconcile import reconcile
 from mtm.reconciliation.domain.report import reconcile_to_report
@@ -22,8 +26,12 @@ __all__ = [
     "Provenance",
     "apply_fill",
     "apply_to_medication_list",
+    "as_fill",
     "fill_key",
+    "list_order",
+    "pharmacy_entry",
     "reconcile",
     "reconcile_to_report",
     "to_fhir_list",
+    "with_fill",
 ]
