@@ -287,13 +287,15 @@ async def _record_fills(
     entries: list[tuple[str, str, int, str]] = []
     rows: list[FillRow] = []
     for event in fills:
-        key = _entry_key(fill_key(event.data))
-        fill = as_fill(event.data, event.id)
+        d = event.data
+        key = _entry_key(fill_key(d))
         if key not in keys[event.patient_id]:
             keys[event.patient_id].add(key)
-            entry = pharmacy_entry(event.data, fill, recorded_at=event.time)
+            entry = pharmacy_entry(d, as_fill(d, event.id), recorded_at=event.time)
             entries.append((event.patient_id, key, 0, _entry_json(entry)))
-        rows.append(_fill_row(event.patient_id, key, 0, fill))
+        # The row straight from the dispense (as `as_fill` reads it): no model built per refill.
+        rows.append((event.patient_id, key, 0, d.dispense_id, event.id, d.filled_on, d.days_supply, d.quantity,
+                     d.pharmacy_id, d.prescriber_id))  # fmt: skip
     if entries:
         await conn.execute(INSERT_ENTRIES, *zip(*entries, strict=True))
     inserted = {r["event_id"] for r in await conn.fetch(INSERT_FILLS, *zip(*rows, strict=True))}
