@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -10,6 +9,7 @@ from importlib.resources import files
 from typing import NamedTuple
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from mtm.contracts import (
     CommandReply,
@@ -20,6 +20,7 @@ from mtm.contracts import (
     MedicationsReconciled,
     TransitionOfCareRecorded,
 )
+from mtm.contracts.envelope import Frozen
 from mtm.contracts.identity import Actor
 from mtm.platform.projection import Projection, Tx
 from mtm.platform.service import Database
@@ -49,14 +50,20 @@ ON CONFLICT (transition_event_id) DO NOTHING
 # list is never computed from a state another transaction is replacing, and they commit in the order they apply.
 LOCK_PATIENTS = "SELECT pg_advisory_xact_lock($1::int, hashtext(p)) FROM unnest($2::text[]) AS p ORDER BY p"
 PATIENT_LOCK_NAMESPACE = 7_320_011
-# A list with its entries and their fills: one round trip, entries and fills as one JSON array each per patient.
+# A list with its entries, each with its fills oldest first (dispense ids compared by code point, as Python does: "C"
+# collation compares UTF-8 bytes, which is the same order): one round trip, one JSON array per list, read by one
+# call of the JSON parser.
 _SELECT_LISTS = """
 SELECT l.patient_id, l.medication_list, l.updated_at,
-    (SELECT json_agg(json_build_array(e.entry_key, e.entry_slot, e.entry))
-     FROM medication_list_entries e WHERE e.patient_id = l.patient_id) AS entries,
-    (SELECT json_agg(json_build_array(f.entry_key, f.entry_slot, f.event_id, f.dispense_id, f.filled_on,
-                                      f.days_supply, f.quantity, f.pharmacy_id, f.prescriber_id))
-     FROM medication_fills f WHERE f.patient_id = l.patient_id) AS fills
+    (SELECT json_agg(json_build_object('key', e.entry_key, 'slot', e.entry_slot, 'entry', e.entry, 'fills',
+        (SELECT json_agg(json_build_object(
+                    'event_id', f.event_id, 'dispense_id', f.dispense_id, 'filled_on', f.filled_on,
+                    'days_supply', f.days_supply, 'quantity', f.quantity, 'pharmacy_id', f.pharmacy_id,
+                    'prescriber_id', f.prescriber_id)
+                ORDER BY f.filled_on, f.dispense_id COLLATE "C")
+         FROM medication_fills f
+         WHERE f.patient_id = e.patient_id AND f.entry_key = e.entry_key AND f.entry_slot = e.entry_slot)))
+     FROM medication_list_entries e WHERE e.patient_id = l.patient_id) AS entries
 FROM medication_lists l
 """
 LOCK_LISTS = _SELECT_LISTS + "WHERE l.patient_id = ANY($1::text[]) FOR UPDATE OF l"
@@ -84,6 +91,16 @@ SET last_event_id = EXCLUDED.last_event_id, updated_at = greatest(l.updated_at, 
 INSERT_ENTRIES = """
 INSERT INTO medication_list_entries (patient_id, entry_key, entry_slot, entry)
 SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::json[])
+"""
+# Whole lists' entries: each list's entries as one JSON array (serialised in one call), with each entry's key and
+# slot by its list's and its own position.
+INSERT_LISTS_ENTRIES = """
+INSERT INTO medication_list_entries (patient_id, entry_key, entry_slot, entry)
+SELECT l.patient_id, k.entry_key, k.entry_slot, e.entry
+FROM unnest($1::text[], $2::json[]) WITH ORDINALITY AS l(patient_id, entries, n)
+CROSS JOIN LATERAL json_array_elements(l.entries) WITH ORDINALITY AS e(entry, i)
+JOIN unnest($3::bigint[], $4::bigint[], $5::text[], $6::int[]) AS k(n, i, entry_key, entry_slot)
+    ON k.n = l.n AND k.i = e.i
 """
 DELETE_PATIENTS_ENTRIES = "DELETE FROM medication_list_entries WHERE patient_id = ANY($1::text[])"
 # A fill seen before (the same dispense on the entry) is not inserted; the ones that were tell when each list last
@@ -202,6 +219,14 @@ def _entry_key(match_key: tuple[str, ...]) -> str:
 
 def _entry_json(entry: MedicationListEntry) -> str:
     return entry.model_dump_json(exclude_defaults=True, exclude=_ENTRY_APART)
+
+
+def _entries_json(ml: MedicationList) -> str:
+    """The list's entries as `_entry_json` writes each, in one JSON array."""
+    return _ENTRIES.dump_json(ml.entries, exclude_defaults=True, exclude={"__all__": _ENTRY_APART}).decode()
+
+
+_ENTRIES = TypeAdapter(tuple[MedicationListEntry, ...])
 
 
 async def _update_medication_lists(tx: Tx, events: Sequence[MedicationsReconciled | MedicationDispensed]) -> None:
@@ -326,35 +351,29 @@ def _slotted(ml: MedicationList) -> list[tuple[str, int, MedicationListEntry]]:
     return out
 
 
+class _StoredEntry(Frozen):
+    """An entry as `_SELECT_LISTS` reads it: its row's key and slot, the entry, and its fills."""
+
+    key: str
+    slot: int
+    entry: MedicationListEntry
+    fills: tuple[Fill, ...] | None = None
+
+
+_STORED_ENTRIES = TypeAdapter(tuple[_StoredEntry, ...])
+
+
 def _read_list(row: asyncpg.Record) -> tuple[MedicationList, set[FillRow]]:
     """A stored list with its entries and fills joined back, and the fill rows it was read from."""
     if row["medication_list"] is not None:  # written before entries had their table: the document holds it all
         found = MedicationList.model_validate_json(row["medication_list"])
         return found.model_copy(update={"updated_at": row["updated_at"]}), set()
     patient_id = row["patient_id"]
-    by_entry: dict[tuple[str, int], list[Fill]] = {}
-    rows: set[FillRow] = set()
-    for key, slot, event_id, dispense_id, filled_on, days_supply, quantity, pharmacy_id, prescriber_id in json.loads(
-        row["fills"] or "[]"
-    ):
-        fill = Fill(
-            event_id=event_id,
-            dispense_id=dispense_id,
-            filled_on=filled_on,
-            days_supply=days_supply,
-            quantity=quantity,
-            pharmacy_id=pharmacy_id,
-            prescriber_id=prescriber_id,
-        )
-        by_entry.setdefault((key, slot), []).append(fill)
-        rows.add(_fill_row(patient_id, key, slot, fill))
-    slotted = []
-    for key, slot, stored in json.loads(row["entries"] or "[]"):
-        fills = sorted(by_entry.get((key, slot), ()), key=lambda f: (f.filled_on, f.dispense_id))
-        entry = MedicationListEntry.model_validate({**stored, "fills": fills})
-        slotted.append((list_order(entry), key, slot, entry))
-    slotted.sort(key=lambda s: s[:3])
-    entries = tuple(s[3] for s in slotted)
+    stored = sorted(
+        _STORED_ENTRIES.validate_json(row["entries"] or "[]"), key=lambda s: (*list_order(s.entry), s.key, s.slot)
+    )
+    rows = {_fill_row(patient_id, s.key, s.slot, f) for s in stored for f in s.fills or ()}
+    entries = tuple(s.entry.model_copy(update={"fills": s.fills}) if s.fills else s.entry for s in stored)
     return MedicationList(patient_id=patient_id, entries=entries, updated_at=row["updated_at"]), rows
 
 
@@ -375,19 +394,24 @@ async def _write_lists(conn: asyncpg.Connection, lists: Sequence[_KeptList], sto
         UPSERT_LISTS, patients, [k.last_event_id for k in lists], [k.medication_list.updated_at for k in lists]
     )
     await conn.execute(DELETE_PATIENTS_ENTRIES, patients)
-    entries: list[tuple[str, str, int, str]] = []
+    slots: list[tuple[int, int, str, int]] = []
     gone: list[FillRow] = []
     new: list[FillRow] = []
-    for k in lists:
+    for n, k in enumerate(lists, start=1):
         after: set[FillRow] = set()
-        for key, slot, entry in _slotted(k.medication_list):
-            entries.append((k.patient_id, key, slot, _entry_json(entry)))
+        for i, (key, slot, entry) in enumerate(_slotted(k.medication_list), start=1):
+            slots.append((n, i, key, slot))
             after.update(_fill_row(k.patient_id, key, slot, f) for f in entry.fills)
         before = stored.get(k.patient_id, set())
         gone.extend(before - after)
         new.extend(after - before)
-    if entries:
-        await conn.execute(INSERT_ENTRIES, *zip(*entries, strict=True))
+    if slots:
+        await conn.execute(
+            INSERT_LISTS_ENTRIES,
+            patients,
+            [_entries_json(k.medication_list) for k in lists],
+            *zip(*slots, strict=True),
+        )
     if gone:
         await conn.execute(DELETE_FILLS, *list(zip(*gone, strict=True))[:4])
     if new:
