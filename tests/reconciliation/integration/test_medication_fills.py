@@ -201,10 +201,19 @@ async def test_a_refill_writes_a_row_and_leaves_the_document_and_a_fill_seen_bef
     assert after_copy == before
 
 
-async def test_a_list_stored_with_its_fills_in_its_document_reads_right_and_moves_them_on_the_next_fill(conn):
-    """Lists written before `medication_fills` (migration 003) hold their fills in the document, entry_keys NULL."""
+async def test_a_list_stored_with_its_fills_in_its_document_reads_right_and_moves_them_on_the_next_fill(conn, tmp_path):
+    """Lists written before migration 003 hold their entries and fills in their document; the next change of each
+    moves them to rows."""
     log = events()[:-3]  # p-1 and p-2, whose last events change their lists
-    await migrated(conn, "legacy")
+    # The schema as it was before migration 003, a list written then, and the migration applied over it.
+    for sql in RECONCILIATIONS.migrations.iterdir():
+        if sql.name.startswith(("001_", "002_")):
+            (tmp_path / sql.name).write_text(sql.read_text())
+    async with conn.transaction():
+        await apply_schema_migrations(
+            conn, "legacy", [("platform", platform_projection_migrations()), ("reconciliation", tmp_path)]
+        )
+    await conn.execute("SET search_path TO legacy, public")
     old = folded(log[:-4])
     for patient, ml in old.items():
         await conn.execute(
@@ -215,6 +224,8 @@ async def test_a_list_stored_with_its_fills_in_its_document_reads_right_and_move
             ml.model_dump_json(exclude_defaults=True),
             ml.updated_at,
         )
+    await migrated(conn, "legacy")
+    for patient, ml in old.items():
         assert await stored(conn, patient) == ml
     async with conn.transaction():
         await RECONCILIATIONS.apply(Tx(conn), log[-4:])
@@ -224,9 +235,10 @@ async def test_a_list_stored_with_its_fills_in_its_document_reads_right_and_move
     assert await conn.fetchval("SELECT count(*) FROM medication_fills WHERE patient_id = 'p-1'") > FILL_HISTORY
 
 
-async def test_erasing_a_patient_deletes_their_fills(conn):
+async def test_erasing_a_patient_deletes_their_entries_and_fills(conn):
     await applied(conn, "erased", [events()])
     for statement in RECONCILIATIONS.erase:
         await conn.execute(statement, "p-1")
-    assert await conn.fetchval("SELECT count(*) FROM medication_fills WHERE patient_id = 'p-1'") == 0
-    assert await conn.fetchval("SELECT count(*) FROM medication_fills WHERE patient_id = 'p-2'") > 0
+    for table in TABLES:
+        assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE patient_id = 'p-1'") == 0, table
+        assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE patient_id = 'p-2'") > 0, table
