@@ -83,10 +83,11 @@ def events() -> list:
         medications_reconciled("p-2", omitted="simvastatin").model_copy(update={"time": START + timedelta(days=900)}),
         fill("p-2", "s-99", ("simvastatin",), 901),
         fill("p-2", "s-99", ("simvastatin",), 901),
-        # A list made of fills alone: its entries written one by one live, whole in a rebuild.
+        # A list made of fills alone: its entries written one by one live, whole in a rebuild; the latest fill is
+        # not the last to arrive.
         fill("p-3", "a-1", ("amlodipine",), 1),
-        fill("p-3", "x-1", (), 2, text="Compounded cream"),
         fill("p-3", "a-2", ("amlodipine",), 31),
+        fill("p-3", "x-1", (), 2, text="Compounded cream"),
     ]
     return out
 
