@@ -60,19 +60,28 @@ def fill_parser(registry: EventRegistry):
     # Fills arrive in bulk: the vocabulary is read when the service starts, not inside the first batch.
     load_vocabulary()
 
+    def native(event: MedicationDispensed) -> tuple[MedicationDispensed, ...]:
+        if event.data.ingredients:
+            return (event,)
+        medication = event.data.medication
+        resolved = tuple(resolve(medication.text, medication.rxnorm_code).ingredients)
+        return (event.model_copy(update={"data": event.data.model_copy(update={"ingredients": resolved})}),)
+
     def parse(delivery: Delivery) -> tuple[MedicationDispensed, ...]:
         if has_nul(delivery.data):
             raise InvalidMessage(NUL_REFUSED)
+        if b'"resourceType"' not in delivery.data:
+            # No bundle: a native fill is read once, not parsed as JSON first to tell (most of a feed is native).
+            # One that does not read is read again below, so it is refused with the same reason as ever.
+            try:
+                return native(registry.parse(delivery.data, MedicationDispensed))
+            except ValueError:
+                pass
         body = json.loads(delivery.data)
         if not isinstance(body, dict):
             raise InvalidMessage(f"body: expected a JSON object, got {type(body).__name__}")
         if not is_fhir_bundle(body):
-            event = registry.parse(delivery.data, MedicationDispensed)
-            if event.data.ingredients:
-                return (event,)
-            medication = event.data.medication
-            resolved = tuple(resolve(medication.text, medication.rxnorm_code).ingredients)
-            return (event.model_copy(update={"data": event.data.model_copy(update={"ingredients": resolved})}),)
+            return native(registry.parse(delivery.data, MedicationDispensed))
         return tuple(
             MedicationDispensed.create(
                 source=SOURCE,

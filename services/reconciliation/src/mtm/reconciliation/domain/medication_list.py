@@ -139,7 +139,7 @@ def apply_to_medication_list(
             before = earlier.pop(0)
             entry = entry.model_copy(update={"provenance": (*before.provenance, step), "fills": before.fills})
         entries.append(entry)
-    entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
+    entries.sort(key=list_order)
     return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=recorded_at)
 
 
@@ -150,7 +150,30 @@ def apply_fill(
     history), or the medication joins the list from the pharmacy. A fill seen before changes nothing."""
     if current is not None and current.patient_id != patient_id:
         raise ValueError(f"medication list of {current.patient_id} cannot take a fill of {patient_id}")
-    fill = Fill(
+    fill = as_fill(dispense, event_id)
+    key = fill_key(dispense)
+    entries = list(current.entries) if current else []
+    position = next((n for n, e in enumerate(entries) if e.match_key == key), None)
+    if position is None:
+        entries.append(pharmacy_entry(dispense, fill, recorded_at=recorded_at))
+        entries.sort(key=list_order)
+    else:
+        entry = entries[position]
+        fills = with_fill(entry.fills, fill)
+        if fills is None:
+            return current  # type: ignore[return-value]
+        entries[position] = entry.model_copy(update={"fills": fills})
+    updated = max(recorded_at, current.updated_at) if current and current.updated_at else recorded_at
+    return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=updated)
+
+
+def list_order(entry: MedicationListEntry) -> tuple[str, str]:
+    """Where an entry stands on the list (entries that tie keep the order they had)."""
+    return " / ".join(entry.match_key).lower(), entry.medication.text.lower()
+
+
+def as_fill(dispense: Dispense, event_id: UUID) -> Fill:
+    return Fill(
         event_id=event_id,
         dispense_id=dispense.dispense_id,
         filled_on=dispense.filled_on,
@@ -159,29 +182,30 @@ def apply_fill(
         pharmacy_id=dispense.pharmacy_id,
         prescriber_id=dispense.prescriber_id,
     )
-    key = tuple(dispense.ingredients) or ("?" + normalized_name(dispense.medication.text),)
-    entries = list(current.entries) if current else []
-    position = next((n for n, e in enumerate(entries) if e.match_key == key), None)
-    if position is None:
-        step = Provenance(event_id=event_id, source="pharmacy", recorded_at=recorded_at, status="new")
-        entries.append(
-            MedicationListEntry(
-                ingredients=tuple(dispense.ingredients),
-                medication=dispense.medication,
-                resolved=bool(dispense.ingredients),
-                provenance=(step,),
-                fills=(fill,),
-            )
-        )
-        entries.sort(key=lambda e: (" / ".join(e.match_key).lower(), e.medication.text.lower()))
-    else:
-        entry = entries[position]
-        if any(f.dispense_id == fill.dispense_id for f in entry.fills):
-            return current  # type: ignore[return-value]
-        fills = sorted((*entry.fills, fill), key=lambda f: (f.filled_on, f.dispense_id))[-FILL_HISTORY:]
-        entries[position] = entry.model_copy(update={"fills": tuple(fills)})
-    updated = max(recorded_at, current.updated_at) if current and current.updated_at else recorded_at
-    return MedicationList(patient_id=patient_id, entries=tuple(entries), updated_at=updated)
+
+
+def pharmacy_entry(dispense: Dispense, fill: Fill, *, recorded_at: datetime) -> MedicationListEntry:
+    """The entry a fill of a medication not on the list adds to it."""
+    step = Provenance(event_id=fill.event_id, source="pharmacy", recorded_at=recorded_at, status="new")
+    return MedicationListEntry(
+        ingredients=tuple(dispense.ingredients),
+        medication=dispense.medication,
+        resolved=bool(dispense.ingredients),
+        provenance=(step,),
+        fills=(fill,),
+    )
+
+
+def fill_key(dispense: Dispense) -> tuple[str, ...]:
+    """The `match_key` of the entry a fill joins: the first entry of the list with it."""
+    return tuple(dispense.ingredients) or ("?" + normalized_name(dispense.medication.text),)
+
+
+def with_fill(fills: tuple[Fill, ...], fill: Fill) -> tuple[Fill, ...] | None:
+    """An entry's fills with one more, oldest first, the latest FILL_HISTORY kept; None for a fill seen before."""
+    if any(f.dispense_id == fill.dispense_id for f in fills):
+        return None
+    return tuple(sorted((*fills, fill), key=lambda f: (f.filled_on, f.dispense_id))[-FILL_HISTORY:])
 
 
 def _kept_entry(item: ReconciledItem) -> tuple[MedicationEntry, SourceList] | None:
