@@ -128,6 +128,7 @@ USING (
 ) r
 WHERE r.newest > $4 AND f.patient_id = r.patient_id AND f.entry_key = r.entry_key
     AND f.entry_slot = r.entry_slot AND f.dispense_id = r.dispense_id
+RETURNING f.patient_id, f.entry_key, f.dispense_id
 """
 DELETE_FILLS = """
 DELETE FROM medication_fills f
@@ -325,11 +326,18 @@ async def _record_fills(
         await conn.execute(INSERT_ENTRIES, *zip(*entries, strict=True))
     inserted = {r["event_id"] for r in await conn.fetch(INSERT_FILLS, *zip(*rows, strict=True))}
     joined = sorted({(r[0], r[1]) for r in rows})
-    await conn.execute(TRIM_FILLS, [j[0] for j in joined], [j[1] for j in joined], [0] * len(joined), FILL_HISTORY)
+    trimmed = {
+        tuple(r)
+        for r in await conn.fetch(
+            TRIM_FILLS, [j[0] for j in joined], [j[1] for j in joined], [0] * len(joined), FILL_HISTORY
+        )
+    }
     heads: dict[str, tuple[uuid.UUID, datetime | None]] = {}
-    for event in fills:
+    for event, row in zip(fills, rows, strict=True):
         _, changed = heads.get(event.patient_id, (event.id, None))
-        if event.id in inserted:
+        # A fill older than the latest FILL_HISTORY is let go as soon as it joins, so the domain takes every copy
+        # of it in the batch as new (each changes the list's time), where the insert took only the first.
+        if event.id in inserted or (row[0], row[1], row[3]) in trimmed:
             changed = event.time if changed is None else max(changed, event.time)
         heads[event.patient_id] = (event.id, changed)
     await conn.execute(UPSERT_LIST_HEADS, list(heads), [h[0] for h in heads.values()], [h[1] for h in heads.values()])
