@@ -60,3 +60,48 @@ async def test_a_row_committed_while_the_relay_sends_is_sent_at_once_not_at_the_
     finally:
         await relay.stop()
         await pool.close()
+
+
+async def test_a_row_is_marked_attempted_before_it_is_sent_and_one_attempted_long_ago_is_looked_up_first(
+    infra, clean_jetstream
+):
+    js = clean_jetstream.jetstream()
+    await js.add_stream(name=STREAM, subjects=["relaytest.>"])
+    pool = await create_pool(with_database(infra.database_url, f"t_relay_{uuid.uuid4().hex[:8]}"))
+    await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
+    looked_up: list[str] = []
+
+    async def on_the_log(subject: str, msg_id: str) -> bool:
+        looked_up.append(msg_id)
+        return msg_id == "sent-before"
+
+    relay = OutboxRelay(pool, js, poll_s=3600, stored=on_the_log, trust_dedup_s=60)
+    try:
+        # No stream takes this subject: the send fails, and the row stays, remembered as attempted.
+        async with pool.acquire() as conn:
+            await enqueue(conn, [OutgoingMessage("nostream.first", "first", b"1")])
+        assert await relay.relay_once() == 0
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT attempted_at IS NOT NULL FROM outbox WHERE msg_id = 'first'")
+            # Past the trusted part of the deduplication window, a row is looked up on the log before it is sent.
+            await conn.execute("DELETE FROM outbox")
+            await enqueue(
+                conn,
+                [
+                    OutgoingMessage("relaytest.before", "sent-before", b"1"),
+                    OutgoingMessage("relaytest.lost", "lost", b"2"),
+                    OutgoingMessage("relaytest.new", "new", b"3"),
+                ],
+            )
+            await conn.execute(
+                "UPDATE outbox SET attempted_at = now() - interval '1 hour' WHERE msg_id IN ('sent-before', 'lost')"
+            )
+        assert await relay.relay_once() == 3
+        assert sorted(looked_up) == ["lost", "sent-before"]
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        assert (await js.stream_info(STREAM)).state.messages == 2
+        with pytest.raises(NotFoundError):
+            await js.get_last_msg(STREAM, "relaytest.before")
+    finally:
+        await pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import asyncpg
@@ -38,14 +39,24 @@ INSERT INTO erased_patients (patient_id, reason) VALUES ($1, $2) ON CONFLICT (pa
 # The keeper answers in milliseconds; a request lost with a NATS server (the asker's or the keeper's connection
 # moving to another node) is asked again after this, and every reader of sealed events waits for it meanwhile.
 KEY_REQUEST_TIMEOUT_S = 5.0
+# Keys the keeper made or read lately, unwrapped. Each new patient's key is asked for by every service that reads
+# the patient's first events, right after the keeper made it; these answers then need no read of the key table.
+KNOWN_KEYS = 20_000
 
 
 class KeyStore:
-    """The keeper's table of keys (wrapped with the key-encryption key) and of erased patients."""
+    """The keeper's table of keys (wrapped with the key-encryption key) and of erased patients.
 
-    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
+    A patient's key never changes once made (it is inserted once, and only deleted on erasure), so the keys the
+    keeper made or read lately are kept in memory; whether a patient was erased is always read from the table,
+    so an erasure by any replica of the keeper is answered at once, as before.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, kek: bytes, *, known: int = KNOWN_KEYS) -> None:
         self._pool = pool
         self._kek = kek
+        self._known: OrderedDict[str, PatientKey] = OrderedDict()
+        self._capacity = known
 
     async def fetch(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
         # Every key was made for the patient id of an event a contract accepted, which Postgres can hold; an id it
@@ -56,7 +67,12 @@ class KeyStore:
             return {}, set()
         async with self._pool.acquire() as conn:
             erased = {row["patient_id"] for row in await conn.fetch(SELECT_ERASED, list(patient_ids))}
-            keys = await self._load(conn, patient_ids)
+            for patient_id in erased:
+                self._known.pop(patient_id, None)
+            keys = {p: self._known[p] for p in patient_ids if p in self._known and p not in erased}
+            unknown = [p for p in patient_ids if p not in keys and p not in erased]
+            if unknown:
+                keys |= await self._load(conn, unknown)
             missing = [p for p in patient_ids if p not in keys and p not in erased]
             if create and missing:
                 made = {p: PatientKey.new() for p in missing}
@@ -72,11 +88,17 @@ class KeyStore:
 
     async def _load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, PatientKey]:
         rows = await conn.fetch(SELECT_KEYS, list(patient_ids))
-        return {r["patient_id"]: unwrap(r["key_id"], bytes(r["wrapped"]), self._kek) for r in rows}
+        keys = {r["patient_id"]: unwrap(r["key_id"], bytes(r["wrapped"]), self._kek) for r in rows}
+        for patient_id, key in keys.items():
+            self._known[patient_id] = key
+            self._known.move_to_end(patient_id)
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+        return keys
 
-    @staticmethod
-    async def erase(conn: asyncpg.Connection, patient_id: str, reason: str) -> bool:
+    async def erase(self, conn: asyncpg.Connection, patient_id: str, reason: str) -> bool:
         """Destroy the patient's key, in the caller's transaction; False when they were erased before."""
+        self._known.pop(patient_id, None)
         await conn.execute(DESTROY_KEY, patient_id)
         return bool(await conn.fetchval(RECORD_ERASED, patient_id, reason))
 

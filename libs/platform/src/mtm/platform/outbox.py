@@ -32,12 +32,20 @@ INSERT INTO outbox (subject, msg_id, payload, headers)
 SELECT subject, msg_id, payload, headers::jsonb
 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS t(subject, msg_id, payload, headers)
 """
+# The next rows in id order, each marked attempted (if it was not) in the same statement, which commits before any
+# is sent: a row sent but never confirmed (a crash, a long outage) is looked up on the log before it is sent again
+# once the server's deduplication window may have forgotten it. One round trip, not a read and then a write.
 SELECT_PENDING = """
-SELECT id, subject, msg_id, payload, headers::text AS headers,
-       attempted_at < now() - make_interval(secs => $2) AS unsure
-FROM outbox ORDER BY id LIMIT $1
+WITH pending AS (
+    SELECT id, attempted_at FROM outbox ORDER BY id LIMIT $1
+), marked AS (
+    UPDATE outbox SET attempted_at = now()
+    FROM pending WHERE outbox.id = pending.id AND pending.attempted_at IS NULL
+)
+SELECT o.id, o.subject, o.msg_id, o.payload, o.headers::text AS headers,
+       p.attempted_at < now() - make_interval(secs => $2) AS unsure
+FROM outbox o JOIN pending p USING (id) ORDER BY o.id
 """
-MARK_ATTEMPTED = "UPDATE outbox SET attempted_at = now() WHERE id = ANY($1::bigint[]) AND attempted_at IS NULL"
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 PARK_OVERSIZED = """
 WITH moved AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING id, subject, msg_id, payload, created_at)
@@ -198,9 +206,6 @@ class OutboxRelay:
                 await self._park(conn, [row for row in rows if row["id"] in too_large])
                 kept = [(row, body) for row, body in zip(rows, bodies, strict=True) if row["id"] not in too_large]
                 rows, bodies = [row for row, _ in kept], [body for _, body in kept]
-            # Remembered before sending: a row sent but never confirmed (a crash, a long outage) is looked up on
-            # the log before it is sent again once the server's deduplication window may have forgotten it.
-            await conn.execute(MARK_ATTEMPTED, [row["id"] for row in rows])
             spans = [self._publish_span(row) for row in rows] if tracing.enabled() else [None] * len(rows)
             futures = [await self._send(row, body, span) for row, body, span in zip(rows, bodies, spans, strict=True)]
             results = await _confirmed(futures)

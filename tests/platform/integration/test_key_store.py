@@ -1,0 +1,49 @@
+"""The keeper's key store on real Postgres: keys it keeps in memory are never answered for an erased patient."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from importlib.resources import files
+
+import pytest
+
+from mtm.platform.db import apply_migrations, create_pool
+from mtm.platform.keys import KeyStore
+from mtm.platform.settings import with_database
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_key_the_keeper_remembers_is_not_answered_once_another_replica_erased_the_patient(infra):
+    pool = await create_pool(with_database(infra.database_url, f"t_keys_{uuid.uuid4().hex[:8]}"))
+    try:
+        await apply_migrations(
+            pool,
+            [
+                ("platform", files("mtm.platform") / "migrations"),
+                ("keys", files("mtm.platform") / "migrations" / "keeper"),
+            ],
+        )
+        kek = os.urandom(32)
+        # Two replicas of the keeper on one table: each remembers the keys it made or read.
+        first, second = KeyStore(pool, kek), KeyStore(pool, kek)
+        erased, kept = f"patient-{uuid.uuid4()}", f"patient-{uuid.uuid4()}"
+
+        made, _ = await first.fetch([erased, kept], True)
+        read, _ = await second.fetch([erased, kept], False)
+        assert {p: k.key for p, k in read.items()} == {p: k.key for p, k in made.items()}
+
+        async with pool.acquire() as conn, conn.transaction():
+            assert await second.erase(conn, erased, "request of the patient")
+
+        # The first replica still holds the key in memory; the table says the patient is gone, and that wins.
+        keys, gone = await first.fetch([erased, kept], False)
+        assert gone == {erased}
+        assert set(keys) == {kept}
+        assert keys[kept].key == made[kept].key
+        # Asking with `create` makes no new key for them either.
+        keys, gone = await first.fetch([erased], True)
+        assert (keys, gone) == ({}, {erased})
+    finally:
+        await pool.close()
