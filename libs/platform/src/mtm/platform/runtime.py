@@ -50,7 +50,7 @@ from mtm.contracts.subjects import (
 from mtm.platform import tracing
 from mtm.platform.access import ACCESS, group_durable_name, rebuild_reader_name
 from mtm.platform.bodies import EventBodies
-from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
+from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid, order_key
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
@@ -200,9 +200,9 @@ class ServiceRuntime:
     @property
     def connections_needed(self) -> int:
         """While a rebuild swaps tables in, every consumer and timer may wait on the writer lock holding a pooled
-        connection; the outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for,
-        and one is left for queries."""
-        return len(self.consumers) + len(self.definition.handlers.timers) + 3
+        connection, and each consumer may be reading its next batch on a second one (`pull_loop`); the outbox relay
+        still needs two (its lock and a batch) to drain the outbox the swap waits for, and one is left for queries."""
+        return 2 * len(self.consumers) + len(self.definition.handlers.timers) + 3
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -626,7 +626,12 @@ def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
 
 
 async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
-    """Fetch batches from the durable and hand each to its processor, one batch at a time (per-patient order).
+    """Fetch batches from the durable and hand each to its processor, reading the next while the last commits.
+
+    Two batches overlap only when they share no patient (`order_key`): the next is read (decoded, its lookups
+    made, its reactions decided) while the previous waits on Postgres, and applied only once that one committed,
+    so transactions stay one at a time, in fetch order, and a patient's events are decided on the state its
+    earlier ones left. A batch with a patient of the one in flight waits for it before being read.
 
     FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
     `TimeoutError` from `fetch`, which drops a partially gathered batch until its ack wait expires; this loop
@@ -634,6 +639,8 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     """
     processor = runtime.processors[consumer.durable]
     subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
+    in_flight: asyncio.Task[None] | None = None
+    held: set[str] = set()
     try:
         while not stop.is_set():
             try:
@@ -651,14 +658,33 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
+            keys = {order_key(m.subject) for m in messages}
+            if in_flight is not None and not held.isdisjoint(keys):
+                await _committed(in_flight, consumer)
+                in_flight = None
             try:
-                await processor.handle(messages)
+                batch = await processor.read(messages)
             except Exception as exc:
                 log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
+                continue
+            if in_flight is not None:
+                await _committed(in_flight, consumer)
+            in_flight, held = asyncio.create_task(processor.commit(batch), name=f"commit-{durable}"), keys
     finally:
+        if in_flight is not None:
+            await _committed(in_flight, consumer)
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+
+async def _committed(commit: asyncio.Task[None], consumer: BatchConsumer[Any]) -> None:
+    """Wait for a batch's commit; a failure is logged, and its unacknowledged messages come back after ack_wait."""
+    try:
+        await commit
+    except Exception as exc:
+        log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
+        await asyncio.sleep(0.5)
 
 
 def _raw_body(message: Any) -> Any:
