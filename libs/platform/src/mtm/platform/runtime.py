@@ -936,7 +936,9 @@ def serve(factory: Callable[[], FastStream]) -> None:
     runtime = getattr(app, "runtime", None)
     if runtime is not None:
         own_process(runtime.name)
-    app.after_startup(_freeze_startup_heap)
+    # After the start-up hooks (pool, migrations, a first build of the projection), before the consumers and the
+    # broker's subscriptions start: a full collection then stalls nothing the service has started serving.
+    app.on_startup(_freeze_startup_heap)
     try:
         try:
             import uvloop
