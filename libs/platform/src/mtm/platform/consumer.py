@@ -57,6 +57,12 @@ class InvalidMessage(ValueError):
     """A message that can never be processed; the text names the field and the reason."""
 
 
+def order_key(subject: str) -> str:
+    """Messages with the same key keep their order: the patient (`mtm.patient.<partition>.<patient>`); an intake
+    subject is one key for all its messages."""
+    return ".".join(subject.split(".")[:4])
+
+
 @dataclass(frozen=True)
 class Delivery:
     subject: str
@@ -82,8 +88,7 @@ class Delivery:
 
     @property
     def order_key(self) -> str:
-        """Messages with the same key keep their order: the patient (`mtm.patient.<partition>.<patient>`)."""
-        return ".".join(self.subject.split(".")[:4])
+        return order_key(self.subject)
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,16 @@ def describe_invalid(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+@dataclass(frozen=True)
+class ReadBatch(Generic[T]):
+    """A fetched batch decoded and cleared of what was parked, ready to be applied."""
+
+    deliveries: Sequence[Delivery]
+    accepted: Sequence[Accepted[T]]
+    invalid: Sequence[tuple[Delivery, str]]
+    started: float
+
+
 class BatchProcessor(Generic[T]):
     """Applies fetched batches exactly once in effect, and never lets one message hold up or lose another.
 
@@ -194,20 +209,35 @@ class BatchProcessor(Generic[T]):
         """Infrastructure failures waited out in place (none of them counted against a message)."""
 
     async def handle(self, messages: Sequence[Msg]) -> None:
+        await self.commit(await self.read(messages))
+
+    async def read(self, messages: Sequence[Msg]) -> ReadBatch[T]:
+        """Decode a fetched batch and park what can never be read; nothing of it is applied or acknowledged yet.
+
+        A pull loop may read the next batch while the previous one commits, as long as the two share no
+        `order_key`: what a message's decoding looks up (its patient's state) must be as the batch before left it.
+        """
         started = time.perf_counter()
         self.consumed += len(messages)
-        try:
-            await self._handle(messages)
-        finally:
-            if self._observe_batch is not None:
-                self._observe_batch(len(messages), time.perf_counter() - started)
-
-    async def _handle(self, messages: Sequence[Msg]) -> None:
         deliveries = [Delivery.of(m) for m in messages]
         accepted, invalid = await self._until_infrastructure_answers(deliveries, partial(self._decode_all, deliveries))
         await self._until_infrastructure_answers(deliveries, partial(self._park, invalid))
+        return ReadBatch(deliveries, accepted, invalid, started)
+
+    async def commit(self, batch: ReadBatch[T]) -> None:
+        """Apply a read batch in one transaction and acknowledge it (one by one if the batch fails)."""
         try:
-            await self._until_infrastructure_answers(deliveries, partial(self._apply_in_one_transaction, accepted))
+            await self._commit(batch)
+        finally:
+            if self._observe_batch is not None:
+                self._observe_batch(len(batch.deliveries), time.perf_counter() - batch.started)
+
+    async def _commit(self, batch: ReadBatch[T]) -> None:
+        accepted, invalid = batch.accepted, batch.invalid
+        try:
+            await self._until_infrastructure_answers(
+                batch.deliveries, partial(self._apply_in_one_transaction, accepted)
+            )
         except Exception as exc:
             log.warning(
                 "batch failed; retrying one by one",

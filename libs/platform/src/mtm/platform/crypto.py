@@ -16,6 +16,7 @@ of nonce + ciphertext>"}` (CloudEvents' `data_base64`). Readers accept sealed an
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import uuid
@@ -208,8 +209,14 @@ def patient_of(subject: str) -> str:
 def wrap(key: PatientKey, kek: bytes) -> bytes:
     """A patient key encrypted with the key-encryption key, for storage."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(kek).encrypt(nonce, key.key, key.key_id.encode())
+    return nonce + _kek_cipher(kek).encrypt(nonce, key.key, key.key_id.encode())
 
 
 def unwrap(key_id: str, wrapped: bytes, kek: bytes) -> PatientKey:
-    return PatientKey(key_id, AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode()))
+    return PatientKey(key_id, _kek_cipher(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode()))
+
+
+@functools.lru_cache(maxsize=4)
+def _kek_cipher(kek: bytes) -> AESGCM:
+    # A process has one key-encryption key (two while it is rotated); a batch of new patients wraps hundreds of keys.
+    return AESGCM(kek)

@@ -31,6 +31,7 @@ INSERT_KEYS = """
 INSERT INTO patient_keys (patient_id, key_id, wrapped)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
 ON CONFLICT (patient_id) DO NOTHING
+RETURNING patient_id
 """
 DESTROY_KEY = "DELETE FROM patient_keys WHERE patient_id = $1"
 RECORD_ERASED = """
@@ -76,14 +77,18 @@ class KeyStore:
             missing = [p for p in patient_ids if p not in keys and p not in erased]
             if create and missing:
                 made = {p: PatientKey.new() for p in missing}
-                await conn.execute(
+                rows = await conn.fetch(
                     INSERT_KEYS,
                     missing,
                     [made[p].key_id for p in missing],
                     [wrap(made[p], self._kek) for p in missing],
                 )
+                stored = {row["patient_id"] for row in rows}
+                keys |= {p: made[p] for p in stored}
                 # Another replica may have made some of them first: what the table holds is the key.
-                keys |= await self._load(conn, missing)
+                lost = [p for p in missing if p not in stored]
+                if lost:
+                    keys |= await self._load(conn, lost)
         return keys, erased
 
     async def _load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, PatientKey]:

@@ -50,7 +50,7 @@ from mtm.contracts.subjects import (
 from mtm.platform import tracing
 from mtm.platform.access import ACCESS, group_durable_name, rebuild_reader_name
 from mtm.platform.bodies import EventBodies
-from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid
+from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid, order_key
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
@@ -200,9 +200,10 @@ class ServiceRuntime:
     @property
     def connections_needed(self) -> int:
         """While a rebuild swaps tables in, every consumer and timer may wait on the writer lock holding a pooled
-        connection; the outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for,
-        and one is left for queries."""
-        return len(self.consumers) + len(self.definition.handlers.timers) + 3
+        connection for each batch it has committing, and be reading its next batch on another (`pull_loop`); the
+        outbox relay still needs two (its lock and a batch) to drain the outbox the swap waits for, and one is left
+        for queries."""
+        return (COMMITS_IN_FLIGHT + 1) * len(self.consumers) + len(self.definition.handlers.timers) + 3
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -594,6 +595,9 @@ def _append_span(history: Any, events: Sequence[Any]) -> Any:
 
 
 PULL_WAIT_S = 1.0
+# Batches of one consumer committing at once, each in its own transaction and with its own pooled connection (two
+# measured 3 % of the service's time idle on Postgres against 12-19 % with one).
+COMMITS_IN_FLIGHT = 2
 # A pull request that finds nothing waits this long for more before returning what it has.
 TOP_UP_WAIT_S = 0.002
 
@@ -626,7 +630,13 @@ def group_durable(consumer: BatchConsumer[Any], group: int, groups: int) -> str:
 
 
 async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
-    """Fetch batches from the durable and hand each to its processor, one batch at a time (per-patient order).
+    """Fetch batches from the durable and hand each to its processor, reading the next while earlier ones commit.
+
+    A batch is read (decoded, its lookups made, its reactions decided) while up to `COMMITS_IN_FLIGHT` earlier
+    batches commit, each in its own transaction, so the service is not idle while Postgres works. Batches overlap
+    only when they share no patient (`order_key`): a batch with a patient of a commit in flight waits for that
+    commit before being read, so a patient's events are decided on the state its earlier ones left and committed
+    in their order.
 
     FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
     `TimeoutError` from `fetch`, which drops a partially gathered batch until its ack wait expires; this loop
@@ -634,6 +644,7 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     """
     processor = runtime.processors[consumer.durable]
     subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
+    in_flight: list[tuple[asyncio.Task[None], set[str]]] = []
     try:
         while not stop.is_set():
             try:
@@ -651,14 +662,44 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
+            keys = {order_key(m.subject) for m in messages}
+            conflicting = [commit for commit, held in in_flight if not held.isdisjoint(keys)]
+            if conflicting:
+                await asyncio.wait(conflicting)
+            in_flight = await _still_committing(in_flight, consumer)
             try:
-                await processor.handle(messages)
+                batch = await processor.read(messages)
             except Exception as exc:
                 log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
+                continue
+            while len(in_flight) >= COMMITS_IN_FLIGHT:
+                await _committed(in_flight.pop(0)[0], consumer)
+            in_flight.append((asyncio.create_task(processor.commit(batch), name=f"commit-{durable}"), keys))
     finally:
+        for commit, _ in in_flight:
+            await _committed(commit, consumer)
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+
+async def _still_committing(
+    in_flight: list[tuple[asyncio.Task[None], set[str]]], consumer: BatchConsumer[Any]
+) -> list[tuple[asyncio.Task[None], set[str]]]:
+    """The commits not done yet; those done are collected (a failure logged)."""
+    for commit, _ in in_flight:
+        if commit.done():
+            await _committed(commit, consumer)
+    return [(commit, held) for commit, held in in_flight if not commit.done()]
+
+
+async def _committed(commit: asyncio.Task[None], consumer: BatchConsumer[Any]) -> None:
+    """Wait for a batch's commit; a failure is logged, and its unacknowledged messages come back after ack_wait."""
+    try:
+        await commit
+    except Exception as exc:
+        log.exception("batch handling failed", consumer=consumer.durable, error_type=type(exc).__name__)
+        await asyncio.sleep(0.5)
 
 
 def _raw_body(message: Any) -> Any:
@@ -895,7 +936,9 @@ def serve(factory: Callable[[], FastStream]) -> None:
     runtime = getattr(app, "runtime", None)
     if runtime is not None:
         own_process(runtime.name)
-    app.after_startup(_freeze_startup_heap)
+    # After the start-up hooks (pool, migrations, a first build of the projection), before the consumers and the
+    # broker's subscriptions start: a full collection then stalls nothing the service has started serving.
+    app.on_startup(_freeze_startup_heap)
     try:
         try:
             import uvloop

@@ -150,15 +150,12 @@ SELECT EXISTS (
     WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
 )
 """
-# Of these discharges, the ones whose encounter was recorded with the same content under another id.
-SAID_BEFORE_MANY = """
-SELECT d.event_id
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS d(event_id, patient_id, encounter_id, digest)
-WHERE EXISTS (
-    SELECT 1 FROM transitions t
-    WHERE t.patient_id = d.patient_id AND t.encounter_id = d.encounter_id AND t.digest = d.digest
-      AND t.event_id <> d.event_id
-)
+# Of these discharges, the ones whose encounter was recorded under another id, with that record's digest: the digest
+# of a discharge (a serialization and a hash of the whole document) is computed only for those, which are rare.
+OTHERS_OF_ENCOUNTERS = """
+SELECT d.event_id, t.digest
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(event_id, patient_id, encounter_id)
+JOIN transitions t ON t.patient_id = d.patient_id AND t.encounter_id = d.encounter_id AND t.event_id <> d.event_id
 """
 SELECT_HISTORY = """
 SELECT medications_reconciled, reconciled_at FROM reconciliations WHERE patient_id = $1
@@ -484,16 +481,17 @@ class DischargeLedger:
             return
         async with self._database.acquire() as conn:
             rows = await conn.fetch(
-                SAID_BEFORE_MANY,
+                OTHERS_OF_ENCOUNTERS,
                 [t.id for t in asked],
                 [t.patient_id for t in asked],
                 [t.data.encounter_id for t in asked],
-                [discharge_digest(t.data) for t in asked],
             )
-        said = {row["event_id"] for row in rows}
+        others: dict[uuid.UUID, set[str]] = {}
+        for row in rows:
+            others.setdefault(row["event_id"], set()).add(row["digest"])
         if len(self._said_before) > LOOKED_UP_MAX:
             self._said_before.clear()
-        self._said_before.update({t.id: t.id in said for t in asked})
+        self._said_before.update({t.id: t.id in others and discharge_digest(t.data) in others[t.id] for t in asked})
 
     async def recorded(self, event_id: uuid.UUID) -> Recorded | None:
         if event_id in self._recorded:

@@ -1,0 +1,110 @@
+"""The pull loop overlaps batches of different patients and never a patient's batch with its earlier one's commit."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from mtm.platform.runtime import COMMITS_IN_FLIGHT, pull_loop
+
+pytestmark = pytest.mark.unit
+
+
+def message(patient: str) -> SimpleNamespace:
+    return SimpleNamespace(subject=f"mtm.patient.3.{patient}.transition_of_care_recorded.v1")
+
+
+class Subscription:
+    """Hands out the scripted batches, then nothing (as a drained durable: fetch times out)."""
+
+    def __init__(self, batches: list[list[SimpleNamespace]], stop: asyncio.Event) -> None:
+        self._batches = batches
+        self._stop = stop
+
+    async def fetch(self, batch: int, **_: float) -> list[SimpleNamespace]:
+        if self._batches:
+            return self._batches.pop(0)
+        self._stop.set()
+        raise TimeoutError
+
+    async def unsubscribe(self) -> None:
+        pass
+
+
+class Processor:
+    """Records when each batch is read and when its commit ends; a commit takes until the test releases it."""
+
+    def __init__(self) -> None:
+        self.journal: list[str] = []
+        self.releases: dict[str, asyncio.Event] = {}
+
+    @staticmethod
+    def name(messages: list[SimpleNamespace]) -> str:
+        return "+".join(m.subject.split(".")[3] for m in messages)
+
+    async def read(self, messages: list[SimpleNamespace]) -> str:
+        name = self.name(messages)
+        self.journal.append(f"read {name}")
+        self.releases[name] = asyncio.Event()
+        return name
+
+    async def commit(self, name: str) -> None:
+        await self.releases[name].wait()
+        self.journal.append(f"committed {name}")
+
+
+async def run_loop(batches: list[list[SimpleNamespace]], processor: Processor) -> asyncio.Task[None]:
+    stop = asyncio.Event()
+    subscription = Subscription(batches, stop)
+
+    async def bind(**_: object) -> Subscription:
+        return subscription
+
+    runtime = SimpleNamespace(
+        processors={"durable": processor},
+        jetstream=SimpleNamespace(pull_subscribe_bind=bind),
+        settings=SimpleNamespace(batch_size=10),
+    )
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS")
+    return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_batch_of_other_patients_is_read_while_the_last_commits_and_a_patients_next_waits_for_it():
+    processor = Processor()
+    loop = await run_loop([[message("a"), message("b")], [message("c")], [message("b"), message("d")]], processor)
+    await settle()
+    # "c" shares no patient with "a+b": read while "a+b" still commits; "b+d" waits for the commit that holds "b".
+    assert processor.journal == ["read a+b", "read c"]
+    processor.releases["c"].set()
+    await settle()
+    assert processor.journal == ["read a+b", "read c", "committed c"]
+    processor.releases["a+b"].set()
+    await settle()
+    assert processor.journal[3:] == ["committed a+b", "read b+d"]
+    processor.releases["b+d"].set()
+    await asyncio.wait_for(loop, 5)
+
+
+async def test_no_more_batches_commit_at_once_than_allowed():
+    processor = Processor()
+    patients = [f"p{n}" for n in range(COMMITS_IN_FLIGHT + 1)]
+    loop = await run_loop([[message(p)] for p in patients], processor)
+    await settle()
+    # The last batch is read, but its commit starts only once the oldest one is done.
+    assert processor.journal == [f"read {p}" for p in patients]
+    processor.releases[patients[-1]].set()
+    await settle()
+    assert f"committed {patients[-1]}" not in processor.journal
+    processor.releases[patients[0]].set()
+    await settle()
+    assert processor.journal[-2:] == [f"committed {patients[0]}", f"committed {patients[-1]}"]
+    for p in patients:
+        processor.releases[p].set()
+    await asyncio.wait_for(loop, 5)
