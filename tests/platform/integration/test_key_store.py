@@ -47,3 +47,28 @@ async def test_a_key_the_keeper_remembers_is_not_answered_once_another_replica_e
         assert (keys, gone) == ({}, {erased})
     finally:
         await pool.close()
+
+
+async def test_a_key_the_keeper_made_is_answered_again_without_reading_the_key_table(infra, monkeypatch):
+    """Every service reading a new patient's first events asks for the key the keeper has just made."""
+    pool = await create_pool(with_database(infra.database_url, f"t_keys_{uuid.uuid4().hex[:8]}"))
+    try:
+        await apply_migrations(
+            pool,
+            [
+                ("platform", files("mtm.platform") / "migrations"),
+                ("keys", files("mtm.platform") / "migrations" / "keeper"),
+            ],
+        )
+        store = KeyStore(pool, os.urandom(32))
+        patient = f"patient-{uuid.uuid4()}"
+        made, _ = await store.fetch([patient], True)
+
+        async def no_table_read(*_args):
+            raise AssertionError("the key table was read for a key the keeper made")
+
+        monkeypatch.setattr(store, "_load", no_table_read)
+        again, gone = await store.fetch([patient], False)
+        assert gone == set() and again[patient].key == made[patient].key
+    finally:
+        await pool.close()

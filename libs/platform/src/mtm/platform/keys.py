@@ -84,7 +84,7 @@ class KeyStore:
                     [wrap(made[p], self._kek) for p in missing],
                 )
                 stored = {row["patient_id"] for row in rows}
-                keys |= {p: made[p] for p in stored}
+                keys |= self._remember({p: made[p] for p in stored})
                 # Another replica may have made some of them first: what the table holds is the key.
                 lost = [p for p in missing if p not in stored]
                 if lost:
@@ -93,7 +93,10 @@ class KeyStore:
 
     async def _load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, PatientKey]:
         rows = await conn.fetch(SELECT_KEYS, list(patient_ids))
-        keys = {r["patient_id"]: unwrap(r["key_id"], bytes(r["wrapped"]), self._kek) for r in rows}
+        return self._remember({r["patient_id"]: unwrap(r["key_id"], bytes(r["wrapped"]), self._kek) for r in rows})
+
+    def _remember(self, keys: dict[str, PatientKey]) -> dict[str, PatientKey]:
+        """Keep `keys` among those known lately (the oldest let go past the capacity) and give them back."""
         for patient_id, key in keys.items():
             self._known[patient_id] = key
             self._known.move_to_end(patient_id)
