@@ -1,4 +1,4 @@
-"""The pull loop overlaps batches of different patients and never a patient's batch with its earlier one's commit."""
+"""The pull loop overlaps batches of other patients under a backlog, never a patient's batch with its last commit."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ class Processor:
         self.journal.append(f"committed {name}")
 
 
-async def run_loop(batches: list[list[SimpleNamespace]], processor: Processor) -> asyncio.Task[None]:
+async def run_loop(
+    batches: list[list[SimpleNamespace]], processor: Processor, *, batch_size: int = 2
+) -> asyncio.Task[None]:
     stop = asyncio.Event()
     subscription = Subscription(batches, stop)
 
@@ -65,7 +67,7 @@ async def run_loop(batches: list[list[SimpleNamespace]], processor: Processor) -
     runtime = SimpleNamespace(
         processors={"durable": processor},
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
-        settings=SimpleNamespace(batch_size=10),
+        settings=SimpleNamespace(batch_size=batch_size),
     )
     consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS")
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
@@ -107,4 +109,17 @@ async def test_no_more_batches_commit_at_once_than_allowed():
     assert processor.journal[-2:] == [f"committed {patients[0]}", f"committed {patients[-1]}"]
     for p in patients:
         processor.releases[p].set()
+    await asyncio.wait_for(loop, 5)
+
+
+async def test_without_a_backlog_a_batch_commits_before_the_next_is_fetched():
+    """Batches far smaller than the batch size mean no backlog: overlapping them only adds transactions."""
+    processor = Processor()
+    loop = await run_loop([[message("a")], [message("b")]], processor, batch_size=10)
+    await settle()
+    assert processor.journal == ["read a"]
+    processor.releases["a"].set()
+    await settle()
+    assert processor.journal == ["read a", "committed a", "read b"]
+    processor.releases["b"].set()
     await asyncio.wait_for(loop, 5)
