@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import pytest
+from support.database import fresh_connection
 
 from mtm.platform import projection
-from mtm.platform.db import apply_schema_migrations, ensure_database
+from mtm.platform.db import apply_schema_migrations
 from mtm.platform.projection import claim, platform_projection_migrations
-from mtm.platform.settings import with_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +23,11 @@ class _Event:
 
 @pytest.fixture
 async def conn(infra):
-    url = with_database(infra.database_url, f"t_claims_{uuid.uuid4().hex[:8]}")
-    await ensure_database(url)
-    connection = await asyncpg.connect(url)
-    async with connection.transaction():
-        await apply_schema_migrations(connection, "projection", [("platform", platform_projection_migrations())])
-    await connection.execute("SET search_path TO projection, public")
-    try:
+    async with fresh_connection(infra, "t_claims") as connection:
+        async with connection.transaction():
+            await apply_schema_migrations(connection, "projection", [("platform", platform_projection_migrations())])
+        await connection.execute("SET search_path TO projection, public")
         yield connection
-    finally:
-        await connection.close()
 
 
 async def test_the_newest_claims_are_kept_and_a_duplicate_among_them_changes_nothing(conn, monkeypatch):

@@ -7,16 +7,18 @@ import uuid
 from importlib.resources import files
 
 import pytest
+from support.database import fresh_database_url
 
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.keys import KeyStore
-from mtm.platform.settings import with_database
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_key_the_keeper_remembers_is_not_answered_once_another_replica_erased_the_patient(infra):
-    pool = await create_pool(with_database(infra.database_url, f"t_keys_{uuid.uuid4().hex[:8]}"))
+@pytest.fixture
+async def pool(infra):
+    """A pool on a database of its own holding the keeper's tables."""
+    pool = await create_pool(fresh_database_url(infra, "t_keys"))
     try:
         await apply_migrations(
             pool,
@@ -25,50 +27,43 @@ async def test_a_key_the_keeper_remembers_is_not_answered_once_another_replica_e
                 ("keys", files("mtm.platform") / "migrations" / "keeper"),
             ],
         )
-        kek = os.urandom(32)
-        # Two replicas of the keeper on one table: each remembers the keys it made or read.
-        first, second = KeyStore(pool, kek), KeyStore(pool, kek)
-        erased, kept = f"patient-{uuid.uuid4()}", f"patient-{uuid.uuid4()}"
-
-        made, _ = await first.fetch([erased, kept], True)
-        read, _ = await second.fetch([erased, kept], False)
-        assert {p: k.key for p, k in read.items()} == {p: k.key for p, k in made.items()}
-
-        async with pool.acquire() as conn, conn.transaction():
-            assert await second.erase(conn, erased, "request of the patient")
-
-        # The first replica still holds the key in memory; the table says the patient is gone, and that wins.
-        keys, gone = await first.fetch([erased, kept], False)
-        assert gone == {erased}
-        assert set(keys) == {kept}
-        assert keys[kept].key == made[kept].key
-        # Asking with `create` makes no new key for them either.
-        keys, gone = await first.fetch([erased], True)
-        assert (keys, gone) == ({}, {erased})
+        yield pool
     finally:
         await pool.close()
 
 
-async def test_a_key_the_keeper_made_is_answered_again_without_reading_the_key_table(infra, monkeypatch):
+async def test_a_key_the_keeper_remembers_is_not_answered_once_another_replica_erased_the_patient(pool):
+    kek = os.urandom(32)
+    # Two replicas of the keeper on one table: each remembers the keys it made or read.
+    first, second = KeyStore(pool, kek), KeyStore(pool, kek)
+    erased, kept = f"patient-{uuid.uuid4()}", f"patient-{uuid.uuid4()}"
+
+    made, _ = await first.fetch([erased, kept], True)
+    read, _ = await second.fetch([erased, kept], False)
+    assert {p: k.key for p, k in read.items()} == {p: k.key for p, k in made.items()}
+
+    async with pool.acquire() as conn, conn.transaction():
+        assert await second.erase(conn, erased, "request of the patient")
+
+    # The first replica still holds the key in memory; the table says the patient is gone, and that wins.
+    keys, gone = await first.fetch([erased, kept], False)
+    assert gone == {erased}
+    assert set(keys) == {kept}
+    assert keys[kept].key == made[kept].key
+    # Asking with `create` makes no new key for them either.
+    keys, gone = await first.fetch([erased], True)
+    assert (keys, gone) == ({}, {erased})
+
+
+async def test_a_key_the_keeper_made_is_answered_again_without_reading_the_key_table(pool, monkeypatch):
     """Every service reading a new patient's first events asks for the key the keeper has just made."""
-    pool = await create_pool(with_database(infra.database_url, f"t_keys_{uuid.uuid4().hex[:8]}"))
-    try:
-        await apply_migrations(
-            pool,
-            [
-                ("platform", files("mtm.platform") / "migrations"),
-                ("keys", files("mtm.platform") / "migrations" / "keeper"),
-            ],
-        )
-        store = KeyStore(pool, os.urandom(32))
-        patient = f"patient-{uuid.uuid4()}"
-        made, _ = await store.fetch([patient], True)
+    store = KeyStore(pool, os.urandom(32))
+    patient = f"patient-{uuid.uuid4()}"
+    made, _ = await store.fetch([patient], True)
 
-        async def no_table_read(*_args):
-            raise AssertionError("the key table was read for a key the keeper made")
+    async def no_table_read(*_args):
+        raise AssertionError("the key table was read for a key the keeper made")
 
-        monkeypatch.setattr(store, "_load", no_table_read)
-        again, gone = await store.fetch([patient], False)
-        assert gone == set() and again[patient].key == made[patient].key
-    finally:
-        await pool.close()
+    monkeypatch.setattr(store, "_load", no_table_read)
+    again, gone = await store.fetch([patient], False)
+    assert gone == set() and again[patient].key == made[patient].key

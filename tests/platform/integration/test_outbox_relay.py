@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from importlib.resources import files
 
 import pytest
 from nats.js.errors import NotFoundError
+from support.database import fresh_database_url
 
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.outbox import OutboxRelay, OutgoingMessage, enqueue
-from mtm.platform.settings import with_database
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ async def test_a_row_committed_while_the_relay_sends_is_sent_at_once_not_at_the_
 ):
     js = clean_jetstream.jetstream()
     await js.add_stream(name=STREAM, subjects=["relaytest.>"])
-    pool = await create_pool(with_database(infra.database_url, f"t_relay_{uuid.uuid4().hex[:8]}"))
+    pool = await create_pool(fresh_database_url(infra, "t_relay"))
     await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
     async with pool.acquire() as conn:
         await enqueue(conn, [OutgoingMessage("relaytest.first", "first", b"1")])
@@ -67,7 +66,7 @@ async def test_a_row_is_marked_attempted_before_it_is_sent_and_one_attempted_lon
 ):
     js = clean_jetstream.jetstream()
     await js.add_stream(name=STREAM, subjects=["relaytest.>"])
-    pool = await create_pool(with_database(infra.database_url, f"t_relay_{uuid.uuid4().hex[:8]}"))
+    pool = await create_pool(fresh_database_url(infra, "t_relay"))
     await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
     looked_up: list[str] = []
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import asyncpg
 import pytest
+from support.database import fresh_connection
 from support.events import medications_reconciled
 
 from mtm.contracts import MedicationDispensed, MedicationEntry, MedicationsReconciled
 from mtm.contracts.program import Dispense
-from mtm.platform.db import apply_schema_migrations, ensure_database
+from mtm.platform.db import apply_schema_migrations
 from mtm.platform.projection import Tx, platform_projection_migrations
-from mtm.platform.settings import with_database
 from mtm.program.adapters.program import PROGRAM
 
 pytestmark = pytest.mark.integration
@@ -33,13 +32,8 @@ def discharge(patient_id: str, birth_date: date | None, omitted: str) -> Medicat
 
 @pytest.fixture
 async def conn(infra):
-    url = with_database(infra.database_url, f"t_program_{uuid.uuid4().hex[:8]}")
-    await ensure_database(url)
-    connection = await asyncpg.connect(url)
-    try:
+    async with fresh_connection(infra, "t_program") as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 async def members_after(conn: asyncpg.Connection, schema: str, batches: list[list[MedicationsReconciled]]) -> list:

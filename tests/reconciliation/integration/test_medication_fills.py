@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
+from support.database import fresh_connection
 from support.events import medications_reconciled, warfarin_and_simvastatin_continued
 
 from mtm.contracts import MedicationDispensed, MedicationEntry, MedicationsReconciled
 from mtm.contracts.program import Dispense
-from mtm.platform.db import apply_schema_migrations, ensure_database
+from mtm.platform.db import apply_schema_migrations
 from mtm.platform.projection import Kept, Tx, platform_projection_migrations
-from mtm.platform.settings import with_database
 from mtm.reconciliation.adapters import reconciliations
 from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS, SELECT_LIST, _read_list, write_lists
 from mtm.reconciliation.domain import FILL_HISTORY, MedicationList, apply_fill, apply_to_medication_list
@@ -27,13 +27,8 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def conn(infra):
-    url = with_database(infra.database_url, f"t_fills_{uuid.uuid4().hex[:8]}")
-    await ensure_database(url)
-    connection = await asyncpg.connect(url)
-    try:
+    async with fresh_connection(infra, "t_fills") as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 def fill(
