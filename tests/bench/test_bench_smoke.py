@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
+from support.database import fresh_database_url
 
 from mtm.devstack.infra import Infrastructure
-from mtm.platform.settings import with_database
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ async def test_raw_phase_and_report_write_every_key(
     from bench import raw, report
     from bench.harness import create_database, encoded_events
 
-    database_url = await create_database(with_database(infra.database_url, f"t_bench_{uuid.uuid4().hex[:8]}"))
+    database_url = await create_database(fresh_database_url(infra, "t_bench"))
     labels: list[str] = []
 
     results = await raw.run(
