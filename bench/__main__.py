@@ -31,6 +31,7 @@ from bench.harness import (
     create_database,
     encoded_events,
     encoded_stream,
+    log_events,
     tuning_env,
 )
 
@@ -205,7 +206,7 @@ class Bench:
     async def phase_raw(self, progress: Progress) -> dict[str, Any]:
         from bench import raw
 
-        payloads = encoded_events(500)
+        payloads = log_events(500)
         async with self.servers.nats("raw") as phase:
             database_url = await create_database(self.servers.database("raw", "limits"))
             return await raw.run(
@@ -219,9 +220,9 @@ class Bench:
 
     async def phase_projection(self, progress: Progress) -> dict[str, Any]:
         from bench import e2e
-        from bench.workload import encoded
+        from bench.workload import sent_by_hospital
 
-        messages = [encoded(event) for event in self.compare_events()]
+        messages = [sent_by_hospital(event) for event in self.compare_events()]
         return await e2e.run_projection(self.servers, self.log_dir, messages, progress)
 
     async def phase_naive(self, progress: Progress) -> dict[str, Any]:

@@ -177,11 +177,12 @@ async def watch(
 async def run_projection(
     servers: Servers, log_dir: Path, messages: list[Encoded], progress: Progress, *, timeout_s: float = 180.0
 ) -> dict[str, Any]:
-    """The reconciliation service alone on pre-published discharges: events/s until every one is reconciled."""
-    from mtm.platform.streams import PATIENT_EVENTS
+    """The reconciliation service alone on discharges pre-published to its intake: per second until every one is
+    recorded and reconciled."""
+    from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
 
     run = await run_alone(
-        servers, log_dir, messages, progress, phase="projection", streams=(PATIENT_EVENTS,),
+        servers, log_dir, messages, progress, phase="projection", streams=(PATIENT_EVENTS, DISCHARGE_INTAKE),
         counted=MedicationsReconciled, timeout_s=timeout_s,
     )  # fmt: skip
     return {

@@ -435,9 +435,17 @@ Encoded = tuple[str, bytes, dict[str, str]]
 
 
 def encoded_events(count: int, *, run_id: str | None = None) -> list[Encoded]:
+    """Fresh discharges as a hospital sends them, to the intake: what the services' figures start from."""
+    from bench.workload import sent_by_hospital, transition_events
+
+    return [sent_by_hospital(event) for event in transition_events(count, run_id=run_id)]
+
+
+def log_events(count: int) -> list[Encoded]:
+    """Fresh discharges as events on the patient log (the raw limits and the naive and peer apps start there)."""
     from bench.workload import encoded, transition_events
 
-    return [encoded(event) for event in transition_events(count, run_id=run_id)]
+    return [encoded(event) for event in transition_events(count)]
 
 
 def encoded_stream(chunk: int = 1000) -> Iterator[Encoded]:

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from bench.workload import encoded
+from bench.workload import encoded, sent_by_hospital
 from mtm.contracts import TransitionOfCareRecorded
 from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
 from mtm.devstack.infra import Infrastructure
@@ -51,7 +51,7 @@ MIGRATIONS = [("platform", files("mtm.platform") / "migrations")]
 PROJECTION_MIGRATIONS = [
     (LIVE_SCHEMA, [("platform", platform_projection_migrations()), ("reconciliation", RECONCILIATIONS.migrations)])
 ]
-SERVICE_DURABLE = "reconciliation-transition-of-care"
+SERVICE_DURABLE = "reconciliation-discharge-intake"
 BENCH_KEK = base64.b64encode(os.urandom(32)).decode()
 
 
@@ -166,13 +166,23 @@ async def wait_for_rows(
 
 
 async def prepublish(
-    nats_client: NatsClient, events: Sequence[TransitionOfCareRecorded], progress: Progress, label: str
+    nats_client: NatsClient,
+    events: Sequence[TransitionOfCareRecorded],
+    progress: Progress,
+    label: str,
+    *,
+    to_intake: bool = False,
 ) -> None:
+    """The events on a fresh patient log, or (`to_intake`) sent to a fresh discharge intake as a hospital does."""
     nc = await nats_client.connect()
     try:
         js = nc.jetstream(publish_async_max_pending=PUBLISH_WINDOW)
         await fresh_patient_log(js)
-        await publish_all(nc, js, (encoded(e) for e in events), len(events), progress, label)
+        if to_intake:
+            await delete_stream(js, DISCHARGE_INTAKE.name)
+            await declare_stream(js, DISCHARGE_INTAKE, replicas=1, duplicate_window_s=PREPUBLISH_DUPLICATE_WINDOW_S)
+        form = sent_by_hospital if to_intake else encoded
+        await publish_all(nc, js, (form(e) for e in events), len(events), progress, label)
     finally:
         await nc.drain()
 
@@ -285,16 +295,21 @@ def stop_service(process: subprocess.Popen[bytes], *, timeout_s: float = 20.0) -
 
 
 async def wait_for_consumer(
-    js: JetStreamContext, durable: str, process: subprocess.Popen[bytes], *, timeout_s: float
+    js: JetStreamContext,
+    durable: str,
+    process: subprocess.Popen[bytes],
+    *,
+    timeout_s: float,
+    stream: str = PATIENT_EVENTS_STREAM,
 ) -> float:
-    """Monotonic time at which the service created its durable on PATIENT_EVENTS (it starts pulling right after).
+    """Monotonic time at which the service created its durable on `stream` (it starts pulling right after).
 
     With `MTM_CONSUMER_GROUPS` > 1 the durable is split into `<durable>-g<i>of<n>`; the first one counts.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         with contextlib.suppress(NotFoundError):
-            if any(c.name.startswith(durable) for c in await js.consumers_info(PATIENT_EVENTS_STREAM)):
+            if any(c.name.startswith(durable) for c in await js.consumers_info(stream)):
                 return time.monotonic()
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with code {process.returncode} before creating {durable}")
@@ -321,12 +336,14 @@ async def run_service(
     process: subprocess.Popen[bytes] | None = None
     admin = servers.nats_client()
     try:
-        await prepublish(admin, events, progress, "mtm: publish")
+        await prepublish(admin, events, progress, "mtm: publish", to_intake=True)
         url = servers.service_database("reconciliation", db_name)
         process = start_service(servers, db_name, log_path)
         nc = await admin.connect()
         try:
-            started = await wait_for_consumer(nc.jetstream(), SERVICE_DURABLE, process, timeout_s=60)
+            started = await wait_for_consumer(
+                nc.jetstream(), SERVICE_DURABLE, process, timeout_s=60, stream=DISCHARGE_INTAKE.name
+            )
         finally:
             await nc.drain()
         conn = await projection_connection(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtm.contracts import TransitionOfCareRecorded
 from mtm.contracts.events import TransitionOfCare
-from mtm.contracts.subjects import event_subject
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, event_subject
 from mtm.fhir import parse_bundle
 from mtm.fhir.synthea import transitions_from_patient_bundle
 
@@ -55,6 +55,11 @@ def transition_events(
 def encoded(event: TransitionOfCareRecorded) -> tuple[str, bytes, dict[str, str]]:
     """Subject, body and headers exactly as a producer publishes the event on the patient log."""
     return event_subject(event), event.model_dump_json().encode(), {"Nats-Msg-Id": str(event.id)}
+
+
+def sent_by_hospital(event: TransitionOfCareRecorded) -> tuple[str, bytes, dict[str, str]]:
+    """Subject, body and headers as a hospital's discharge system publishes the discharge to mtm's intake."""
+    return DISCHARGE_INTAKE_SUBJECT, event.model_dump_json().encode(), {"Nats-Msg-Id": str(event.id)}
 
 
 def discharged_now(transition: TransitionOfCare, now: datetime) -> dict[str, datetime]:

@@ -30,7 +30,7 @@ async def test_raw_phase_and_report_write_every_key(
     infra: Infrastructure, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bench import raw, report
-    from bench.harness import create_database, encoded_events
+    from bench.harness import create_database, log_events
 
     database_url = await create_database(fresh_database_url(infra, "t_bench"))
     labels: list[str] = []
@@ -38,7 +38,7 @@ async def test_raw_phase_and_report_write_every_key(
     results = await raw.run(
         infra.nats_client(),
         database_url,
-        encoded_events(20),
+        log_events(20),
         lambda label, _fraction: labels.append(label),
         seconds_each=0.05,
         hop_seconds=0.1,

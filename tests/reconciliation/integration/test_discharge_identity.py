@@ -9,11 +9,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from conftest import declare_as_owner
 from support.jetstream import stream_messages, wait_for
 from support.services import native_discharge
 
 from mtm.contracts import DeadLetter, MedicationEntry, MedicationsReconciled, TransitionOfCareRecorded
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
+from mtm.platform.streams import DISCHARGE_INTAKE, PATIENT_EVENTS
 from mtm.reconciliation.bootstrap import ReconciliationSettings, create_app
 
 pytestmark = pytest.mark.integration
@@ -73,3 +75,31 @@ async def test_a_reused_id_is_refused_and_a_resent_encounter_is_reconciled_once(
 async def _count(nc, n: int):
     found = await reconciled(nc)
     return found if len(found) >= n else None
+
+
+async def test_a_resend_in_the_same_batch_as_its_first_sending_is_reconciled_once(
+    clean_jetstream, settings_for, run_service
+):
+    """Recorded and reconciled in one step, a batch's discharges are not in the projection yet when the next one of
+    the batch is decided: the intake remembers the encounters it reconciled earlier in the batch."""
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS, DISCHARGE_INTAKE)
+    first = native_discharge("p-batch")
+    resent_new_id = with_id(first, uuid.uuid4())
+    correction = with_id(with_extra_medication(first), uuid.uuid4())
+    control = native_discharge("p-batch-control")
+    # All on the intake before the service starts: its first fetch takes them in one batch.
+    for event in (first, resent_new_id, correction, control):
+        await publish(nc, event)
+    async with run_service(create_app(settings_for(ReconciliationSettings))):
+        # The control's reconciliation is the batch's last outbox row: the relay sends rows in order.
+        found = await wait_for(lambda: _with_last(nc, control))
+    by_patient = sorted((e.patient_id, str(e.causation_id)) for e in found)
+    assert by_patient == sorted(
+        [("p-batch", str(first.id)), ("p-batch", str(correction.id)), ("p-batch-control", str(control.id))]
+    )
+
+
+async def _with_last(nc, last: TransitionOfCareRecorded):
+    found = await reconciled(nc)
+    return found if any(e.causation_id == last.id for e in found) else None

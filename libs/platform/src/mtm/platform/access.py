@@ -348,7 +348,7 @@ SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
         durables=(
             Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
             Durable(FILL_INTAKE_STREAM, "reconciliation-fill-intake", partitioned=False),
-            *_log("reconciliation-transition-of-care", "reconciliation-projection"),
+            *_log("reconciliation-projection"),
         ),
         keeps_keys=True,
     ),

@@ -604,21 +604,26 @@ OVERLAP_FROM = 0.25
 TOP_UP_WAIT_S = 0.002
 
 
-async def next_batch(subscription: Any, size: int) -> list[Any]:
+async def next_batch(subscription: Any, size: int, linger_s: float = 0.0) -> list[Any]:
     """What is there now, up to `size`; when nothing is, the first message to arrive and whatever came with it.
 
     nats-py's `fetch(batch=n)` returns at once when messages are waiting, but once it has to wait it keeps the
     request open until all `n` arrived or the timeout passed, which would hold a lone message back for up to
     the whole timeout. Waiting for one and then topping up keeps both big batches under load and low latency.
+    A consumer off the path anyone waits on (`linger_s`) lets a batch that is not full wait that long for more:
+    each batch costs a transaction, a claim and a key request whatever its size.
     """
     try:
-        return await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
+        batch = await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
+        waited = False
     except TimeoutError:
-        pass
-    batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
-    if size > 1:
+        batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
+        waited = True
+    if len(batch) < size and (waited or linger_s > 0):
+        if linger_s > 0:
+            await asyncio.sleep(linger_s)
         with contextlib.suppress(TimeoutError):
-            batch += await subscription.fetch(batch=size - 1, timeout=TOP_UP_WAIT_S)
+            batch += await subscription.fetch(batch=size - len(batch), timeout=TOP_UP_WAIT_S)
     return batch
 
 
@@ -651,7 +656,7 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     try:
         while not stop.is_set():
             try:
-                messages = await next_batch(subscription, runtime.settings.batch_size)
+                messages = await next_batch(subscription, runtime.settings.batch_size, consumer.linger_s)
             except TimeoutError:
                 continue
             except (

@@ -1,4 +1,4 @@
-"""Reconciliation's use cases: take in a discharge, reconcile its medication lists, take in pharmacy fills."""
+"""Reconciliation's use cases: take in a discharge and reconcile its medication lists, take in pharmacy fills."""
 
 from __future__ import annotations
 
@@ -25,18 +25,24 @@ class Ledger(Protocol):
     async def said_before(self, event: TransitionOfCareRecorded) -> bool: ...
 
 
-async def record_discharge(transition: TransitionOfCareRecorded, *, ledger: Ledger) -> list[TransitionOfCareRecorded]:
-    """A validated discharge goes on the patient log as it is; its id was fixed by the hospital or its content.
+async def record_discharge(
+    transition: TransitionOfCareRecorded, *, ledger: Ledger
+) -> list[TransitionOfCareRecorded | MedicationsReconciled]:
+    """A validated discharge goes on the patient log as it is, reconciled in the same step.
 
-    An id already used for another patient's or another discharge is refused (parked with the reason): taken
-    for a resend, the second discharge would be lost without a trace.
+    Its id was fixed by the hospital or its content. An id already used for another patient's or another
+    discharge is refused (parked with the reason): taken for a resend, the second discharge would be lost without
+    a trace. The same id with the same content is a resend and records nothing. Recording and reconciling at once
+    keeps the discharge from making a round trip through the log and back into this service before its review
+    can start; the intake is one ordered consumer, so a patient's discharges are still reconciled in order.
     """
-    refused = id_reused_for_another_discharge(
-        await ledger.recorded(transition.id), transition.patient_id, discharge_digest(transition.data)
-    )
+    recorded = await ledger.recorded(transition.id)
+    refused = id_reused_for_another_discharge(recorded, transition.patient_id, discharge_digest(transition.data))
     if refused is not None:
         raise ValueError(refused)
-    return [transition]
+    if recorded is not None:
+        return []
+    return [transition, *await reconcile_discharge(transition, ledger=ledger)]
 
 
 async def reconcile_discharge(

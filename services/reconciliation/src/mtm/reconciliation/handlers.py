@@ -21,7 +21,7 @@ from mtm.contracts.subjects import (
     GET_MEDICATION_HISTORY,
     GET_MEDICATION_LIST,
 )
-from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
+from mtm.platform.service import Database, Query, Reaction, ServiceHandlers
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
 
@@ -31,15 +31,16 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
     return ServiceHandlers(
         projection=reconciliations.RECONCILIATIONS,
         reactions=(
+            # A discharge is recorded and reconciled in one transaction: both events reach the log together.
             Reaction(
                 durable="reconciliation-discharge-intake",
                 stream=DISCHARGE_INTAKE_STREAM,
                 filter_subjects=(DISCHARGE_INTAKE_SUBJECT,),
                 parse=intake.discharge_parser(registry),
                 react=partial(application.record_discharge, ledger=ledger),
-                emits=(TransitionOfCareRecorded,),
+                emits=(TransitionOfCareRecorded, MedicationsReconciled),
                 accepts=(TransitionOfCareRecorded, intake.FHIR_BUNDLE_SCHEMA),
-                prefetch=ledger.look_up_recorded,
+                prefetch=ledger.look_up,
             ),
             Reaction(
                 durable="reconciliation-fill-intake",
@@ -49,13 +50,6 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 react=application.record_fills,
                 emits=(MedicationDispensed,),
                 accepts=(MedicationDispensed, intake.FHIR_BUNDLE_SCHEMA),
-            ),
-            on_event(
-                TransitionOfCareRecorded,
-                partial(application.reconcile_discharge, ledger=ledger),
-                durable="reconciliation-transition-of-care",
-                emits=(MedicationsReconciled,),
-                prefetch=ledger.look_up_said_before,
             ),
         ),
         queries=(

@@ -453,16 +453,24 @@ LOOKED_UP_MAX = 100_000
 class DischargeLedger:
     """What the projection knows of discharges already recorded, for the use cases that must not repeat them.
 
-    A consumer looks a whole batch up at once (`look_up_recorded`, `look_up_said_before`): each answer is then
-    taken once by the use case asking about that discharge, and a discharge not looked up is asked on its own.
-    The answers are as of the batch's start, as those asked one by one were: a batch's own discharges are
-    recorded only when it commits.
+    The intake looks a whole batch up at once (`look_up`): each answer is then taken once by the use case asking
+    about that discharge, and a discharge not looked up is asked on its own. The projection's answers are as of
+    the batch's start (a batch's own discharges are recorded only when it commits), so `said_before` also
+    remembers the encounters reconciled earlier in the same batch: a resend in the batch of its first sending is
+    reconciled once too.
     """
 
     def __init__(self, database: Database) -> None:
         self._database = database
         self._recorded: dict[uuid.UUID, Recorded | None] = {}
         self._said_before: dict[uuid.UUID, bool] = {}
+        self._in_batch: dict[tuple[str, str], list[TransitionOfCareRecorded]] = {}
+
+    async def look_up(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
+        """The start of a batch: what the projection knows of its discharges."""
+        self._in_batch.clear()
+        await self.look_up_recorded(transitions)
+        await self.look_up_said_before(transitions)
 
     async def look_up_recorded(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
         ids = [t.id for t in transitions]
@@ -502,20 +510,29 @@ class DischargeLedger:
 
     async def said_before(self, event: TransitionOfCareRecorded) -> bool:
         """Whether the same encounter was recorded with the same content under another id (a resend)."""
-        if event.data.encounter_id is None:
+        encounter = event.data.encounter_id
+        if encounter is None:
             return False
         if event.id in self._said_before:
-            return self._said_before.pop(event.id)
-        async with self._database.acquire() as conn:
-            return bool(
-                await conn.fetchval(
-                    SAME_ENCOUNTER_SAID_BEFORE,
-                    event.patient_id,
-                    event.data.encounter_id,
-                    discharge_digest(event.data),
-                    event.id,
+            recorded = self._said_before.pop(event.id)
+        else:
+            async with self._database.acquire() as conn:
+                recorded = bool(
+                    await conn.fetchval(
+                        SAME_ENCOUNTER_SAID_BEFORE,
+                        event.patient_id,
+                        encounter,
+                        discharge_digest(event.data),
+                        event.id,
+                    )
                 )
-            )
+        earlier = self._in_batch.setdefault((event.patient_id, encounter), [])
+        # Digests only for an encounter sent twice in one batch, which is rare.
+        in_batch = any(
+            other.id != event.id and discharge_digest(other.data) == discharge_digest(event.data) for other in earlier
+        )
+        earlier.append(event)
+        return recorded or in_batch
 
 
 async def medication_list(conn: asyncpg.Connection, query: GetMedicationList, actor: Actor) -> CommandReply:
