@@ -104,3 +104,36 @@ async def test_a_row_is_marked_attempted_before_it_is_sent_and_one_attempted_lon
             await js.get_last_msg(STREAM, "relaytest.before")
     finally:
         await pool.close()
+
+
+async def test_only_the_relays_own_writes_skip_the_wal_flush_and_its_connection_goes_back_as_it_came(
+    infra, clean_jetstream
+):
+    js = clean_jetstream.jetstream()
+    await js.add_stream(name=STREAM, subjects=["relaytest.>"])
+    # One connection: the relay's lock connection is the pool's only one, so what it leaves behind is seen next.
+    pool = await create_pool(fresh_database_url(infra, "t_relay_sync"), min_size=1, max_size=1)
+    await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
+    seen: list[str] = []
+    relay_once = OutboxRelay.relay_once
+
+    async def noting_the_session(self: OutboxRelay) -> int:
+        assert self._conn is not None
+        seen.append(await self._conn.fetchval("SHOW synchronous_commit"))
+        return await relay_once(self)
+
+    relay = OutboxRelay(pool, js, poll_s=3600)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OutboxRelay, "relay_once", noting_the_session)
+        relay.start()
+        try:
+            async with asyncio.timeout(30):
+                while not seen:
+                    await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+    assert seen[0] == "off"
+    async with pool.acquire() as conn:
+        # A consumer's transaction on the same connection afterwards waits for the flush again.
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    await pool.close()

@@ -53,7 +53,12 @@ INSERT INTO outbox_parked (id, subject, msg_id, payload, reason, created_at)
 SELECT id, subject, msg_id, payload, $2, created_at FROM moved
 """
 TRY_RELAY_LOCK = "SELECT pg_try_advisory_lock($1)"
-STILL_HOLDING = "SELECT 1"
+# The relay's own writes (rows marked attempted, rows deleted once confirmed) do not wait for the WAL flush. Only a
+# Postgres crash can lose them (a service crash cannot), and what is lost is harmless: a row that looks never
+# attempted, or not yet deleted, is sent again with its Nats-Msg-Id, dropped by the server's deduplication window
+# and past it by every reader's event-id claim. The mark is made before the first send, so its flush no longer
+# delays every event on its way to the log.
+RELAY_SESSION = "SET synchronous_commit = off"
 # How long the relay waits for the next confirm of a round: none for this long means the server lost the rest (a
 # restart, a stream leader killed mid-round), and the unconfirmed rows are sent again (deduplicated). A slow server
 # still confirming a long round keeps it going.
@@ -149,6 +154,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._conn: asyncpg.Connection | None = None
         self.published = 0
 
     def wake(self) -> None:
@@ -168,16 +174,17 @@ class OutboxRelay:
     async def _run(self, health: TaskHealth) -> None:
         """Hold the relay lock and relay until stopped; any failure ends the run and the supervisor restarts it.
 
-        The lock lives on its own connection: if that connection is lost, so is the lock (another replica may
-        take over), so every round first checks that it still holds it.
+        The lock lives on the connection the relay works on: if that connection is lost, so is the lock (another
+        replica may take over), and the round that fails on it ends the run before anything more is sent.
         """
         async with self._pool.acquire() as lock_conn:
             while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):
                 health.ok()
                 await asyncio.sleep(self._poll_s * 4)
             try:
+                await lock_conn.execute(RELAY_SESSION)
+                self._conn = lock_conn
                 while not self._stopping:
-                    await lock_conn.fetchval(STILL_HOLDING)
                     # Cleared before the round, not after it: a commit that wakes the relay while it sends must
                     # get its rows sent by the next round, not by the next poll up to `poll_s` later.
                     self._wake.clear()
@@ -188,42 +195,47 @@ class OutboxRelay:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
             finally:
+                self._conn = None
                 with contextlib.suppress(Exception):
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
     async def relay_once(self) -> int:
+        """One round: the next rows sent, confirmed and deleted (on the lock's connection while the relay runs)."""
+        if self._conn is not None:
+            return await self._relay_on(self._conn)
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
-            if not rows:
-                return 0
-            bodies = await self._stored_forms(rows)
-            # What the log would store is what must fit: a sealed event is a third larger than its clear row. Past
-            # one message it goes to the object store; past what that keeps for one event (or with no store) it
-            # could never be sent.
-            limit = MAX_STORED_BODY_BYTES if self._bodies is not None else self._max_payload - PAYLOAD_HEADROOM
-            too_large = {row["id"] for row, body in zip(rows, bodies, strict=True) if body and len(body) > limit}
-            if too_large:
-                await self._park(conn, [row for row in rows if row["id"] in too_large])
-                kept = [(row, body) for row, body in zip(rows, bodies, strict=True) if row["id"] not in too_large]
-                rows, bodies = [row for row, _ in kept], [body for _, body in kept]
-            spans = [self._publish_span(row) for row in rows] if tracing.enabled() else [None] * len(rows)
-            futures = [await self._send(row, body, span) for row, body, span in zip(rows, bodies, spans, strict=True)]
-            results = await _confirmed(futures)
-            if results is None:
-                log.warning("outbox publish confirms stalled; will send again", count=len(rows))
-                _end(spans, TimeoutError("publish confirms stalled"))
-                return 0
-            for span, result in zip(spans, results, strict=True):
-                _end([span], result if isinstance(result, BaseException) else None)
-            confirmed: list[int] = []
-            for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.warning(
-                        "outbox publish not confirmed", subject=row["subject"], error_type=type(result).__name__
-                    )
-                    break
-                confirmed.append(row["id"])
-            await conn.execute(DELETE_SENT, confirmed)
+            return await self._relay_on(conn)
+
+    async def _relay_on(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(SELECT_PENDING, self._batch_size, self._trust_dedup_s)
+        if not rows:
+            return 0
+        bodies = await self._stored_forms(rows)
+        # What the log would store is what must fit: a sealed event is a third larger than its clear row. Past
+        # one message it goes to the object store; past what that keeps for one event (or with no store) it
+        # could never be sent.
+        limit = MAX_STORED_BODY_BYTES if self._bodies is not None else self._max_payload - PAYLOAD_HEADROOM
+        too_large = {row["id"] for row, body in zip(rows, bodies, strict=True) if body and len(body) > limit}
+        if too_large:
+            await self._park(conn, [row for row in rows if row["id"] in too_large])
+            kept = [(row, body) for row, body in zip(rows, bodies, strict=True) if row["id"] not in too_large]
+            rows, bodies = [row for row, _ in kept], [body for _, body in kept]
+        spans = [self._publish_span(row) for row in rows] if tracing.enabled() else [None] * len(rows)
+        futures = [await self._send(row, body, span) for row, body, span in zip(rows, bodies, spans, strict=True)]
+        results = await _confirmed(futures)
+        if results is None:
+            log.warning("outbox publish confirms stalled; will send again", count=len(rows))
+            _end(spans, TimeoutError("publish confirms stalled"))
+            return 0
+        for span, result in zip(spans, results, strict=True):
+            _end([span], result if isinstance(result, BaseException) else None)
+        confirmed: list[int] = []
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("outbox publish not confirmed", subject=row["subject"], error_type=type(result).__name__)
+                break
+            confirmed.append(row["id"])
+        await conn.execute(DELETE_SENT, confirmed)
         self.published += len(confirmed)
         return len(confirmed)
 

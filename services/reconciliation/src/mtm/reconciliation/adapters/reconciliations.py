@@ -143,17 +143,20 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timesta
 ON CONFLICT (event_id) DO NOTHING
 """
 SELECT_RECORDED = "SELECT patient_id, digest FROM transitions WHERE event_id = $1"
-SELECT_RECORDED_MANY = "SELECT event_id, patient_id, digest FROM transitions WHERE event_id = ANY($1::uuid[])"
 SAME_ENCOUNTER_SAID_BEFORE = """
 SELECT EXISTS (
     SELECT 1 FROM transitions
     WHERE patient_id = $1 AND encounter_id = $2 AND digest = $3 AND event_id <> $4
 )
 """
-# Of these discharges, the ones whose encounter was recorded under another id, with that record's digest: the digest
-# of a discharge (a serialization and a hash of the whole document) is computed only for those, which are rare.
-OTHERS_OF_ENCOUNTERS = """
-SELECT d.event_id, t.digest
+# For a batch of discharges, in one round trip: each one's record under its own id (`same_id`), and the records of
+# its encounter under other ids, with their digests. The digest of a discharge (a serialization and a hash of the
+# whole document) is then computed only for those whose encounter was recorded before, which are rare.
+LOOK_UP_DISCHARGES = """
+SELECT t.event_id AS asked, true AS same_id, t.patient_id, t.digest
+FROM transitions t WHERE t.event_id = ANY($1::uuid[])
+UNION ALL
+SELECT d.event_id, false, t.patient_id, t.digest
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(event_id, patient_id, encounter_id)
 JOIN transitions t ON t.patient_id = d.patient_id AND t.encounter_id = d.encounter_id AND t.event_id <> d.event_id
 """
@@ -467,39 +470,35 @@ class DischargeLedger:
         self._in_batch: dict[tuple[str, str], list[TransitionOfCareRecorded]] = {}
 
     async def look_up(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
-        """The start of a batch: what the projection knows of its discharges."""
+        """The start of a batch: what the projection knows of its discharges, in one query."""
         self._in_batch.clear()
-        await self.look_up_recorded(transitions)
-        await self.look_up_said_before(transitions)
-
-    async def look_up_recorded(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
-        ids = [t.id for t in transitions]
-        if not ids:
-            return
-        async with self._database.acquire() as conn:
-            rows = await conn.fetch(SELECT_RECORDED_MANY, ids)
-        found = {row["event_id"]: Recorded(row["patient_id"], row["digest"]) for row in rows}
-        if len(self._recorded) > LOOKED_UP_MAX:
-            self._recorded.clear()
-        self._recorded.update({event_id: found.get(event_id) for event_id in ids})
-
-    async def look_up_said_before(self, transitions: Sequence[TransitionOfCareRecorded]) -> None:
-        asked = [t for t in transitions if t.data.encounter_id is not None]
-        if not asked:
+        if not transitions:
             return
         async with self._database.acquire() as conn:
             rows = await conn.fetch(
-                OTHERS_OF_ENCOUNTERS,
-                [t.id for t in asked],
-                [t.patient_id for t in asked],
-                [t.data.encounter_id for t in asked],
+                LOOK_UP_DISCHARGES,
+                [t.id for t in transitions],
+                [t.patient_id for t in transitions],
+                [t.data.encounter_id for t in transitions],
             )
+        recorded: dict[uuid.UUID, Recorded] = {}
         others: dict[uuid.UUID, set[str]] = {}
         for row in rows:
-            others.setdefault(row["event_id"], set()).add(row["digest"])
-        if len(self._said_before) > LOOKED_UP_MAX:
+            if row["same_id"]:
+                recorded[row["asked"]] = Recorded(row["patient_id"], row["digest"])
+            else:
+                others.setdefault(row["asked"], set()).add(row["digest"])
+        if len(self._recorded) > LOOKED_UP_MAX or len(self._said_before) > LOOKED_UP_MAX:
+            self._recorded.clear()
             self._said_before.clear()
-        self._said_before.update({t.id: t.id in others and discharge_digest(t.data) in others[t.id] for t in asked})
+        self._recorded.update({t.id: recorded.get(t.id) for t in transitions})
+        self._said_before.update(
+            {
+                t.id: t.id in others and discharge_digest(t.data) in others[t.id]
+                for t in transitions
+                if t.data.encounter_id is not None
+            }
+        )
 
     async def recorded(self, event_id: uuid.UUID) -> Recorded | None:
         if event_id in self._recorded:
