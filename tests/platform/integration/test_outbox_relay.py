@@ -115,11 +115,13 @@ async def test_only_the_relays_own_writes_skip_the_wal_flush_and_its_connection_
     pool = await create_pool(fresh_database_url(infra, "t_relay_sync"), min_size=1, max_size=1)
     await apply_migrations(pool, [("platform", files("mtm.platform") / "migrations")])
     seen: list[str] = []
+    noted = asyncio.Event()
     relay_once = OutboxRelay.relay_once
 
     async def noting_the_session(self: OutboxRelay) -> int:
         assert self._conn is not None
         seen.append(await self._conn.fetchval("SHOW synchronous_commit"))
+        noted.set()
         return await relay_once(self)
 
     relay = OutboxRelay(pool, js, poll_s=3600)
@@ -127,9 +129,7 @@ async def test_only_the_relays_own_writes_skip_the_wal_flush_and_its_connection_
         patch.setattr(OutboxRelay, "relay_once", noting_the_session)
         relay.start()
         try:
-            async with asyncio.timeout(30):
-                while not seen:
-                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(noted.wait(), timeout=30)
         finally:
             await relay.stop()
     assert seen[0] == "off"
