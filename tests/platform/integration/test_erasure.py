@@ -137,3 +137,45 @@ async def test_an_erased_patient_is_forgotten_everywhere_and_replays_see_nothing
         for message in theirs:
             with pytest.raises(ErasedPatient):
                 await reader.read(message.subject, message.data)
+
+
+async def test_a_service_opens_a_new_patients_events_with_the_announced_key_without_asking(
+    clean_jetstream, settings_for, run_service
+):
+    """The keeper announces each key it makes; a reader keeps it, so the patient's first events need no request
+    (here no keeper runs at all: a request would go unanswered and hold the batch)."""
+    from conftest import declare_as_owner
+    from support.events import medications_reconciled, new_patient_id
+
+    from mtm.contracts import ReviewTaskCreated
+    from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, PATIENT_KEYS, PATIENT_KEYS_MADE, event_subject
+    from mtm.platform.crypto import PatientKey, seal
+    from mtm.platform.keys import key_reply
+    from mtm.platform.streams import PATIENT_EVENTS
+    from mtm.review.bootstrap import create_app as review_app
+    from mtm.review.settings import ReviewSettings
+
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    asked: list[bytes] = []
+
+    async def on_request(msg) -> None:
+        asked.append(msg.data)
+
+    await nc.subscribe(PATIENT_KEYS, cb=on_request)
+    patient = new_patient_id()
+    key = PatientKey.new()
+    reconciled = medications_reconciled(patient)
+    async with run_service(review_app(settings_for(ReviewSettings), checker=lambda rec: ([], "routine"))):
+        await nc.publish(PATIENT_KEYS_MADE, key_reply({patient: key}, set(), ()).model_dump_json().encode())
+        await nc.flush()
+        await asyncio.sleep(0.5)  # the announcement is heard before the event it precedes
+        body = seal(reconciled.model_dump_json().encode(), reconciled.id, key)
+        await nc.jetstream().publish(event_subject(reconciled), body, headers={"Nats-Msg-Id": str(reconciled.id)})
+
+        async def task_created():
+            found = await stream_messages(nc, PATIENT_EVENTS_STREAM, event_filter(ReviewTaskCreated))
+            return found or None
+
+        await wait_for(task_created, timeout_s=20)
+    assert asked == []

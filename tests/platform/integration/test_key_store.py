@@ -67,3 +67,19 @@ async def test_a_key_the_keeper_made_is_answered_again_without_reading_the_key_t
     monkeypatch.setattr(store, "_load", no_table_read)
     again, gone = await store.fetch([patient], False)
     assert gone == set() and again[patient].key == made[patient].key
+
+
+async def test_the_keeper_announces_the_keys_it_made_and_only_those(pool):
+    announced: list[dict] = []
+
+    async def announce(keys):
+        announced.append(dict(keys))
+
+    kek = os.urandom(32)
+    first, second = KeyStore(pool, kek, announce=announce), KeyStore(pool, kek, announce=announce)
+    patient, other = f"patient-{uuid.uuid4()}", f"patient-{uuid.uuid4()}"
+    made, _ = await first.fetch([patient], True)
+    # A key read, or made first by another replica, is not announced again.
+    await second.fetch([patient, other], False)
+    await second.fetch([patient], True)
+    assert [{p: k.key for p, k in a.items()} for a in announced] == [{patient: made[patient].key}]

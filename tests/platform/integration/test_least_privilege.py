@@ -60,6 +60,7 @@ from mtm.contracts.subjects import (
     PATIENT_EVENTS_PREFIX,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
+    PATIENT_KEYS_MADE,
     dead_letter_stream,
     event_filter,
     event_subject,
@@ -70,7 +71,7 @@ from mtm.devstack.infra import Infrastructure, resolve_infrastructure
 from mtm.devstack.security import LocalSecurity
 from mtm.devstack.tls import LocalCA
 from mtm.platform.access import ACCESS
-from mtm.platform.keys import nats_key_source
+from mtm.platform.keys import announced_keys, nats_key_source
 from mtm.platform.settings import ServiceSettings
 from mtm.platform.streams import DISCHARGE_INTAKE, FILL_INTAKE, PATIENT_EVENTS, declare_stream
 from mtm.platform.streams import dead_letter_stream as dead_letter_spec
@@ -223,6 +224,8 @@ async def test_an_integrator_publishes_on_its_intake_and_nowhere_else(
         assert await integrator.refused("subscription", event_filter(TransitionOfCareRecorded))
         await integrator.nc.publish(PATIENT_KEYS, b"{}")
         assert await integrator.refused("publish", PATIENT_KEYS)
+        await integrator.nc.subscribe(PATIENT_KEYS_MADE)
+        assert await integrator.refused("subscription", PATIENT_KEYS_MADE)
     finally:
         await integrator.close()
     assert await stream_messages(admin, PATIENT_EVENTS_STREAM) == []
@@ -366,6 +369,15 @@ async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_
     patient = new_patient_id()
     asked = GetPatientKeys(patient_ids=(patient,), create=False).model_dump_json().encode()
     async with run_service(create_app(settings_for(ReconciliationSettings, on=secured))):
+        # Another service hears the keys the keeper announces as it makes them, and may not announce one itself.
+        hearing = await Connection.open(secured, "program")
+        heard: list[bytes] = []
+
+        async def on_heard(msg) -> None:
+            heard.append(msg.data)
+
+        await hearing.nc.subscribe(PATIENT_KEYS_MADE, cb=on_heard)
+        await hearing.nc.flush()
         for user in ("review", "web"):
             asking = await Connection.open(secured, user)
             try:
@@ -375,6 +387,12 @@ async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_
                 assert await asking.refused("subscription", PATIENT_KEYS)
             finally:
                 await asking.close()
+        try:
+            assert [list(announced_keys(body)) for body in await wait_for(lambda: heard or None)] == [[patient]]
+            await hearing.nc.publish(PATIENT_KEYS_MADE, b"{}")
+            assert await hearing.refused("publish", PATIENT_KEYS_MADE)
+        finally:
+            await hearing.close()
         tool = await Connection.open(secured, "cli")
         try:
             with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
@@ -382,6 +400,8 @@ async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_
             assert await tool.refused("publish", PATIENT_KEYS)
             await tool.nc.subscribe(PATIENT_KEYS)
             assert await tool.refused("subscription", PATIENT_KEYS)
+            await tool.nc.subscribe(PATIENT_KEYS_MADE)
+            assert await tool.refused("subscription", PATIENT_KEYS_MADE)
         finally:
             await tool.close()
 

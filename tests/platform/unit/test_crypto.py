@@ -1,4 +1,4 @@
-"""Sealed events open to the bytes that were sealed, whichever way their tail is written; tampering never opens."""
+"""Sealed events open to what was sealed however their tail is written, never when tampered; announced keys are kept."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from mtm.platform.crypto import PatientKey, Unreadable, seal, unseal
+from mtm.platform.crypto import ErasedPatient, KeyRing, PatientKey, Unreadable, seal, unseal
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,22 @@ def test_tampered_data_or_another_key_never_opens():
     for attempt, with_key in ((flipped, key), (body, PatientKey.new()), (body[:-2] + b'\\"}', key)):
         with pytest.raises(Unreadable):
             unseal(attempt, with_key)
+
+
+async def test_an_announced_key_opens_without_asking_and_an_erased_patients_announcement_is_ignored():
+    asked: list[list[str]] = []
+
+    async def source(patient_ids, create):
+        asked.append(list(patient_ids))
+        return {}, set()
+
+    ring = KeyRing(source)
+    clear, body, key = sealed()
+    ring.learn({"p-1": key})
+    assert await ring.open("p-1", body) == clear
+    # An announcement that arrives after the patient's erasure (read from the log) brings nothing back.
+    ring.forget("p-2")
+    ring.learn({"p-2": PatientKey.new()})
+    with pytest.raises(ErasedPatient):
+        await ring.open("p-2", body)
+    assert asked == []

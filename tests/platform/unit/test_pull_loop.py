@@ -1,4 +1,4 @@
-"""The pull loop: batches overlap under a backlog but never a patient's with its last commit; small ones may linger."""
+"""The pull loop overlaps batches of other patients under a backlog, never a patient's batch with its last commit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mtm.platform.runtime import COMMITS_IN_FLIGHT, next_batch, pull_loop
+from mtm.platform.runtime import COMMITS_IN_FLIGHT, pull_loop
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +69,7 @@ async def run_loop(
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
-    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=0.0)
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS")
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
 
 
@@ -123,38 +123,3 @@ async def test_without_a_backlog_a_batch_commits_before_the_next_is_fetched():
     assert processor.journal == ["read a", "committed a", "read b"]
     processor.releases["b"].set()
     await asyncio.wait_for(loop, 5)
-
-
-class Arrivals:
-    """A durable whose messages arrive over time: `fetch` returns what has arrived, up to `batch`, or times out."""
-
-    def __init__(self) -> None:
-        self.waiting: list[SimpleNamespace] = []
-
-    async def fetch(self, batch: int, **wait: float) -> list[SimpleNamespace]:
-        # nats-py's signature: `timeout` is how long a fetch that finds nothing waits.
-        if not self.waiting:
-            await asyncio.sleep(wait["timeout"])
-            if not self.waiting:
-                raise TimeoutError
-        taken, self.waiting = self.waiting[:batch], self.waiting[batch:]
-        return taken
-
-
-async def test_a_lingering_consumer_lets_a_small_batch_wait_for_company_and_others_take_what_is_there() -> None:
-    subscription = Arrivals()
-    subscription.waiting = [message("a")]
-
-    async def arrive_later() -> None:
-        await asyncio.sleep(0.05)
-        subscription.waiting += [message("b"), message("c")]
-
-    later = asyncio.create_task(arrive_later())
-    assert [m.subject for m in await next_batch(subscription, 8)] == [message("a").subject]
-    subscription.waiting = [message("a")]
-    batch = await next_batch(subscription, 8, linger_s=0.2)
-    await later
-    assert [m.subject.split(".")[3] for m in batch] == ["a", "b", "c"]
-    # A full batch never lingers.
-    subscription.waiting = [message(p) for p in "abcdefgh"]
-    assert len(await asyncio.wait_for(next_batch(subscription, 8, linger_s=60.0), timeout=1.0)) == 8

@@ -4,7 +4,8 @@ The tables below are the README's event → producer table in force: a service m
 the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
 for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
 (`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it, and only the other services and the web app
-(whose live updates open the events they follow) may ask, never the CLI or an integrator. Nobody but `admin` may
+(whose live updates open the events they follow) may ask, never the CLI or an integrator; the keeper alone announces
+the keys it makes (`PATIENT_KEYS_MADE`), and only the other services hear them. Nobody but `admin` may
 delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
 consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
 reaches them. Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
@@ -83,6 +84,7 @@ from mtm.contracts.subjects import (
     PATIENT_EVENT_BODIES_STREAM,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
+    PATIENT_KEYS_MADE,
     PATIENT_PARTITIONS,
     PHYSICIAN_INBOX_PREFIX,
     REASSIGN_REVIEW_TASK,
@@ -201,6 +203,16 @@ class ServiceGrant:
         """Requests it sends to other services: the patients' keys, unless it keeps them."""
         return () if self.keeps_keys else (PATIENT_KEYS,)
 
+    @property
+    def announcements(self) -> tuple[str, ...]:
+        """What it announces: the keeper, the keys it has just made."""
+        return (PATIENT_KEYS_MADE,) if self.keeps_keys else ()
+
+    @property
+    def hears(self) -> tuple[str, ...]:
+        """Announcements it listens to besides its requests: every other service, the keys the keeper made."""
+        return () if self.keeps_keys else (PATIENT_KEYS_MADE,)
+
     def permissions(self) -> dict[str, object]:
         bucket = dead_letter_bucket(self.service)
         declared = (*self.owns, self.dead_letter_stream)
@@ -217,6 +229,7 @@ class ServiceGrant:
             *(event_filter(cls) for cls in self.publishes),
             *self.sends,
             *self.requests,
+            *self.announcements,
             *self.redrives,
             f"{DEAD_LETTER_PREFIX}.{self.service}.>",
             f"$O.{bucket}.>",
@@ -254,7 +267,7 @@ class ServiceGrant:
         ]
         return {
             "publish": {"allow": _unique(publish)},
-            "subscribe": {"allow": [f"{inbox_prefix(self.service)}.>", *self.answers]},
+            "subscribe": {"allow": [f"{inbox_prefix(self.service)}.>", *self.answers, *self.hears]},
             "allow_responses": True,
         }
 

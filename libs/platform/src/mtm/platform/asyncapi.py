@@ -30,7 +30,7 @@ from mtm.contracts import DeadLetter, EventEnvelope
 from mtm.contracts.admin import SERVICES, GetPatientKeys, PatientKeys, RebuildProgress
 from mtm.contracts.events import PatientErased
 from mtm.contracts.identity import ACTOR_TOKEN_HEADER
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, PATIENT_KEYS, dead_letter_subject
+from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, PATIENT_KEYS, PATIENT_KEYS_MADE, dead_letter_subject
 
 if TYPE_CHECKING:
     from mtm.platform.runtime import ServiceRuntime
@@ -350,6 +350,21 @@ def service_document(runtime: ServiceRuntime) -> dict[str, Any]:
             builder.channel(_id(PATIENT_KEYS), PATIENT_KEYS, [builder.model_message(GetPatientKeys)]),
             summary="ask the key keeper for patients' keys (one request per batch)",
             reply=builder.reply(PatientKeys),
+        )
+    announced = builder.channel(
+        _id(PATIENT_KEYS_MADE),
+        PATIENT_KEYS_MADE,
+        [builder.model_message(PatientKeys)],
+        description="Keys the key keeper has just made (core NATS, not stored; services only).",
+    )
+    if definition.keeps_keys:
+        builder.operation("announce_patient_keys", "send", announced, summary="announce the keys just made")
+    else:
+        builder.operation(
+            "hear_patient_keys",
+            "receive",
+            announced,
+            summary="keep the keys the keeper announces, so a new patient's first events need no request",
         )
     for publication in definition.sends:
         message = builder.message(

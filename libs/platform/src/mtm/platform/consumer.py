@@ -122,9 +122,6 @@ class BatchConsumer(Generic[T]):
     """The patient events it reads; set, the consumer can be split into groups of patient partitions."""
     prepare: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None
     """Runs once per batch before its messages are decoded (e.g. fetch the patients' keys in one request)."""
-    linger_s: float = 0.0
-    """How long a lone message waits for others before its batch is read: more than 0 only for consumers off the
-    path a pharmacist or physician waits on, where fewer, bigger batches leave the cores to those that are."""
 
     def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
         if not self.partitioned_by or groups == 1:

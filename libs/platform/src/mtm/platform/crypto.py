@@ -141,6 +141,13 @@ class KeyRing:
         while len(self._keys) > self._capacity:
             self._keys.popitem(last=False)
 
+    def learn(self, keys: dict[str, PatientKey]) -> None:
+        """Keys the keeper announced it made: cached as if fetched, except an erased patient's (an announcement
+        can arrive after the erasure it preceded)."""
+        for patient_id, key in keys.items():
+            if patient_id not in self._erased:
+                self._remember(patient_id, key)
+
     def erased(self, patient_id: str) -> bool:
         return patient_id in self._erased
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from nats.aio.client import Client
 
 from mtm.contracts.admin import GetPatientKeys, PatientKeys
 from mtm.contracts.admin import PatientKey as WirePatientKey
-from mtm.contracts.subjects import PATIENT_KEYS
+from mtm.contracts.subjects import PATIENT_KEYS, PATIENT_KEYS_MADE
 from mtm.platform.crypto import KeySource, PatientKey, unwrap, wrap
 from mtm.platform.logging import get_logger
 
@@ -53,11 +53,19 @@ class KeyStore:
     so an erasure by any replica of the keeper is answered at once, as before.
     """
 
-    def __init__(self, pool: asyncpg.Pool, kek: bytes, *, known: int = KNOWN_KEYS) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        kek: bytes,
+        *,
+        known: int = KNOWN_KEYS,
+        announce: Callable[[dict[str, PatientKey]], Awaitable[None]] | None = None,
+    ) -> None:
         self._pool = pool
         self._kek = kek
         self._known: OrderedDict[str, PatientKey] = OrderedDict()
         self._capacity = known
+        self._announce = announce
 
     async def fetch(self, patient_ids: Sequence[str], create: bool) -> tuple[dict[str, PatientKey], set[str]]:
         # Every key was made for the patient id of an event a contract accepted, which Postgres can hold; an id it
@@ -85,6 +93,8 @@ class KeyStore:
                 )
                 stored = {row["patient_id"] for row in rows}
                 keys |= self._remember({p: made[p] for p in stored})
+                if stored and self._announce is not None:
+                    await self._announce({p: made[p] for p in stored})
                 # Another replica may have made some of them first: what the table holds is the key.
                 lost = [p for p in missing if p not in stored]
                 if lost:
@@ -133,6 +143,25 @@ def nats_key_source(nc: Client) -> KeySource:
         return keys, set(answer.erased)
 
     return fetch
+
+
+def announcing_on(nc: Client) -> Callable[[dict[str, PatientKey]], Awaitable[None]]:
+    """How the keeper announces keys it made: one core NATS message, never stored. An announcement lost (no
+    connection) costs nothing but the request each reader then makes."""
+
+    async def announce(keys: dict[str, PatientKey]) -> None:
+        try:
+            await nc.publish(PATIENT_KEYS_MADE, key_reply(keys, set(), ()).model_dump_json().encode())
+        except Exception as exc:
+            log.warning("keys made but not announced", count=len(keys), error_type=type(exc).__name__)
+
+    return announce
+
+
+def announced_keys(body: bytes) -> dict[str, PatientKey]:
+    """The keys of one announcement (the keeper's reply format)."""
+    answer = PatientKeys.model_validate_json(body)
+    return {p: PatientKey(k.key_id, base64.b64decode(k.key_base64)) for p, k in answer.keys.items()}
 
 
 def key_reply(keys: dict[str, PatientKey], erased: set[str], asked: Sequence[str]) -> PatientKeys:

@@ -44,6 +44,7 @@ from mtm.contracts.subjects import (
     ERASE_PATIENT,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
+    PATIENT_KEYS_MADE,
     event_name_of_subject,
     subject_token,
 )
@@ -55,7 +56,7 @@ from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
-from mtm.platform.keys import KeyStore, key_reply, nats_key_source
+from mtm.platform.keys import KeyStore, announced_keys, announcing_on, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog, TooLargeForTheLog
 from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
@@ -236,13 +237,15 @@ class ServiceRuntime:
         public = [("platform", files("mtm.platform") / "migrations")]
         if self.definition.keeps_keys:
             public.append(("keys", files("mtm.platform") / "migrations" / "keeper"))
-            self.key_store = KeyStore(self.pool, self.settings.kek())
+            self.key_store = KeyStore(self.pool, self.settings.kek(), announce=self._announce_keys)
         if self.definition.migrations is not None:
             public.append((self.name, self.definition.migrations))
         applied = await apply_migrations(self.pool, public, [(LIVE_SCHEMA, self.definition.projection_scopes)])
         await self.broker.connect()
         self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
         assert self.reader is not None
+        if not self.definition.keeps_keys:
+            await self.broker.connection.subscribe(PATIENT_KEYS_MADE, cb=self._learn_keys)
         self.reader.bodies = EventBodies(self.broker.connection)
         self.patient_log = PatientLog(self.broker.connection, self.js, self.reader, seal=self.settings.seal_events)
         await self._declare_streams()
@@ -334,6 +337,21 @@ class ServiceRuntime:
         if self.key_store is not None:
             return await self.key_store.fetch(patient_ids, create)
         return await nats_key_source(self.broker.connection)(patient_ids, create)
+
+    async def _announce_keys(self, keys: dict[str, PatientKey]) -> None:
+        """The keeper tells the readers of the keys it just made: they read the patients' first events next."""
+        await announcing_on(self.broker.connection)(keys)
+
+    async def _learn_keys(self, msg: Any) -> None:
+        """A reader takes the keys the keeper announced; an announcement it cannot read is dropped (and logged),
+        and the reader asks for those keys when it needs them, as without one."""
+        try:
+            keys = announced_keys(msg.data)
+        except Exception as exc:
+            log.warning("key announcement unreadable", error_type=type(exc).__name__)
+            return
+        assert self.reader is not None
+        self.reader.keyring.learn(keys)
 
     def _sealed(self, subject: str) -> bool:
         try:
@@ -604,26 +622,21 @@ OVERLAP_FROM = 0.25
 TOP_UP_WAIT_S = 0.002
 
 
-async def next_batch(subscription: Any, size: int, linger_s: float = 0.0) -> list[Any]:
+async def next_batch(subscription: Any, size: int) -> list[Any]:
     """What is there now, up to `size`; when nothing is, the first message to arrive and whatever came with it.
 
     nats-py's `fetch(batch=n)` returns at once when messages are waiting, but once it has to wait it keeps the
     request open until all `n` arrived or the timeout passed, which would hold a lone message back for up to
     the whole timeout. Waiting for one and then topping up keeps both big batches under load and low latency.
-    A consumer off the path anyone waits on (`linger_s`) lets a batch that is not full wait that long for more:
-    each batch costs a transaction, a claim and a key request whatever its size.
     """
     try:
-        batch = await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
-        waited = False
+        return await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
     except TimeoutError:
-        batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
-        waited = True
-    if len(batch) < size and (waited or linger_s > 0):
-        if linger_s > 0:
-            await asyncio.sleep(linger_s)
+        pass
+    batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
+    if size > 1:
         with contextlib.suppress(TimeoutError):
-            batch += await subscription.fetch(batch=size - len(batch), timeout=TOP_UP_WAIT_S)
+            batch += await subscription.fetch(batch=size - 1, timeout=TOP_UP_WAIT_S)
     return batch
 
 
@@ -656,7 +669,7 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     try:
         while not stop.is_set():
             try:
-                messages = await next_batch(subscription, runtime.settings.batch_size, consumer.linger_s)
+                messages = await next_batch(subscription, runtime.settings.batch_size)
             except TimeoutError:
                 continue
             except (

@@ -80,8 +80,6 @@ class Reaction(Generic[In]):
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
     """Runs once per batch on the inputs that could be read, before `react` sees any of them: one query for what
     `react` would otherwise look up message by message (each a round trip and a pooled connection)."""
-    linger_s: float = 0.0
-    """See `BatchConsumer.linger_s`."""
 
 
 def on_event(
@@ -93,7 +91,6 @@ def on_event(
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
-    linger_s: float = 0.0,
 ) -> Reaction[In]:
     """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
     return on_events(
@@ -104,7 +101,6 @@ def on_event(
         keeps_input=keeps_input,
         after_commit=after_commit,
         prefetch=prefetch,
-        linger_s=linger_s,
     )
 
 
@@ -117,7 +113,6 @@ def on_events(
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
-    linger_s: float = 0.0,
 ) -> Reaction[Any]:
     """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
@@ -130,7 +125,6 @@ def on_events(
         after_commit=after_commit,
         emits=emits,
         prefetch=prefetch,
-        linger_s=linger_s,
     )
 
 
@@ -334,7 +328,6 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         after_commit=reaction.after_commit,
         partitioned_by=reaction.partitioned_by,
         prepare=prepare,
-        linger_s=reaction.linger_s,
     )
 
 

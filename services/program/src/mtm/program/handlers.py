@@ -17,15 +17,10 @@ from mtm.program.adapters import program
 from mtm.program.domain.targeting import Plan
 from mtm.program.tables import adherence_tables, targeting_tables
 
-# The program's inputs cause nothing at once (its timer evaluates members every few seconds), so nobody waits on
-# them: a batch gathers for this long, and under a steady load a few large batches cost the shared cores far less
-# than one small batch per discharge (a transaction, a claim and a key request each).
-INPUT_LINGER_S = 0.25
-
 
 def _kept(durable: str, types: tuple) -> Reaction:
     """Events other services decided that the program keeps in its tables; they cause nothing by themselves."""
-    return on_events(types, lambda _event: [], durable=durable, keeps_input=True, linger_s=INPUT_LINGER_S)
+    return on_events(types, lambda _event: [], durable=durable, keeps_input=True)
 
 
 def handlers(*, plan: Plan | None = None, evaluation_every_s: float = 5.0) -> ServiceHandlers:
