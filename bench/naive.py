@@ -1,4 +1,4 @@
-"""The reconciliation projection as a first FastStream app would write it: push consumer, a transaction per event."""
+"""Discharge intake and reconciliation as a first FastStream app would write them: push consumer, a transaction each."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from nats.js.errors import NotFoundError
 
 from bench.workload import encoded, sent_by_hospital
 from mtm.contracts import TransitionOfCareRecorded
-from mtm.contracts.subjects import PATIENT_EVENTS_STREAM, dead_letter_stream, event_filter
+from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, PATIENT_EVENTS_STREAM, dead_letter_stream
 from mtm.devstack.infra import Infrastructure
 from mtm.platform.connection import NatsClient
 from mtm.platform.db import apply_migrations
@@ -208,8 +208,8 @@ def naive_broker(nats_client: NatsClient, pool: asyncpg.Pool) -> NatsBroker:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         subscriber = broker.subscriber(
-            event_filter(TransitionOfCareRecorded),
-            stream=JStream(PATIENT_EVENTS_STREAM, declare=False),
+            DISCHARGE_INTAKE_SUBJECT,
+            stream=JStream(DISCHARGE_INTAKE.name, declare=False),
             durable=DURABLE,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -217,18 +217,19 @@ def naive_broker(nats_client: NatsClient, pool: asyncpg.Pool) -> NatsBroker:
 
     @subscriber
     async def on_transition_of_care_recorded(event: TransitionOfCareRecorded, message: NatsMessage) -> None:
-        # The service's own use case and tables, one message and one transaction at a time.
+        # The service's own work and tables (the discharge recorded and reconciled), one message and one
+        # transaction at a time.
         caused = reconcile_now(event)
         async with pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, RECONCILIATIONS)
             await uow.begin()
-            await uow.record(caused)
+            await uow.record([event, *caused])
 
     return broker
 
 
 async def run(servers: Infrastructure, events: list[TransitionOfCareRecorded], progress: Progress) -> dict[str, float]:
-    """Pre-publish `events`, then time the naive app projecting all of them.
+    """Pre-publish `events` to the intake, then time the naive app recording and reconciling all of them.
 
     The naive app is a design compared with mtm's, not a part of it: it runs as the admin, on NATS and Postgres.
     """
@@ -236,7 +237,7 @@ async def run(servers: Infrastructure, events: list[TransitionOfCareRecorded], p
     db_name = f"bench_naive_{uuid.uuid4().hex[:8]}"
     admin, database_url = servers.nats_client(), servers.database_url
     try:
-        await prepublish(admin, events, progress, "naive: publish")
+        await prepublish(admin, events, progress, "naive: publish", to_intake=True)
         url = await create_database(database_url, db_name)
         pool = await migrated_pool(url)
         try:
@@ -257,7 +258,7 @@ async def run(servers: Infrastructure, events: list[TransitionOfCareRecorded], p
             await pool.close()
     finally:
         await drop_database(database_url, db_name)
-        await remove_streams(admin, [PATIENT_EVENTS_STREAM])
+        await remove_streams(admin, [PATIENT_EVENTS_STREAM, DISCHARGE_INTAKE.name])
     return {"naive_events_per_s": n / (done - started)}
 
 

@@ -160,7 +160,7 @@ def libpq_tls(server_url: str) -> Iterator[None]:
 
 
 async def run(database_url: str, events: list[TransitionOfCareRecorded], progress: Progress) -> dict[str, float]:
-    """Record every transition upstream, then time the projection catching up from nothing."""
+    """Record every transition upstream, then the projection catching up from nothing; both are timed."""
     db_name = f"bench_peer_{uuid.uuid4().hex[:8]}"
     await create_database(database_url, db_name)
     env = eventsourcing_env(database_url, db_name)
@@ -186,7 +186,12 @@ async def _timed(
         caught_up = await asyncio.to_thread(_catch_up, env, last, reporter("peer: project"))
     finally:
         await drop_database(database_url, db_name)
-    return {"peer_events_per_s": n / (caught_up - started), "peer_record_events_per_s": n / recorded}
+    # Compared with the service, which records and reconciles each discharge it takes in: both steps, timed.
+    return {
+        "peer_events_per_s": n / (recorded + caught_up - started),
+        "peer_record_events_per_s": n / recorded,
+        "peer_projection_events_per_s": n / (caught_up - started),
+    }
 
 
 async def _main(n: int) -> None:
