@@ -151,13 +151,17 @@ SELECT EXISTS (
 """
 # For a batch of discharges, in one round trip: each one's record under its own id (`same_id`), and the records of
 # its encounter under other ids, with their digests. The digest of a discharge (a serialization and a hash of the
-# whole document) is then computed only for those whose encounter was recorded before, which are rare.
+# whole document) is then computed only for those whose encounter was recorded before, which are rare. Both halves
+# join the ids asked rather than `event_id = ANY($1)`: planned while the table was young, that scanned it whole.
 LOOK_UP_DISCHARGES = """
-SELECT t.event_id AS asked, true AS same_id, t.patient_id, t.digest
-FROM transitions t WHERE t.event_id = ANY($1::uuid[])
+WITH asked AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(event_id, patient_id, encounter_id)
+)
+SELECT d.event_id AS asked, true AS same_id, t.patient_id, t.digest
+FROM asked d JOIN transitions t ON t.event_id = d.event_id
 UNION ALL
 SELECT d.event_id, false, t.patient_id, t.digest
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(event_id, patient_id, encounter_id)
+FROM asked d
 JOIN transitions t ON t.patient_id = d.patient_id AND t.encounter_id = d.encounter_id AND t.event_id <> d.event_id
 """
 SELECT_HISTORY = """
