@@ -139,28 +139,27 @@ def nats_key_source(nc: Client) -> KeySource:
         request = GetPatientKeys(patient_ids=tuple(patient_ids), create=create)
         reply = await nc.request(PATIENT_KEYS, request.model_dump_json().encode(), timeout=KEY_REQUEST_TIMEOUT_S)
         answer = PatientKeys.model_validate_json(reply.data)
-        keys = {p: PatientKey(k.key_id, base64.b64decode(k.key_base64)) for p, k in answer.keys.items()}
-        return keys, set(answer.erased)
+        return keys_of(answer), set(answer.erased)
 
     return fetch
 
 
-def announcing_on(nc: Client) -> Callable[[dict[str, PatientKey]], Awaitable[None]]:
-    """How the keeper announces keys it made: one core NATS message, never stored. An announcement lost (no
+async def announce_keys(nc: Client, keys: dict[str, PatientKey]) -> None:
+    """The keeper announces keys it made: one core NATS message, never stored. An announcement lost (no
     connection) costs nothing but the request each reader then makes."""
-
-    async def announce(keys: dict[str, PatientKey]) -> None:
-        try:
-            await nc.publish(PATIENT_KEYS_MADE, key_reply(keys, set(), ()).model_dump_json().encode())
-        except Exception as exc:
-            log.warning("keys made but not announced", count=len(keys), error_type=type(exc).__name__)
-
-    return announce
+    try:
+        await nc.publish(PATIENT_KEYS_MADE, key_reply(keys, set(), ()).model_dump_json().encode())
+    except Exception as exc:
+        log.warning("keys made but not announced", count=len(keys), error_type=type(exc).__name__)
 
 
 def announced_keys(body: bytes) -> dict[str, PatientKey]:
     """The keys of one announcement (the keeper's reply format)."""
-    answer = PatientKeys.model_validate_json(body)
+    return keys_of(PatientKeys.model_validate_json(body))
+
+
+def keys_of(answer: PatientKeys) -> dict[str, PatientKey]:
+    """The keys a reply or an announcement carries, as the key ring keeps them."""
     return {p: PatientKey(k.key_id, base64.b64decode(k.key_base64)) for p, k in answer.keys.items()}
 
 

@@ -56,7 +56,7 @@ from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
-from mtm.platform.keys import KeyStore, announced_keys, announcing_on, key_reply, nats_key_source
+from mtm.platform.keys import KeyStore, announce_keys, announced_keys, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog, TooLargeForTheLog
 from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
@@ -340,7 +340,7 @@ class ServiceRuntime:
 
     async def _announce_keys(self, keys: dict[str, PatientKey]) -> None:
         """The keeper tells the readers of the keys it just made: they read the patients' first events next."""
-        await announcing_on(self.broker.connection)(keys)
+        await announce_keys(self.broker.connection, keys)
 
     async def _learn_keys(self, msg: Any) -> None:
         """A reader takes the keys the keeper announced; an announcement it cannot read is dropped (and logged),

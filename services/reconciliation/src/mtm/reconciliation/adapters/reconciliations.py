@@ -531,9 +531,8 @@ class DischargeLedger:
                 )
         earlier = self._in_batch.setdefault((event.patient_id, encounter), [])
         # Digests only for an encounter sent twice in one batch, which is rare.
-        in_batch = any(
-            other.id != event.id and discharge_digest(other.data) == discharge_digest(event.data) for other in earlier
-        )
+        others = [other for other in earlier if other.id != event.id]
+        in_batch = bool(others) and discharge_digest(event.data) in {discharge_digest(o.data) for o in others}
         earlier.append(event)
         return recorded or in_batch
 
