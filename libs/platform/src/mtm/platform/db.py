@@ -74,12 +74,22 @@ async def _connect_with_retry(url: str, *, attempts: int) -> asyncpg.Connection:
     raise AssertionError("unreachable")
 
 
+# Every statement is planned for the arguments it runs with. The hot statements run once per batch with arrays of
+# ids, so planning costs a fraction of a millisecond per batch; a cached generic plan, made once while a table is
+# still young (a fresh deployment, a rebuilt projection) and kept until the next ANALYZE, seq-scanned growing tables
+# on every batch (the outbox relay walked every dead row of the outbox each round). Measured on the bench's end-to-end
+# phase: Postgres CPU per discharge 0.83-1.03 ms with cached plans, 0.57-0.59 ms with this.
+PLAN_CACHE_MODE = "force_custom_plan"
+
+
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 4, search_path: str | None = None
 ) -> asyncpg.Pool:
     """A pool on the service's database; `search_path` puts the live projection schema before `public`."""
     await ensure_database(url)
-    settings = {"search_path": search_path} if search_path else None
+    settings = {"plan_cache_mode": PLAN_CACHE_MODE}
+    if search_path:
+        settings["search_path"] = search_path
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, command_timeout=60, server_settings=settings
     )
