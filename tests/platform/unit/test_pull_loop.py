@@ -69,7 +69,7 @@ async def run_loop(
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
-    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS")
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", retiring=False)
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
 
 
