@@ -18,10 +18,13 @@ from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_STREAM,
     DISCHARGE_INTAKE_SUBJECT,
     PATIENT_EVENTS_STREAM,
+    PATIENT_PARTITIONS,
     dead_letter_stream,
     event_filter,
+    partition_filters,
     patient_subject,
 )
+from mtm.platform.access import group_durable_name
 from mtm.platform.projection import SEARCH_PATH
 from mtm.platform.runtime import ServiceDefinition
 from mtm.platform.runtime import create_app as create_service_app
@@ -55,17 +58,32 @@ def version_before(settings: ReconciliationSettings):
     return create_service_app(definition, settings)
 
 
-async def declare_retired_durable(nc, settings: ReconciliationSettings) -> None:
-    """The durable as the version before declared it: every TransitionOfCareRecorded on the log, from the start."""
-    spec = DurableSpec(
-        stream=PATIENT_EVENTS_STREAM,
-        durable=RETIRED,
-        filter_subjects=(event_filter(TransitionOfCareRecorded),),
-        max_deliver=settings.max_deliver,
-        ack_wait_s=settings.ack_wait_s,
-        max_ack_pending=settings.batch_size * 4,
-    )
-    await ensure_durable(nc.jetstream(), spec)
+def retired_durables(groups: int) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, filter subjects) of the durable as the version before declared it, one per group of partitions."""
+    everything = (event_filter(TransitionOfCareRecorded),)
+    if groups == 1:
+        return [(RETIRED, everything)]
+    return [
+        (
+            group_durable_name(RETIRED, g, groups),
+            partition_filters(TransitionOfCareRecorded, range(g, PATIENT_PARTITIONS, groups)),
+        )
+        for g in range(groups)
+    ]
+
+
+async def declare_retired_durables(nc, settings: ReconciliationSettings) -> None:
+    """As the version before declared them: every TransitionOfCareRecorded on the log (of its group), from the start."""
+    for name, filters in retired_durables(settings.consumer_groups):
+        spec = DurableSpec(
+            stream=PATIENT_EVENTS_STREAM,
+            durable=name,
+            filter_subjects=filters,
+            max_deliver=settings.max_deliver,
+            ack_wait_s=settings.ack_wait_s,
+            max_ack_pending=settings.batch_size * 4,
+        )
+        await ensure_durable(nc.jetstream(), spec)
 
 
 async def send(nc, *discharges: TransitionOfCareRecorded) -> None:
@@ -80,12 +98,15 @@ async def on_log(nc, cls: type, at_least: int) -> list | None:
     return found if len(found) >= at_least else None
 
 
-async def retired_durable_exists(nc) -> bool:
-    try:
-        await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, RETIRED)
-    except NotFoundError:
-        return False
-    return True
+async def retired_durables_left(nc, groups: int = 1) -> list[str]:
+    left = []
+    for name, _ in retired_durables(groups):
+        try:
+            await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, name)
+        except NotFoundError:
+            continue
+        left.append(name)
+    return left
 
 
 async def reconciled_discharges(settings: ReconciliationSettings) -> list[str]:
@@ -97,18 +118,19 @@ async def reconciled_discharges(settings: ReconciliationSettings) -> list[str]:
     return [str(row["transition_event_id"]) for row in rows]
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 async def test_an_upgrade_reconciles_what_the_retired_durable_held_once_and_deletes_it(
-    clean_jetstream, settings_for, run_service
+    clean_jetstream, settings_for, run_service, groups
 ):
     nc = clean_jetstream
-    settings = settings_for(ReconciliationSettings, seal_events=True)
+    settings = settings_for(ReconciliationSettings, seal_events=True, consumer_groups=groups)
     # Reconciled by the intake of this version: on the log before the durable is (re)declared, so the durable holds
     # it too, as it holds every discharge the intake records while it exists.
     reconciled_already = native_discharge("p-reconciled-already")
     async with run_service(create_app(settings)):
         await send(nc, reconciled_already)
         await wait_for(lambda: on_log(nc, MedicationsReconciled, 1))
-    await declare_retired_durable(nc, settings)
+    await declare_retired_durables(nc, settings)
     waiting = [native_discharge(f"p-waiting-{n}") for n in range(3)]
     async with run_service(version_before(settings)):
         await send(nc, *waiting)
@@ -117,13 +139,13 @@ async def test_an_upgrade_reconciles_what_the_retired_durable_held_once_and_dele
     unreadable = await nc.jetstream().publish(
         patient_subject("p-unreadable", TransitionOfCareRecorded.EVENT_NAME), b"not a discharge"
     )
-    held = await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, RETIRED)
-    assert (held.num_pending, held.num_ack_pending) == (5, 0)
+    held = [await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, name) for name, _ in retired_durables(groups)]
+    assert (sum(i.num_pending for i in held), sum(i.num_ack_pending for i in held)) == (5, 0)
     assert await reconciled_discharges(settings) == [str(reconciled_already.id)]
 
     app = create_app(settings)
     async with run_service(app):
-        await wait_for(lambda: not_existing(nc), timeout_s=30)
+        await wait_for(lambda: none_left(nc, groups), timeout_s=30)
         drained = app.runtime.processors[RETIRED]
         # Each waiting discharge reconciled once; the one reconciled before found so and left as it was.
         assert (drained.applied, drained.parked) == (3, 1)
@@ -136,13 +158,14 @@ async def test_an_upgrade_reconciles_what_the_retired_durable_held_once_and_dele
         assert app.runtime.draining == set()
         assert app.runtime.readiness()[0] == ()
     letters = await stream_messages(nc, dead_letter_stream("reconciliation"))
+    # Parked by the consumer (the same dead-letter subject whichever group read it).
     assert [(m.subject, m.headers["Nats-Msg-Id"]) for m in letters] == [
         (f"mtm.dlq.reconciliation.{RETIRED}", f"{RETIRED}:{PATIENT_EVENTS_STREAM}:{unreadable.seq}")
     ]
 
 
-async def not_existing(nc) -> bool:
-    return not await retired_durable_exists(nc)
+async def none_left(nc, groups: int) -> bool:
+    return not await retired_durables_left(nc, groups)
 
 
 async def test_without_the_retired_durable_the_service_starts_and_never_creates_it(
@@ -158,5 +181,5 @@ async def test_without_the_retired_durable_the_service_starts_and_never_creates_
         await send(nc, discharge)
         await wait_for(lambda: on_log(nc, MedicationsReconciled, 1))
         assert app.runtime.readiness()[0] == ()
-    assert not await retired_durable_exists(nc)
+    assert await retired_durables_left(nc) == []
     assert await reconciled_discharges(settings) == [str(discharge.id)]
