@@ -52,6 +52,38 @@ class Idle:
         pass
 
 
+class SteadyFeed:
+    """One message, then the next fetch waits for ever: a feed that never leaves a fetch empty-handed."""
+
+    def __init__(self) -> None:
+        self.batches = [[SimpleNamespace(subject="mtm.patient.3.p1.transition_of_care_recorded.v1")]]
+
+    async def fetch(self, batch: int, **_: float) -> list[SimpleNamespace]:
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def unsubscribe(self) -> None:
+        pass
+
+
+class Processor:
+    """Commits what it read; the server's counts drop to nothing once a batch is committed (acknowledged)."""
+
+    def __init__(self, js: JetStream) -> None:
+        self._js = js
+        self.consumed, self.applied, self.parked = 0, 0, 0
+
+    async def read(self, messages: list[SimpleNamespace]) -> list[SimpleNamespace]:
+        self.consumed += len(messages)
+        return messages
+
+    async def commit(self, messages: list[SimpleNamespace]) -> None:
+        self.applied += len(messages)
+        self._js.counts = (0, 0)
+
+
 def runtime(js: JetStream) -> SimpleNamespace:
     processor = SimpleNamespace(consumed=3, applied=2, parked=1)
     return SimpleNamespace(
@@ -109,3 +141,18 @@ async def test_the_pull_loop_of_a_retiring_consumer_ends_once_its_durable_is_del
     # Its lease taken again later (a lease session lost and found): nothing left to bind to.
     await asyncio.wait_for(pull_loop(state, CONSUMER, DURABLE, asyncio.Event()), 5)  # type: ignore[arg-type]
     assert js.bound == 1
+
+
+async def test_a_retiring_consumer_caught_up_under_a_steady_feed_is_deleted_after_its_small_batch() -> None:
+    js = JetStream(pending=1)
+    state = runtime(js)
+    state.processors = {DURABLE: Processor(js)}
+    state.retire_if_drained = lambda consumer, durable: retire(state)
+    feed = SteadyFeed()
+
+    async def bind(**_: object) -> SteadyFeed:
+        return feed
+
+    state.jetstream.pull_subscribe_bind = bind
+    await asyncio.wait_for(pull_loop(state, CONSUMER, DURABLE, asyncio.Event()), 5)  # type: ignore[arg-type]
+    assert js.deleted == [DURABLE] and state.processors[DURABLE].applied == 1

@@ -329,9 +329,10 @@ class ServiceRuntime:
     async def retire_if_drained(self, consumer: BatchConsumer[Any], durable: str) -> bool:
         """Delete a retiring consumer's durable once nothing is pending or unacknowledged on it; whether it is gone.
 
-        Asked when a fetch found nothing: each batch this process took is then acknowledged after its commit, or
-        still counted unacknowledged by the server (a commit in flight, a redelivery scheduled), so the durable
-        never goes with a message in hand. A service stopped before then finds the durable at its next start.
+        Asked when a fetch found nothing or a small batch committed: each batch this process took is then
+        acknowledged after its commit, or still counted unacknowledged by the server (a commit in flight, a
+        redelivery scheduled), so the durable never goes with a message in hand. A service stopped before then finds
+        the durable at its next start.
         """
         try:
             info = await self.jetstream.consumer_info(consumer.stream, durable)
@@ -767,6 +768,10 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 # without overlap, 175 ms overlapping every batch, 162 ms with this rule (noisy: 94-226 ms).
                 while in_flight:
                     await _committed(in_flight.pop(0)[0], consumer)
+                # Caught up: under a steady feed a fetch may never come back empty, but a small batch committed
+                # leaves the durable empty until the next message arrives.
+                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
+                    return
     finally:
         for commit, _ in in_flight:
             await _committed(commit, consumer)
