@@ -1,17 +1,18 @@
 """Least privilege on NATS: one user per service, tool and integrator, each allowed only the subjects it needs.
 
-The tables below are the README's event → producer table in force: a service may append to the patient log only the
-events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only for the
-streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject (`PATIENT_KEYS`): the
-key keeper (reconciliation) alone answers it, and only the other services and the web app (whose live updates open
-the events they follow) may ask, never the CLI or an integrator; the keeper alone announces the keys it makes
-(`PATIENT_KEYS_MADE`), and only the other services hear them. Nobody but `admin` may delete or purge a stream, update
-the log or the physicians' inboxes (kept for ever), or touch another's consumers; a service may update only its own
-streams that expire (intake, dead letters), so a retention set later reaches them, and delete only a durable of its
-own an earlier version left (a retiring one), once it drained it. Every client's replies arrive on an inbox of its
-own (`_INBOX.<user>.…`), so no user can read another's replies or pulled messages. The web app may send only the
-requests its pages send and follow only the events its live updates show. Integrators (a hospital, a pharmacy) live
-in accounts of their own and reach mtm's account only through the one intake subject it exports to them.
+The tables below are the README's event → producer table in force: a service may append to the patient log only
+the events it decides, answer only its own commands, queries and admin requests, and use the JetStream API only
+for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
+(`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it, and only the other services and the web app
+(whose live updates open the events they follow) may ask, never the CLI or an integrator; the keeper alone announces
+the keys it makes (`PATIENT_KEYS_MADE`), and only the other services hear them. Nobody but `admin` may
+delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
+consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
+reaches them, and delete only a durable of its own that an earlier version left (a retiring one) once drained.
+Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
+another's replies or pulled messages. The web app may send only the requests its pages send and follow only the
+events its live updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's
+account only through the one intake subject it exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
