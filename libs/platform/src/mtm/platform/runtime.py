@@ -44,7 +44,6 @@ from mtm.contracts.subjects import (
     ERASE_PATIENT,
     PATIENT_EVENTS_STREAM,
     PATIENT_KEYS,
-    PATIENT_KEYS_MADE,
     event_name_of_subject,
     subject_token,
 )
@@ -56,7 +55,7 @@ from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.faults import TaskHealth, supervise
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
-from mtm.platform.keys import KeyStore, announce_keys, announced_keys, key_reply, nats_key_source
+from mtm.platform.keys import KeyStore, announce_keys, hear_keys, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
 from mtm.platform.log import ConcurrencyConflict, PatientLog, TooLargeForTheLog
 from mtm.platform.logging import configure_logging, get_logger, own_process, service_scope
@@ -245,7 +244,7 @@ class ServiceRuntime:
         self.js = self.broker.connection.jetstream(publish_async_max_pending=8000)
         assert self.reader is not None
         if not self.definition.keeps_keys:
-            await self.broker.connection.subscribe(PATIENT_KEYS_MADE, cb=self._learn_keys)
+            await hear_keys(self.broker.connection, self.reader.keyring)
         self.reader.bodies = EventBodies(self.broker.connection)
         self.patient_log = PatientLog(self.broker.connection, self.js, self.reader, seal=self.settings.seal_events)
         await self._declare_streams()
@@ -341,17 +340,6 @@ class ServiceRuntime:
     async def _announce_keys(self, keys: dict[str, PatientKey]) -> None:
         """The keeper tells the readers of the keys it just made: they read the patients' first events next."""
         await announce_keys(self.broker.connection, keys)
-
-    async def _learn_keys(self, msg: Any) -> None:
-        """A reader takes the keys the keeper announced; an announcement it cannot read is dropped (and logged),
-        and the reader asks for those keys when it needs them, as without one."""
-        try:
-            keys = announced_keys(msg.data)
-        except Exception as exc:
-            log.warning("key announcement unreadable", error_type=type(exc).__name__)
-            return
-        assert self.reader is not None
-        self.reader.keyring.learn(keys)
 
     def _sealed(self, subject: str) -> bool:
         try:
