@@ -12,8 +12,12 @@ from mtm.platform.runtime import COMMITS_IN_FLIGHT, pull_loop
 pytestmark = pytest.mark.unit
 
 
-def message(patient: str) -> SimpleNamespace:
-    return SimpleNamespace(subject=f"mtm.patient.3.{patient}.transition_of_care_recorded.v1")
+def message(patient: str, *, waiting: int = 0) -> SimpleNamespace:
+    """A delivery; `waiting` is what the server said was still pending after it (JetStream metadata)."""
+    return SimpleNamespace(
+        subject=f"mtm.patient.3.{patient}.transition_of_care_recorded.v1",
+        metadata=SimpleNamespace(num_pending=waiting),
+    )
 
 
 class Subscription:
@@ -56,9 +60,14 @@ class Processor:
 
 
 async def run_loop(
-    batches: list[list[SimpleNamespace]], processor: Processor, *, batch_size: int = 2
+    batches: list[list[SimpleNamespace]],
+    processor: Processor,
+    *,
+    batch_size: int = 2,
+    linger_s: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> asyncio.Task[None]:
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     subscription = Subscription(batches, stop)
 
     async def bind(**_: object) -> Subscription:
@@ -69,7 +78,7 @@ async def run_loop(
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
-    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS")
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=linger_s)
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
 
 
@@ -122,4 +131,51 @@ async def test_without_a_backlog_a_batch_commits_before_the_next_is_fetched():
     await settle()
     assert processor.journal == ["read a", "committed a", "read b"]
     processor.releases["b"].set()
+    await asyncio.wait_for(loop, 5)
+
+
+# Far longer than the test: a loop that lingers is still waiting when the test looks, and stops when told to.
+LONG_LINGER_S = 3600.0
+
+
+async def test_a_lingering_consumer_waits_after_a_batch_that_left_nothing_waiting_and_stops_when_told():
+    processor = Processor()
+    stop = asyncio.Event()
+    loop = await run_loop([[message("a")], [message("b")]], processor, batch_size=10, linger_s=LONG_LINGER_S, stop=stop)
+    await settle()
+    processor.releases["a"].set()
+    await settle()
+    # "b" is there to be fetched, but the server said nothing was waiting after "a": the loop lets more gather.
+    assert processor.journal == ["read a", "committed a"]
+    assert not loop.done()
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert "read b" not in processor.journal
+
+
+async def test_a_lingering_consumer_does_not_wait_while_the_server_says_more_is_waiting():
+    processor = Processor()
+    stop = asyncio.Event()
+    batches = [[message("a", waiting=3)], [message("b")]]
+    loop = await run_loop(batches, processor, batch_size=10, linger_s=LONG_LINGER_S, stop=stop)
+    await settle()
+    processor.releases["a"].set()
+    await settle()
+    assert processor.journal == ["read a", "committed a", "read b"]
+    processor.releases["b"].set()
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+
+
+async def test_a_lingering_consumer_does_not_wait_after_a_full_batch():
+    processor = Processor()
+    stop = asyncio.Event()
+    batches = [[message("a"), message("b")], [message("c")]]
+    loop = await run_loop(batches, processor, batch_size=2, linger_s=LONG_LINGER_S, stop=stop)
+    await settle()
+    # A full batch means a backlog, whatever the server said after its last message: "c" is read beside its commit.
+    assert processor.journal == ["read a+b", "read c"]
+    processor.releases["a+b"].set()
+    processor.releases["c"].set()
+    stop.set()
     await asyncio.wait_for(loop, 5)

@@ -80,6 +80,9 @@ class Reaction(Generic[In]):
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
     """Runs once per batch on the inputs that could be read, before `react` sees any of them: one query for what
     `react` would otherwise look up message by message (each a round trip and a pooled connection)."""
+    linger_s: float = 0.0
+    """For a reaction nobody waits on: after a batch that left its durable empty, wait this long for company, so
+    a trickle is taken a few dozen messages at a time instead of a transaction each (see `BatchConsumer`)."""
 
 
 def on_event(
@@ -113,6 +116,7 @@ def on_events(
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
+    linger_s: float = 0.0,
 ) -> Reaction[Any]:
     """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
@@ -125,6 +129,7 @@ def on_events(
         after_commit=after_commit,
         emits=emits,
         prefetch=prefetch,
+        linger_s=linger_s,
     )
 
 
@@ -328,6 +333,7 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         after_commit=reaction.after_commit,
         partitioned_by=reaction.partitioned_by,
         prepare=prepare,
+        linger_s=reaction.linger_s,
     )
 
 
