@@ -26,6 +26,7 @@ from mtm.contracts.subjects import (
     ERASE_PATIENT,
     FILL_INTAKE_SUBJECT,
     PATIENT_KEYS,
+    PATIENT_KEYS_MADE,
     event_filter,
     patient_subject,
 )
@@ -116,6 +117,16 @@ def test_only_the_key_keeper_answers_key_requests_and_only_services_and_the_web_
         assert not allowed(tool.permissions(), "subscribe", PATIENT_KEYS)
     for integrator in ACCESS.integrators:
         assert not allowed(integrator.permissions(), "publish", PATIENT_KEYS)
+    # The keys the keeper announces: heard by the other services and the web app, announced by the keeper alone.
+    for grant in ACCESS.services:
+        permissions = grant.permissions()
+        assert allowed(permissions, "subscribe", PATIENT_KEYS_MADE) != grant.keeps_keys
+        assert allowed(permissions, "publish", PATIENT_KEYS_MADE) == grant.keeps_keys
+    assert [t.name for t in ACCESS.tools if allowed(t.permissions(), "subscribe", PATIENT_KEYS_MADE)] == ["web"]
+    for tool in ACCESS.tools:
+        assert not allowed(tool.permissions(), "publish", PATIENT_KEYS_MADE)
+    for integrator in ACCESS.integrators:
+        assert not allowed(integrator.permissions(), "subscribe", PATIENT_KEYS_MADE)
 
 
 def test_a_dead_letter_goes_back_only_where_its_service_may_publish() -> None:
@@ -168,11 +179,12 @@ def test_the_web_app_sends_only_what_its_pages_send_and_follows_only_what_it_sho
     web = next(t for t in ACCESS.tools if t.name == "web")
     requests = _web_request_subjects()
     assert requests, "the web app sends commands and queries"
-    # Besides its pages' requests, the keys its live updates open events with (`mtm.web.live`'s key source).
+    # Besides its pages' requests, the keys its live updates open events with (`mtm.web.live`'s key source), and
+    # those the keeper announces (heard by the live feed).
     live = (REPO_ROOT / "web" / "src" / "mtm" / "web" / "live.py").read_text()
-    assert "nats_key_source" in live
+    assert "nats_key_source" in live and "hear_keys" in live
     assert set(web.publish) == requests | {PATIENT_KEYS}
-    assert set(web.subscribe) == {event_filter(cls) for cls in WATCHED}
+    assert set(web.subscribe) == {event_filter(cls) for cls in WATCHED} | {PATIENT_KEYS_MADE}
 
 
 def test_integrators_are_accounts_of_their_own_that_import_only_their_intake() -> None:

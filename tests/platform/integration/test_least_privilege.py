@@ -369,15 +369,20 @@ async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_
     patient = new_patient_id()
     asked = GetPatientKeys(patient_ids=(patient,), create=False).model_dump_json().encode()
     async with run_service(create_app(settings_for(ReconciliationSettings, on=secured))):
-        # Another service hears the keys the keeper announces as it makes them, and may not announce one itself.
-        hearing = await Connection.open(secured, "program")
-        heard: list[bytes] = []
+        # Another service and the web app (its live updates) hear the keys the keeper announces as it makes them,
+        # and may not announce one themselves.
+        hearers = {user: await Connection.open(secured, user) for user in ("program", "web")}
+        heard: dict[str, list[bytes]] = {user: [] for user in hearers}
 
-        async def on_heard(msg) -> None:
-            heard.append(msg.data)
+        def keeping(into: list[bytes]):
+            async def on_heard(msg) -> None:
+                into.append(msg.data)
 
-        await hearing.nc.subscribe(PATIENT_KEYS_MADE, cb=on_heard)
-        await hearing.nc.flush()
+            return on_heard
+
+        for user, hearing in hearers.items():
+            await hearing.nc.subscribe(PATIENT_KEYS_MADE, cb=keeping(heard[user]))
+            await hearing.nc.flush()
         for user in ("review", "web"):
             asking = await Connection.open(secured, user)
             try:
@@ -388,11 +393,14 @@ async def test_only_services_and_the_web_app_may_ask_for_patients_keys_and_only_
             finally:
                 await asking.close()
         try:
-            assert [list(announced_keys(body)) for body in await wait_for(lambda: heard or None)] == [[patient]]
-            await hearing.nc.publish(PATIENT_KEYS_MADE, b"{}")
-            assert await hearing.refused("publish", PATIENT_KEYS_MADE)
+            for user, hearing in hearers.items():
+                bodies = await wait_for(lambda user=user: heard[user] or None)
+                assert [list(announced_keys(body)) for body in bodies] == [[patient]], user
+                await hearing.nc.publish(PATIENT_KEYS_MADE, b"{}")
+                assert await hearing.refused("publish", PATIENT_KEYS_MADE), user
         finally:
-            await hearing.close()
+            for hearing in hearers.values():
+                await hearing.close()
         tool = await Connection.open(secured, "cli")
         try:
             with pytest.raises((TimeoutError, nats.errors.TimeoutError)):

@@ -62,4 +62,6 @@ async def test_an_announced_key_opens_without_asking_and_an_erased_patients_anno
     ring.learn({"p-2": PatientKey.new()})
     with pytest.raises(ErasedPatient):
         await ring.open("p-2", body)
+    # Nor is it kept to seal with (opening refuses an erased patient whatever the ring holds).
+    assert await ring.key("p-2", create=True) is None
     assert asked == []

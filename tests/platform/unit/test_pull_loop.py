@@ -7,25 +7,38 @@ from types import SimpleNamespace
 
 import pytest
 
-from mtm.platform.runtime import COMMITS_IN_FLIGHT, pull_loop
+from mtm.platform.runtime import COMMITS_IN_FLIGHT, TOP_UP_WAIT_S, pull_loop
 
 pytestmark = pytest.mark.unit
 
 
-def message(patient: str) -> SimpleNamespace:
-    return SimpleNamespace(subject=f"mtm.patient.3.{patient}.transition_of_care_recorded.v1")
+def message(patient: str, *, waiting: int = 0) -> SimpleNamespace:
+    """A delivery; `waiting` is what the server said was still pending after it (JetStream metadata)."""
+    return SimpleNamespace(
+        subject=f"mtm.patient.3.{patient}.transition_of_care_recorded.v1",
+        metadata=SimpleNamespace(num_pending=waiting),
+    )
+
+
+# In a script of batches: this fetch finds nothing in its time.
+NOTHING_CAME = None
 
 
 class Subscription:
-    """Hands out the scripted batches, then nothing (as a drained durable: fetch times out)."""
+    """Hands out the scripted batches, then nothing (as a drained durable: fetch times out); notes each request."""
 
-    def __init__(self, batches: list[list[SimpleNamespace]], stop: asyncio.Event) -> None:
+    def __init__(self, batches: list[list[SimpleNamespace] | None], stop: asyncio.Event) -> None:
         self._batches = batches
         self._stop = stop
+        self.requests: list[tuple[int, float]] = []
 
-    async def fetch(self, batch: int, **_: float) -> list[SimpleNamespace]:
+    async def fetch(self, batch: int, **options: float) -> list[SimpleNamespace]:
+        self.requests.append((batch, options["timeout"]))
         if self._batches:
-            return self._batches.pop(0)
+            scripted = self._batches.pop(0)
+            if scripted is NOTHING_CAME:
+                raise TimeoutError
+            return scripted
         self._stop.set()
         raise TimeoutError
 
@@ -56,10 +69,16 @@ class Processor:
 
 
 async def run_loop(
-    batches: list[list[SimpleNamespace]], processor: Processor, *, batch_size: int = 2
+    batches: list[list[SimpleNamespace]],
+    processor: Processor,
+    *,
+    batch_size: int = 2,
+    linger_s: float = 0.0,
+    stop: asyncio.Event | None = None,
+    subscription: Subscription | None = None,
 ) -> asyncio.Task[None]:
-    stop = asyncio.Event()
-    subscription = Subscription(batches, stop)
+    stop = stop or asyncio.Event()
+    subscription = subscription or Subscription(batches, stop)
 
     async def bind(**_: object) -> Subscription:
         return subscription
@@ -69,7 +88,7 @@ async def run_loop(
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
-    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", retiring=False)
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=linger_s, retiring=False)
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
 
 
@@ -123,3 +142,43 @@ async def test_without_a_backlog_a_batch_commits_before_the_next_is_fetched():
     assert processor.journal == ["read a", "committed a", "read b"]
     processor.releases["b"].set()
     await asyncio.wait_for(loop, 5)
+
+
+LINGER_S = 0.25
+
+
+async def run_lingering(
+    batches: list[list[SimpleNamespace] | None], *, batch_size: int = 10
+) -> list[tuple[int, float]]:
+    """Run a lingering consumer through the script, every commit let through; the fetches it made."""
+    processor = Processor()
+    stop = asyncio.Event()
+    subscription = Subscription(batches, stop)
+    loop = await run_loop([], processor, batch_size=batch_size, linger_s=LINGER_S, stop=stop, subscription=subscription)
+    while not loop.done():
+        for release in processor.releases.values():
+            release.set()
+        await asyncio.sleep(0)
+    await loop
+    return subscription.requests
+
+
+async def test_after_a_batch_that_left_nothing_waiting_a_lingering_consumer_gathers_the_next():
+    requests = await run_lingering([[message("a")], [message("b"), message("c")]])
+    # The second request stays open for the linger (up to a full batch) instead of returning its first message.
+    assert requests[:2] == [(10, TOP_UP_WAIT_S), (10, LINGER_S)]
+
+
+async def test_a_lingering_consumer_does_not_gather_while_the_server_says_more_is_waiting():
+    requests = await run_lingering([[message("a", waiting=3)], [message("b")]])
+    assert requests[:2] == [(10, TOP_UP_WAIT_S), (10, TOP_UP_WAIT_S)]
+
+
+async def test_a_lingering_consumer_does_not_gather_after_a_full_batch():
+    requests = await run_lingering([[message("a"), message("b")], [message("c")]], batch_size=2)
+    assert requests[:2] == [(2, TOP_UP_WAIT_S), (2, TOP_UP_WAIT_S)]
+
+
+async def test_a_gathering_that_found_nothing_goes_back_to_waiting_for_the_first_message():
+    requests = await run_lingering([[message("a")], NOTHING_CAME, [message("b")]])
+    assert requests[:3] == [(10, TOP_UP_WAIT_S), (10, LINGER_S), (10, TOP_UP_WAIT_S)]

@@ -56,7 +56,10 @@ class SteadyFeed:
     """One message, then the next fetch waits for ever: a feed that never leaves a fetch empty-handed."""
 
     def __init__(self) -> None:
-        self.batches = [[SimpleNamespace(subject="mtm.patient.3.p1.transition_of_care_recorded.v1")]]
+        last = SimpleNamespace(
+            subject="mtm.patient.3.p1.transition_of_care_recorded.v1", metadata=SimpleNamespace(num_pending=0)
+        )
+        self.batches = [[last]]
 
     async def fetch(self, batch: int, **_: float) -> list[SimpleNamespace]:
         if self.batches:

@@ -38,7 +38,7 @@ from mtm.contracts import (
 from mtm.contracts.subjects import event_filter
 from mtm.platform.bodies import EventBodies
 from mtm.platform.crypto import ErasedPatient, KeyRing
-from mtm.platform.keys import nats_key_source
+from mtm.platform.keys import hear_keys, nats_key_source
 from mtm.platform.logging import get_logger
 from mtm.platform.reading import EventReader
 
@@ -98,14 +98,14 @@ class LiveFeed:
 
     Events are received on core NATS and opened by one reader task in batches: the keys of a batch's patients
     come in one request, so a burst of thousands of events (a hospital's morning discharges) costs a handful of
-    key requests rather than one each, and the feed keeps up instead of showing changes seconds late. With no
-    stream open, nothing is opened at all.
+    key requests rather than one each, and the feed keeps up instead of showing changes seconds late; the keys the
+    keeper announces as it makes them need no request at all. With no stream open, nothing is opened at all.
     """
 
     def __init__(self, nc: Client, registry: EventRegistry = EVENTS) -> None:
         self._nc = nc
         # Events on the log are sealed under their patient's key: the feed opens them as services do, with keys
-        # from the key keeper (reconciliation), cached.
+        # from the key keeper (reconciliation), cached, and those it announces as it makes them (`start`).
         self._reader = EventReader(registry, KeyRing(nats_key_source(nc)), EventBodies(nc))
         self._listeners: set[asyncio.Queue[Change | None]] = set()
         self._subscriptions: list[Any] = []
@@ -115,6 +115,9 @@ class LiveFeed:
 
     async def start(self) -> None:
         self._opener = asyncio.create_task(self._open_received(), name="live-feed")
+        # Heard before any event: a new patient's key is announced just before their first events, which the feed
+        # then opens without asking the keeper (a request per new patient in a burst of discharges).
+        self._subscriptions.append(await hear_keys(self._nc, self._reader.keyring))
         for cls in WATCHED:
             self._subscriptions.append(await self._nc.subscribe(event_filter(cls), cb=self._on_message))
 

@@ -5,8 +5,8 @@ the events it decides, answer only its own commands, queries and admin requests,
 for the streams it owns and the durable consumers it keeps. Patients' event keys travel on one subject
 (`PATIENT_KEYS`): the key keeper (reconciliation) alone answers it, and only the other services and the web app
 (whose live updates open the events they follow) may ask, never the CLI or an integrator; the keeper alone announces
-the keys it makes (`PATIENT_KEYS_MADE`), and only the other services hear them. Nobody but `admin` may
-delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
+the keys it makes (`PATIENT_KEYS_MADE`), and only the other services and the web app hear them. Nobody but `admin`
+may delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
 consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
 reaches them, and delete only a durable of its own that an earlier version left (a retiring one) once drained.
 Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
@@ -449,7 +449,7 @@ WEB_FOLLOWS: tuple[type[EventEnvelope], ...] = (
     NotificationFailed,
 )
 """The events its live updates follow (`mtm.web.live.WATCHED`): it opens them with the patient's key, which it
-asks the key keeper for like a service, then asks the services for what changed."""
+asks the key keeper for or hears announced like a service, then asks the services for what changed."""
 
 TOOL_GRANTS: tuple[ToolGrant, ...] = (
     # The mtm command: a pharmacist's and physician's tool (any command or query: the services check the actor's
@@ -471,11 +471,12 @@ TOOL_GRANTS: tuple[ToolGrant, ...] = (
         subscribe=(event_filter(ReviewTaskCreated), "mtm.admin.*.rebuild.*.progress"),
     ),
     # The web app: the requests its pages send as the person signed in, the events its live updates follow and
-    # the keys to open them (it shows those patients to the people signed in anyway; it cannot listen for keys).
+    # the keys to open them, asked for or announced by the keeper (it shows those patients to the people signed in
+    # anyway; it cannot answer key requests nor announce a key).
     ToolGrant(
         "web",
         publish=(*WEB_REQUESTS, PATIENT_KEYS),
-        subscribe=tuple(event_filter(cls) for cls in WEB_FOLLOWS),
+        subscribe=(*(event_filter(cls) for cls in WEB_FOLLOWS), PATIENT_KEYS_MADE),
         reads_events=True,
     ),
 )

@@ -355,7 +355,7 @@ def service_document(runtime: ServiceRuntime) -> dict[str, Any]:
         _id(PATIENT_KEYS_MADE),
         PATIENT_KEYS_MADE,
         [builder.model_message(PatientKeys)],
-        description="Keys the key keeper has just made (core NATS, not stored; services only).",
+        description="Keys the key keeper has just made (core NATS, not stored; the services and the web app only).",
     )
     if definition.keeps_keys:
         builder.operation("announce_patient_keys", "send", announced, summary="announce the keys just made")

@@ -124,6 +124,8 @@ class BatchConsumer(Generic[T]):
     """Runs once per batch before its messages are decoded (e.g. fetch the patients' keys in one request)."""
     retiring: bool = False
     """Kept only to drain an earlier version's durable (`Reaction.retiring`): never created, deleted once drained."""
+    linger_s: float = 0.0
+    """After a batch that left nothing waiting, how long to wait before fetching again (0: fetch at once)."""
 
     def group_filters(self, group: int, groups: int) -> tuple[str, ...]:
         if not self.partitioned_by or groups == 1:

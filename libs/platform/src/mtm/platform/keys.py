@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from mtm.contracts.admin import GetPatientKeys, PatientKeys
 from mtm.contracts.admin import PatientKey as WirePatientKey
 from mtm.contracts.subjects import PATIENT_KEYS, PATIENT_KEYS_MADE
-from mtm.platform.crypto import KeySource, PatientKey, unwrap, wrap
+from mtm.platform.crypto import KeyRing, KeySource, PatientKey, unwrap, wrap
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -156,6 +158,22 @@ async def announce_keys(nc: Client, keys: dict[str, PatientKey]) -> None:
 def announced_keys(body: bytes) -> dict[str, PatientKey]:
     """The keys of one announcement (the keeper's reply format)."""
     return keys_of(PatientKeys.model_validate_json(body))
+
+
+async def hear_keys(nc: Client, keyring: KeyRing) -> Subscription:
+    """Keep the keys the keeper announces in `keyring` (every reader but the keeper: the services, the web app's
+    live updates) until the subscription returned is removed. An announcement that cannot be read is dropped and
+    logged; the reader asks for those keys when it needs them, as without one."""
+
+    async def learn(msg: Msg) -> None:
+        try:
+            keys = announced_keys(msg.data)
+        except Exception as exc:
+            log.warning("key announcement unreadable", error_type=type(exc).__name__)
+            return
+        keyring.learn(keys)
+
+    return await nc.subscribe(PATIENT_KEYS_MADE, cb=learn)
 
 
 def keys_of(answer: PatientKeys) -> dict[str, PatientKey]:

@@ -83,6 +83,9 @@ class Reaction(Generic[In]):
     retiring: bool = False
     """A consumer an earlier version kept and this one no longer needs, declared only to finish its backlog on
     upgrade: the runtime never creates its durable, runs it while the durable exists and deletes it once drained."""
+    linger_s: float = 0.0
+    """For a reaction nobody waits on: after a batch that left its durable empty, wait this long for company, so
+    a trickle is taken a few dozen messages at a time instead of a transaction each (see `BatchConsumer`)."""
 
 
 def on_event(
@@ -119,6 +122,7 @@ def on_events(
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
     retiring: bool = False,
+    linger_s: float = 0.0,
 ) -> Reaction[Any]:
     """A reaction to several events of the patient log, each read by the service's reader."""
     return Reaction(
@@ -132,6 +136,7 @@ def on_events(
         emits=emits,
         prefetch=prefetch,
         retiring=retiring,
+        linger_s=linger_s,
     )
 
 
@@ -336,6 +341,7 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         partitioned_by=reaction.partitioned_by,
         prepare=prepare,
         retiring=reaction.retiring,
+        linger_s=reaction.linger_s,
     )
 
 

@@ -17,10 +17,15 @@ from mtm.program.adapters import program
 from mtm.program.domain.targeting import Plan
 from mtm.program.tables import adherence_tables, targeting_tables
 
+# Nobody waits on the program's inputs: they only mark members due, and the evaluation timer decides every few
+# seconds. A trickle of them (500 discharges/s, each a handful of events) is better taken a quarter of a second at a
+# time than in a transaction per batch of one or two, on the cores the review path also needs.
+INPUT_LINGER_S = 0.25
+
 
 def _kept(durable: str, types: tuple) -> Reaction:
     """Events other services decided that the program keeps in its tables; they cause nothing by themselves."""
-    return on_events(types, lambda _event: [], durable=durable, keeps_input=True)
+    return on_events(types, lambda _event: [], durable=durable, keeps_input=True, linger_s=INPUT_LINGER_S)
 
 
 def handlers(*, plan: Plan | None = None, evaluation_every_s: float = 5.0) -> ServiceHandlers:
