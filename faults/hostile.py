@@ -274,6 +274,8 @@ def _readers(definition: Any) -> list[tuple[str, tuple[str, ...], Reader]]:
     reactions = {reaction.durable: reaction for reaction in definition.handlers.reactions}
     found = []
     for consumer in definition.consumers(EventReader(definition.registry, KeyRing(_no_keys))):
+        if consumer.retiring:
+            continue  # an earlier version's durable, drained on upgrade: a running stack has none
         reaction = reactions.get(consumer.durable)
         if reaction is not None and reaction.parse is not None:
             parse = reaction.parse

@@ -78,7 +78,9 @@ def test_every_service_has_a_grant_and_every_grant_a_service() -> None:
 def test_a_service_is_granted_exactly_the_consumers_and_streams_it_keeps(service: str) -> None:
     built = runtime(service)
     grant = ACCESS.service(service)
-    kept = {Durable(c.stream, c.durable, partitioned=bool(c.partitioned_by)) for c in built.consumers}
+    kept = {
+        Durable(c.stream, c.durable, partitioned=bool(c.partitioned_by), retiring=c.retiring) for c in built.consumers
+    }
     assert kept == set(grant.durables)
     assert set(built.definition.owned_streams) == set(grant.owns)
     assert grant.keeps_keys == built.definition.keeps_keys

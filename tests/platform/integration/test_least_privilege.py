@@ -617,6 +617,40 @@ async def test_no_service_may_delete_purge_or_reshape_the_log_or_touch_anothers_
     assert [c.name for c in await admin.jetstream().consumers_info(PATIENT_EVENTS_STREAM)] == []
 
 
+async def test_reconciliation_drains_and_deletes_its_retired_durable_but_may_not_recreate_it_or_delete_another(
+    secured: Infrastructure, admin: Client
+) -> None:
+    """The durable an earlier version kept (`reconciliation-transition-of-care`) is read, acknowledged and deleted
+    by reconciliation on upgrade; it may neither create nor re-point it, nor delete a durable it still keeps."""
+    retired, kept = "reconciliation-transition-of-care", "reconciliation-projection"
+    js_admin = admin.jetstream()
+    for name, subject in ((retired, event_filter(TransitionOfCareRecorded)), (kept, event_filter(PatientErased))):
+        await js_admin.add_consumer(
+            PATIENT_EVENTS_STREAM, ConsumerConfig(name=name, durable_name=name, filter_subject=subject)
+        )
+    await js_admin.publish(_sample_subject(TransitionOfCareRecorded, new_patient_id()), b"{}")
+    owner = await Connection.open(secured, "reconciliation")
+    try:
+        js = owner.nc.jetstream()
+        drained = await js.pull_subscribe_bind(durable=retired, stream=PATIENT_EVENTS_STREAM)
+        (message,) = await drained.fetch(batch=1, timeout=5)
+        await message.ack_sync()
+        info = await js.consumer_info(PATIENT_EVENTS_STREAM, retired)
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(
+                PATIENT_EVENTS_STREAM, ConsumerConfig(name=retired, durable_name=retired, filter_subject="mtm.>")
+            )
+        assert await owner.refused("publish", f"$JS.API.CONSUMER.CREATE.{PATIENT_EVENTS_STREAM}.{retired}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_consumer(PATIENT_EVENTS_STREAM, kept)
+        assert await owner.refused("publish", f"$JS.API.CONSUMER.DELETE.{PATIENT_EVENTS_STREAM}.{kept}")
+        assert await js.delete_consumer(PATIENT_EVENTS_STREAM, retired)
+    finally:
+        await owner.close()
+    assert [c.name for c in await js_admin.consumers_info(PATIENT_EVENTS_STREAM)] == [kept]
+
+
 # --- Postgres ----------------------------------------------------------------------------------------------
 
 

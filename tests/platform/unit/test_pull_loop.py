@@ -88,7 +88,7 @@ async def run_loop(
         jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
-    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=linger_s)
+    consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=linger_s, retiring=False)
     return asyncio.create_task(pull_loop(runtime, consumer, "durable", stop))  # type: ignore[arg-type]
 
 

@@ -8,7 +8,8 @@ for the streams it owns and the durable consumers it keeps. Patients' event keys
 the keys it makes (`PATIENT_KEYS_MADE`), and only the other services and the web app hear them. Nobody but `admin`
 may delete or purge a stream, update the log or the physicians' inboxes (kept for ever), or touch another's
 consumers; a service may update only its own streams that expire (intake, dead letters), so a retention set later
-reaches them. Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
+reaches them, and delete only a durable of its own that an earlier version left (a retiring one) once drained.
+Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
 another's replies or pulled messages. The web app may send only the requests its pages send and follow only the
 events its live updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's
 account only through the one intake subject it exports to them.
@@ -141,6 +142,9 @@ class Durable:
     stream: str
     name: str
     partitioned: bool = True
+    retiring: bool = False
+    """An earlier version's durable the service only drains and deletes (`Reaction.retiring`): it may read, ack and
+    delete it, never create or re-point it."""
 
     def names(self) -> tuple[str, ...]:
         if not self.partitioned:
@@ -259,7 +263,9 @@ class ServiceGrant:
         ]
         for durable in self.durables:
             for name in durable.names():
-                publish += _consumer_subjects(durable.stream, name)
+                publish += _consumer_subjects(durable.stream, name, create=not durable.retiring)
+                if durable.retiring:
+                    publish.append(f"{JS_API}.CONSUMER.DELETE.{durable.stream}.{name}")
         reader = rebuild_reader_name(self.service)
         publish += [
             *_consumer_subjects(PATIENT_EVENTS_STREAM, reader, acks=False),
@@ -303,11 +309,10 @@ def event_body_writes() -> tuple[str, ...]:
     )
 
 
-def _consumer_subjects(stream: str, name: str, *, acks: bool = True) -> list[str]:
+def _consumer_subjects(stream: str, name: str, *, acks: bool = True, create: bool = True) -> list[str]:
     api = f"{JS_API}.CONSUMER"
     found = [
-        f"{api}.CREATE.{stream}.{name}",
-        f"{api}.CREATE.{stream}.{name}.>",
+        *((f"{api}.CREATE.{stream}.{name}", f"{api}.CREATE.{stream}.{name}.>") if create else ()),
         f"{api}.INFO.{stream}.{name}",
         f"{api}.MSG.NEXT.{stream}.{name}",
     ]
@@ -362,6 +367,9 @@ SERVICE_GRANTS: tuple[ServiceGrant, ...] = (
             Durable(DISCHARGE_INTAKE_STREAM, "reconciliation-discharge-intake", partitioned=False),
             Durable(FILL_INTAKE_STREAM, "reconciliation-fill-intake", partitioned=False),
             *_log("reconciliation-projection"),
+            # The reader of its own discharges up to the version that reconciled them in the intake: drained on
+            # upgrade, then deleted.
+            Durable(PATIENT_EVENTS_STREAM, "reconciliation-transition-of-care", retiring=True),
         ),
         keeps_keys=True,
     ),

@@ -402,9 +402,14 @@ def _durable_fields(durable: str, stream: str, keeps_input: bool) -> dict[str, A
 def _reaction_text(reaction: Any) -> str:
     caused = ", ".join(f"`{cls.__name__}`" for cls in reaction.emits) or "nothing"
     kept = " The projection keeps the input too." if reaction.keeps_input else ""
+    retiring = (
+        " Retiring: an earlier version's durable, never created; drained if found at start, then deleted."
+        if reaction.retiring
+        else ""
+    )
     return (
         f"Pull consumer `{reaction.durable}` (batches applied in one transaction, acked after commit); "
-        f"causes {caused}.{kept}"
+        f"causes {caused}.{kept}{retiring}"
     )
 
 

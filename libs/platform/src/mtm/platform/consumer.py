@@ -122,6 +122,8 @@ class BatchConsumer(Generic[T]):
     """The patient events it reads; set, the consumer can be split into groups of patient partitions."""
     prepare: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None
     """Runs once per batch before its messages are decoded (e.g. fetch the patients' keys in one request)."""
+    retiring: bool = False
+    """Kept only to drain an earlier version's durable (`Reaction.retiring`): never created, deleted once drained."""
     linger_s: float = 0.0
     """After a batch that left nothing waiting, how long to wait before fetching again (0: fetch at once)."""
 

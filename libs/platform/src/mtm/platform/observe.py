@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from nats.js.errors import NotFoundError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mtm.platform.logging import get_logger
@@ -133,7 +134,12 @@ class ServiceTelemetry:
                         if key.consumer != consumer.durable:
                             continue
                         durable = runtime.durable_of(key)
-                        info = await runtime.jetstream.consumer_info(consumer.stream, durable)
+                        try:
+                            info = await runtime.jetstream.consumer_info(consumer.stream, durable)
+                        except NotFoundError:
+                            if consumer.retiring:
+                                continue  # drained and deleted by another replica
+                            raise
                         pending[(consumer.durable, durable)] = (
                             int(info.num_pending or 0),
                             int(info.num_ack_pending or 0),

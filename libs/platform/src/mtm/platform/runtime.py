@@ -177,6 +177,8 @@ class ServiceRuntime:
     reader: EventReader | None = None
     key_store: KeyStore | None = None
     answering: list[Answering] = field(default_factory=list)
+    draining: set[str] = field(default_factory=set)
+    """Durables of retiring consumers found at start and not deleted yet: what an earlier version left to drain."""
     telemetry: ServiceTelemetry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -297,17 +299,63 @@ class ServiceRuntime:
         for consumer in self.consumers:
             groups = groups_of(consumer, self.settings)
             for group in range(groups):
+                durable = group_durable(consumer, group, groups)
+                if consumer.retiring:
+                    await self._find_retired(consumer, durable)
+                    continue
                 await ensure_durable(
                     self.jetstream,
                     DurableSpec(
                         stream=consumer.stream,
-                        durable=group_durable(consumer, group, groups),
+                        durable=durable,
                         filter_subjects=consumer.group_filters(group, groups),
                         max_deliver=self.settings.max_deliver,
                         ack_wait_s=self.settings.ack_wait_s,
                         max_ack_pending=self.settings.batch_size * 4,
                     ),
                 )
+
+    async def _find_retired(self, consumer: BatchConsumer[Any], durable: str) -> None:
+        """A retiring consumer's durable, left by an earlier version, is drained; usually it is not there at all."""
+        try:
+            info = await self.jetstream.consumer_info(consumer.stream, durable)
+        except js_errors.NotFoundError:
+            return
+        self.draining.add(durable)
+        # `count`: the messages it holds, not read yet or not acknowledged.
+        log.info("retired consumer found; draining it", consumer=durable, count=info.num_pending + info.num_ack_pending)
+
+    async def retire_if_drained(self, consumer: BatchConsumer[Any], durable: str) -> bool:
+        """Delete a retiring consumer's durable once nothing is pending or unacknowledged on it; whether it is gone.
+
+        Asked when a fetch found nothing or a small batch committed: each batch this process took is then
+        acknowledged after its commit, or still counted unacknowledged by the server (a commit in flight, a
+        redelivery scheduled), so the durable never goes with a message in hand. A service stopped before then finds
+        the durable at its next start.
+        """
+        try:
+            info = await self.jetstream.consumer_info(consumer.stream, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+            await self.jetstream.delete_consumer(consumer.stream, durable)
+        except js_errors.NotFoundError:
+            self.draining.discard(durable)
+            log.info("retired consumer deleted by another replica", consumer=durable)
+            return True
+        except Exception as exc:
+            log.warning("retired consumer not checked; checking again", consumer=durable, error_type=type(exc).__name__)
+            return False
+        self.draining.discard(durable)
+        processor = self.processors[consumer.durable]
+        # Counts of the consumer's deliveries in this process (all its groups): read, with an effect, parked.
+        log.info(
+            "retired consumer drained and deleted",
+            consumer=durable,
+            count=processor.consumed,
+            applied=processor.applied,
+            parked=processor.parked,
+        )
+        return True
 
     async def _build_new_projection(self) -> None:
         """A projection created just now (new database, new service) is built from the log before consuming."""
@@ -373,12 +421,16 @@ class ServiceRuntime:
 
     @property
     def group_keys(self) -> list[GroupKey]:
-        """Every consumer group of the service, whichever replica holds it."""
-        return [
-            GroupKey(consumer.durable, group, groups_of(consumer, self.settings))
-            for consumer in self.consumers
-            for group in range(groups_of(consumer, self.settings))
-        ]
+        """Every consumer group of the service, whichever replica holds it; a retiring consumer's only while its
+        durable is still there to drain."""
+        keys = []
+        for consumer in self.consumers:
+            groups = groups_of(consumer, self.settings)
+            for group in range(groups):
+                if consumer.retiring and group_durable(consumer, group, groups) not in self.draining:
+                    continue
+                keys.append(GroupKey(consumer.durable, group, groups))
+        return keys
 
     def durable_of(self, key: GroupKey) -> str:
         consumer = next(c for c in self.consumers if c.durable == key.consumer)
@@ -420,8 +472,12 @@ class ServiceRuntime:
 
     def readiness(self) -> Readiness:
         """Ready when it pulls from the groups it should hold and no background task keeps failing."""
+        # A retiring consumer is not what the service serves: its pull loop ends once drained, and another replica
+        # may hold its lease until that replica stops.
+        retiring = {c.durable for c in self.consumers if c.retiring}
+        serving = [key for key in self.group_keys if key.consumer not in retiring]
         reasons, pulling = lease_readiness(
-            self.leases if self.serving else None, self.group_keys, self.pull_loops, self.durable_of
+            self.leases if self.serving else None, serving, self.pull_loops, self.durable_of
         )
         tasks = [*self.task_health, *([self.relay.health] if self.relay is not None else [])]
         failing = tuple(
@@ -662,6 +718,8 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     keeps the nats-py semantics as they are.
     """
     processor = runtime.processors[consumer.durable]
+    if consumer.retiring and durable not in runtime.draining:
+        return  # deleted once drained, before this lease was taken again (a lease session lost and found)
     subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
     in_flight: list[tuple[asyncio.Task[None], set[str]]] = []
     batch_size = runtime.settings.batch_size
@@ -675,6 +733,8 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                     messages = await next_batch(subscription, batch_size)
             except TimeoutError:
                 gather = False
+                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
+                    return
                 continue
             except (
                 nats_errors.ConnectionClosedError,
@@ -682,10 +742,15 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 js_errors.ServiceUnavailableError,
             ):
                 await asyncio.sleep(0.5)
+                # Also what fetching from a durable another replica deleted gets (no one answers the request).
+                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
+                    return
                 continue
             except (nats_errors.Error, js_errors.Error) as exc:
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
+                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
+                    return
                 continue
             keys = {order_key(m.subject) for m in messages}
             conflicting = [commit for commit, held in in_flight if not held.isdisjoint(keys)]
@@ -707,6 +772,11 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 # without overlap, 175 ms overlapping every batch, 162 ms with this rule (noisy: 94-226 ms).
                 while in_flight:
                     await _committed(in_flight.pop(0)[0], consumer)
+                # Caught up: under a steady feed a fetch may never come back empty, but a small batch that took the
+                # last message waiting leaves the durable empty, once committed, until the next one arrives.
+                caught_up = consumer.retiring and _left_nothing_waiting(messages)
+                if caught_up and await runtime.retire_if_drained(consumer, durable):
+                    return
             # Nobody waits on a lingering consumer: rather than a transaction for every message or two of a trickle,
             # the next batch gathers for a while. A backlog never lingers: the batch that finds one is full, or the
             # server says more is waiting, so a steady stream is taken at full speed.

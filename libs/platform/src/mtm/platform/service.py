@@ -80,6 +80,9 @@ class Reaction(Generic[In]):
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
     """Runs once per batch on the inputs that could be read, before `react` sees any of them: one query for what
     `react` would otherwise look up message by message (each a round trip and a pooled connection)."""
+    retiring: bool = False
+    """A consumer an earlier version kept and this one no longer needs, declared only to finish its backlog on
+    upgrade: the runtime never creates its durable, runs it while the durable exists and deletes it once drained."""
     linger_s: float = 0.0
     """For a reaction nobody waits on: after a batch that left its durable empty, wait this long for company, so
     a trickle is taken a few dozen messages at a time instead of a transaction each (see `BatchConsumer`)."""
@@ -94,6 +97,7 @@ def on_event(
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
+    retiring: bool = False,
 ) -> Reaction[In]:
     """A reaction to one event of the patient log, read by the service's reader (opened, upcast to current)."""
     return on_events(
@@ -104,6 +108,7 @@ def on_event(
         keeps_input=keeps_input,
         after_commit=after_commit,
         prefetch=prefetch,
+        retiring=retiring,
     )
 
 
@@ -116,6 +121,7 @@ def on_events(
     keeps_input: bool = False,
     after_commit: Callable[[], None] | None = None,
     prefetch: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
+    retiring: bool = False,
     linger_s: float = 0.0,
 ) -> Reaction[Any]:
     """A reaction to several events of the patient log, each read by the service's reader."""
@@ -129,6 +135,7 @@ def on_events(
         after_commit=after_commit,
         emits=emits,
         prefetch=prefetch,
+        retiring=retiring,
         linger_s=linger_s,
     )
 
@@ -333,6 +340,7 @@ def reaction_consumer(reaction: Reaction[Any], projection: Projection, reader: E
         after_commit=reaction.after_commit,
         partitioned_by=reaction.partitioned_by,
         prepare=prepare,
+        retiring=reaction.retiring,
         linger_s=reaction.linger_s,
     )
 

@@ -21,13 +21,14 @@ from mtm.contracts.subjects import (
     GET_MEDICATION_HISTORY,
     GET_MEDICATION_LIST,
 )
-from mtm.platform.service import Database, Query, Reaction, ServiceHandlers
+from mtm.platform.service import Database, Query, Reaction, ServiceHandlers, on_event
 from mtm.reconciliation import application
 from mtm.reconciliation.adapters import intake, reconciliations
 
 
 def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHandlers:
     ledger = reconciliations.DischargeLedger(database)
+    retired_ledger = reconciliations.DischargeLedger(database)
     return ServiceHandlers(
         projection=reconciliations.RECONCILIATIONS,
         reactions=(
@@ -50,6 +51,18 @@ def handlers(database: Database, registry: EventRegistry = EVENTS) -> ServiceHan
                 react=application.record_fills,
                 emits=(MedicationDispensed,),
                 accepts=(MedicationDispensed, intake.FHIR_BUNDLE_SCHEMA),
+            ),
+            # Up to the version that reconciled in the intake, this durable read the recorded discharges back and
+            # reconciled them. On upgrade it may still hold some it had not: they are reconciled as it did (a
+            # discharge reconciled before, or by the intake since, is found reconciled and causes nothing), then
+            # the durable is deleted. Its own ledger: its batches run beside the intake's.
+            on_event(
+                TransitionOfCareRecorded,
+                partial(application.reconcile_discharge, ledger=retired_ledger),
+                durable="reconciliation-transition-of-care",
+                emits=(MedicationsReconciled,),
+                prefetch=retired_ledger.look_up,
+                retiring=True,
             ),
         ),
         queries=(
