@@ -93,12 +93,12 @@ class KeyStore:
                     [made[p].key_id for p in missing],
                     [wrap(made[p], self._kek) for p in missing],
                 )
-                stored = {row["patient_id"] for row in rows}
-                keys |= self._remember({p: made[p] for p in stored})
-                if stored and self._announce is not None:
-                    await self._announce({p: made[p] for p in stored})
+                kept = {row["patient_id"]: made[row["patient_id"]] for row in rows}
+                keys |= self._remember(kept)
+                if kept and self._announce is not None:
+                    await self._announce(kept)
                 # Another replica may have made some of them first: what the table holds is the key.
-                lost = [p for p in missing if p not in stored]
+                lost = [p for p in missing if p not in kept]
                 if lost:
                     keys |= await self._load(conn, lost)
         return keys, erased

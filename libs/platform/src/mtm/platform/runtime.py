@@ -726,6 +726,7 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     gather = False
     try:
         while not stop.is_set():
+            messages: list[Any] | None = None
             try:
                 if gather:
                     messages = await gathered_batch(subscription, batch_size, consumer.linger_s)
@@ -733,22 +734,17 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                     messages = await next_batch(subscription, batch_size)
             except TimeoutError:
                 gather = False
-                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
-                    return
-                continue
             except (
                 nats_errors.ConnectionClosedError,
                 nats_errors.ConnectionReconnectingError,
                 js_errors.ServiceUnavailableError,
             ):
                 await asyncio.sleep(0.5)
-                # Also what fetching from a durable another replica deleted gets (no one answers the request).
-                if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
-                    return
-                continue
             except (nats_errors.Error, js_errors.Error) as exc:
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
+            if messages is None:
+                # Nothing fetched: an empty durable, or one another replica deleted (no one answers the request).
                 if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
                     return
                 continue
