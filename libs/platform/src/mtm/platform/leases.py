@@ -107,11 +107,15 @@ class GroupLeases:
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        # Ends when stopping, not only when cancelled: a cancellation can be lost on its way in (Python 3.11's
+        # `wait_for` returns an inner result that was ready and drops the cancellation), and `stop` would then wait
+        # for this loop for ever. A test run hung so: its service's stop waited on this task, cancelled yet asleep in
+        # its next round.
+        while not self._stopping:
             conn = None
             try:
                 conn = await self._connect()
-                while True:
+                while not self._stopping:
                     # The locks live as long as this session; a session that no longer answers may already be
                     # gone on the server's side, and its groups free for another replica.
                     await asyncio.wait_for(conn.fetchval(STILL_CONNECTED), SESSION_CHECK_TIMEOUT_S)
