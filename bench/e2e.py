@@ -20,6 +20,7 @@ from bench.harness import (
     Servers,
     ServiceFleet,
     batch_size,
+    jetstream_traffic,
     publish_windowed,
     running_fleet,
 )
@@ -110,6 +111,7 @@ async def run(
                 total_s = warmup_s + measure_s
                 await watch(fleet, generator, tasks, warmup_s, lambda t: progress("warm-up", t / total_s))
                 sampler.begin_cpu_window()
+                traffic_from = await jetstream_traffic(nc.jetstream())
                 counted_from, measured_from = tasks.count, time.monotonic()
                 windows: list[float] = []
                 window_start, window_count = measured_from, counted_from
@@ -126,6 +128,7 @@ async def run(
                 measured = tasks.count - counted_from
                 elapsed = time.monotonic() - measured_from
                 cpu = sampler.cpu_cores_used()
+                traffic = (await jetstream_traffic(nc.jetstream())).per(traffic_from, measured)
                 sampler.sample_rss()
             finally:
                 stop.set()
@@ -150,6 +153,7 @@ async def run(
         "e2e_window_rates_per_s": windows,
         "e2e_wall_s": round(time.monotonic() - started, 1),
         "e2e_cpu_cores": cpu,
+        "e2e_nats_per_discharge": traffic,
         "service_rss_mb": rss,
         "max_service_rss_mb": max(rss.values()) if rss else float("nan"),
     }

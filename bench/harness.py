@@ -209,6 +209,34 @@ async def delete_streams(client: NatsClient) -> None:
         await nc.drain()
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """JetStream's own counts of the messages it stored and delivered, over every stream and consumer."""
+
+    stored: int
+    delivered: int
+
+    def per(self, earlier: Traffic, units: int) -> dict[str, float]:
+        """Stored and delivered per unit of work since `earlier`."""
+        if units <= 0:
+            return {}
+        return {
+            "stored": round((self.stored - earlier.stored) / units, 2),
+            "delivered": round((self.delivered - earlier.delivered) / units, 2),
+        }
+
+
+async def jetstream_traffic(js: Any) -> Traffic:
+    """Every message stored in a stream (its last sequence: the phase's streams are fresh) and every delivery to a
+    consumer, redeliveries included; core NATS requests (keys, commands) are not counted."""
+    stored = delivered = 0
+    for stream in await js.streams_info():
+        stored += int(stream.state.last_seq or 0)
+        for consumer in await js.consumers_info(stream.config.name):
+            delivered += int(consumer.delivered.consumer_seq or 0) if consumer.delivered else 0
+    return Traffic(stored, delivered)
+
+
 MTM_STREAMS = frozenset({"PATIENT_EVENTS", "DISCHARGE_INTAKE", "FILL_INTAKE", "PHYSICIAN_INBOX"})
 
 

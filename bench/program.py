@@ -134,7 +134,7 @@ async def run_fill_ingestion(
     runs as in production, so its CPU counts.
     """
     from bench.e2e import EventCounter
-    from bench.harness import ResourceSampler, ServiceFleet, publish_windowed, running_fleet
+    from bench.harness import ResourceSampler, ServiceFleet, Traffic, jetstream_traffic, publish_windowed, running_fleet
     from mtm.contracts import MedicationDispensed
     from mtm.platform.streams import FILL_INTAKE, PATIENT_EVENTS, declare_stream
 
@@ -171,6 +171,8 @@ async def run_fill_ingestion(
                     )
                     finished = time.monotonic()
                     cpu = sampler.cpu_seconds_used()
+                    # The whole phase, every fill from its intake to the program: the streams were fresh.
+                    traffic = (await jetstream_traffic(js)).per(Traffic(stored=0, delivered=0), total)
                     sampler.sample_rss()
                 finally:
                     await sampler.stop()
@@ -189,6 +191,7 @@ async def run_fill_ingestion(
         "fill_ingestion_cpu_ms_per_fill": {
             name: round(seconds / steady_fills * 1000, 4) for name, seconds in cpu.items()
         },
+        "fill_ingestion_nats_per_fill": traffic,
         "fill_ingestion_rss_mb": {name: round(mb, 1) for name, mb in sampler.max_rss_mb.items()},
     }
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.aio.client
@@ -36,7 +37,7 @@ from mtm.platform.crypto import KeyRing, PatientKey, seal, unseal
 from mtm.platform.db import apply_migrations, create_pool
 from mtm.platform.projection import SEARCH_PATH
 from mtm.platform.reading import EventReader
-from mtm.platform.rebuild import Rebuilder
+from mtm.platform.rebuild import APPLY_BATCH, LogReader, Rebuilder
 from mtm.platform.runtime import GC_THRESHOLDS
 from mtm.platform.streams import PATIENT_EVENTS, declare_stream
 from mtm.reconciliation.adapters.reconciliations import RECONCILIATIONS
@@ -56,6 +57,9 @@ BUILD_WINDOW = 64  # confirms in flight; with CONFIRM_EVERY that is up to 6,400 
 CONFIRM_EVERY = 100
 # Deduplicating a million Nats-Msg-Ids over the service's 10 minutes would hold them all in server memory.
 BUILD_DUPLICATE_WINDOW_S = 1.0
+# The raw limits of the rebuild's own work, measured on the same log and table before it runs.
+RAW_COPY_S = 2.0
+RAW_READ_STALL_S = 10.0
 
 # Placeholders serialized into each template and replaced per message; none can occur in real content.
 _PATIENT = "zzbenchpatientzz"
@@ -203,11 +207,6 @@ async def ensure_log(nc: nats.aio.client.Client, js: JetStreamContext, cache_dir
 
 async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
     """Run the projection's rebuild until it swapped or `budget_s` ran out; the rate over what it applied."""
-    pool = await create_pool(url, search_path=SEARCH_PATH)
-    try:
-        await apply_migrations(pool, MIGRATIONS, PROJECTION_MIGRATIONS)
-    finally:
-        await pool.close()
     samples: list[tuple[float, int]] = []
 
     async def sample(phase: str, applied: int, total: int, rate: float, message: str) -> None:
@@ -250,6 +249,69 @@ async def _replay(js: JetStreamContext, url: str, progress: Progress, *, budget_
     }
 
 
+async def raw_read(js: JetStreamContext, progress: Progress) -> dict[str, float]:
+    """The log read as the rebuild reads it (its reader, batches and read-ahead), nothing done with what arrives:
+    the rate no rebuild through NATS can pass on this machine, and this process's CPU per event for it."""
+
+    async def nothing(messages: Sequence[object]) -> list[None]:
+        return [None] * len(messages)
+
+    reader = LogReader(js, RECONCILIATIONS.replayed, rebuild_reader_name("reconciliation"), nothing)
+    try:
+        total = await reader.start()
+        started, cpu_started = time.monotonic(), time.process_time()
+        last_moved = started
+        while reader.delivered < total:
+            if await reader.take(APPLY_BATCH, wait_s=0.2):
+                last_moved = time.monotonic()
+            elif time.monotonic() - last_moved > RAW_READ_STALL_S:
+                raise RuntimeError(f"raw read: {reader.delivered} of {total} events, then nothing")
+            progress("rebuild: raw read", reader.delivered / total)
+        seconds, cpu_s = time.monotonic() - started, time.process_time() - cpu_started
+    finally:
+        await reader.stop()
+    return {
+        "raw_rebuild_read_per_s": round(reader.delivered / seconds, 1),
+        "raw_rebuild_read_cpu_us_per_event": round(cpu_s / reader.delivered * 1e6, 1),
+    }
+
+
+COPY_COLUMNS = (
+    "event_id",
+    "transition_event_id",
+    "patient_id",
+    "item_count",
+    "discrepancy_count",
+    "medications_reconciled",
+    "reconciled_at",
+)
+
+
+async def raw_copy(pool: Any, progress: Progress) -> dict[str, float]:
+    """Rows a second COPY writes into a table shaped as the projection's `reconciliations`, each holding an event
+    of the log (its clear JSON, as the rebuild stores it), in batches the size the rebuild applies, one
+    transaction each: the rate no rebuild that keeps every event's row can pass."""
+    bodies = [t.decode() for t in _templates()]
+    copied = 0
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE raw_reconciliations (LIKE reconciliations INCLUDING ALL)")
+        try:
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < RAW_COPY_S:
+                rows = [
+                    (uuid.uuid4(), uuid.uuid4(), _patient_id(n % PATIENTS), 10, 1, bodies[n % len(bodies)], _TIME)
+                    for n in range(copied, copied + APPLY_BATCH)
+                ]
+                async with conn.transaction():
+                    await conn.copy_records_to_table("raw_reconciliations", records=rows, columns=COPY_COLUMNS)
+                copied += len(rows)
+                progress("rebuild: raw COPY", elapsed / RAW_COPY_S)
+            seconds = time.monotonic() - started
+        finally:
+            await conn.execute("DROP TABLE raw_reconciliations")
+    return {"raw_rebuild_copy_rows_per_s": round(copied / seconds, 1)}
+
+
 async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_s: float) -> dict[str, float]:
     """Rebuild the reconciliation projection from the cached patient log until done or `budget_s` ran out."""
     # Starting the server creates the cache directory; it blocks until the port answers.
@@ -264,17 +326,28 @@ async def run(cache_dir: Path, database_url: str, progress: Progress, *, budget_
             build_s = await ensure_log(nc, js, cache_dir, progress)
             state = (await js.stream_info(PATIENT_EVENTS_STREAM)).state
             url = await create_database(database_url, db_name)
+            pool = await create_pool(url, search_path=SEARCH_PATH)
+            try:
+                await apply_migrations(pool, MIGRATIONS, PROJECTION_MIGRATIONS)
+                raw = await raw_copy(pool, progress)
+            finally:
+                await pool.close()
+            raw |= await raw_read(js, progress)
             result = await _replay(js, url, progress, budget_s=budget_s)
         finally:
             await nc.drain()
     finally:
         await asyncio.to_thread(server.stop)
         await drop_database(database_url, db_name)
-    return result | {
-        "rebuild_log_events": float(state.messages),
-        "rebuild_log_bytes": float(state.bytes),
-        "rebuild_log_build_s": build_s,
-    }
+    return (
+        result
+        | raw
+        | {
+            "rebuild_log_events": float(state.messages),
+            "rebuild_log_bytes": float(state.bytes),
+            "rebuild_log_build_s": build_s,
+        }
+    )
 
 
 async def _main(budget_s: float, cache_dir: Path) -> None:

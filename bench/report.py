@@ -56,19 +56,31 @@ RAW_ROWS = (
     Row("Postgres executemany, batch per transaction", "raw_executemany_rows_per_s", "rows/s"),
     Row("Postgres unnest insert, batch per transaction", "raw_unnest_rows_per_s", "rows/s"),
     Row("Postgres COPY, batch per transaction", "raw_copy_rows_per_s", "rows/s"),
+    Row("Rebuild's log read by its reader, nothing applied", "raw_rebuild_read_per_s", "events/s"),
+    Row("Postgres COPY of the rebuild's rows (reconciliations)", "raw_rebuild_copy_rows_per_s", "rows/s"),
 )
 
-RAW_UNITS = {row.key: row.unit for row in RAW_ROWS} | {"raw_batch_insert_rows_per_s": "rows/s"}
+# Raw limits of one figure's own work, derived from the raw rows and what the figure's phase counted.
+BOUND_UNITS = {
+    "e2e_nats_bound_per_s": "events/s",
+    "fill_ingestion_nats_bound_per_s": "fills/s",
+    "raw_rebuild_bound_per_s": "events/s",
+}
+RAW_UNITS = {row.key: row.unit for row in RAW_ROWS} | {"raw_batch_insert_rows_per_s": "rows/s"} | BOUND_UNITS
+# Per unit of work, as JetStream counted it in the phase: (results key, prefix of the figures derived from it).
+TRAFFIC = (("e2e_nats_per_discharge", "e2e"), ("fill_ingestion_nats_per_fill", "fill_ingestion"))
 
 MTM_ROWS = (
     Row(
         "End to end, discharge → review task",
         "e2e_events_per_s",
         "events/s",
-        "raw_publish_per_s",
-        "publish_async",
+        "e2e_nats_bound_per_s",
+        "its JetStream messages alone",
         at_least(GOAL_E2E_PER_S, "≥ 5,000/s"),
     ),
+    Row("  JetStream messages stored per discharge", "e2e_nats_stored", "msg"),
+    Row("  JetStream deliveries per discharge", "e2e_nats_delivered", "msg"),
     *(
         Row(f"End to end, {n} replica{'s' if n > 1 else ''} of every service", f"scaleout_{n}_events_per_s", "events/s")
         for n in (1, 2, 4)
@@ -109,8 +121,8 @@ MTM_ROWS = (
         "Rebuild of the reconciliation projection",
         "rebuild_events_per_s",
         "events/s",
-        "raw_consume_ack_per_s",
-        "fetch + ack",
+        "raw_rebuild_bound_per_s",
+        "its log read or COPY",
         at_least(GOAL_REBUILD_PER_S, "≥ 30,000/s"),
     ),
     Row("  ran to the swap (1) or out of time (0)", "rebuild_completed", ""),
@@ -137,10 +149,12 @@ MTM_ROWS = (
         "Pharmacy fills, intake → medication list → adherence projection",
         "fill_ingestion_per_s",
         "fills/s",
-        "raw_batch_insert_rows_per_s",
-        "batch insert",
+        "fill_ingestion_nats_bound_per_s",
+        "its JetStream messages alone",
         at_least(GOAL_FILLS_PER_S, "≥ 20,000/s"),
     ),
+    Row("  JetStream messages stored per fill", "fill_ingestion_nats_stored", "msg"),
+    Row("  JetStream deliveries per fill", "fill_ingestion_nats_delivered", "msg"),
     Row("Pharmacy fills, the same from start-up", "fill_ingestion_from_start_per_s", "fills/s"),
     Row("Pharmacy fills, intake → patient log, from start-up", "fill_ingestion_to_log_per_s", "fills/s"),
     Row("Largest service RSS under load", "max_service_rss_mb", "MB", goal=at_most(GOAL_RSS_MB, "≤ 200 MB")),
@@ -151,11 +165,38 @@ def derive(results: dict[str, Any]) -> None:
     """Figures computed from others: the comparisons the goals are stated on."""
     for replicas, rate in dict(results.get("scaleout_events_per_s") or {}).items():
         results[f"scaleout_{replicas}_events_per_s"] = rate
+    for key, prefix in TRAFFIC:
+        per_unit = dict(results.get(key) or {})
+        for count in ("stored", "delivered"):
+            if count in per_unit:
+                results[f"{prefix}_nats_{count}"] = per_unit[count]
+        bound = nats_bound(
+            per_unit, number(results.get("raw_publish_per_s")), number(results.get("raw_consume_ack_per_s"))
+        )
+        if bound is not None:
+            results[f"{prefix}_nats_bound_per_s"] = bound
+    rebuild_limits = [number(results.get(k)) for k in ("raw_rebuild_read_per_s", "raw_rebuild_copy_rows_per_s")]
+    if all(limit is not None for limit in rebuild_limits):
+        results["raw_rebuild_bound_per_s"] = min(rebuild_limits)  # type: ignore[type-var]
     projection = results.get("recon_projection_events_per_s")
     for other in ("naive", "peer"):
         baseline = results.get(f"{other}_events_per_s")
         if isinstance(projection, int | float) and isinstance(baseline, int | float) and baseline > 0:
             results[f"projection_vs_{other}"] = round(projection / baseline, 2)
+
+
+def nats_bound(
+    per_unit: dict[str, float], raw_publish_per_s: float | None, raw_consume_per_s: float | None
+) -> float | None:
+    """Units a second this machine could go if it did nothing but publish and consume (fetch + ack) the JetStream
+    messages one unit needs, each at the raw rate measured in the same run: no rate that needs them can pass it.
+
+    Both raw rates are a Python client and the server sharing the machine, as the services and the server do.
+    """
+    if "stored" not in per_unit or "delivered" not in per_unit or not raw_publish_per_s or not raw_consume_per_s:
+        return None
+    seconds = per_unit["stored"] / raw_publish_per_s + per_unit["delivered"] / raw_consume_per_s
+    return round(1 / seconds, 1) if seconds > 0 else None
 
 
 def number(value: Any) -> float | None:
@@ -171,6 +212,8 @@ def format_value(value: float | None, unit: str) -> str:
         return "∞ (missing)"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "msg":
+        return f"{value:.1f}"
     if unit in ("ms", "µs", "MB"):
         return f"{value:,.3f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
     return f"{value:,.0f} {unit}"

@@ -101,7 +101,7 @@ class _StartOver(Exception):
 START_OVER_ATTEMPTS = 3
 
 
-class _LogReader:
+class LogReader:
     """Every stored event of the given types in log order, pulled in batches by an ephemeral consumer and read.
 
     Pulling is the backpressure: the server sends only what was asked for, so a log larger than memory streams
@@ -316,7 +316,7 @@ class Rebuilder:
         self.unreadable = 0
         self._kept = Kept()
         conn = await asyncpg.connect(self._url, timeout=10)
-        reader = _LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
+        reader = LogReader(self._js, self._projection.replayed, self._reader_name, self._read)
         try:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK_KEY):
                 raise RebuildBusy("a rebuild of this projection is already running")
@@ -400,7 +400,7 @@ class Rebuilder:
         for start in range(0, len(unwritten), APPLY_BATCH):
             await write(tx, unwritten[start : start + APPLY_BATCH])
 
-    async def _replay(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
+    async def _replay(self, conn: asyncpg.Connection, reader: LogReader, total: int, started: float) -> int:
         """Apply batches until the reader has everything the log held when this phase began (more may arrive),
         then write what the projection kept unwritten, so the swap's tail holds writers off only for its own."""
         applied = await self._replay_batches(conn, reader, total, started)
@@ -409,7 +409,7 @@ class Rebuilder:
             await self._write_kept(conn)
         return applied
 
-    async def _replay_batches(self, conn: asyncpg.Connection, reader: _LogReader, total: int, started: float) -> int:
+    async def _replay_batches(self, conn: asyncpg.Connection, reader: LogReader, total: int, started: float) -> int:
         """Apply batches until the reader has everything the log held when this phase began."""
         target = await self._log_end()
         applied = 0
@@ -431,7 +431,7 @@ class Rebuilder:
             if not batch and await reader.caught_up_to(target):
                 return applied
 
-    async def _swap(self, conn: asyncpg.Connection, reader: _LogReader, started: float) -> int:
+    async def _swap(self, conn: asyncpg.Connection, reader: LogReader, started: float) -> int:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             await self._progress("catching-up", reader.delivered, reader.delivered, 0.0, f"swap attempt {attempt}")
             tail_taken = False
@@ -464,7 +464,7 @@ class Rebuilder:
             await asyncio.sleep(0.05)
         return True
 
-    async def _apply_tail(self, conn: asyncpg.Connection, reader: _LogReader) -> int:
+    async def _apply_tail(self, conn: asyncpg.Connection, reader: LogReader) -> int:
         """With writers held off and the outbox on the log: everything the log holds now goes into the new tables.
 
         Commands may still append meanwhile (they do not write tables); what lands after `end` is applied by the
