@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,29 +211,41 @@ async def delete_streams(client: NatsClient) -> None:
 
 @dataclass(frozen=True)
 class Traffic:
-    """JetStream's own counts of the messages it stored and delivered, over every stream and consumer."""
+    """JetStream's own counts of the messages it stored (by stream) and delivered (by consumer)."""
 
-    stored: int
-    delivered: int
+    stored: Mapping[str, int]
+    delivered: Mapping[str, int]
 
-    def per(self, earlier: Traffic, units: int) -> dict[str, float]:
-        """Stored and delivered per unit of work since `earlier`."""
+    def per(self, earlier: Traffic, units: int) -> dict[str, Any]:
+        """Stored and delivered per unit of work since `earlier`, in all and by stream and consumer."""
         if units <= 0:
             return {}
+
+        def by_name(now: Mapping[str, int], then: Mapping[str, int]) -> dict[str, float]:
+            moved = {name: (count - then.get(name, 0)) / units for name, count in sorted(now.items())}
+            return {name: round(per_unit, 2) for name, per_unit in moved.items() if per_unit}
+
         return {
-            "stored": round((self.stored - earlier.stored) / units, 2),
-            "delivered": round((self.delivered - earlier.delivered) / units, 2),
+            "stored": round((sum(self.stored.values()) - sum(earlier.stored.values())) / units, 2),
+            "delivered": round((sum(self.delivered.values()) - sum(earlier.delivered.values())) / units, 2),
+            "stored_by_stream": by_name(self.stored, earlier.stored),
+            "delivered_by_consumer": by_name(self.delivered, earlier.delivered),
         }
+
+
+NO_TRAFFIC = Traffic(stored={}, delivered={})
 
 
 async def jetstream_traffic(js: Any) -> Traffic:
     """Every message stored in a stream (its last sequence: the phase's streams are fresh) and every delivery to a
     consumer, redeliveries included; core NATS requests (keys, commands) are not counted."""
-    stored = delivered = 0
+    stored: dict[str, int] = {}
+    delivered: dict[str, int] = {}
     for stream in await js.streams_info():
-        stored += int(stream.state.last_seq or 0)
+        stored[stream.config.name] = int(stream.state.last_seq or 0)
         for consumer in await js.consumers_info(stream.config.name):
-            delivered += int(consumer.delivered.consumer_seq or 0) if consumer.delivered else 0
+            name = f"{stream.config.name}/{consumer.name}"
+            delivered[name] = int(consumer.delivered.consumer_seq or 0) if consumer.delivered else 0
     return Traffic(stored, delivered)
 
 

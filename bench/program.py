@@ -134,7 +134,14 @@ async def run_fill_ingestion(
     runs as in production, so its CPU counts.
     """
     from bench.e2e import EventCounter
-    from bench.harness import ResourceSampler, ServiceFleet, Traffic, jetstream_traffic, publish_windowed, running_fleet
+    from bench.harness import (
+        NO_TRAFFIC,
+        ResourceSampler,
+        ServiceFleet,
+        jetstream_traffic,
+        publish_windowed,
+        running_fleet,
+    )
     from mtm.contracts import MedicationDispensed
     from mtm.platform.streams import FILL_INTAKE, PATIENT_EVENTS, declare_stream
 
@@ -172,7 +179,7 @@ async def run_fill_ingestion(
                     finished = time.monotonic()
                     cpu = sampler.cpu_seconds_used()
                     # The whole phase, every fill from its intake to the program: the streams were fresh.
-                    traffic = (await jetstream_traffic(js)).per(Traffic(stored=0, delivered=0), total)
+                    traffic = (await jetstream_traffic(js)).per(NO_TRAFFIC, total)
                     sampler.sample_rss()
                 finally:
                     await sampler.stop()

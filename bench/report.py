@@ -186,7 +186,7 @@ def derive(results: dict[str, Any]) -> None:
 
 
 def nats_bound(
-    per_unit: dict[str, float], raw_publish_per_s: float | None, raw_consume_per_s: float | None
+    per_unit: dict[str, Any], raw_publish_per_s: float | None, raw_consume_per_s: float | None
 ) -> float | None:
     """Units a second this machine could go if it did nothing but publish and consume (fetch + ack) the JetStream
     messages one unit needs, each at the raw rate measured in the same run: no rate that needs them can pass it.

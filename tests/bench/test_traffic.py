@@ -37,4 +37,9 @@ async def test_traffic_counts_every_stored_message_and_every_delivery_redeliveri
     finally:
         await js.delete_stream(name)
 
-    assert counted == {"stored": 3.0, "delivered": 4.0}
+    assert counted == {
+        "stored": 3.0,
+        "delivered": 4.0,
+        "stored_by_stream": {name: 3.0},
+        "delivered_by_consumer": {f"{name}/reader": 4.0},
+    }
