@@ -23,7 +23,7 @@ HOP_STREAM = "BENCH_HOP"
 HOP_PREFIX = "bench.hop"
 DUPLICATE_WINDOW_S = 600.0  # the patient log's default, so the server does the same dedup bookkeeping
 HOP_RATE_PER_S = 500.0
-STEPS = 8  # sub-measurements, for the progress fraction
+STEPS = 9  # sub-measurements, for the progress fraction
 
 CREATE_TABLE = "CREATE TABLE {table} (event_id uuid PRIMARY KEY, patient_id text NOT NULL, body jsonb NOT NULL)"
 INSERT_ROW = "INSERT INTO {table} (event_id, patient_id, body) VALUES ($1, $2, $3)"
@@ -45,11 +45,11 @@ def stream_config(name: str, prefix: str) -> StreamConfig:
     )
 
 
-def pull_consumer(durable: str) -> ConsumerConfig:
+def pull_consumer(durable: str, ack_policy: AckPolicy = AckPolicy.EXPLICIT) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=durable,
         deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
+        ack_policy=ack_policy,
         ack_wait=30,
         max_ack_pending=batch_size() * 4,
     )
@@ -97,6 +97,10 @@ async def run(
         )
         step += 1
         results["raw_consume_ack_per_s"] = await fetch_and_ack(nc, js, seconds_each * 2, sub_progress("fetch + ack"))
+        step += 1
+        results["raw_consume_ack_all_per_s"] = await fetch_and_ack(
+            nc, js, seconds_each * 2, sub_progress("fetch + one ack per batch"), ack_all=True
+        )
         step += 1
         await js.add_stream(stream_config(HOP_STREAM, HOP_PREFIX))
         hop = await jetstream_hop_latency(nc, js, payloads, hop_seconds, sub_progress("JetStream hop at 500/s"))
@@ -156,11 +160,15 @@ async def publish_async_windowed(js: Any, messages: Any, seconds: float, progres
     return sent / (time.monotonic() - started)
 
 
-async def fetch_and_ack(nc: Any, js: Any, seconds: float, progress: Callable[[float], None]) -> float:
-    """Drain the raw stream through a durable pull consumer, acking each message as mtm does."""
+async def fetch_and_ack(
+    nc: Any, js: Any, seconds: float, progress: Callable[[float], None], *, ack_all: bool = False
+) -> float:
+    """Drain the raw stream through a durable pull consumer, acking each message as mtm does; or, `ack_all`, with
+    `AckPolicy.ALL` and one ack per batch (its last message), what acknowledging in delivery order would allow."""
     total = (await js.stream_info(RAW_STREAM)).state.messages
-    await js.add_consumer(RAW_STREAM, pull_consumer("bench-raw"))
-    subscription = await js.pull_subscribe_bind(durable="bench-raw", stream=RAW_STREAM)
+    durable = "bench-raw-ack-all" if ack_all else "bench-raw"
+    await js.add_consumer(RAW_STREAM, pull_consumer(durable, AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT))
+    subscription = await js.pull_subscribe_bind(durable=durable, stream=RAW_STREAM)
     received = 0
     started = time.monotonic()
     deadline = started + seconds
@@ -169,7 +177,7 @@ async def fetch_and_ack(nc: Any, js: Any, seconds: float, progress: Callable[[fl
             batch = await subscription.fetch(batch=batch_size(), timeout=1.0)
         except TimeoutError:
             continue
-        for msg in batch:
+        for msg in batch[-1:] if ack_all else batch:
             await msg.ack()
         received += len(batch)
         progress(received / total)

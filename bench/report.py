@@ -50,6 +50,7 @@ RAW_ROWS = (
     Row("JetStream publish, awaited one by one", "raw_publish_sync_per_s", "msg/s"),
     Row("JetStream publish_async, windowed", "raw_publish_per_s", "msg/s"),
     Row("JetStream pull fetch + ack", "raw_consume_ack_per_s", "msg/s"),
+    Row("JetStream pull fetch, one ack per batch (AckPolicy.ALL)", "raw_consume_ack_all_per_s", "msg/s"),
     Row("JetStream hop p50 at 500/s (publish → fetch)", "raw_hop_p50_ms_at_500", "ms"),
     Row("JetStream hop p99 at 500/s (publish → fetch)", "raw_hop_p99_ms_at_500", "ms"),
     Row("Postgres one transaction per row", "raw_tx_per_row_per_s", "rows/s"),

@@ -16,6 +16,7 @@ RAW_KEYS = {
     "raw_publish_sync_per_s",
     "raw_publish_per_s",
     "raw_consume_ack_per_s",
+    "raw_consume_ack_all_per_s",
     "raw_hop_p50_ms_at_500",
     "raw_hop_p99_ms_at_500",
     "raw_tx_per_row_per_s",
