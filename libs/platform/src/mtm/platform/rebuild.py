@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
-from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, DEFAULT_JS_SUB_PENDING_MSGS_LIMIT
 from nats.js.errors import NotFoundError
 
 from mtm.contracts import EventEnvelope
@@ -36,6 +33,7 @@ from mtm.platform.projection import (
     Tx,
     apply_events,
 )
+from mtm.platform.pulling import Puller, puller
 from mtm.platform.reading import EventReader
 
 log = get_logger(__name__)
@@ -54,23 +52,10 @@ OUTBOX_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM public.outbox)"
 # reference counting: with the service's first-generation threshold (50,000) the collector ran every few hundred
 # events and rescanned them, a third of the rebuild's CPU. Above what a replay holds, it finds nothing to do.
 REBUILD_GC_GEN0 = 2_000_000
-# A pull request's answers: the end of a batch short of its size, or of a waiting pull; a heartbeat; any other
-# status (a 409: the consumer deleted, too many pulls waiting) fails the pull.
-STATUS_HEADER = "Status"
-DESCRIPTION_HEADER = "Description"
-PULL_ENDED = ("404", "408")
-HEARTBEAT = "100"
-# How long past its own wait a pull's end may take to reach us before the pull is given up.
-PULL_ANSWER_S = 5.0
-
 Progress = Callable[[RebuildPhase, int, int, float, str], Awaitable[None]]
 # A stored message read: its event and clear JSON, or None for an erased patient's event (skipped by everyone).
 Read = tuple[EventEnvelope, bytes] | None
 Decode = Callable[[Sequence[Msg]], Awaitable[list[Read]]]
-
-
-class PullFailed(RuntimeError):
-    """The server refused a pull from the rebuild's reader."""
 
 
 class RebuildBusy(RuntimeError):
@@ -109,10 +94,8 @@ class LogReader:
     the reader is gone. The batch after the one taken is fetched and read (opened and parsed, the larger part of
     a rebuild's CPU) while the caller waits on the database with the one it took.
 
-    Messages arrive through a subscription callback rather than nats-py's `fetch`, whose per-message `next_msg`
-    (a task, a `wait_for` and a uuid each) cost about as much as the rest of reading a message. One pull is
-    outstanding at a time; a message is never dropped: one arriving after its pull was given up is taken with the
-    next pull's, in order.
+    Messages come through a `Puller` (a subscription callback rather than nats-py's `fetch`, whose task per
+    message cost about as much as the rest of reading a message).
     """
 
     def __init__(self, js: JetStreamContext, types: Sequence[type[EventEnvelope]], name: str, decode: Decode) -> None:
@@ -120,14 +103,7 @@ class LogReader:
         self._name = name
         self._filters = sorted({event_filter(cls) for cls in types})
         self._decode = decode
-        self._sub: Any = None
-        # The pull request nats-py's fetch sends, under the context's API prefix (nats-py gives no public accessor
-        # for it, nor for the connection below).
-        self._next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{PATIENT_EVENTS_STREAM}.{name}"
-        self._inbox = ""
-        self._arrived: list[Msg] = []
-        self._wanted = 0
-        self._pulled: asyncio.Future[None] | None = None
+        self._puller: Puller | None = None
         self._ahead: asyncio.Task[list[tuple[Msg, Read]]] | None = None
         self._buffer: list[tuple[Msg, Read]] = []
         self.delivered = 0
@@ -156,62 +132,16 @@ class LogReader:
                 num_replicas=1,
             ),
         )
-        nc = self._js._nc
-        self._inbox = nc.new_inbox()
-        # The limits nats-py's pull subscriptions take: what one pull brings waits there while a batch is decoded.
-        self._sub = await nc.subscribe(
-            self._inbox,
-            cb=self._on_message,
-            pending_msgs_limit=DEFAULT_JS_SUB_PENDING_MSGS_LIMIT,
-            pending_bytes_limit=DEFAULT_JS_SUB_PENDING_BYTES_LIMIT,
-        )
+        self._puller = await puller(self._js, stream=PATIENT_EVENTS_STREAM, durable=self._name)
         return await self.pending_on_server()
-
-    async def _on_message(self, msg: Msg) -> None:
-        headers = msg.headers
-        if not msg.data and headers and STATUS_HEADER in headers:
-            status = headers[STATUS_HEADER]
-            if status in PULL_ENDED:
-                self._end_pull(None)
-            elif status != HEARTBEAT:
-                self._end_pull(PullFailed(f"pull refused: {status} {headers.get(DESCRIPTION_HEADER, '')}"))
-            return
-        self._arrived.append(msg)
-        self._wanted -= 1
-        if self._wanted <= 0:
-            self._end_pull(None)
-
-    def _end_pull(self, error: Exception | None) -> None:
-        pulled = self._pulled
-        if pulled is not None and not pulled.done():
-            if error is None:
-                pulled.set_result(None)
-            else:
-                pulled.set_exception(error)
-
-    async def _pull(self, limit: int, wait_s: float | None) -> list[Msg]:
-        """Up to `limit` messages: what the log holds now (`wait_s` None), or else what arrives within `wait_s`."""
-        request: dict[str, Any] = {"batch": limit}
-        if wait_s is None:
-            request["no_wait"] = True
-        else:
-            request["expires"] = int(wait_s * 1_000_000_000)
-        self._wanted = limit
-        self._pulled = asyncio.get_running_loop().create_future()
-        await self._js._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
-        with contextlib.suppress(TimeoutError):
-            # The server ends every pull (the batch, or a status); the bound only guards against a lost answer.
-            await asyncio.wait_for(self._pulled, timeout=(wait_s or 0.0) + PULL_ANSWER_S)
-        taken, self._arrived = self._arrived, []
-        return taken
 
     async def pending_on_server(self) -> int:
         info = await self._js.consumer_info(PATIENT_EVENTS_STREAM, self._name)
         return int(info.num_pending or 0)
 
     async def _fetch(self, limit: int, wait_s: float) -> list[tuple[Msg, Read]]:
-        assert self._sub is not None
-        messages = await self._pull(limit, None) or await self._pull(limit, wait_s)
+        assert self._puller is not None
+        messages = await self._puller.pull(limit, None) or await self._puller.pull(limit, wait_s)
         if not messages:
             return []
         return list(zip(messages, await self._decode(messages), strict=True))
@@ -253,11 +183,10 @@ class LogReader:
         if self._ahead is not None:
             self._ahead.cancel()
             await asyncio.gather(self._ahead, return_exceptions=True)
-        if self._sub is not None:
+        if self._puller is not None:
             with contextlib.suppress(Exception):
                 await self._js.delete_consumer(PATIENT_EVENTS_STREAM, self._name)
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            await self._puller.unsubscribe()
 
 
 @contextlib.contextmanager
