@@ -1,4 +1,4 @@
-"""The puller behind every pull loop and rebuild: nats-py's fetch semantics on a real JetStream server."""
+"""The rebuild's puller: pull requests answered into one callback subscription, on a real JetStream server."""
 
 from __future__ import annotations
 
@@ -37,39 +37,36 @@ def bodies(messages: list[Msg]) -> list[str]:
     return [m.data.decode() for m in messages]
 
 
-async def test_a_fetch_takes_what_is_waiting_up_to_its_batch_and_the_next_one_the_rest_in_order(
+async def test_a_pull_takes_what_is_waiting_up_to_its_limit_and_the_next_one_the_rest_in_order(
     nc: Client, durable: tuple[str, str]
 ) -> None:
     stream, subject = durable
     await publish(nc, subject, "1", "2", "3", "4", "5")
     pulls = await puller(nc.jetstream(), stream=stream, durable="reader")
     try:
-        first = await pulls.fetch(batch=3, timeout=30)
-        # Two were waiting: taken at once, without the pull held open for a third (the timeout is far away).
-        rest = await asyncio.wait_for(pulls.fetch(batch=3, timeout=30), 10)
+        first = await pulls.pull(3, None)
+        rest = await asyncio.wait_for(pulls.pull(3, None), 10)
     finally:
         await pulls.unsubscribe()
     assert bodies(first) == ["1", "2", "3"] and bodies(rest) == ["4", "5"]
     assert [m.metadata.sequence.stream for m in first + rest] == [1, 2, 3, 4, 5]
 
 
-async def test_a_fetch_that_finds_nothing_raises_the_builtin_timeout(nc: Client, durable: tuple[str, str]) -> None:
+async def test_a_pull_that_finds_nothing_ends_empty_when_its_wait_is_over(nc: Client, durable: tuple[str, str]) -> None:
     stream, _ = durable
     pulls = await puller(nc.jetstream(), stream=stream, durable="reader")
     try:
-        with pytest.raises(TimeoutError):
-            await pulls.fetch(batch=4, timeout=0.2)
+        assert await pulls.pull(4, None) == []
+        assert await asyncio.wait_for(pulls.pull(4, 0.2), 10) == []
     finally:
         await pulls.unsubscribe()
 
 
-async def test_a_waiting_fetch_returns_with_the_first_message_published_meanwhile(
-    nc: Client, durable: tuple[str, str]
-) -> None:
+async def test_a_waiting_pull_takes_a_message_published_meanwhile(nc: Client, durable: tuple[str, str]) -> None:
     stream, subject = durable
     pulls = await puller(nc.jetstream(), stream=stream, durable="reader")
     try:
-        waiting = asyncio.create_task(pulls.fetch(batch=1, timeout=30))
+        waiting = asyncio.create_task(pulls.pull(1, 30))
         await asyncio.sleep(0.1)
         await publish(nc, subject, "late")
         assert bodies(await asyncio.wait_for(waiting, 10)) == ["late"]
@@ -81,7 +78,7 @@ async def test_the_end_of_an_earlier_pull_does_not_end_the_one_waiting(nc: Clien
     stream, subject = durable
     pulls = await puller(nc.jetstream(), stream=stream, durable="reader")
     try:
-        waiting = asyncio.create_task(pulls.fetch(batch=1, timeout=30))
+        waiting = asyncio.create_task(pulls.pull(1, 30))
         await asyncio.sleep(0.1)
         # The server's "request timeout" for a pull given up before (its own reply subject), arriving now.
         stale = Msg(nc, subject=f"{pulls._inbox}.0", headers={"Status": "408", "Description": "Request Timeout"})
@@ -103,8 +100,8 @@ async def test_a_message_that_came_after_its_pull_was_given_up_is_handed_out_fir
     try:
         late = Msg(nc, subject=subject, data=b"late", reply="$JS.ACK.x.reader.1.9.9.0.0")
         await pulls._on_message(late)  # no pull outstanding: its pull was given up
-        assert bodies(await pulls.fetch(batch=5, timeout=30)) == ["late"]
-        assert bodies(await pulls.fetch(batch=5, timeout=30)) == ["next"]
+        assert bodies(await pulls.pull(5, None)) == ["late"]
+        assert bodies(await pulls.pull(5, None)) == ["next"]
     finally:
         await pulls.unsubscribe()
 
@@ -115,10 +112,10 @@ async def test_a_nakd_message_is_fetched_again_and_acks_are_kept(nc: Client, dur
     js = nc.jetstream()
     pulls = await puller(js, stream=stream, durable="reader")
     try:
-        first, second = await pulls.fetch(batch=2, timeout=5)
+        first, second = await pulls.pull(2, None)
         await first.ack_sync()
         await second.nak()
-        (again,) = await pulls.fetch(batch=2, timeout=5)
+        (again,) = await pulls.pull(2, 5)
         await again.ack_sync()
     finally:
         await pulls.unsubscribe()
@@ -134,7 +131,7 @@ async def test_a_pull_for_a_durable_that_is_not_there_raises_what_nats_py_would(
     pulls = await puller(nc.jetstream(), stream=stream, durable="missing")
     try:
         with pytest.raises(ServiceUnavailableError):
-            await asyncio.wait_for(pulls.fetch(batch=1, timeout=1), 10)
+            await asyncio.wait_for(pulls.pull(1, 1), 10)
     finally:
         await pulls.unsubscribe()
 
@@ -144,7 +141,7 @@ async def test_a_pull_waiting_when_its_durable_is_deleted_is_refused(nc: Client,
     js = nc.jetstream()
     pulls = await puller(js, stream=stream, durable="reader")
     try:
-        waiting = asyncio.create_task(pulls.fetch(batch=1, timeout=30))
+        waiting = asyncio.create_task(pulls.pull(1, 30))
         await asyncio.sleep(0.2)
         await js.delete_consumer(stream, "reader")
         with pytest.raises(APIError) as refused:

@@ -85,7 +85,7 @@ async def run_loop(
 
     runtime = SimpleNamespace(
         processors={"durable": processor},
-        puller=bind,
+        jetstream=SimpleNamespace(pull_subscribe_bind=bind),
         settings=SimpleNamespace(batch_size=batch_size),
     )
     consumer = SimpleNamespace(durable="durable", stream="PATIENT_EVENTS", linger_s=linger_s, retiring=False)

@@ -36,7 +36,7 @@ class JetStream:
         self.exists = False
         return True
 
-    async def puller(self, **_: object) -> Idle:
+    async def pull_subscribe_bind(self, **_: object) -> Idle:
         self.bound += 1
         return Idle()
 
@@ -91,7 +91,6 @@ def runtime(js: JetStream) -> SimpleNamespace:
     processor = SimpleNamespace(consumed=3, applied=2, parked=1)
     return SimpleNamespace(
         jetstream=js,
-        puller=js.puller,
         draining={DURABLE},
         processors={DURABLE: processor},
         settings=SimpleNamespace(batch_size=8),
@@ -157,6 +156,6 @@ async def test_a_retiring_consumer_caught_up_under_a_steady_feed_is_deleted_afte
     async def bind(**_: object) -> SteadyFeed:
         return feed
 
-    state.puller = bind
+    state.jetstream.pull_subscribe_bind = bind
     await asyncio.wait_for(pull_loop(state, CONSUMER, DURABLE, asyncio.Event()), 5)  # type: ignore[arg-type]
     assert js.deleted == [DURABLE] and state.processors[DURABLE].applied == 1

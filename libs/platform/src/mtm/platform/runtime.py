@@ -69,7 +69,6 @@ from mtm.platform.projection import (
     is_applied,
     platform_projection_migrations,
 )
-from mtm.platform.pulling import Puller, puller
 from mtm.platform.reading import EventReader
 from mtm.platform.rebuild import RebuildBusy, Rebuilder, RebuildResult
 from mtm.platform.service import (
@@ -325,10 +324,6 @@ class ServiceRuntime:
         self.draining.add(durable)
         # `count`: the messages it holds, not read yet or not acknowledged.
         log.info("retired consumer found; draining it", consumer=durable, count=info.num_pending + info.num_ack_pending)
-
-    async def puller(self, *, stream: str, durable: str) -> Puller:
-        """Pull requests to one of the service's durables (`pull_loop` fetches its batches through it)."""
-        return await puller(self.jetstream, stream=stream, durable=durable)
 
     async def retire_if_drained(self, consumer: BatchConsumer[Any], durable: str) -> bool:
         """Delete a retiring consumer's durable once nothing is pending or unacknowledged on it; whether it is gone.
@@ -719,14 +714,13 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
     in their order.
 
     FastStream 0.7.8's batch pull loop catches `nats.errors.TimeoutError`, but nats-py 2.16 raises the builtin
-    `TimeoutError` from `fetch`, which drops a partially gathered batch until its ack wait expires. Batches are
-    fetched through a `Puller`: nats-py's `fetch` semantics (the builtin `TimeoutError` when nothing came) without
-    its task per message.
+    `TimeoutError` from `fetch`, which drops a partially gathered batch until its ack wait expires; this loop
+    keeps the nats-py semantics as they are.
     """
     processor = runtime.processors[consumer.durable]
     if consumer.retiring and durable not in runtime.draining:
         return  # deleted once drained, before this lease was taken again (a lease session lost and found)
-    subscription = await runtime.puller(stream=consumer.stream, durable=durable)
+    subscription = await runtime.jetstream.pull_subscribe_bind(durable=durable, stream=consumer.stream)
     in_flight: list[tuple[asyncio.Task[None], set[str]]] = []
     batch_size = runtime.settings.batch_size
     gather = False
