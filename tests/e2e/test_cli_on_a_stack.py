@@ -34,7 +34,7 @@ from mtm.platform.status import wait_until_ready
 pytestmark = pytest.mark.e2e
 RUNNING = ("reconciliation", "review")
 HANG_GUARD_S = 120
-# People, signed for when a command runs (`mtm` below): a token minted at import expires 15 minutes into the run,
+# People, signed for when a command runs (`signed`): a token minted at import expires 15 minutes into the run,
 # and a command run after a slow stretch of the suite was refused "the actor token has expired".
 PHARMACIST = Actor(user_id="rph-cli", role="pharmacist", practitioner_id="rph-cli")
 OTHER_PHARMACIST = Actor(user_id="rph-other", role="pharmacist", practitioner_id="rph-other")
@@ -73,11 +73,9 @@ def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.Compl
     base.update(cli_env(stack), MTM_DATA_DIR=str(tmp_path / "data"))
 
     def run(*args: str, token: Actor | str = PHARMACIST) -> subprocess.CompletedProcess[str]:
-        """`mtm` run by a person (their token signed now) or with a token as given (a forged one)."""
-        signed = actors.ISSUER.issue(token) if isinstance(token, Actor) else token
         result = subprocess.run(
             [sys.executable, "-m", "mtm.cli.main", *args],
-            env={**base, "MTM_TOKEN": signed},
+            env={**base, "MTM_TOKEN": signed(token)},
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -87,6 +85,11 @@ def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.Compl
         return result
 
     return run
+
+
+def signed(token: Actor | str) -> str:
+    """A person's token, signed now, or a token as given (a forged one)."""
+    return actors.ISSUER.issue(token) if isinstance(token, Actor) else token
 
 
 def cli_env(stack: Infrastructure) -> dict[str, str]:
@@ -166,7 +169,7 @@ def test_refusals_by_role_and_token_exit_1(mtm) -> None:
 def test_mtm_tasks_into_a_closed_pipe_ends_quietly(mtm, stack: Infrastructure, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "mtm.cli.main", "tasks"],
-        env={**os.environ, **cli_env(stack), "MTM_TOKEN": PHARMACIST, "MTM_DATA_DIR": str(tmp_path)},
+        env={**os.environ, **cli_env(stack), "MTM_TOKEN": signed(PHARMACIST), "MTM_DATA_DIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
