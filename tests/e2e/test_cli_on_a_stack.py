@@ -25,6 +25,7 @@ from support.processes import ServiceProcesses
 
 from mtm.cli.demo import fhir_discharge
 from mtm.contracts.dead_letter import DeadLetterRedriven, redrive_record_subject
+from mtm.contracts.identity import Actor
 from mtm.contracts.subjects import DISCHARGE_INTAKE_SUBJECT, dead_letter_stream
 from mtm.devstack.infra import Infrastructure
 from mtm.platform.connection import NatsClient
@@ -33,10 +34,12 @@ from mtm.platform.status import wait_until_ready
 pytestmark = pytest.mark.e2e
 RUNNING = ("reconciliation", "review")
 HANG_GUARD_S = 120
-PHARMACIST = actors.token("rph-cli", "pharmacist", "rph-cli")
-OTHER_PHARMACIST = actors.token("rph-other", "pharmacist", "rph-other")
-PHYSICIAN = actors.token("user-dr-cli", "physician", "dr-cli")
-ADMIN = actors.token("ops", "admin")
+# People, signed for when a command runs (`signed`): a token minted at import expires 15 minutes into the run,
+# and a command run after a slow stretch of the suite was refused "the actor token has expired".
+PHARMACIST = Actor(user_id="rph-cli", role="pharmacist", practitioner_id="rph-cli")
+OTHER_PHARMACIST = Actor(user_id="rph-other", role="pharmacist", practitioner_id="rph-other")
+PHYSICIAN = Actor(user_id="user-dr-cli", role="physician", practitioner_id="dr-cli")
+ADMIN = Actor(user_id="ops", role="admin")
 
 
 async def _delete_streams(client: NatsClient) -> None:
@@ -69,10 +72,10 @@ def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.Compl
     base = {k: v for k, v in os.environ.items() if not k.startswith("MTM_")}
     base.update(cli_env(stack), MTM_DATA_DIR=str(tmp_path / "data"))
 
-    def run(*args: str, token: str = PHARMACIST) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, token: Actor | str = PHARMACIST) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "mtm.cli.main", *args],
-            env={**base, "MTM_TOKEN": token},
+            env={**base, "MTM_TOKEN": signed(token)},
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -82,6 +85,11 @@ def mtm(stack: Infrastructure, tmp_path: Path) -> Callable[..., subprocess.Compl
         return result
 
     return run
+
+
+def signed(token: Actor | str) -> str:
+    """A person's token, signed now, or a token as given (a forged one)."""
+    return actors.ISSUER.issue(token) if isinstance(token, Actor) else token
 
 
 def cli_env(stack: Infrastructure) -> dict[str, str]:
@@ -161,7 +169,7 @@ def test_refusals_by_role_and_token_exit_1(mtm) -> None:
 def test_mtm_tasks_into_a_closed_pipe_ends_quietly(mtm, stack: Infrastructure, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "mtm.cli.main", "tasks"],
-        env={**os.environ, **cli_env(stack), "MTM_TOKEN": PHARMACIST, "MTM_DATA_DIR": str(tmp_path)},
+        env={**os.environ, **cli_env(stack), "MTM_TOKEN": signed(PHARMACIST), "MTM_DATA_DIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -21,6 +21,7 @@ import mtm.contracts.subjects as subjects
 from mtm.contracts import EVENTS, MedicationsReconciled, ReviewTaskCreated
 from mtm.contracts.admin import SERVICES
 from mtm.contracts.dead_letter import dead_letters_subject
+from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import (
     DISCHARGE_INTAKE_SUBJECT,
     ERASE_PATIENT,
@@ -179,12 +180,15 @@ def test_the_web_app_sends_only_what_its_pages_send_and_follows_only_what_it_sho
     web = next(t for t in ACCESS.tools if t.name == "web")
     requests = _web_request_subjects()
     assert requests, "the web app sends commands and queries"
-    # Besides its pages' requests, the keys its live updates open events with (`mtm.web.live`'s key source), and
-    # those the keeper announces (heard by the live feed).
+    # Besides its pages' requests, the keys its live updates open events with (`mtm.web.live`'s key source), those
+    # the keeper announces, and erasures (heard by the live feed, which forgets the patient's key).
     live = (REPO_ROOT / "web" / "src" / "mtm" / "web" / "live.py").read_text()
-    assert "nats_key_source" in live and "hear_keys" in live
+    assert "nats_key_source" in live and "hear_keys" in live and "event_filter(PatientErased)" in live
     assert set(web.publish) == requests | {PATIENT_KEYS}
-    assert set(web.subscribe) == {event_filter(cls) for cls in WATCHED} | {PATIENT_KEYS_MADE}
+    assert set(web.subscribe) == {event_filter(cls) for cls in WATCHED} | {
+        event_filter(PatientErased),
+        PATIENT_KEYS_MADE,
+    }
 
 
 def test_integrators_are_accounts_of_their_own_that_import_only_their_intake() -> None:

@@ -506,7 +506,7 @@ async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_i
 ) -> None:
     """The web app signs tokens for anyone who signs in, so what it may send is what its pages send: no
     disenrolment, no program-wide alert statistics, no rebuild, no erasure, no intake; and it reads only the events
-    its live updates show, from their envelopes."""
+    its live updates show, from their envelopes, and erasures (on which it forgets the patient's key)."""
     web = await Connection.open(secured, "web")
     try:
         # Sent: the server finds no one to answer it (no review runs here), or a review left running by an earlier
@@ -533,11 +533,15 @@ async def test_the_web_app_sends_only_its_pages_requests_and_follows_only_what_i
         async def on_event(msg) -> None:
             followed.append(msg.subject)
 
-        await web.nc.subscribe(event_filter(ReviewTaskCreated), cb=on_event)
+        for cls in (ReviewTaskCreated, PatientErased):
+            await web.nc.subscribe(event_filter(cls), cb=on_event)
         await web.nc.flush()
-        subject = patient_subject(new_patient_id(), ReviewTaskCreated.EVENT_NAME)
-        await admin.publish(subject, b"{}")
-        await wait_for(lambda: followed == [subject], timeout_s=10)
+        patient = new_patient_id()
+        subjects = {patient_subject(patient, cls.EVENT_NAME) for cls in (ReviewTaskCreated, PatientErased)}
+        for subject in subjects:
+            await admin.publish(subject, b"{}")
+        # Each subscription calls back from a task of its own: the two may come in either order.
+        await wait_for(lambda: sorted(followed) == sorted(subjects), timeout_s=10)
     finally:
         await web.close()
 

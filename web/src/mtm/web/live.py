@@ -35,6 +35,7 @@ from mtm.contracts import (
     ReviewTaskReassigned,
     ReviewTaskReleased,
 )
+from mtm.contracts.events import PatientErased
 from mtm.contracts.subjects import event_filter
 from mtm.platform.bodies import EventBodies
 from mtm.platform.crypto import ErasedPatient, KeyRing
@@ -118,6 +119,7 @@ class LiveFeed:
         # Heard before any event: a new patient's key is announced just before their first events, which the feed
         # then opens without asking the keeper (a request per new patient in a burst of discharges).
         self._subscriptions.append(await hear_keys(self._nc, self._reader.keyring))
+        self._subscriptions.append(await self._nc.subscribe(event_filter(PatientErased), cb=self._on_erased))
         for cls in WATCHED:
             self._subscriptions.append(await self._nc.subscribe(event_filter(cls), cb=self._on_message))
 
@@ -141,6 +143,15 @@ class LiveFeed:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 log.warning("live feed behind; changes dropped", dropped=self.dropped)
+
+    async def _on_erased(self, msg: Msg) -> None:
+        try:
+            erased, _ = await self._reader.read(msg.subject, msg.data)
+        except Exception as exc:
+            log.warning("erasure unreadable", error_type=type(exc).__name__)
+            return
+        for queue in list(self._listeners):
+            _drop_patient(queue, erased.patient_id)
 
     async def _open_received(self) -> None:
         while True:
@@ -183,6 +194,22 @@ class LiveFeed:
     @property
     def listeners(self) -> int:
         return len(self._listeners)
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The patients' keys the feed holds: asked for or announced, an erased patient's forgotten."""
+        return self._reader.keyring
+
+
+def _drop_patient(queue: asyncio.Queue[Change | None], patient_id: str) -> None:
+    """Take an erased patient's changes out of a stream's queue, the others left in their order."""
+    kept = [item for item in (queue.get_nowait() for _ in range(queue.qsize())) if not _of(item, patient_id)]
+    for item in kept:
+        queue.put_nowait(item)
+
+
+def _of(item: Change | None, patient_id: str) -> bool:
+    return item is not None and item.event.patient_id == patient_id
 
 
 Message = tuple[str, dict[str, Any]]

@@ -11,8 +11,9 @@ consumers; a service may update only its own streams that expire (intake, dead l
 reaches them, and delete only a durable of its own that an earlier version left (a retiring one) once drained.
 Every client's replies arrive on an inbox of its own (`_INBOX.<user>.…`), so no user can read
 another's replies or pulled messages. The web app may send only the requests its pages send and follow only the
-events its live updates show. Integrators (a hospital, a pharmacy) live in accounts of their own and reach mtm's
-account only through the one intake subject it exports to them.
+events its live updates show, and erasures (it forgets the patient's key, as the services do). Integrators (a
+hospital, a pharmacy) live in accounts of their own and reach mtm's account only through the one intake subject it
+exports to them.
 
 `nats_accounts` renders the `accounts` block of a nats-server configuration with each password as a variable
 (`$MTM_NATS_PASSWORD_<USER>`), taken from the server's environment; `nats_server_config` a whole configuration.
@@ -449,7 +450,8 @@ WEB_FOLLOWS: tuple[type[EventEnvelope], ...] = (
     NotificationFailed,
 )
 """The events its live updates follow (`mtm.web.live.WATCHED`): it opens them with the patient's key, which it
-asks the key keeper for or hears announced like a service, then asks the services for what changed."""
+asks the key keeper for or hears announced like a service, then asks the services for what changed. It also hears
+`PatientErased` (in the clear: the patient id and the reason), to forget the patient's key as the services do."""
 
 TOOL_GRANTS: tuple[ToolGrant, ...] = (
     # The mtm command: a pharmacist's and physician's tool (any command or query: the services check the actor's
@@ -472,11 +474,11 @@ TOOL_GRANTS: tuple[ToolGrant, ...] = (
     ),
     # The web app: the requests its pages send as the person signed in, the events its live updates follow and
     # the keys to open them, asked for or announced by the keeper (it shows those patients to the people signed in
-    # anyway; it cannot answer key requests nor announce a key).
+    # anyway; it cannot answer key requests nor announce a key), and erasures, on which it forgets a patient's key.
     ToolGrant(
         "web",
         publish=(*WEB_REQUESTS, PATIENT_KEYS),
-        subscribe=(*(event_filter(cls) for cls in WEB_FOLLOWS), PATIENT_KEYS_MADE),
+        subscribe=(*(event_filter(cls) for cls in WEB_FOLLOWS), event_filter(PatientErased), PATIENT_KEYS_MADE),
         reads_events=True,
     ),
 )
