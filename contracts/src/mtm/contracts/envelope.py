@@ -54,6 +54,12 @@ class EventEnvelope(Frozen):
     def patient_id(self) -> str:
         return self.subject.removeprefix("Patient/")
 
+    def json_around(self, data_json: str) -> str:
+        """The event's JSON as `model_dump_json` writes it, from its data's JSON as the data's own `model_dump_json`
+        writes it: only the envelope (`data` is declared last) is serialized, not the data a second time."""
+        head = self.model_dump_json(exclude={"data"})
+        return f'{head[:-1]},"data":{data_json}}}'
+
     @classmethod
     def create(
         cls,

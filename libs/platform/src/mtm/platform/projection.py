@@ -111,18 +111,27 @@ class Tx:
     given only where nothing else writes the tables (a rebuild): live, other writers change rows between batches.
     """
 
-    __slots__ = ("_bodies", "conn", "kept")
+    __slots__ = ("_bodies", "_data_json", "conn", "kept")
 
     def __init__(self, conn: asyncpg.Connection, kept: Kept | None = None) -> None:
         self.conn = conn
         self.kept = kept
         self._bodies: dict[uuid.UUID, str] = {}
+        self._data_json: dict[uuid.UUID, str] = {}
 
     def body(self, event: EventEnvelope) -> str:
         found = self._bodies.get(event.id)
         if found is None:
-            found = self._bodies[event.id] = event.model_dump_json()
+            data_json = self._data_json.pop(event.id, None)
+            body = event.model_dump_json() if data_json is None else event.json_around(data_json)
+            found = self._bodies[event.id] = body
         return found
+
+    def data_serialized(self, event: EventEnvelope, data_json: str) -> None:
+        """The event's data as its `model_dump_json` writes it, serialized by the projection for its own use (a
+        digest): the event's JSON, if asked for, is built around it instead of serializing the data again."""
+        if event.id not in self._bodies:
+            self._data_json[event.id] = data_json
 
     def remember(self, event: EventEnvelope, body: bytes) -> None:
         """The JSON an event was read from (the log's own bytes), so it is not serialized again.

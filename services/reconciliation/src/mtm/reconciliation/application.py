@@ -37,10 +37,11 @@ async def record_discharge(
     can start; the intake is one ordered consumer, so a patient's discharges are still reconciled in order.
     """
     recorded = await ledger.recorded(transition.id)
-    refused = id_reused_for_another_discharge(recorded, transition.patient_id, discharge_digest(transition.data))
-    if refused is not None:
-        raise ValueError(refused)
     if recorded is not None:
+        # Only an id seen before needs the digest (a serialization of the whole discharge): most are new.
+        refused = id_reused_for_another_discharge(recorded, transition.patient_id, discharge_digest(transition.data))
+        if refused is not None:
+            raise ValueError(refused)
         return []
     return [transition, *await reconcile_discharge(transition, ledger=ledger)]
 

@@ -37,7 +37,7 @@ from mtm.reconciliation.domain import (
     pharmacy_entry,
     to_fhir_list,
 )
-from mtm.reconciliation.domain.identity import Recorded, discharge_digest
+from mtm.reconciliation.domain.identity import Recorded, digest_of_json, discharge_digest
 
 INSERT_RECONCILIATIONS = """
 INSERT INTO reconciliations
@@ -178,7 +178,7 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
             [e.id for e in transitions],
             [e.patient_id for e in transitions],
             [e.data.encounter_id for e in transitions],
-            [discharge_digest(e.data) for e in transitions],
+            [_digest(tx, e) for e in transitions],
             [e.time for e in transitions],
         )
     reconciled = [e for e in events if isinstance(e, MedicationsReconciled)]
@@ -187,6 +187,14 @@ async def apply(tx: Tx, events: Sequence[EventEnvelope]) -> None:
         await _insert_reconciliations(tx, reconciled)
     if listed:
         await _update_medication_lists(tx, listed)
+
+
+def _digest(tx: Tx, transition: TransitionOfCareRecorded) -> str:
+    """The discharge's digest; its data's JSON, serialized for it, also makes the event's JSON for the outbox (a
+    discharge recorded from the intake is published by the same transaction), which is most of its length."""
+    data_json = transition.data.model_dump_json()
+    tx.data_serialized(transition, data_json)
+    return digest_of_json(data_json)
 
 
 async def _insert_reconciliations(tx: Tx, reconciled: Sequence[MedicationsReconciled]) -> None:

@@ -10,7 +10,12 @@ from mtm.contracts.events import TransitionOfCare
 
 def discharge_digest(transition: TransitionOfCare) -> str:
     """What the discharge says, independent of the ids and times of the message that carried it."""
-    return hashlib.sha256(transition.model_dump_json().encode()).hexdigest()
+    return digest_of_json(transition.model_dump_json())
+
+
+def digest_of_json(transition_json: str) -> str:
+    """`discharge_digest` of a discharge whose JSON (its `model_dump_json`) is in hand already."""
+    return hashlib.sha256(transition_json.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

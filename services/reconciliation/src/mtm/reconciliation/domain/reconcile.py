@@ -86,13 +86,12 @@ class _Group:
         not_taking = [m for m in self.home if m.entry.status in _NOT_TAKEN_AT_HOME]
         pairs, unpaired_home, unpaired_discharge = _pair(taking, self.discharge)
 
-        for home, discharge in pairs:
+        for home, discharge, changes in pairs:
             if discharge.is_stop:
                 items.append(_item("stopped", home, discharge, documented=discharge.documents_change))
                 if not discharge.documents_change:
                     discrepancies.append(_undocumented_stop(home, discharge))
                 continue
-            changes = changes_between(home, discharge)
             documented = discharge.documents_change
             status: ItemStatus = "changed" if changes else "continued"
             explained = documented or (not changes and discharge.entry.list_flag is not None)
@@ -119,23 +118,33 @@ class _Group:
         return items, discrepancies
 
 
+Pair = tuple[ResolvedMedication, ResolvedMedication, tuple[ChangeKind, ...]]
+
+
 def _pair(
     home: list[ResolvedMedication], discharge: list[ResolvedMedication]
-) -> tuple[list[tuple[ResolvedMedication, ResolvedMedication]], list[ResolvedMedication], list[ResolvedMedication]]:
-    """Greedy one-to-one pairing, most alike first; ties keep list order and prefer an active discharge entry."""
+) -> tuple[list[Pair], list[ResolvedMedication], list[ResolvedMedication]]:
+    """Greedy one-to-one pairing, most alike first; ties keep list order and prefer an active discharge entry.
+
+    Each pair comes with what changes between its two entries, found while weighing how alike they are."""
     candidates = sorted(
-        ((-_likeness(h, d), h.position, d.position, h, d) for h in home for d in discharge),
+        (
+            (-_likeness(h, d, changes), h.position, d.position, h, d, changes)
+            for h in home
+            for d in discharge
+            for changes in (changes_between(h, d),)
+        ),
         key=lambda c: c[:3],
     )
-    pairs: list[tuple[ResolvedMedication, ResolvedMedication]] = []
+    pairs: list[Pair] = []
     used_home: set[int] = set()
     used_discharge: set[int] = set()
-    for _, home_position, discharge_position, h, d in candidates:
+    for _, home_position, discharge_position, h, d, changes in candidates:
         if home_position in used_home or discharge_position in used_discharge:
             continue
         used_home.add(home_position)
         used_discharge.add(discharge_position)
-        pairs.append((h, d))
+        pairs.append((h, d, changes))
     pairs.sort(key=lambda p: p[0].position)
     return (
         pairs,
@@ -144,13 +153,13 @@ def _pair(
     )
 
 
-def _likeness(home: ResolvedMedication, discharge: ResolvedMedication) -> float:
+def _likeness(home: ResolvedMedication, discharge: ResolvedMedication, changes: tuple[ChangeKind, ...]) -> float:
     score = 0.0
     if home.entry.rxnorm_code and home.entry.rxnorm_code == discharge.entry.rxnorm_code:
         score += 4
     if home.entry.text.strip().lower() == discharge.entry.text.strip().lower():
         score += 3
-    score += 4 - len(changes_between(home, discharge))
+    score += 4 - len(changes)
     if not discharge.is_stop:
         score += 0.5
     return score
