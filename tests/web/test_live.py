@@ -31,6 +31,8 @@ async def test_the_live_feed_opens_a_new_patients_events_with_the_announced_key_
     web = await infra.nats_client().connect()
     feed = LiveFeed(web)
     await feed.start()
+    # The feed's subscriptions reach the server before the events do (they travel on another connection).
+    await web.flush()
     try:
         with feed.listen() as changes:
             patient, key = new_patient_id(), PatientKey.new()

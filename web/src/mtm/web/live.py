@@ -110,8 +110,10 @@ class LiveFeed:
         self._reader = EventReader(registry, KeyRing(nats_key_source(nc)), EventBodies(nc))
         self._listeners: set[asyncio.Queue[Change | None]] = set()
         self._subscriptions: list[Any] = []
-        self._received: asyncio.Queue[Msg] = asyncio.Queue(RECEIVED_SIZE)
+        # None: the feed is stopping (it wakes the reader task).
+        self._received: asyncio.Queue[Msg | None] = asyncio.Queue(RECEIVED_SIZE)
         self._opener: asyncio.Task[None] | None = None
+        self._stopping = False
         self.dropped = 0
 
     async def start(self) -> None:
@@ -127,11 +129,18 @@ class LiveFeed:
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        # The reader task ends on this too, not only when cancelled: a cancellation lost on its way in (Python 3.11's
+        # `wait_for`, in a key request) would leave it waiting for events that no longer come, and this stop with it.
+        self._stopping = True
+        with contextlib.suppress(asyncio.QueueFull):  # full: the reader finds the flag after its next batch
+            self._received.put_nowait(None)
         if self._opener is not None:
             self._opener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._opener
         for queue in list(self._listeners):
+            if queue.full():  # a stream that does not keep up misses a change rather than its end
+                queue.get_nowait()
             queue.put_nowait(None)
 
     async def _on_message(self, msg: Msg) -> None:
@@ -154,10 +163,12 @@ class LiveFeed:
             _drop_patient(queue, erased.patient_id)
 
     async def _open_received(self) -> None:
-        while True:
+        while not self._stopping:
             batch = [await self._received.get()]
             while len(batch) < OPEN_BATCH and not self._received.empty():
                 batch.append(self._received.get_nowait())
+            if self._stopping:
+                return
             if not self._listeners:
                 continue
             try:

@@ -3,7 +3,9 @@
 An outage is not a poison message: a database restart or a NATS reconnect must neither dead-letter what was in
 hand nor kill the task that was handling it. Background tasks (the outbox relay, delivery workers, timers, leases)
 run supervised: any exception is logged by type and the task starts again after a back-off; a task that keeps
-failing makes its service report not ready instead of running half dead.
+failing makes its service report not ready instead of running half dead. Each also ends when its stop signal is
+set, not only when its task is cancelled: a cancellation can be lost on its way in, and a stop waiting on the task
+would then wait for ever.
 """
 
 from __future__ import annotations
@@ -80,13 +82,34 @@ class TaskHealth:
         self.last_error = type(exc).__name__
 
 
-async def supervise(name: str, run: Callable[[TaskHealth], Awaitable[None]], health: TaskHealth) -> None:
-    """Run `run` until it returns or is cancelled; restart it after any exception, with back-off.
+async def until_set(timeout_s: float, *events: asyncio.Event) -> None:
+    """Until one of `events` is set, or `timeout_s` passed: what a background loop waits on between rounds, its stop
+    signal among the events.
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11 that returns normally when the task is cancelled
+    just as the event is set (gh-86296, fixed in 3.12 by gh-98518), which is what a stop that wakes a loop and
+    cancels it does. `asyncio.wait` raises every cancellation.
+    """
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def supervise(
+    name: str, run: Callable[[TaskHealth], Awaitable[None]], health: TaskHealth, stopping: asyncio.Event
+) -> None:
+    """Run `run` until it returns, is cancelled or `stopping` is set; restart it after any exception, with back-off.
 
     `run` reports good rounds with `health.ok()`; each crash counts as a failure. Only the exception's type is
-    logged: its text may carry data from the message or row that caused it.
+    logged: its text may carry data from the message or row that caused it. A crash after `stopping` was set is
+    not restarted: the cancellation meant to end the task may have been lost in `run`.
     """
-    while True:
+    while not stopping.is_set():
         try:
             await run(health)
             return
@@ -103,4 +126,4 @@ async def supervise(name: str, run: Callable[[TaskHealth], Awaitable[None]], hea
                 attempt=health.failures,
                 elapsed_ms=int(delay * 1000),
             )
-            await asyncio.sleep(delay)
+            await until_set(delay, stopping)

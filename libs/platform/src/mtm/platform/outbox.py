@@ -17,7 +17,7 @@ from mtm.contracts.subjects import event_name_of_subject, event_subject
 from mtm.platform import tracing
 from mtm.platform.bodies import MAX_STORED_BODY_BYTES, EventBodies
 from mtm.platform.crypto import Sealer
-from mtm.platform.faults import TaskHealth, supervise
+from mtm.platform.faults import TaskHealth, supervise, until_set
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -153,7 +153,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self.published = 0
 
@@ -161,10 +161,12 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(supervise("outbox-relay", self._run, self.health), name="outbox-relay")
+        self._task = asyncio.create_task(
+            supervise("outbox-relay", self._run, self.health, self._stopping), name="outbox-relay"
+        )
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
@@ -180,11 +182,14 @@ class OutboxRelay:
         async with self._pool.acquire() as lock_conn:
             while not await lock_conn.fetchval(TRY_RELAY_LOCK, RELAY_LOCK_KEY):
                 health.ok()
-                await asyncio.sleep(self._poll_s * 4)
+                # A standby ends when stopped, not only when cancelled (a cancellation can be lost on its way in).
+                await until_set(self._poll_s * 4, self._stopping)
+                if self._stopping.is_set():
+                    return
             try:
                 await lock_conn.execute(RELAY_SESSION)
                 self._conn = lock_conn
-                while not self._stopping:
+                while not self._stopping.is_set():
                     # Cleared before the round, not after it: a commit that wakes the relay while it sends must
                     # get its rows sent by the next round, not by the next poll up to `poll_s` later.
                     self._wake.clear()
@@ -192,8 +197,7 @@ class OutboxRelay:
                     health.ok()
                     if sent >= self._batch_size:
                         continue
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                    await until_set(self._poll_s, self._wake, self._stopping)
             finally:
                 self._conn = None
                 with contextlib.suppress(Exception):

@@ -220,8 +220,10 @@ class Rebuilder:
         reader: EventReader,
         reader_name: str,
         progress: Progress = _no_progress,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._url = database_url
+        self._stopping = stopping
         self._js = js
         self._reader_name = reader_name
         self._projection = projection
@@ -278,6 +280,13 @@ class Rebuilder:
         finally:
             await reader.stop()
             await conn.close()
+
+    def _go_on(self) -> None:
+        """A rebuild stopped with its service ends at its next batch as if its task's cancellation had arrived, also
+        when that was lost on its way in (Python 3.11's `wait_for`, under a pull or a nats-py request): it would
+        otherwise replay and swap to its end, the service's stop waiting for it."""
+        if self._stopping is not None and self._stopping.is_set():
+            raise asyncio.CancelledError
 
     async def _read(self, messages: Sequence[Msg]) -> list[Read]:
         try:
@@ -344,6 +353,7 @@ class Rebuilder:
         applied = 0
         last_report = 0.0
         while True:
+            self._go_on()
             batch = await reader.take(APPLY_BATCH, wait_s=0.2)
             if batch:
                 async with conn.transaction():
@@ -403,6 +413,7 @@ class Rebuilder:
         end = await self._log_end()
         applied = 0
         while True:
+            self._go_on()
             batch = await reader.take(APPLY_BATCH, wait_s=0.05)
             if batch:
                 applied += await self._apply(conn, batch)

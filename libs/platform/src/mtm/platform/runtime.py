@@ -95,6 +95,7 @@ from mtm.platform.timers import run_timer
 
 log = get_logger(__name__)
 
+# A job runs until the service stops: it must end once `runtime.stopping` is set, cancelled or not.
 BackgroundJob = Callable[["ServiceRuntime"], Awaitable[None]]
 # A command whose appends keep conflicting with other writers of the same patient gives up after this many tries.
 OCC_ATTEMPTS = 8
@@ -179,6 +180,9 @@ class ServiceRuntime:
     answering: list[Answering] = field(default_factory=list)
     draining: set[str] = field(default_factory=set)
     """Durables of retiring consumers found at start and not deleted yet: what an earlier version left to drain."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set as the service stops, before its background tasks are cancelled: each ends on it too (a cancellation can
+    be lost on its way in), background jobs included."""
     telemetry: ServiceTelemetry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +228,7 @@ class ServiceRuntime:
 
     async def connect(self) -> None:
         """Database (migrated), JetStream, the streams this service owns or waits for, its durable consumers."""
+        self.stopping.clear()  # an app started again after a stop
         if self.settings.http_port is not None:
             # First: /healthz answers while migrations or a first build of the projection take their time.
             await self.telemetry.start_probes(self.settings.http_host, self.settings.http_port)
@@ -374,6 +379,7 @@ class ServiceRuntime:
             projection=self.definition.handlers.projection,
             scopes=self.definition.projection_scopes,
             reader=self.reader,
+            stopping=self.stopping,
             **kwargs,
         )
 
@@ -458,7 +464,7 @@ class ServiceRuntime:
             self._supervised(
                 f"timer-{timer.name}",
                 lambda health, timer=timer: run_timer(
-                    self.db, timer, projection, after_record=self.wake_relay, health=health
+                    self.db, timer, projection, after_record=self.wake_relay, stopping=self.stopping, health=health
                 ),
             )
         self.serving = True
@@ -468,7 +474,7 @@ class ServiceRuntime:
         """A background task restarted after any failure; its health counts toward the service's readiness."""
         health = TaskHealth(name)
         self.task_health.append(health)
-        self.background.append(asyncio.create_task(supervise(name, run, health), name=name))
+        self.background.append(asyncio.create_task(supervise(name, run, health, self.stopping), name=name))
 
     def readiness(self) -> Readiness:
         """Ready when it pulls from the groups it should hold and no background task keeps failing."""
@@ -514,6 +520,7 @@ class ServiceRuntime:
 
     async def stop_consuming(self) -> None:
         self.serving = False
+        self.stopping.set()
         for processor in self.processors.values():
             processor.stopping.set()
         if self.leases is not None:

@@ -20,7 +20,7 @@ import asyncpg
 
 from mtm.contracts import EventEnvelope
 from mtm.platform import metrics, tracing
-from mtm.platform.faults import TaskHealth
+from mtm.platform.faults import TaskHealth, until_set
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import WRITER_LOCK_KEY, Projection, UnitOfWork
 
@@ -96,10 +96,15 @@ async def run_timer(
     projection: Projection,
     *,
     after_record: Callable[[], None],
+    stopping: asyncio.Event,
     health: TaskHealth | None = None,
 ) -> None:
-    """Look every `every_s` until cancelled (run supervised: a failure restarts it after a back-off)."""
-    while True:
+    """Look every `every_s` until stopped (run supervised: a failure restarts it after a back-off).
+
+    It ends when `stopping` is set, not only when cancelled: a cancellation lost on its way in would otherwise leave
+    the service's stop waiting for this loop for ever.
+    """
+    while not stopping.is_set():
         async with pool.acquire() as conn:
             recorded = await fire_due(conn, timer, projection, datetime.now(UTC))
         if health is not None:
@@ -112,4 +117,4 @@ async def run_timer(
             after_record()
             if recorded >= ROUND_LIMIT:
                 continue
-        await asyncio.sleep(timer.every_s)
+        await until_set(timer.every_s, stopping)

@@ -74,6 +74,7 @@ def create_app(settings: NotifySettings | None = None) -> FastStream:
                 lease_s=settings.notify_lease_s,
                 poll_s=settings.notify_poll_s,
                 wake=wake,
+                stopping=runtime.stopping,
                 on_recorded=runtime.wake_relay,
             )
             await worker.run()

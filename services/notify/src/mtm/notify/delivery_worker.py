@@ -19,6 +19,7 @@ from mtm.notify.adapters.directory import Directory
 from mtm.notify.application import record_attempt
 from mtm.notify.domain.delivery import AttemptResult, Contact, RetryPolicy, referral_email, referral_message
 from mtm.platform import metrics, tracing
+from mtm.platform.faults import until_set
 from mtm.platform.logging import get_logger
 from mtm.platform.projection import UnitOfWork
 
@@ -52,6 +53,7 @@ class DeliveryWorker:
         lease_s: float,
         poll_s: float,
         wake: asyncio.Event,
+        stopping: asyncio.Event,
         email: EmailSetup | None = None,
         on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
@@ -65,10 +67,13 @@ class DeliveryWorker:
         self._lease_s = lease_s
         self._poll_s = poll_s
         self._wake = wake
+        self._stopping = stopping
         self._on_recorded = on_recorded
 
     async def run(self) -> None:
-        while True:
+        """Deliver until stopped: it ends when `stopping` is set, not only when cancelled, since a cancellation can be
+        lost on its way in (on Python 3.11, a notification's wake-up landing with the stop's cancellation is enough)."""
+        while not self._stopping.is_set():
             # Cleared before looking, so a notification committed during this round wakes the next one.
             self._wake.clear()
             round_ = asyncio.ensure_future(self.deliver_due())
@@ -84,8 +89,7 @@ class DeliveryWorker:
                 worked = 0
             if worked:
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            await until_set(self._poll_s, self._wake, self._stopping)
 
     async def deliver_due(self) -> int:
         now = datetime.now(UTC)
