@@ -17,8 +17,8 @@ from mtm.program.adapters import program
 from mtm.program.domain.targeting import Plan
 from mtm.program.tables import adherence_tables, targeting_tables
 
-# Nobody waits on the program's inputs: they only mark members due, and the evaluation timer decides every few
-# seconds. A trickle of them (500 discharges/s, each a handful of events) is better taken a quarter of a second at a
+# Nobody waits on the program's inputs: they only mark members due, and the evaluation timer decides every second.
+# A trickle of them (500 discharges/s, each a handful of events) is better taken a quarter of a second at a
 # time than in a transaction per batch of one or two, on the cores the review path also needs.
 INPUT_LINGER_S = 0.25
 
@@ -28,7 +28,7 @@ def _kept(durable: str, types: tuple) -> Reaction:
     return on_events(types, lambda _event: [], durable=durable, keeps_input=True, linger_s=INPUT_LINGER_S)
 
 
-def handlers(*, plan: Plan | None = None, evaluation_every_s: float = 5.0) -> ServiceHandlers:
+def handlers(*, plan: Plan | None = None, evaluation_every_s: float = 1.0) -> ServiceHandlers:
     return ServiceHandlers(
         projection=program.PROGRAM,
         reactions=(
