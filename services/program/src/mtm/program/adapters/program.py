@@ -90,9 +90,10 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::date[], $5::bool[], 
 MARK_EVALUATED = """
 UPDATE members
 SET inputs_evaluated = GREATEST(members.inputs_evaluated, d.inputs), evaluated_on = d.evaluated_on,
-    next_review_on = d.next_review_on, eligible = d.eligible, determination = d.determination
-FROM unnest($1::text[], $2::int[], $3::date[], $4::date[], $5::bool[], $6::json[])
-    AS d(patient_id, inputs, evaluated_on, next_review_on, eligible, determination)
+    next_review_on = d.next_review_on, eligible = d.eligible, determination = d.determination,
+    evaluated_at = d.evaluated_at
+FROM unnest($1::text[], $2::int[], $3::date[], $4::date[], $5::bool[], $6::json[], $7::timestamptz[])
+    AS d(patient_id, inputs, evaluated_on, next_review_on, eligible, determination, evaluated_at)
 WHERE members.patient_id = d.patient_id
 """
 INSERT_ENROLMENT = """
@@ -262,6 +263,7 @@ async def _apply_determinations(conn: asyncpg.Connection, run: Sequence[MtmEligi
         [next_quarter(e.data.determined_on) for e in last],
         [e.data.eligible for e in last],
         [e.data.model_dump_json() for e in last],
+        [e.time for e in last],
     )
 
 
@@ -377,17 +379,25 @@ SELECT m.patient_id, m.conditions, m.medications, m.inputs_seen, m.inputs_evalua
                  FROM fills f WHERE f.patient_id = m.patient_id AND f.filled_on >= $2), '[]') AS fills,
        ARRAY(SELECT e.program_year FROM enrolments e WHERE e.patient_id = m.patient_id) AS enrolled_years
 FROM members m
-WHERE m.inputs_seen > m.inputs_evaluated OR m.next_review_on <= $1
+WHERE (m.inputs_seen > m.inputs_evaluated AND (m.evaluated_at IS NULL OR m.evaluated_at <= $4))
+    OR m.next_review_on <= $1
 ORDER BY m.patient_id
 LIMIT $3
 """
+# A member evaluated less than this ago waits for new inputs to be taken into account: the timer looks every second
+# (a new member is evaluated within it), but a member whose fills keep coming (a pharmacy's feed, 20 fills in a few
+# seconds) is not evaluated, and a determination published, at every look. Measured on the bench, looking every
+# second without it: fills 4,593 against 5,119/s looking every 5 s, the program's CPU per fill 0.085-0.094 against
+# 0.069-0.073 ms.
+REEVALUATE_AFTER = timedelta(seconds=5)
 
 
 async def due_members(conn: asyncpg.Connection, now: datetime, limit: int) -> list[MemberState]:
-    """Members with inputs not yet evaluated, or whose quarterly review came (one statement: one snapshot)."""
+    """Members with inputs not yet evaluated (and not evaluated in the last few seconds), or whose quarterly review
+    came (one statement: one snapshot)."""
     today = now.date()
     since = min(date(today.year, 1, 1), today - timedelta(days=366))
-    rows = await conn.fetch(SELECT_DUE, today, since, limit)
+    rows = await conn.fetch(SELECT_DUE, today, since, limit, now - REEVALUATE_AFTER)
     return [_member_state(row) for row in rows]
 
 
