@@ -10,11 +10,12 @@ from conftest import declare_as_owner
 
 from mtm.contracts import EVENTS, ReviewTaskReleased
 from mtm.contracts.events import TaskRelease
-from mtm.contracts.subjects import PATIENT_EVENT_BODIES_BUCKET, PATIENT_EVENTS_STREAM
+from mtm.contracts.subjects import PATIENT_EVENT_BODIES_BUCKET, PATIENT_EVENTS_STREAM, event_subject
 from mtm.platform.bodies import REFERENCE_MARKER, BodyReference, EventBodies, MalformedReference, StoredBodyMissing
 from mtm.platform.crypto import KeyRing, PatientKey
 from mtm.platform.faults import is_transient
-from mtm.platform.log import PatientLog, TooLargeForTheLog
+from mtm.platform.log import ConcurrencyConflict, PatientLog, TooLargeForTheLog
+from mtm.platform.outbox import MSG_ID_HEADER
 from mtm.platform.reading import EventReader
 from mtm.platform.streams import PATIENT_EVENTS
 
@@ -96,8 +97,6 @@ async def test_a_retried_append_refers_to_the_object_it_stored_and_a_conflict_le
     await patient_log.append([first], expected_last_seq=0)
     large = _released(100 * 1024)
 
-    from mtm.platform.log import ConcurrencyConflict
-
     with pytest.raises(ConcurrencyConflict):
         await patient_log.append([large], expected_last_seq=0)  # decided on a history that moved on
     assert len(await _stored(nc)) == 1  # its body was stored first; no entry on the log names it
@@ -149,3 +148,45 @@ async def test_a_stored_body_missing_or_changed_is_an_outage_and_a_malformed_ref
     with pytest.raises(MalformedReference):
         await reader.read(subject, REFERENCE_MARKER + b'{"bucket": 1}')
     assert not is_transient(MalformedReference("x"))
+
+
+class _InterleavingJetStream:
+    """JetStream as a command's append sees it while another service relays: right after the decision's first
+    event is stored, `other` reaches the same patient's log."""
+
+    def __init__(self, js, other) -> None:
+        self._js = js
+        self._other = other
+
+    async def publish(self, subject, payload, **kwargs):
+        ack = await self._js.publish(subject, payload, **kwargs)
+        if self._other is not None:
+            other, self._other = self._other, None
+            await self._js.publish(
+                event_subject(other), other.model_dump_json().encode(), headers={MSG_ID_HEADER: str(other.id)}
+            )
+        return ack
+
+    def __getattr__(self, name):
+        return getattr(self._js, name)
+
+
+async def test_a_decision_whose_first_event_is_stored_lands_whole_when_another_event_comes_in_between(
+    clean_jetstream,
+):
+    """Regression: a completion and its follow-up, with the program's adherence measure for the same patient relayed
+    between them. The follow-up was refused as a conflict, so the command decided again, found its own completion
+    and answered "task is already completed", the follow-up never recorded."""
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    reader = EventReader(EVENTS, KeyRing(_no_keys), EventBodies(nc))
+    completed, follow_up, relayed = _released(1), _released(1), _released(1)
+    patient_log = PatientLog(nc, _InterleavingJetStream(nc.jetstream(), relayed), reader, seal=False)
+
+    assert await patient_log.append([completed, follow_up], expected_last_seq=0) == 3
+
+    history = await patient_log.read(PATIENT, [ReviewTaskReleased])
+    assert [e.event for e in history.events] == [completed, relayed, follow_up]
+    with pytest.raises(ConcurrencyConflict):  # a decision on a history that moved on is still refused whole
+        await patient_log.append([_released(1), _released(1)], expected_last_seq=1)
+    assert len(await _stored(nc)) == 3

@@ -87,8 +87,11 @@ class PatientLog:
     ) -> int:
         """Append the events in order, the first only if the patient's log still ends at `expected_last_seq`.
 
-        Each following event expects the one before it, so a decision's events land together or, after a
-        crash in between, as a prefix that the retried decision completes. Returns the last sequence.
+        The first event's check is the decision's: once it is stored, the rest follow it whatever else reaches the
+        patient's log in between. Another service's event landing there (the program's adherence measure between a
+        completion and its follow-up) used to fail the chain: the command then decided again on a history holding
+        its own first event, refused ("already completed"), and left the follow-up unrecorded. Each event keeps its
+        id, so a retried append stores nothing twice. Returns the last sequence.
         `headers` go with every event besides its own (the trace context of the decision).
         """
         bodies = []
@@ -112,22 +115,20 @@ class PatientLog:
                 if self._reader.bodies is None:
                     raise RuntimeError("the patient log was given no object store for events too large for a message")
                 bodies[i] = await self._reader.bodies.store(str(event.id), body)
-        expected = expected_last_seq
-        for event, body in zip(events, bodies, strict=True):
-            sent = {
-                **(headers or {}),
-                MSG_ID_HEADER: str(event.id),
-                EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
-                EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: patient_filter(event.patient_id),
-            }
+        last_seq = expected_last_seq
+        for position, (event, body) in enumerate(zip(events, bodies, strict=True)):
+            sent = {**(headers or {}), MSG_ID_HEADER: str(event.id)}
+            if position == 0:
+                sent[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_last_seq)
+                sent[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = patient_filter(event.patient_id)
             try:
                 ack = await self._js.publish(event_subject(event), body, headers=sent)
             except BadRequestError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(str(exc.description)) from exc
                 raise
-            expected = ack.seq
-        return expected
+            last_seq = ack.seq
+        return last_seq
 
 
 def _trace_headers(headers: Mapping[str, str]) -> Mapping[str, str] | None:
