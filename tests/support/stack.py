@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -107,33 +108,31 @@ async def dump(app) -> dict[str, list[str]]:
         await conn.close()
 
 
-async def settled(apps: dict, nc) -> bool:
+@dataclass(frozen=True)
+class NotYet:
+    """A falsy answer to a wait that says what is still moving: a wait that fails shows it."""
+
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+async def settled(apps: dict, nc) -> bool | NotYet:
     """Nothing left to consume or send, no notification pending, no escalation due: the tables stay as they are."""
     js = nc.jetstream()
     for stream in (DISCHARGE_INTAKE_STREAM, FILL_INTAKE_STREAM, PATIENT_EVENTS_STREAM):
         for consumer in await js.consumers_info(stream):
-            durable = consumer.config.durable_name is not None
-            if durable and (consumer.num_pending or consumer.num_ack_pending):
-                return False
+            durable = consumer.config.durable_name
+            if durable is not None and (consumer.num_pending or consumer.num_ack_pending):
+                return NotYet(f"{durable}: {consumer.num_pending} pending, {consumer.num_ack_pending} unacknowledged")
     for app in apps.values():
+        name = app.runtime.name
         conn = await asyncpg.connect(app.runtime.database_url)
         try:
-            if await conn.fetchval("SELECT count(*) FROM public.outbox"):
-                return False
-            if app.runtime.name == "notify" and await conn.fetchval(
-                "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"
-            ):
-                return False
-            if app.runtime.name == "review" and await conn.fetchval(REVIEW_DEADLINES_PENDING):
-                return False
-            if app.runtime.name == "program" and await conn.fetchval(
-                "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated"
-            ):
-                return False
-            if app.runtime.name == "referral" and await conn.fetchval(
-                "SELECT count(*) FROM projection.referrals WHERE status = 'requested' AND escalate_at IS NOT NULL"
-            ):
-                return False
+            for what, query in (("outbox rows", "SELECT count(*) FROM public.outbox"), *_STILL_MOVING.get(name, ())):
+                if count := await conn.fetchval(query):
+                    return NotYet(f"{name}: {count} {what}")
         finally:
             await conn.close()
     return True
@@ -147,6 +146,23 @@ SELECT (SELECT count(*) FROM projection.review_tasks
      + (SELECT count(*) FROM projection.action_plans
         WHERE delivered_on IS NULL AND overdue_at IS NULL AND due <= now())
 """
+# What each service still moves on its own, as (what, count query).
+_STILL_MOVING: dict[str, tuple[tuple[str, str], ...]] = {
+    "notify": (("notifications pending", "SELECT count(*) FROM projection.notifications WHERE status = 'pending'"),),
+    "review": (("deadlines passed and not marked", REVIEW_DEADLINES_PENDING),),
+    "program": (
+        (
+            "members with inputs not evaluated",
+            "SELECT count(*) FROM projection.members WHERE inputs_seen > inputs_evaluated",
+        ),
+    ),
+    "referral": (
+        (
+            "referrals due to escalate",
+            "SELECT count(*) FROM projection.referrals WHERE status = 'requested' AND escalate_at IS NOT NULL",
+        ),
+    ),
+}
 
 
 async def dead_letter_reasons(nc) -> list[str]:
@@ -169,10 +185,10 @@ async def dead_letter_reasons(nc) -> list[str]:
     return reasons
 
 
-async def quiet(apps: dict, nc) -> bool:
+async def quiet(apps: dict, nc) -> bool | NotYet:
     """Settled, and still settled a moment later (an event relayed between two looks would otherwise slip by)."""
-    if not await settled(apps, nc):
-        return False
+    if not (found := await settled(apps, nc)):
+        return found
     await asyncio.sleep(0.3)
     return await settled(apps, nc)
 
