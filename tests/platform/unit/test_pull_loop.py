@@ -27,7 +27,7 @@ NOTHING_CAME = None
 class Subscription:
     """Hands out the scripted batches, then nothing (as a drained durable: fetch times out); notes each request."""
 
-    def __init__(self, batches: list[list[SimpleNamespace] | None], stop: asyncio.Event) -> None:
+    def __init__(self, batches: list[list[SimpleNamespace] | Exception | None], stop: asyncio.Event) -> None:
         self._batches = batches
         self._stop = stop
         self.requests: list[tuple[int, float]] = []
@@ -38,6 +38,8 @@ class Subscription:
             scripted = self._batches.pop(0)
             if scripted is NOTHING_CAME:
                 raise TimeoutError
+            if isinstance(scripted, Exception):
+                raise scripted
             return scripted
         self._stop.set()
         raise TimeoutError
@@ -182,3 +184,56 @@ async def test_a_lingering_consumer_does_not_gather_after_a_full_batch():
 async def test_a_gathering_that_found_nothing_goes_back_to_waiting_for_the_first_message():
     requests = await run_lingering([[message("a")], NOTHING_CAME, [message("b")]])
     assert requests[:3] == [(10, TOP_UP_WAIT_S), (10, LINGER_S), (10, TOP_UP_WAIT_S)]
+
+
+async def test_a_fetch_that_fails_unexpectedly_is_retried_and_the_loop_goes_on():
+    """Regression: only nats-py's own errors were caught; anything else a fetch raised ended the loop for good,
+    its group's lease still held, nothing reading the durable again."""
+    processor = Processor()
+    loop = await run_loop([KeyError("Description"), [message("a")]], processor)  # type: ignore[list-item]
+    for _ in range(100):  # the retry waits half a second
+        if processor.journal or loop.done():
+            break
+        await asyncio.sleep(0.05)
+    assert processor.journal == ["read a"]
+    processor.releases["a"].set()
+    await asyncio.wait_for(loop, 5)
+    assert processor.journal == ["read a", "committed a"]
+
+
+async def test_a_pull_loop_that_fails_is_started_again_until_its_group_is_let_go(monkeypatch):
+    """Whatever ends a group's pull loop with an error, the runtime starts it again (after a back-off); once the
+    group is let go (its stop set), it is not."""
+    from mtm.platform.runtime import ServiceRuntime
+
+    stop = asyncio.Event()
+    runs: list[str] = []
+
+    async def pull_loop_failing_once(runtime, consumer, durable, stop_event):
+        runs.append(durable)
+        if len(runs) == 1:
+            raise RuntimeError("a bug of the loop's own")
+        stop_event.set()
+
+    monkeypatch.setattr("mtm.platform.runtime.pull_loop", pull_loop_failing_once)
+    runtime = SimpleNamespace(stopping=asyncio.Event())
+    consumer = SimpleNamespace(durable="durable")
+    await asyncio.wait_for(ServiceRuntime._pull_while_held(runtime, consumer, "durable", stop), 5)  # type: ignore[arg-type]
+    assert runs == ["durable", "durable"]
+
+    runs.clear()
+    stop.clear()
+    monkeypatch.setattr("mtm.platform.runtime.pull_loop", _failing_and_let_go(stop, runs))
+    await asyncio.wait_for(ServiceRuntime._pull_while_held(runtime, consumer, "durable", stop), 5)  # type: ignore[arg-type]
+    assert runs == ["durable"]
+
+
+def _failing_and_let_go(stop: asyncio.Event, runs: list[str]):
+    """A pull loop whose group is let go while it fails: it is not started again."""
+
+    async def run(runtime, consumer, durable, stop_event):
+        runs.append(durable)
+        stop.set()
+        raise RuntimeError("failed as the group was let go")
+
+    return run

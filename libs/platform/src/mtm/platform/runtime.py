@@ -53,7 +53,7 @@ from mtm.platform.bodies import EventBodies
 from mtm.platform.consumer import BatchConsumer, BatchProcessor, describe_invalid, order_key
 from mtm.platform.crypto import KeyRing, PatientKey, Sealer
 from mtm.platform.db import apply_migrations, create_pool
-from mtm.platform.faults import TaskHealth, supervise
+from mtm.platform.faults import TaskHealth, backoff, supervise, until_set
 from mtm.platform.identity import Forbidden, TokenVerifier, Unauthorized, require_role
 from mtm.platform.keys import KeyStore, announce_keys, hear_keys, key_reply, nats_key_source
 from mtm.platform.leases import GroupKey, GroupLeases
@@ -503,8 +503,32 @@ class ServiceRuntime:
         consumer = next(c for c in self.consumers if c.durable == key.consumer)
         stop = asyncio.Event()
         durable = self.durable_of(key)
-        task = asyncio.create_task(pull_loop(self, consumer, durable, stop), name=f"pull-{durable}")
+        task = asyncio.create_task(self._pull_while_held(consumer, durable, stop), name=f"pull-{durable}")
         self.pull_loops[key] = (task, stop)
+
+    async def _pull_while_held(self, consumer: BatchConsumer[Any], durable: str, stop: asyncio.Event) -> None:
+        """The group's pull loop, started again after a failure until the group is let go.
+
+        A pull loop that failed used to end for good with its lease still held: nothing read the durable again, and
+        nothing said so (seen under load: the program's lingering consumers stopped after a rebuild's swap, their
+        messages pending for ever).
+        """
+        failures = 0
+        while True:
+            try:
+                await pull_loop(self, consumer, durable, stop)
+                return
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "pull loop failed; starting it again",
+                    consumer=consumer.durable,
+                    attempt=failures,
+                    error_type=type(exc).__name__,
+                )
+                await until_set(backoff(failures - 1), stop, self.stopping)
+                if stop.is_set() or self.stopping.is_set():
+                    return
 
     async def _stop_group(self, key: GroupKey) -> None:
         held = self.pull_loops.pop(key, None)
@@ -747,7 +771,9 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 js_errors.ServiceUnavailableError,
             ):
                 await asyncio.sleep(0.5)
-            except (nats_errors.Error, js_errors.Error) as exc:
+            except Exception as exc:
+                # nats-py's own errors, and anything else a fetch raises: an unexpected one must not end the loop
+                # while its group's lease is held (nobody would read the durable again).
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
             if messages is None:
