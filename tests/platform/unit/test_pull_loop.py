@@ -237,3 +237,11 @@ def _failing_and_let_go(stop: asyncio.Event, runs: list[str]):
         raise RuntimeError("failed as the group was let go")
 
     return run
+
+
+async def test_an_empty_batch_from_a_fetch_is_nothing_fetched_and_the_loop_goes_on():
+    """Regression: nats-py's fetch returns an empty list when its pull request ends with a status before any
+    message. A lingering consumer took it as a batch and ended on an IndexError, its lease held: the program's
+    consumers stopped under load, their messages pending for ever."""
+    requests = await run_lingering([[message("a")], [], [message("b")]])
+    assert len(requests) == 4  # "a", the empty one, "b", and the last look that found nothing

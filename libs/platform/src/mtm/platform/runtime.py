@@ -510,8 +510,8 @@ class ServiceRuntime:
         """The group's pull loop, started again after a failure until the group is let go.
 
         A pull loop that failed used to end for good with its lease still held: nothing read the durable again, and
-        nothing said so (seen under load: the program's lingering consumers stopped after a rebuild's swap, their
-        messages pending for ever).
+        nothing said so. Under load the program's lingering consumers ended so (an empty list from nats-py's fetch,
+        handled in the loop now), their messages pending for ever; this is the backstop for whatever else may.
         """
         failures = 0
         while True:
@@ -704,10 +704,9 @@ async def next_batch(subscription: Any, size: int) -> list[Any]:
     request open until all `n` arrived or the timeout passed, which would hold a lone message back for up to
     the whole timeout. Waiting for one and then topping up keeps both big batches under load and low latency.
     """
-    try:
-        return await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S)
-    except TimeoutError:
-        pass
+    with contextlib.suppress(TimeoutError):
+        if waiting := await subscription.fetch(batch=size, timeout=TOP_UP_WAIT_S):
+            return waiting  # (an empty list, which nats-py may return, waits below like a timeout)
     batch = await subscription.fetch(batch=1, timeout=PULL_WAIT_S)
     if size > 1:
         with contextlib.suppress(TimeoutError):
@@ -776,8 +775,11 @@ async def pull_loop(runtime: ServiceRuntime, consumer: BatchConsumer[Any], durab
                 # while its group's lease is held (nobody would read the durable again).
                 log.warning("fetch failed; retrying", consumer=consumer.durable, error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
-            if messages is None:
+            if not messages:
                 # Nothing fetched: an empty durable, or one another replica deleted (no one answers the request).
+                # nats-py's fetch also returns an empty list when its pull request ends with a status before any
+                # message; taken as a batch, it ended the loop (an IndexError below) with the lease still held.
+                gather = False
                 if consumer.retiring and await runtime.retire_if_drained(consumer, durable):
                     return
                 continue
@@ -821,7 +823,7 @@ def _left_nothing_waiting(messages: Sequence[Any]) -> bool:
     """The durable had nothing more waiting when the batch's last message was delivered (its JetStream metadata)."""
     try:
         return bool(messages[-1].metadata.num_pending == 0)
-    except (AttributeError, nats_errors.Error):
+    except (IndexError, AttributeError, nats_errors.Error):
         return False
 
 
