@@ -9,6 +9,7 @@ physicians receive them: webhook-ids at the HTTP receiver, message ids on the ph
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 from support.webhook import WebhookReceiver
 
 from mtm.contracts import EVENTS, DeadLetter
@@ -48,33 +50,64 @@ class Stored:
 
 
 async def read_stream(nc: Client, stream: str, subject: str = ">") -> AsyncIterator[Stored]:
-    """Every message of a stream on `subject`, in order, with an ephemeral pull consumer that acknowledges nothing."""
+    """Every message of a stream on `subject`, in order, with an ephemeral pull consumer that acknowledges nothing.
+
+    A pull nobody answers (503: the consumer's server went away, or its stream is electing a leader after a fault
+    scenario's kill) reads on from where it stopped with a new consumer: the audit failed on one once, right after
+    a leader kill, as if the scenario had lost events.
+    """
     js = nc.jetstream()
     info = await js.stream_info(stream)
     if info.state.messages == 0:
         return
     last = info.state.last_seq
-    sub = await js.pull_subscribe(
-        subject,
-        stream=stream,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=120.0, mem_storage=True
-        ),
-    )
-    try:
-        while True:
-            try:
-                batch = await sub.fetch(FETCH_BATCH, timeout=5.0)
-            except TimeoutError:
-                return
-            for msg in batch:
-                meta = msg.metadata
-                yield Stored(meta.sequence.stream, msg.subject, (msg.headers or {}).get("Nats-Msg-Id"), msg.data)
-                if meta.num_pending == 0 or meta.sequence.stream >= last:
+    next_seq = info.state.first_seq
+    unanswered = 0
+    while True:
+        try:
+            sub = await js.pull_subscribe(
+                subject,
+                stream=stream,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=next_seq,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=120.0,
+                    mem_storage=True,
+                ),
+            )
+        except ServiceUnavailableError:
+            unanswered = await _unanswered(unanswered)
+            continue
+        try:
+            while True:
+                try:
+                    batch = await sub.fetch(FETCH_BATCH, timeout=5.0)
+                except TimeoutError:
                     return
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+                except ServiceUnavailableError:
+                    unanswered = await _unanswered(unanswered)
+                    break
+                for msg in batch:
+                    meta = msg.metadata
+                    next_seq = meta.sequence.stream + 1
+                    yield Stored(meta.sequence.stream, msg.subject, (msg.headers or {}).get("Nats-Msg-Id"), msg.data)
+                    if meta.num_pending == 0 or meta.sequence.stream >= last:
+                        return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+# How many unanswered pulls in a row a read waits out (a second apart) before it fails.
+UNANSWERED_PULLS = 30
+
+
+async def _unanswered(count: int) -> int:
+    if count >= UNANSWERED_PULLS:
+        raise ServiceUnavailableError(description=f"no answer to {count} pulls in a row")
+    await asyncio.sleep(1.0)
+    return count + 1
 
 
 @dataclass
