@@ -13,6 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import APIError, ServiceUnavailableError
 
 from mtm.platform.pulling import Puller, puller
+from mtm.platform.streams import add_stream
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ async def durable(clean_jetstream: Client) -> tuple[str, str]:
     js = clean_jetstream.jetstream()
     name = f"PULL_{uuid.uuid4().hex[:8].upper()}"
     subject = f"pull.{name.lower()}"
-    await js.add_stream(StreamConfig(name=name, subjects=[subject]))
+    await add_stream(js, StreamConfig(name=name, subjects=[subject]))
     await js.add_consumer(name, ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT))
     return name, subject
 

@@ -18,9 +18,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from mtm.contracts import subjects
+from mtm.platform.faults import backoff
 from mtm.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -147,9 +148,29 @@ async def declare_stream(
         await _create_or_update(js, bodies)
 
 
+# nats-server answers a create that races the teardown of a stream deleted moments before (a test's clean-up, an
+# operator re-creating a stream) with "error creating store for stream" (500, 10049), the cause only in its own log;
+# the same create a moment later succeeds. Seen in CI, one run in several, on a loaded machine.
+STORE_NOT_CREATED = 10049
+ADD_STREAM_ATTEMPTS = 5
+
+
+async def add_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """`js.add_stream`, tried again (after a back-off) while the server could not create the stream's store."""
+    for attempt in range(ADD_STREAM_ATTEMPTS):
+        try:
+            await js.add_stream(config)
+            return
+        except ServerError as exc:
+            if exc.err_code != STORE_NOT_CREATED or attempt == ADD_STREAM_ATTEMPTS - 1:
+                raise
+            log.warning("stream store not created; trying again", stream=config.name, attempt=attempt + 1)
+            await asyncio.sleep(backoff(attempt))
+
+
 async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     try:
-        await js.add_stream(config)
+        await add_stream(js, config)
         log.info("stream declared", stream=config.name)
     except BadRequestError as exc:
         if exc.err_code != 10058:  # stream name already in use with a different configuration
