@@ -50,6 +50,19 @@ def bodies(messages: list[Msg]) -> list[str]:
     return [m.data.decode() for m in messages]
 
 
+async def pull_waiting(pulls: Puller) -> asyncio.Task[list[Msg]]:
+    """A pull for one message, given a moment to be open on the server before anything is published."""
+    waiting = asyncio.create_task(pulls.pull(1, 30))
+    await asyncio.sleep(0.1)
+    return waiting
+
+
+async def published_to(waiting: asyncio.Task[list[Msg]], nc: Client, subject: str, body: str) -> list[str]:
+    """Publish `body`, and what the waiting pull took."""
+    await publish(nc, subject, body)
+    return bodies(await asyncio.wait_for(waiting, 10))
+
+
 async def test_a_pull_takes_what_is_waiting_up_to_its_limit_and_the_next_one_the_rest_in_order(
     nc: Client, durable: tuple[str, str], pulls: Puller
 ) -> None:
@@ -70,25 +83,21 @@ async def test_a_waiting_pull_takes_a_message_published_meanwhile(
     nc: Client, durable: tuple[str, str], pulls: Puller
 ) -> None:
     _, subject = durable
-    waiting = asyncio.create_task(pulls.pull(1, 30))
-    await asyncio.sleep(0.1)
-    await publish(nc, subject, "late")
-    assert bodies(await asyncio.wait_for(waiting, 10)) == ["late"]
+    waiting = await pull_waiting(pulls)
+    assert await published_to(waiting, nc, subject, "late") == ["late"]
 
 
 async def test_the_end_of_an_earlier_pull_does_not_end_the_one_waiting(
     nc: Client, durable: tuple[str, str], pulls: Puller
 ) -> None:
     _, subject = durable
-    waiting = asyncio.create_task(pulls.pull(1, 30))
-    await asyncio.sleep(0.1)
+    waiting = await pull_waiting(pulls)
     # The server's "request timeout" for a pull given up before (its own reply subject), arriving now.
     stale = Msg(nc, subject=f"{pulls._inbox}.0", headers={"Status": "408", "Description": "Request Timeout"})
     await pulls._on_message(stale)
     await asyncio.sleep(0.1)
     assert not waiting.done(), "an earlier pull's end ended the pull waiting now"
-    await publish(nc, subject, "wanted")
-    assert bodies(await asyncio.wait_for(waiting, 10)) == ["wanted"]
+    assert await published_to(waiting, nc, subject, "wanted") == ["wanted"]
 
 
 async def test_a_message_that_came_after_its_pull_was_given_up_is_handed_out_first(
