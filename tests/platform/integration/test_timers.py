@@ -75,7 +75,7 @@ class TimerSettings(ServiceSettings):
     service: str = "timers"
 
 
-def service(settings: ServiceSettings, migrations: Path):
+def service(settings: ServiceSettings, migrations: Path, fire=fire):
     registry = EVENTS.copy()
     registry.register(DeadlineSet)
     registry.register(DeadlinePassed)
@@ -123,3 +123,37 @@ async def test_a_passed_deadline_fires_once_across_restarts_and_replicas(
     fired = await passed(nc)
     assert [e.data.item_id for e in fired] == [soon.data.item_id]
     assert fired[0].time >= soon.data.due
+
+
+async def test_an_item_its_use_case_fails_on_stays_due_and_the_others_fire(
+    clean_jetstream, settings_for, run_service, tmp_path
+):
+    """Regression: one item whose `fire` raised failed the whole round, every round: no deadline of anyone passed
+    (the program's evaluation of every member would stop on one member it cannot evaluate)."""
+    nc = clean_jetstream
+    await declare_as_owner(nc, PATIENT_EVENTS)
+    (tmp_path / "001_deadlines.sql").write_text(
+        "CREATE TABLE deadlines (item_id uuid PRIMARY KEY, patient_id text, due timestamptz, passed_at timestamptz);"
+    )
+
+    def fire_unless_poisoned(row, now: datetime) -> list[DeadlinePassed]:
+        if row["patient_id"] == "p-poisoned":
+            raise ValueError("a use case that cannot handle this item")
+        return fire(row, now)
+
+    now = datetime.now(UTC)
+    js = nc.jetstream()
+    deadlines = [
+        DeadlineSet.create(source="test", patient_id=patient, data=Deadline(item_id=uuid.uuid4(), due=now))
+        for patient in ("p-poisoned", "p-fine")
+    ]
+    for event in deadlines:
+        await js.publish(event_subject(event), event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.id)})
+
+    app = service(settings_for(TimerSettings), tmp_path, fire=fire_unless_poisoned)
+    async with run_service(app):
+        fired = await wait_for(lambda: passed(nc), timeout_s=10)
+        await asyncio.sleep(0.3)  # more rounds: the poisoned item is looked at again, and still fails alone
+        assert [e.patient_id for e in await passed(nc)] == ["p-fine"]
+        assert not any(h.failures for h in app.runtime.task_health if h.name.startswith("timer-"))
+    assert [e.data.item_id for e in fired] == [deadlines[1].data.item_id]

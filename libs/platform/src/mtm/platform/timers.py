@@ -65,8 +65,28 @@ async def fire_due(conn: asyncpg.Connection, timer: Timer, projection: Projectio
         uow = UnitOfWork(conn, projection)
         await uow.begin()
         items = await timer.due(conn, now, ROUND_LIMIT)
-        events = [event for item in items for event in timer.fire(item, now)]
+        events = [event for item in items for event in _fired(timer, item, now)]
         return len(await uow.record(events, _timer_spans(timer, events)))
+
+
+def _fired(timer: Timer, item: Any, now: datetime) -> Sequence[EventEnvelope]:
+    """What the passing of one item records. An item whose use case fails records nothing and stays due: it is
+    logged at every round, and no longer fails the round of every other item with it (one member's evaluation
+    raising would have stopped the program's evaluation of everyone)."""
+    try:
+        return timer.fire(item, now)
+    except Exception as exc:
+        patient_id = getattr(item, "patient_id", None) or (item.get("patient_id") if hasattr(item, "get") else None)
+        log.warning(
+            "timer item failed; it stays due",
+            consumer=timer.name,
+            patient_ref=f"Patient/{patient_id}" if patient_id else None,
+            error_type=type(exc).__name__,
+        )
+        metrics.current().counter(
+            "mtm_timer_item_failures", "Items a timer's use case failed on (each stays due).", ("timer",)
+        ).labels(timer.name).inc()
+        return ()
 
 
 def _timer_spans(timer: Timer, events: Sequence[EventEnvelope]) -> dict[Any, dict[str, str]] | None:
