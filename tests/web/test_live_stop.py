@@ -21,10 +21,13 @@ class Subscription:
 
 
 class Connection:
-    """NATS as the feed uses it at start and stop: subscriptions, which deliver nothing by themselves."""
+    """NATS as the feed uses it at start and stop: subscriptions, which deliver nothing by themselves, and a flush."""
 
     async def subscribe(self, subject: str, cb: Any = None) -> Subscription:
         return Subscription()
+
+    async def flush(self) -> None:
+        pass
 
 
 async def test_stop_ends_the_feeds_reader_when_its_cancellation_is_lost_in_a_batch():

@@ -124,6 +124,9 @@ class LiveFeed:
         self._subscriptions.append(await self._nc.subscribe(event_filter(PatientErased), cb=self._on_erased))
         for cls in WATCHED:
             self._subscriptions.append(await self._nc.subscribe(event_filter(cls), cb=self._on_message))
+        # Started means heard: until the server has the subscriptions, a key announced meanwhile is missed, and the
+        # patient's next events wait on a request to the keeper (a test publishing right after start failed so in CI).
+        await self._nc.flush()
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
