@@ -139,8 +139,9 @@ async def test_an_upgrade_reconciles_what_the_retired_durable_held_once_and_dele
     unreadable = await nc.jetstream().publish(
         patient_subject("p-unreadable", TransitionOfCareRecorded.EVENT_NAME), b"not a discharge"
     )
-    held = [await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, name) for name, _ in retired_durables(groups)]
-    assert (sum(i.num_pending for i in held), sum(i.num_ack_pending for i in held)) == (5, 0)
+    # The server counts a stored message into a consumer's pending after the publish is acknowledged (its consumers
+    # are signalled from a queue), so the count is awaited rather than read once.
+    assert await wait_for(lambda: held_by_retired_durables(nc, groups, (5, 0)))
     assert await reconciled_discharges(settings) == [str(reconciled_already.id)]
 
     app = create_app(settings)
@@ -162,6 +163,13 @@ async def test_an_upgrade_reconciles_what_the_retired_durable_held_once_and_dele
     assert [(m.subject, m.headers["Nats-Msg-Id"]) for m in letters] == [
         (f"mtm.dlq.reconciliation.{RETIRED}", f"{RETIRED}:{PATIENT_EVENTS_STREAM}:{unreadable.seq}")
     ]
+
+
+async def held_by_retired_durables(nc, groups: int, expected: tuple[int, int]) -> tuple[int, int] | None:
+    """(pending, acknowledgement pending) summed over the retired durables, once it is `expected`."""
+    held = [await nc.jetstream().consumer_info(PATIENT_EVENTS_STREAM, name) for name, _ in retired_durables(groups)]
+    counts = (sum(i.num_pending for i in held), sum(i.num_ack_pending for i in held))
+    return counts if counts == expected else None
 
 
 async def none_left(nc, groups: int) -> bool:
