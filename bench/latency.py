@@ -15,6 +15,8 @@ from mtm.contracts import MedicationsReconciled, ReviewTaskCreated
 from mtm.contracts.subjects import event_filter
 
 RATE_PER_S = 500.0
+# The same path at a fifth of that load: what the serial path costs a discharge when little queues behind it.
+LIGHT_RATE_PER_S = 100.0
 CORRELATION_ID = re.compile(rb'"correlation_id":"([0-9a-f-]{36})"')
 
 
@@ -34,11 +36,13 @@ async def run(
     warmup_s: float = 2.0,
     offered_s: float = 10.0,
     drain_s: float = 15.0,
+    phase: str = "latency",
 ) -> dict[str, Any]:
     """p50/p95/p99 from the scheduled send time (so a late generator cannot hide queueing) to receipt.
 
     Discharges are matched to review tasks by correlation id (the discharge's event id). The first `warmup_s`
-    of the schedule is sent but not counted.
+    of the schedule is sent but not counted. Figures of a rate other than `RATE_PER_S` are named for their rate
+    (`at_rate`); `phase` names the run's servers and databases, so a second run starts from nothing too.
     """
     warmup = int(rate_per_s * warmup_s)
     count = warmup + int(rate_per_s * offered_s)
@@ -68,11 +72,11 @@ async def run(
             if len(latencies_ms) == count:
                 all_received.set()
 
-    async with servers.nats("latency") as phase:
-        fleet = ServiceFleet(phase, servers, "latency", log_dir)
+    async with servers.nats(phase) as infrastructure:
+        fleet = ServiceFleet(infrastructure, servers, phase, log_dir)
         progress("starting services", 0.0)
         async with running_fleet(fleet):
-            nc = await phase.nats_client().connect()
+            nc = await infrastructure.nats_client().connect()
             try:
                 subscriptions = ((MedicationsReconciled, on_reconciled), (ReviewTaskCreated, on_review_task))
                 for event_cls, callback in subscriptions:
@@ -105,18 +109,30 @@ async def run(
     first_hop = [reconciled_ms[c] for c in measured_ids if c in reconciled_ms]
     second_hop = [latencies_ms[c] - reconciled_ms[c] for c in measured_ids if c in latencies_ms and c in reconciled_ms]
     progress("done", 1.0)
-    return {
-        "latency_to_reconciled_p50_ms": round(percentile(first_hop, 0.50), 1),
-        "latency_to_reconciled_p99_ms": round(percentile(first_hop, 0.99), 1),
-        "latency_reconciled_to_task_p50_ms": round(percentile(second_hop, 0.50), 1),
-        "latency_reconciled_to_task_p99_ms": round(percentile(second_hop, 0.99), 1),
-        "p50_latency_ms_at_500": round(percentile(measured, 0.50), 1),
-        "p95_latency_ms_at_500": round(percentile(measured, 0.95), 1),
-        "p99_latency_ms_at_500": round(percentile(measured, 0.99), 1),
-        "max_latency_ms_at_500": round(max(measured), 1),
-        "latency_offered_per_s": rate_per_s,
-        "latency_offered_s": offered_s,
-        "latency_measured": len(received),
-        "latency_missing": len(measured_ids) - len(received),
-        "latency_generator_max_lag_ms": round(max_lag_s * 1000, 1),
-    }
+    return at_rate(
+        rate_per_s,
+        {
+            "latency_to_reconciled_p50_ms": round(percentile(first_hop, 0.50), 1),
+            "latency_to_reconciled_p99_ms": round(percentile(first_hop, 0.99), 1),
+            "latency_reconciled_to_task_p50_ms": round(percentile(second_hop, 0.50), 1),
+            "latency_reconciled_to_task_p99_ms": round(percentile(second_hop, 0.99), 1),
+            "p50_latency_ms_at_500": round(percentile(measured, 0.50), 1),
+            "p95_latency_ms_at_500": round(percentile(measured, 0.95), 1),
+            "p99_latency_ms_at_500": round(percentile(measured, 0.99), 1),
+            "max_latency_ms_at_500": round(max(measured), 1),
+            "latency_offered_per_s": rate_per_s,
+            "latency_offered_s": offered_s,
+            "latency_measured": len(received),
+            "latency_missing": len(measured_ids) - len(received),
+            "latency_generator_max_lag_ms": round(max_lag_s * 1000, 1),
+        },
+    )
+
+
+def at_rate(rate_per_s: float, figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures as named at `RATE_PER_S` (`p99_latency_ms_at_500`, `latency_missing`), renamed for another rate
+    (`p99_latency_ms_at_100`, `latency_missing_at_100`)."""
+    if rate_per_s == RATE_PER_S:
+        return figures
+    at = f"_at_{rate_per_s:g}"
+    return {(key.replace("_at_500", at) if "_at_500" in key else key + at): value for key, value in figures.items()}

@@ -108,6 +108,12 @@ MTM_ROWS = (
         goal=at_least(GOAL_TIMES_NAIVE, "≥ 5x"),
     ),
     Row("Projection ÷ peer", "projection_vs_peer", "x", goal=at_least(GOAL_TIMES_PEER, "≥ 15x")),
+    Row(
+        "Latency p50 at 100/s (light load)", "p50_latency_ms_at_100", "ms", "raw_hop_p50_ms_at_500", "JetStream hop p50"
+    ),
+    Row(
+        "Latency p99 at 100/s (light load)", "p99_latency_ms_at_100", "ms", "raw_hop_p99_ms_at_500", "JetStream hop p99"
+    ),
     Row("Latency p50 at 500/s", "p50_latency_ms_at_500", "ms", "raw_hop_p50_ms_at_500", "JetStream hop p50"),
     Row("Latency p95 at 500/s", "p95_latency_ms_at_500", "ms"),
     Row(
