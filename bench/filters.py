@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import subprocess
 import tempfile
@@ -74,9 +75,21 @@ def history(ids: list[str], subject: Callable[[str, str], str]) -> Iterator[tupl
 
 
 async def measure(
-    js: object, server: psutil.Process, filters: list[str], live: list[str], wanted: int, durable: str
+    js: object,
+    server: psutil.Process,
+    filters: list[str],
+    live: list[str],
+    wanted: int,
+    durable: str,
+    *,
+    body: bytes = BODY,
+    lag: int = 0,
 ) -> tuple[float, float]:
-    """(server CPU s, wall s) to publish `live` and fetch+ack its `wanted` matches on a durable that had caught up."""
+    """(server CPU s, wall s) to publish `live` and fetch+ack its `wanted` matches on a durable that had caught up.
+
+    With `lag`, the durable is read only after every `lag` messages published, as a consumer that gathers its
+    batches (the program's inputs) reads behind the tail; else it waits at the tail for each message.
+    """
     config = ConsumerConfig(
         durable_name=durable,
         # Caught up: only what is published from now on; creating it with ALL would measure the backlog too.
@@ -101,13 +114,29 @@ async def measure(
                 await msg.ack()
             received += len(batch)
 
+    async def catch_up(matched: int) -> None:
+        nonlocal received
+        while received < matched:
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                for msg in await sub.fetch(min(100, matched - received), timeout=1.0):
+                    await msg.ack()
+                    received += 1
+
     before = server.cpu_times()
     start = time.perf_counter()
-    consumer = asyncio.create_task(consume())
-    # Sequential confirmed publishes: a live tail a message at a time, each one waking the waiting pull request.
-    for subject in live:
-        await js.publish(subject, BODY)  # type: ignore[attr-defined]
-    await asyncio.wait_for(consumer, timeout=600)
+    if lag:
+        matched = 0
+        for index, subject in enumerate(live, 1):
+            await js.publish(subject, body)  # type: ignore[attr-defined]
+            matched += any(matches(subject, f) for f in filters)
+            if index % lag == 0 or index == len(live):
+                await asyncio.wait_for(catch_up(matched), timeout=600)
+    else:
+        consumer = asyncio.create_task(consume())
+        # Sequential confirmed publishes: a live tail a message at a time, each one waking the waiting pull request.
+        for subject in live:
+            await js.publish(subject, body)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer, timeout=600)
     wall = time.perf_counter() - start
     after = server.cpu_times()
     await sub.unsubscribe()
@@ -115,7 +144,16 @@ async def measure(
     return (after.user + after.system) - (before.user + before.system), wall
 
 
-async def run(url: str, server: psutil.Process, sizes: list[int], live_n: int, layouts: list[str]) -> None:
+async def run(
+    url: str,
+    server: psutil.Process,
+    sizes: list[int],
+    live_n: int,
+    layouts: list[str],
+    *,
+    body_bytes: int = len(BODY),
+    lag: int = 0,
+) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream(publish_async_max_pending=2000)
     rng = random.Random(13)
@@ -135,7 +173,8 @@ async def run(url: str, server: psutil.Process, sizes: list[int], live_n: int, l
                 live = [subject(rng.choice(ids), rng.choice(EVENTS)) for _ in range(live_n)]
                 wanted = sum(any(matches(s, f) for f in filters) for s in live)
                 durable = f"bench-{n}-{name.replace(' ', '-')}"
-                cpu, wall = await measure(js, server, filters, live, wanted, durable)
+                live_body = BODY + b" " * max(0, body_bytes - len(BODY))
+                cpu, wall = await measure(js, server, filters, live, wanted, durable, body=live_body, lag=lag)
                 us = 1e6 / wanted
                 row = (wanted, cpu * us, wall * us, cpu * 1e6 / live_n)
                 print(f"{n:>9} {layout:<14} {name:<10} " + " ".join(f"{v:>11.0f}" for v in row), flush=True)
@@ -149,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--live", type=int, default=2_000, help="messages published and consumed per variant")
     parser.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=list(LAYOUTS))
+    # A stored mtm event is about 3 KB (a sealed discharge's reconciliation): the server's 8 MB message blocks then
+    # fill every few thousand messages, and a durable reading behind the tail crosses their ends.
+    parser.add_argument("--body-bytes", type=int, default=len(BODY), help="size of each live message")
+    parser.add_argument("--lag", type=int, default=0, help="read the durable every LAG messages (0: at the tail)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mtm-bench-filters-") as tmp:
         port = free_port()
@@ -164,7 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
             print(version.strip())
             asyncio.run(
-                run(f"nats://{LOOPBACK}:{port}", psutil.Process(process.pid), args.patients, args.live, args.layouts)
+                run(
+                    f"nats://{LOOPBACK}:{port}",
+                    psutil.Process(process.pid),
+                    args.patients,
+                    args.live,
+                    args.layouts,
+                    body_bytes=args.body_bytes,
+                    lag=args.lag,
+                )
             )
         finally:
             process.terminate()
